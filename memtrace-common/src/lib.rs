@@ -1,0 +1,431 @@
+//! The event ABI between memtrace's eBPF programs and its userspace.
+//!
+//! Every record the kernel side writes into the ring buffer starts with an [`EventHeader`]
+//! whose `kind` says which of the `#[repr(C)]` structs below follows. Both sides compile this one
+//! definition, so the layouts cannot drift apart. Fields are sized and padded explicitly (no
+//! `bool`, no implicit padding) so that the bytes are the same on both sides.
+#![no_std]
+
+/// Length of the fixed buffers that carry a path or a name (memfd name, exec filename).
+pub const PATH_LEN: usize = 256;
+/// A file path is collected in the kernel one dentry at a time, each into its own slot.
+pub const PATH_COMPONENTS: usize = 16;
+pub const COMPONENT_LEN: usize = 64;
+/// Number of program-visible comm bytes (TASK_COMM_LEN).
+pub const COMM_LEN: usize = 16;
+
+/// The ring buffer's default size. Large enough for bursts of exec-time file mappings; the
+/// benchmark and tests shrink it through `--ring-buffer-size` to exercise the loss counter.
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 8 << 20;
+
+/// The ABI of the task that made a syscall, as the kernel decides it (TS_COMPAT), not as the
+/// program's ELF class suggests.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Abi {
+    Unknown = 0,
+    X86_64 = 1,
+    I386 = 2,
+}
+
+impl Abi {
+    pub fn from_u32(value: u32) -> Self {
+        match value {
+            1 => Self::X86_64,
+            2 => Self::I386,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// Which record follows the header.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Syscall = 1,
+    Fork = 2,
+    Exec = 3,
+    Exit = 4,
+    /// A mapping the kernel made itself while loading a new image (ELF segments, bss, vdso).
+    ExecMapping = 5,
+    /// A [`SyscallDetailEvent`].
+    SyscallDetail = 6,
+}
+
+impl EventKind {
+    pub fn from_u32(value: u32) -> Option<Self> {
+        Some(match value {
+            1 => Self::Syscall,
+            2 => Self::Fork,
+            3 => Self::Exec,
+            4 => Self::Exit,
+            5 => Self::ExecMapping,
+            6 => Self::SyscallDetail,
+            _ => return None,
+        })
+    }
+}
+
+/// The syscalls memtrace decodes, independent of the ABI's numbering.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Syscall {
+    Mmap = 1,
+    /// ia32 only: offset in 4096-byte pages.
+    Mmap2 = 2,
+    /// ia32 only: a single pointer to the six arguments in user memory, read at entry.
+    OldMmap = 3,
+    Munmap = 4,
+    Brk = 5,
+    Mremap = 6,
+    Mprotect = 7,
+    MemfdCreate = 8,
+    Execve = 9,
+    Execveat = 10,
+    Close = 11,
+}
+
+impl Syscall {
+    pub const ALL: [Syscall; 11] = [
+        Self::Mmap,
+        Self::Mmap2,
+        Self::OldMmap,
+        Self::Munmap,
+        Self::Brk,
+        Self::Mremap,
+        Self::Mprotect,
+        Self::MemfdCreate,
+        Self::Execve,
+        Self::Execveat,
+        Self::Close,
+    ];
+
+    pub fn from_u32(value: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| *s as u32 == value)
+    }
+
+    /// Maps a raw syscall number to what memtrace traces. The two ABIs number syscalls
+    /// differently and their numbers collide (ia32 45 is brk, x86_64 45 is recvfrom), so the
+    /// ABI must be known first.
+    pub fn from_number(abi: Abi, nr: i64) -> Option<Self> {
+        match abi {
+            Abi::X86_64 => match nr {
+                3 => Some(Self::Close),
+                9 => Some(Self::Mmap),
+                10 => Some(Self::Mprotect),
+                11 => Some(Self::Munmap),
+                12 => Some(Self::Brk),
+                25 => Some(Self::Mremap),
+                59 => Some(Self::Execve),
+                319 => Some(Self::MemfdCreate),
+                322 => Some(Self::Execveat),
+                _ => None,
+            },
+            Abi::I386 => match nr {
+                6 => Some(Self::Close),
+                11 => Some(Self::Execve),
+                45 => Some(Self::Brk),
+                90 => Some(Self::OldMmap),
+                91 => Some(Self::Munmap),
+                125 => Some(Self::Mprotect),
+                163 => Some(Self::Mremap),
+                192 => Some(Self::Mmap2),
+                356 => Some(Self::MemfdCreate),
+                358 => Some(Self::Execveat),
+                _ => None,
+            },
+            Abi::Unknown => None,
+        }
+    }
+}
+
+/// Starts every record in the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// An [`EventKind`].
+    pub kind: u32,
+    /// An [`Abi`]: the ABI of the syscall being made (for process events, of the task).
+    pub abi: u32,
+    /// `bpf_ktime_get_ns`: CLOCK_MONOTONIC, nanoseconds.
+    pub timestamp_ns: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// A file as the kernel's dentry chain names it: `components[0]` is the file's own name,
+/// `components[1]` its parent's, and so on up to the root of the file system (or of a mount,
+/// crossing mount points where the walk could).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FilePath {
+    pub inode: u64,
+    /// How many slots of `components` are filled.
+    pub depth: u32,
+    /// Non-zero when the walk stopped before the root (too deep).
+    pub truncated: u32,
+    pub components: [[u8; COMPONENT_LEN]; PATH_COMPONENTS],
+}
+
+/// Flags in [`SyscallEvent::flags`].
+pub mod syscall_flags {
+    /// `path` holds a string the syscall passed (memfd name, exec filename).
+    pub const HAS_STRING: u32 = 1;
+    /// `file` holds the file behind the fd argument (mmap) or the result (memfd_create).
+    pub const HAS_FILE: u32 = 2;
+}
+
+/// One completed syscall: its arguments at entry and its result at exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SyscallEvent {
+    pub header: EventHeader,
+    /// A [`Syscall`].
+    pub syscall: u32,
+    /// [`syscall_flags`].
+    pub flags: u32,
+    /// Arguments as the ABI passed them (ia32: zero-extended 32-bit values; old_mmap: the six
+    /// values read from the user's argument block).
+    pub args: [u64; 6],
+    /// The raw result: an address, a value, or -errno.
+    pub ret: i64,
+    /// When the syscall entered; `header.timestamp_ns` is when it returned.
+    pub entry_ns: u64,
+}
+
+/// A syscall that also carries a string argument or a file: [`EventKind::SyscallDetail`]. Kept
+/// apart from [`SyscallEvent`] so the common anonymous mmap/munmap stays small in the ring.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SyscallDetailEvent {
+    pub syscall: SyscallEvent,
+    pub string: [u8; PATH_LEN],
+    pub file: FilePath,
+}
+
+/// Flags in [`ForkEvent::flags`].
+pub mod fork_flags {
+    /// The child is a thread of the parent's process (same tgid).
+    pub const THREAD: u32 = 1;
+    /// The child shares the parent's address space (threads, vfork, CLONE_VM).
+    pub const SHARES_MM: u32 = 2;
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkEvent {
+    /// The parent's identity is in the header.
+    pub header: EventHeader,
+    pub child_tgid: u32,
+    pub child_tid: u32,
+    /// [`fork_flags`].
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// A completed exec: the new image as the kernel set it up, read from `mm_struct` and the
+/// `linux_binprm` at `sched_process_exec`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    /// The tid that called exec (a non-leader thread's exec takes over the tgid).
+    pub old_tid: u32,
+    /// `task_struct.personality`.
+    pub personality: u32,
+    /// The ABI of the new image, from its ELF header (`bprm->buf`).
+    pub new_abi: u32,
+    pub _pad: u32,
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub mmap_base: u64,
+    /// The stack VMA (`bprm->vma`).
+    pub stack_start: u64,
+    pub stack_end: u64,
+    /// auxv values: where ld.so (AT_BASE), the entry point and the program headers are.
+    pub interp_base: u64,
+    pub entry: u64,
+    pub phdr: u64,
+    pub filename: [u8; PATH_LEN],
+    pub interp: [u8; PATH_LEN],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+    /// `task_struct.exit_code`: wait status (code << 8, or the signal).
+    pub exit_code: u32,
+    /// Non-zero when the last thread of the process exits.
+    pub group_dead: u32,
+}
+
+/// Kinds of [`ExecMappingEvent`].
+pub mod exec_mapping_kind {
+    /// `do_mmap` of an ELF segment (file in `file`).
+    pub const MMAP: u32 = 1;
+    /// `vm_munmap` trimming a reservation.
+    pub const MUNMAP: u32 = 2;
+    /// `vm_brk_flags`: anonymous bss.
+    pub const BSS: u32 = 3;
+    /// `_install_special_mapping`: vdso, vvar (name in `file.components[0]`).
+    pub const SPECIAL: u32 = 4;
+}
+
+/// A mapping change the kernel made while loading a new image, before the image ran.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecMappingEvent {
+    pub header: EventHeader,
+    /// An [`exec_mapping_kind`].
+    pub kind: u32,
+    pub _pad: u32,
+    pub start: u64,
+    pub len: u64,
+    /// `PROT_*` for mmap; for special mappings, `VM_READ|VM_WRITE|VM_EXEC` in the low bits.
+    pub prot: u64,
+    pub flags: u64,
+    /// Offset into the file in pages.
+    pub pgoff: u64,
+    /// Non-zero when `file` is filled.
+    pub has_file: u32,
+    pub _pad2: u32,
+    pub file: FilePath,
+}
+
+/// Kernel-struct field offsets that the programs need, resolved by userspace from the running
+/// kernel's BTF and written into the programs' read-only data before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelOffsets {
+    pub task_thread_info: u32,
+    pub thread_info_status: u32,
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_mm: u32,
+    pub task_exit_code: u32,
+    pub task_personality: u32,
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_max_fds: u32,
+    pub fdtable_fd: u32,
+    pub file_f_path: u32,
+    pub file_f_inode: u32,
+    pub inode_i_ino: u32,
+    pub path_dentry: u32,
+    pub path_mnt: u32,
+    pub dentry_d_parent: u32,
+    pub dentry_d_name_name: u32,
+    /// `mount.mnt` (the `vfsmount` embedded in `struct mount`).
+    pub mount_mnt: u32,
+    pub mount_mnt_parent: u32,
+    pub mount_mnt_mountpoint: u32,
+    pub vfsmount_mnt_root: u32,
+    pub mm_start_code: u32,
+    pub mm_end_code: u32,
+    pub mm_start_data: u32,
+    pub mm_end_data: u32,
+    pub mm_start_brk: u32,
+    pub mm_brk: u32,
+    pub mm_start_stack: u32,
+    pub mm_mmap_base: u32,
+    pub mm_saved_auxv: u32,
+    pub binprm_vma: u32,
+    pub binprm_filename: u32,
+    pub binprm_interp: u32,
+    pub binprm_buf: u32,
+    pub vma_vm_start: u32,
+    pub vma_vm_end: u32,
+    pub special_mapping_name: u32,
+    /// `x86 TS_COMPAT` in `thread_info.status`.
+    pub ts_compat: u32,
+    pub _pad: u32,
+}
+
+/// Tunables written into the programs' read-only data before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProbeConfig {
+    /// Non-zero: children of traced processes become traced (`--follow`).
+    pub follow_children: u32,
+    /// Non-zero: the programs emit aya-log diagnostics (`--ebpf-log`); off by default because
+    /// each log record costs as much as an event.
+    pub log_enabled: u32,
+    /// Wake the reader only once this many bytes wait in the ring buffer: one wakeup per event
+    /// would cost more than the event itself. The reader also polls on a timer, so a quiet
+    /// stream is still delivered promptly.
+    pub wakeup_bytes: u64,
+}
+
+/// Names shared by the two sides.
+pub mod names {
+    pub const EVENTS_MAP: &str = "EVENTS";
+    pub const TRACED_MAP: &str = "TRACED";
+    pub const LOST_MAP: &str = "LOST";
+    pub const OFFSETS_GLOBAL: &str = "OFFSETS";
+    pub const CONFIG_GLOBAL: &str = "CONFIG";
+}
+
+/// Slots of the per-CPU [`names::LOST_MAP`] counter array.
+pub mod lost_slot {
+    /// Ring buffer full: an event was dropped.
+    pub const RING_FULL: u32 = 0;
+    /// The in-flight syscall table was full: the syscall's entry was not remembered.
+    pub const PENDING_FULL: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: plain-old-data, `#[repr(C)]` with explicit padding: every bit pattern is valid.
+    unsafe impl aya::Pod for KernelOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ProbeConfig {}
+}
+
+/// Reads a `#[repr(C)]` record out of raw ring-buffer bytes without assuming alignment.
+/// Returns `None` when the bytes are too short.
+#[cfg(feature = "user")]
+pub fn read_record<T: Copy + RecordBytes>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < core::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: length checked above; `T` is one of this crate's plain-old-data records
+    // (sealed by `RecordBytes`), valid for any bit pattern; the read is unaligned-safe.
+    Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// The bytes of a record, as the kernel side would write them (tests and tools build records
+/// with this).
+#[cfg(feature = "user")]
+pub fn record_as_bytes<T: Copy + RecordBytes>(value: &T) -> &[u8] {
+    // SAFETY: `T` is plain-old-data (sealed by `RecordBytes`) with explicit padding fields, so
+    // all of its bytes are initialised; the slice borrows `value`.
+    unsafe { core::slice::from_raw_parts((value as *const T).cast::<u8>(), core::mem::size_of::<T>()) }
+}
+
+/// Marks the records that may be read from raw bytes: plain-old-data only.
+///
+/// # Safety
+/// Implementors must be `#[repr(C)]` and valid for every bit pattern.
+#[cfg(feature = "user")]
+pub unsafe trait RecordBytes {}
+#[cfg(feature = "user")]
+mod record_bytes {
+    use super::*;
+    // SAFETY: all of these are `#[repr(C)]` integers and byte arrays.
+    unsafe impl RecordBytes for EventHeader {}
+    unsafe impl RecordBytes for SyscallEvent {}
+    unsafe impl RecordBytes for SyscallDetailEvent {}
+    unsafe impl RecordBytes for ForkEvent {}
+    unsafe impl RecordBytes for ExecEvent {}
+    unsafe impl RecordBytes for ExitEvent {}
+    unsafe impl RecordBytes for ExecMappingEvent {}
+}

@@ -1,0 +1,67 @@
+//! Reserving ring-buffer records: headers, the traced-process check, and loss accounting.
+
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    maps::ring_buf::RingBufEntry,
+};
+use memtrace_common::{lost_slot, Abi, EventHeader, EventKind};
+
+use crate::{CONFIG, EVENTS, LOST, TRACED};
+
+/// The current task's (tgid, tid).
+#[inline(always)]
+pub fn current_ids() -> (u32, u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    ((pid_tgid >> 32) as u32, pid_tgid as u32)
+}
+
+#[inline(always)]
+pub fn is_traced(tgid: u32) -> bool {
+    // SAFETY: the value is only tested for presence, never read.
+    unsafe { TRACED.get(&tgid) }.is_some()
+}
+
+/// Counts an event that could not be delivered, so userspace can report it.
+pub fn count_lost(slot: u32) {
+    if let Some(counter) = LOST.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot: no other program runs on this CPU while we hold it.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// Reserves a record in the ring buffer, counting a loss when it is full.
+pub fn reserve<T: 'static>() -> Option<RingBufEntry<T>> {
+    let entry = EVENTS.reserve::<T>(0);
+    if entry.is_none() {
+        count_lost(lost_slot::RING_FULL);
+    }
+    entry
+}
+
+/// Submit flags: wake the reader only when enough data waits (see `ProbeConfig::wakeup_bytes`).
+pub fn submit_flags() -> u64 {
+    let threshold = unsafe { core::ptr::read_volatile(&raw const CONFIG.wakeup_bytes) };
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+/// The header for an event of the current task.
+pub fn header(kind: EventKind, abi: Abi, tgid: u32, tid: u32) -> EventHeader {
+    EventHeader {
+        kind: kind as u32,
+        abi: abi as u32,
+        // SAFETY: no arguments; returns CLOCK_MONOTONIC.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        tgid,
+        tid,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
+}
+
+pub fn log_enabled() -> bool {
+    unsafe { core::ptr::read_volatile(&raw const CONFIG.log_enabled) != 0 }
+}

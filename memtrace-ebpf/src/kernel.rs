@@ -1,0 +1,139 @@
+//! Reading kernel structures through the offsets userspace resolved from BTF.
+//!
+//! aya-ebpf has no CO-RE field relocations, so instead of compiled-in struct layouts every
+//! field access goes through [`offset!`], which reads the offset from the `OFFSETS` global at
+//! run time. The same object therefore works on any kernel whose BTF userspace can read.
+
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes};
+use memtrace_common::{Abi, FilePath, PATH_COMPONENTS};
+
+use crate::OFFSETS;
+
+/// The offset of a kernel struct field, as userspace wrote it before load.
+///
+/// `read_volatile` keeps the compiler from folding the all-zero initial value into the code.
+macro_rules! offset {
+    ($field:ident) => {
+        $crate::kernel::load_offset(&raw const $crate::OFFSETS.$field)
+    };
+}
+pub(crate) use offset;
+
+#[inline(always)]
+pub fn load_offset(field: *const u32) -> usize {
+    // SAFETY: `field` points into the immutable `OFFSETS` global.
+    unsafe { core::ptr::read_volatile(field) as usize }
+}
+
+/// A kernel pointer we only ever pass to `bpf_probe_read_kernel`: never dereferenced directly.
+pub type KernelPtr = *const u8;
+
+/// Reads a `T` at `base + offset` in kernel memory.
+#[inline(always)]
+pub fn read<T>(base: KernelPtr, offset: usize) -> Result<T, i64> {
+    // SAFETY: `bpf_probe_read_kernel` checks the address; a bad one is an error, not a fault.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset).cast::<T>()) }.map_err(|e| e as i64)
+}
+
+pub fn current_task() -> KernelPtr {
+    // SAFETY: the helper takes no arguments and returns the running task.
+    unsafe { bpf_get_current_task() as KernelPtr }
+}
+
+/// The ABI of the syscall the current task is making.
+///
+/// The syscall number alone cannot tell: ia32 and x86_64 numbers overlap. The kernel marks an
+/// ia32 syscall with `TS_COMPAT` in `thread_info.status` for exactly its duration (also when a
+/// 64-bit program uses `int 0x80`), which is what `in_ia32_syscall()` checks.
+pub fn current_abi() -> Abi {
+    let status_offset = offset!(task_thread_info) + offset!(thread_info_status);
+    let ts_compat = unsafe { core::ptr::read_volatile(&raw const OFFSETS.ts_compat) };
+    match read::<u32>(current_task(), status_offset) {
+        Ok(status) if status & ts_compat != 0 => Abi::I386,
+        Ok(_) => Abi::X86_64,
+        Err(_) => Abi::Unknown,
+    }
+}
+
+/// The `struct file` behind a descriptor of the current task.
+pub fn file_of_fd(fd: u32) -> Result<KernelPtr, i64> {
+    let files: KernelPtr = read(current_task(), offset!(task_files))?;
+    let fdt: KernelPtr = read(files, offset!(files_fdt))?;
+    let max_fds: u32 = read(fdt, offset!(fdtable_max_fds))?;
+    if fd >= max_fds {
+        return Err(-9); // EBADF
+    }
+    let fd_array: KernelPtr = read(fdt, offset!(fdtable_fd))?;
+    let file: KernelPtr = read(fd_array, fd as usize * 8)?;
+    if file.is_null() {
+        return Err(-9);
+    }
+    Ok(file)
+}
+
+/// Dentries walked at most, counting mount crossings.
+const MAX_WALK: usize = PATH_COMPONENTS + 8;
+
+/// Fills `out` with the file's inode and its path, one dentry name per slot from the file up,
+/// crossing mount points to the root. `bpf_d_path` would do this but is only allowed from a
+/// few attach points, none of ours.
+///
+/// # Safety
+/// `out` must point to writable memory for a `FilePath` (a ring-buffer reservation).
+pub unsafe fn fill_file_path(file: KernelPtr, out: *mut FilePath) -> Result<(), i64> {
+    let out = unsafe { &mut *out };
+    out.depth = 0;
+    out.truncated = 1;
+    let inode: KernelPtr = read(file, offset!(file_f_inode))?;
+    out.inode = read(inode, offset!(inode_i_ino))?;
+
+    let f_path = offset!(file_f_path);
+    let mut dentry: KernelPtr = read(file, f_path + offset!(path_dentry))?;
+    let mut vfsmount: KernelPtr = read(file, f_path + offset!(path_mnt))?;
+    // `struct vfsmount` is embedded in `struct mount`, which knows where it is mounted.
+    let mut mount: KernelPtr = vfsmount.wrapping_sub(offset!(mount_mnt));
+    let mut depth = 0usize;
+
+    for _ in 0..MAX_WALK {
+        let mount_root: KernelPtr = read(vfsmount, offset!(vfsmount_mnt_root))?;
+        if dentry == mount_root {
+            let parent_mount: KernelPtr = read(mount, offset!(mount_mnt_parent))?;
+            if parent_mount == mount {
+                out.truncated = 0;
+                break;
+            }
+            dentry = read(mount, offset!(mount_mnt_mountpoint))?;
+            mount = parent_mount;
+            vfsmount = mount.wrapping_add(offset!(mount_mnt));
+            continue;
+        }
+        let parent: KernelPtr = read(dentry, offset!(dentry_d_parent))?;
+        if parent == dentry {
+            out.truncated = 0;
+            break;
+        }
+        if depth >= PATH_COMPONENTS {
+            break;
+        }
+        let name: KernelPtr = read(dentry, offset!(dentry_d_name_name))?;
+        if let Some(slot) = out.components.get_mut(depth) {
+            // SAFETY: the helper bounds the copy by the slot and checks the source address.
+            if unsafe { bpf_probe_read_kernel_str_bytes(name, slot) }.is_err() {
+                slot[0] = 0;
+            }
+        }
+        depth += 1;
+        out.depth = depth as u32;
+        dentry = parent;
+    }
+    Ok(())
+}
+
+/// Copies a NUL-terminated kernel string into `out` (empty on failure).
+pub fn read_kernel_string(src: KernelPtr, out: &mut [u8]) {
+    if src.is_null() || unsafe { bpf_probe_read_kernel_str_bytes(src, out) }.is_err() {
+        if let Some(first) = out.first_mut() {
+            *first = 0;
+        }
+    }
+}

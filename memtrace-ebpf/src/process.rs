@@ -1,0 +1,191 @@
+//! Process lifecycle: fork (who is traced next), exec (the new image), exit (who is gone).
+
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_log_ebpf::debug;
+use memtrace_common::{
+    fork_flags, Abi, EventKind, ExecEvent, ExitEvent, ForkEvent,
+};
+
+use crate::{
+    emit::{current_ids, header, is_traced, log_enabled, reserve, submit_flags},
+    kernel::{offset, read, read_kernel_string, KernelPtr},
+    CONFIG, PENDING, TRACED,
+};
+
+/// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`, run by the
+/// parent before the child first runs, so a followed child never misses its first syscall.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
+    let _ = try_fork(&ctx);
+    0
+}
+
+fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let (tgid, tid) = current_ids();
+    if !is_traced(tgid) {
+        return Ok(());
+    }
+    let parent: KernelPtr = ctx.arg(0);
+    let child: KernelPtr = ctx.arg(1);
+    let child_tid: u32 = read(child, offset!(task_pid))?;
+    let child_tgid: u32 = read(child, offset!(task_tgid))?;
+    let parent_mm: u64 = read(parent, offset!(task_mm))?;
+    let child_mm: u64 = read(child, offset!(task_mm))?;
+
+    let mut flags = 0;
+    if child_tgid == tgid {
+        flags |= fork_flags::THREAD;
+    }
+    if child_mm == parent_mm {
+        flags |= fork_flags::SHARES_MM;
+    }
+    let follow = unsafe { core::ptr::read_volatile(&raw const CONFIG.follow_children) } != 0;
+    if flags & fork_flags::THREAD == 0 && follow {
+        let _ = TRACED.insert(&child_tgid, &1, 0);
+    }
+
+    let mut entry = reserve::<ForkEvent>().ok_or(0i64)?;
+    entry.write(ForkEvent {
+        header: header(EventKind::Fork, Abi::Unknown, tgid, tid),
+        child_tgid,
+        child_tid,
+        flags,
+        _pad: 0,
+    });
+    entry.submit(submit_flags());
+    Ok(())
+}
+
+/// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`, run
+/// once the new image is loaded and before it runs.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
+    let _ = try_exec(&ctx);
+    0
+}
+
+fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let (tgid, tid) = current_ids();
+    if !is_traced(tgid) {
+        return Ok(());
+    }
+    let task: KernelPtr = ctx.arg(0);
+    let old_tid = ctx.arg::<u64>(1) as u32;
+    let bprm: KernelPtr = ctx.arg(2);
+
+    // A non-leader thread that execs takes over the leader's tid: its execve will return
+    // under the new tid, so its parked entry must move too.
+    if old_tid != tid {
+        if let Some(pending) = PENDING.get_ptr(&old_tid) {
+            // SAFETY: valid map value until removed; copied before removal.
+            let moved = unsafe { *pending };
+            let _ = PENDING.insert(&tid, &moved, 0);
+            let _ = PENDING.remove(&old_tid);
+        }
+    }
+
+    let mut entry = reserve::<ExecEvent>().ok_or(0i64)?;
+    let event = entry.as_mut_ptr();
+    let mm: KernelPtr = read(task, offset!(task_mm))?;
+    let new_abi = image_abi(bprm);
+    // SAFETY: `event` is a reservation of an ExecEvent; every field is written.
+    unsafe {
+        (*event).header = header(EventKind::Exec, new_abi, tgid, tid);
+        (*event).old_tid = old_tid;
+        (*event).personality = read(task, offset!(task_personality)).unwrap_or(0);
+        (*event).new_abi = new_abi as u32;
+        (*event)._pad = 0;
+        (*event).start_code = read(mm, offset!(mm_start_code)).unwrap_or(0);
+        (*event).end_code = read(mm, offset!(mm_end_code)).unwrap_or(0);
+        (*event).start_data = read(mm, offset!(mm_start_data)).unwrap_or(0);
+        (*event).end_data = read(mm, offset!(mm_end_data)).unwrap_or(0);
+        (*event).start_brk = read(mm, offset!(mm_start_brk)).unwrap_or(0);
+        (*event).brk = read(mm, offset!(mm_brk)).unwrap_or(0);
+        (*event).start_stack = read(mm, offset!(mm_start_stack)).unwrap_or(0);
+        (*event).mmap_base = read(mm, offset!(mm_mmap_base)).unwrap_or(0);
+        let stack_vma: KernelPtr = read(bprm, offset!(binprm_vma)).unwrap_or(core::ptr::null());
+        (*event).stack_start = read(stack_vma, offset!(vma_vm_start)).unwrap_or(0);
+        (*event).stack_end = read(stack_vma, offset!(vma_vm_end)).unwrap_or(0);
+        let (interp_base, entry_point, phdr) = auxv_points(mm);
+        (*event).interp_base = interp_base;
+        (*event).entry = entry_point;
+        (*event).phdr = phdr;
+        let filename: KernelPtr = read(bprm, offset!(binprm_filename)).unwrap_or(core::ptr::null());
+        read_kernel_string(filename, &mut (*event).filename);
+        let interp: KernelPtr = read(bprm, offset!(binprm_interp)).unwrap_or(core::ptr::null());
+        read_kernel_string(interp, &mut (*event).interp);
+    }
+    entry.submit(submit_flags());
+    if log_enabled() {
+        debug!(ctx, "memtrace: exec in traced process {}", tgid);
+    }
+    Ok(())
+}
+
+/// The ABI of the image just loaded, from the ELF header the kernel read (`bprm->buf`): for a
+/// script, that buffer holds the interpreter's header by now.
+fn image_abi(bprm: KernelPtr) -> Abi {
+    let buf = offset!(binprm_buf);
+    let class: u8 = read(bprm, buf + 4).unwrap_or(0);
+    let machine: u16 = read(bprm, buf + 18).unwrap_or(0);
+    match (class, machine) {
+        (1, 3) => Abi::I386,    // ELFCLASS32, EM_386
+        (2, 62) => Abi::X86_64, // ELFCLASS64, EM_X86_64
+        _ => Abi::Unknown,
+    }
+}
+
+/// AT_BASE (where ld.so was put), AT_ENTRY and AT_PHDR from the auxiliary vector the kernel
+/// saved in the mm.
+fn auxv_points(mm: KernelPtr) -> (u64, u64, u64) {
+    const AT_NULL: u64 = 0;
+    const AT_PHDR: u64 = 3;
+    const AT_BASE: u64 = 7;
+    const AT_ENTRY: u64 = 9;
+    let auxv = offset!(mm_saved_auxv);
+    let (mut base, mut entry, mut phdr) = (0, 0, 0);
+    for pair in 0..24usize {
+        let Ok(key) = read::<u64>(mm, auxv + pair * 16) else {
+            break;
+        };
+        let value: u64 = read(mm, auxv + pair * 16 + 8).unwrap_or(0);
+        match key {
+            AT_NULL => break,
+            AT_PHDR => phdr = value,
+            AT_BASE => base = value,
+            AT_ENTRY => entry = value,
+            _ => {}
+        }
+    }
+    (base, entry, phdr)
+}
+
+/// `sched_process_exit(struct task_struct *p, bool group_dead)`, once per exiting thread.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
+    let _ = try_exit(&ctx);
+    0
+}
+
+fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let (tgid, tid) = current_ids();
+    if !is_traced(tgid) {
+        return Ok(());
+    }
+    let task: KernelPtr = ctx.arg(0);
+    let group_dead = ctx.arg::<u64>(1) & 0xff != 0;
+    // A thread killed inside a syscall never reaches sys_exit.
+    let _ = PENDING.remove(&tid);
+    if group_dead {
+        let _ = TRACED.remove(&tgid);
+    }
+    let exit_code: u32 = read(task, offset!(task_exit_code)).unwrap_or(0);
+    let mut entry = reserve::<ExitEvent>().ok_or(0i64)?;
+    entry.write(ExitEvent {
+        header: header(EventKind::Exit, Abi::Unknown, tgid, tid),
+        exit_code,
+        group_dead: u32::from(group_dead),
+    });
+    entry.submit(submit_flags());
+    Ok(())
+}
