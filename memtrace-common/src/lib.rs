@@ -46,8 +46,6 @@ pub enum EventKind {
     Fork = 2,
     Exec = 3,
     Exit = 4,
-    /// A mapping the kernel made itself while loading a new image (ELF segments, bss, vdso).
-    ExecMapping = 5,
     /// A [`SyscallDetailEvent`].
     SyscallDetail = 6,
 }
@@ -59,7 +57,6 @@ impl EventKind {
             2 => Self::Fork,
             3 => Self::Exec,
             4 => Self::Exit,
-            5 => Self::ExecMapping,
             6 => Self::SyscallDetail,
             _ => return None,
         })
@@ -145,7 +142,8 @@ impl Syscall {
 pub struct EventHeader {
     /// An [`EventKind`].
     pub kind: u32,
-    /// An [`Abi`]: the ABI of the syscall being made (for process events, of the task).
+    /// An [`Abi`]: the ABI of the syscall being made (for process events, of the task; for
+    /// an exec, of the task before the exec: `ExecEvent::new_abi` is the one after).
     pub abi: u32,
     /// `bpf_ktime_get_ns`: CLOCK_MONOTONIC, nanoseconds.
     pub timestamp_ns: u64,
@@ -155,8 +153,8 @@ pub struct EventHeader {
 }
 
 /// A file as the kernel's dentry chain names it: `components[0]` is the file's own name,
-/// `components[1]` its parent's, and so on up to the root of the file system (or of a mount,
-/// crossing mount points where the walk could).
+/// `components[1]` its parent's, and so on up to the root, crossing mount points. An empty
+/// component marks a mount crossing and is not part of the path.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct FilePath {
@@ -248,12 +246,19 @@ pub struct ExecEvent {
     /// The stack VMA (`bprm->vma`).
     pub stack_start: u64,
     pub stack_end: u64,
-    /// auxv values: where ld.so (AT_BASE), the entry point and the program headers are.
+    /// auxv values: where ld.so (AT_BASE), the entry point, the program headers and the vdso
+    /// (AT_SYSINFO_EHDR) are.
     pub interp_base: u64,
     pub entry: u64,
     pub phdr: u64,
+    pub vdso_base: u64,
+    /// The name exec was called with (`bprm->filename`).
     pub filename: [u8; PATH_LEN],
+    /// The script interpreter or binary the kernel finally ran (`bprm->interp`).
     pub interp: [u8; PATH_LEN],
+    /// The ELF file that was loaded (`bprm->file`), resolved by the kernel: userspace reads its
+    /// program headers to rebuild the mappings the loader made.
+    pub exe: FilePath,
 }
 
 #[repr(C)]
@@ -264,39 +269,6 @@ pub struct ExitEvent {
     pub exit_code: u32,
     /// Non-zero when the last thread of the process exits.
     pub group_dead: u32,
-}
-
-/// Kinds of [`ExecMappingEvent`].
-pub mod exec_mapping_kind {
-    /// `do_mmap` of an ELF segment (file in `file`).
-    pub const MMAP: u32 = 1;
-    /// `vm_munmap` trimming a reservation.
-    pub const MUNMAP: u32 = 2;
-    /// `vm_brk_flags`: anonymous bss.
-    pub const BSS: u32 = 3;
-    /// `_install_special_mapping`: vdso, vvar (name in `file.components[0]`).
-    pub const SPECIAL: u32 = 4;
-}
-
-/// A mapping change the kernel made while loading a new image, before the image ran.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct ExecMappingEvent {
-    pub header: EventHeader,
-    /// An [`exec_mapping_kind`].
-    pub kind: u32,
-    pub _pad: u32,
-    pub start: u64,
-    pub len: u64,
-    /// `PROT_*` for mmap; for special mappings, `VM_READ|VM_WRITE|VM_EXEC` in the low bits.
-    pub prot: u64,
-    pub flags: u64,
-    /// Offset into the file in pages.
-    pub pgoff: u64,
-    /// Non-zero when `file` is filled.
-    pub has_file: u32,
-    pub _pad2: u32,
-    pub file: FilePath,
 }
 
 /// Kernel-struct field offsets that the programs need, resolved by userspace from the running
@@ -337,15 +309,14 @@ pub struct KernelOffsets {
     pub mm_mmap_base: u32,
     pub mm_saved_auxv: u32,
     pub binprm_vma: u32,
+    pub binprm_file: u32,
     pub binprm_filename: u32,
     pub binprm_interp: u32,
     pub binprm_buf: u32,
     pub vma_vm_start: u32,
     pub vma_vm_end: u32,
-    pub special_mapping_name: u32,
     /// `x86 TS_COMPAT` in `thread_info.status`.
     pub ts_compat: u32,
-    pub _pad: u32,
 }
 
 /// Tunables written into the programs' read-only data before load.
@@ -427,5 +398,4 @@ mod record_bytes {
     unsafe impl RecordBytes for ForkEvent {}
     unsafe impl RecordBytes for ExecEvent {}
     unsafe impl RecordBytes for ExitEvent {}
-    unsafe impl RecordBytes for ExecMappingEvent {}
 }

@@ -4,7 +4,9 @@
 //! field access goes through [`offset!`], which reads the offset from the `OFFSETS` global at
 //! run time. The same object therefore works on any kernel whose BTF userspace can read.
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes};
+use aya_ebpf::helpers::{
+    bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+};
 use memtrace_common::{Abi, FilePath, PATH_COMPONENTS};
 
 use crate::OFFSETS;
@@ -71,18 +73,19 @@ pub fn file_of_fd(fd: u32) -> Result<KernelPtr, i64> {
     Ok(file)
 }
 
-/// Dentries walked at most, counting mount crossings.
-const MAX_WALK: usize = PATH_COMPONENTS + 8;
-
 /// Fills `out` with the file's inode and its path, one dentry name per slot from the file up,
 /// crossing mount points to the root. `bpf_d_path` would do this but is only allowed from a
 /// few attach points, none of ours.
+///
+/// Every step fills exactly one slot, an empty one when it crosses a mount point: the walk's
+/// two branches then leave the verifier identical states, which it can merge. (Counting only
+/// names made the states differ by path and the verifier's work exponential.)
 ///
 /// # Safety
 /// `out` must point to writable memory for a `FilePath` (a ring-buffer reservation).
 pub unsafe fn fill_file_path(file: KernelPtr, out: *mut FilePath) -> Result<(), i64> {
     let out = unsafe { &mut *out };
-    out.depth = 0;
+    out.depth = PATH_COMPONENTS as u32;
     out.truncated = 1;
     let inode: KernelPtr = read(file, offset!(file_f_inode))?;
     out.inode = read(inode, offset!(inode_i_ino))?;
@@ -92,38 +95,35 @@ pub unsafe fn fill_file_path(file: KernelPtr, out: *mut FilePath) -> Result<(), 
     let mut vfsmount: KernelPtr = read(file, f_path + offset!(path_mnt))?;
     // `struct vfsmount` is embedded in `struct mount`, which knows where it is mounted.
     let mut mount: KernelPtr = vfsmount.wrapping_sub(offset!(mount_mnt));
-    let mut depth = 0usize;
 
-    for _ in 0..MAX_WALK {
+    for slot in 0..PATH_COMPONENTS {
+        let component = &mut out.components[slot];
+        component[0] = 0;
         let mount_root: KernelPtr = read(vfsmount, offset!(vfsmount_mnt_root))?;
         if dentry == mount_root {
             let parent_mount: KernelPtr = read(mount, offset!(mount_mnt_parent))?;
             if parent_mount == mount {
+                out.depth = slot as u32;
                 out.truncated = 0;
-                break;
+                return Ok(());
             }
             dentry = read(mount, offset!(mount_mnt_mountpoint))?;
             mount = parent_mount;
             vfsmount = mount.wrapping_add(offset!(mount_mnt));
             continue;
         }
+        let name: KernelPtr = read(dentry, offset!(dentry_d_name_name))?;
+        // SAFETY: the helper bounds the copy by the slot and checks the source address; on
+        // failure the slot stays empty.
+        let _ = unsafe { bpf_probe_read_kernel_str_bytes(name, component) };
         let parent: KernelPtr = read(dentry, offset!(dentry_d_parent))?;
         if parent == dentry {
+            // A root that is not its mount's root: a pseudo file (memfd, anonymous inode)
+            // whose dentry is its own parent. Its name is the whole path.
+            out.depth = slot as u32 + 1;
             out.truncated = 0;
-            break;
+            return Ok(());
         }
-        if depth >= PATH_COMPONENTS {
-            break;
-        }
-        let name: KernelPtr = read(dentry, offset!(dentry_d_name_name))?;
-        if let Some(slot) = out.components.get_mut(depth) {
-            // SAFETY: the helper bounds the copy by the slot and checks the source address.
-            if unsafe { bpf_probe_read_kernel_str_bytes(name, slot) }.is_err() {
-                slot[0] = 0;
-            }
-        }
-        depth += 1;
-        out.depth = depth as u32;
         dentry = parent;
     }
     Ok(())

@@ -3,9 +3,11 @@
 //! - `syscalls`: raw `sys_enter`/`sys_exit` tracepoints. They fire for 64-bit and ia32 tasks
 //!   alike (the `syscalls:*` tracepoints miss ia32) and need no tracefs.
 //! - `process`: fork, exec and exit (`sched_process_*` raw tracepoints), which keep the set of
-//!   traced processes and tell userspace where each new image was put.
-//! - `exec_mappings`: fexit hooks that report the mappings the kernel makes itself while it
-//!   loads a new image, so userspace knows the layout the program starts with.
+//!   traced processes and tell userspace where each new image was put (which file, at which
+//!   bases, with which stack and vdso), so it can rebuild the layout the program starts with.
+//!
+//! Only raw tracepoints: they need no tracefs, and no ftrace (fentry/fexit are not available
+//! everywhere, e.g. in sandboxed VMs that forbid function tracing).
 //!
 //! Only processes in [`TRACED`] produce events; for everyone else each probe is one hash
 //! lookup.
@@ -13,7 +15,6 @@
 #![no_main]
 
 mod emit;
-mod exec_mappings;
 mod kernel;
 mod process;
 mod syscalls;

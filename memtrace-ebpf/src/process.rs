@@ -8,7 +8,7 @@ use memtrace_common::{
 
 use crate::{
     emit::{current_ids, header, is_traced, log_enabled, reserve, submit_flags},
-    kernel::{offset, read, read_kernel_string, KernelPtr},
+    kernel::{current_abi, fill_file_path, offset, read, read_kernel_string, KernelPtr},
     CONFIG, PENDING, TRACED,
 };
 
@@ -46,7 +46,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
 
     let mut entry = reserve::<ForkEvent>().ok_or(0i64)?;
     entry.write(ForkEvent {
-        header: header(EventKind::Fork, Abi::Unknown, tgid, tid),
+        header: header(EventKind::Fork, current_abi(), tgid, tid),
         child_tgid,
         child_tid,
         flags,
@@ -73,6 +73,14 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
     let old_tid = ctx.arg::<u64>(1) as u32;
     let bprm: KernelPtr = ctx.arg(2);
 
+    // The ABI the exec was called from. The task's TS_COMPAT already says the new image's
+    // (the kernel's set_personality_64bit/ia32 rewrite it while loading), so it comes from
+    // the parked execve entry.
+    let calling_abi = match PENDING.get_ptr(&old_tid) {
+        // SAFETY: valid map value pointer; one field read.
+        Some(pending) => Abi::from_u32(unsafe { (*pending).abi }),
+        None => Abi::Unknown,
+    };
     // A non-leader thread that execs takes over the leader's tid: its execve will return
     // under the new tid, so its parked entry must move too.
     if old_tid != tid {
@@ -84,13 +92,16 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
         }
     }
 
-    let mut entry = reserve::<ExecEvent>().ok_or(0i64)?;
-    let event = entry.as_mut_ptr();
+    // Everything fallible comes before the reservation: a reservation must be submitted or
+    // discarded on every path.
     let mm: KernelPtr = read(task, offset!(task_mm))?;
     let new_abi = image_abi(bprm);
+    let mut entry = reserve::<ExecEvent>().ok_or(0i64)?;
+    let event = entry.as_mut_ptr();
     // SAFETY: `event` is a reservation of an ExecEvent; every field is written.
     unsafe {
-        (*event).header = header(EventKind::Exec, new_abi, tgid, tid);
+        let header_abi = if calling_abi == Abi::Unknown { new_abi } else { calling_abi };
+        (*event).header = header(EventKind::Exec, header_abi, tgid, tid);
         (*event).old_tid = old_tid;
         (*event).personality = read(task, offset!(task_personality)).unwrap_or(0);
         (*event).new_abi = new_abi as u32;
@@ -106,14 +117,22 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
         let stack_vma: KernelPtr = read(bprm, offset!(binprm_vma)).unwrap_or(core::ptr::null());
         (*event).stack_start = read(stack_vma, offset!(vma_vm_start)).unwrap_or(0);
         (*event).stack_end = read(stack_vma, offset!(vma_vm_end)).unwrap_or(0);
-        let (interp_base, entry_point, phdr) = auxv_points(mm);
-        (*event).interp_base = interp_base;
-        (*event).entry = entry_point;
-        (*event).phdr = phdr;
+        let auxv = auxv_points(mm, new_abi);
+        (*event).interp_base = auxv.interp_base;
+        (*event).entry = auxv.entry;
+        (*event).phdr = auxv.phdr;
+        (*event).vdso_base = auxv.vdso_base;
         let filename: KernelPtr = read(bprm, offset!(binprm_filename)).unwrap_or(core::ptr::null());
         read_kernel_string(filename, &mut (*event).filename);
         let interp: KernelPtr = read(bprm, offset!(binprm_interp)).unwrap_or(core::ptr::null());
         read_kernel_string(interp, &mut (*event).interp);
+        (*event).exe.depth = 0;
+        (*event).exe.truncated = 0;
+        (*event).exe.inode = 0;
+        let file: KernelPtr = read(bprm, offset!(binprm_file)).unwrap_or(core::ptr::null());
+        if !file.is_null() {
+            let _ = fill_file_path(file, &raw mut (*event).exe);
+        }
     }
     entry.submit(submit_flags());
     if log_enabled() {
@@ -135,29 +154,47 @@ fn image_abi(bprm: KernelPtr) -> Abi {
     }
 }
 
-/// AT_BASE (where ld.so was put), AT_ENTRY and AT_PHDR from the auxiliary vector the kernel
-/// saved in the mm.
-fn auxv_points(mm: KernelPtr) -> (u64, u64, u64) {
+#[derive(Default)]
+struct AuxvPoints {
+    interp_base: u64,
+    entry: u64,
+    phdr: u64,
+    vdso_base: u64,
+}
+
+/// Where the loader put things, from the auxiliary vector the kernel saved in the mm. A
+/// compat (ia32) exec saves it in 32-bit words (`elf_addr_t` is `u32` there).
+fn auxv_points(mm: KernelPtr, abi: Abi) -> AuxvPoints {
     const AT_NULL: u64 = 0;
     const AT_PHDR: u64 = 3;
     const AT_BASE: u64 = 7;
     const AT_ENTRY: u64 = 9;
+    const AT_SYSINFO_EHDR: u64 = 33;
     let auxv = offset!(mm_saved_auxv);
-    let (mut base, mut entry, mut phdr) = (0, 0, 0);
+    let mut points = AuxvPoints::default();
+    let word = if abi == Abi::I386 { 4 } else { 8 };
+    let read_word = |at: usize| -> Result<u64, i64> {
+        if word == 4 {
+            read::<u32>(mm, at).map(u64::from)
+        } else {
+            read::<u64>(mm, at)
+        }
+    };
     for pair in 0..24usize {
-        let Ok(key) = read::<u64>(mm, auxv + pair * 16) else {
+        let Ok(key) = read_word(auxv + pair * 2 * word) else {
             break;
         };
-        let value: u64 = read(mm, auxv + pair * 16 + 8).unwrap_or(0);
+        let value = read_word(auxv + pair * 2 * word + word).unwrap_or(0);
         match key {
             AT_NULL => break,
-            AT_PHDR => phdr = value,
-            AT_BASE => base = value,
-            AT_ENTRY => entry = value,
+            AT_PHDR => points.phdr = value,
+            AT_BASE => points.interp_base = value,
+            AT_ENTRY => points.entry = value,
+            AT_SYSINFO_EHDR => points.vdso_base = value,
             _ => {}
         }
     }
-    (base, entry, phdr)
+    points
 }
 
 /// `sched_process_exit(struct task_struct *p, bool group_dead)`, once per exiting thread.
@@ -182,7 +219,7 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let exit_code: u32 = read(task, offset!(task_exit_code)).unwrap_or(0);
     let mut entry = reserve::<ExitEvent>().ok_or(0i64)?;
     entry.write(ExitEvent {
-        header: header(EventKind::Exit, Abi::Unknown, tgid, tid),
+        header: header(EventKind::Exit, current_abi(), tgid, tid),
         exit_code,
         group_dead: u32::from(group_dead),
     });

@@ -68,7 +68,7 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
                 *arg = u64::from(value);
             }
         }
-        Syscall::MemfdCreate | Syscall::Execve => read_user_string(pending, 0),
+        Syscall::Execve => read_user_string(pending, 0),
         Syscall::Execveat => read_user_string(pending, 1),
         _ => {}
     }
@@ -135,7 +135,9 @@ fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Resu
         entry_ns: pending.entry_ns,
     };
 
-    if file_fd.is_none() && pending.flags & syscall_flags::HAS_STRING == 0 {
+    let read_at_exit = string_to_read_at_exit(pending, ret);
+    let has_string = pending.flags & syscall_flags::HAS_STRING != 0 || read_at_exit.is_some();
+    if file_fd.is_none() && !has_string {
         let mut entry = reserve::<SyscallEvent>().ok_or(0i64)?;
         entry.write(core);
         entry.submit(submit_flags());
@@ -149,6 +151,11 @@ fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Resu
     unsafe {
         (*event).syscall = core;
         (*event).string = pending.string;
+        if let Some(address) = read_at_exit {
+            if bpf_probe_read_user_str_bytes(address as *const u8, &mut (*event).string).is_ok() {
+                (*event).syscall.flags |= syscall_flags::HAS_STRING;
+            }
+        }
         (*event).file.depth = 0;
         (*event).file.truncated = 0;
         (*event).file.inode = 0;
@@ -163,6 +170,22 @@ fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Resu
     }
     entry.submit(submit_flags());
     Ok(())
+}
+
+/// The user address of a string argument that entry could not read, if it can be read now.
+/// Entry often cannot: a string literal in a page not yet faulted in is out of reach of a
+/// program that may not fault, but by exit the kernel has read it in. A successful execve's
+/// old memory is gone by exit; entry read that one (it lives on the stack).
+fn string_to_read_at_exit(pending: &PendingSyscall, ret: i64) -> Option<u64> {
+    if pending.flags & syscall_flags::HAS_STRING != 0 {
+        return None;
+    }
+    match Syscall::from_u32(pending.syscall)? {
+        Syscall::MemfdCreate => Some(pending.args[0]),
+        Syscall::Execve if ret != 0 => Some(pending.args[0]),
+        Syscall::Execveat if ret != 0 => Some(pending.args[1]),
+        _ => None,
+    }
 }
 
 /// The fd whose file the record should name: mmap's fd argument for a successful file
