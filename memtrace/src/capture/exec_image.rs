@@ -1,0 +1,425 @@
+//! The mappings the kernel makes itself when it loads a new image, rebuilt at capture time.
+//!
+//! Between execve and the new program's first instruction the ELF loader maps the executable's
+//! and the interpreter's PT_LOAD segments, adds their bss, and installs the vdso and its data
+//! pages. None of that is a syscall. The exec event tells where things went (the executable
+//! file, AT_PHDR, AT_BASE, AT_SYSINFO_EHDR); this module reads the program headers and places
+//! the segments the way `load_elf_binary` does. The result goes into the event stream as
+//! `ExecMapping` events, so recordings carry it and replay needs none of the files.
+
+use std::{
+    fs::File,
+    io::{self, Read, Seek, SeekFrom},
+    path::Path,
+    sync::OnceLock,
+};
+
+use crate::event::{ExecMappingKind, ExecMappingRecord, FileRef};
+
+const PAGE: u64 = 4096;
+const PT_LOAD: u32 = 1;
+const PT_INTERP: u32 = 3;
+const PT_PHDR: u32 = 6;
+const ET_DYN: u16 = 3;
+const MAP_PRIVATE: u32 = 0x02;
+const MAP_FIXED: u32 = 0x10;
+
+/// Where the loader put the new image: from the exec event.
+#[derive(Clone, Debug)]
+pub struct LoadedImage {
+    /// The ELF file the kernel loaded.
+    pub exe: FileRef,
+    /// AT_PHDR: the executable's program headers in memory.
+    pub phdr: u64,
+    /// AT_BASE: the interpreter's load address (0 without one).
+    pub interp_base: u64,
+    /// AT_SYSINFO_EHDR: the vdso (0 without one).
+    pub vdso_base: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("reading {0}: {1}")]
+    Io(String, io::Error),
+    #[error("{0} is not an ELF file memtrace can read")]
+    NotElf(String),
+}
+
+/// The kernel-made mappings of a new image, in address order.
+pub fn kernel_mappings(image: &LoadedImage) -> Result<Vec<ExecMappingRecord>, ImageError> {
+    let exe = ElfFile::read(&image.exe.path)?;
+    let mut mappings = Vec::new();
+    let exe_bias = exe.load_bias(image.phdr);
+    place_segments(&exe, exe_bias, &image.exe, &mut mappings);
+
+    if let (Some(interp), true) = (&exe.interpreter, image.interp_base != 0) {
+        // The maps name the file behind the link (/lib64/ld-linux-x86-64.so.2 is a symlink).
+        let resolved = std::fs::canonicalize(interp).unwrap_or_else(|_| interp.into());
+        let path = resolved.to_string_lossy().into_owned();
+        let interp_elf = ElfFile::read(&path)?;
+        let inode = std::os::unix::fs::MetadataExt::ino(
+            &std::fs::metadata(&resolved).map_err(|e| ImageError::Io(path.clone(), e))?,
+        );
+        let file = FileRef { inode, path };
+        place_segments(&interp_elf, image.interp_base, &file, &mut mappings);
+    }
+    if image.vdso_base != 0 {
+        mappings.extend(special_mappings(image.vdso_base));
+    }
+    mappings.sort_by_key(|m| m.start);
+    Ok(mappings)
+}
+
+/// `elf_load`: each PT_LOAD maps its file pages; memory beyond the file part (bss) that does
+/// not fit in the last file page becomes anonymous memory.
+fn place_segments(elf: &ElfFile, bias: u64, file: &FileRef, out: &mut Vec<ExecMappingRecord>) {
+    for segment in elf.segments.iter().filter(|s| s.kind == PT_LOAD) {
+        let prot = segment.prot();
+        let start = bias.wrapping_add(page_down(segment.vaddr));
+        let file_end = bias.wrapping_add(page_up(segment.vaddr + segment.filesz));
+        if segment.filesz > 0 && file_end > start {
+            out.push(ExecMappingRecord {
+                kind: ExecMappingKind::Mmap,
+                start,
+                len: file_end - start,
+                prot,
+                flags: MAP_PRIVATE | MAP_FIXED,
+                offset: page_down(segment.offset),
+                file: Some(file.clone()),
+                name: None,
+            });
+        }
+        if segment.memsz > segment.filesz {
+            let zero_start = page_up(bias.wrapping_add(segment.vaddr + segment.filesz));
+            let zero_end = page_up(bias.wrapping_add(segment.vaddr + segment.memsz));
+            if zero_end > zero_start {
+                out.push(ExecMappingRecord {
+                    kind: ExecMappingKind::Bss,
+                    start: zero_start,
+                    len: zero_end - zero_start,
+                    // vm_brk_flags: data pages, executable only if the segment was.
+                    prot: 0x3 | (prot & 0x4),
+                    flags: MAP_PRIVATE,
+                    offset: 0,
+                    file: None,
+                    name: None,
+                });
+            }
+        }
+    }
+}
+
+/// The vdso and the data pages right below it. Their sizes are the kernel's, not the
+/// program's, so memtrace's own layout (same kernel) tells them.
+fn special_mappings(vdso_base: u64) -> Vec<ExecMappingRecord> {
+    special_layout()
+        .iter()
+        .map(|special| ExecMappingRecord {
+            kind: ExecMappingKind::Special,
+            start: vdso_base.wrapping_add_signed(special.offset_from_vdso),
+            len: special.len,
+            prot: special.prot,
+            flags: 0,
+            offset: 0,
+            file: None,
+            name: Some(special.name.clone()),
+        })
+        .collect()
+}
+
+#[derive(Clone, Debug)]
+struct SpecialRegion {
+    name: String,
+    offset_from_vdso: i64,
+    len: u64,
+    prot: u32,
+}
+
+/// `[vvar]`, `[vvar_vclock]`, `[vdso]` as this kernel lays them out, relative to the vdso.
+fn special_layout() -> &'static [SpecialRegion] {
+    static LAYOUT: OnceLock<Vec<SpecialRegion>> = OnceLock::new();
+    LAYOUT.get_or_init(|| {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        let regions: Vec<_> = maps.lines().filter_map(crate::procfs::parse_maps_line).collect();
+        let Some(vdso_index) = regions.iter().position(|r| r.name == "[vdso]") else {
+            return Vec::new();
+        };
+        let vdso_start = regions[vdso_index].start;
+        // Walk down from the vdso over the contiguous special pages that belong to it.
+        let mut first = vdso_index;
+        while first > 0 {
+            let below = &regions[first - 1];
+            if below.end == regions[first].start && below.name.starts_with("[vvar") {
+                first -= 1;
+            } else {
+                break;
+            }
+        }
+        regions[first..=vdso_index]
+            .iter()
+            .map(|r| SpecialRegion {
+                name: r.name.clone(),
+                offset_from_vdso: r.start as i64 - vdso_start as i64,
+                len: r.end - r.start,
+                prot: prot_of_perms(&r.perms),
+            })
+            .collect()
+    })
+}
+
+fn prot_of_perms(perms: &str) -> u32 {
+    let bytes = perms.as_bytes();
+    let flag = |index: usize, letter: u8, bit: u32| {
+        if bytes.get(index) == Some(&letter) {
+            bit
+        } else {
+            0
+        }
+    };
+    flag(0, b'r', 1) | flag(1, b'w', 2) | flag(2, b'x', 4)
+}
+
+fn page_down(value: u64) -> u64 {
+    value & !(PAGE - 1)
+}
+
+fn page_up(value: u64) -> u64 {
+    value.wrapping_add(PAGE - 1) & !(PAGE - 1)
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Segment {
+    kind: u32,
+    flags: u32,
+    offset: u64,
+    vaddr: u64,
+    filesz: u64,
+    memsz: u64,
+}
+
+impl Segment {
+    /// PF_R/PF_W/PF_X to PROT_READ/PROT_WRITE/PROT_EXEC (the bits are in opposite order).
+    fn prot(&self) -> u32 {
+        let mut prot = 0;
+        if self.flags & 4 != 0 {
+            prot |= 1;
+        }
+        if self.flags & 2 != 0 {
+            prot |= 2;
+        }
+        if self.flags & 1 != 0 {
+            prot |= 4;
+        }
+        prot
+    }
+}
+
+/// The parts of an ELF file the loader looks at: type, program headers, interpreter.
+#[derive(Debug)]
+struct ElfFile {
+    elf_type: u16,
+    phoff: u64,
+    segments: Vec<Segment>,
+    interpreter: Option<String>,
+}
+
+impl ElfFile {
+    fn read(path: &str) -> Result<Self, ImageError> {
+        let io_error = |e| ImageError::Io(path.to_string(), e);
+        let mut file = File::open(Path::new(path)).map_err(io_error)?;
+        let mut header = [0u8; 64];
+        file.read_exact(&mut header).map_err(io_error)?;
+        let layout = Layout::of(&header).ok_or_else(|| ImageError::NotElf(path.to_string()))?;
+        let elf_type = layout.u16(&header, 16);
+        let phoff = layout.word(&header, layout.phoff_at());
+        let entry_size = u64::from(layout.u16(&header, layout.phentsize_at()));
+        let count = u64::from(layout.u16(&header, layout.phentsize_at() + 2));
+        if entry_size < layout.min_phentsize() || count > 256 {
+            return Err(ImageError::NotElf(path.to_string()));
+        }
+        let mut table = vec![0u8; (entry_size * count) as usize];
+        file.seek(SeekFrom::Start(phoff)).map_err(io_error)?;
+        file.read_exact(&mut table).map_err(io_error)?;
+        let segments: Vec<Segment> = table
+            .chunks_exact(entry_size as usize)
+            .map(|entry| layout.segment(entry))
+            .collect();
+
+        let interpreter = match segments.iter().find(|s| s.kind == PT_INTERP) {
+            Some(interp) if interp.filesz > 0 && interp.filesz < 4096 => {
+                let mut name = vec![0u8; interp.filesz as usize];
+                file.seek(SeekFrom::Start(interp.offset)).map_err(io_error)?;
+                file.read_exact(&mut name).map_err(io_error)?;
+                let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+                Some(String::from_utf8_lossy(&name[..end]).into_owned())
+            }
+            _ => None,
+        };
+        Ok(Self {
+            elf_type,
+            phoff,
+            segments,
+            interpreter,
+        })
+    }
+
+    /// How far a position-independent image was moved: AT_PHDR minus where the program
+    /// headers are in the file's own address space. Fixed-address images are not moved.
+    fn load_bias(&self, at_phdr: u64) -> u64 {
+        if self.elf_type != ET_DYN || at_phdr == 0 {
+            return 0;
+        }
+        let phdr_vaddr = self
+            .segments
+            .iter()
+            .find(|s| s.kind == PT_PHDR)
+            .map(|s| s.vaddr)
+            .or_else(|| {
+                self.segments
+                    .iter()
+                    .find(|s| {
+                        s.kind == PT_LOAD && s.offset <= self.phoff && self.phoff < s.offset + s.filesz
+                    })
+                    .map(|s| s.vaddr + (self.phoff - s.offset))
+            })
+            .unwrap_or(0);
+        at_phdr.wrapping_sub(phdr_vaddr)
+    }
+}
+
+/// Field positions of the two ELF classes (little-endian only: x86).
+#[derive(Clone, Copy)]
+struct Layout {
+    class64: bool,
+}
+
+impl Layout {
+    fn of(header: &[u8; 64]) -> Option<Self> {
+        if &header[..4] != b"\x7fELF" || header[5] != 1 {
+            return None;
+        }
+        match header[4] {
+            1 => Some(Self { class64: false }),
+            2 => Some(Self { class64: true }),
+            _ => None,
+        }
+    }
+
+    fn u16(&self, bytes: &[u8], at: usize) -> u16 {
+        bytes
+            .get(at..at + 2)
+            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&self, bytes: &[u8], at: usize) -> u32 {
+        bytes
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_le_bytes)
+    }
+
+    fn u64(&self, bytes: &[u8], at: usize) -> u64 {
+        bytes
+            .get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes)
+    }
+
+    /// An address-sized field.
+    fn word(&self, bytes: &[u8], at: usize) -> u64 {
+        if self.class64 {
+            self.u64(bytes, at)
+        } else {
+            u64::from(self.u32(bytes, at))
+        }
+    }
+
+    fn phoff_at(&self) -> usize {
+        if self.class64 {
+            32
+        } else {
+            28
+        }
+    }
+
+    fn phentsize_at(&self) -> usize {
+        if self.class64 {
+            54
+        } else {
+            42
+        }
+    }
+
+    fn min_phentsize(&self) -> u64 {
+        if self.class64 {
+            56
+        } else {
+            32
+        }
+    }
+
+    fn segment(&self, entry: &[u8]) -> Segment {
+        if self.class64 {
+            Segment {
+                kind: self.u32(entry, 0),
+                flags: self.u32(entry, 4),
+                offset: self.u64(entry, 8),
+                vaddr: self.u64(entry, 16),
+                filesz: self.u64(entry, 32),
+                memsz: self.u64(entry, 40),
+            }
+        } else {
+            Segment {
+                kind: self.u32(entry, 0),
+                offset: u64::from(self.u32(entry, 4)),
+                vaddr: u64::from(self.u32(entry, 8)),
+                filesz: u64::from(self.u32(entry, 16)),
+                memsz: u64::from(self.u32(entry, 20)),
+                flags: self.u32(entry, 24),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::procfs::parse_maps_line;
+
+    /// memtrace's own image, placed from its own auxv-equivalent numbers, must match what
+    /// the kernel shows in /proc/self/maps for the executable's file pages.
+    #[test]
+    fn own_executable_segments_match_proc_maps() {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let exe_path = exe.to_string_lossy().into_owned();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let regions: Vec<_> = maps.lines().filter_map(parse_maps_line).collect();
+        let own: Vec<_> = regions.iter().filter(|r| r.name == exe_path).collect();
+        let elf = ElfFile::read(&exe_path).unwrap();
+        let first_load = elf.segments.iter().find(|s| s.kind == PT_LOAD).unwrap();
+        let bias = own[0].start - page_down(first_load.vaddr);
+        let inode = own[0].inode;
+        let mut placed = Vec::new();
+        place_segments(&elf, bias, &FileRef { inode, path: exe_path.clone() }, &mut placed);
+        let file_pages: Vec<_> = placed.iter().filter(|m| m.file.is_some()).collect();
+        // ld.so's RELRO mprotect may split one segment into two lines: compare coverage.
+        assert_eq!(file_pages.first().unwrap().start, own.first().unwrap().start);
+        let placed_end = file_pages.last().map(|m| m.start + m.len).unwrap();
+        assert_eq!(placed_end, own.last().unwrap().end);
+    }
+
+    #[test]
+    fn special_layout_ends_with_the_vdso() {
+        let layout = special_layout();
+        let vdso = layout.last().expect("this kernel maps a vdso");
+        assert_eq!(vdso.name, "[vdso]");
+        assert_eq!(vdso.offset_from_vdso, 0);
+        assert_eq!(vdso.prot, 5);
+    }
+
+    #[test]
+    fn not_elf_is_an_error() {
+        let error = ElfFile::read("/proc/self/status").unwrap_err();
+        assert!(matches!(error, ImageError::NotElf(_)), "{error}");
+    }
+}

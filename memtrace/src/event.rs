@@ -1,0 +1,223 @@
+//! The event stream: what the kernel told us, decoded into safe Rust.
+//!
+//! Live capture produces these from ring-buffer records, a recording stores them, replay reads
+//! them back, and the model consumes them. Nothing downstream of this module knows where an
+//! event came from.
+
+pub use memtrace_common::{Abi, Syscall};
+
+/// A task's `comm`, kept as the kernel's fixed 16 bytes so events stay `Copy`-cheap.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Comm(pub [u8; 16]);
+
+impl Comm {
+    pub fn from_str_lossy(name: &str) -> Self {
+        let mut bytes = [0u8; 16];
+        let len = name.len().min(15);
+        bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
+        Self(bytes)
+    }
+
+    pub fn as_string(&self) -> String {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(self.0.len());
+        String::from_utf8_lossy(&self.0[..end]).into_owned()
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_string())
+    }
+}
+
+/// One event: who, when, and what.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// CLOCK_MONOTONIC nanoseconds (the kernel's `bpf_ktime_get_ns`).
+    pub time_ns: u64,
+    /// The process (tgid).
+    pub pid: u32,
+    /// The thread.
+    pub tid: u32,
+    pub comm: Comm,
+    /// The ABI of the syscall (for process events: of the task).
+    pub abi: Abi,
+    pub body: EventBody,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum EventBody {
+    Syscall(SyscallRecord),
+    Fork(ForkRecord),
+    Exec(ExecRecord),
+    Exit(ExitRecord),
+    /// A mapping change the kernel made while loading a new image, before it ran. Arrives
+    /// before the [`EventBody::Exec`] it belongs to.
+    ExecMapping(ExecMappingRecord),
+    /// The layout of a process memtrace attached to, from `/proc/PID/maps`.
+    Snapshot(SnapshotRecord),
+    /// The kernel side could not deliver some events. Totals so far, not increments.
+    Lost(LostRecord),
+}
+
+/// A file the kernel named by walking its dentries (a mapping's backing file, a memfd).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FileRef {
+    pub inode: u64,
+    /// Absolute path as `/proc/PID/maps` shows it (memfds: `/memfd:NAME`), without
+    /// ` (deleted)`.
+    pub path: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyscallRecord {
+    pub syscall: Syscall,
+    /// Arguments as passed (ia32 values zero-extended; old_mmap's block already read).
+    pub args: [u64; 6],
+    /// Address, value or -errno.
+    pub ret: i64,
+    pub entry_ns: u64,
+    /// memfd_create's name, execve's filename.
+    pub string: Option<String>,
+    /// mmap: the file behind the fd; memfd_create: the new memfd.
+    pub file: Option<FileRef>,
+}
+
+impl SyscallRecord {
+    pub fn failed(&self) -> bool {
+        self.errno().is_some()
+    }
+
+    /// The error, if the result is in the kernel's -errno range.
+    pub fn errno(&self) -> Option<i32> {
+        // The kernel reserves the top 4095 values for errors; everything else is a result.
+        if (-4095..0).contains(&self.ret) {
+            Some(-self.ret as i32)
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForkRecord {
+    pub child_pid: u32,
+    pub child_tid: u32,
+    /// The child is a thread of the same process.
+    pub thread: bool,
+    /// The child shares the parent's address space (threads, vfork).
+    pub shares_mm: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecRecord {
+    pub old_tid: u32,
+    pub personality: u32,
+    /// The ABI of the new image (from its ELF header).
+    pub new_abi: Abi,
+    pub filename: String,
+    /// The script interpreter or the binary as the kernel finally ran it (`bprm->interp`).
+    pub interp: String,
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub mmap_base: u64,
+    pub stack_start: u64,
+    pub stack_end: u64,
+    /// Where the kernel loaded the ELF interpreter (AT_BASE); 0 for static binaries.
+    pub interp_base: u64,
+    pub entry: u64,
+    pub phdr: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitRecord {
+    /// The wait status as the kernel keeps it (`exit_code`): `code << 8`, or a signal number.
+    pub status: u32,
+    /// The last thread of the process.
+    pub group_dead: bool,
+}
+
+impl ExitRecord {
+    /// The exit code, when the process exited rather than being killed.
+    pub fn exit_code(&self) -> Option<i32> {
+        (self.status & 0x7f == 0).then_some(((self.status >> 8) & 0xff) as i32)
+    }
+
+    /// The signal that killed the process.
+    pub fn signal(&self) -> Option<i32> {
+        let signal = (self.status & 0x7f) as i32;
+        (signal != 0).then_some(signal)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ExecMappingKind {
+    /// An ELF segment mapped with `do_mmap`.
+    Mmap,
+    /// Part of a reservation given back with `vm_munmap`.
+    Munmap,
+    /// Anonymous bss from `vm_brk_flags`.
+    Bss,
+    /// vdso, vvar and friends (`_install_special_mapping`).
+    Special,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecMappingRecord {
+    pub kind: ExecMappingKind,
+    pub start: u64,
+    pub len: u64,
+    /// `PROT_*` bits (read 1, write 2, exec 4).
+    pub prot: u32,
+    /// `MAP_*` flags for [`ExecMappingKind::Mmap`].
+    pub flags: u32,
+    /// Offset into the file in bytes.
+    pub offset: u64,
+    pub file: Option<FileRef>,
+    /// `[vdso]`, `[vvar]`… for special mappings.
+    pub name: Option<String>,
+}
+
+/// One line of `/proc/PID/maps`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotRegion {
+    pub start: u64,
+    pub end: u64,
+    /// `r-xp` as the kernel prints it.
+    pub perms: String,
+    pub offset: u64,
+    pub inode: u64,
+    /// Path, `[heap]`, `[stack]`, `[vdso]`…, or empty for anonymous memory.
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    pub regions: Vec<SnapshotRegion>,
+    /// The kernel's `start_brk` and `brk` for the process (from `/proc/PID/stat`).
+    pub start_brk: u64,
+    pub brk: u64,
+    /// The process's parent, from `/proc/PID/status`.
+    pub ppid: u32,
+    /// `/proc/PID/exe`.
+    pub exe: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LostRecord {
+    /// Events dropped because the ring buffer was full.
+    pub ring_full: u64,
+    /// Syscalls whose entry could not be remembered (in-flight table full).
+    pub pending_full: u64,
+}
+
+impl LostRecord {
+    pub fn total(&self) -> u64 {
+        self.ring_full + self.pending_full
+    }
+}

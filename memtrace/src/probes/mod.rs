@@ -1,0 +1,201 @@
+//! Loading and attaching the eBPF programs, and the maps userspace talks to them through.
+//!
+//! This is the only module that knows about aya. Everything attaches as a raw tracepoint, which
+//! needs neither tracefs nor ftrace.
+
+pub mod btf;
+pub mod offsets;
+pub mod preflight;
+
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::RawTracePoint,
+    Btf, Ebpf, EbpfLoader,
+};
+use memtrace_common::{lost_slot, names, ProbeConfig, DEFAULT_RING_BUFFER_BYTES};
+
+use crate::event::LostRecord;
+
+/// The eBPF object built from memtrace-ebpf by build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("this memtrace was built without its eBPF programs (AYA_BUILD_SKIP); build it with `cargo xtask build`")]
+    NoObject,
+    #[error(transparent)]
+    Preflight(#[from] preflight::PreflightError),
+    #[error("reading the kernel's BTF: {0}")]
+    Btf(#[from] btf::BtfError),
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("loading eBPF program {program}: {source}")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("eBPF map {0}: {1}")]
+    Map(&'static str, aya::maps::MapError),
+    #[error("the eBPF object has no {0}")]
+    Missing(&'static str),
+    #[error("--ring-buffer-size {0} must be a power of two and at least 4096")]
+    RingBufferSize(u32),
+}
+
+impl ProbeError {
+    /// The verifier's own words when it rejected a program: the only useful part of such an
+    /// error, printed in full after the one-line message.
+    pub fn verifier_log(&self) -> Option<String> {
+        match self {
+            Self::Program {
+                source: aya::programs::ProgramError::LoadError { verifier_log, .. },
+                ..
+            } => Some(verifier_log.to_string()),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ProbeOptions {
+    /// Trace children of traced processes (`--follow`).
+    pub follow_children: bool,
+    /// The ring buffer's size in bytes (a power of two).
+    pub ring_buffer_bytes: u32,
+    /// Emit aya-log diagnostics from the programs.
+    pub ebpf_log: bool,
+}
+
+impl Default for ProbeOptions {
+    fn default() -> Self {
+        Self {
+            follow_children: false,
+            ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
+            ebpf_log: false,
+        }
+    }
+}
+
+/// The loaded and attached programs. Dropping it detaches everything.
+pub struct Probes {
+    ebpf: Ebpf,
+}
+
+const RAW_TRACEPOINTS: [(&str, &str); 5] = [
+    ("sys_enter", "sys_enter"),
+    ("sys_exit", "sys_exit"),
+    ("sched_process_fork", "sched_process_fork"),
+    ("sched_process_exec", "sched_process_exec"),
+    ("sched_process_exit", "sched_process_exit"),
+];
+
+
+impl Probes {
+    /// Checks privileges and kernel support, resolves struct offsets from BTF, then loads and
+    /// attaches every program.
+    pub fn load(options: &ProbeOptions) -> Result<Self, ProbeError> {
+        if EBPF_OBJECT.is_empty() {
+            return Err(ProbeError::NoObject);
+        }
+        preflight::check()?;
+        let size = options.ring_buffer_bytes;
+        if !size.is_power_of_two() || size < 4096 {
+            return Err(ProbeError::RingBufferSize(size));
+        }
+        preflight::raise_memlock_limit();
+
+        let kernel_btf = btf::Btf::from_sys_fs()?;
+        let offsets = offsets::kernel_offsets(&kernel_btf)?;
+        let config = ProbeConfig {
+            follow_children: u32::from(options.follow_children),
+            log_enabled: u32::from(options.ebpf_log),
+            // A quarter of the ring: the reader wakes up well before it fills.
+            wakeup_bytes: u64::from(size / 4),
+        };
+        let aya_btf = Btf::from_sys_fs().map_err(|e| ProbeError::Load(e.into()))?;
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&aya_btf))
+            .override_global(names::OFFSETS_GLOBAL, &offsets, true)
+            .override_global(names::CONFIG_GLOBAL, &config, true)
+            .map_max_entries(names::EVENTS_MAP, size)
+            .load(EBPF_OBJECT)?;
+
+        if options.ebpf_log {
+            if let Err(error) = aya_log::EbpfLogger::init(&mut ebpf) {
+                log::warn!("eBPF logging unavailable: {error}");
+            }
+        }
+
+        for (program, tracepoint) in RAW_TRACEPOINTS {
+            let raw: &mut RawTracePoint = program_of(&mut ebpf, program)?;
+            raw.load().map_err(|source| ProbeError::Program { program, source })?;
+            raw.attach(tracepoint)
+                .map_err(|source| ProbeError::Program { program, source })?;
+        }
+        Ok(Self { ebpf })
+    }
+
+    /// Starts tracing a process (all its threads).
+    pub fn trace(&mut self, pid: u32) -> Result<(), ProbeError> {
+        let map = self
+            .ebpf
+            .map_mut(names::TRACED_MAP)
+            .ok_or(ProbeError::Missing(names::TRACED_MAP))?;
+        let mut traced: HashMap<_, u32, u32> =
+            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::TRACED_MAP, e))?;
+        traced
+            .insert(pid, 1, 0)
+            .map_err(|e| ProbeError::Map(names::TRACED_MAP, e))
+    }
+
+    /// How many processes are still traced; the kernel side removes each one as it exits.
+    pub fn traced_count(&self) -> Result<usize, ProbeError> {
+        let map = self
+            .ebpf
+            .map(names::TRACED_MAP)
+            .ok_or(ProbeError::Missing(names::TRACED_MAP))?;
+        let traced: HashMap<_, u32, u32> =
+            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::TRACED_MAP, e))?;
+        Ok(traced.keys().filter(Result::is_ok).count())
+    }
+
+    /// The event ring buffer, handed to the capture task.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self
+            .ebpf
+            .take_map(names::EVENTS_MAP)
+            .ok_or(ProbeError::Missing(names::EVENTS_MAP))?;
+        RingBuf::try_from(map).map_err(|e| ProbeError::Map(names::EVENTS_MAP, e))
+    }
+
+    /// Events the kernel side could not deliver so far, summed over CPUs.
+    pub fn lost(&self) -> Result<LostRecord, ProbeError> {
+        let map = self
+            .ebpf
+            .map(names::LOST_MAP)
+            .ok_or(ProbeError::Missing(names::LOST_MAP))?;
+        let counters: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(|e| ProbeError::Map(names::LOST_MAP, e))?;
+        let total = |slot: u32| -> Result<u64, ProbeError> {
+            let values = counters
+                .get(&slot, 0)
+                .map_err(|e| ProbeError::Map(names::LOST_MAP, e))?;
+            Ok(values.iter().sum())
+        };
+        Ok(LostRecord {
+            ring_full: total(lost_slot::RING_FULL)?,
+            pending_full: total(lost_slot::PENDING_FULL)?,
+        })
+    }
+}
+
+fn program_of<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, ProbeError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let program = ebpf.program_mut(name).ok_or(ProbeError::Missing(name))?;
+    program
+        .try_into()
+        .map_err(|source| ProbeError::Program { program: name, source })
+}

@@ -1,0 +1,133 @@
+//! What `/proc` tells about a process memtrace attaches to: its layout at that moment, its
+//! parent, and its children.
+
+use std::{fs, io, path::Path};
+
+use crate::event::{SnapshotRecord, SnapshotRegion};
+
+pub fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The layout of a live process as `/proc/PID/maps` shows it.
+pub fn snapshot(pid: u32) -> io::Result<SnapshotRecord> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    let regions: Vec<SnapshotRegion> = maps.lines().filter_map(parse_maps_line).collect();
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let start_brk = stat_field(&stat, 47).unwrap_or(0);
+    // The kernel does not publish the break itself; the heap ends at it, page-aligned.
+    let brk = regions
+        .iter()
+        .find(|r| r.name == "[heap]")
+        .map_or(start_brk, |heap| heap.end);
+    Ok(SnapshotRecord {
+        regions,
+        start_brk,
+        brk,
+        ppid: parent_of(pid).unwrap_or(0),
+        exe: fs::read_link(format!("/proc/{pid}/exe"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    })
+}
+
+/// One `/proc/PID/maps` line: `start-end perms offset dev inode [name]`.
+pub fn parse_maps_line(line: &str) -> Option<SnapshotRegion> {
+    let mut fields = line.splitn(6, ' ');
+    let (start, end) = fields.next()?.split_once('-')?;
+    let perms = fields.next()?.to_string();
+    let offset = u64::from_str_radix(fields.next()?, 16).ok()?;
+    let _device = fields.next()?;
+    let inode = fields.next()?.parse().ok()?;
+    let name = fields.next().unwrap_or("").trim_start().to_string();
+    Some(SnapshotRegion {
+        start: u64::from_str_radix(start, 16).ok()?,
+        end: u64::from_str_radix(end, 16).ok()?,
+        perms,
+        offset,
+        inode,
+        name,
+    })
+}
+
+/// Field `index` (1-based, as in proc(5)) of `/proc/PID/stat`. The command name may contain
+/// spaces and parentheses, so counting starts after its last `)`.
+fn stat_field(stat: &str, index: usize) -> Option<u64> {
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    after_comm.split_whitespace().nth(index.checked_sub(3)?)?.parse().ok()
+}
+
+/// Whether the process runs a 32-bit (ELFCLASS32) image.
+pub fn is_ia32(pid: u32) -> bool {
+    let mut ident = [0u8; 5];
+    fs::File::open(format!("/proc/{pid}/exe"))
+        .and_then(|mut exe| io::Read::read_exact(&mut exe, &mut ident))
+        .is_ok_and(|()| ident[4] == 1)
+}
+
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_field(&stat, 4).map(|ppid| ppid as u32)
+}
+
+/// Every live descendant of `pid`, found through the parent links of all processes.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            if let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) {
+                if let Some(parent) = parent_of(child) {
+                    parents.push((child, parent));
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(child, _) in parents.iter().filter(|(_, p)| *p == parent) {
+            if !found.contains(&child) {
+                found.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_maps_lines() {
+        let line = "7f9fdcb45000-7f9fdcb6b000 r-xp 00001000 fe:00 325843                     /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2";
+        let region = parse_maps_line(line).unwrap();
+        assert_eq!(region.start, 0x7f9f_dcb4_5000);
+        assert_eq!(region.end, 0x7f9f_dcb6_b000);
+        assert_eq!(region.perms, "r-xp");
+        assert_eq!(region.offset, 0x1000);
+        assert_eq!(region.inode, 325_843);
+        assert_eq!(region.name, "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2");
+        let anon = parse_maps_line("7ffeca80c000-7ffeca82d000 rw-p 00000000 00:00 0 ").unwrap();
+        assert_eq!(anon.name, "");
+        let memfd = parse_maps_line("7f0000000000-7f0000400000 rw-s 00000000 00:01 1042 /memfd:doublemapper (deleted)").unwrap();
+        assert_eq!(memfd.name, "/memfd:doublemapper (deleted)");
+        assert!(parse_maps_line("garbage").is_none());
+    }
+
+    #[test]
+    fn snapshot_of_self_has_stack_and_parent() {
+        let me = std::process::id();
+        let snapshot = snapshot(me).unwrap();
+        assert!(snapshot.regions.iter().any(|r| r.name == "[stack]"));
+        assert_eq!(snapshot.ppid, std::os::unix::process::parent_id());
+        assert!(snapshot.start_brk > 0);
+    }
+
+    #[test]
+    fn stat_field_survives_odd_command_names() {
+        let stat = "42 (a) b (c)) S 7 42 42 0 -1";
+        assert_eq!(stat_field(stat, 4), Some(7));
+    }
+}
