@@ -1,0 +1,170 @@
+//! The session metadata at the start of a recording and the trailer at its clean end, and their
+//! payload encodings.
+
+use bytes::BufMut;
+
+use super::wire::{get_string, get_uvarint, put_str, put_uvarint, Malformed};
+use crate::event::LostRecord;
+
+/// What a replay needs to know about the session that recorded the events.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordingHeader {
+    /// `uname -r` of the machine that recorded.
+    pub kernel_release: String,
+    /// The traced command (or memtrace's own arguments when it attached to processes).
+    pub command_line: Vec<String>,
+    pub clock_base: ClockBase,
+    /// The program that wrote the recording, e.g. `memtrace 0.1.0`.
+    pub started_by: String,
+}
+
+/// One instant read on both clocks, so that replay can turn event times (CLOCK_MONOTONIC) into
+/// wall-clock times.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockBase {
+    pub monotonic_ns: u64,
+    /// CLOCK_REALTIME, nanoseconds since the Unix epoch.
+    pub realtime_ns: u64,
+}
+
+impl ClockBase {
+    /// The wall-clock time (ns since the epoch) of an event's monotonic timestamp. Events
+    /// before the base are handled too (snapshots can predate it).
+    pub fn wall_time_ns(&self, monotonic_ns: u64) -> u64 {
+        let offset = monotonic_ns as i128 - self.monotonic_ns as i128;
+        (self.realtime_ns as i128 + offset).clamp(0, u64::MAX as i128) as u64
+    }
+}
+
+/// Written by [`RecordingWriter::finish`](super::RecordingWriter::finish): its presence tells a
+/// cleanly finished recording from a cut-off one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trailer {
+    /// How many events the writer wrote.
+    pub events: u64,
+    /// The kernel side's loss totals at the end of the session.
+    pub lost: LostRecord,
+}
+
+pub(crate) fn encode_header(header: &RecordingHeader, buf: &mut impl BufMut) {
+    put_str(buf, &header.kernel_release);
+    put_str(buf, &header.started_by);
+    put_uvarint(buf, header.clock_base.monotonic_ns);
+    put_uvarint(buf, header.clock_base.realtime_ns);
+    put_uvarint(buf, header.command_line.len() as u64);
+    for argument in &header.command_line {
+        put_str(buf, argument);
+    }
+}
+
+/// Bytes after the known fields are ignored, so a later writer may append fields without a new
+/// format version.
+pub(crate) fn decode_header(mut buf: &[u8]) -> Result<RecordingHeader, Malformed> {
+    let buf = &mut buf;
+    let kernel_release = get_string(buf)?;
+    let started_by = get_string(buf)?;
+    let clock_base = ClockBase {
+        monotonic_ns: get_uvarint(buf)?,
+        realtime_ns: get_uvarint(buf)?,
+    };
+    let count = get_uvarint(buf)?;
+    // Every argument takes at least its length byte: this bounds the allocation by the frame.
+    let mut command_line = Vec::with_capacity(count.min(buf.len() as u64) as usize);
+    for _ in 0..count {
+        command_line.push(get_string(buf)?);
+    }
+    Ok(RecordingHeader {
+        kernel_release,
+        command_line,
+        clock_base,
+        started_by,
+    })
+}
+
+pub(crate) fn encode_trailer(trailer: &Trailer, buf: &mut impl BufMut) {
+    put_uvarint(buf, trailer.events);
+    put_uvarint(buf, trailer.lost.ring_full);
+    put_uvarint(buf, trailer.lost.pending_full);
+}
+
+/// Like the header, ignores bytes after the known fields.
+pub(crate) fn decode_trailer(mut buf: &[u8]) -> Result<Trailer, Malformed> {
+    let buf = &mut buf;
+    Ok(Trailer {
+        events: get_uvarint(buf)?,
+        lost: LostRecord {
+            ring_full: get_uvarint(buf)?,
+            pending_full: get_uvarint(buf)?,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trips_with_edge_values() {
+        let header = RecordingHeader {
+            kernel_release: "6.8.0-45-generic".into(),
+            command_line: vec![
+                "./a.out".into(),
+                String::new(),
+                "ünïcode".into(),
+                "x".repeat(5000),
+            ],
+            clock_base: ClockBase {
+                monotonic_ns: u64::MAX,
+                realtime_ns: 0,
+            },
+            started_by: "memtrace 0.1.0".into(),
+        };
+        let mut buf = Vec::new();
+        encode_header(&header, &mut buf);
+        assert_eq!(decode_header(&buf), Ok(header));
+        assert!(decode_header(&buf[..buf.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn an_absurd_argument_count_does_not_allocate_it() {
+        let mut buf = Vec::new();
+        put_str(&mut buf, "k");
+        put_str(&mut buf, "s");
+        put_uvarint(&mut buf, 1);
+        put_uvarint(&mut buf, 2);
+        put_uvarint(&mut buf, u64::MAX);
+        assert!(decode_header(&buf).is_err());
+    }
+
+    #[test]
+    fn trailer_round_trips() {
+        let trailer = Trailer {
+            events: u64::MAX,
+            lost: LostRecord {
+                ring_full: 3,
+                pending_full: u64::MAX,
+            },
+        };
+        let mut buf = Vec::new();
+        encode_trailer(&trailer, &mut buf);
+        assert_eq!(decode_trailer(&buf), Ok(trailer));
+    }
+
+    #[test]
+    fn wall_time_follows_the_monotonic_clock() {
+        let base = ClockBase {
+            monotonic_ns: 1_000,
+            realtime_ns: 1_700_000_000_000_000_000,
+        };
+        assert_eq!(base.wall_time_ns(1_500), 1_700_000_000_000_000_500);
+        assert_eq!(base.wall_time_ns(500), 1_699_999_999_999_999_500);
+        assert_eq!(
+            ClockBase {
+                monotonic_ns: 10,
+                realtime_ns: 5
+            }
+            .wall_time_ns(0),
+            0
+        );
+    }
+}

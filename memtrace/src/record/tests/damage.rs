@@ -1,0 +1,280 @@
+//! Recordings that were cut off, corrupted, or are not recordings at all.
+
+use bytes::{BufMut, BytesMut};
+
+use super::*;
+use crate::record::codec::EventDecoder;
+use crate::record::frame::{begin_frame, end_frame, FORMAT_VERSION, MAGIC};
+
+/// A small recording of several frames (three events each) and its events. Small, because the
+/// tests below replay it once per byte: every variant but the ones with kilobytes of strings.
+fn small_recording() -> (Vec<u8>, Vec<Event>) {
+    let all = every_variant();
+    let events: Vec<Event> = [0, 1, 3, 4, 5, 7, 8, 9, 11, 13, 16]
+        .into_iter()
+        .map(|index| all[index].clone())
+        .collect();
+    let options = WriterOptions {
+        max_frame_events: 3,
+        ..WriterOptions::default()
+    };
+    let bytes = write_recording(
+        &events,
+        options,
+        Some(LostRecord {
+            ring_full: 1,
+            pending_full: 2,
+        }),
+    );
+    (bytes, events)
+}
+
+/// How many events each frame holds, decoded frame by frame.
+fn events_in(bytes: &[u8], span: FrameSpan) -> usize {
+    if span.frame_type != FrameType::Events {
+        return 0;
+    }
+    let mut payload = &bytes[span.start + FRAME_HEAD_LEN..span.end - FRAME_CHECKSUM_LEN];
+    let mut decoder = EventDecoder::default();
+    let mut count = 0;
+    while !payload.is_empty() {
+        decoder.decode(&mut payload).unwrap();
+        count += 1;
+    }
+    count
+}
+
+#[test]
+fn a_cut_at_every_byte_keeps_every_complete_frame() {
+    let (bytes, events) = small_recording();
+    let spans = frame_spans(&bytes);
+    assert!(
+        spans.len() >= 5,
+        "the recording should have several event frames"
+    );
+    let header_end = spans[0].end;
+
+    for cut in 0..=bytes.len() {
+        let prefix = &bytes[..cut];
+        if cut < header_end {
+            let error = RecordingReader::new(prefix).err().unwrap();
+            match cut {
+                0 => assert!(matches!(error, RecordError::Empty)),
+                _ => assert!(
+                    matches!(error, RecordError::TruncatedHeader { bytes } if bytes == cut as u64),
+                    "cut at {cut}: {error}"
+                ),
+            }
+            continue;
+        }
+        let complete: Vec<FrameSpan> = spans
+            .iter()
+            .copied()
+            .filter(|span| span.end <= cut)
+            .collect();
+        let expected_events: usize = complete.iter().map(|&span| events_in(&bytes, span)).sum();
+        let usable = complete.last().map_or(0, |span| span.end);
+
+        let replay = replay(prefix).unwrap();
+        assert!(replay.error.is_none(), "cut at {cut}: {:?}", replay.error);
+        assert_eq!(replay.events, events[..expected_events], "cut at {cut}");
+        assert_eq!(replay.outcome.corrupt_frames_skipped, 0);
+        if cut == bytes.len() {
+            assert!(replay.outcome.complete);
+            assert_eq!(replay.outcome.truncated_at, None);
+        } else {
+            assert!(!replay.outcome.complete, "cut at {cut}");
+            let truncation = replay.outcome.truncated_at.unwrap();
+            assert_eq!(truncation.events, expected_events as u64, "cut at {cut}");
+            assert_eq!(truncation.byte, usable as u64, "cut at {cut}");
+        }
+    }
+}
+
+#[test]
+fn a_zero_filled_tail_reads_as_a_cut() {
+    let (bytes, events) = small_recording();
+    let spans = frame_spans(&bytes);
+    let third = spans[3];
+    let mut damaged = bytes[..third.end].to_vec();
+    // The file system kept the size but not the data of the last write, inside a frame...
+    damaged.extend(std::iter::repeat_n(0, 5000));
+    let replay = replay(&damaged).unwrap();
+    assert!(replay.error.is_none());
+    assert_eq!(replay.events, events[..9]);
+    assert_eq!(replay.outcome.truncated_at.unwrap().byte, third.end as u64);
+
+    // ...or across a frame's head, which then fails its checksum.
+    let mut damaged = bytes.clone();
+    damaged[spans[2].start + FRAME_HEAD_LEN..].fill(0);
+    let replay = super::replay(&damaged).unwrap();
+    assert!(replay.error.is_none(), "{:?}", replay.error);
+    assert_eq!(replay.events, events[..3]);
+    assert!(replay.outcome.truncated_at.is_some());
+}
+
+#[test]
+fn a_flipped_byte_costs_one_frame_at_most() {
+    let (bytes, events) = small_recording();
+    let spans = frame_spans(&bytes);
+    for (index, span) in spans.iter().enumerate() {
+        let lost_events = events_in(&bytes, *span);
+        let before: usize = spans[..index]
+            .iter()
+            .map(|&span| events_in(&bytes, span))
+            .sum();
+        let mut expected = events.clone();
+        expected.drain(before..before + lost_events);
+
+        for at in span.start..span.end {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0xff;
+            let sync_or_length = at < span.start + FRAME_HEAD_LEN - 1;
+            let result = replay(&damaged);
+            if span.frame_type == FrameType::Header {
+                // A longer length makes the header look cut off: the two cannot be told apart.
+                let error = result.err().unwrap();
+                let length_grew = at >= span.start + 2 && sync_or_length;
+                assert!(
+                    matches!(error, RecordError::CorruptHeader { .. })
+                        || length_grew && matches!(error, RecordError::TruncatedHeader { .. }),
+                    "byte {at}: {error}"
+                );
+                continue;
+            }
+            let replay = result.unwrap();
+            if sync_or_length {
+                // The structure may be lost from here; everything before is still there.
+                assert!(replay.events.len() >= before, "byte {at}");
+                assert_eq!(replay.events[..before], events[..before]);
+                continue;
+            }
+            // Type, payload or checksum: exactly this frame is skipped.
+            assert!(replay.error.is_none(), "byte {at}: {:?}", replay.error);
+            assert_eq!(replay.outcome.corrupt_frames_skipped, 1, "byte {at}");
+            if span.frame_type == FrameType::Trailer {
+                assert!(!replay.outcome.complete);
+                assert_eq!(replay.events, events);
+            } else {
+                assert!(replay.outcome.complete, "byte {at}");
+                assert_eq!(replay.events, expected, "byte {at}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_broken_sync_marker_stops_with_a_clear_error() {
+    let (bytes, events) = small_recording();
+    let spans = frame_spans(&bytes);
+    let mut damaged = bytes.clone();
+    damaged[spans[2].start] = b'X';
+    let replay = replay(&damaged).unwrap();
+    assert_eq!(replay.events, events[..3]);
+    let error = replay.error.unwrap();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "recording is corrupt at byte {} (no frame starts there); nothing after it can be read",
+            spans[2].start
+        )
+    );
+    assert!(!replay.outcome.complete);
+    assert_eq!(replay.outcome.truncated_at, None);
+
+    // A length no writer produces.
+    let mut damaged = bytes;
+    damaged[spans[2].start + 5] = 0xff;
+    let error = super::replay(&damaged).unwrap().error.unwrap();
+    assert!(
+        error
+            .to_string()
+            .contains("a frame length exceeds the limit"),
+        "{error}"
+    );
+}
+
+/// Appends a frame with a valid checksum around an arbitrary payload.
+fn append_frame(bytes: &mut Vec<u8>, frame_type: u8, payload: &[u8]) {
+    let mut frame = BytesMut::new();
+    let start = begin_frame(&mut frame, FrameType::Events);
+    frame[start + FRAME_HEAD_LEN - 1] = frame_type;
+    frame.put_slice(payload);
+    end_frame(&mut frame, start);
+    bytes.extend_from_slice(&frame);
+}
+
+#[test]
+fn frames_with_a_valid_checksum_but_bad_content_are_skipped() {
+    let (bytes, events) = small_recording();
+    let spans = frame_spans(&bytes);
+    let trailer = spans.last().unwrap();
+    let mut crafted = bytes[..trailer.start].to_vec();
+    // An event frame whose second event is garbage: the first is delivered, the rest dropped.
+    let mut payload =
+        bytes[spans[1].start + FRAME_HEAD_LEN..spans[1].end - FRAME_CHECKSUM_LEN].to_vec();
+    let first_event_len = payload.len() - {
+        let mut rest = &payload[..];
+        EventDecoder::default().decode(&mut rest).unwrap();
+        rest.len()
+    };
+    payload.truncate(first_event_len);
+    payload.push(0xff);
+    append_frame(&mut crafted, FrameType::Events as u8, &payload);
+    // A second header, a malformed trailer, and a frame type from the future.
+    append_frame(&mut crafted, FrameType::Header as u8, b"");
+    append_frame(&mut crafted, FrameType::Trailer as u8, &[0x80]);
+    append_frame(&mut crafted, 200, b"from a later format revision");
+    crafted.extend_from_slice(&bytes[trailer.start..]);
+
+    let replay = replay(&crafted).unwrap();
+    assert!(replay.error.is_none());
+    let mut expected = events.clone();
+    expected.push(events[0].clone());
+    assert_eq!(replay.events, expected);
+    assert_eq!(replay.outcome.corrupt_frames_skipped, 3);
+    assert!(replay.outcome.complete);
+}
+
+#[test]
+fn bytes_after_the_trailer_are_not_part_of_the_session() {
+    let (mut bytes, events) = small_recording();
+    bytes.extend_from_slice(b"trailing garbage");
+    let replay = replay(&bytes).unwrap();
+    assert_eq!(replay.events, events);
+    assert!(replay.outcome.complete);
+    assert!(replay.error.is_none());
+}
+
+#[test]
+fn files_that_are_not_recordings_get_one_line_errors() {
+    let message = |bytes: &[u8]| RecordingReader::new(bytes).err().unwrap().to_string();
+    assert_eq!(message(b""), "not a memtrace recording: the file is empty");
+    assert_eq!(
+        message(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"),
+        "not a memtrace recording: bad magic"
+    );
+    assert_eq!(
+        message(b"M"),
+        "recording is cut off after 1 bytes, inside its header: it holds no events"
+    );
+    assert_eq!(message(b"MEMTRAC!"), "not a memtrace recording: bad magic");
+
+    let (bytes, _) = small_recording();
+    let mut other_version = bytes.clone();
+    other_version[MAGIC.len()..PREAMBLE_LEN].copy_from_slice(&7u32.to_le_bytes());
+    assert_eq!(
+        message(&other_version),
+        "recording format version 7 is not supported (this memtrace reads version 1)"
+    );
+    assert_eq!(FORMAT_VERSION, 1);
+
+    // A preamble followed by an events frame instead of the header.
+    let spans = frame_spans(&bytes);
+    let mut headless = bytes[..PREAMBLE_LEN].to_vec();
+    headless.extend_from_slice(&bytes[spans[1].start..]);
+    assert_eq!(
+        message(&headless),
+        "recording header is corrupt: the first frame is not a header"
+    );
+}

@@ -1,0 +1,369 @@
+//! Tests that go through both the writer and the reader. Helpers here are shared with the unit
+//! tests of the individual modules.
+
+mod damage;
+mod fuzz;
+mod roundtrip;
+
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use super::frame::{FrameType, FRAME_CHECKSUM_LEN, FRAME_HEAD_LEN, PREAMBLE_LEN};
+use super::{
+    ClockBase, RecordError, RecordingHeader, RecordingReader, RecordingWriter, ReplayOutcome,
+    WriterOptions,
+};
+use crate::event::{
+    Abi, Comm, Event, EventBody, ExecMappingKind, ExecMappingRecord, ExecRecord, ExitRecord,
+    FileRef, ForkRecord, LostRecord, SnapshotRecord, SnapshotRegion, Syscall, SyscallRecord,
+};
+
+pub(crate) fn sample_header() -> RecordingHeader {
+    RecordingHeader {
+        kernel_release: "6.8.0-45-generic".into(),
+        command_line: vec![
+            "memtrace".into(),
+            "record".into(),
+            "--".into(),
+            "./app".into(),
+        ],
+        clock_base: ClockBase {
+            monotonic_ns: 5_000_000_000,
+            realtime_ns: 1_700_000_000_000_000_000,
+        },
+        started_by: "memtrace 0.1.0".into(),
+    }
+}
+
+/// A path under the system temp directory that no other test uses.
+pub(crate) fn scratch_path(name: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!(
+        "memtrace-record-{}-{unique}-{name}",
+        std::process::id()
+    ))
+}
+
+pub(crate) fn write_recording(
+    events: &[Event],
+    options: WriterOptions,
+    lost: Option<LostRecord>,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut writer = RecordingWriter::new(&mut out, &sample_header(), options).unwrap();
+    for event in events {
+        writer.write_event(event).unwrap();
+    }
+    match lost {
+        Some(lost) => {
+            writer.finish(lost).unwrap();
+        }
+        // Dropped without finish: the open frame is written, the trailer is not.
+        None => drop(writer),
+    }
+    out
+}
+
+/// Everything a reader makes of `bytes`: the events, the error that stopped it (if any), and the
+/// outcome. `Err` when the reader could not even start.
+pub(crate) struct Replay {
+    pub events: Vec<Event>,
+    pub error: Option<RecordError>,
+    pub outcome: ReplayOutcome,
+}
+
+pub(crate) fn replay(bytes: &[u8]) -> Result<Replay, RecordError> {
+    let mut reader = RecordingReader::new(bytes)?;
+    let mut events = Vec::new();
+    let mut error = None;
+    for item in reader.by_ref() {
+        match item {
+            Ok(event) => events.push(event),
+            Err(stop) => {
+                assert!(error.is_none(), "the reader went on after an error");
+                error = Some(stop);
+            }
+        }
+    }
+    Ok(Replay {
+        events,
+        error,
+        outcome: reader.outcome(),
+    })
+}
+
+/// A frame as it lies in a recording.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FrameSpan {
+    pub start: usize,
+    pub end: usize,
+    pub frame_type: FrameType,
+}
+
+/// The frames of an intact recording, by walking the lengths.
+pub(crate) fn frame_spans(bytes: &[u8]) -> Vec<FrameSpan> {
+    let mut spans = Vec::new();
+    let mut start = PREAMBLE_LEN;
+    while start < bytes.len() {
+        let len = u32::from_le_bytes(bytes[start + 2..start + 6].try_into().unwrap()) as usize;
+        let end = start + FRAME_HEAD_LEN + len + FRAME_CHECKSUM_LEN;
+        let frame_type = FrameType::from_u8(bytes[start + 6]).unwrap();
+        spans.push(FrameSpan {
+            start,
+            end,
+            frame_type,
+        });
+        start = end;
+    }
+    assert_eq!(start, bytes.len());
+    spans
+}
+
+fn comm_bytes(bytes: &[u8]) -> Comm {
+    let mut comm = [0u8; 16];
+    comm[..bytes.len()].copy_from_slice(bytes);
+    Comm(comm)
+}
+
+fn event(time_ns: u64, tid: u32, body: EventBody) -> Event {
+    Event {
+        time_ns,
+        pid: 4000,
+        tid,
+        comm: Comm::from_str_lossy("app"),
+        abi: Abi::X86_64,
+        body,
+    }
+}
+
+fn syscall(syscall: Syscall, args: [u64; 6], ret: i64) -> SyscallRecord {
+    SyscallRecord {
+        syscall,
+        args,
+        ret,
+        entry_ns: 0,
+        string: None,
+        file: None,
+    }
+}
+
+/// Every variant of [`EventBody`], with edge values: extremes, empty and long strings, invalid
+/// UTF-8 comms, time going backwards, threads interleaving.
+pub(crate) fn every_variant() -> Vec<Event> {
+    let long = "/very/long/path/".repeat(400);
+    let mut events = vec![
+        event(
+            1_000,
+            4000,
+            EventBody::Syscall(SyscallRecord {
+                entry_ns: 900,
+                ..syscall(
+                    Syscall::Mmap,
+                    [0, 4096, 3, 0x22, u64::MAX, 0],
+                    0x7f12_3456_7000,
+                )
+            }),
+        ),
+        event(
+            u64::MAX,
+            u32::MAX,
+            EventBody::Syscall(SyscallRecord {
+                entry_ns: 0,
+                string: Some(String::new()),
+                file: Some(FileRef {
+                    inode: u64::MAX,
+                    path: String::new(),
+                }),
+                ..syscall(Syscall::MemfdCreate, [u64::MAX; 6], i64::MIN)
+            }),
+        ),
+        // Time goes backwards (events from different CPUs), entry after exit.
+        event(
+            0,
+            0,
+            EventBody::Syscall(SyscallRecord {
+                entry_ns: u64::MAX,
+                string: Some(long.clone()),
+                ..syscall(Syscall::Execve, [1, 2, 3, 4, 5, 6], i64::MAX)
+            }),
+        ),
+        event(
+            2_000,
+            4001,
+            EventBody::Syscall(SyscallRecord {
+                entry_ns: 1_999,
+                file: Some(FileRef {
+                    inode: 1234,
+                    path: "/memfd:jit (deleted)ü".into(),
+                }),
+                ..syscall(Syscall::Mmap2, [0, 8192, 5, 2, 7, 3], -12)
+            }),
+        ),
+        event(
+            2_100,
+            4001,
+            EventBody::Fork(ForkRecord {
+                child_pid: u32::MAX,
+                child_tid: 0,
+                thread: true,
+                shares_mm: false,
+            }),
+        ),
+        event(
+            2_200,
+            4001,
+            EventBody::Fork(ForkRecord {
+                child_pid: 5,
+                child_tid: 6,
+                thread: false,
+                shares_mm: true,
+            }),
+        ),
+        event(
+            2_300,
+            4000,
+            EventBody::Exec(ExecRecord {
+                old_tid: u32::MAX,
+                personality: 0x0800_0000,
+                new_abi: Abi::I386,
+                filename: String::new(),
+                interp: long,
+                start_code: u64::MAX,
+                end_code: 0,
+                start_data: 1,
+                end_data: u64::MAX - 1,
+                start_brk: 0x5555_5555_0000,
+                brk: 0x5555_5557_0000,
+                start_stack: 0x7ffd_0000_0000,
+                mmap_base: 0x7f00_0000_0000,
+                stack_start: 0x7ffc_ffff_0000,
+                stack_end: 0x7ffd_0001_0000,
+                interp_base: 0,
+                entry: 0x5555_5555_1040,
+                phdr: 0x5555_5555_0040,
+            }),
+        ),
+        event(
+            2_400,
+            4000,
+            EventBody::Exit(ExitRecord {
+                status: u32::MAX,
+                group_dead: true,
+            }),
+        ),
+        event(
+            2_500,
+            4002,
+            EventBody::Exit(ExitRecord {
+                status: 0,
+                group_dead: false,
+            }),
+        ),
+        event(
+            2_600,
+            4002,
+            EventBody::Snapshot(SnapshotRecord {
+                regions: Vec::new(),
+                start_brk: 0,
+                brk: 0,
+                ppid: 0,
+                exe: String::new(),
+            }),
+        ),
+        event(
+            2_700,
+            4002,
+            EventBody::Snapshot(SnapshotRecord {
+                regions: (0..300)
+                    .map(|index| SnapshotRegion {
+                        start: index * 0x1000,
+                        end: u64::MAX - index,
+                        perms: ["r-xp", "rw-p", "", "---s"][index as usize % 4].into(),
+                        offset: index << 40,
+                        inode: index,
+                        name: if index % 3 == 0 {
+                            String::new()
+                        } else {
+                            format!("/lib/lib{index}.so")
+                        },
+                    })
+                    .collect(),
+                start_brk: u64::MAX,
+                brk: 1,
+                ppid: u32::MAX,
+                exe: "/usr/bin/ünïcödé".into(),
+            }),
+        ),
+        event(
+            2_800,
+            4003,
+            EventBody::Lost(LostRecord {
+                ring_full: u64::MAX,
+                pending_full: 0,
+            }),
+        ),
+        event(2_900, 4003, EventBody::Lost(LostRecord::default())),
+    ];
+    for (kind, file, name) in [
+        (ExecMappingKind::Mmap, true, false),
+        (ExecMappingKind::Munmap, false, false),
+        (ExecMappingKind::Bss, false, true),
+        (ExecMappingKind::Special, true, true),
+    ] {
+        events.push(event(
+            3_000,
+            4000,
+            EventBody::ExecMapping(ExecMappingRecord {
+                kind,
+                start: u64::MAX,
+                len: 0,
+                prot: u32::MAX,
+                flags: 0x812,
+                offset: u64::MAX,
+                file: file.then(|| FileRef {
+                    inode: 77,
+                    path: "/usr/lib/ld-linux-x86-64.so.2".into(),
+                }),
+                name: name.then(|| "[vdso]".into()),
+            }),
+        ));
+    }
+    // Identities: comms with invalid UTF-8, bytes after an inner NUL, all 16 bytes used, empty;
+    // every ABI; a thread whose comm changes.
+    let comms = [
+        comm_bytes(&[0xff, 0xfe, 0x80]),
+        comm_bytes(&[b'a', 0, b'b', 0, 0xc3]),
+        Comm([0xff; 16]),
+        Comm::default(),
+        comm_bytes(b"0123456789abcdef"),
+    ];
+    for (index, comm) in comms.into_iter().enumerate() {
+        for abi in [Abi::Unknown, Abi::X86_64, Abi::I386] {
+            let mut renamed = event(
+                4_000 + index as u64,
+                4000,
+                EventBody::Lost(LostRecord {
+                    ring_full: 1,
+                    pending_full: 2,
+                }),
+            );
+            renamed.comm = comm;
+            renamed.abi = abi;
+            events.push(renamed);
+        }
+    }
+    let mut other_process = event(
+        5_000,
+        4000,
+        EventBody::Exit(ExitRecord {
+            status: 9,
+            group_dead: true,
+        }),
+    );
+    other_process.pid = u32::MAX;
+    events.push(other_process);
+    events
+}

@@ -1,0 +1,154 @@
+//! What goes in comes out: every event variant, under every way of cutting the stream into
+//! frames, through memory and through a file.
+
+use super::*;
+use crate::record::MAX_FRAME_PAYLOAD;
+
+#[test]
+fn every_variant_round_trips_in_every_framing() {
+    let events = every_variant();
+    let lost = LostRecord {
+        ring_full: 17,
+        pending_full: u64::MAX,
+    };
+    let framings = [
+        WriterOptions::default(),
+        WriterOptions {
+            max_frame_events: 1,
+            ..WriterOptions::default()
+        },
+        WriterOptions {
+            max_frame_events: 2,
+            ..WriterOptions::default()
+        },
+        WriterOptions {
+            max_frame_events: 7,
+            ..WriterOptions::default()
+        },
+        // Smaller than many single events: those get frames of their own.
+        WriterOptions {
+            max_frame_bytes: 64,
+            ..WriterOptions::default()
+        },
+        WriterOptions {
+            max_frame_events: 0,
+            max_frame_bytes: 0,
+            ..WriterOptions::default()
+        },
+    ];
+    for options in framings {
+        let bytes = write_recording(&events, options, Some(lost));
+        let mut reader = RecordingReader::new(&bytes[..]).unwrap();
+        assert_eq!(reader.header(), &sample_header());
+        let replayed: Vec<Event> = reader.by_ref().map(Result::unwrap).collect();
+        assert_eq!(replayed, events, "{options:?}");
+        let outcome = reader.outcome();
+        assert_eq!(
+            outcome,
+            ReplayOutcome {
+                events: events.len() as u64,
+                complete: true,
+                truncated_at: None,
+                corrupt_frames_skipped: 0,
+                trailer: Some(super::super::Trailer {
+                    events: events.len() as u64,
+                    lost
+                }),
+            }
+        );
+        assert_eq!(
+            outcome.to_string(),
+            format!("{} events, complete", events.len())
+        );
+    }
+}
+
+#[test]
+fn a_session_without_events_is_a_valid_recording() {
+    let bytes = write_recording(&[], WriterOptions::default(), Some(LostRecord::default()));
+    let replay = replay(&bytes).unwrap();
+    assert!(replay.events.is_empty());
+    assert!(replay.outcome.complete);
+    // Preamble, header frame, trailer frame: nothing else.
+    let types: Vec<_> = frame_spans(&bytes)
+        .iter()
+        .map(|span| span.frame_type)
+        .collect();
+    assert_eq!(types, [FrameType::Header, FrameType::Trailer]);
+}
+
+#[test]
+fn a_writer_dropped_without_finish_keeps_its_events() {
+    let events = every_variant();
+    let bytes = write_recording(&events, WriterOptions::default(), None);
+    let replay = replay(&bytes).unwrap();
+    assert_eq!(replay.events, events);
+    assert!(replay.error.is_none());
+    assert!(!replay.outcome.complete);
+    let truncation = replay.outcome.truncated_at.unwrap();
+    assert_eq!(
+        (truncation.events, truncation.byte),
+        (events.len() as u64, bytes.len() as u64)
+    );
+    assert_eq!(
+        replay.outcome.to_string(),
+        format!(
+            "{0} events, truncated after {0} events at byte {1}",
+            events.len(),
+            bytes.len()
+        )
+    );
+}
+
+#[test]
+fn recordings_round_trip_through_files() {
+    let path = scratch_path("roundtrip");
+    let events = every_variant();
+    let mut writer =
+        RecordingWriter::create(&path, &sample_header(), WriterOptions::default()).unwrap();
+    for event in &events {
+        writer.write_event(event).unwrap();
+    }
+    assert_eq!(writer.events_written(), events.len() as u64);
+    writer.finish(LostRecord::default()).unwrap();
+
+    let mut reader = RecordingReader::open(&path).unwrap();
+    assert_eq!(reader.header(), &sample_header());
+    let replayed: Vec<Event> = reader.by_ref().map(Result::unwrap).collect();
+    assert_eq!(replayed, events);
+    assert!(reader.outcome().complete);
+    std::fs::remove_file(&path).unwrap();
+
+    let error = RecordingReader::open(&path).err().unwrap();
+    assert!(matches!(error, RecordError::Open { .. }), "{error}");
+}
+
+#[test]
+fn an_event_too_large_for_any_frame_is_refused_and_the_recording_goes_on() {
+    let events = every_variant();
+    let huge = event(
+        10,
+        1,
+        EventBody::Syscall(SyscallRecord {
+            string: Some("x".repeat(MAX_FRAME_PAYLOAD)),
+            ..syscall(Syscall::Execve, [0; 6], 0)
+        }),
+    );
+    let mut out = Vec::new();
+    let mut writer =
+        RecordingWriter::new(&mut out, &sample_header(), WriterOptions::default()).unwrap();
+    writer.write_event(&events[0]).unwrap();
+    let error = writer.write_event(&huge).err().unwrap();
+    assert!(
+        matches!(error, RecordError::EventTooLarge { .. }),
+        "{error}"
+    );
+    for event in &events[1..] {
+        writer.write_event(event).unwrap();
+    }
+    assert_eq!(writer.events_written(), events.len() as u64);
+    writer.finish(LostRecord::default()).unwrap();
+    let replay = replay(&out).unwrap();
+    assert_eq!(replay.events, events);
+    assert!(replay.outcome.complete);
+}

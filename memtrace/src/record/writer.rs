@@ -1,0 +1,441 @@
+//! Writing a recording during a live session: events are batched into frames, and each frame
+//! reaches the file whole, so a crash at any moment leaves a prefix of complete frames (plus at
+//! most one partial frame that readers recognise and drop).
+
+use std::{
+    fs::{File, OpenOptions, Permissions},
+    io::{self, Write},
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use bytes::BytesMut;
+
+use super::codec::EventEncoder;
+use super::error::RecordError;
+use super::frame::{
+    begin_frame, end_frame, payload_len, put_preamble, FrameType, MAX_FRAME_PAYLOAD,
+};
+use super::header::{encode_header, encode_trailer, RecordingHeader, Trailer};
+use crate::event::{Event, LostRecord};
+
+/// Recordings hold command lines, paths and addresses of the traced programs: owner-only.
+const RECORDING_MODE: u32 = 0o600;
+
+/// Where a recording goes. A file is synced to disk when the recording finishes; memory
+/// (tests, benchmarks) has nothing to sync.
+pub trait RecordingSink: Write {
+    fn sync_to_disk(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl RecordingSink for File {
+    fn sync_to_disk(&mut self) -> io::Result<()> {
+        self.sync_data()
+    }
+}
+
+impl RecordingSink for Vec<u8> {}
+
+/// Lets a caller keep the sink: write through `&mut file` and still own `file` afterwards.
+impl<S: RecordingSink + ?Sized> RecordingSink for &mut S {
+    fn sync_to_disk(&mut self) -> io::Result<()> {
+        (**self).sync_to_disk()
+    }
+}
+
+/// When an events frame is closed and written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// Close the frame once it holds this many events.
+    pub max_frame_events: usize,
+    /// Close the frame once its payload reaches this many bytes (at most
+    /// [`MAX_FRAME_PAYLOAD`]; one event larger than this still gets a frame of its own).
+    pub max_frame_bytes: usize,
+    /// [`RecordingWriter::flush_if_due`] writes the open frame when this much time has passed
+    /// since the last flush: the most a crash can lose.
+    pub flush_interval: Duration,
+}
+
+impl Default for WriterOptions {
+    /// Frames of a few thousand events amortise the 11 bytes of framing and the per-frame
+    /// restart of the delta coding to well under a byte per event.
+    fn default() -> Self {
+        Self {
+            max_frame_events: 4096,
+            max_frame_bytes: 64 << 10,
+            flush_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Writes a recording. Call [`write_event`](Self::write_event) for each event,
+/// [`flush_if_due`](Self::flush_if_due) regularly (also when idle), and
+/// [`finish`](Self::finish) at the end. Dropping the writer without `finish` writes the open
+/// frame but no trailer, so replay reports the recording as cut off.
+pub struct RecordingWriter<W: RecordingSink = File> {
+    /// `None` once [`finish`](Self::finish) has taken it.
+    out: Option<W>,
+    options: WriterOptions,
+    /// The open events frame, assembled in place: head, then the events' encoding.
+    frame: BytesMut,
+    /// Where the open frame starts in `frame`; `None` when no frame is open.
+    frame_start: Option<usize>,
+    frame_events: usize,
+    encoder: EventEncoder,
+    events: u64,
+    bytes_written: u64,
+    last_flush: Instant,
+    /// A write failed: the file may end in a partial frame, after which nothing may go.
+    failed: bool,
+}
+
+impl RecordingWriter<File> {
+    /// Creates (or truncates) `path` with mode 0600 and writes the preamble and header.
+    pub fn create(
+        path: impl AsRef<Path>,
+        header: &RecordingHeader,
+        options: WriterOptions,
+    ) -> Result<Self, RecordError> {
+        let path = path.as_ref();
+        let create_error = |error| RecordError::Create {
+            path: path.to_owned(),
+            error,
+        };
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(RECORDING_MODE)
+            .open(path)
+            .map_err(create_error)?;
+        // `mode` only applies when the file is created; an existing file keeps its own.
+        file.set_permissions(Permissions::from_mode(RECORDING_MODE))
+            .map_err(create_error)?;
+        Self::new(file, header, options)
+    }
+}
+
+impl<W: RecordingSink> RecordingWriter<W> {
+    /// Writes the preamble and header to `out` at once, so even a session that records nothing
+    /// leaves a readable recording.
+    pub fn new(
+        out: W,
+        header: &RecordingHeader,
+        options: WriterOptions,
+    ) -> Result<Self, RecordError> {
+        let options = WriterOptions {
+            max_frame_events: options.max_frame_events.max(1),
+            max_frame_bytes: options.max_frame_bytes.min(MAX_FRAME_PAYLOAD),
+            ..options
+        };
+        let mut writer = Self {
+            out: Some(out),
+            options,
+            // Room for a typical frame; an exceptional one grows the buffer when it comes.
+            frame: BytesMut::with_capacity(options.max_frame_bytes.min(1 << 20) + 1024),
+            frame_start: None,
+            frame_events: 0,
+            encoder: EventEncoder::default(),
+            events: 0,
+            bytes_written: 0,
+            last_flush: Instant::now(),
+            failed: false,
+        };
+        put_preamble(&mut writer.frame);
+        let start = begin_frame(&mut writer.frame, FrameType::Header);
+        encode_header(header, &mut writer.frame);
+        let size = payload_len(&writer.frame, start);
+        if size > MAX_FRAME_PAYLOAD {
+            return Err(RecordError::HeaderTooLarge { size });
+        }
+        end_frame(&mut writer.frame, start);
+        writer.write_out()?;
+        writer.flush()?;
+        Ok(writer)
+    }
+
+    /// Adds an event to the open frame, and writes the frame out if that fills it.
+    pub fn write_event(&mut self, event: &Event) -> Result<(), RecordError> {
+        if self.failed || self.out.is_none() {
+            return Err(RecordError::WriterFailed);
+        }
+        let start = self.open_frame();
+        let before = self.frame.len();
+        self.encoder.encode(event, &mut self.frame);
+        if payload_len(&self.frame, start) > MAX_FRAME_PAYLOAD {
+            return self.write_oversized(event, before);
+        }
+        self.frame_events += 1;
+        self.events += 1;
+        if self.frame_events >= self.options.max_frame_events
+            || payload_len(&self.frame, start) >= self.options.max_frame_bytes
+        {
+            self.close_frame()?;
+        }
+        Ok(())
+    }
+
+    /// The event did not fit the open frame: write the frame without it, then give the event a
+    /// frame of its own, if it fits one at all.
+    fn write_oversized(&mut self, event: &Event, before: usize) -> Result<(), RecordError> {
+        self.frame.truncate(before);
+        if self.frame_events > 0 {
+            self.close_frame()?;
+        } else {
+            self.discard_frame();
+        }
+        let start = self.open_frame();
+        self.encoder.encode(event, &mut self.frame);
+        let size = payload_len(&self.frame, start);
+        if size > MAX_FRAME_PAYLOAD {
+            self.discard_frame();
+            return Err(RecordError::EventTooLarge { size });
+        }
+        self.frame_events = 1;
+        self.events += 1;
+        self.close_frame()
+    }
+
+    /// Flushes when [`WriterOptions::flush_interval`] has passed since the last flush. The live
+    /// session calls this every time it wakes up, events or not. Returns whether it flushed.
+    pub fn flush_if_due(&mut self, now: Instant) -> Result<bool, RecordError> {
+        if now.saturating_duration_since(self.last_flush) < self.options.flush_interval {
+            return Ok(false);
+        }
+        self.flush()?;
+        self.last_flush = now;
+        Ok(true)
+    }
+
+    /// Writes the open frame, even if it is not full, and flushes the sink.
+    pub fn flush(&mut self) -> Result<(), RecordError> {
+        if self.failed {
+            return Err(RecordError::WriterFailed);
+        }
+        self.close_frame()?;
+        self.last_flush = Instant::now();
+        let out = self.out.as_mut().ok_or(RecordError::WriterFailed)?;
+        let result = out.flush();
+        result.map_err(|error| self.fail(error))
+    }
+
+    /// Writes the open frame and the trailer, syncs the file to disk, and hands the sink back.
+    /// `lost` is the kernel side's final loss totals.
+    pub fn finish(mut self, lost: LostRecord) -> Result<W, RecordError> {
+        self.close_frame()?;
+        let start = begin_frame(&mut self.frame, FrameType::Trailer);
+        encode_trailer(
+            &Trailer {
+                events: self.events,
+                lost,
+            },
+            &mut self.frame,
+        );
+        end_frame(&mut self.frame, start);
+        self.write_out()?;
+        let mut out = self.out.take().ok_or(RecordError::WriterFailed)?;
+        out.flush().map_err(RecordError::Write)?;
+        out.sync_to_disk().map_err(RecordError::Write)?;
+        Ok(out)
+    }
+
+    /// Events accepted so far.
+    pub fn events_written(&self) -> u64 {
+        self.events
+    }
+
+    /// Bytes handed to the sink so far (events in the open frame not included).
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written
+    }
+
+    /// Starts an events frame unless one is open; returns where it starts.
+    fn open_frame(&mut self) -> usize {
+        if let Some(start) = self.frame_start {
+            return start;
+        }
+        self.encoder.start_frame();
+        let start = begin_frame(&mut self.frame, FrameType::Events);
+        self.frame_start = Some(start);
+        start
+    }
+
+    fn discard_frame(&mut self) {
+        self.frame.clear();
+        self.frame_start = None;
+        self.frame_events = 0;
+    }
+
+    /// Seals the open events frame, if it holds events, and writes it.
+    fn close_frame(&mut self) -> Result<(), RecordError> {
+        let Some(start) = self.frame_start.take() else {
+            return Ok(());
+        };
+        if self.frame_events == 0 {
+            self.frame.truncate(start);
+            return Ok(());
+        }
+        self.frame_events = 0;
+        end_frame(&mut self.frame, start);
+        self.write_out()
+    }
+
+    /// Writes everything assembled in `frame` with one `write_all`, so the file only ever
+    /// grows by whole frames unless the write itself fails.
+    fn write_out(&mut self) -> Result<(), RecordError> {
+        if self.failed {
+            return Err(RecordError::WriterFailed);
+        }
+        let out = self.out.as_mut().ok_or(RecordError::WriterFailed)?;
+        let result = out.write_all(&self.frame);
+        let len = self.frame.len();
+        self.frame.clear();
+        match result {
+            Ok(()) => {
+                self.bytes_written += len as u64;
+                Ok(())
+            }
+            Err(error) => Err(self.fail(error)),
+        }
+    }
+
+    fn fail(&mut self, error: io::Error) -> RecordError {
+        self.failed = true;
+        RecordError::Write(error)
+    }
+}
+
+impl<W: RecordingSink> Drop for RecordingWriter<W> {
+    /// Keeps the open frame's events when the session ends without [`finish`](Self::finish)
+    /// (an error path): the recording then replays as cut off, with nothing lost. Errors cannot
+    /// be reported from here; the next reader sees their effect.
+    fn drop(&mut self) {
+        if self.out.is_some() && !self.failed {
+            let _ = self.flush();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+    use crate::record::tests::{sample_header, scratch_path};
+
+    #[test]
+    fn files_are_created_owner_only_even_over_an_open_file() {
+        let path = scratch_path("mode");
+        fs::write(&path, b"old contents").unwrap();
+        fs::set_permissions(&path, Permissions::from_mode(0o666)).unwrap();
+        let writer =
+            RecordingWriter::create(&path, &sample_header(), WriterOptions::default()).unwrap();
+        writer.finish(LostRecord::default()).unwrap();
+        let metadata = fs::metadata(&path).unwrap();
+        assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
+        assert!(fs::read(&path).unwrap().starts_with(b"MEMTRACE"));
+        fs::remove_file(&path).unwrap();
+
+        let writer =
+            RecordingWriter::create(&path, &sample_header(), WriterOptions::default()).unwrap();
+        drop(writer);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn creating_in_a_missing_directory_names_the_path() {
+        let error = RecordingWriter::create(
+            "/nonexistent-memtrace-dir/rec",
+            &sample_header(),
+            WriterOptions::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(error
+            .to_string()
+            .starts_with("cannot create recording /nonexistent-memtrace-dir/rec: "));
+    }
+
+    /// A sink that accepts a fixed number of bytes, then fails like a full disk.
+    struct FullDisk {
+        written: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for FullDisk {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let take = buf.len().min(self.room - self.written.len());
+            if take == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::StorageFull,
+                    "no space left on device",
+                ));
+            }
+            self.written.extend_from_slice(&buf[..take]);
+            Ok(take)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl RecordingSink for FullDisk {}
+
+    #[test]
+    fn a_failed_write_stops_the_writer() {
+        let disk = FullDisk {
+            written: Vec::new(),
+            room: 200,
+        };
+        let options = WriterOptions {
+            max_frame_events: 2,
+            ..WriterOptions::default()
+        };
+        let mut writer = RecordingWriter::new(disk, &sample_header(), options).unwrap();
+        let event = crate::record::bench::mmap_munmap_loop(1).next().unwrap();
+        let mut result = Ok(());
+        for _ in 0..100 {
+            result = writer.write_event(&event);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(matches!(result, Err(RecordError::Write(_))));
+        assert!(matches!(
+            writer.write_event(&event),
+            Err(RecordError::WriterFailed)
+        ));
+        assert!(matches!(writer.flush(), Err(RecordError::WriterFailed)));
+    }
+
+    #[test]
+    fn flush_if_due_waits_for_the_interval() {
+        let options = WriterOptions {
+            flush_interval: Duration::from_secs(1),
+            ..WriterOptions::default()
+        };
+        let mut writer = RecordingWriter::new(Vec::new(), &sample_header(), options).unwrap();
+        let header_bytes = writer.bytes_written();
+        let event = crate::record::bench::mmap_munmap_loop(1).next().unwrap();
+        writer.write_event(&event).unwrap();
+        let start = writer.last_flush;
+        assert!(!writer
+            .flush_if_due(start + Duration::from_millis(500))
+            .unwrap());
+        assert_eq!(writer.bytes_written(), header_bytes);
+        assert!(writer.flush_if_due(start + Duration::from_secs(1)).unwrap());
+        assert!(writer.bytes_written() > header_bytes);
+        // The interval restarts from that flush.
+        assert!(!writer
+            .flush_if_due(start + Duration::from_millis(1500))
+            .unwrap());
+    }
+}
