@@ -1,0 +1,267 @@
+//! An ordered map of non-overlapping regions with the kernel's semantics for unmapping,
+//! overlaying, protecting and remapping ranges.
+//!
+//! Regions are never merged: each keeps its own creation record, which is what the leak reports
+//! are made of. [`AddressSpace::coverage`] merges for comparisons with `/proc/PID/maps`, where
+//! the kernel has merged VMAs with identical properties.
+
+use std::collections::BTreeMap;
+
+use crate::model::region::{Perms, Region, RegionKind};
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AddressSpace {
+    /// Keyed by start address.
+    regions: BTreeMap<u64, Region>,
+}
+
+/// A stretch of address space with uniform permissions and backing, as `/proc/PID/maps` would
+/// show it after the kernel merged its VMAs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoverageEntry {
+    pub start: u64,
+    pub end: u64,
+    pub perms: Perms,
+    pub kind: RegionKind,
+    /// Empty for anonymous memory.
+    pub name: String,
+}
+
+impl AddressSpace {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.regions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.regions.is_empty()
+    }
+
+    /// Regions in address order.
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Region> + '_ {
+        self.regions.values()
+    }
+
+    /// The region containing `address`.
+    pub fn region_at(&self, address: u64) -> Option<&Region> {
+        self.regions
+            .range(..=address)
+            .next_back()
+            .map(|(_, region)| region)
+            .filter(|region| region.contains(address))
+    }
+
+    /// The lowest region starting at or above `address` for which `accept` holds.
+    pub fn first_from(&self, address: u64, accept: impl Fn(&Region) -> bool) -> Option<&Region> {
+        self.regions
+            .range(address..)
+            .map(|(_, region)| region)
+            .find(|region| accept(region))
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.regions.values().map(Region::len).sum()
+    }
+
+    /// Adjacent regions with the same permissions and backing, merged.
+    pub fn coverage(&self) -> Vec<CoverageEntry> {
+        let mut merged: Vec<CoverageEntry> = Vec::new();
+        for region in self.regions.values() {
+            if let Some(last) = merged.last_mut() {
+                if last.end == region.start
+                    && last.perms == region.perms
+                    && last.kind == region.kind
+                    && last.name == region.name()
+                {
+                    last.end = region.end;
+                    continue;
+                }
+            }
+            merged.push(CoverageEntry {
+                start: region.start,
+                end: region.end,
+                perms: region.perms,
+                kind: region.kind,
+                name: region.name().to_owned(),
+            });
+        }
+        merged
+    }
+
+    /// Maps a region, replacing whatever it overlays (MAP_FIXED semantics; a kernel-chosen
+    /// address never overlaps anything the kernel knows of, so this is right for both).
+    pub(crate) fn map(&mut self, region: Region) {
+        if region.is_empty() {
+            return;
+        }
+        self.unmap(region.start, region.end);
+        self.regions.insert(region.start, region);
+    }
+
+    /// Removes `[start, end)`, splitting regions that straddle either edge.
+    pub(crate) fn unmap(&mut self, start: u64, end: u64) {
+        if start >= end || !self.overlaps(start, end) {
+            return;
+        }
+        self.split_at(start);
+        self.split_at(end);
+        while let Some(key) = self.first_key_in(start, end) {
+            self.regions.remove(&key);
+        }
+    }
+
+    /// Sets the access rights of `[start, end)`, splitting regions at the edges.
+    pub(crate) fn protect(&mut self, start: u64, end: u64, prot: u64) {
+        if start >= end || !self.overlaps(start, end) {
+            return;
+        }
+        self.split_at(start);
+        self.split_at(end);
+        for region in self.regions.range_mut(start..end).map(|(_, region)| region) {
+            region.perms = region.perms.with_prot(prot);
+        }
+    }
+
+    /// Removes `[start, end)` and returns the pieces that were there, in address order.
+    pub(crate) fn take(&mut self, start: u64, end: u64) -> Vec<Region> {
+        let mut pieces = Vec::new();
+        if start >= end || !self.overlaps(start, end) {
+            return pieces;
+        }
+        self.split_at(start);
+        self.split_at(end);
+        while let Some(key) = self.first_key_in(start, end) {
+            pieces.extend(self.regions.remove(&key));
+        }
+        pieces
+    }
+
+    /// Moves the region ending at `end` so that it ends at `new_end` (growing a mapping in
+    /// place: mremap, brk). Returns false when no region ends exactly at `end` or it does not
+    /// satisfy `accept`.
+    pub(crate) fn grow_region_ending_at(
+        &mut self,
+        end: u64,
+        new_end: u64,
+        accept: impl Fn(&Region) -> bool,
+    ) -> bool {
+        if new_end <= end {
+            return false;
+        }
+        let key = match self.regions.range(..end).next_back() {
+            Some((&key, region)) if region.end == end && accept(region) => key,
+            _ => return false,
+        };
+        self.unmap(end, new_end);
+        if let Some(region) = self.regions.get_mut(&key) {
+            region.end = new_end;
+        }
+        true
+    }
+
+    /// mremap: resizes in place or moves `[old_start, old_start + old_len)` to
+    /// `[new_start, new_start + new_len)`; lengths page-aligned. The moved pieces keep their
+    /// permissions, backing, names and creation records; growth extends the last piece.
+    /// With `keep_old` (MREMAP_DONTUNMAP) the old range stays mapped as it was: for the private
+    /// anonymous memory this is meant for, that is anonymous memory whose pages moved away.
+    /// Returns the part of the new range the model could not fill because it knew nothing at
+    /// the old address, so the caller can account for it another way.
+    pub(crate) fn remap(
+        &mut self,
+        old_start: u64,
+        old_len: u64,
+        new_start: u64,
+        new_len: u64,
+        keep_old: bool,
+    ) -> Option<(u64, u64)> {
+        let old_end = old_start.saturating_add(old_len);
+        let new_end = new_start.saturating_add(new_len);
+        if old_len == 0 {
+            // A second mapping of the same shared pages; the old one stays.
+            return (!self.duplicate(old_start, new_start, new_end))
+                .then_some((new_start, new_end));
+        }
+        if new_start == old_start {
+            if new_len <= old_len {
+                self.unmap(new_end, old_end);
+                return None;
+            }
+            self.split_at(old_end);
+            let grown = self.grow_region_ending_at(old_end, new_end, |_| true);
+            return (!grown).then_some((old_end, new_end));
+        }
+        let moved_end = old_start.saturating_add(old_len.min(new_len));
+        let pieces = self.take(old_start, moved_end);
+        if keep_old {
+            for piece in &pieces {
+                self.regions.insert(piece.start, piece.clone());
+            }
+        } else {
+            // Shrinking while moving gives the tail back.
+            self.unmap(moved_end, old_end);
+        }
+        if pieces.is_empty() {
+            return Some((new_start, new_end));
+        }
+        self.unmap(new_start, new_end);
+        let last = pieces.len() - 1;
+        for (index, mut piece) in pieces.into_iter().enumerate() {
+            let relative_start = piece.start - old_start;
+            let len = if index == last {
+                new_len - relative_start
+            } else {
+                piece.len()
+            };
+            piece.start = new_start + relative_start;
+            piece.end = piece.start + len;
+            self.regions.insert(piece.start, piece);
+        }
+        None
+    }
+
+    /// Maps `[new_start, new_end)` to the same backing as the region at `source`.
+    fn duplicate(&mut self, source: u64, new_start: u64, new_end: u64) -> bool {
+        let Some(original) = self.region_at(source) else {
+            return false;
+        };
+        let mut copy = original.clone();
+        if copy.kind.has_backing_offset() {
+            copy.offset += source - copy.start;
+        }
+        copy.start = new_start;
+        copy.end = new_end;
+        self.map(copy);
+        true
+    }
+
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        self.regions
+            .range(..end)
+            .next_back()
+            .is_some_and(|(_, region)| region.end > start)
+    }
+
+    fn first_key_in(&self, start: u64, end: u64) -> Option<u64> {
+        self.regions.range(start..end).next().map(|(&key, _)| key)
+    }
+
+    /// Makes `address` a region boundary if it falls inside a region.
+    fn split_at(&mut self, address: u64) {
+        let Some((&start, region)) = self.regions.range_mut(..address).next_back() else {
+            return;
+        };
+        if region.end <= address {
+            return;
+        }
+        let mut tail = region.clone();
+        region.end = address;
+        tail.start = address;
+        if tail.kind.has_backing_offset() {
+            tail.offset += address - start;
+        }
+        self.regions.insert(address, tail);
+    }
+}

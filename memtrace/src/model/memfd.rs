@@ -1,0 +1,108 @@
+//! The memfds created during the session: who made them, when, and how many fds still refer to
+//! them. A mapping whose memfd has no fd left is the .NET double-mapping leak's signature.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::model::names::Names;
+
+/// Prefix of a memfd's path in `/proc/PID/maps` and in the file names the kernel side reports.
+pub const MEMFD_PATH_PREFIX: &str = "/memfd:";
+/// How `/proc/PID/maps` marks a file whose last name is gone (every memfd).
+pub const DELETED_SUFFIX: &str = " (deleted)";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MemfdId(u32);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Memfd {
+    pub id: MemfdId,
+    /// As regions are named: `memfd:NAME`.
+    pub name: Arc<str>,
+    /// 0 when the kernel side could not name the file.
+    pub inode: u64,
+    pub created_ns: u64,
+    pub created_by_pid: u32,
+    open_fds: u32,
+}
+
+impl Memfd {
+    /// Fds known to refer to this memfd, across all processes.
+    pub fn open_fds(&self) -> u32 {
+        self.open_fds
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct MemfdRegistry {
+    memfds: Vec<Memfd>,
+    /// The latest memfd with each inode: a freed memfd's inode number can be reused.
+    by_inode: HashMap<u64, MemfdId>,
+}
+
+impl MemfdRegistry {
+    pub fn get(&self, id: MemfdId) -> Option<&Memfd> {
+        self.memfds.get(id.0 as usize)
+    }
+
+    pub fn by_inode(&self, inode: u64) -> Option<MemfdId> {
+        if inode == 0 {
+            return None;
+        }
+        self.by_inode.get(&inode).copied()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Memfd> {
+        self.memfds.iter()
+    }
+
+    /// Registers a memfd_create; the caller accounts for the fd it returned.
+    pub(crate) fn create(
+        &mut self,
+        bare_name: &str,
+        inode: u64,
+        created_ns: u64,
+        created_by_pid: u32,
+        names: &mut Names,
+    ) -> MemfdId {
+        let id = MemfdId(self.memfds.len() as u32);
+        self.memfds.push(Memfd {
+            id,
+            name: names.intern(&region_name(bare_name)),
+            inode,
+            created_ns,
+            created_by_pid,
+            open_fds: 0,
+        });
+        if inode != 0 {
+            self.by_inode.insert(inode, id);
+        }
+        id
+    }
+
+    pub(crate) fn fd_opened(&mut self, id: MemfdId) {
+        if let Some(memfd) = self.memfds.get_mut(id.0 as usize) {
+            memfd.open_fds += 1;
+        }
+    }
+
+    pub(crate) fn fd_closed(&mut self, id: MemfdId) {
+        if let Some(memfd) = self.memfds.get_mut(id.0 as usize) {
+            memfd.open_fds = memfd.open_fds.saturating_sub(1);
+        }
+    }
+}
+
+/// `memfd:NAME` from a memfd's own name (`NAME`).
+pub fn region_name(bare_name: &str) -> String {
+    format!("memfd:{bare_name}")
+}
+
+/// `memfd:NAME` from a path as the kernel shows it (`/memfd:NAME`, maybe ` (deleted)`), or
+/// `None` when the path is not a memfd's.
+pub fn region_name_from_path(path: &str) -> Option<String> {
+    let bare = path.strip_prefix(MEMFD_PATH_PREFIX)?;
+    Some(region_name(
+        bare.strip_suffix(DELETED_SUFFIX).unwrap_or(bare),
+    ))
+}

@@ -1,0 +1,414 @@
+//! The address-space model: every traced process's layout rebuilt from the event stream.
+//!
+//! Pure and synchronous: [`Model::apply`] takes events in order, and a report can be built
+//! from the model at any point (session end, `replay --until`, a live refresh). Live capture and
+//! replay feed the same events through the same code.
+
+pub mod address_space;
+mod backing;
+pub mod brk;
+pub mod exec;
+pub mod fds;
+pub mod memfd;
+mod names;
+pub mod process;
+pub mod region;
+pub mod snapshot;
+pub mod stats;
+mod syscalls;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+
+pub use address_space::{AddressSpace, CoverageEntry};
+pub use brk::{BrkFailure, BrkState, Headroom};
+pub use exec::{ExecInfo, ImageFacts};
+pub use memfd::{Memfd, MemfdId, MemfdRegistry};
+pub use process::{Birth, ExitInfo, Process, ProcessView};
+pub use region::{page_align_up, Creation, Origin, Perms, Region, RegionKind, PAGE_SIZE};
+pub use snapshot::space_from_maps;
+pub use stats::{CallCounts, Distribution, DistributionSummary, SyscallName, SyscallStats};
+
+use crate::event::{
+    Abi, Event, EventBody, ExecRecord, ExitRecord, ForkRecord, LostRecord, SnapshotRecord,
+};
+use names::Names;
+use process::MmId;
+use syscalls::SyscallTarget;
+
+/// An address space and how many live processes run on it (more than one only while a vfork
+/// child borrows its parent's).
+#[derive(Debug)]
+struct Mm {
+    space: AddressSpace,
+    users: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct Model {
+    /// Every process seen, in order of first appearance; a reused pid gets a new entry.
+    processes: Vec<Process>,
+    mms: Vec<Mm>,
+    /// The latest process with each pid.
+    by_pid: HashMap<u32, usize>,
+    memfds: MemfdRegistry,
+    names: Names,
+    lost: LostRecord,
+    events: u64,
+    ignored_events: u64,
+    first_event_ns: Option<u64>,
+    last_event_ns: u64,
+    /// The last pid looked up: long runs of events from one process skip the hash map.
+    recent: Option<(u32, usize)>,
+}
+
+/// Where an event's pid leads.
+enum Lookup {
+    Current(usize),
+    /// The process exited after this event was made: a straggler, too late to change anything.
+    Late(usize),
+    /// Never seen, or seen and gone before this event (the pid was reused).
+    Missing,
+}
+
+impl Model {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn apply(&mut self, event: &Event) {
+        self.events += 1;
+        self.first_event_ns.get_or_insert(event.time_ns);
+        self.last_event_ns = self.last_event_ns.max(event.time_ns);
+        match &event.body {
+            EventBody::Syscall(record) => {
+                let Some(id) = self.process_for(event, Birth::Lazy) else {
+                    return;
+                };
+                let process = &mut self.processes[id];
+                let target = SyscallTarget {
+                    space: &mut self.mms[process.mm.0].space,
+                    process,
+                    memfds: &mut self.memfds,
+                    names: &mut self.names,
+                };
+                syscalls::apply(target, event, record);
+            }
+            EventBody::ExecMapping(record) => {
+                if let Some(id) = self.process_for(event, Birth::Lazy) {
+                    self.processes[id].pending_exec.push(record.clone());
+                }
+            }
+            EventBody::Fork(record) => self.fork(event, record),
+            EventBody::Exec(record) => self.exec(event, record),
+            EventBody::Exit(record) => self.exit(event, record),
+            EventBody::Snapshot(record) => self.snapshot(event, record),
+            EventBody::Lost(record) => {
+                // Totals, not increments; taking the larger guards against reordering.
+                self.lost.ring_full = self.lost.ring_full.max(record.ring_full);
+                self.lost.pending_full = self.lost.pending_full.max(record.pending_full);
+            }
+        }
+    }
+
+    /// Every process seen, in order of first appearance, with its layout now (or at exit).
+    pub fn processes(&self) -> impl Iterator<Item = ProcessView<'_>> + '_ {
+        self.processes.iter().map(|process| self.view(process))
+    }
+
+    /// The latest process with this pid.
+    pub fn process(&self, pid: u32) -> Option<ProcessView<'_>> {
+        let &id = self.by_pid.get(&pid)?;
+        Some(self.view(&self.processes[id]))
+    }
+
+    pub fn memfds(&self) -> &MemfdRegistry {
+        &self.memfds
+    }
+
+    /// The latest loss totals the event stream reported.
+    pub fn lost(&self) -> LostRecord {
+        self.lost
+    }
+
+    /// Events applied so far.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Events that arrived for a process after its exit and were not applied.
+    pub fn ignored_events(&self) -> u64 {
+        self.ignored_events
+    }
+
+    pub fn first_event_ns(&self) -> Option<u64> {
+        self.first_event_ns
+    }
+
+    pub fn last_event_ns(&self) -> u64 {
+        self.last_event_ns
+    }
+
+    fn view<'m>(&'m self, process: &'m Process) -> ProcessView<'m> {
+        ProcessView {
+            process,
+            space: &self.mms[process.mm.0].space,
+            memfds: &self.memfds,
+        }
+    }
+
+    fn lookup(&mut self, pid: u32, time_ns: u64) -> Lookup {
+        let id = match self.recent {
+            Some((recent_pid, id)) if recent_pid == pid => id,
+            _ => match self.by_pid.get(&pid) {
+                Some(&id) => id,
+                None => return Lookup::Missing,
+            },
+        };
+        self.recent = Some((pid, id));
+        match self.processes[id].exit {
+            None => Lookup::Current(id),
+            Some(exit) if time_ns <= exit.time_ns => Lookup::Late(id),
+            Some(_) => Lookup::Missing,
+        }
+    }
+
+    /// The live process an event belongs to, created if unknown; `None` for a straggler.
+    fn process_for(&mut self, event: &Event, birth: Birth) -> Option<usize> {
+        match self.lookup(event.pid, event.time_ns) {
+            Lookup::Current(id) => {
+                self.touch(id, event);
+                Some(id)
+            }
+            Lookup::Late(_) => {
+                self.ignored_events += 1;
+                None
+            }
+            Lookup::Missing => Some(self.create_process(event, event.pid, birth)),
+        }
+    }
+
+    /// What any event tells about its process.
+    fn touch(&mut self, id: usize, event: &Event) {
+        let process = &mut self.processes[id];
+        // Threads may carry their own names; the process is named by its main thread.
+        if event.tid == event.pid {
+            process.comm = event.comm;
+        }
+        if process.abi == Abi::Unknown {
+            process.abi = abi_before_exec(event);
+        }
+    }
+
+    fn create_process(&mut self, event: &Event, pid: u32, birth: Birth) -> usize {
+        let mm = self.new_mm(AddressSpace::new());
+        let abi = abi_before_exec(event);
+        let process = Process::new(pid, event.comm, abi, birth, event.time_ns, mm);
+        self.add_process(process)
+    }
+
+    fn add_process(&mut self, process: Process) -> usize {
+        let id = self.processes.len();
+        let pid = process.pid;
+        self.processes.push(process);
+        self.by_pid.insert(pid, id);
+        self.recent = Some((pid, id));
+        id
+    }
+
+    fn new_mm(&mut self, space: AddressSpace) -> MmId {
+        self.mms.push(Mm { space, users: 1 });
+        MmId(self.mms.len() - 1)
+    }
+
+    /// Gives a process a new layout (exec, snapshot). A layout still used by a vfork parent
+    /// stays with the parent.
+    fn install_space(&mut self, id: usize, space: AddressSpace) {
+        let mm = self.processes[id].mm;
+        if self.mms[mm.0].users > 1 {
+            self.mms[mm.0].users -= 1;
+            self.processes[id].mm = self.new_mm(space);
+        } else {
+            self.mms[mm.0].space = space;
+        }
+    }
+
+    fn fork(&mut self, event: &Event, record: &ForkRecord) {
+        // A parent that exited since still forked: its child is real.
+        let parent = match self.lookup(event.pid, event.time_ns) {
+            Lookup::Current(id) => {
+                self.touch(id, event);
+                id
+            }
+            Lookup::Late(id) => id,
+            Lookup::Missing => self.create_process(event, event.pid, Birth::Lazy),
+        };
+        if record.thread {
+            return;
+        }
+        let existing = self.by_pid.get(&record.child_pid).copied();
+        match existing {
+            Some(child)
+                if self.processes[child].alive() && self.processes[child].birth == Birth::Lazy =>
+            {
+                self.adopt_child(parent, child);
+            }
+            _ => self.spawn_child(event, parent, record),
+        }
+    }
+
+    fn spawn_child(&mut self, event: &Event, parent: usize, record: &ForkRecord) {
+        let parent_mm = self.processes[parent].mm;
+        let mm = if record.shares_mm && self.processes[parent].alive() {
+            self.mms[parent_mm.0].users += 1;
+            parent_mm
+        } else {
+            let copy = self.mms[parent_mm.0].space.clone();
+            self.new_mm(copy)
+        };
+        let parent = &self.processes[parent];
+        let mut child = Process::new(
+            record.child_pid,
+            parent.comm,
+            parent.abi,
+            Birth::Fork,
+            event.time_ns,
+            mm,
+        );
+        child.ppid = parent.pid;
+        child.exe = parent.exe.clone();
+        child.brk = parent.brk.inherit();
+        child.fds = parent.fds.inherit(&mut self.memfds);
+        self.add_process(child);
+    }
+
+    /// The fork of a child whose own events came first (they were delivered out of order):
+    /// it ran on a copy of the parent, with its own changes on top.
+    fn adopt_child(&mut self, parent: usize, child: usize) {
+        let parent_pid = self.processes[parent].pid;
+        let parent_mm = self.processes[parent].mm;
+        let inherited_fds = self.processes[parent].fds.inherit(&mut self.memfds);
+        let inherited_brk = self.processes[parent].brk.inherit();
+        let child_mm = self.processes[child].mm;
+        let own = std::mem::take(&mut self.mms[child_mm.0].space);
+        let mut space = self.mms[parent_mm.0].space.clone();
+        for region in own.iter() {
+            space.map(region.clone());
+        }
+        self.mms[child_mm.0].space = space;
+        let process = &mut self.processes[child];
+        process.ppid = parent_pid;
+        process.birth = Birth::Fork;
+        process.fds.adopt_inherited(inherited_fds, &mut self.memfds);
+        if process.brk.current().is_none() {
+            process.brk = inherited_brk;
+        }
+    }
+
+    fn exec(&mut self, event: &Event, record: &ExecRecord) {
+        // The process's ABI until now, read before this event touches it. The event's own ABI
+        // cannot tell: the kernel switches the task's mode while loading the image, so it is
+        // already the new image's.
+        let from_abi = match self.lookup(event.pid, event.time_ns) {
+            Lookup::Current(id) => self.processes[id].abi,
+            Lookup::Late(_) | Lookup::Missing => Abi::Unknown,
+        };
+        let Some(id) = self.process_for(event, Birth::Lazy) else {
+            return;
+        };
+        let process = &mut self.processes[id];
+        if let Some(previous) = process.execs.last_mut() {
+            previous.supersede(&self.mms[process.mm.0].space);
+        }
+        let pending = std::mem::take(&mut process.pending_exec);
+        let created = Creation {
+            origin: Origin::Exec,
+            time_ns: event.time_ns,
+            syscall: None,
+            pid: process.pid,
+        };
+        let space = exec::build_image(&pending, record, created, &self.memfds, &mut self.names);
+        let info = exec::exec_info(record, &space, event.time_ns, from_abi);
+        self.install_space(id, space);
+        let process = &mut self.processes[id];
+        process.execs.push(info);
+        if record.new_abi != Abi::Unknown {
+            process.abi = record.new_abi;
+        }
+        process.exe = record.filename.clone();
+        process.comm = event.comm;
+        process.brk.reset(record.start_brk, record.brk);
+        process.fds.close_on_exec(&mut self.memfds);
+    }
+
+    fn exit(&mut self, event: &Event, record: &ExitRecord) {
+        let Some(id) = self.process_for(event, Birth::Lazy) else {
+            return;
+        };
+        if !record.group_dead {
+            return;
+        }
+        let mm = self.processes[id].mm;
+        let mut closed: Vec<(MemfdId, bool)> = self.mms[mm.0]
+            .space
+            .iter()
+            .filter_map(|region| region.memfd)
+            .map(|memfd| {
+                let open = self.memfds.get(memfd).map_or(0, Memfd::open_fds);
+                (memfd, open == 0)
+            })
+            .collect();
+        closed.sort_unstable();
+        closed.dedup();
+        let process = &mut self.processes[id];
+        process.memfds_closed_at_exit = closed;
+        process.fds.close_all(&mut self.memfds);
+        process.pending_exec.clear();
+        process.exit = Some(ExitInfo {
+            time_ns: event.time_ns,
+            status: record.status,
+            code: record.exit_code(),
+            signal: record.signal(),
+        });
+        // Freeze the layout: one still in use by another process is copied for this one.
+        if self.mms[mm.0].users > 1 {
+            self.mms[mm.0].users -= 1;
+            let frozen = self.mms[mm.0].space.clone();
+            self.processes[id].mm = self.new_mm(frozen);
+        }
+        self.mms[self.processes[id].mm.0].users = 0;
+    }
+
+    fn snapshot(&mut self, event: &Event, record: &SnapshotRecord) {
+        let Some(id) = self.process_for(event, Birth::Snapshot) else {
+            return;
+        };
+        let created = Creation {
+            origin: Origin::Snapshot,
+            time_ns: event.time_ns,
+            syscall: None,
+            pid: event.pid,
+        };
+        let space = snapshot::build_space(&record.regions, created, &self.memfds, &mut self.names);
+        self.install_space(id, space);
+        let process = &mut self.processes[id];
+        if process.birth == Birth::Lazy {
+            process.birth = Birth::Snapshot;
+        }
+        process.ppid = record.ppid;
+        process.exe = record.exe.clone();
+        process.brk.reset(record.start_brk, record.brk);
+    }
+}
+
+/// The ABI an event tells about its process. The kernel switches a task to the new image's
+/// ABI while loading it, so an exec's own events would misstate what the process was before.
+fn abi_before_exec(event: &Event) -> Abi {
+    match event.body {
+        EventBody::Exec(_) | EventBody::ExecMapping(_) => Abi::Unknown,
+        _ => event.abi,
+    }
+}

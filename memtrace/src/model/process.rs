@@ -1,0 +1,198 @@
+//! One traced process (all its threads): identity, history and the state the reports need.
+
+use crate::event::{Abi, Comm, ExecMappingRecord};
+use crate::model::address_space::AddressSpace;
+use crate::model::brk::{BrkState, Headroom};
+use crate::model::exec::{ExecInfo, ImageFacts};
+use crate::model::fds::FdTable;
+use crate::model::memfd::{Memfd, MemfdId, MemfdRegistry};
+use crate::model::region::{Origin, Region};
+use crate::model::stats::SyscallStats;
+
+/// Index of an address space in the model: processes share one while a vfork child runs on its
+/// parent's memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct MmId(pub(crate) usize);
+
+/// How memtrace first learned of a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Birth {
+    /// Its parent's fork: the layout is a copy of the parent's.
+    Fork,
+    /// Attached to: the layout came from `/proc/PID/maps`.
+    Snapshot,
+    /// An event for a pid never seen before: what it had before is unknown.
+    Lazy,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitInfo {
+    pub time_ns: u64,
+    /// The wait status as the kernel keeps it.
+    pub status: u32,
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+#[derive(Debug)]
+pub struct Process {
+    pub(crate) pid: u32,
+    /// 0 when unknown.
+    pub(crate) ppid: u32,
+    pub(crate) comm: Comm,
+    pub(crate) exe: String,
+    pub(crate) abi: Abi,
+    pub(crate) birth: Birth,
+    pub(crate) first_seen_ns: u64,
+    pub(crate) execs: Vec<ExecInfo>,
+    pub(crate) exit: Option<ExitInfo>,
+    pub(crate) stats: SyscallStats,
+    pub(crate) brk: BrkState,
+    pub(crate) fds: FdTable,
+    pub(crate) mm: MmId,
+    /// The kernel's mappings for an exec in progress, until its Exec event (or failure).
+    pub(crate) pending_exec: Vec<ExecMappingRecord>,
+    /// For each memfd mapped at exit: whether all its fds were closed by then. Taken before
+    /// exit closes the process's own fds, which would make every memfd look closed.
+    pub(crate) memfds_closed_at_exit: Vec<(MemfdId, bool)>,
+}
+
+impl Process {
+    pub(crate) fn new(
+        pid: u32,
+        comm: Comm,
+        abi: Abi,
+        birth: Birth,
+        time_ns: u64,
+        mm: MmId,
+    ) -> Self {
+        Self {
+            pid,
+            ppid: 0,
+            comm,
+            exe: String::new(),
+            abi,
+            birth,
+            first_seen_ns: time_ns,
+            execs: Vec::new(),
+            exit: None,
+            stats: SyscallStats::default(),
+            brk: BrkState::default(),
+            fds: FdTable::default(),
+            mm,
+            pending_exec: Vec::new(),
+            memfds_closed_at_exit: Vec::new(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// 0 when unknown.
+    pub fn ppid(&self) -> u32 {
+        self.ppid
+    }
+
+    pub fn comm(&self) -> String {
+        self.comm.as_string()
+    }
+
+    /// The last exec's filename or the snapshot's `/proc/PID/exe`; empty when unknown.
+    pub fn exe(&self) -> &str {
+        &self.exe
+    }
+
+    /// The ABI the process has now (or ended with).
+    pub fn abi(&self) -> Abi {
+        self.abi
+    }
+
+    pub fn birth(&self) -> Birth {
+        self.birth
+    }
+
+    pub fn first_seen_ns(&self) -> u64 {
+        self.first_seen_ns
+    }
+
+    pub fn execs(&self) -> &[ExecInfo] {
+        &self.execs
+    }
+
+    pub fn exit(&self) -> Option<&ExitInfo> {
+        self.exit.as_ref()
+    }
+
+    pub fn alive(&self) -> bool {
+        self.exit.is_none()
+    }
+
+    pub fn stats(&self) -> &SyscallStats {
+        &self.stats
+    }
+
+    pub fn brk(&self) -> &BrkState {
+        &self.brk
+    }
+
+    pub fn fds(&self) -> &FdTable {
+        &self.fds
+    }
+}
+
+/// A process with its layout (now, or frozen at exit) and the session's memfds: everything a
+/// report asks about one process.
+#[derive(Clone, Copy)]
+pub struct ProcessView<'m> {
+    pub(crate) process: &'m Process,
+    pub(crate) space: &'m AddressSpace,
+    pub(crate) memfds: &'m MemfdRegistry,
+}
+
+impl<'m> ProcessView<'m> {
+    pub fn process(&self) -> &'m Process {
+        self.process
+    }
+
+    pub fn layout(&self) -> &'m AddressSpace {
+        self.space
+    }
+
+    /// Regions this process's own syscalls created during the session that are still mapped
+    /// (at exit, or now). Copies inherited through fork belong to the parent.
+    pub fn unreleased(&self) -> impl Iterator<Item = &'m Region> + 'm {
+        let pid = self.process.pid;
+        self.space.iter().filter(move |region| {
+            region.created.origin == Origin::Syscall && region.created.pid == pid
+        })
+    }
+
+    /// The session memfd behind a region.
+    pub fn memfd(&self, region: &Region) -> Option<&'m Memfd> {
+        region.memfd.and_then(|id| self.memfds.get(id))
+    }
+
+    /// Whether every fd of the region's memfd was closed while the region stayed mapped;
+    /// `None` when the region is no session memfd's.
+    pub fn memfd_fd_closed(&self, region: &Region) -> Option<bool> {
+        let id = region.memfd?;
+        if self.process.exit.is_some() {
+            return self
+                .process
+                .memfds_closed_at_exit
+                .iter()
+                .find(|(memfd, _)| *memfd == id)
+                .map(|&(_, closed)| closed);
+        }
+        self.memfds.get(id).map(|memfd| memfd.open_fds() == 0)
+    }
+
+    pub fn headroom(&self) -> Option<Headroom<'m>> {
+        self.process.brk.headroom(self.space)
+    }
+
+    pub fn exec_facts(&self, exec: &ExecInfo) -> ImageFacts {
+        exec.facts(self.space)
+    }
+}

@@ -1,0 +1,201 @@
+//! What each traced syscall does to a process's layout, fds and statistics.
+
+use crate::event::{Abi, Event, Syscall, SyscallRecord};
+use crate::model::address_space::AddressSpace;
+use crate::model::backing::Backing;
+use crate::model::brk::{BrkFailure, HEAP_NAME};
+use crate::model::memfd::{MemfdRegistry, MEMFD_PATH_PREFIX};
+use crate::model::names::Names;
+use crate::model::process::Process;
+use crate::model::region::{page_align_up, Creation, Origin, Perms, RegionKind};
+use crate::model::stats::SyscallName;
+
+const MAP_SHARED: u64 = 0x01;
+const MAP_ANONYMOUS: u64 = 0x20;
+const MAP_GROWSDOWN: u64 = 0x100;
+const MAP_STACK: u64 = 0x20000;
+const MREMAP_DONTUNMAP: u64 = 4;
+const MFD_CLOEXEC: u64 = 1;
+/// mmap2 counts its offset in pages of this size, whatever the page size.
+const MMAP2_OFFSET_UNIT: u64 = 4096;
+
+/// Everything one syscall may change.
+pub(crate) struct SyscallTarget<'a> {
+    pub(crate) process: &'a mut Process,
+    pub(crate) space: &'a mut AddressSpace,
+    pub(crate) memfds: &'a mut MemfdRegistry,
+    pub(crate) names: &'a mut Names,
+}
+
+pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallRecord) {
+    let name = SyscallName::of(record.syscall);
+    let failed = match record.syscall {
+        Syscall::Brk => brk_refused(event.abi, record),
+        _ => record.failed(),
+    };
+    let latency_ns = event.time_ns.saturating_sub(record.entry_ns);
+    target.process.stats.record_call(name, failed, latency_ns);
+    let created = Creation {
+        origin: Origin::Syscall,
+        time_ns: event.time_ns,
+        syscall: Some(record.syscall),
+        pid: target.process.pid,
+    };
+    let result = result_address(event.abi, record.ret);
+    match record.syscall {
+        // brk reports failure through its result, which still tells the current break.
+        Syscall::Brk => brk(
+            target,
+            record.args[0],
+            result,
+            failed,
+            event.time_ns,
+            created,
+        ),
+        Syscall::Execve | Syscall::Execveat => {
+            // Failed: the kernel's mappings for the new image were thrown away. Succeeded: the
+            // Exec event already used them; anything left is stale.
+            target.process.pending_exec.clear();
+        }
+        _ if failed => {}
+        Syscall::Mmap | Syscall::Mmap2 | Syscall::OldMmap => mmap(target, record, result, created),
+        Syscall::Munmap => {
+            let [start, len, ..] = record.args;
+            let len = page_align_up(len);
+            target.space.unmap(start, start.saturating_add(len));
+            target.process.stats.record_size(name, len);
+        }
+        Syscall::Mprotect => {
+            let [start, len, prot, ..] = record.args;
+            let len = page_align_up(len);
+            target.space.protect(start, start.saturating_add(len), prot);
+            target.process.stats.record_size(name, len);
+        }
+        Syscall::Mremap => mremap(target, record, result, created),
+        Syscall::MemfdCreate => memfd_create(target, record, event.time_ns),
+        Syscall::Close => {
+            let fd = record.args[0] as u32;
+            target.process.fds.close(fd, target.memfds);
+        }
+    }
+}
+
+/// An address result. An ia32 task's addresses are 32-bit: whatever the upper half holds
+/// (sign extension on the way out of the kernel) is not part of it.
+fn result_address(abi: Abi, ret: i64) -> u64 {
+    match abi {
+        Abi::I386 => ret as u64 & u64::from(u32::MAX),
+        _ => ret as u64,
+    }
+}
+
+/// brk never returns -errno: it refused when asked to move and the break stayed elsewhere.
+fn brk_refused(abi: Abi, record: &SyscallRecord) -> bool {
+    let requested = record.args[0];
+    requested != 0 && result_address(abi, record.ret) != requested
+}
+
+fn brk(
+    target: SyscallTarget<'_>,
+    requested: u64,
+    current: u64,
+    failed: bool,
+    time_ns: u64,
+    created: Creation,
+) {
+    let brk = &mut target.process.brk;
+    if failed {
+        brk.record_failure(BrkFailure {
+            time_ns,
+            requested,
+            current,
+            asked_bytes: requested.saturating_sub(current),
+        });
+    }
+    // Even a refusal tells the current break: if the model disagrees (events lost), it
+    // follows the kernel.
+    let old_break = brk.current();
+    if old_break != Some(current) {
+        let heap_name = target.names.intern(HEAP_NAME);
+        brk.move_break(current, target.space, created, &heap_name);
+    }
+    if let Some(old) = old_break.filter(|&old| old < current) {
+        target
+            .process
+            .stats
+            .record_size(SyscallName::Brk, current - old);
+    }
+}
+
+fn mmap(target: SyscallTarget<'_>, record: &SyscallRecord, start: u64, created: Creation) {
+    let [_, len, prot, flags, fd, offset] = record.args;
+    let len = page_align_up(len);
+    let Some(end) = start.checked_add(len).filter(|_| len > 0) else {
+        return;
+    };
+    let offset = match record.syscall {
+        Syscall::Mmap2 => offset.wrapping_mul(MMAP2_OFFSET_UNIT),
+        _ => offset,
+    };
+    // MAP_SHARED and MAP_SHARED_VALIDATE (3) both have the low bit; MAP_PRIVATE (2) does not.
+    let shared = flags & MAP_SHARED != 0;
+    let backing = if flags & MAP_ANONYMOUS != 0 {
+        Backing::anonymous(shared)
+    } else {
+        file_backing(&target, record, fd as u32)
+    };
+    let mut region = backing.region(start, end, Perms::from_prot(prot, shared), offset, created);
+    region.thread_stack = flags & (MAP_STACK | MAP_GROWSDOWN) != 0;
+    target.space.map(region);
+    target.process.stats.record_size(SyscallName::Mmap, len);
+}
+
+/// What a file mapping through `fd` shows: the file the kernel side named, else the memfd the
+/// process got that fd from.
+fn file_backing(target: &SyscallTarget<'_>, record: &SyscallRecord, fd: u32) -> Backing {
+    let fd_memfd = target.process.fds.memfd(fd);
+    match &record.file {
+        Some(file) => Backing::of_file(file, fd_memfd, target.memfds, target.names),
+        None => fd_memfd
+            .and_then(|id| Backing::memfd(id, target.memfds))
+            .unwrap_or_else(|| Backing::unnamed(RegionKind::Other)),
+    }
+}
+
+fn mremap(target: SyscallTarget<'_>, record: &SyscallRecord, new_start: u64, created: Creation) {
+    let [old_start, old_len, new_len, flags, ..] = record.args;
+    let (old_len, new_len) = (page_align_up(old_len), page_align_up(new_len));
+    let keep_old = flags & MREMAP_DONTUNMAP != 0;
+    let unknown = target
+        .space
+        .remap(old_start, old_len, new_start, new_len, keep_old);
+    if let Some((start, end)) = unknown {
+        // The model never saw the old mapping (created before the session, or its event was
+        // lost). The range is mapped now; most remapped memory is malloc's anonymous blocks.
+        let region = Backing::anonymous(false).region(start, end, Perms::PRIVATE_RW, 0, created);
+        target.space.map(region);
+    }
+    target
+        .process
+        .stats
+        .record_size(SyscallName::Mremap, new_len);
+}
+
+fn memfd_create(target: SyscallTarget<'_>, record: &SyscallRecord, time_ns: u64) {
+    let bare_name = record.string.as_deref().unwrap_or_else(|| {
+        record
+            .file
+            .as_ref()
+            .and_then(|file| file.path.strip_prefix(MEMFD_PATH_PREFIX))
+            .unwrap_or("")
+    });
+    let inode = record.file.as_ref().map_or(0, |file| file.inode);
+    let id = target
+        .memfds
+        .create(bare_name, inode, time_ns, target.process.pid, target.names);
+    let cloexec = record.args[1] & MFD_CLOEXEC != 0;
+    target
+        .process
+        .fds
+        .open(record.ret as u32, id, cloexec, target.memfds);
+}

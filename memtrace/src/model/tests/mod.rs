@@ -1,0 +1,8 @@
+//! The model driven by synthetic event streams; every layout is checked exactly.
+
+mod heap;
+mod lifecycle;
+mod mappings;
+mod memfd;
+mod snapshot;
+mod throughput;

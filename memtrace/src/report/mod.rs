@@ -1,0 +1,91 @@
+//! Reports built from the model: the same [`Report`] value renders as JSON
+//! ([`json::render`]) and as text a person reads at a glance ([`text::render`]).
+//!
+//! A report can be built at any point of a session: at its end, or after `replay --until`
+//! stopped feeding events. Processes that exited show their layout at exit; the others, as of
+//! the last event.
+
+mod findings;
+pub mod format;
+pub mod json;
+mod processes;
+pub mod schema;
+mod summary;
+#[cfg(test)]
+mod tests;
+pub mod text;
+
+pub use schema::*;
+pub use text::TextOptions;
+
+use crate::event::LostRecord;
+use crate::model::Model;
+
+/// What the report says about the session itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub source: Source,
+    /// Events read from the kernel or the recording.
+    pub events: u64,
+    /// The loss totals the session knows of; the model's own (from Lost events) are merged in.
+    pub lost: LostRecord,
+}
+
+/// Thresholds of the findings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReportOptions {
+    /// An unreleased anonymous mapping at least this large is a leak candidate.
+    pub large_anon_bytes: u64,
+    /// After an ABI-crossing exec, a mapping this close above the brk start starves the heap.
+    pub near_brk_bytes: u64,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        Self {
+            large_anon_bytes: 1 << 20,
+            near_brk_bytes: 8 << 20,
+        }
+    }
+}
+
+pub fn build(model: &Model, session: &SessionInfo) -> Report {
+    build_with(model, session, &ReportOptions::default())
+}
+
+pub fn build_with(model: &Model, session: &SessionInfo, options: &ReportOptions) -> Report {
+    let processes: Vec<ProcessReport> = model
+        .processes()
+        .map(|view| processes::process_report(&view))
+        .collect();
+    let findings = processes
+        .iter()
+        .flat_map(|process| findings::for_process(process, options))
+        .collect();
+    let model_lost = model.lost();
+    let lost = LostCounts {
+        ring_full: session.lost.ring_full.max(model_lost.ring_full),
+        pending_full: session.lost.pending_full.max(model_lost.pending_full),
+    };
+    Report {
+        version: REPORT_VERSION,
+        source: session.source,
+        events: session.events,
+        lost_events: lost.ring_full + lost.pending_full,
+        lost,
+        start_ns: model.first_event_ns(),
+        processes,
+        findings,
+    }
+}
+
+impl Report {
+    /// Keeps only these pids' processes and findings (`--pid`); an empty list keeps all.
+    pub fn filter_pids(&mut self, pids: &[u32]) {
+        if pids.is_empty() {
+            return;
+        }
+        self.processes.retain(|process| pids.contains(&process.pid));
+        self.findings.retain(|finding| pids.contains(&finding.pid));
+    }
+}

@@ -1,0 +1,150 @@
+//! One process's part of the report, from its model view.
+
+use crate::model::{
+    DistributionSummary, ExecInfo, Headroom, ProcessView, Region, SyscallName, SyscallStats,
+};
+use crate::report::format;
+use crate::report::schema::{
+    BrkFailureReport, BrkReport, Calls, DistributionReport, Distributions, ExecReport,
+    LatencyTable, LayoutEntry, MappingRef, ProcessReport, SyscallTable,
+};
+use crate::report::summary;
+
+pub(crate) fn process_report(view: &ProcessView<'_>) -> ProcessReport {
+    let process = view.process();
+    let exit = process.exit();
+    ProcessReport {
+        pid: process.pid(),
+        ppid: process.ppid(),
+        comm: process.comm(),
+        exe: process.exe().to_owned(),
+        abi: format::abi(process.abi()),
+        alive: process.alive(),
+        execs: process
+            .execs()
+            .iter()
+            .map(|exec| exec_report(view, exec))
+            .collect(),
+        exit_code: exit.and_then(|exit| exit.code),
+        signal: exit.and_then(|exit| exit.signal),
+        syscalls: syscall_table(process.stats()),
+        layout: view.layout().iter().map(layout_entry).collect(),
+        summary: summary::by_kind(view.layout()),
+        unreleased: summary::unreleased(view),
+        brk: brk_report(view),
+        distributions: distributions(process.stats()),
+    }
+}
+
+pub(crate) fn mapping_ref(region: &Region) -> MappingRef {
+    MappingRef {
+        start: region.start,
+        end: region.end,
+        name: region.name().to_owned(),
+        perms: region.perms.to_string(),
+        kind: region.kind.as_str(),
+    }
+}
+
+fn exec_report(view: &ProcessView<'_>, exec: &ExecInfo) -> ExecReport {
+    let facts = view.exec_facts(exec);
+    ExecReport {
+        filename: exec.filename.clone(),
+        interp: exec.interp.clone(),
+        from_abi: format::abi(exec.from_abi),
+        to_abi: format::abi(exec.to_abi),
+        personality: exec.personality,
+        time_ns: exec.time_ns,
+        exe_base: exec.exe_base,
+        interp_base: exec.interp_base,
+        lowest_library: facts.lowest_library,
+        highest_library: facts.highest_library,
+        brk_start: exec.brk_start,
+        stack_start: exec.stack_start,
+        stack_end: exec.stack_end,
+        entry: exec.entry,
+        above_brk: facts.above_brk.as_ref().map(mapping_ref),
+    }
+}
+
+fn layout_entry(region: &Region) -> LayoutEntry {
+    LayoutEntry {
+        start: region.start,
+        end: region.end,
+        perms: region.perms.to_string(),
+        kind: region.kind.as_str(),
+        name: region.name().to_owned(),
+        origin: region.created.origin.as_str(),
+        offset: region.offset,
+    }
+}
+
+fn syscall_table(stats: &SyscallStats) -> SyscallTable {
+    let calls = |name: SyscallName| {
+        let counts = stats.counts(name);
+        Calls {
+            calls: counts.calls,
+            failed: counts.failed,
+        }
+    };
+    SyscallTable {
+        mmap: calls(SyscallName::Mmap),
+        munmap: calls(SyscallName::Munmap),
+        brk: calls(SyscallName::Brk),
+        mremap: calls(SyscallName::Mremap),
+        mprotect: calls(SyscallName::Mprotect),
+        memfd_create: calls(SyscallName::MemfdCreate),
+        execve: calls(SyscallName::Execve),
+    }
+}
+
+fn brk_report(view: &ProcessView<'_>) -> BrkReport {
+    let brk = view.process().brk();
+    let headroom: Option<Headroom<'_>> = view.headroom();
+    BrkReport {
+        start: brk.start(),
+        end: brk.current(),
+        room_total: headroom.and_then(|headroom| headroom.room_total),
+        room_left: headroom.and_then(|headroom| headroom.room_left),
+        bounded_by: headroom.map(|headroom| mapping_ref(headroom.bounded_by)),
+        failed: brk
+            .failures()
+            .iter()
+            .map(|failure| BrkFailureReport {
+                time_ns: failure.time_ns,
+                requested: failure.requested,
+                asked_bytes: failure.asked_bytes,
+            })
+            .collect(),
+    }
+}
+
+fn distribution(summary: DistributionSummary) -> DistributionReport {
+    DistributionReport {
+        count: summary.count,
+        p50: summary.p50,
+        p99: summary.p99,
+        max: summary.max,
+    }
+}
+
+fn distributions(stats: &SyscallStats) -> Distributions {
+    let size = |name: SyscallName| distribution(stats.sizes(name).summary());
+    let latency = |name: SyscallName| distribution(stats.latency_ns(name).summary());
+    Distributions {
+        mmap_size: size(SyscallName::Mmap),
+        munmap_size: size(SyscallName::Munmap),
+        mremap_size: size(SyscallName::Mremap),
+        mprotect_size: size(SyscallName::Mprotect),
+        brk_growth: size(SyscallName::Brk),
+        latency_ns: LatencyTable {
+            mmap: latency(SyscallName::Mmap),
+            munmap: latency(SyscallName::Munmap),
+            brk: latency(SyscallName::Brk),
+            mremap: latency(SyscallName::Mremap),
+            mprotect: latency(SyscallName::Mprotect),
+            memfd_create: latency(SyscallName::MemfdCreate),
+            execve: latency(SyscallName::Execve),
+        },
+    }
+}

@@ -1,0 +1,345 @@
+//! The report as data: what the JSON output is (field for field) and what the text output
+//! reads from. Owned values only, so a report outlives the model and can be filtered.
+
+use serde::Serialize;
+
+/// Bumped when a field changes meaning or goes away (new fields do not bump it).
+pub const REPORT_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Live,
+    Replay,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Replay => "replay",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    pub version: u32,
+    pub source: Source,
+    pub events: u64,
+    pub lost_events: u64,
+    pub lost: LostCounts,
+    /// Time of the first event (CLOCK_MONOTONIC ns); times in the text are relative to it.
+    pub start_ns: Option<u64>,
+    pub processes: Vec<ProcessReport>,
+    pub findings: Vec<Finding>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LostCounts {
+    /// Events dropped because the ring buffer was full.
+    pub ring_full: u64,
+    /// Syscalls whose entry could not be remembered.
+    pub pending_full: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ProcessReport {
+    pub pid: u32,
+    /// 0 when unknown.
+    pub ppid: u32,
+    pub comm: String,
+    pub exe: String,
+    /// The ABI the process ended with: `x86_64`, `i386` (or `unknown`).
+    pub abi: &'static str,
+    pub alive: bool,
+    pub execs: Vec<ExecReport>,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub syscalls: SyscallTable,
+    pub layout: Vec<LayoutEntry>,
+    pub summary: Vec<KindSummary>,
+    pub unreleased: Unreleased,
+    pub brk: BrkReport,
+    pub distributions: Distributions,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ExecReport {
+    pub filename: String,
+    pub interp: String,
+    pub from_abi: &'static str,
+    pub to_abi: &'static str,
+    pub personality: u32,
+    pub time_ns: u64,
+    pub exe_base: u64,
+    /// 0 for a static binary.
+    pub interp_base: u64,
+    /// Start of the lowest library mapping.
+    pub lowest_library: Option<u64>,
+    /// Start of the highest library mapping.
+    pub highest_library: Option<u64>,
+    pub brk_start: u64,
+    pub stack_start: u64,
+    pub stack_end: u64,
+    pub entry: u64,
+    /// The lowest mapping above the brk start that is not the heap.
+    pub above_brk: Option<MappingRef>,
+}
+
+/// A mapping named as evidence (what bounds the heap, what sits above the brk start).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MappingRef {
+    pub start: u64,
+    pub end: u64,
+    pub name: String,
+    pub perms: String,
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Calls {
+    pub calls: u64,
+    pub failed: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SyscallTable {
+    pub mmap: Calls,
+    pub munmap: Calls,
+    pub brk: Calls,
+    pub mremap: Calls,
+    pub mprotect: Calls,
+    pub memfd_create: Calls,
+    pub execve: Calls,
+}
+
+impl SyscallTable {
+    /// Rows in the order reports list them.
+    pub fn rows(&self) -> [(&'static str, Calls); 7] {
+        [
+            ("mmap", self.mmap),
+            ("munmap", self.munmap),
+            ("brk", self.brk),
+            ("mremap", self.mremap),
+            ("mprotect", self.mprotect),
+            ("memfd_create", self.memfd_create),
+            ("execve", self.execve),
+        ]
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LayoutEntry {
+    pub start: u64,
+    pub end: u64,
+    pub perms: String,
+    pub kind: &'static str,
+    pub name: String,
+    pub origin: &'static str,
+    pub offset: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KindSummary {
+    pub kind: &'static str,
+    pub regions: u64,
+    pub bytes: u64,
+    /// Of the process's mapped bytes, two decimals.
+    pub percent: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Unreleased {
+    pub total_regions: u64,
+    pub total_bytes: u64,
+    pub groups: Vec<UnreleasedGroup>,
+}
+
+/// Unreleased regions with the same kind, name and permissions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnreleasedGroup {
+    pub kind: &'static str,
+    pub name: String,
+    pub perms: String,
+    pub count: u64,
+    pub bytes: u64,
+    /// When the oldest and the newest of them were created: how the group grew.
+    pub first_created_ns: u64,
+    pub last_created_ns: u64,
+    /// Oldest first.
+    pub regions: Vec<UnreleasedRegion>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnreleasedRegion {
+    pub start: u64,
+    pub len: u64,
+    pub perms: String,
+    pub kind: &'static str,
+    pub name: String,
+    pub created_ns: u64,
+    pub syscall: &'static str,
+    /// For a memfd created during the session: whether all its fds were closed while this
+    /// mapping lives on.
+    pub memfd_fd_closed: Option<bool>,
+    pub memfd: Option<MemfdReport>,
+    /// A thread stack (MAP_STACK/MAP_GROWSDOWN): expected to stay, not a leak.
+    pub thread_stack: bool,
+}
+
+/// The memfd behind a mapping: what it is, when and by whom it was created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemfdReport {
+    pub name: String,
+    pub inode: u64,
+    pub created_ns: u64,
+    pub created_by_pid: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BrkReport {
+    /// start_brk; `null` only for a process memtrace met without exec or snapshot.
+    pub start: Option<u64>,
+    /// The current break.
+    pub end: Option<u64>,
+    pub room_total: Option<u64>,
+    pub room_left: Option<u64>,
+    pub bounded_by: Option<MappingRef>,
+    pub failed: Vec<BrkFailureReport>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct BrkFailureReport {
+    pub time_ns: u64,
+    pub requested: u64,
+    pub asked_bytes: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DistributionReport {
+    pub count: u64,
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Distributions {
+    pub mmap_size: DistributionReport,
+    pub munmap_size: DistributionReport,
+    pub mremap_size: DistributionReport,
+    pub mprotect_size: DistributionReport,
+    /// Growth of the break per successful brk.
+    pub brk_growth: DistributionReport,
+    pub latency_ns: LatencyTable,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LatencyTable {
+    pub mmap: DistributionReport,
+    pub munmap: DistributionReport,
+    pub brk: DistributionReport,
+    pub mremap: DistributionReport,
+    pub mprotect: DistributionReport,
+    pub memfd_create: DistributionReport,
+    pub execve: DistributionReport,
+}
+
+impl LatencyTable {
+    pub fn rows(&self) -> [(&'static str, DistributionReport); 7] {
+        [
+            ("mmap", self.mmap),
+            ("munmap", self.munmap),
+            ("brk", self.brk),
+            ("mremap", self.mremap),
+            ("mprotect", self.mprotect),
+            ("memfd_create", self.memfd_create),
+            ("execve", self.execve),
+        ]
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingKind {
+    UnreleasedMemfd,
+    UnreleasedAnon,
+    BrkExhausted,
+    AbiExecLayout,
+}
+
+impl FindingKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnreleasedMemfd => "unreleased-memfd",
+            Self::UnreleasedAnon => "unreleased-anon",
+            Self::BrkExhausted => "brk-exhausted",
+            Self::AbiExecLayout => "abi-exec-layout",
+        }
+    }
+}
+
+/// Something a person should look at, in one line, with the evidence beside it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    pub pid: u32,
+    pub message: String,
+    #[serde(flatten)]
+    pub evidence: Evidence,
+}
+
+/// The evidence fields of each kind of finding, flattened beside `kind`, `pid` and `message`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Evidence {
+    UnreleasedMemfd {
+        name: String,
+        regions: u64,
+        bytes: u64,
+        /// Distinct memfds behind the regions.
+        memfds: u64,
+        perms: Vec<String>,
+        first_created_ns: u64,
+        last_created_ns: u64,
+        /// What it is and the known remedy, for a recognised pattern.
+        pattern: Option<String>,
+        remedy: Option<String>,
+    },
+    UnreleasedAnon {
+        regions: u64,
+        bytes: u64,
+        threshold: u64,
+        /// Largest total first.
+        sizes: Vec<SizeGroup>,
+    },
+    BrkExhausted {
+        failed_calls: u64,
+        largest_ask: u64,
+        brk_start: Option<u64>,
+        brk_end: Option<u64>,
+        room_total: Option<u64>,
+        room_left: Option<u64>,
+        bounded_by: Option<MappingRef>,
+    },
+    AbiExecLayout {
+        filename: String,
+        from_abi: &'static str,
+        to_abi: &'static str,
+        personality: u32,
+        exe_base: u64,
+        interp_base: u64,
+        lowest_library: Option<u64>,
+        brk_start: u64,
+        above_brk: Option<MappingRef>,
+        reasons: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SizeGroup {
+    pub size: u64,
+    pub count: u64,
+    pub bytes: u64,
+}

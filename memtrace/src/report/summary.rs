@@ -1,0 +1,103 @@
+//! Memory by kind, and the unreleased regions grouped the way a person hunts a leak.
+
+use std::collections::BTreeMap;
+
+use crate::model::{AddressSpace, ProcessView, Region, RegionKind, SyscallName};
+use crate::report::schema::{
+    KindSummary, MemfdReport, Unreleased, UnreleasedGroup, UnreleasedRegion,
+};
+
+/// Regions and bytes per kind, largest first, with each kind's share of the mapped bytes.
+pub(crate) fn by_kind(layout: &AddressSpace) -> Vec<KindSummary> {
+    let mut totals: BTreeMap<RegionKind, (u64, u64)> = BTreeMap::new();
+    for region in layout.iter() {
+        let entry = totals.entry(region.kind).or_default();
+        entry.0 += 1;
+        entry.1 += region.len();
+    }
+    let all_bytes: u64 = totals.values().map(|&(_, bytes)| bytes).sum();
+    let mut summary: Vec<KindSummary> = totals
+        .into_iter()
+        .map(|(kind, (regions, bytes))| KindSummary {
+            kind: kind.as_str(),
+            regions,
+            bytes,
+            percent: percent(bytes, all_bytes),
+        })
+        .collect();
+    summary.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.kind.cmp(b.kind)));
+    summary
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        return 0.0;
+    }
+    (part as f64 * 10_000.0 / whole as f64).round() / 100.0
+}
+
+/// The process's unreleased regions grouped by (kind, name, perms), largest bytes first.
+pub(crate) fn unreleased(view: &ProcessView<'_>) -> Unreleased {
+    let mut groups: BTreeMap<(RegionKind, &str, String), UnreleasedGroup> = BTreeMap::new();
+    for region in view.unreleased() {
+        let perms = region.perms.to_string();
+        let group = groups
+            .entry((region.kind, region.name(), perms.clone()))
+            .or_insert_with(|| UnreleasedGroup {
+                kind: region.kind.as_str(),
+                name: region.name().to_owned(),
+                perms,
+                count: 0,
+                bytes: 0,
+                first_created_ns: region.created.time_ns,
+                last_created_ns: region.created.time_ns,
+                regions: Vec::new(),
+            });
+        group.count += 1;
+        group.bytes += region.len();
+        group.first_created_ns = group.first_created_ns.min(region.created.time_ns);
+        group.last_created_ns = group.last_created_ns.max(region.created.time_ns);
+        group.regions.push(unreleased_region(view, region));
+    }
+    let mut groups: Vec<UnreleasedGroup> = groups.into_values().collect();
+    for group in &mut groups {
+        group
+            .regions
+            .sort_by_key(|region| (region.created_ns, region.start));
+    }
+    groups.sort_by(|a, b| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then(b.count.cmp(&a.count))
+            .then(a.first_created_ns.cmp(&b.first_created_ns))
+            .then_with(|| (&a.name, &a.perms).cmp(&(&b.name, &b.perms)))
+    });
+    Unreleased {
+        total_regions: groups.iter().map(|group| group.count).sum(),
+        total_bytes: groups.iter().map(|group| group.bytes).sum(),
+        groups,
+    }
+}
+
+fn unreleased_region(view: &ProcessView<'_>, region: &Region) -> UnreleasedRegion {
+    UnreleasedRegion {
+        start: region.start,
+        len: region.len(),
+        perms: region.perms.to_string(),
+        kind: region.kind.as_str(),
+        name: region.name().to_owned(),
+        created_ns: region.created.time_ns,
+        syscall: region
+            .created
+            .syscall
+            .map_or("", |syscall| SyscallName::of(syscall).as_str()),
+        memfd_fd_closed: view.memfd_fd_closed(region),
+        memfd: view.memfd(region).map(|memfd| MemfdReport {
+            name: memfd.name.to_string(),
+            inode: memfd.inode,
+            created_ns: memfd.created_ns,
+            created_by_pid: memfd.created_by_pid,
+        }),
+        thread_stack: region.thread_stack,
+    }
+}

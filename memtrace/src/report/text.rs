@@ -1,0 +1,320 @@
+//! The report for a person: per process a short block in the spirit of WinDbg's
+//! `!address -summary` (who, execs, syscalls, memory by kind, what was never released, the
+//! heap's room), then the findings.
+
+use std::fmt::Write as _;
+
+use crate::report::format::{bytes, count, hex, since, table};
+use crate::report::schema::{ExecReport, ProcessReport, Report, UnreleasedGroup};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TextOptions {
+    /// List every region of every process (the JSON always has them).
+    pub show_layout: bool,
+}
+
+/// Unreleased groups listed per process; the rest are summed up in one line.
+const LISTED_GROUPS: usize = 10;
+/// Failed brk calls listed per process.
+const LISTED_BRK_FAILURES: usize = 5;
+
+pub fn render(report: &Report, options: &TextOptions) -> String {
+    let mut out = String::new();
+    header(&mut out, report);
+    for process in &report.processes {
+        out.push('\n');
+        process_block(&mut out, report, process, options);
+    }
+    out.push('\n');
+    if report.findings.is_empty() {
+        out.push_str("Findings: none\n");
+    } else {
+        out.push_str("Findings\n");
+        for finding in &report.findings {
+            let _ = writeln!(out, "  [{}] {}", finding.kind.as_str(), finding.message);
+        }
+    }
+    out
+}
+
+fn header(out: &mut String, report: &Report) {
+    let _ = writeln!(
+        out,
+        "memtrace {}: {}, {}, {} lost",
+        report.source.as_str(),
+        count(report.events, "event"),
+        count(report.processes.len() as u64, "process"),
+        report.lost_events,
+    );
+    if report.lost_events > 0 {
+        let _ = writeln!(
+            out,
+            "WARNING: {} events lost (ring buffer full: {}, in-flight syscall table full: {}); \
+             layouts and counts may be incomplete",
+            report.lost_events, report.lost.ring_full, report.lost.pending_full,
+        );
+    }
+}
+
+fn process_block(
+    out: &mut String,
+    report: &Report,
+    process: &ProcessReport,
+    options: &TextOptions,
+) {
+    let state = match (process.exit_code, process.signal) {
+        (_, Some(signal)) => format!("killed by signal {signal}"),
+        (Some(code), None) => format!("exited {code}"),
+        (None, None) => "running".to_owned(),
+    };
+    let exe = if process.exe.is_empty() {
+        "?"
+    } else {
+        &process.exe
+    };
+    let _ = writeln!(
+        out,
+        "pid {} ({})  {exe}  {}  {state}  ppid {}",
+        process.pid, process.comm, process.abi, process.ppid,
+    );
+    for exec in &process.execs {
+        exec_lines(out, report, exec);
+    }
+    syscall_table(out, process);
+    kind_table(out, process);
+    unreleased(out, report, process);
+    brk_lines(out, report, process);
+    if options.show_layout {
+        layout(out, process);
+    }
+}
+
+fn exec_lines(out: &mut String, report: &Report, exec: &ExecReport) {
+    let _ = writeln!(
+        out,
+        "  exec {}  {} → {}  personality {:#x}  {}",
+        exec.filename,
+        exec.from_abi,
+        exec.to_abi,
+        exec.personality,
+        since(report.start_ns, exec.time_ns),
+    );
+    let libraries = match (exec.lowest_library, exec.highest_library) {
+        (Some(low), Some(high)) => format!("{}–{}", hex(low), hex(high)),
+        _ => "none".to_owned(),
+    };
+    let interp = if exec.interp_base == 0 {
+        "none".to_owned()
+    } else {
+        hex(exec.interp_base)
+    };
+    let _ = writeln!(
+        out,
+        "    exe {}  interp {interp}  libraries {libraries}  brk {}  stack {}–{}",
+        hex(exec.exe_base),
+        hex(exec.brk_start),
+        hex(exec.stack_start),
+        hex(exec.stack_end),
+    );
+}
+
+fn syscall_table(out: &mut String, process: &ProcessReport) {
+    let latency = process.distributions.latency_ns.rows();
+    let mut rows = vec![["syscall", "calls", "failed", "p50 ns", "p99 ns", "max ns"]
+        .map(str::to_owned)
+        .to_vec()];
+    for ((name, calls), (_, latency)) in process.syscalls.rows().into_iter().zip(latency) {
+        if calls.calls == 0 {
+            continue;
+        }
+        rows.push(vec![
+            name.to_owned(),
+            calls.calls.to_string(),
+            calls.failed.to_string(),
+            latency.p50.to_string(),
+            latency.p99.to_string(),
+            latency.max.to_string(),
+        ]);
+    }
+    if rows.len() == 1 {
+        out.push_str("  no memory syscalls traced\n");
+        return;
+    }
+    for line in table(&rows, "  ", &[0]) {
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+fn kind_table(out: &mut String, process: &ProcessReport) {
+    if process.summary.is_empty() {
+        out.push_str("  nothing mapped\n");
+        return;
+    }
+    let mut rows = vec![["kind", "regions", "bytes", "percent"]
+        .map(str::to_owned)
+        .to_vec()];
+    for kind in &process.summary {
+        rows.push(vec![
+            kind.kind.to_owned(),
+            kind.regions.to_string(),
+            bytes(kind.bytes),
+            format!("{:.1}%", kind.percent),
+        ]);
+    }
+    let total: u64 = process.summary.iter().map(|kind| kind.bytes).sum();
+    let regions: u64 = process.summary.iter().map(|kind| kind.regions).sum();
+    rows.push(vec![
+        "total".to_owned(),
+        regions.to_string(),
+        bytes(total),
+        String::new(),
+    ]);
+    for line in table(&rows, "  ", &[0]) {
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+fn unreleased(out: &mut String, report: &Report, process: &ProcessReport) {
+    let unreleased = &process.unreleased;
+    if unreleased.total_regions == 0 {
+        out.push_str("  unreleased: nothing\n");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  unreleased: {}, {}",
+        count(unreleased.total_regions, "region"),
+        bytes(unreleased.total_bytes),
+    );
+    let rows: Vec<Vec<String>> = unreleased
+        .groups
+        .iter()
+        .take(LISTED_GROUPS)
+        .map(|group| group_row(report, group))
+        .collect();
+    for line in table(&rows, "    ", &[0, 1, 4, 5]) {
+        let _ = writeln!(out, "{line}");
+    }
+    let rest = &unreleased.groups[unreleased.groups.len().min(LISTED_GROUPS)..];
+    if !rest.is_empty() {
+        let _ = writeln!(
+            out,
+            "    … {} more: {}, {}",
+            count(rest.len() as u64, "group"),
+            count(rest.iter().map(|group| group.count).sum(), "region"),
+            bytes(rest.iter().map(|group| group.bytes).sum()),
+        );
+    }
+}
+
+fn group_row(report: &Report, group: &UnreleasedGroup) -> Vec<String> {
+    let name = if group.name.is_empty() {
+        format!("[{}]", group.kind)
+    } else {
+        group.name.clone()
+    };
+    let closed = group
+        .regions
+        .iter()
+        .filter(|region| region.memfd_fd_closed == Some(true))
+        .count();
+    let fd_note = if closed > 0 { "fd closed" } else { "" };
+    let created = if group.first_created_ns == group.last_created_ns {
+        since(report.start_ns, group.first_created_ns)
+    } else {
+        format!(
+            "{}..{}",
+            since(report.start_ns, group.first_created_ns),
+            since(report.start_ns, group.last_created_ns)
+        )
+    };
+    vec![
+        name,
+        group.perms.clone(),
+        count(group.count, "region"),
+        bytes(group.bytes),
+        created,
+        fd_note.to_owned(),
+    ]
+}
+
+fn brk_lines(out: &mut String, report: &Report, process: &ProcessReport) {
+    let brk = &process.brk;
+    let (Some(start), Some(end)) = (brk.start, brk.end) else {
+        if let Some(end) = brk.end {
+            let _ = writeln!(out, "  brk at {} (start unknown)", hex(end));
+        }
+        return;
+    };
+    let room = match (&brk.bounded_by, brk.room_total, brk.room_left) {
+        (Some(bound), Some(total), Some(left)) => format!(
+            "room {} ({} left), bounded by {} {} at {}",
+            bytes(total),
+            bytes(left),
+            if bound.name.is_empty() {
+                "anonymous memory"
+            } else {
+                &bound.name
+            },
+            bound.perms,
+            hex(bound.start),
+        ),
+        _ => "nothing mapped above".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "  brk {}–{} ({} used)  {room}",
+        hex(start),
+        hex(end),
+        bytes(end.saturating_sub(start)),
+    );
+    if brk.failed.is_empty() {
+        return;
+    }
+    let listed: Vec<String> = brk
+        .failed
+        .iter()
+        .take(LISTED_BRK_FAILURES)
+        .map(|failure| {
+            format!(
+                "{} asked {}",
+                since(report.start_ns, failure.time_ns),
+                bytes(failure.asked_bytes)
+            )
+        })
+        .collect();
+    let more = brk.failed.len().saturating_sub(LISTED_BRK_FAILURES);
+    let _ = writeln!(
+        out,
+        "  brk failed {}×: {}{}",
+        brk.failed.len(),
+        listed.join(", "),
+        if more > 0 {
+            format!(", … {more} more")
+        } else {
+            String::new()
+        },
+    );
+}
+
+fn layout(out: &mut String, process: &ProcessReport) {
+    out.push_str("  layout\n");
+    let rows: Vec<Vec<String>> = process
+        .layout
+        .iter()
+        .map(|region| {
+            vec![
+                format!("{:016x}-{:016x}", region.start, region.end),
+                region.perms.clone(),
+                format!("{:08x}", region.offset),
+                region.kind.to_owned(),
+                region.origin.to_owned(),
+                bytes(region.end - region.start),
+                region.name.clone(),
+            ]
+        })
+        .collect();
+    for line in table(&rows, "    ", &[0, 1, 3, 4, 6]) {
+        let _ = writeln!(out, "{line}");
+    }
+}
