@@ -1,0 +1,318 @@
+//! One line per event for `--events`, strace-like and decoded per ABI:
+//! `[4242 i386] mmap2(NULL, 1048576, rw-, private|anonymous, -1, 0) = 0xf7a00000`.
+
+use std::fmt::Write as _;
+
+use crate::event::{
+    Abi, Event, EventBody, ExecMappingKind, Syscall, SyscallRecord,
+};
+
+pub fn abi_name(abi: Abi) -> &'static str {
+    match abi {
+        Abi::X86_64 => "x86_64",
+        Abi::I386 => "i386",
+        Abi::Unknown => "?",
+    }
+}
+
+pub fn syscall_name(syscall: Syscall) -> &'static str {
+    match syscall {
+        Syscall::Mmap => "mmap",
+        Syscall::Mmap2 => "mmap2",
+        Syscall::OldMmap => "old_mmap",
+        Syscall::Munmap => "munmap",
+        Syscall::Brk => "brk",
+        Syscall::Mremap => "mremap",
+        Syscall::Mprotect => "mprotect",
+        Syscall::MemfdCreate => "memfd_create",
+        Syscall::Execve => "execve",
+        Syscall::Execveat => "execveat",
+        Syscall::Close => "close",
+    }
+}
+
+/// The line for an event, or `None` for events that only feed the model.
+pub fn format(event: &Event) -> Option<String> {
+    let prefix = format!("[{} {}]", event.pid, abi_name(event.abi));
+    let prefix = if event.tid != event.pid {
+        format!("[{}/{} {}]", event.pid, event.tid, abi_name(event.abi))
+    } else {
+        prefix
+    };
+    let text = match &event.body {
+        EventBody::Syscall(call) => syscall(call),
+        EventBody::Fork(fork) => {
+            let what = if fork.thread { "thread" } else { "fork" };
+            format!("+++ {what} {} +++", fork.child_tid)
+        }
+        EventBody::Exec(exec) => format!(
+            "+++ exec {} ({} → {}, personality {:#x}) +++",
+            exec.filename,
+            abi_name(event.abi),
+            abi_name(exec.new_abi),
+            exec.personality
+        ),
+        EventBody::Exit(exit) if exit.group_dead => match (exit.exit_code(), exit.signal()) {
+            (Some(code), _) => format!("+++ exited with {code} +++"),
+            (None, Some(signal)) => format!("+++ killed by {} +++", signal_name(signal)),
+            _ => "+++ exited +++".to_string(),
+        },
+        EventBody::ExecMapping(mapping) if mapping.kind != ExecMappingKind::Munmap => {
+            let name = mapping
+                .file
+                .as_ref()
+                .map(|f| f.path.clone())
+                .or_else(|| mapping.name.clone())
+                .unwrap_or_else(|| "[bss]".to_string());
+            format!(
+                "    (kernel maps {:#x}-{:#x} {} {name})",
+                mapping.start,
+                mapping.start + mapping.len,
+                prot(u64::from(mapping.prot))
+            )
+        }
+        EventBody::Lost(lost) if lost.total() > 0 => {
+            return Some(format!("!!! {} events lost so far (ring buffer full) !!!", lost.total()))
+        }
+        _ => return None,
+    };
+    Some(format!("{prefix} {text}"))
+}
+
+fn syscall(call: &SyscallRecord) -> String {
+    let a = &call.args;
+    let name = syscall_name(call.syscall);
+    let args = match call.syscall {
+        Syscall::Mmap | Syscall::Mmap2 | Syscall::OldMmap => {
+            let file = call
+                .file
+                .as_ref()
+                .map(|f| format!(" <{}>", f.path))
+                .unwrap_or_default();
+            format!(
+                "{}, {}, {}, {}, {}{file}, {:#x}",
+                address(a[0]),
+                a[1],
+                prot(a[2]),
+                map_flags(a[3]),
+                a[4] as u32 as i32,
+                a[5]
+            )
+        }
+        Syscall::Munmap => format!("{}, {}", address(a[0]), a[1]),
+        Syscall::Brk => address(a[0]),
+        Syscall::Mremap => format!(
+            "{}, {}, {}, {}{}",
+            address(a[0]),
+            a[1],
+            a[2],
+            mremap_flags(a[3]),
+            if a[3] & 2 != 0 { format!(", {}", address(a[4])) } else { String::new() }
+        ),
+        Syscall::Mprotect => format!("{}, {}, {}", address(a[0]), a[1], prot(a[2])),
+        Syscall::MemfdCreate => format!(
+            "{:?}, {}",
+            call.string.as_deref().unwrap_or("?"),
+            if a[1] & 1 != 0 { "MFD_CLOEXEC" } else { "0" }
+        ),
+        Syscall::Execve => format!("{:?}, ...", call.string.as_deref().unwrap_or("?")),
+        Syscall::Execveat => format!(
+            "{}, {:?}, ...",
+            a[0] as u32 as i32,
+            call.string.as_deref().unwrap_or("?")
+        ),
+        Syscall::Close => format!("{}", a[0] as u32 as i32),
+    };
+    format!("{name}({args}) = {}", result(call))
+}
+
+fn result(call: &SyscallRecord) -> String {
+    if let Some(errno) = call.errno() {
+        let description = std::io::Error::from_raw_os_error(errno).to_string();
+        // std appends " (os error N)"; strace users expect just the C library's text.
+        let description = description.split(" (os error").next().unwrap_or_default();
+        return format!("-1 {} ({description})", errno_name(errno));
+    }
+    match call.syscall {
+        Syscall::Mmap | Syscall::Mmap2 | Syscall::OldMmap | Syscall::Brk | Syscall::Mremap => {
+            format!("{:#x}", call.ret)
+        }
+        _ => call.ret.to_string(),
+    }
+}
+
+fn address(value: u64) -> String {
+    if value == 0 {
+        "NULL".to_string()
+    } else {
+        format!("{value:#x}")
+    }
+}
+
+/// `rw-` / `r-x` / `---`.
+pub fn prot(prot: u64) -> String {
+    let mut text = String::with_capacity(3);
+    text.push(if prot & 1 != 0 { 'r' } else { '-' });
+    text.push(if prot & 2 != 0 { 'w' } else { '-' });
+    text.push(if prot & 4 != 0 { 'x' } else { '-' });
+    text
+}
+
+const MAP_FLAGS: [(u64, &str); 14] = [
+    (0x01, "shared"),
+    (0x02, "private"),
+    (0x03, "shared_validate"),
+    (0x10, "fixed"),
+    (0x20, "anonymous"),
+    (0x40, "32bit"),
+    (0x100, "growsdown"),
+    (0x800, "denywrite"),
+    (0x2000, "locked"),
+    (0x4000, "noreserve"),
+    (0x8000, "populate"),
+    (0x10000, "nonblock"),
+    (0x20000, "stack"),
+    (0x100000, "fixed_noreplace"),
+];
+
+fn map_flags(flags: u64) -> String {
+    let mut names = Vec::new();
+    let kind = flags & 0x03;
+    if let Some((_, name)) = MAP_FLAGS.iter().find(|(bit, _)| *bit == kind) {
+        names.push((*name).to_string());
+    }
+    let mut known = 0x03;
+    for (bit, name) in MAP_FLAGS.iter().skip(3) {
+        if flags & bit != 0 {
+            names.push((*name).to_string());
+            known |= bit;
+        }
+    }
+    if flags & 0x40000 != 0 {
+        names.push("hugetlb".to_string());
+        known |= 0xfc04_0000;
+    }
+    let rest = flags & !known;
+    if rest != 0 {
+        names.push(format!("{rest:#x}"));
+    }
+    if names.is_empty() {
+        "0".to_string()
+    } else {
+        names.join("|")
+    }
+}
+
+fn mremap_flags(flags: u64) -> String {
+    let mut text = String::new();
+    for (bit, name) in [(1, "maymove"), (2, "fixed"), (4, "dontunmap")] {
+        if flags & bit != 0 {
+            if !text.is_empty() {
+                text.push('|');
+            }
+            let _ = write!(text, "{name}");
+        }
+    }
+    if text.is_empty() {
+        "0".to_string()
+    } else {
+        text
+    }
+}
+
+pub fn errno_name(errno: i32) -> String {
+    let name = match errno {
+        1 => "EPERM",
+        2 => "ENOENT",
+        3 => "ESRCH",
+        4 => "EINTR",
+        5 => "EIO",
+        7 => "E2BIG",
+        8 => "ENOEXEC",
+        9 => "EBADF",
+        11 => "EAGAIN",
+        12 => "ENOMEM",
+        13 => "EACCES",
+        14 => "EFAULT",
+        16 => "EBUSY",
+        17 => "EEXIST",
+        19 => "ENODEV",
+        20 => "ENOTDIR",
+        21 => "EISDIR",
+        22 => "EINVAL",
+        23 => "ENFILE",
+        24 => "EMFILE",
+        26 => "ETXTBSY",
+        27 => "EFBIG",
+        28 => "ENOSPC",
+        36 => "ENAMETOOLONG",
+        38 => "ENOSYS",
+        40 => "ELOOP",
+        75 => "EOVERFLOW",
+        _ => return format!("E{errno}"),
+    };
+    name.to_string()
+}
+
+fn signal_name(signal: i32) -> String {
+    match nix::sys::signal::Signal::try_from(signal) {
+        Ok(signal) => signal.as_str().to_string(),
+        Err(_) => format!("signal {signal}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Comm;
+
+    fn syscall_event(abi: Abi, syscall: Syscall, args: [u64; 6], ret: i64) -> Event {
+        Event {
+            time_ns: 1,
+            pid: 4242,
+            tid: 4242,
+            comm: Comm::from_str_lossy("prog"),
+            abi,
+            body: EventBody::Syscall(SyscallRecord {
+                syscall,
+                args,
+                ret,
+                entry_ns: 0,
+                string: None,
+                file: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn ia32_mmap2_line() {
+        let event = syscall_event(
+            Abi::I386,
+            Syscall::Mmap2,
+            [0, 1_048_576, 3, 0x22, 0xffff_ffff, 0],
+            0xf7a0_0000,
+        );
+        assert_eq!(
+            format(&event).unwrap(),
+            "[4242 i386] mmap2(NULL, 1048576, rw-, private|anonymous, -1, 0x0) = 0xf7a00000"
+        );
+    }
+
+    #[test]
+    fn failed_munmap_names_the_error() {
+        let event = syscall_event(Abi::X86_64, Syscall::Munmap, [0x1001, 4096, 0, 0, 0, 0], -22);
+        assert_eq!(
+            format(&event).unwrap(),
+            "[4242 x86_64] munmap(0x1001, 4096) = -1 EINVAL (Invalid argument)"
+        );
+    }
+
+    #[test]
+    fn flags_by_name() {
+        assert_eq!(map_flags(0x22), "private|anonymous");
+        assert_eq!(map_flags(0x100012), "private|fixed|fixed_noreplace");
+        assert_eq!(map_flags(0x01), "shared");
+        assert_eq!(prot(5), "r-x");
+        assert_eq!(mremap_flags(3), "maymove|fixed");
+    }
+}

@@ -1,0 +1,25 @@
+//! memtrace: trace memory-mapping syscalls with eBPF and rebuild each process's address space.
+//!
+//! The flow, one module per stage:
+//! - [`probes`] load the kernel side (memtrace-ebpf) and the offsets it needs from BTF;
+//! - [`capture`] reads its ring buffer and decodes records into the [`event`] stream;
+//! - [`pipeline`] feeds every event to the [`model`] (per-process address spaces), to the
+//!   `--events` printer ([`event_line`]) and to the recorder ([`record`]);
+//! - [`report`] turns the model into text or JSON.
+//!
+//! [`session`] runs a live trace ([`launch`] starts the command, [`procfs`] snapshots attached
+//! processes); [`replay`] feeds a recording through the same pipeline.
+
+pub mod capture;
+pub mod cli;
+pub mod event;
+pub mod event_line;
+pub mod launch;
+pub mod model;
+pub mod pipeline;
+pub mod probes;
+pub mod procfs;
+pub mod record;
+pub mod replay;
+pub mod report;
+pub mod session;

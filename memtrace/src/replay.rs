@@ -1,0 +1,59 @@
+//! Replaying a recording through the same pipeline a live session uses.
+
+use std::{path::PathBuf, time::Duration};
+
+use crate::{
+    pipeline::Pipeline,
+    record::{RecordError, RecordingHeader, RecordingReader, ReplayOutcome},
+};
+
+pub struct ReplayOptions {
+    pub path: PathBuf,
+    /// Stop at this point of the session (from the recording's start).
+    pub until: Option<Duration>,
+    pub print_events: bool,
+}
+
+pub struct Replayed {
+    pub pipeline: Pipeline,
+    pub header: RecordingHeader,
+    pub outcome: ReplayOutcome,
+    /// Why reading stopped early, if it did; everything before it was replayed.
+    pub stopped_by: Option<RecordError>,
+}
+
+/// Opening errors (not a recording, another version) are returned; an error in the middle
+/// ends the replay but keeps what was read, so the report still shows it.
+pub fn run(options: &ReplayOptions) -> Result<Replayed, RecordError> {
+    let mut reader = RecordingReader::open(&options.path)?;
+    let header = reader.header().clone();
+    let printer = options.print_events.then(|| {
+        Box::new(std::io::LineWriter::new(std::io::stderr())) as Box<dyn std::io::Write + Send>
+    });
+    let mut pipeline = Pipeline::new(printer, None);
+    let stop_at = options
+        .until
+        .map(|until| header.clock_base.monotonic_ns.saturating_add(until.as_nanos() as u64));
+    let mut stopped_by = None;
+    for item in &mut reader {
+        match item {
+            Ok(event) => {
+                if stop_at.is_some_and(|stop_at| event.time_ns > stop_at) {
+                    break;
+                }
+                pipeline.feed(&event)?;
+            }
+            Err(error) => {
+                stopped_by = Some(error);
+                break;
+            }
+        }
+    }
+    pipeline.finish_recording()?;
+    Ok(Replayed {
+        pipeline,
+        header,
+        outcome: reader.outcome(),
+        stopped_by,
+    })
+}
