@@ -1,0 +1,225 @@
+//! Shared by the integration tests: building the C test programs for either ABI, running the
+//! real memtrace binary, and reading its JSON report.
+//!
+//! The tests load real BPF programs, so they run as root (`cargo xtask test` does, and sets
+//! `MEMTRACE_BIN` to the release binary it just built).
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::{Mutex, OnceLock},
+};
+
+use serde_json::Value;
+
+/// Which ABI to build a test program for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Abi {
+    X86_64,
+    I386,
+}
+
+impl Abi {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::X86_64 => "x86_64",
+            Self::I386 => "i386",
+        }
+    }
+}
+
+/// How a test program is linked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Runtime {
+    /// With the C library, dynamically linked: a real program with ld.so and libc.
+    Libc,
+    /// No C library, static, raw syscalls: the process makes exactly the syscalls in its
+    /// source, which is what exact-count tests need.
+    Bare,
+}
+
+/// The memtrace binary under test.
+#[track_caller]
+pub fn memtrace_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("MEMTRACE_BIN") {
+        return PathBuf::from(path);
+    }
+    let built = workspace_root().join("target/release/memtrace");
+    assert!(
+        built.exists(),
+        "no memtrace binary: run the tests with `cargo xtask test` (or set MEMTRACE_BIN)"
+    );
+    built
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The tests load BPF programs: without root they cannot mean anything.
+#[track_caller]
+pub fn require_root() {
+    // /proc/self belongs to the process's effective user.
+    let euid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
+    assert_eq!(euid, 0, "these tests load BPF programs: run them as root (`cargo xtask test`)");
+}
+
+/// A scratch directory for one test, removed when dropped.
+pub struct Scratch {
+    path: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(test: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("memtrace-test-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Self { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Builds `tests/programs/NAME.c` for `abi` (once per test binary) and returns its path.
+#[track_caller]
+pub fn program(name: &str, abi: Abi, runtime: Runtime) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<(String, Abi, Runtime), PathBuf>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    let key = (name.to_string(), abi, runtime);
+    if let Some(path) = built.get(&key) {
+        return path.clone();
+    }
+    let source = workspace_root().join("tests/programs").join(format!("{name}.c"));
+    let out_dir = std::env::temp_dir().join(format!("memtrace-test-programs-{}", std::process::id()));
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let suffix = match (abi, runtime) {
+        (Abi::X86_64, Runtime::Libc) => "64",
+        (Abi::I386, Runtime::Libc) => "32",
+        (Abi::X86_64, Runtime::Bare) => "64-bare",
+        (Abi::I386, Runtime::Bare) => "32-bare",
+    };
+    let binary = out_dir.join(format!("{name}-{suffix}"));
+    let mut gcc = Command::new("gcc");
+    gcc.arg(if abi == Abi::I386 { "-m32" } else { "-m64" })
+        .args(["-O1", "-g", "-Wall"])
+        .arg("-o")
+        .arg(&binary)
+        .arg(&source);
+    if runtime == Runtime::Bare {
+        gcc.args(["-static", "-nostdlib", "-fno-stack-protector", "-fno-pie", "-no-pie"]);
+    }
+    let output = gcc.output().expect("running gcc (cargo xtask setup installs it)");
+    assert!(
+        output.status.success(),
+        "gcc failed for {name} ({abi:?}): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    built.insert(key, binary.clone());
+    binary
+}
+
+/// One run of memtrace.
+pub struct Run {
+    pub output: Output,
+    /// The JSON report, when the run wrote one.
+    pub report: Option<Value>,
+}
+
+impl Run {
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    #[track_caller]
+    pub fn report(&self) -> &Value {
+        self.report.as_ref().unwrap_or_else(|| {
+            panic!("memtrace wrote no JSON report; stderr:\n{}", self.stderr())
+        })
+    }
+
+    #[track_caller]
+    pub fn assert_success(&self) -> &Self {
+        assert!(
+            self.output.status.success(),
+            "memtrace failed ({:?}); stderr:\n{}",
+            self.output.status,
+            self.stderr()
+        );
+        self
+    }
+}
+
+/// Runs memtrace with `args`, asking for a JSON report in `scratch`.
+#[track_caller]
+pub fn memtrace_json(scratch: &Scratch, args: &[&str]) -> Run {
+    let report_path = scratch.file("report.json");
+    let _ = std::fs::remove_file(&report_path);
+    let output = Command::new(memtrace_bin())
+        .args(["--format", "json", "-o"])
+        .arg(&report_path)
+        .args(args)
+        .output()
+        .expect("running memtrace");
+    let report = std::fs::read_to_string(&report_path)
+        .ok()
+        .map(|text| serde_json::from_str(&text).unwrap_or_else(|e| panic!("report is not JSON ({e}):\n{text}")));
+    Run { output, report }
+}
+
+/// Runs memtrace with `args` as given (no report options added).
+pub fn memtrace(args: &[&str]) -> Output {
+    Command::new(memtrace_bin()).args(args).output().expect("running memtrace")
+}
+
+/// The report's entry for a pid.
+#[track_caller]
+pub fn process(report: &Value, pid: u64) -> &Value {
+    processes(report)
+        .iter()
+        .find(|p| p["pid"].as_u64() == Some(pid))
+        .unwrap_or_else(|| panic!("no process {pid} in the report:\n{report:#}"))
+}
+
+pub fn processes(report: &Value) -> &Vec<Value> {
+    report["processes"].as_array().expect("report.processes is an array")
+}
+
+/// The processes whose executable file name ends with `suffix`.
+pub fn processes_running<'a>(report: &'a Value, suffix: &str) -> Vec<&'a Value> {
+    processes(report)
+        .iter()
+        .filter(|p| p["exe"].as_str().is_some_and(|exe| exe.ends_with(suffix)))
+        .collect()
+}
+
+/// `syscalls.NAME.calls` and `.failed` of a process entry.
+#[track_caller]
+pub fn calls(process: &Value, syscall: &str) -> (u64, u64) {
+    let counts = &process["syscalls"][syscall];
+    (
+        counts["calls"].as_u64().unwrap_or_else(|| panic!("no count for {syscall} in {process:#}")),
+        counts["failed"].as_u64().unwrap_or(0),
+    )
+}
+
+/// The syscall names of the report's `syscalls` object.
+pub const REPORTED_SYSCALLS: [&str; 7] =
+    ["mmap", "munmap", "brk", "mremap", "mprotect", "memfd_create", "execve"];

@@ -1,0 +1,293 @@
+//! The tracer itself: real probes, real 64-bit and 32-bit processes, exact syscall counts.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use memtrace_tests::{
+    calls, memtrace_json, process, processes, processes_running, program, require_root, Abi,
+    Runtime, Scratch, REPORTED_SYSCALLS,
+};
+use serde_json::Value;
+
+/// What tests/programs/counts.c does, per reported syscall: (calls, failed). The one execve is
+/// memtrace starting it.
+const COUNTS_PROGRAM: [(&str, u64, u64); 7] = [
+    ("mmap", 6, 1),
+    ("munmap", 5, 1),
+    ("brk", 3, 0),
+    ("mremap", 2, 0),
+    ("mprotect", 3, 1),
+    ("memfd_create", 2, 1),
+    ("execve", 1, 0),
+];
+
+#[track_caller]
+fn assert_counts_program(entry: &Value) {
+    for (syscall, expected_calls, expected_failed) in COUNTS_PROGRAM {
+        assert_eq!(
+            calls(entry, syscall),
+            (expected_calls, expected_failed),
+            "{syscall} (calls, failed) for pid {}",
+            entry["pid"]
+        );
+    }
+}
+
+fn exact_counts(abi: Abi) {
+    require_root();
+    let scratch = Scratch::new(&format!("counts-{}", abi.name()));
+    let counts = program("counts", abi, Runtime::Bare);
+    let run = memtrace_json(&scratch, &["--", counts.to_str().unwrap()]);
+    run.assert_success();
+    let report = run.report();
+    assert_eq!(report["source"], "live");
+    assert_eq!(report["lost_events"], 0);
+    let traced = processes(report);
+    assert_eq!(traced.len(), 1, "only the command is traced: {report:#}");
+    let entry = &traced[0];
+    assert_eq!(entry["abi"], abi.name());
+    assert_eq!(entry["exit_code"], 0);
+    assert_counts_program(entry);
+    let execs = entry["execs"].as_array().unwrap();
+    assert_eq!(execs.len(), 1);
+    assert_eq!(execs[0]["to_abi"], abi.name());
+}
+
+#[test]
+fn exact_counts_of_a_64_bit_program() {
+    exact_counts(Abi::X86_64);
+}
+
+#[test]
+fn exact_counts_of_a_32_bit_program() {
+    exact_counts(Abi::I386);
+}
+
+#[test]
+fn a_32_bit_parent_execs_a_64_bit_child() {
+    require_root();
+    let scratch = Scratch::new("exec-32-to-64");
+    let parent = program("exec_child", Abi::I386, Runtime::Libc);
+    let child = program("counts", Abi::X86_64, Runtime::Bare);
+    let run = memtrace_json(
+        &scratch,
+        &["--follow", "--", parent.to_str().unwrap(), child.to_str().unwrap()],
+    );
+    run.assert_success();
+    let report = run.report();
+    let parents = processes_running(report, "exec_child-32");
+    assert_eq!(parents.len(), 1, "{report:#}");
+    let parent_entry = parents[0];
+    assert_eq!(parent_entry["abi"], "i386");
+    assert!(calls(parent_entry, "mmap").0 > 0, "the 32-bit parent's own mmap2 calls count");
+
+    let children = processes_running(report, "counts-64-bare");
+    assert_eq!(children.len(), 1, "{report:#}");
+    let child_entry = children[0];
+    assert_eq!(child_entry["ppid"], parent_entry["pid"]);
+    assert_eq!(child_entry["abi"], "x86_64");
+    let exec = &child_entry["execs"][0];
+    assert_eq!((&exec["from_abi"], &exec["to_abi"]), (&"i386".into(), &"x86_64".into()));
+    assert_counts_program(child_entry);
+    assert_eq!(child_entry["exit_code"], 0);
+    assert_eq!(parent_entry["exit_code"], 0);
+}
+
+#[test]
+fn attach_sees_what_a_sleeping_process_does_next() {
+    require_root();
+    let scratch = Scratch::new("attach");
+    let sleeper = program("sleeper", Abi::X86_64, Runtime::Libc);
+    let mut target = Command::new(&sleeper).stdout(Stdio::piped()).spawn().unwrap();
+    let mut ready = String::new();
+    BufReader::new(target.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+    assert_eq!(ready, "ready\n");
+    let pid = target.id();
+
+    let report_path = scratch.file("report.json");
+    let mut tracer = Command::new(memtrace_tests::memtrace_bin())
+        .args(["--format", "json", "-o", report_path.to_str().unwrap()])
+        .args(["--pid", &pid.to_string()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // memtrace says when it is attached; only then may the sleeper go on.
+    let mut attached = String::new();
+    BufReader::new(tracer.stderr.take().unwrap()).read_line(&mut attached).unwrap();
+    assert!(attached.contains("attached"), "unexpected first line: {attached:?}");
+    Command::new("kill").args(["-USR1", &pid.to_string()]).status().unwrap();
+    assert!(target.wait().unwrap().success());
+    let status = wait_with_timeout(&mut tracer, Duration::from_secs(20));
+    assert!(status.success(), "memtrace --pid ended with {status:?}");
+
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let entry = process(&report, u64::from(pid));
+    assert_eq!(calls(entry, "mmap"), (5, 0), "exactly the mappings made after attach");
+    assert_eq!(calls(entry, "munmap"), (0, 0));
+    assert_eq!(entry["exit_code"], 0);
+    // The layout starts from /proc/PID/maps at attach.
+    let layout = entry["layout"].as_array().unwrap();
+    assert!(layout.iter().any(|r| r["origin"] == "snapshot" && r["name"] == "[stack]"));
+}
+
+#[test]
+fn follow_sees_grandchildren() {
+    require_root();
+    let scratch = Scratch::new("follow");
+    let forktree = program("forktree", Abi::X86_64, Runtime::Libc);
+    let run = memtrace_json(&scratch, &["--follow", "--", forktree.to_str().unwrap()]);
+    run.assert_success();
+    let report = run.report();
+    let family = processes_running(report, "forktree-64");
+    assert_eq!(family.len(), 3, "parent, child and grandchild: {report:#}");
+    let root = family.iter().find(|p| calls(p, "execve").0 == 1).expect("the exec'd root");
+    let child = family.iter().find(|p| p["ppid"] == root["pid"]).expect("a child");
+    let grandchild = family.iter().find(|p| p["ppid"] == child["pid"]).expect("a grandchild");
+    assert_eq!(calls(grandchild, "mmap"), (7, 0));
+}
+
+#[test]
+fn without_follow_children_are_not_traced() {
+    require_root();
+    let scratch = Scratch::new("no-follow");
+    let forktree = program("forktree", Abi::X86_64, Runtime::Libc);
+    let run = memtrace_json(&scratch, &["--", forktree.to_str().unwrap()]);
+    run.assert_success();
+    assert_eq!(processes(run.report()).len(), 1);
+}
+
+#[test]
+fn a_full_ring_buffer_counts_every_lost_event() {
+    require_root();
+    let scratch = Scratch::new("lost");
+    let flood = program("flood", Abi::X86_64, Runtime::Bare);
+    let rounds: u64 = 200_000;
+    let run = memtrace_json(
+        &scratch,
+        &["--ring-buffer-size", "4096", "--", flood.to_str().unwrap(), &rounds.to_string()],
+    );
+    run.assert_success();
+    let report = run.report();
+    let lost = report["lost_events"].as_u64().unwrap();
+    assert!(lost > 0, "a 4 KiB ring cannot hold this flood");
+    assert!(run.stderr().contains("events lost"), "losses are said: {}", run.stderr());
+    let entry = &processes(report)[0];
+    let delivered = calls(entry, "mmap").0 + calls(entry, "munmap").0;
+    // Every mmap and munmap either arrived or was counted as lost; so was the exit event.
+    let exit_seen = u64::from(!entry["exit_code"].is_null());
+    assert_eq!(delivered + lost + exit_seen, 2 * rounds + 1, "{report:#}");
+}
+
+#[test]
+fn untraced_processes_never_appear() {
+    require_root();
+    let scratch = Scratch::new("untraced");
+    let flood = program("flood", Abi::X86_64, Runtime::Bare);
+    let mut bystander = Command::new(&flood).arg("20000000").spawn().unwrap();
+    let counts = program("counts", Abi::X86_64, Runtime::Bare);
+    let run = memtrace_json(&scratch, &["--", counts.to_str().unwrap()]);
+    bystander.kill().unwrap();
+    let _ = bystander.wait();
+    run.assert_success();
+    let report = run.report();
+    assert_eq!(processes(report).len(), 1);
+    assert!(processes(report).iter().all(|p| p["pid"].as_u64() != Some(u64::from(bystander.id()))));
+    assert_counts_program(&processes(report)[0]);
+}
+
+/// Real programs no one here wrote, traced by memtrace and strace in the same run: memtrace
+/// follows strace and everything it starts, and strace writes its own account to a file.
+#[test]
+fn counts_equal_strace_on_real_programs() {
+    require_root();
+    let scratch = Scratch::new("strace");
+    let source = scratch.file("hello.c");
+    std::fs::write(&source, "int main(void) { return 0; }\n").unwrap();
+    let object = scratch.file("hello.o");
+    let repo = scratch.file("repo");
+    let workloads: Vec<Vec<String>> = vec![
+        vec!["python3".into(), "-c".into(), "import json; x = bytearray(64 << 20); print(len(x))".into()],
+        vec!["gcc".into(), "-c".into(), source.display().to_string(), "-o".into(), object.display().to_string()],
+        vec!["git".into(), "init".into(), "-q".into(), repo.display().to_string()],
+        vec!["bash".into(), "-c".into(), "ls / > /dev/null; true".into()],
+    ];
+    for workload in workloads {
+        let strace_log = scratch.file("strace.log");
+        let mut args: Vec<String> = vec!["--follow".into(), "--".into(), "strace".into(), "-f".into(), "-qq".into()];
+        args.extend(["-o".into(), strace_log.display().to_string()]);
+        args.extend(["-e".into(), "trace=%memory,memfd_create,execve,execveat".into()]);
+        args.extend(workload.iter().cloned());
+        let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = memtrace_json(&scratch, &arg_refs);
+        run.assert_success();
+        let report = run.report();
+        assert_eq!(report["lost_events"], 0);
+        let by_strace = strace_counts(&std::fs::read_to_string(&strace_log).unwrap());
+        assert!(!by_strace.is_empty(), "strace saw nothing for {workload:?}");
+        for (pid, counts) in &by_strace {
+            let entry = process(report, *pid);
+            for name in REPORTED_SYSCALLS {
+                let expected = counts.get(name).copied().unwrap_or((0, 0));
+                assert_eq!(calls(entry, name), expected, "{name} of pid {pid} in {workload:?}");
+            }
+        }
+    }
+}
+
+type StraceCounts = std::collections::BTreeMap<u64, std::collections::BTreeMap<&'static str, (u64, u64)>>;
+
+/// Per pid, (calls, failed) of each reported syscall in `strace -f -o` output. A call split by
+/// another process's line (`<unfinished ...>` / `<... resumed>`) counts once, at its start;
+/// its result is on the resumed line.
+fn strace_counts(log: &str) -> StraceCounts {
+    let mut counts = StraceCounts::new();
+    for line in log.lines() {
+        let Some((pid, rest)) = line.split_once(' ') else { continue };
+        let Ok(pid) = pid.trim().parse::<u64>() else { continue };
+        let rest = rest.trim_start();
+        let (name, starts_call) = if let Some(resumed) = rest.strip_prefix("<... ") {
+            (resumed.split_whitespace().next().unwrap_or(""), false)
+        } else {
+            (rest.split('(').next().unwrap_or(""), true)
+        };
+        let Some(reported) = reported_name(name) else { continue };
+        let entry = counts.entry(pid).or_default().entry(reported).or_default();
+        if starts_call {
+            entry.0 += 1;
+        }
+        if rest.contains(") = -1 ") || rest.ends_with("= -1") {
+            entry.1 += 1;
+        }
+    }
+    counts
+}
+
+fn reported_name(strace_name: &str) -> Option<&'static str> {
+    Some(match strace_name {
+        "mmap" | "mmap2" | "old_mmap" => "mmap",
+        "munmap" => "munmap",
+        "brk" => "brk",
+        "mremap" => "mremap",
+        "mprotect" => "mprotect",
+        "memfd_create" => "memfd_create",
+        "execve" | "execveat" => "execve",
+        _ => return None,
+    })
+}
+
+fn wait_with_timeout(child: &mut std::process::Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("memtrace did not end within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
