@@ -3,13 +3,17 @@
  * every finding. Usage: demo DIR, where DIR holds the other test programs built by xtask. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/personality.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int run(char *const argv[]) {
+/* Runs argv as a child; with legacy_layout, under the bottom-up mmap layout that old kernels
+ * kept for a 64-bit image started by a 32-bit parent (incident 3). */
+static int run_with(char *const argv[], int legacy_layout) {
     pid_t child = fork();
     if (child < 0) return 1;
     if (child == 0) {
+        if (legacy_layout) personality(PER_LINUX | ADDR_COMPAT_LAYOUT);
         execv(argv[0], argv);
         _exit(127);
     }
@@ -17,6 +21,8 @@ static int run(char *const argv[]) {
     waitpid(child, &status, 0);
     return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
 }
+
+static int run(char *const argv[]) { return run_with(argv, 0); }
 
 int main(int argc, char **argv) {
     if (argc < 2) {
@@ -38,5 +44,7 @@ int main(int argc, char **argv) {
     /* 3. A heap starved by a mapping 1 MiB above it, and a 32-bit parent starting a 64-bit child. */
     run((char *[]){brk_starve, blocker, "20", NULL});
     run((char *[]){exec_child, counts, NULL});
+    /* ... and the same crossing with the 32-bit layout handed down: bash's libraries below it. */
+    run_with((char *[]){exec_child, doublemapper, "1", NULL}, 1);
     return 0;
 }

@@ -54,7 +54,10 @@ pub fn memtrace_bin() -> PathBuf {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The tests load BPF programs: without root they cannot mean anything.
@@ -62,7 +65,10 @@ pub fn workspace_root() -> PathBuf {
 pub fn require_root() {
     // /proc/self belongs to the process's effective user.
     let euid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap());
-    assert_eq!(euid, 0, "these tests load BPF programs: run them as root (`cargo xtask test`)");
+    assert_eq!(
+        euid, 0,
+        "these tests load BPF programs: run them as root (`cargo xtask test`)"
+    );
 }
 
 /// A scratch directory for one test, removed when dropped.
@@ -72,7 +78,8 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new(test: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("memtrace-test-{test}-{}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("memtrace-test-{test}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         Self { path }
@@ -93,18 +100,24 @@ impl Drop for Scratch {
     }
 }
 
+/// The test programs built so far by this test binary, by (name, ABI, runtime).
+type BuiltPrograms = Mutex<HashMap<(String, Abi, Runtime), PathBuf>>;
+
 /// Builds `tests/programs/NAME.c` for `abi` (once per test binary) and returns its path.
 #[track_caller]
 pub fn program(name: &str, abi: Abi, runtime: Runtime) -> PathBuf {
-    static BUILT: OnceLock<Mutex<HashMap<(String, Abi, Runtime), PathBuf>>> = OnceLock::new();
+    static BUILT: OnceLock<BuiltPrograms> = OnceLock::new();
     let built = BUILT.get_or_init(Default::default);
     let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
     let key = (name.to_string(), abi, runtime);
     if let Some(path) = built.get(&key) {
         return path.clone();
     }
-    let source = workspace_root().join("tests/programs").join(format!("{name}.c"));
-    let out_dir = std::env::temp_dir().join(format!("memtrace-test-programs-{}", std::process::id()));
+    let source = workspace_root()
+        .join("tests/programs")
+        .join(format!("{name}.c"));
+    let out_dir =
+        std::env::temp_dir().join(format!("memtrace-test-programs-{}", std::process::id()));
     std::fs::create_dir_all(&out_dir).unwrap();
     let suffix = match (abi, runtime) {
         (Abi::X86_64, Runtime::Libc) => "64",
@@ -120,9 +133,17 @@ pub fn program(name: &str, abi: Abi, runtime: Runtime) -> PathBuf {
         .arg(&binary)
         .arg(&source);
     if runtime == Runtime::Bare {
-        gcc.args(["-static", "-nostdlib", "-fno-stack-protector", "-fno-pie", "-no-pie"]);
+        gcc.args([
+            "-static",
+            "-nostdlib",
+            "-fno-stack-protector",
+            "-fno-pie",
+            "-no-pie",
+        ]);
     }
-    let output = gcc.output().expect("running gcc (cargo xtask setup installs it)");
+    let output = gcc
+        .output()
+        .expect("running gcc (cargo xtask setup installs it)");
     assert!(
         output.status.success(),
         "gcc failed for {name} ({abi:?}): {}",
@@ -150,9 +171,9 @@ impl Run {
 
     #[track_caller]
     pub fn report(&self) -> &Value {
-        self.report.as_ref().unwrap_or_else(|| {
-            panic!("memtrace wrote no JSON report; stderr:\n{}", self.stderr())
-        })
+        self.report
+            .as_ref()
+            .unwrap_or_else(|| panic!("memtrace wrote no JSON report; stderr:\n{}", self.stderr()))
     }
 
     #[track_caller]
@@ -178,15 +199,18 @@ pub fn memtrace_json(scratch: &Scratch, args: &[&str]) -> Run {
         .args(args)
         .output()
         .expect("running memtrace");
-    let report = std::fs::read_to_string(&report_path)
-        .ok()
-        .map(|text| serde_json::from_str(&text).unwrap_or_else(|e| panic!("report is not JSON ({e}):\n{text}")));
+    let report = std::fs::read_to_string(&report_path).ok().map(|text| {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("report is not JSON ({e}):\n{text}"))
+    });
     Run { output, report }
 }
 
 /// Runs memtrace with `args` as given (no report options added).
 pub fn memtrace(args: &[&str]) -> Output {
-    Command::new(memtrace_bin()).args(args).output().expect("running memtrace")
+    Command::new(memtrace_bin())
+        .args(args)
+        .output()
+        .expect("running memtrace")
 }
 
 /// The report's entry for a pid.
@@ -199,7 +223,9 @@ pub fn process(report: &Value, pid: u64) -> &Value {
 }
 
 pub fn processes(report: &Value) -> &Vec<Value> {
-    report["processes"].as_array().expect("report.processes is an array")
+    report["processes"]
+        .as_array()
+        .expect("report.processes is an array")
 }
 
 /// The processes whose executable file name ends with `suffix`.
@@ -215,11 +241,20 @@ pub fn processes_running<'a>(report: &'a Value, suffix: &str) -> Vec<&'a Value> 
 pub fn calls(process: &Value, syscall: &str) -> (u64, u64) {
     let counts = &process["syscalls"][syscall];
     (
-        counts["calls"].as_u64().unwrap_or_else(|| panic!("no count for {syscall} in {process:#}")),
+        counts["calls"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no count for {syscall} in {process:#}")),
         counts["failed"].as_u64().unwrap_or(0),
     )
 }
 
 /// The syscall names of the report's `syscalls` object.
-pub const REPORTED_SYSCALLS: [&str; 7] =
-    ["mmap", "munmap", "brk", "mremap", "mprotect", "memfd_create", "execve"];
+pub const REPORTED_SYSCALLS: [&str; 7] = [
+    "mmap",
+    "munmap",
+    "brk",
+    "mremap",
+    "mprotect",
+    "memfd_create",
+    "execve",
+];

@@ -1,0 +1,74 @@
+//! memtrace's project automation, run as `cargo xtask <command>` (an alias in .cargo/config.toml).
+//! Every command sets up what it needs first, so a fresh machine needs nothing done by hand.
+
+mod bench;
+mod build;
+mod cmd;
+mod demo;
+mod privilege;
+mod run;
+mod setup;
+mod test;
+mod workspace;
+
+use std::{ffi::OsString, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+use crate::workspace::Workspace;
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Set up, build, run, test and benchmark memtrace"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the build and the tests need (nightly rust-src, bpf-linker, Debian packages),
+    /// skipping what is present.
+    Setup,
+    /// Set up, then build target/release/memtrace with its eBPF programs.
+    Build,
+    /// Build, then run memtrace as root with ARGS (default: the built-in demo workload).
+    Run {
+        /// Arguments for memtrace, after `--`.
+        #[arg(last = true, value_name = "ARGS")]
+        memtrace_args: Vec<OsString>,
+    },
+    /// Build, then check formatting, lint, and run the tests against the release binary.
+    Test {
+        /// Extra arguments for `cargo test`, after `--` (e.g. a test name filter).
+        #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
+        cargo_test_args: Vec<OsString>,
+    },
+    /// Build, then measure memtrace's overhead, recording size and replay speed.
+    Bench(bench::BenchOptions),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run_task(cli.task) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_task(task: Task) -> anyhow::Result<()> {
+    let workspace = Workspace::locate()?;
+    match task {
+        Task::Setup => setup::setup(&workspace),
+        Task::Build => build::build(&workspace).map(|_| ()),
+        Task::Run { memtrace_args } => run::run(&workspace, memtrace_args),
+        Task::Test { cargo_test_args } => test::test(&workspace, cargo_test_args),
+        Task::Bench(options) => bench::bench(&workspace, &options),
+    }
+}

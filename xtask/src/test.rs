@@ -1,0 +1,83 @@
+//! `cargo xtask test`: what CI runs. Build, then formatting, lints and the test suite, the
+//! integration tests driving the freshly built binary.
+
+use std::{ffi::OsString, process::Command};
+
+use anyhow::{bail, Result};
+
+use crate::{build, cmd, privilege, workspace::Workspace};
+
+/// Built for bpfel-unknown-none only (through memtrace/build.rs): a `no_std` crate that cannot
+/// build for the host ("unwinding panics are not supported without std"), so the host's clippy
+/// and tests leave it out and it is linted on its own target with nightly.
+const EBPF_PACKAGE: &str = "memtrace-ebpf";
+
+pub fn test(workspace: &Workspace, cargo_test_args: Vec<OsString>) -> Result<()> {
+    let memtrace_binary = build::build(workspace)?;
+    if !privilege::is_root()? {
+        cmd::step("note: not root, so tests that load BPF programs cannot run for real");
+    }
+
+    let mut format = workspace.cargo();
+    format.args(["fmt", "--all", "--", "--check"]);
+
+    let mut lint = workspace.cargo();
+    lint.args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        EBPF_PACKAGE,
+        "--all-targets",
+    ])
+    .args(["--", "-D", "warnings"]);
+
+    let mut lint_ebpf = Command::new("cargo");
+    lint_ebpf
+        .current_dir(workspace.root.join(EBPF_PACKAGE))
+        .args([
+            "+nightly",
+            "clippy",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+        ])
+        .args(["-Z", "build-std=core", "--target-dir"])
+        .arg(workspace.xtask_dir().join("ebpf-clippy"))
+        .args(["--", "-D", "warnings"]);
+
+    let mut test = workspace.cargo();
+    // --no-fail-fast: one failing test binary should not hide the others' results.
+    test.args(["test", "--workspace", "--exclude", EBPF_PACKAGE])
+        .arg("--no-fail-fast")
+        .args(&cargo_test_args)
+        .env("MEMTRACE_BIN", &memtrace_binary);
+
+    let checks: [(&str, &str, Command); 4] = [
+        ("fmt", "checking formatting", format),
+        ("clippy", "linting (warnings are errors)", lint),
+        (
+            "clippy-ebpf",
+            "linting the eBPF programs for their own target",
+            lint_ebpf,
+        ),
+        (
+            "test",
+            "running the test suite against the release binary",
+            test,
+        ),
+    ];
+    // Every check runs even after one fails, so one CI run reports all of them.
+    let mut failed = Vec::new();
+    for (name, description, mut command) in checks {
+        cmd::step(description);
+        if let Err(error) = cmd::run(&mut command) {
+            println!("xtask: {name} failed: {error:#}");
+            failed.push(name);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("failed steps: {}", failed.join(", "));
+    }
+    cmd::step("all checks passed");
+    Ok(())
+}
