@@ -10,8 +10,9 @@ fn main() -> anyhow::Result<()> {
         root_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../memtrace-ebpf"),
         ..Default::default()
     };
-    aya_build::build_ebpf([ebpf], aya_build::Toolchain::default())
-        .context("building the eBPF programs (run `cargo xtask setup` for nightly and bpf-linker)")?;
+    aya_build::build_ebpf([ebpf], aya_build::Toolchain::default()).context(
+        "building the eBPF programs (run `cargo xtask setup` for nightly and bpf-linker)",
+    )?;
 
     // With AYA_BUILD_SKIP (model-only work and `cargo check` without the BPF toolchain) nothing
     // is built; an empty object keeps `include_bytes!` compiling, and loading it fails with a

@@ -379,7 +379,9 @@ pub fn read_record<T: Copy + RecordBytes>(bytes: &[u8]) -> Option<T> {
 pub fn record_as_bytes<T: Copy + RecordBytes>(value: &T) -> &[u8] {
     // SAFETY: `T` is plain-old-data (sealed by `RecordBytes`) with explicit padding fields, so
     // all of its bytes are initialised; the slice borrows `value`.
-    unsafe { core::slice::from_raw_parts((value as *const T).cast::<u8>(), core::mem::size_of::<T>()) }
+    unsafe {
+        core::slice::from_raw_parts((value as *const T).cast::<u8>(), core::mem::size_of::<T>())
+    }
 }
 
 /// Marks the records that may be read from raw bytes: plain-old-data only.

@@ -19,7 +19,7 @@ pub fn current_ids() -> (u32, u32) {
 #[inline(always)]
 pub fn is_traced(tgid: u32) -> bool {
     // SAFETY: the value is only tested for presence, never read.
-    unsafe { TRACED.get(&tgid) }.is_some()
+    unsafe { TRACED.get(tgid) }.is_some()
 }
 
 /// Counts an event that could not be delivered, so userspace can report it.

@@ -23,9 +23,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use memtrace_common::{
-    lost_slot, KernelOffsets, ProbeConfig, DEFAULT_RING_BUFFER_BYTES, PATH_LEN,
-};
+use memtrace_common::{lost_slot, KernelOffsets, ProbeConfig, DEFAULT_RING_BUFFER_BYTES, PATH_LEN};
 
 /// Kernel struct offsets, written by userspace from the running kernel's BTF before load.
 #[unsafe(no_mangle)]

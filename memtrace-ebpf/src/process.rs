@@ -2,9 +2,7 @@
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use aya_log_ebpf::debug;
-use memtrace_common::{
-    fork_flags, Abi, EventKind, ExecEvent, ExitEvent, ForkEvent,
-};
+use memtrace_common::{fork_flags, Abi, EventKind, ExecEvent, ExitEvent, ForkEvent};
 
 use crate::{
     emit::{current_ids, header, is_traced, log_enabled, reserve, submit_flags},
@@ -41,7 +39,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     }
     let follow = unsafe { core::ptr::read_volatile(&raw const CONFIG.follow_children) } != 0;
     if flags & fork_flags::THREAD == 0 && follow {
-        let _ = TRACED.insert(&child_tgid, &1, 0);
+        let _ = TRACED.insert(child_tgid, 1, 0);
     }
 
     let mut entry = reserve::<ForkEvent>().ok_or(0i64)?;
@@ -76,7 +74,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
     // The ABI the exec was called from. The task's TS_COMPAT already says the new image's
     // (the kernel's set_personality_64bit/ia32 rewrite it while loading), so it comes from
     // the parked execve entry.
-    let calling_abi = match PENDING.get_ptr(&old_tid) {
+    let calling_abi = match PENDING.get_ptr(old_tid) {
         // SAFETY: valid map value pointer; one field read.
         Some(pending) => Abi::from_u32(unsafe { (*pending).abi }),
         None => Abi::Unknown,
@@ -84,11 +82,11 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
     // A non-leader thread that execs takes over the leader's tid: its execve will return
     // under the new tid, so its parked entry must move too.
     if old_tid != tid {
-        if let Some(pending) = PENDING.get_ptr(&old_tid) {
+        if let Some(pending) = PENDING.get_ptr(old_tid) {
             // SAFETY: valid map value until removed; copied before removal.
             let moved = unsafe { *pending };
-            let _ = PENDING.insert(&tid, &moved, 0);
-            let _ = PENDING.remove(&old_tid);
+            let _ = PENDING.insert(tid, moved, 0);
+            let _ = PENDING.remove(old_tid);
         }
     }
 
@@ -100,8 +98,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
     let event = entry.as_mut_ptr();
     // SAFETY: `event` is a reservation of an ExecEvent; every field is written.
     unsafe {
-        let header_abi = if calling_abi == Abi::Unknown { new_abi } else { calling_abi };
-        (*event).header = header(EventKind::Exec, header_abi, tgid, tid);
+        (*event).header = header(EventKind::Exec, calling_abi, tgid, tid);
         (*event).old_tid = old_tid;
         (*event).personality = read(task, offset!(task_personality)).unwrap_or(0);
         (*event).new_abi = new_abi as u32;
@@ -212,9 +209,9 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let task: KernelPtr = ctx.arg(0);
     let group_dead = ctx.arg::<u64>(1) & 0xff != 0;
     // A thread killed inside a syscall never reaches sys_exit.
-    let _ = PENDING.remove(&tid);
+    let _ = PENDING.remove(tid);
     if group_dead {
-        let _ = TRACED.remove(&tgid);
+        let _ = TRACED.remove(tgid);
     }
     let exit_code: u32 = read(task, offset!(task_exit_code)).unwrap_or(0);
     let mut entry = reserve::<ExitEvent>().ok_or(0i64)?;

@@ -73,7 +73,7 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         _ => {}
     }
 
-    if PENDING.insert(&tid, pending, 0).is_err() {
+    if PENDING.insert(tid, pending, 0).is_err() {
         count_lost(lost_slot::PENDING_FULL);
         if log_enabled() {
             warn!(ctx, "memtrace: in-flight syscall table full, tid {}", tid);
@@ -112,14 +112,14 @@ fn read_user_string(pending: &mut PendingSyscall, arg: usize) {
 
 fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
-    let Some(pending) = PENDING.get_ptr(&tid) else {
+    let Some(pending) = PENDING.get_ptr(tid) else {
         return Ok(());
     };
     // SAFETY: a map value pointer, valid until we remove the entry below.
     let pending = unsafe { &*pending };
     let ret: i64 = ctx.arg(1);
     let result = emit_syscall(pending, tgid, tid, ret);
-    let _ = PENDING.remove(&tid);
+    let _ = PENDING.remove(tid);
     result
 }
 

@@ -70,7 +70,11 @@ pub struct TraceArgs {
     #[command(flatten)]
     pub output: OutputArgs,
     /// The command to start and trace: `memtrace [OPTIONS] -- CMD [ARGS...]`.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
     pub command: Vec<OsString>,
 }
 
@@ -180,7 +184,10 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     let outcome = runtime.block_on(session::run(options))?;
     if outcome.undecodable > 0 {
-        eprintln!("memtrace: {} kernel records could not be decoded", outcome.undecodable);
+        eprintln!(
+            "memtrace: {} kernel records could not be decoded",
+            outcome.undecodable
+        );
     }
     let info = SessionInfo {
         source: Source::Live,

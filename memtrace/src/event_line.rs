@@ -3,9 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::event::{
-    Abi, Event, EventBody, ExecMappingKind, Syscall, SyscallRecord,
-};
+use crate::event::{Abi, Event, EventBody, ExecMappingKind, Syscall, SyscallRecord};
 
 pub fn abi_name(abi: Abi) -> &'static str {
     match abi {
@@ -72,7 +70,10 @@ pub fn format(event: &Event) -> Option<String> {
             )
         }
         EventBody::Lost(lost) if lost.total() > 0 => {
-            return Some(format!("!!! {} events lost so far (ring buffer full) !!!", lost.total()))
+            return Some(format!(
+                "!!! {} events lost so far (ring buffer full) !!!",
+                lost.total()
+            ))
         }
         _ => return None,
     };
@@ -107,7 +108,11 @@ fn syscall(call: &SyscallRecord) -> String {
             a[1],
             a[2],
             mremap_flags(a[3]),
-            if a[3] & 2 != 0 { format!(", {}", address(a[4])) } else { String::new() }
+            if a[3] & 2 != 0 {
+                format!(", {}", address(a[4]))
+            } else {
+                String::new()
+            }
         ),
         Syscall::Mprotect => format!("{}, {}, {}", address(a[0]), a[1], prot(a[2])),
         Syscall::MemfdCreate => format!(
@@ -300,7 +305,12 @@ mod tests {
 
     #[test]
     fn failed_munmap_names_the_error() {
-        let event = syscall_event(Abi::X86_64, Syscall::Munmap, [0x1001, 4096, 0, 0, 0, 0], -22);
+        let event = syscall_event(
+            Abi::X86_64,
+            Syscall::Munmap,
+            [0x1001, 4096, 0, 0, 0, 0],
+            -22,
+        );
         assert_eq!(
             format(&event).unwrap(),
             "[4242 x86_64] munmap(0x1001, 4096) = -1 EINVAL (Invalid argument)"

@@ -43,8 +43,8 @@ pub struct GatedCommand {
 impl GatedCommand {
     /// Starts the gate for `command` and waits until it has stopped itself.
     pub fn spawn(command: &[OsString]) -> Result<Self, LaunchError> {
-        let me = std::env::current_exe()
-            .map_err(|e| LaunchError::Spawn("memtrace itself".into(), e))?;
+        let me =
+            std::env::current_exe().map_err(|e| LaunchError::Spawn("memtrace itself".into(), e))?;
         let child = Command::new(me)
             .arg(GATE_ARGUMENT)
             .arg("--")
@@ -88,7 +88,10 @@ pub fn run_gate(command: &[OsString]) -> i32 {
         return 127;
     }
     let error = Command::new(program).args(arguments).exec();
-    eprintln!("memtrace: cannot run {}: {error}", program.to_string_lossy());
+    eprintln!(
+        "memtrace: cannot run {}: {error}",
+        program.to_string_lossy()
+    );
     127
 }
 
@@ -102,7 +105,10 @@ fn drop_to_invoking_user() -> nix::Result<()> {
         return Ok(());
     }
     let gid = Gid::from_raw(gid);
-    if let Some(user) = std::env::var("SUDO_USER").ok().and_then(|u| CString::new(u).ok()) {
+    if let Some(user) = std::env::var("SUDO_USER")
+        .ok()
+        .and_then(|u| CString::new(u).ok())
+    {
         initgroups(&user, gid)?;
     }
     setgid(gid)?;

@@ -54,7 +54,11 @@ pub fn parse_maps_line(line: &str) -> Option<SnapshotRegion> {
 /// spaces and parentheses, so counting starts after its last `)`.
 fn stat_field(stat: &str, index: usize) -> Option<u64> {
     let after_comm = &stat[stat.rfind(')')? + 1..];
-    after_comm.split_whitespace().nth(index.checked_sub(3)?)?.parse().ok()
+    after_comm
+        .split_whitespace()
+        .nth(index.checked_sub(3)?)?
+        .parse()
+        .ok()
 }
 
 /// Whether the process runs a 32-bit (ELFCLASS32) image.
@@ -75,7 +79,11 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     let mut parents: Vec<(u32, u32)> = Vec::new();
     if let Ok(entries) = fs::read_dir("/proc") {
         for entry in entries.flatten() {
-            if let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) {
+            if let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            {
                 if let Some(parent) = parent_of(child) {
                     parents.push((child, parent));
                 }
@@ -108,10 +116,16 @@ mod tests {
         assert_eq!(region.perms, "r-xp");
         assert_eq!(region.offset, 0x1000);
         assert_eq!(region.inode, 325_843);
-        assert_eq!(region.name, "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2");
+        assert_eq!(
+            region.name,
+            "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+        );
         let anon = parse_maps_line("7ffeca80c000-7ffeca82d000 rw-p 00000000 00:00 0 ").unwrap();
         assert_eq!(anon.name, "");
-        let memfd = parse_maps_line("7f0000000000-7f0000400000 rw-s 00000000 00:01 1042 /memfd:doublemapper (deleted)").unwrap();
+        let memfd = parse_maps_line(
+            "7f0000000000-7f0000400000 rw-s 00000000 00:01 1042 /memfd:doublemapper (deleted)",
+        )
+        .unwrap();
         assert_eq!(memfd.name, "/memfd:doublemapper (deleted)");
         assert!(parse_maps_line("garbage").is_none());
     }

@@ -31,9 +31,12 @@ pub fn run(options: &ReplayOptions) -> Result<Replayed, RecordError> {
         Box::new(std::io::LineWriter::new(std::io::stderr())) as Box<dyn std::io::Write + Send>
     });
     let mut pipeline = Pipeline::new(printer, None);
-    let stop_at = options
-        .until
-        .map(|until| header.clock_base.monotonic_ns.saturating_add(until.as_nanos() as u64));
+    let stop_at = options.until.map(|until| {
+        header
+            .clock_base
+            .monotonic_ns
+            .saturating_add(until.as_nanos() as u64)
+    });
     let mut stopped_by = None;
     for item in &mut reader {
         match item {

@@ -130,7 +130,10 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
                 "memtrace: attached to {} process{} ({}); Ctrl-C to stop",
                 pids.len(),
                 if pids.len() == 1 { "" } else { "es" },
-                pids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                pids.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }
@@ -223,7 +226,11 @@ fn snapshot_event(pid: u32, time_ns: u64, snapshot: crate::event::SnapshotRecord
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|c| Comm::from_str_lossy(c.trim_end()))
         .unwrap_or_default();
-    let abi = if procfs::is_ia32(pid) { Abi::I386 } else { Abi::X86_64 };
+    let abi = if procfs::is_ia32(pid) {
+        Abi::I386
+    } else {
+        Abi::X86_64
+    };
     Event {
         time_ns,
         pid,

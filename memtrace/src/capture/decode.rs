@@ -42,8 +42,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         EventKind::SyscallDetail => {
             let event: SyscallDetailEvent = read_record(bytes).ok_or_else(short)?;
             let flags = event.syscall.flags;
-            let string =
-                (flags & syscall_flags::HAS_STRING != 0).then(|| c_string(&event.string));
+            let string = (flags & syscall_flags::HAS_STRING != 0).then(|| c_string(&event.string));
             let file = (flags & syscall_flags::HAS_FILE != 0).then(|| file_ref(&event.file));
             EventBody::Syscall(syscall_record(&event.syscall, string, file)?)
         }
@@ -213,7 +212,9 @@ mod tests {
             ret: 0xf7a0_0000,
             entry_ns: 1_500,
         };
-        let event = decode(memtrace_common::record_as_bytes(&record)).unwrap().event;
+        let event = decode(memtrace_common::record_as_bytes(&record))
+            .unwrap()
+            .event;
         assert_eq!((event.pid, event.tid, event.abi), (42, 43, Abi::I386));
         assert_eq!(event.comm.as_string(), "prog");
         let EventBody::Syscall(syscall) = event.body else {

@@ -140,7 +140,10 @@ fn special_layout() -> &'static [SpecialRegion] {
     static LAYOUT: OnceLock<Vec<SpecialRegion>> = OnceLock::new();
     LAYOUT.get_or_init(|| {
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-        let regions: Vec<_> = maps.lines().filter_map(crate::procfs::parse_maps_line).collect();
+        let regions: Vec<_> = maps
+            .lines()
+            .filter_map(crate::procfs::parse_maps_line)
+            .collect();
         let Some(vdso_index) = regions.iter().position(|r| r.name == "[vdso]") else {
             return Vec::new();
         };
@@ -248,7 +251,8 @@ impl ElfFile {
         let interpreter = match segments.iter().find(|s| s.kind == PT_INTERP) {
             Some(interp) if interp.filesz > 0 && interp.filesz < 4096 => {
                 let mut name = vec![0u8; interp.filesz as usize];
-                file.seek(SeekFrom::Start(interp.offset)).map_err(io_error)?;
+                file.seek(SeekFrom::Start(interp.offset))
+                    .map_err(io_error)?;
                 file.read_exact(&mut name).map_err(io_error)?;
                 let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
                 Some(String::from_utf8_lossy(&name[..end]).into_owned())
@@ -278,7 +282,9 @@ impl ElfFile {
                 self.segments
                     .iter()
                     .find(|s| {
-                        s.kind == PT_LOAD && s.offset <= self.phoff && self.phoff < s.offset + s.filesz
+                        s.kind == PT_LOAD
+                            && s.offset <= self.phoff
+                            && self.phoff < s.offset + s.filesz
                     })
                     .map(|s| s.vaddr + (self.phoff - s.offset))
             })
@@ -400,10 +406,21 @@ mod tests {
         let bias = own[0].start - page_down(first_load.vaddr);
         let inode = own[0].inode;
         let mut placed = Vec::new();
-        place_segments(&elf, bias, &FileRef { inode, path: exe_path.clone() }, &mut placed);
+        place_segments(
+            &elf,
+            bias,
+            &FileRef {
+                inode,
+                path: exe_path.clone(),
+            },
+            &mut placed,
+        );
         let file_pages: Vec<_> = placed.iter().filter(|m| m.file.is_some()).collect();
         // ld.so's RELRO mprotect may split one segment into two lines: compare coverage.
-        assert_eq!(file_pages.first().unwrap().start, own.first().unwrap().start);
+        assert_eq!(
+            file_pages.first().unwrap().start,
+            own.first().unwrap().start
+        );
         let placed_end = file_pages.last().map(|m| m.start + m.len).unwrap();
         assert_eq!(placed_end, own.last().unwrap().end);
     }

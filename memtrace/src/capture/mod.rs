@@ -76,7 +76,11 @@ impl Capture {
 
 /// Puts the mappings the kernel made for an exec in front of the exec event, as the model
 /// expects them. Returns false when the image could not be read.
-fn push_kernel_mappings(exec: &Event, image: &exec_image::LoadedImage, out: &mut Vec<Event>) -> bool {
+fn push_kernel_mappings(
+    exec: &Event,
+    image: &exec_image::LoadedImage,
+    out: &mut Vec<Event>,
+) -> bool {
     match exec_image::kernel_mappings(image) {
         Ok(mappings) => {
             out.extend(mappings.into_iter().map(|mapping| Event {

@@ -115,6 +115,7 @@ impl Model {
     }
 
     /// Every process seen, in order of first appearance, with its layout now (or at exit).
+    /// Includes children only seen being forked; [`Process::traced`] tells them apart.
     pub fn processes(&self) -> impl Iterator<Item = ProcessView<'_>> + '_ {
         self.processes.iter().map(|process| self.view(process))
     }
@@ -187,26 +188,30 @@ impl Model {
                 self.ignored_events += 1;
                 None
             }
-            Lookup::Missing => Some(self.create_process(event, event.pid, birth)),
+            Lookup::Missing => {
+                let id = self.create_process(event, event.pid, birth);
+                self.touch(id, event);
+                Some(id)
+            }
         }
     }
 
-    /// What any event tells about its process.
+    /// What any event of its own tells about its process, starting with: it is traced.
     fn touch(&mut self, id: usize, event: &Event) {
         let process = &mut self.processes[id];
+        process.traced = true;
         // Threads may carry their own names; the process is named by its main thread.
         if event.tid == event.pid {
             process.comm = event.comm;
         }
         if process.abi == Abi::Unknown {
-            process.abi = abi_before_exec(event);
+            process.abi = event.abi;
         }
     }
 
     fn create_process(&mut self, event: &Event, pid: u32, birth: Birth) -> usize {
         let mm = self.new_mm(AddressSpace::new());
-        let abi = abi_before_exec(event);
-        let process = Process::new(pid, event.comm, abi, birth, event.time_ns, mm);
+        let process = Process::new(pid, event.comm, event.abi, birth, event.time_ns, mm);
         self.add_process(process)
     }
 
@@ -309,12 +314,17 @@ impl Model {
     }
 
     fn exec(&mut self, event: &Event, record: &ExecRecord) {
-        // The process's ABI until now, read before this event touches it. The event's own ABI
-        // cannot tell: the kernel switches the task's mode while loading the image, so it is
-        // already the new image's.
-        let from_abi = match self.lookup(event.pid, event.time_ns) {
+        // An exec event carries the ABI execve was called from (the kernel has switched the
+        // task to the new image's mode by then; the probe takes the caller's from the
+        // syscall's entry). Fall back on what the process was known to be.
+        let known_abi = match self.lookup(event.pid, event.time_ns) {
             Lookup::Current(id) => self.processes[id].abi,
             Lookup::Late(_) | Lookup::Missing => Abi::Unknown,
+        };
+        let from_abi = if event.abi == Abi::Unknown {
+            known_abi
+        } else {
+            event.abi
         };
         let Some(id) = self.process_for(event, Birth::Lazy) else {
             return;
@@ -401,14 +411,5 @@ impl Model {
         process.ppid = record.ppid;
         process.exe = record.exe.clone();
         process.brk.reset(record.start_brk, record.brk);
-    }
-}
-
-/// The ABI an event tells about its process. The kernel switches a task to the new image's
-/// ABI while loading it, so an exec's own events would misstate what the process was before.
-fn abi_before_exec(event: &Event) -> Abi {
-    match event.body {
-        EventBody::Exec(_) | EventBody::ExecMapping(_) => Abi::Unknown,
-        _ => event.abi,
     }
 }

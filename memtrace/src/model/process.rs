@@ -43,6 +43,9 @@ pub struct Process {
     pub(crate) exe: String,
     pub(crate) abi: Abi,
     pub(crate) birth: Birth,
+    /// Events of its own reached us: it was traced, not only seen being forked by a traced
+    /// parent (children without `--follow`).
+    pub(crate) traced: bool,
     pub(crate) first_seen_ns: u64,
     pub(crate) execs: Vec<ExecInfo>,
     pub(crate) exit: Option<ExitInfo>,
@@ -73,6 +76,7 @@ impl Process {
             exe: String::new(),
             abi,
             birth,
+            traced: false,
             first_seen_ns: time_ns,
             execs: Vec::new(),
             exit: None,
@@ -126,6 +130,10 @@ impl Process {
 
     pub fn alive(&self) -> bool {
         self.exit.is_none()
+    }
+
+    pub fn traced(&self) -> bool {
+        self.traced
     }
 
     pub fn stats(&self) -> &SyscallStats {

@@ -127,7 +127,7 @@ fn brk(
     }
 }
 
-fn mmap(target: SyscallTarget<'_>, record: &SyscallRecord, start: u64, created: Creation) {
+fn mmap(mut target: SyscallTarget<'_>, record: &SyscallRecord, start: u64, created: Creation) {
     let [_, len, prot, flags, fd, offset] = record.args;
     let len = page_align_up(len);
     let Some(end) = start.checked_add(len).filter(|_| len > 0) else {
@@ -142,7 +142,7 @@ fn mmap(target: SyscallTarget<'_>, record: &SyscallRecord, start: u64, created: 
     let backing = if flags & MAP_ANONYMOUS != 0 {
         Backing::anonymous(shared)
     } else {
-        file_backing(&target, record, fd as u32)
+        file_backing(&mut target, record, fd as u32)
     };
     let mut region = backing.region(start, end, Perms::from_prot(prot, shared), offset, created);
     region.thread_stack = flags & (MAP_STACK | MAP_GROWSDOWN) != 0;
@@ -152,7 +152,7 @@ fn mmap(target: SyscallTarget<'_>, record: &SyscallRecord, start: u64, created: 
 
 /// What a file mapping through `fd` shows: the file the kernel side named, else the memfd the
 /// process got that fd from.
-fn file_backing(target: &SyscallTarget<'_>, record: &SyscallRecord, fd: u32) -> Backing {
+fn file_backing(target: &mut SyscallTarget<'_>, record: &SyscallRecord, fd: u32) -> Backing {
     let fd_memfd = target.process.fds.memfd(fd);
     match &record.file {
         Some(file) => Backing::of_file(file, fd_memfd, target.memfds, target.names),

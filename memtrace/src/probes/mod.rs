@@ -90,7 +90,6 @@ const RAW_TRACEPOINTS: [(&str, &str); 5] = [
     ("sched_process_exit", "sched_process_exit"),
 ];
 
-
 impl Probes {
     /// Checks privileges and kernel support, resolves struct offsets from BTF, then loads and
     /// attaches every program.
@@ -129,7 +128,8 @@ impl Probes {
 
         for (program, tracepoint) in RAW_TRACEPOINTS {
             let raw: &mut RawTracePoint = program_of(&mut ebpf, program)?;
-            raw.load().map_err(|source| ProbeError::Program { program, source })?;
+            raw.load()
+                .map_err(|source| ProbeError::Program { program, source })?;
             raw.attach(tracepoint)
                 .map_err(|source| ProbeError::Program { program, source })?;
         }
@@ -195,7 +195,8 @@ where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
 {
     let program = ebpf.program_mut(name).ok_or(ProbeError::Missing(name))?;
-    program
-        .try_into()
-        .map_err(|source| ProbeError::Program { program: name, source })
+    program.try_into().map_err(|source| ProbeError::Program {
+        program: name,
+        source,
+    })
 }

@@ -19,7 +19,10 @@ pub enum PreflightError {
     #[error("memtrace needs root, or the {0} capabilities: run it with sudo")]
     MissingCapabilities(String),
     #[error("memtrace needs Linux {}.{} or newer (BPF ring buffer, fexit return values); this kernel is {release}", .minimum.0, .minimum.1)]
-    KernelTooOld { minimum: (u32, u32), release: String },
+    KernelTooOld {
+        minimum: (u32, u32),
+        release: String,
+    },
     #[error("this kernel has no BTF ({KERNEL_BTF}): memtrace needs a kernel built with CONFIG_DEBUG_INFO_BTF")]
     NoBtf,
     #[error("reading {0}: {1}")]

@@ -21,10 +21,15 @@ pub fn bytes(value: u64) -> String {
 
 /// `1 region`, `16 regions`.
 pub fn count(value: u64, noun: &str) -> String {
+    count_of(value, noun, &format!("{noun}s"))
+}
+
+/// For nouns that do not just take an s: `2 processes`.
+pub fn count_of(value: u64, singular: &str, plural: &str) -> String {
     if value == 1 {
-        format!("1 {noun}")
+        format!("1 {singular}")
     } else {
-        format!("{value} {noun}s")
+        format!("{value} {plural}")
     }
 }
 
@@ -94,6 +99,13 @@ mod tests {
         assert_eq!(bytes(16 << 20), "16 MiB");
         assert_eq!(bytes(3_800_000_000), "3.54 GiB");
         assert_eq!(bytes(0x886000 - 0x7ac000), "872 KiB");
+    }
+
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(count(1, "region"), "1 region");
+        assert_eq!(count(16, "region"), "16 regions");
+        assert_eq!(count_of(2, "process", "processes"), "2 processes");
     }
 
     #[test]

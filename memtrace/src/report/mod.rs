@@ -56,6 +56,8 @@ pub fn build(model: &Model, session: &SessionInfo) -> Report {
 pub fn build_with(model: &Model, session: &SessionInfo, options: &ReportOptions) -> Report {
     let processes: Vec<ProcessReport> = model
         .processes()
+        // A child forked by a traced parent without --follow was never traced itself.
+        .filter(|view| view.process().traced())
         .map(|view| processes::process_report(&view))
         .collect();
     let findings = processes

@@ -209,7 +209,7 @@ fn sshd_bash_feed(from_abi: Abi) -> Feed {
         },
     )
     .fork(SSHD, BASH, false, false);
-    feed.abi = Abi::X86_64;
+    // The exec and the mappings the kernel makes for it carry the caller's ABI.
     let bash = file(11, "/bin/bash");
     let ld = file(12, "/lib64/ld-2.12.so");
     let libc = file(13, "/lib64/libc-2.12.so");
@@ -231,8 +231,9 @@ fn sshd_bash_feed(from_abi: Abi) -> Feed {
     record.interp_base = 0x11_0000;
     record.personality = 0x0800_0000;
     feed.comm = "bash";
-    feed.exec(BASH, record)
-        .mmap_file(BASH, 0x13_0000, 0x18_0000, RX, MAP_PRIVATE, 3, 0, libc)
+    feed.exec(BASH, record);
+    feed.abi = Abi::X86_64;
+    feed.mmap_file(BASH, 0x13_0000, 0x18_0000, RX, MAP_PRIVATE, 3, 0, libc)
         .mmap_file(BASH, 0x886000, 0x20000, RX, MAP_PRIVATE, 3, 0, libtinfo)
         .brk(BASH, 0, START_BRK)
         .brk(BASH, START_BRK + 0xd0000, START_BRK + 0xd0000)

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::report::format::{bytes, count, hex, since, table};
+use crate::report::format::{bytes, count, count_of, hex, since, table};
 use crate::report::schema::{ExecReport, ProcessReport, Report, UnreleasedGroup};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -43,7 +43,7 @@ fn header(out: &mut String, report: &Report) {
         "memtrace {}: {}, {}, {} lost",
         report.source.as_str(),
         count(report.events, "event"),
-        count(report.processes.len() as u64, "process"),
+        count_of(report.processes.len() as u64, "process", "processes"),
         report.lost_events,
     );
     if report.lost_events > 0 {

@@ -47,6 +47,17 @@ fn fork_copies_the_layout_and_keeps_who_created_what() {
 }
 
 #[test]
+fn a_child_only_seen_being_forked_was_not_traced() {
+    let mut feed = Feed::new();
+    feed.mmap_anon(PARENT, A, PAGE, RW)
+        .fork(PARENT, CHILD, false, false);
+    assert!(feed.model.process(PARENT).unwrap().process().traced());
+    assert!(!feed.model.process(CHILD).unwrap().process().traced());
+    feed.mmap_anon(CHILD, A + PAGE, PAGE, RW);
+    assert!(feed.model.process(CHILD).unwrap().process().traced());
+}
+
+#[test]
 fn threads_share_their_process() {
     let mut feed = Feed::new();
     let thread = PARENT + 7;
@@ -116,8 +127,9 @@ fn exec_replaces_the_layout_with_the_kernels_mappings_and_the_stack() {
     feed.abi = Abi::I386;
     feed.comm = "sshd";
     feed.mmap_anon(PARENT, 0x1000_0000, PAGE, RW);
-    feed.abi = Abi::X86_64;
+    // The exec's own events carry the ABI it was called from.
     exec_bash(&mut feed, PARENT, Abi::X86_64);
+    feed.abi = Abi::X86_64;
     let exe = 0x5555_5555_4000;
     let interp = 0x7f11_2222_0000;
     feed.assert_layout(
@@ -398,10 +410,22 @@ fn a_child_seen_before_its_fork_is_adopted_on_a_copy_of_the_parent() {
 #[test]
 fn an_exec_is_all_memtrace_knows_of_a_process_the_abi_before_is_unknown() {
     let mut feed = Feed::new();
-    feed.abi = Abi::X86_64;
+    // No parked execve entry: the probe could not tell the caller's ABI.
+    feed.abi = Abi::Unknown;
     exec_bash(&mut feed, PARENT, Abi::X86_64);
     let process = feed.model.process(PARENT).unwrap().process();
     let exec = &process.execs()[0];
     assert_eq!((exec.from_abi, exec.to_abi), (Abi::Unknown, Abi::X86_64));
+    assert_eq!(process.abi(), Abi::X86_64);
+}
+
+#[test]
+fn an_exec_event_names_the_abi_it_was_called_from() {
+    let mut feed = Feed::new();
+    feed.abi = Abi::I386;
+    exec_bash(&mut feed, PARENT, Abi::X86_64);
+    let process = feed.model.process(PARENT).unwrap().process();
+    let exec = &process.execs()[0];
+    assert_eq!((exec.from_abi, exec.to_abi), (Abi::I386, Abi::X86_64));
     assert_eq!(process.abi(), Abi::X86_64);
 }
