@@ -6,10 +6,17 @@ use memtrace_tests::{memtrace, memtrace_bin, require_root};
 
 #[track_caller]
 fn assert_one_line_error(output: &std::process::Output, expected: &str) {
-    assert!(!output.status.success(), "expected a failure, got {:?}", output.status);
+    assert!(
+        !output.status.success(),
+        "expected a failure, got {:?}",
+        output.status
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "one line, got:\n{stderr}");
-    assert!(stderr.contains(expected), "expected {expected:?} in {stderr:?}");
+    assert!(
+        stderr.contains(expected),
+        "expected {expected:?} in {stderr:?}"
+    );
 }
 
 #[test]
@@ -37,12 +44,20 @@ fn ring_buffer_size_must_be_a_power_of_two() {
 fn not_root_names_the_missing_capabilities() {
     require_root();
     let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
         .arg(memtrace_bin())
         .args(["--", "true"])
         .output()
         .expect("setpriv (util-linux) runs memtrace as nobody");
-    assert_one_line_error(&output, "needs root, or the CAP_BPF and CAP_PERFMON capabilities");
+    assert_one_line_error(
+        &output,
+        "needs root, or the CAP_BPF and CAP_PERFMON capabilities",
+    );
 }
 
 #[test]
@@ -51,5 +66,8 @@ fn a_command_that_cannot_run() {
     let output = memtrace(&["--", "/nonexistent/program"]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("cannot run /nonexistent/program"), "{stderr}");
+    assert!(
+        stderr.contains("cannot run /nonexistent/program"),
+        "{stderr}"
+    );
 }

@@ -17,7 +17,10 @@ type Attributes = (String, String);
 /// `/memfd:NAME (deleted)`, anonymous memory with no name.
 fn normalized_backing(name: &str) -> String {
     let name = name.trim_end_matches(" (deleted)");
-    let name = name.strip_prefix('/').filter(|n| n.starts_with("memfd:")).unwrap_or(name);
+    let name = name
+        .strip_prefix('/')
+        .filter(|n| n.starts_with("memfd:"))
+        .unwrap_or(name);
     match name {
         "" | "[anon]" => String::new(),
         other => other.to_string(),
@@ -91,7 +94,9 @@ fn agreement(kernel: &[Interval], rebuilt: &[Interval]) -> (f64, String) {
         if ours == theirs {
             agreeing += end - start;
         } else {
-            differences.push_str(&format!("  {start:#x}-{end:#x}: kernel {theirs:?}, memtrace {ours:?}\n"));
+            differences.push_str(&format!(
+                "  {start:#x}-{end:#x}: kernel {theirs:?}, memtrace {ours:?}\n"
+            ));
         }
     }
     (agreeing as f64 / union.max(1) as f64, differences)
@@ -112,7 +117,11 @@ fn assert_layout_agrees(process: &Value, maps: &str) {
 #[track_caller]
 fn only_process<'a>(report: &'a Value, exe_suffix: &str) -> &'a Value {
     let found = processes_running(report, exe_suffix);
-    assert_eq!(found.len(), 1, "one process running {exe_suffix}: {report:#}");
+    assert_eq!(
+        found.len(),
+        1,
+        "one process running {exe_suffix}: {report:#}"
+    );
     found[0]
 }
 
@@ -130,7 +139,10 @@ fn doublemapper(abi: Abi) {
     let scratch = Scratch::new(&format!("doublemapper-{}", abi.name()));
     let maps = scratch.file("maps");
     let exe = program("doublemapper", abi, Runtime::Libc);
-    let run = memtrace_json(&scratch, &["--", exe.to_str().unwrap(), "8", maps.to_str().unwrap()]);
+    let run = memtrace_json(
+        &scratch,
+        &["--", exe.to_str().unwrap(), "8", maps.to_str().unwrap()],
+    );
     run.assert_success();
     let report = run.report();
     let process = &processes(report)[0];
@@ -142,7 +154,10 @@ fn doublemapper(abi: Abi) {
     assert_eq!(finding["name"], "memfd:doublemapper");
     assert_eq!(finding["regions"], 16);
     assert_eq!(finding["bytes"], 64 * MIB);
-    assert!(finding["message"].as_str().unwrap().contains("DOTNET_EnableWriteXorExecute=0"));
+    assert!(finding["message"]
+        .as_str()
+        .unwrap()
+        .contains("DOTNET_EnableWriteXorExecute=0"));
 
     let groups = process["unreleased"]["groups"].as_array().unwrap();
     let memfd_groups: Vec<_> = groups.iter().filter(|g| g["kind"] == "memfd").collect();
@@ -177,7 +192,10 @@ fn large_blocks(abi: Abi) {
     let scratch = Scratch::new(&format!("bigalloc-{}", abi.name()));
     let maps = scratch.file("maps");
     let exe = program("bigalloc", abi, Runtime::Libc);
-    let run = memtrace_json(&scratch, &["--", exe.to_str().unwrap(), "6", maps.to_str().unwrap()]);
+    let run = memtrace_json(
+        &scratch,
+        &["--", exe.to_str().unwrap(), "6", maps.to_str().unwrap()],
+    );
     run.assert_success();
     let report = run.report();
     let process = &processes(report)[0];
@@ -192,7 +210,11 @@ fn large_blocks(abi: Abi) {
         .flat_map(|g| g["regions"].as_array().unwrap())
         .filter(|r| r["len"].as_u64().unwrap() >= MIB)
         .collect();
-    assert_eq!(anon.len(), 6, "only the six leaked 16 MiB blocks: {anon:#?}");
+    assert_eq!(
+        anon.len(),
+        6,
+        "only the six leaked 16 MiB blocks: {anon:#?}"
+    );
     for region in anon {
         let len = region["len"].as_u64().unwrap();
         assert!((16 * MIB..16 * MIB + 64 * 1024).contains(&len), "{region}");
@@ -220,7 +242,13 @@ fn starved_heap(abi: Abi) {
     let exe = program("brk_starve", abi, Runtime::Libc);
     let run = memtrace_json(
         &scratch,
-        &["--", exe.to_str().unwrap(), blocker.to_str().unwrap(), "20", maps.to_str().unwrap()],
+        &[
+            "--",
+            exe.to_str().unwrap(),
+            blocker.to_str().unwrap(),
+            "20",
+            maps.to_str().unwrap(),
+        ],
     );
     run.assert_success();
     let report = run.report();
@@ -237,7 +265,10 @@ fn starved_heap(abi: Abi) {
     let found = findings(report, "brk-exhausted");
     assert_eq!(found.len(), 1, "{report:#}");
     assert_eq!(found[0]["failed_calls"], 5);
-    assert!(found[0]["message"].as_str().unwrap().contains("blocker.dat"));
+    assert!(found[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("blocker.dat"));
 }
 
 #[test]
@@ -261,13 +292,23 @@ fn exec_from_32_to_64_bit_has_both_layouts_right() {
     let maps = scratch.file("maps");
     let run = memtrace_json(
         &scratch,
-        &["--follow", "--", parent.to_str().unwrap(), child.to_str().unwrap(), "1", maps.to_str().unwrap()],
+        &[
+            "--follow",
+            "--",
+            parent.to_str().unwrap(),
+            child.to_str().unwrap(),
+            "1",
+            maps.to_str().unwrap(),
+        ],
     );
     run.assert_success();
     let report = run.report();
     let child_entry = only_process(report, "doublemapper-64");
     let exec = &child_entry["execs"][0];
-    assert_eq!((&exec["from_abi"], &exec["to_abi"]), (&"i386".into(), &"x86_64".into()));
+    assert_eq!(
+        (&exec["from_abi"], &exec["to_abi"]),
+        (&"i386".into(), &"x86_64".into())
+    );
     assert!(exec["interp_base"].as_u64().unwrap() > exec["exe_base"].as_u64().unwrap());
     assert_layout_agrees(child_entry, &std::fs::read_to_string(&maps).unwrap());
     let parent_entry = only_process(report, "exec_child-32");
@@ -322,13 +363,22 @@ fn real_programs_layouts_agree() {
     );
     let run = memtrace_json(&scratch, &["--", "bash", "-c", &script]);
     run.assert_success();
-    assert_layout_agrees(&processes(run.report())[0], &std::fs::read_to_string(&maps).unwrap());
+    assert_layout_agrees(
+        &processes(run.report())[0],
+        &std::fs::read_to_string(&maps).unwrap(),
+    );
 
     let maps = scratch.file("dd.maps");
     let output = format!("of={}", maps.to_str().unwrap());
-    let run = memtrace_json(&scratch, &["--", "dd", "if=/proc/self/maps", &output, "status=none"]);
+    let run = memtrace_json(
+        &scratch,
+        &["--", "dd", "if=/proc/self/maps", &output, "status=none"],
+    );
     run.assert_success();
-    assert_layout_agrees(&processes(run.report())[0], &std::fs::read_to_string(&maps).unwrap());
+    assert_layout_agrees(
+        &processes(run.report())[0],
+        &std::fs::read_to_string(&maps).unwrap(),
+    );
 
     let maps = scratch.file("python.maps");
     let script = format!(
@@ -337,5 +387,8 @@ fn real_programs_layouts_agree() {
     );
     let run = memtrace_json(&scratch, &["--", "python3", "-c", &script]);
     run.assert_success();
-    assert_layout_agrees(&processes(run.report())[0], &std::fs::read_to_string(&maps).unwrap());
+    assert_layout_agrees(
+        &processes(run.report())[0],
+        &std::fs::read_to_string(&maps).unwrap(),
+    );
 }

@@ -12,7 +12,11 @@ use memtrace_tests::{
 };
 use serde_json::Value;
 
-fn replay_json(scratch: &Scratch, recording: &std::path::Path, extra: &[&str]) -> (std::process::Output, Value) {
+fn replay_json(
+    scratch: &Scratch,
+    recording: &std::path::Path,
+    extra: &[&str],
+) -> (std::process::Output, Value) {
     let out = scratch.file("replay.json");
     let output = Command::new(memtrace_bin())
         .arg("replay")
@@ -22,7 +26,12 @@ fn replay_json(scratch: &Scratch, recording: &std::path::Path, extra: &[&str]) -
         .output()
         .unwrap();
     let report = serde_json::from_str(&std::fs::read_to_string(&out).unwrap_or_default())
-        .unwrap_or_else(|e| panic!("replay wrote no JSON ({e}); stderr: {}", String::from_utf8_lossy(&output.stderr)));
+        .unwrap_or_else(|e| {
+            panic!(
+                "replay wrote no JSON ({e}); stderr: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
     (output, report)
 }
 
@@ -34,12 +43,19 @@ fn assert_same_report_but_source(live: &Value, replayed: &Value) {
     let mut replayed = replayed.clone();
     live["source"] = Value::Null;
     replayed["source"] = Value::Null;
-    assert!(live == replayed, "replay differs from the live run:\nlive: {live:#}\nreplay: {replayed:#}");
+    assert!(
+        live == replayed,
+        "replay differs from the live run:\nlive: {live:#}\nreplay: {replayed:#}"
+    );
 }
 
 fn live_equals_replay(parent_abi: Abi, child_abi: Abi) {
     require_root();
-    let scratch = Scratch::new(&format!("replay-{}-{}", parent_abi.name(), child_abi.name()));
+    let scratch = Scratch::new(&format!(
+        "replay-{}-{}",
+        parent_abi.name(),
+        child_abi.name()
+    ));
     let recording = scratch.file("session.mtr");
     let parent = program("exec_child", parent_abi, Runtime::Libc);
     let child = program("doublemapper", child_abi, Runtime::Libc);
@@ -59,7 +75,11 @@ fn live_equals_replay(parent_abi: Abi, child_abi: Abi) {
     let mode = std::fs::metadata(&recording).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "layouts defeat ASLR: recordings are private");
     let (output, replayed) = replay_json(&scratch, &recording, &[]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_same_report_but_source(run.report(), &replayed);
 }
 
@@ -81,7 +101,13 @@ fn replay_can_stop_early_and_pick_processes() {
     let forktree = program("forktree", Abi::X86_64, Runtime::Libc);
     memtrace_json(
         &scratch,
-        &["--follow", "--record", recording.to_str().unwrap(), "--", forktree.to_str().unwrap()],
+        &[
+            "--follow",
+            "--record",
+            recording.to_str().unwrap(),
+            "--",
+            forktree.to_str().unwrap(),
+        ],
     )
     .assert_success();
     let (_, everything) = replay_json(&scratch, &recording, &[]);
@@ -105,7 +131,15 @@ fn a_recording_cut_by_kill_9_replays_what_was_written() {
     let recording = scratch.file("session.mtr");
     let flood = program("flood", Abi::X86_64, Runtime::Bare);
     let mut tracer = Command::new(memtrace_bin())
-        .args(["--record", recording.to_str().unwrap(), "--format", "json", "-o", "/dev/null", "--"])
+        .args([
+            "--record",
+            recording.to_str().unwrap(),
+            "--format",
+            "json",
+            "-o",
+            "/dev/null",
+            "--",
+        ])
         .arg(&flood)
         .arg("400000000")
         .stdout(Stdio::null())
@@ -115,14 +149,19 @@ fn a_recording_cut_by_kill_9_replays_what_was_written() {
     std::thread::sleep(Duration::from_millis(2500));
     tracer.kill().unwrap();
     tracer.wait().unwrap();
-    let _ = Command::new("pkill").args(["-KILL", "-f", flood.to_str().unwrap()]).status();
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-f", flood.to_str().unwrap()])
+        .status();
 
     let (output, replayed) = replay_json(&scratch, &recording, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("truncated after"), "{stderr}");
     let events = replayed["events"].as_u64().unwrap();
-    assert!(events > 10_000, "the flushed frames replay: {events} events");
+    assert!(
+        events > 10_000,
+        "the flushed frames replay: {events} events"
+    );
     assert_eq!(processes(&replayed).len(), 1);
 }
 
@@ -132,8 +171,17 @@ fn a_corrupted_frame_is_skipped_and_counted() {
     let scratch = Scratch::new("corrupt");
     let recording = scratch.file("session.mtr");
     let flood = program("flood", Abi::X86_64, Runtime::Bare);
-    memtrace_json(&scratch, &["--record", recording.to_str().unwrap(), "--", flood.to_str().unwrap(), "50000"])
-        .assert_success();
+    memtrace_json(
+        &scratch,
+        &[
+            "--record",
+            recording.to_str().unwrap(),
+            "--",
+            flood.to_str().unwrap(),
+            "50000",
+        ],
+    )
+    .assert_success();
     let mut bytes = std::fs::read(&recording).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x55;
@@ -141,7 +189,10 @@ fn a_corrupted_frame_is_skipped_and_counted() {
     let (output, replayed) = replay_json(&scratch, &recording, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("corrupt frames skipped") || stderr.contains("corrupt at byte"), "{stderr}");
+    assert!(
+        stderr.contains("corrupt frames skipped") || stderr.contains("corrupt at byte"),
+        "{stderr}"
+    );
     assert!(replayed["events"].as_u64().unwrap() > 0);
 }
 
@@ -152,7 +203,10 @@ fn files_that_are_not_recordings_get_one_line() {
     std::fs::write(&path, "hello, this is text\n").unwrap();
     let output = memtrace(&["replay", path.to_str().unwrap()]);
     assert!(!output.status.success());
-    assert_eq!(String::from_utf8_lossy(&output.stderr), "memtrace: not a memtrace recording: bad magic\n");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        "memtrace: not a memtrace recording: bad magic\n"
+    );
 
     let future = scratch.file("future.mtr");
     let mut bytes = b"MEMTRACE".to_vec();

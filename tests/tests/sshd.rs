@@ -28,7 +28,9 @@ impl Drop for Guard {
 
 #[track_caller]
 fn run(command: &mut Command) {
-    let output = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
     assert!(
         output.status.success(),
         "{command:?} failed: {}",
@@ -37,7 +39,12 @@ fn run(command: &mut Command) {
 }
 
 fn ensure_test_user() {
-    let exists = Command::new("id").arg(TEST_USER).output().unwrap().status.success();
+    let exists = Command::new("id")
+        .arg(TEST_USER)
+        .output()
+        .unwrap()
+        .status
+        .success();
     if !exists {
         run(Command::new("useradd").args(["--create-home", "--shell", "/bin/bash", TEST_USER]));
     }
@@ -53,13 +60,20 @@ fn keygen(path: &Path) {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "sshd did not listen on port {port}");
+        assert!(
+            Instant::now() < deadline,
+            "sshd did not listen on port {port}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -99,8 +113,20 @@ fn login(scratch: &Scratch, port: u16, command: &str) -> String {
     let output = Command::new("ssh")
         .arg("-i")
         .arg(scratch.file("client_key"))
-        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
-        .args(["-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-p", &port.to_string()])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+            "-p",
+            &port.to_string(),
+        ])
         .arg(format!("{TEST_USER}@127.0.0.1"))
         .arg(command)
         .output()
@@ -114,15 +140,20 @@ fn login(scratch: &Scratch, port: u16, command: &str) -> String {
 }
 
 fn is_bash(process: &Value) -> bool {
-    process["execs"]
-        .as_array()
-        .is_some_and(|execs| execs.iter().any(|e| e["filename"].as_str().is_some_and(|f| f.ends_with("/bash"))))
+    process["execs"].as_array().is_some_and(|execs| {
+        execs
+            .iter()
+            .any(|e| e["filename"].as_str().is_some_and(|f| f.ends_with("/bash")))
+    })
 }
 
 #[test]
 fn an_ssh_login_is_traced_through_sshd_and_replayed() {
     require_root();
-    assert!(Path::new(SSHD).exists(), "{SSHD} missing: `cargo xtask setup` installs openssh-server");
+    assert!(
+        Path::new(SSHD).exists(),
+        "{SSHD} missing: `cargo xtask setup` installs openssh-server"
+    );
     ensure_test_user();
     let scratch = Scratch::new("sshd");
     let port = free_port();
@@ -138,7 +169,9 @@ fn an_ssh_login_is_traced_through_sshd_and_replayed() {
         .spawn()
         .unwrap();
     let mut attached = String::new();
-    BufReader::new(tracer.stderr.take().unwrap()).read_line(&mut attached).unwrap();
+    BufReader::new(tracer.stderr.take().unwrap())
+        .read_line(&mut attached)
+        .unwrap();
     assert!(attached.contains("attached"), "{attached:?}");
 
     let said = login(&scratch, port, "echo hello-from-bash; ls / > /dev/null");
@@ -149,20 +182,45 @@ fn an_ssh_login_is_traced_through_sshd_and_replayed() {
     assert!(tracer.wait().unwrap().success());
     drop(sshd);
 
-    let live: Value = serde_json::from_str(&std::fs::read_to_string(&live_report).unwrap()).unwrap();
+    let live: Value =
+        serde_json::from_str(&std::fs::read_to_string(&live_report).unwrap()).unwrap();
     let traced = processes(&live);
-    assert!(traced.len() >= 3, "sshd and the session it spawned: {live:#}");
+    assert!(
+        traced.len() >= 3,
+        "sshd and the session it spawned: {live:#}"
+    );
     let bash: Vec<&Value> = traced.iter().filter(|p| is_bash(p)).collect();
     assert!(!bash.is_empty(), "the login exec'd bash: {live:#}");
     let bash = bash[0];
-    let exec = bash["execs"].as_array().unwrap().iter().find(|e| e["filename"].as_str().unwrap().ends_with("/bash")).unwrap();
+    let exec = bash["execs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["filename"].as_str().unwrap().ends_with("/bash"))
+        .unwrap();
     assert_eq!(exec["to_abi"], "x86_64");
     assert!(exec["from_abi"] == "x86_64" || exec["from_abi"] == "i386");
-    assert!(traced.iter().any(|p| p["pid"] == bash["ppid"]), "bash's parent is one of sshd's processes");
-    assert!(bash["brk"]["start"].as_u64().is_some(), "bash's heap: {:#}", bash["brk"]);
+    assert!(
+        traced.iter().any(|p| p["pid"] == bash["ppid"]),
+        "bash's parent is one of sshd's processes"
+    );
+    assert!(
+        bash["brk"]["start"].as_u64().is_some(),
+        "bash's heap: {:#}",
+        bash["brk"]
+    );
     assert!(bash["brk"]["room_total"].as_u64().unwrap() > 1 << 20);
-    assert!(bash["layout"].as_array().unwrap().iter().any(|r| r["name"].as_str().unwrap().ends_with("/bash")));
-    assert!(traced.iter().any(|p| p["exe"].as_str().unwrap_or("").ends_with("/ls")), "bash's child ls");
+    assert!(bash["layout"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["name"].as_str().unwrap().ends_with("/bash")));
+    assert!(
+        traced
+            .iter()
+            .any(|p| p["exe"].as_str().unwrap_or("").ends_with("/ls")),
+        "bash's child ls"
+    );
 
     let replay_report = scratch.file("replay.json");
     let output = Command::new(memtrace_bin())
@@ -171,8 +229,13 @@ fn an_ssh_login_is_traced_through_sshd_and_replayed() {
         .args(["--format", "json", "-o", replay_report.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let mut replayed: Value = serde_json::from_str(&std::fs::read_to_string(&replay_report).unwrap()).unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut replayed: Value =
+        serde_json::from_str(&std::fs::read_to_string(&replay_report).unwrap()).unwrap();
     let mut live = live;
     assert_eq!(replayed["source"], "replay");
     live["source"] = Value::Null;

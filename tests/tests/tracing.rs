@@ -74,7 +74,12 @@ fn a_32_bit_parent_execs_a_64_bit_child() {
     let child = program("counts", Abi::X86_64, Runtime::Bare);
     let run = memtrace_json(
         &scratch,
-        &["--follow", "--", parent.to_str().unwrap(), child.to_str().unwrap()],
+        &[
+            "--follow",
+            "--",
+            parent.to_str().unwrap(),
+            child.to_str().unwrap(),
+        ],
     );
     run.assert_success();
     let report = run.report();
@@ -82,7 +87,10 @@ fn a_32_bit_parent_execs_a_64_bit_child() {
     assert_eq!(parents.len(), 1, "{report:#}");
     let parent_entry = parents[0];
     assert_eq!(parent_entry["abi"], "i386");
-    assert!(calls(parent_entry, "mmap").0 > 0, "the 32-bit parent's own mmap2 calls count");
+    assert!(
+        calls(parent_entry, "mmap").0 > 0,
+        "the 32-bit parent's own mmap2 calls count"
+    );
 
     let children = processes_running(report, "counts-64-bare");
     assert_eq!(children.len(), 1, "{report:#}");
@@ -90,7 +98,10 @@ fn a_32_bit_parent_execs_a_64_bit_child() {
     assert_eq!(child_entry["ppid"], parent_entry["pid"]);
     assert_eq!(child_entry["abi"], "x86_64");
     let exec = &child_entry["execs"][0];
-    assert_eq!((&exec["from_abi"], &exec["to_abi"]), (&"i386".into(), &"x86_64".into()));
+    assert_eq!(
+        (&exec["from_abi"], &exec["to_abi"]),
+        (&"i386".into(), &"x86_64".into())
+    );
     assert_counts_program(child_entry);
     assert_eq!(child_entry["exit_code"], 0);
     assert_eq!(parent_entry["exit_code"], 0);
@@ -101,9 +112,14 @@ fn attach_sees_what_a_sleeping_process_does_next() {
     require_root();
     let scratch = Scratch::new("attach");
     let sleeper = program("sleeper", Abi::X86_64, Runtime::Libc);
-    let mut target = Command::new(&sleeper).stdout(Stdio::piped()).spawn().unwrap();
+    let mut target = Command::new(&sleeper)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut ready = String::new();
-    BufReader::new(target.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+    BufReader::new(target.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
     assert_eq!(ready, "ready\n");
     let pid = target.id();
 
@@ -116,21 +132,36 @@ fn attach_sees_what_a_sleeping_process_does_next() {
         .unwrap();
     // memtrace says when it is attached; only then may the sleeper go on.
     let mut attached = String::new();
-    BufReader::new(tracer.stderr.take().unwrap()).read_line(&mut attached).unwrap();
-    assert!(attached.contains("attached"), "unexpected first line: {attached:?}");
-    Command::new("kill").args(["-USR1", &pid.to_string()]).status().unwrap();
+    BufReader::new(tracer.stderr.take().unwrap())
+        .read_line(&mut attached)
+        .unwrap();
+    assert!(
+        attached.contains("attached"),
+        "unexpected first line: {attached:?}"
+    );
+    Command::new("kill")
+        .args(["-USR1", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(target.wait().unwrap().success());
     let status = wait_with_timeout(&mut tracer, Duration::from_secs(20));
     assert!(status.success(), "memtrace --pid ended with {status:?}");
 
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
     let entry = process(&report, u64::from(pid));
-    assert_eq!(calls(entry, "mmap"), (5, 0), "exactly the mappings made after attach");
+    assert_eq!(
+        calls(entry, "mmap"),
+        (5, 0),
+        "exactly the mappings made after attach"
+    );
     assert_eq!(calls(entry, "munmap"), (0, 0));
     assert_eq!(entry["exit_code"], 0);
     // The layout starts from /proc/PID/maps at attach.
     let layout = entry["layout"].as_array().unwrap();
-    assert!(layout.iter().any(|r| r["origin"] == "snapshot" && r["name"] == "[stack]"));
+    assert!(layout
+        .iter()
+        .any(|r| r["origin"] == "snapshot" && r["name"] == "[stack]"));
 }
 
 #[test]
@@ -143,9 +174,18 @@ fn follow_sees_grandchildren() {
     let report = run.report();
     let family = processes_running(report, "forktree-64");
     assert_eq!(family.len(), 3, "parent, child and grandchild: {report:#}");
-    let root = family.iter().find(|p| calls(p, "execve").0 == 1).expect("the exec'd root");
-    let child = family.iter().find(|p| p["ppid"] == root["pid"]).expect("a child");
-    let grandchild = family.iter().find(|p| p["ppid"] == child["pid"]).expect("a grandchild");
+    let root = family
+        .iter()
+        .find(|p| calls(p, "execve").0 == 1)
+        .expect("the exec'd root");
+    let child = family
+        .iter()
+        .find(|p| p["ppid"] == root["pid"])
+        .expect("a child");
+    let grandchild = family
+        .iter()
+        .find(|p| p["ppid"] == child["pid"])
+        .expect("a grandchild");
     assert_eq!(calls(grandchild, "mmap"), (7, 0));
 }
 
@@ -167,13 +207,23 @@ fn a_full_ring_buffer_counts_every_lost_event() {
     let rounds: u64 = 200_000;
     let run = memtrace_json(
         &scratch,
-        &["--ring-buffer-size", "4096", "--", flood.to_str().unwrap(), &rounds.to_string()],
+        &[
+            "--ring-buffer-size",
+            "4096",
+            "--",
+            flood.to_str().unwrap(),
+            &rounds.to_string(),
+        ],
     );
     run.assert_success();
     let report = run.report();
     let lost = report["lost_events"].as_u64().unwrap();
     assert!(lost > 0, "a 4 KiB ring cannot hold this flood");
-    assert!(run.stderr().contains("events lost"), "losses are said: {}", run.stderr());
+    assert!(
+        run.stderr().contains("events lost"),
+        "losses are said: {}",
+        run.stderr()
+    );
     let entry = &processes(report)[0];
     let delivered = calls(entry, "mmap").0 + calls(entry, "munmap").0;
     // Every mmap and munmap either arrived or was counted as lost; so was the exit event.
@@ -194,7 +244,9 @@ fn untraced_processes_never_appear() {
     run.assert_success();
     let report = run.report();
     assert_eq!(processes(report).len(), 1);
-    assert!(processes(report).iter().all(|p| p["pid"].as_u64() != Some(u64::from(bystander.id()))));
+    assert!(processes(report)
+        .iter()
+        .all(|p| p["pid"].as_u64() != Some(u64::from(bystander.id()))));
     assert_counts_program(&processes(report)[0]);
 }
 
@@ -209,16 +261,40 @@ fn counts_equal_strace_on_real_programs() {
     let object = scratch.file("hello.o");
     let repo = scratch.file("repo");
     let workloads: Vec<Vec<String>> = vec![
-        vec!["python3".into(), "-c".into(), "import json; x = bytearray(64 << 20); print(len(x))".into()],
-        vec!["gcc".into(), "-c".into(), source.display().to_string(), "-o".into(), object.display().to_string()],
-        vec!["git".into(), "init".into(), "-q".into(), repo.display().to_string()],
+        vec![
+            "python3".into(),
+            "-c".into(),
+            "import json; x = bytearray(64 << 20); print(len(x))".into(),
+        ],
+        vec![
+            "gcc".into(),
+            "-c".into(),
+            source.display().to_string(),
+            "-o".into(),
+            object.display().to_string(),
+        ],
+        vec![
+            "git".into(),
+            "init".into(),
+            "-q".into(),
+            repo.display().to_string(),
+        ],
         vec!["bash".into(), "-c".into(), "ls / > /dev/null; true".into()],
     ];
     for workload in workloads {
         let strace_log = scratch.file("strace.log");
-        let mut args: Vec<String> = vec!["--follow".into(), "--".into(), "strace".into(), "-f".into(), "-qq".into()];
+        let mut args: Vec<String> = vec![
+            "--follow".into(),
+            "--".into(),
+            "strace".into(),
+            "-f".into(),
+            "-qq".into(),
+        ];
         args.extend(["-o".into(), strace_log.display().to_string()]);
-        args.extend(["-e".into(), "trace=%memory,memfd_create,execve,execveat".into()]);
+        args.extend([
+            "-e".into(),
+            "trace=%memory,memfd_create,execve,execveat".into(),
+        ]);
         args.extend(workload.iter().cloned());
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let run = memtrace_json(&scratch, &arg_refs);
@@ -231,13 +307,18 @@ fn counts_equal_strace_on_real_programs() {
             let entry = process(report, *pid);
             for name in REPORTED_SYSCALLS {
                 let expected = counts.get(name).copied().unwrap_or((0, 0));
-                assert_eq!(calls(entry, name), expected, "{name} of pid {pid} in {workload:?}");
+                assert_eq!(
+                    calls(entry, name),
+                    expected,
+                    "{name} of pid {pid} in {workload:?}"
+                );
             }
         }
     }
 }
 
-type StraceCounts = std::collections::BTreeMap<u64, std::collections::BTreeMap<&'static str, (u64, u64)>>;
+type StraceCounts =
+    std::collections::BTreeMap<u64, std::collections::BTreeMap<&'static str, (u64, u64)>>;
 
 /// Per pid, (calls, failed) of each reported syscall in `strace -f -o` output. A call split by
 /// another process's line (`<unfinished ...>` / `<... resumed>`) counts once, at its start;
@@ -245,15 +326,21 @@ type StraceCounts = std::collections::BTreeMap<u64, std::collections::BTreeMap<&
 fn strace_counts(log: &str) -> StraceCounts {
     let mut counts = StraceCounts::new();
     for line in log.lines() {
-        let Some((pid, rest)) = line.split_once(' ') else { continue };
-        let Ok(pid) = pid.trim().parse::<u64>() else { continue };
+        let Some((pid, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(pid) = pid.trim().parse::<u64>() else {
+            continue;
+        };
         let rest = rest.trim_start();
         let (name, starts_call) = if let Some(resumed) = rest.strip_prefix("<... ") {
             (resumed.split_whitespace().next().unwrap_or(""), false)
         } else {
             (rest.split('(').next().unwrap_or(""), true)
         };
-        let Some(reported) = reported_name(name) else { continue };
+        let Some(reported) = reported_name(name) else {
+            continue;
+        };
         let entry = counts.entry(pid).or_default().entry(reported).or_default();
         if starts_call {
             entry.0 += 1;
@@ -278,7 +365,10 @@ fn reported_name(strace_name: &str) -> Option<&'static str> {
     })
 }
 
-fn wait_with_timeout(child: &mut std::process::Child, timeout: Duration) -> std::process::ExitStatus {
+fn wait_with_timeout(
+    child: &mut std::process::Child,
+    timeout: Duration,
+) -> std::process::ExitStatus {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
