@@ -14,6 +14,15 @@ pub const COMPONENT_LEN: usize = 64;
 /// Number of program-visible comm bytes (TASK_COMM_LEN).
 pub const COMM_LEN: usize = 16;
 
+/// How much of the user stack (from the stack pointer up) a stack sample copies: enough for
+/// userspace to unwind through libc into the program with DWARF CFI.
+pub const STACK_SAMPLE_BYTES: usize = 8192;
+
+/// By default only mappings of at least this size get a stack sample: large blocks are the
+/// ones that bypass the heap and leak, and sampling every 4 KiB mapping would cost more than
+/// the syscall (see `cargo xtask bench`).
+pub const DEFAULT_STACK_MIN_BYTES: u64 = 64 << 10;
+
 /// The ring buffer's default size. Large enough for bursts of exec-time file mappings; the
 /// benchmark and tests shrink it through `--ring-buffer-size` to exercise the loss counter.
 pub const DEFAULT_RING_BUFFER_BYTES: u32 = 8 << 20;
@@ -48,6 +57,8 @@ pub enum EventKind {
     Exit = 4,
     /// A [`SyscallDetailEvent`].
     SyscallDetail = 6,
+    /// A [`StackSampleEvent`]: the user stack of the syscall just reported by the same thread.
+    StackSample = 7,
 }
 
 impl EventKind {
@@ -58,6 +69,7 @@ impl EventKind {
             3 => Self::Exec,
             4 => Self::Exit,
             6 => Self::SyscallDetail,
+            7 => Self::StackSample,
             _ => return None,
         })
     }
@@ -188,7 +200,7 @@ pub struct SyscallEvent {
     pub args: [u64; 6],
     /// The raw result: an address, a value, or -errno.
     pub ret: i64,
-    /// When the syscall entered; `header.timestamp_ns` is when it returned.
+    /// When the syscall entered (0: not seen); `header.timestamp_ns` is when it returned.
     pub entry_ns: u64,
 }
 
@@ -200,6 +212,22 @@ pub struct SyscallDetailEvent {
     pub syscall: SyscallEvent,
     pub string: [u8; PATH_LEN],
     pub file: FilePath,
+}
+
+/// The user registers and the top of the user stack at a syscall that created memory, for
+/// userspace to unwind. Follows that syscall's own record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StackSampleEvent {
+    pub header: EventHeader,
+    /// Where the syscall returns to, and the stack and frame pointers at that point.
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// How many bytes of `stack` (from `sp` up) were readable.
+    pub len: u32,
+    pub _pad: u32,
+    pub stack: [u8; STACK_SAMPLE_BYTES],
 }
 
 /// Flags in [`ForkEvent::flags`].
@@ -332,6 +360,9 @@ pub struct ProbeConfig {
     /// would cost more than the event itself. The reader also polls on a timer, so a quiet
     /// stream is still delivered promptly.
     pub wakeup_bytes: u64,
+    /// Sample the user stack of mmap/mremap/brk/memfd_create calls that create at least this
+    /// many bytes (`u64::MAX`: never).
+    pub stack_min_bytes: u64,
 }
 
 /// Names shared by the two sides.
@@ -400,4 +431,5 @@ mod record_bytes {
     unsafe impl RecordBytes for ForkEvent {}
     unsafe impl RecordBytes for ExecEvent {}
     unsafe impl RecordBytes for ExitEvent {}
+    unsafe impl RecordBytes for StackSampleEvent {}
 }

@@ -15,6 +15,7 @@
 #![no_main]
 
 mod emit;
+mod in_flight;
 mod kernel;
 mod process;
 mod syscalls;
@@ -35,6 +36,7 @@ static CONFIG: ProbeConfig = ProbeConfig {
     follow_children: 0,
     log_enabled: 0,
     wakeup_bytes: 0,
+    stack_min_bytes: u64::MAX,
 };
 
 /// Everything the kernel side reports. Userspace sizes it with `--ring-buffer-size`.
@@ -46,7 +48,8 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BUFFER_BYTES, 0);
 #[map]
 static TRACED: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
 
-/// Syscalls between entry and exit, by tid: exit needs the arguments entry saw.
+/// Syscalls between entry and exit, by tid, when the per-CPU slot of `in_flight` cannot
+/// hold them (and always execve, which the exec tracepoint looks up).
 #[map]
 static PENDING: HashMap<u32, PendingSyscall> = HashMap::with_max_entries(16384, 0);
 
@@ -54,10 +57,16 @@ static PENDING: HashMap<u32, PendingSyscall> = HashMap::with_max_entries(16384, 
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost_slot::COUNT, 0);
 
-/// Room to build a [`PendingSyscall`] before it is copied into [`PENDING`]: it is larger than
-/// the 512-byte eBPF stack allows.
+/// The filename of an execve in flight, by tid, read at entry: a successful exec returns into
+/// a new image where the old memory is gone. Apart from [`PENDING`] so that the common
+/// syscalls do not copy 256 bytes they never use.
 #[map]
-static SCRATCH: PerCpuArray<PendingSyscall> = PerCpuArray::with_max_entries(1, 0);
+static EXEC_FILENAMES: HashMap<u32, [u8; PATH_LEN]> = HashMap::with_max_entries(1024, 0);
+
+/// Room to read an exec filename into before it is copied into [`EXEC_FILENAMES`]: the eBPF
+/// stack is only 512 bytes.
+#[map]
+static FILENAME_SCRATCH: PerCpuArray<[u8; PATH_LEN]> = PerCpuArray::with_max_entries(1, 0);
 
 /// What `sys_enter` remembers for `sys_exit`.
 #[repr(C)]
@@ -72,7 +81,6 @@ pub struct PendingSyscall {
     _pad: u32,
     entry_ns: u64,
     args: [u64; 6],
-    string: [u8; PATH_LEN],
 }
 
 #[cfg(not(test))]

@@ -6,8 +6,9 @@ use memtrace_common::{fork_flags, Abi, EventKind, ExecEvent, ExitEvent, ForkEven
 
 use crate::{
     emit::{current_ids, header, is_traced, log_enabled, reserve, submit_flags},
+    in_flight,
     kernel::{current_abi, fill_file_path, offset, read, read_kernel_string, KernelPtr},
-    CONFIG, PENDING, TRACED,
+    CONFIG, EXEC_FILENAMES, PENDING, TRACED,
 };
 
 /// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`, run by the
@@ -87,6 +88,12 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
             let moved = unsafe { *pending };
             let _ = PENDING.insert(tid, moved, 0);
             let _ = PENDING.remove(old_tid);
+        }
+        if let Some(filename) = EXEC_FILENAMES.get_ptr(old_tid) {
+            // SAFETY: valid map value until removed; copied before removal.
+            let filename = unsafe { *filename };
+            let _ = EXEC_FILENAMES.insert(tid, filename, 0);
+            let _ = EXEC_FILENAMES.remove(old_tid);
         }
     }
 
@@ -209,7 +216,8 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let task: KernelPtr = ctx.arg(0);
     let group_dead = ctx.arg::<u64>(1) & 0xff != 0;
     // A thread killed inside a syscall never reaches sys_exit.
-    let _ = PENDING.remove(tid);
+    in_flight::forget(tid);
+    let _ = EXEC_FILENAMES.remove(tid);
     if group_dead {
         let _ = TRACED.remove(tgid);
     }

@@ -1,25 +1,30 @@
 //! Syscall entry and exit (`raw_syscalls:sys_enter` / `sys_exit` as raw tracepoints).
 //!
 //! Entry decides whether the syscall is one of ours (by ABI, then number), reads its arguments
-//! and any string argument while the user memory is still there, and parks them in `PENDING`.
+//! and any string argument while the user memory is still there, and parks them (`in_flight`).
 //! Exit pairs them with the result and emits one record. Records that carry a file (mmap of an
 //! fd, memfd_create) or a string resolve them at exit, when the fd is known to be valid.
 
 use aya_ebpf::{
     bindings::pt_regs,
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_str_bytes},
+    helpers::{
+        bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
+        bpf_probe_read_user_str_bytes,
+    },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
 use aya_log_ebpf::warn;
 use memtrace_common::{
-    lost_slot, syscall_flags, Abi, EventKind, Syscall, SyscallDetailEvent, SyscallEvent,
+    lost_slot, syscall_flags, Abi, EventKind, StackSampleEvent, Syscall, SyscallDetailEvent,
+    SyscallEvent,
 };
 
 use crate::{
     emit::{count_lost, current_ids, header, is_traced, log_enabled, reserve, submit_flags},
+    in_flight,
     kernel::{current_abi, file_of_fd, fill_file_path, read, KernelPtr},
-    PendingSyscall, PENDING, SCRATCH,
+    PendingSyscall, CONFIG, EXEC_FILENAMES, FILENAME_SCRATCH,
 };
 
 const MAP_ANONYMOUS: u64 = 0x20;
@@ -48,16 +53,15 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     };
     let regs: KernelPtr = ctx.arg(0);
 
-    let pending = SCRATCH.get_ptr_mut(0).ok_or(0i64)?;
-    // SAFETY: per-CPU scratch slot, exclusively ours until this program returns.
-    let pending = unsafe { &mut *pending };
-    pending.syscall = syscall as u32;
-    pending.flags = 0;
-    pending.abi = abi as u32;
-    // SAFETY: no arguments; CLOCK_MONOTONIC.
-    pending.entry_ns = unsafe { bpf_ktime_get_ns() };
-    pending.args = read_args(regs, abi)?;
-
+    let mut pending = PendingSyscall {
+        syscall: syscall as u32,
+        flags: 0,
+        abi: abi as u32,
+        _pad: 0,
+        // SAFETY: no arguments; CLOCK_MONOTONIC.
+        entry_ns: unsafe { bpf_ktime_get_ns() },
+        args: read_args(regs, abi)?,
+    };
     match syscall {
         Syscall::OldMmap => {
             // old_mmap passes one pointer to a block of six 32-bit values.
@@ -68,12 +72,12 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
                 *arg = u64::from(value);
             }
         }
-        Syscall::Execve => read_user_string(pending, 0),
-        Syscall::Execveat => read_user_string(pending, 1),
+        Syscall::Execve => park_exec_filename(&mut pending, tid, 0),
+        Syscall::Execveat => park_exec_filename(&mut pending, tid, 1),
         _ => {}
     }
 
-    if PENDING.insert(tid, pending, 0).is_err() {
+    if in_flight::park(tid, &pending).is_err() {
         count_lost(lost_slot::PENDING_FULL);
         if log_enabled() {
             warn!(ctx, "memtrace: in-flight syscall table full, tid {}", tid);
@@ -100,27 +104,122 @@ fn read_args(regs: KernelPtr, abi: Abi) -> Result<[u64; 6], i64> {
     })
 }
 
-fn read_user_string(pending: &mut PendingSyscall, arg: usize) {
+/// Reads the exec filename while the caller's memory still exists (it lives on the stack, so
+/// it is resident) and parks it for exit.
+fn park_exec_filename(pending: &mut PendingSyscall, tid: u32, arg: usize) {
     let Some(&address) = pending.args.get(arg) else {
         return;
     };
-    // SAFETY: the helper checks the user address and bounds the copy by the buffer.
-    if unsafe { bpf_probe_read_user_str_bytes(address as *const u8, &mut pending.string) }.is_ok() {
+    let Some(buffer) = FILENAME_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch slot, exclusively ours until this program returns; the helper
+    // checks the user address and bounds the copy by the buffer.
+    let buffer = unsafe { &mut *buffer };
+    if unsafe { bpf_probe_read_user_str_bytes(address as *const u8, buffer) }.is_ok()
+        && EXEC_FILENAMES.insert(tid, buffer, 0).is_ok()
+    {
         pending.flags |= syscall_flags::HAS_STRING;
     }
 }
 
 fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
-    let Some(pending) = PENDING.get_ptr(tid) else {
+    if !is_traced(tgid) {
         return Ok(());
+    }
+    let regs: KernelPtr = ctx.arg(0);
+    let pending = match in_flight::take(tid) {
+        Some(pending) => pending,
+        // Entry was not seen (the process was attached mid-syscall) or its record was lost
+        // (the task moved to another CPU and its slot was reused): the arguments are still in
+        // the user registers; only the latency is unknown.
+        None => match unparked_syscall(regs)? {
+            Some(pending) => pending,
+            None => return Ok(()),
+        },
     };
-    // SAFETY: a map value pointer, valid until we remove the entry below.
-    let pending = unsafe { &*pending };
     let ret: i64 = ctx.arg(1);
-    let result = emit_syscall(pending, tgid, tid, ret);
-    let _ = PENDING.remove(tid);
+    let result = emit_syscall(&pending, tgid, tid, ret);
+    if result.is_ok() && wants_stack_sample(&pending, ret) {
+        let _ = emit_stack_sample(regs, Abi::from_u32(pending.abi), tgid, tid);
+    }
+    if pending.flags & syscall_flags::HAS_STRING != 0 {
+        let _ = EXEC_FILENAMES.remove(tid);
+    }
     result
+}
+
+/// A traced syscall seen only at its exit, rebuilt from the registers (`entry_ns` 0: unknown).
+fn unparked_syscall(regs: KernelPtr) -> Result<Option<PendingSyscall>, i64> {
+    let abi = current_abi();
+    let saved: pt_regs = read(regs, 0)?;
+    let Some(syscall) = Syscall::from_number(abi, saved.orig_rax as i64) else {
+        return Ok(None);
+    };
+    // execve's registers belong to the new image by now; the exec event tells about it.
+    if matches!(
+        syscall,
+        Syscall::Execve | Syscall::Execveat | Syscall::OldMmap
+    ) {
+        return Ok(None);
+    }
+    Ok(Some(PendingSyscall {
+        syscall: syscall as u32,
+        flags: 0,
+        abi: abi as u32,
+        _pad: 0,
+        entry_ns: 0,
+        args: read_args(regs, abi)?,
+    }))
+}
+
+/// Calls that create memory, large enough to be worth a stack (`ProbeConfig::stack_min_bytes`).
+fn wants_stack_sample(pending: &PendingSyscall, ret: i64) -> bool {
+    let threshold = unsafe { core::ptr::read_volatile(&raw const CONFIG.stack_min_bytes) };
+    if threshold == u64::MAX || (-4095..0).contains(&ret) {
+        return false;
+    }
+    let created = match Syscall::from_u32(pending.syscall) {
+        Some(Syscall::Mmap | Syscall::Mmap2 | Syscall::OldMmap) => pending.args[1],
+        Some(Syscall::Mremap) => pending.args[2],
+        // A memfd is rare and names what will be mapped: always worth its stack.
+        Some(Syscall::MemfdCreate) => u64::MAX,
+        // A brk that moved the break to where it was asked: the heap grew or shrank.
+        Some(Syscall::Brk) if pending.args[0] != 0 && ret as u64 == pending.args[0] => u64::MAX,
+        _ => 0,
+    };
+    created >= threshold
+}
+
+/// The user registers and as much of the stack above the stack pointer as can be read (a
+/// main thread's stack may end less than a full sample above it).
+fn emit_stack_sample(regs: KernelPtr, abi: Abi, tgid: u32, tid: u32) -> Result<(), i64> {
+    let regs: pt_regs = read(regs, 0)?;
+    let mut entry = reserve::<StackSampleEvent>().ok_or(0i64)?;
+    let event = entry.as_mut_ptr();
+    // SAFETY: `event` is a reservation of a StackSampleEvent; userspace reads `len` bytes of
+    // `stack`, which are written here, and every other field.
+    unsafe {
+        (*event).header = header(EventKind::StackSample, abi, tgid, tid);
+        (*event).ip = regs.rip;
+        (*event).sp = regs.rsp;
+        (*event).bp = regs.rbp;
+        (*event)._pad = 0;
+        let sp = regs.rsp as *const u8;
+        let stack = &mut (*event).stack;
+        (*event).len = if bpf_probe_read_user_buf(sp, &mut stack[..8192]).is_ok() {
+            8192
+        } else if bpf_probe_read_user_buf(sp, &mut stack[..4096]).is_ok() {
+            4096
+        } else if bpf_probe_read_user_buf(sp, &mut stack[..1024]).is_ok() {
+            1024
+        } else {
+            0
+        };
+    }
+    entry.submit(submit_flags());
+    Ok(())
 }
 
 fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Result<(), i64> {
@@ -150,8 +249,12 @@ fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Resu
     // userspace is written below (`file.components` beyond `file.depth` are never read).
     unsafe {
         (*event).syscall = core;
-        (*event).string = pending.string;
-        if let Some(address) = read_at_exit {
+        if pending.flags & syscall_flags::HAS_STRING != 0 {
+            match EXEC_FILENAMES.get_ptr(tid) {
+                Some(parked) => (*event).string = *parked,
+                None => (*event).string[0] = 0,
+            }
+        } else if let Some(address) = read_at_exit {
             if bpf_probe_read_user_str_bytes(address as *const u8, &mut (*event).string).is_ok() {
                 (*event).syscall.flags |= syscall_flags::HAS_STRING;
             }
