@@ -23,3 +23,4 @@ pub mod record;
 pub mod replay;
 pub mod report;
 pub mod session;
+pub mod stacks;

@@ -1,0 +1,173 @@
+//! The ELF facts both the unwinder and the symbolizer need, and how a module file on disk is
+//! recognised again.
+//!
+//! Files are read through `object::ReadCache` (plain reads, no mmap): a module may be
+//! overwritten in place while memtrace runs, and a mapped file would then change under the
+//! caches, or fault past its new end.
+
+use std::{
+    fs::{self, File},
+    io,
+    ops::Range,
+    os::unix::fs::MetadataExt,
+    path::Path,
+    sync::Arc,
+};
+
+use object::{read::ReadCache, Object, ObjectSection, ObjectSegment};
+
+/// An opened module file, parsed lazily: only the parts asked for are read.
+pub(crate) struct ElfFile {
+    data: ReadCache<File>,
+    pub identity: FileIdentity,
+}
+
+impl ElfFile {
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let file = File::open(path)?;
+        let identity = FileIdentity::of(&file.metadata()?);
+        Ok(Self {
+            data: ReadCache::new(file),
+            identity,
+        })
+    }
+
+    pub fn parse(&self) -> Option<object::File<'_, &ReadCache<File>>> {
+        let parsed = object::File::parse(&self.data).ok()?;
+        (parsed.format() == object::BinaryFormat::Elf).then_some(parsed)
+    }
+}
+
+/// What tells one version of a file at a path from another without reading it: a file replaced
+/// on disk gets a new inode (rename) or a new size and modification time (overwrite in place).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct FileIdentity {
+    device: u64,
+    inode: u64,
+    size: u64,
+    modified_ns: i128,
+}
+
+impl FileIdentity {
+    pub fn of(metadata: &fs::Metadata) -> Self {
+        Self {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+            size: metadata.size(),
+            modified_ns: i128::from(metadata.mtime()) * 1_000_000_000
+                + i128::from(metadata.mtime_nsec()),
+        }
+    }
+
+    /// The identity of the file at `path` now, or `None` if it cannot be stat'ed.
+    pub fn current(path: &Path) -> Option<Self> {
+        fs::metadata(path).ok().map(|metadata| Self::of(&metadata))
+    }
+}
+
+/// One `PT_LOAD` segment: where its bytes sit in the file and the address the ELF states for
+/// them (its SVMA).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LoadSegment {
+    file_offset: u64,
+    file_size: u64,
+    svma: u64,
+}
+
+/// The loadable segments of `file`, by file offset.
+pub(crate) fn load_segments<'data>(file: &impl Object<'data>) -> Vec<LoadSegment> {
+    let mut segments: Vec<LoadSegment> = file
+        .segments()
+        .map(|segment| {
+            let (file_offset, file_size) = segment.file_range();
+            LoadSegment {
+                file_offset,
+                file_size,
+                svma: segment.address(),
+            }
+        })
+        .collect();
+    segments.sort_by_key(|segment| segment.file_offset);
+    segments
+}
+
+/// Pages are mapped whole, so a mapping may start up to this far before its segment's first
+/// byte (e.g. a data segment at file offset 0x1cf8d0 is mapped from offset 0x1cf000).
+const PAGE_SIZE: u64 = 4096;
+
+/// The SVMA that file offset `offset` is loaded at, going by the segment that maps it.
+pub(crate) fn svma_of_file_offset(segments: &[LoadSegment], offset: u64) -> Option<u64> {
+    let segment = segments.iter().find(|segment| {
+        let first_page = segment.file_offset & !(PAGE_SIZE - 1);
+        (first_page..segment.file_offset + segment.file_size.max(1)).contains(&offset)
+    })?;
+    // Wrapping: an offset in the page before the segment's first byte lies before its SVMA.
+    Some(
+        segment
+            .svma
+            .wrapping_add(offset)
+            .wrapping_sub(segment.file_offset),
+    )
+}
+
+/// The file's GNU build-id note, if it has one.
+pub(crate) fn build_id<'data>(file: &impl Object<'data>) -> Option<Vec<u8>> {
+    file.build_id().ok().flatten().map(<[u8]>::to_vec)
+}
+
+/// A section's stated address range and (uncompressed) contents, shareable between modules.
+pub(crate) struct SectionBytes {
+    pub svma: Range<u64>,
+    pub data: Arc<[u8]>,
+}
+
+pub(crate) fn section_bytes<'data>(file: &impl Object<'data>, name: &str) -> Option<SectionBytes> {
+    let section = file.section_by_name(name)?;
+    let data = section.uncompressed_data().ok()?;
+    Some(SectionBytes {
+        svma: section.address()..section.address() + section.size(),
+        data: Arc::from(&*data),
+    })
+}
+
+/// A section's stated address range, without reading its contents.
+pub(crate) fn section_svma<'data>(file: &impl Object<'data>, name: &str) -> Option<Range<u64>> {
+    let section = file.section_by_name(name)?;
+    Some(section.address()..section.address() + section.size())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(file_offset: u64, file_size: u64, svma: u64) -> LoadSegment {
+        LoadSegment {
+            file_offset,
+            file_size,
+            svma,
+        }
+    }
+
+    #[test]
+    fn file_offsets_map_through_their_segment() {
+        // glibc 2.36's libc.so.6: text at its own offset, data shifted into the page before.
+        let segments = [
+            segment(0, 0x25388, 0),
+            segment(0x26000, 0x1550fc, 0x26000),
+            segment(0x1cf8d0, 0x4f98, 0x1d08d0),
+        ];
+        assert_eq!(svma_of_file_offset(&segments, 0x9a3f1), Some(0x9a3f1));
+        assert_eq!(svma_of_file_offset(&segments, 0x1cf000), Some(0x1d0000));
+        assert_eq!(svma_of_file_offset(&segments, 0x1cf8d0), Some(0x1d08d0));
+        assert_eq!(svma_of_file_offset(&segments, 0x400000), None);
+    }
+
+    #[test]
+    fn a_non_pie_executable_keeps_its_link_addresses() {
+        let segments = [
+            segment(0, 0x1000, 0x400000),
+            segment(0x1000, 0x2000, 0x401000),
+        ];
+        assert_eq!(svma_of_file_offset(&segments, 0x1234), Some(0x401234));
+    }
+}

@@ -1,0 +1,281 @@
+//! Real stacks: the leaker (testdata/leaker.c) is built with gcc at test time, stopped by ptrace
+//! at the mmap its malloc makes inside libc, unwound and symbolized.
+
+mod programs;
+mod tracee;
+
+use std::fs;
+
+use programs::{build_leaker, file_offset_of_function, leaker_line, TempDir};
+use tracee::{capture_large_mmap, Capture};
+
+use super::{symbolize_stack, Frame, StackAbi, Symbolizer, Unwinder};
+
+const MAX_FRAMES: usize = 64;
+
+/// Unwinds and symbolizes the sample, and prints the stack (shown with --nocapture).
+fn symbolized_stack(build: &str, capture: &Capture, symbolizer: &mut Symbolizer) -> Vec<Frame> {
+    let mut unwinder = Unwinder::new();
+    let addresses = unwinder.unwind(&capture.sample, &capture.modules, MAX_FRAMES);
+    let frames = symbolize_stack(symbolizer, &addresses, &capture.modules);
+    // The same sample unwinds the same way from the unwinder's caches.
+    assert_eq!(
+        unwinder.unwind(&capture.sample, &capture.modules, MAX_FRAMES),
+        addresses
+    );
+    eprintln!(
+        "{build}: ip={:#x} sp={:#x} bp={:#x}, {} stack bytes",
+        capture.sample.ip,
+        capture.sample.sp,
+        capture.sample.bp,
+        capture.sample.stack.len()
+    );
+    for (index, frame) in frames.iter().enumerate() {
+        eprintln!("  #{index:<2} {:#014x} {frame}", frame.address);
+    }
+    frames
+}
+
+/// The index of the first frame at or after `from` that names `function`.
+fn position(frames: &[Frame], from: usize, function: &str) -> Option<usize> {
+    frames[from..]
+        .iter()
+        .position(|frame| frame.function.as_deref() == Some(function))
+        .map(|offset| from + offset)
+}
+
+/// Asserts that `functions` appear in this order (not necessarily adjacent); returns their
+/// positions.
+fn assert_in_order(frames: &[Frame], functions: &[&str]) -> Vec<usize> {
+    let mut positions = Vec::new();
+    let mut from = 0;
+    for function in functions {
+        let found = position(frames, from, function)
+            .unwrap_or_else(|| panic!("{function} after frame {from} in {frames:#?}"));
+        positions.push(found);
+        from = found + 1;
+    }
+    positions
+}
+
+fn is_libc(frame: &Frame) -> bool {
+    frame.module.as_deref().is_some_and(|module| {
+        module
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .starts_with("libc.so")
+    })
+}
+
+/// The whole issue for one 64-bit build: the program's frames with their call lines, under
+/// libc's frames, which come first (the syscall is made inside libc).
+fn assert_leak_stack_x86_64(build: &str, flags: &[&str]) {
+    let dir = TempDir::new(build);
+    let binary = build_leaker(&dir, "leaker", flags);
+    let capture = capture_large_mmap(&binary, StackAbi::X86_64);
+    let frames = symbolized_stack(build, &capture, &mut Symbolizer::new());
+
+    let positions = assert_in_order(&frames, &["hx_alloc_tmp", "process_image", "main"]);
+    assert!(
+        is_libc(&frames[0]),
+        "the syscall is made in libc: {frames:#?}"
+    );
+    let libc_names = [
+        "malloc",
+        "mmap",
+        "__mmap",
+        "mmap64",
+        "sysmalloc",
+        "_int_malloc",
+    ];
+    assert!(
+        frames[..positions[0]].iter().any(|frame| is_libc(frame)
+            && frame
+                .function
+                .as_deref()
+                .is_some_and(|name| libc_names.contains(&name))),
+        "a named libc frame before hx_alloc_tmp: {frames:#?}"
+    );
+    // Return addresses are looked up inside their call: each frame names its call's line.
+    let expected_lines = [
+        leaker_line("malloc(bytes)"),
+        leaker_line("hx_alloc_tmp(TMP_BYTES)"),
+        leaker_line("process_image(argc)"),
+    ];
+    for (&index, line) in positions.iter().zip(expected_lines) {
+        let frame = &frames[index];
+        assert!(
+            frame
+                .file
+                .as_deref()
+                .is_some_and(|file| file.ends_with("leaker.c")),
+            "{frame:?}"
+        );
+        assert_eq!(frame.line, Some(line), "{frame:?}");
+        assert_eq!(frame.module.as_deref(), binary.to_str());
+    }
+
+    // Without libc's separate debug file (libc6-dbg), its exported functions are still named
+    // from .dynsym, under their public names.
+    let no_debug_files = dir.path().join("no-debug-files");
+    let mut symbolizer = Symbolizer::with_debug_directory(no_debug_files);
+    let frames = symbolized_stack(
+        &format!("{build}, no debug files"),
+        &capture,
+        &mut symbolizer,
+    );
+    assert_eq!(frames[0].function.as_deref(), Some("mmap"), "{frames:#?}");
+    assert_in_order(
+        &frames,
+        &["malloc", "hx_alloc_tmp", "process_image", "main"],
+    );
+}
+
+#[test]
+fn x86_64_unwinds_through_glibc_without_frame_pointers_anywhere() {
+    assert_leak_stack_x86_64("omit-fp", &["-fomit-frame-pointer"]);
+}
+
+#[test]
+fn x86_64_unwinds_through_glibc_into_a_frame_pointer_program() {
+    assert_leak_stack_x86_64("keep-fp", &["-fno-omit-frame-pointer"]);
+}
+
+#[test]
+fn i386_frame_pointer_walk_reaches_the_program_frames() {
+    let dir = TempDir::new("i386");
+    let binary = build_leaker(&dir, "leaker32", &["-m32", "-fno-omit-frame-pointer"]);
+    let capture = capture_large_mmap(&binary, StackAbi::I386);
+    let frames = symbolized_stack("i386", &capture, &mut Symbolizer::new());
+    let positions = assert_in_order(&frames, &["process_image", "main"]);
+    assert_eq!(
+        frames[positions[0]].line,
+        Some(leaker_line("hx_alloc_tmp(TMP_BYTES)"))
+    );
+    assert_eq!(
+        frames[positions[1]].line,
+        Some(leaker_line("process_image(argc)"))
+    );
+}
+
+#[test]
+fn max_frames_bounds_the_stack() {
+    let dir = TempDir::new("max-frames");
+    let binary = build_leaker(&dir, "leaker", &["-fomit-frame-pointer"]);
+    let capture = capture_large_mmap(&binary, StackAbi::X86_64);
+    let mut unwinder = Unwinder::new();
+    assert_eq!(
+        unwinder.unwind(&capture.sample, &capture.modules, 0),
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        unwinder.unwind(&capture.sample, &capture.modules, 2),
+        unwinder.unwind(&capture.sample, &capture.modules, MAX_FRAMES)[..2]
+    );
+}
+
+/// A program deleted after the unwinder first read it (an upgrade under a running process)
+/// still unwinds from the cache; without it, its frames would have no CFI.
+#[test]
+fn the_unwinder_keeps_modules_deleted_after_first_sight() {
+    let dir = TempDir::new("deleted");
+    let binary = build_leaker(&dir, "leaker", &["-fomit-frame-pointer"]);
+    let capture = capture_large_mmap(&binary, StackAbi::X86_64);
+    let mut unwinder = Unwinder::new();
+    let before = unwinder.unwind(&capture.sample, &capture.modules, MAX_FRAMES);
+    let program = binary.to_str().unwrap();
+    let build_id = Symbolizer::new().build_id(program);
+    assert!(build_id.is_some());
+    assert_eq!(unwinder.module_build_id(program), build_id.as_deref());
+
+    fs::remove_file(&binary).unwrap();
+    assert_eq!(
+        unwinder.unwind(&capture.sample, &capture.modules, MAX_FRAMES),
+        before
+    );
+    let unread = Unwinder::new().unwind(&capture.sample, &capture.modules, MAX_FRAMES);
+    assert!(
+        unread.len() < before.len(),
+        "without the program's CFI the walk stops in it: {unread:x?} vs {before:x?}"
+    );
+}
+
+#[test]
+fn a_missing_module_is_named_by_module_and_offset_only() {
+    let mut symbolizer = Symbolizer::new();
+    let frame = symbolizer.symbolize("/nonexistent/memtrace/libgone.so", 0x1234);
+    assert_eq!(
+        frame.module.as_deref(),
+        Some("/nonexistent/memtrace/libgone.so")
+    );
+    assert_eq!(frame.module_offset, Some(0x1234));
+    assert_eq!((frame.function, frame.file, frame.line), (None, None, None));
+    assert_eq!(
+        symbolizer.build_id("/nonexistent/memtrace/libgone.so"),
+        None
+    );
+}
+
+/// A module replaced on disk by another build keeps the names of the build first seen at its
+/// path; the new build is used only when asked for by its build-id.
+#[test]
+fn a_replaced_module_keeps_the_build_seen_first() {
+    let dir = TempDir::new("replaced");
+    let first = build_leaker(&dir, "first", &["-fomit-frame-pointer"]);
+    let second = build_leaker(&dir, "second", &["-fomit-frame-pointer", "-DOTHER_BUILD"]);
+    let first_offset = file_offset_of_function(&first, "process_image");
+    let second_offset = file_offset_of_function(&second, "other_build_only");
+
+    let module = dir.path().join("libimaging.so");
+    let module_path = module.to_str().unwrap();
+    fs::copy(&first, &module).unwrap();
+    let mut symbolizer = Symbolizer::new();
+    let seen = symbolizer.symbolize(module_path, first_offset);
+    assert_eq!(seen.function.as_deref(), Some("process_image"));
+    let first_id = symbolizer
+        .build_id(module_path)
+        .expect("gcc writes a build-id");
+
+    // Overwritten in place (same inode), as `cp` does.
+    fs::copy(&second, &module).unwrap();
+    let mut fresh = Symbolizer::new();
+    let second_id = fresh.build_id(module_path).expect("gcc writes a build-id");
+    assert_ne!(first_id, second_id);
+
+    let again = symbolizer.symbolize(module_path, first_offset);
+    assert_eq!(
+        again, seen,
+        "the path still answers with the build seen first"
+    );
+    assert_eq!(symbolizer.build_id(module_path), Some(first_id.clone()));
+    let by_first_id = symbolizer.symbolize_inlined(module_path, Some(&first_id), first_offset);
+    assert_eq!(by_first_id, [seen]);
+    let by_second_id = symbolizer.symbolize_inlined(module_path, Some(&second_id), second_offset);
+    assert_eq!(
+        by_second_id[0].function.as_deref(),
+        Some("other_build_only")
+    );
+
+    // Another build than the file holds, and never seen: module and offset only.
+    let unknown_id = [0xab; 20];
+    let unknown = symbolizer.symbolize_inlined(module_path, Some(&unknown_id), first_offset);
+    assert_eq!(unknown[0].function, None);
+    assert_eq!(unknown[0].module_offset, Some(first_offset));
+
+    // Deleted: the builds already read still answer, nothing else does.
+    fs::remove_file(&module).unwrap();
+    assert_eq!(
+        symbolizer
+            .symbolize(module_path, first_offset)
+            .function
+            .as_deref(),
+        Some("process_image")
+    );
+    assert_eq!(
+        Symbolizer::new()
+            .symbolize(module_path, first_offset)
+            .function,
+        None
+    );
+}
