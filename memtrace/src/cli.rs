@@ -12,14 +12,15 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use memtrace_common::DEFAULT_RING_BUFFER_BYTES;
+use memtrace_common::{DEFAULT_RING_BUFFER_BYTES, DEFAULT_STACK_MIN_BYTES};
 
 use crate::{
     launch,
     probes::{ProbeError, ProbeOptions},
     replay::{self, ReplayOptions},
-    report::{self, text::TextOptions, Report, SessionInfo, Source},
+    report::{self, text::TextOptions, FrameName, FrameNamer, Report, SessionInfo, Source},
     session::{self, LiveOptions, Target},
+    stacks::Symbolizer,
 };
 
 /// Trace the memory-mapping syscalls of a command or a running process, rebuild each
@@ -67,6 +68,17 @@ pub struct TraceArgs {
     /// Forward the eBPF programs' own diagnostics (aya-log) to stderr.
     #[arg(long)]
     pub ebpf_log: bool,
+    /// Record who allocated: the user call stack of every mmap, mremap, brk and memfd_create
+    /// that creates at least --stack-min-size bytes (on by default).
+    #[arg(long, overrides_with = "no_stacks")]
+    pub stacks: bool,
+    /// Do not sample call stacks.
+    #[arg(long, overrides_with = "stacks")]
+    pub no_stacks: bool,
+    /// Smallest mapping whose call stack is sampled; 0 samples every call (see
+    /// `cargo xtask bench` for the cost).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_STACK_MIN_BYTES)]
+    pub stack_min_size: u64,
     #[command(flatten)]
     pub output: OutputArgs,
     /// The command to start and trace: `memtrace [OPTIONS] -- CMD [ARGS...]`.
@@ -172,6 +184,7 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
             follow_children: args.follow,
             ring_buffer_bytes: args.ring_buffer_size,
             ebpf_log: args.ebpf_log,
+            stack_min_bytes: (!args.no_stacks).then_some(args.stack_min_size),
         },
         print_events: args.events,
         duration,
@@ -194,7 +207,7 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
         events: outcome.pipeline.events,
         lost: outcome.pipeline.lost,
     };
-    let report = report::build(&outcome.pipeline.model, &info);
+    let report = report::build_named(&outcome.pipeline.model, &info, &mut SymbolNames::new());
     write_report(&report, &args.output)?;
     if outcome.pipeline.lost.total() > 0 {
         eprintln!(
@@ -246,7 +259,7 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         events: replayed.pipeline.events,
         lost: replayed.pipeline.lost,
     };
-    let mut report = report::build(&replayed.pipeline.model, &info);
+    let mut report = report::build_named(&replayed.pipeline.model, &info, &mut SymbolNames::new());
     if !args.pids.is_empty() {
         report.filter_pids(&args.pids);
     }
@@ -256,6 +269,27 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Names call-stack frames from the binaries on this machine; a frame whose binary is gone
+/// (or was replaced by a different build) stays module+offset.
+struct SymbolNames(Symbolizer);
+
+impl SymbolNames {
+    fn new() -> Self {
+        Self(Symbolizer::new())
+    }
+}
+
+impl FrameNamer for SymbolNames {
+    fn name(&mut self, module: &str, file_offset: u64) -> FrameName {
+        let frame = self.0.symbolize(module, file_offset);
+        FrameName {
+            function: frame.function,
+            file: frame.file,
+            line: frame.line,
+        }
+    }
 }
 
 fn write_report(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {

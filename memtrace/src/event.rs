@@ -58,6 +58,16 @@ pub enum EventBody {
     Snapshot(SnapshotRecord),
     /// The kernel side could not deliver some events. Totals so far, not increments.
     Lost(LostRecord),
+    /// The user call stack of this thread's preceding syscall (one that created memory),
+    /// unwound at capture time so that a replay needs neither the stack bytes nor the
+    /// binaries' unwind tables.
+    Stack(StackRecord),
+}
+
+/// Return addresses, innermost first: the first is where the syscall returns to (in libc).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StackRecord {
+    pub frames: Vec<u64>,
 }
 
 /// A file the kernel named by walking its dentries (a mapping's backing file, a memfd).
@@ -157,13 +167,11 @@ impl ExitRecord {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ExecMappingKind {
-    /// An ELF segment mapped with `do_mmap`.
+    /// An ELF segment of the executable or the interpreter.
     Mmap,
-    /// Part of a reservation given back with `vm_munmap`.
-    Munmap,
-    /// Anonymous bss from `vm_brk_flags`.
+    /// Anonymous bss beyond a segment's file pages.
     Bss,
-    /// vdso, vvar and friends (`_install_special_mapping`).
+    /// vdso, vvar and friends.
     Special,
 }
 

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::event::{Abi, Event, EventBody, ExecMappingKind, Syscall, SyscallRecord};
+use crate::event::{Abi, Event, EventBody, Syscall, SyscallRecord};
 
 pub fn abi_name(abi: Abi) -> &'static str {
     match abi {
@@ -55,7 +55,7 @@ pub fn format(event: &Event) -> Option<String> {
             (None, Some(signal)) => format!("+++ killed by {} +++", signal_name(signal)),
             _ => "+++ exited +++".to_string(),
         },
-        EventBody::ExecMapping(mapping) if mapping.kind != ExecMappingKind::Munmap => {
+        EventBody::ExecMapping(mapping) => {
             let name = mapping
                 .file
                 .as_ref()

@@ -5,14 +5,40 @@
 use std::io::Write;
 
 use crate::{
-    event::{Event, EventBody, LostRecord},
+    capture::StackCapture,
+    event::{Abi, Event, EventBody, LostRecord, StackRecord},
     event_line,
-    model::Model,
+    model::{AddressSpace, Model, RegionKind},
     record::{RecordError, RecordingWriter},
+    stacks::{MappedFile, ModuleMap, StackAbi, StackSample, Unwinder},
 };
+
+/// Deep enough for an allocation inside an interpreter; deeper frames rarely tell more.
+const MAX_FRAMES: usize = 64;
+
+/// A process's file mappings, as the unwinder asks for them.
+struct ProcessModules<'m>(&'m AddressSpace);
+
+impl ModuleMap for ProcessModules<'_> {
+    fn mapping_at(&self, address: u64) -> Option<MappedFile> {
+        let region = self.0.region_at(address)?;
+        if region.kind != RegionKind::File {
+            return None;
+        }
+        Some(MappedFile {
+            start: region.start,
+            end: region.end,
+            file_offset: region.offset,
+            path: region.name.as_deref()?.to_string(),
+            executable: region.perms.executable(),
+        })
+    }
+}
 
 pub struct Pipeline {
     pub model: Model,
+    /// Turns live stack samples into call stacks; replay reads stacks already unwound.
+    unwinder: Unwinder,
     printer: Option<Box<dyn Write + Send>>,
     recorder: Option<RecordingWriter>,
     /// Events fed, not counting loss reports.
@@ -25,6 +51,7 @@ impl Pipeline {
     pub fn new(printer: Option<Box<dyn Write + Send>>, recorder: Option<RecordingWriter>) -> Self {
         Self {
             model: Model::new(),
+            unwinder: Unwinder::new(),
             printer,
             recorder,
             events: 0,
@@ -52,6 +79,37 @@ impl Pipeline {
         }
         self.model.apply(event);
         Ok(())
+    }
+
+    /// Unwinds a live stack sample against the process's layout as the model has it now (the
+    /// sample follows its syscall, so the mappings it runs through are known), then feeds the
+    /// result as a `Stack` event: recordings carry frames, not stack bytes.
+    pub fn feed_stack(&mut self, capture: &StackCapture) -> Result<(), RecordError> {
+        let sample = StackSample {
+            abi: match capture.abi {
+                Abi::I386 => StackAbi::I386,
+                _ => StackAbi::X86_64,
+            },
+            ip: capture.ip,
+            sp: capture.sp,
+            bp: capture.bp,
+            stack: capture.stack.clone(),
+        };
+        let frames = match self.model.process(capture.pid) {
+            Some(process) => {
+                let modules = ProcessModules(process.layout());
+                self.unwinder.unwind(&sample, &modules, MAX_FRAMES)
+            }
+            None => return Ok(()),
+        };
+        self.feed(&Event {
+            time_ns: capture.time_ns,
+            pid: capture.pid,
+            tid: capture.tid,
+            comm: capture.comm,
+            abi: capture.abi,
+            body: EventBody::Stack(StackRecord { frames }),
+        })
     }
 
     pub fn recorder_mut(&mut self) -> Option<&mut RecordingWriter> {

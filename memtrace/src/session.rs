@@ -14,7 +14,7 @@ use nix::time::{clock_gettime, ClockId};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    capture::Capture,
+    capture::{Capture, Captured},
     event::{Abi, Comm, Event, EventBody, LostRecord},
     launch::{GatedCommand, LaunchError},
     pipeline::Pipeline,
@@ -243,15 +243,23 @@ fn snapshot_event(pid: u32, time_ns: u64, snapshot: crate::event::SnapshotRecord
 
 fn feed_batch(
     pipeline: &mut Pipeline,
-    batch: &mut Vec<Event>,
+    batch: &mut Vec<Captured>,
     snapshot_taken_at: &HashMap<u32, u64>,
 ) -> Result<(), RecordError> {
-    for event in batch.drain(..) {
-        let before_snapshot = snapshot_taken_at
-            .get(&event.pid)
-            .is_some_and(|&taken_at| event.time_ns < taken_at);
-        if !before_snapshot {
-            pipeline.feed(&event)?;
+    let before_snapshot = |pid: u32, time_ns: u64| {
+        snapshot_taken_at
+            .get(&pid)
+            .is_some_and(|&taken_at| time_ns < taken_at)
+    };
+    for captured in batch.drain(..) {
+        match captured {
+            Captured::Event(event) if !before_snapshot(event.pid, event.time_ns) => {
+                pipeline.feed(&event)?;
+            }
+            Captured::Stack(stack) if !before_snapshot(stack.pid, stack.time_ns) => {
+                pipeline.feed_stack(&stack)?;
+            }
+            _ => {}
         }
     }
     Ok(())

@@ -3,7 +3,7 @@
 
 use memtrace_common::{
     fork_flags, read_record, syscall_flags, Abi, EventHeader, EventKind, ExecEvent, ExitEvent,
-    FilePath, ForkEvent, Syscall, SyscallDetailEvent, SyscallEvent,
+    FilePath, ForkEvent, StackSampleEvent, Syscall, SyscallDetailEvent, SyscallEvent,
 };
 
 use super::exec_image::LoadedImage;
@@ -24,9 +24,28 @@ pub enum DecodeError {
 /// A decoded record. An exec also says where its image was loaded, so capture can rebuild
 /// the mappings the kernel made for it.
 #[derive(Debug)]
-pub struct Decoded {
-    pub event: Event,
-    pub loaded_image: Option<LoadedImage>,
+pub enum Decoded {
+    Event {
+        event: Event,
+        loaded_image: Option<LoadedImage>,
+    },
+    /// Not an event yet: it becomes one once unwound against the process's layout.
+    Stack(StackCapture),
+}
+
+/// The registers and stack bytes the kernel copied at a syscall that created memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackCapture {
+    pub time_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: Comm,
+    pub abi: Abi,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// The bytes at `[sp, sp + stack.len())`.
+    pub stack: Vec<u8>,
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
@@ -35,6 +54,21 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     let short = || DecodeError::Short(bytes.len());
     let mut loaded_image = None;
     let body = match kind {
+        EventKind::StackSample => {
+            let sample: StackSampleEvent = read_record(bytes).ok_or_else(short)?;
+            let len = (sample.len as usize).min(sample.stack.len());
+            return Ok(Decoded::Stack(StackCapture {
+                time_ns: header.timestamp_ns,
+                pid: header.tgid,
+                tid: header.tid,
+                comm: Comm(header.comm),
+                abi: Abi::from_u32(header.abi),
+                ip: sample.ip,
+                sp: sample.sp,
+                bp: sample.bp,
+                stack: sample.stack[..len].to_vec(),
+            }));
+        }
         EventKind::Syscall => {
             let event: SyscallEvent = read_record(bytes).ok_or_else(short)?;
             EventBody::Syscall(syscall_record(&event, None, None)?)
@@ -83,7 +117,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         abi: Abi::from_u32(header.abi),
         body,
     };
-    Ok(Decoded {
+    Ok(Decoded::Event {
         event,
         loaded_image,
     })
@@ -212,9 +246,11 @@ mod tests {
             ret: 0xf7a0_0000,
             entry_ns: 1_500,
         };
-        let event = decode(memtrace_common::record_as_bytes(&record))
-            .unwrap()
-            .event;
+        let Decoded::Event { event, .. } =
+            decode(memtrace_common::record_as_bytes(&record)).unwrap()
+        else {
+            panic!("a syscall record decodes to an event");
+        };
         assert_eq!((event.pid, event.tid, event.abi), (42, 43, Abi::I386));
         assert_eq!(event.comm.as_string(), "prog");
         let EventBody::Syscall(syscall) = event.body else {

@@ -12,7 +12,17 @@ use std::{io, time::Duration};
 use aya::maps::{MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
 
+use decode::Decoded;
+pub use decode::StackCapture;
+
 use crate::event::{Event, EventBody};
+
+/// What the ring delivers: events, and stack samples that become events once unwound.
+#[derive(Debug)]
+pub enum Captured {
+    Event(Event),
+    Stack(StackCapture),
+}
 
 /// How long a record may wait in a quiet ring before it is read anyway.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -41,7 +51,7 @@ impl Capture {
     }
 
     /// Waits until the kernel signals data or [`POLL_INTERVAL`] passes, then drains.
-    pub async fn next_batch(&mut self, out: &mut Vec<Event>) -> io::Result<()> {
+    pub async fn next_batch(&mut self, out: &mut Vec<Captured>) -> io::Result<()> {
         match tokio::time::timeout(POLL_INTERVAL, self.ring.readable_mut()).await {
             Ok(guard) => {
                 let mut guard = guard?;
@@ -54,17 +64,21 @@ impl Capture {
     }
 
     /// Takes everything that is in the ring now.
-    pub fn drain(&mut self, out: &mut Vec<Event>) {
+    pub fn drain(&mut self, out: &mut Vec<Captured>) {
         let ring = self.ring.get_mut();
         while let Some(record) = ring.next() {
             match decode::decode(&record) {
-                Ok(decoded) => {
-                    if let Some(image) = &decoded.loaded_image {
+                Ok(Decoded::Event {
+                    event,
+                    loaded_image,
+                }) => {
+                    if let Some(image) = &loaded_image {
                         self.unreadable_images +=
-                            u64::from(!push_kernel_mappings(&decoded.event, image, out));
+                            u64::from(!push_kernel_mappings(&event, image, out));
                     }
-                    out.push(decoded.event);
+                    out.push(Captured::Event(event));
                 }
+                Ok(Decoded::Stack(stack)) => out.push(Captured::Stack(stack)),
                 Err(error) => {
                     self.undecodable += 1;
                     log::warn!("{error}");
@@ -79,13 +93,15 @@ impl Capture {
 fn push_kernel_mappings(
     exec: &Event,
     image: &exec_image::LoadedImage,
-    out: &mut Vec<Event>,
+    out: &mut Vec<Captured>,
 ) -> bool {
     match exec_image::kernel_mappings(image) {
         Ok(mappings) => {
-            out.extend(mappings.into_iter().map(|mapping| Event {
-                body: EventBody::ExecMapping(mapping),
-                ..exec.clone()
+            out.extend(mappings.into_iter().map(|mapping| {
+                Captured::Event(Event {
+                    body: EventBody::ExecMapping(mapping),
+                    ..exec.clone()
+                })
             }));
             true
         }

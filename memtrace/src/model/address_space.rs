@@ -45,6 +45,10 @@ impl AddressSpace {
         self.regions.values()
     }
 
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Region> + '_ {
+        self.regions.values_mut()
+    }
+
     /// The region containing `address`.
     pub fn region_at(&self, address: u64) -> Option<&Region> {
         self.regions

@@ -146,7 +146,6 @@ fn apply_mapping(
     };
     let prot = u64::from(mapping.prot);
     match mapping.kind {
-        ExecMappingKind::Munmap => space.unmap(start, end),
         ExecMappingKind::Mmap => {
             let shared = mapping.flags & MAP_SHARED_MASK != 0;
             let backing = match &mapping.file {

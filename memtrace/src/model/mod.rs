@@ -7,6 +7,7 @@
 pub mod address_space;
 mod backing;
 pub mod brk;
+pub mod call_stacks;
 pub mod exec;
 pub mod fds;
 pub mod memfd;
@@ -25,6 +26,7 @@ use std::collections::HashMap;
 
 pub use address_space::{AddressSpace, CoverageEntry};
 pub use brk::{BrkFailure, BrkState, Headroom};
+pub use call_stacks::{CallStacks, StackId};
 pub use exec::{ExecInfo, ImageFacts};
 pub use memfd::{Memfd, MemfdId, MemfdRegistry};
 pub use process::{Birth, ExitInfo, Process, ProcessView};
@@ -56,6 +58,7 @@ pub struct Model {
     by_pid: HashMap<u32, usize>,
     memfds: MemfdRegistry,
     names: Names,
+    stacks: CallStacks,
     lost: LostRecord,
     events: u64,
     ignored_events: u64,
@@ -106,6 +109,7 @@ impl Model {
             EventBody::Exec(record) => self.exec(event, record),
             EventBody::Exit(record) => self.exit(event, record),
             EventBody::Snapshot(record) => self.snapshot(event, record),
+            EventBody::Stack(record) => self.attach_stack(event, &record.frames),
             EventBody::Lost(record) => {
                 // Totals, not increments; taking the larger guards against reordering.
                 self.lost.ring_full = self.lost.ring_full.max(record.ring_full);
@@ -158,6 +162,7 @@ impl Model {
             process,
             space: &self.mms[process.mm.0].space,
             memfds: &self.memfds,
+            stacks: &self.stacks,
         }
     }
 
@@ -311,6 +316,35 @@ impl Model {
         if process.brk.current().is_none() {
             process.brk = inherited_brk;
         }
+    }
+
+    /// A stack follows the syscall it belongs to: it goes to the regions that syscall of the
+    /// same thread created.
+    fn attach_stack(&mut self, event: &Event, frames: &[u64]) {
+        let Some(id) = self.process_for(event, Birth::Lazy) else {
+            return;
+        };
+        let process = &self.processes[id];
+        let Some((tid, time_ns)) = process.last_creation else {
+            return;
+        };
+        if tid != event.tid || frames.is_empty() {
+            return;
+        }
+        let stack = self.stacks.intern(frames);
+        let pid = process.pid;
+        for region in self.mms[process.mm.0].space.iter_mut() {
+            let created = &region.created;
+            if created.origin == Origin::Syscall && created.time_ns == time_ns && created.pid == pid
+            {
+                region.stack = Some(stack);
+            }
+        }
+    }
+
+    /// The interned call stacks regions point at.
+    pub fn call_stacks(&self) -> &CallStacks {
+        &self.stacks
     }
 
     fn exec(&mut self, event: &Event, record: &ExecRecord) {

@@ -46,6 +46,9 @@ pub struct Process {
     /// Events of its own reached us: it was traced, not only seen being forked by a traced
     /// parent (children without `--follow`).
     pub(crate) traced: bool,
+    /// The thread and time of the last syscall that may have created memory: the stack that
+    /// follows it belongs to the regions it created.
+    pub(crate) last_creation: Option<(u32, u64)>,
     pub(crate) first_seen_ns: u64,
     pub(crate) execs: Vec<ExecInfo>,
     pub(crate) exit: Option<ExitInfo>,
@@ -77,6 +80,7 @@ impl Process {
             abi,
             birth,
             traced: false,
+            last_creation: None,
             first_seen_ns: time_ns,
             execs: Vec::new(),
             exit: None,
@@ -156,11 +160,18 @@ pub struct ProcessView<'m> {
     pub(crate) process: &'m Process,
     pub(crate) space: &'m AddressSpace,
     pub(crate) memfds: &'m MemfdRegistry,
+    pub(crate) stacks: &'m crate::model::call_stacks::CallStacks,
 }
 
 impl<'m> ProcessView<'m> {
     pub fn process(&self) -> &'m Process {
         self.process
+    }
+
+    /// The frames of a region's creating call stack, innermost first (empty when none was
+    /// sampled).
+    pub fn stack_frames(&self, region: &Region) -> &'m [u64] {
+        region.stack.map_or(&[], |id| self.stacks.frames(id))
     }
 
     pub fn layout(&self) -> &'m AddressSpace {

@@ -196,6 +196,8 @@ pub struct Region {
     pub memfd: Option<MemfdId>,
     /// Mapped with `MAP_STACK` or `MAP_GROWSDOWN`: a thread stack, not a leak candidate.
     pub thread_stack: bool,
+    /// The user call stack of the syscall that created it, when one was sampled.
+    pub stack: Option<crate::model::call_stacks::StackId>,
 }
 
 impl Region {

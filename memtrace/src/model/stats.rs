@@ -148,11 +148,13 @@ impl SyscallStats {
         &self.sizes[name.index()]
     }
 
-    pub(crate) fn record_call(&mut self, name: SyscallName, failed: bool, latency_ns: u64) {
+    pub(crate) fn record_call(&mut self, name: SyscallName, failed: bool, latency_ns: Option<u64>) {
         let counts = &mut self.counts[name.index()];
         counts.calls += 1;
         counts.failed += u64::from(failed);
-        self.latency_ns[name.index()].record(latency_ns);
+        if let Some(latency_ns) = latency_ns {
+            self.latency_ns[name.index()].record(latency_ns);
+        }
     }
 
     pub(crate) fn record_size(&mut self, name: SyscallName, bytes: u64) {

@@ -27,13 +27,28 @@ pub(crate) struct SyscallTarget<'a> {
     pub(crate) names: &'a mut Names,
 }
 
+/// The syscalls whose user stack the probes sample.
+fn creates_memory(syscall: Syscall) -> bool {
+    matches!(
+        syscall,
+        Syscall::Mmap
+            | Syscall::Mmap2
+            | Syscall::OldMmap
+            | Syscall::Mremap
+            | Syscall::Brk
+            | Syscall::MemfdCreate
+    )
+}
+
 pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallRecord) {
     let name = SyscallName::of(record.syscall);
     let failed = match record.syscall {
         Syscall::Brk => brk_refused(event.abi, record),
         _ => record.failed(),
     };
-    let latency_ns = event.time_ns.saturating_sub(record.entry_ns);
+    // An entry time of 0: the probe saw only the exit (attached mid-call, or the task moved
+    // CPUs); the call counts, its latency is unknown.
+    let latency_ns = (record.entry_ns != 0).then(|| event.time_ns.saturating_sub(record.entry_ns));
     target.process.stats.record_call(name, failed, latency_ns);
     let created = Creation {
         origin: Origin::Syscall,
@@ -42,6 +57,9 @@ pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallRe
         pid: target.process.pid,
     };
     let result = result_address(event.abi, record.ret);
+    if !failed && creates_memory(record.syscall) {
+        target.process.last_creation = Some((event.tid, event.time_ns));
+    }
     match record.syscall {
         // brk reports failure through its result, which still tells the current break.
         Syscall::Brk => brk(

@@ -12,7 +12,9 @@ use aya::{
     programs::RawTracePoint,
     Btf, Ebpf, EbpfLoader,
 };
-use memtrace_common::{lost_slot, names, ProbeConfig, DEFAULT_RING_BUFFER_BYTES};
+use memtrace_common::{
+    lost_slot, names, ProbeConfig, DEFAULT_RING_BUFFER_BYTES, DEFAULT_STACK_MIN_BYTES,
+};
 
 use crate::event::LostRecord;
 
@@ -65,6 +67,8 @@ pub struct ProbeOptions {
     pub ring_buffer_bytes: u32,
     /// Emit aya-log diagnostics from the programs.
     pub ebpf_log: bool,
+    /// Sample the user stack of calls that create at least this many bytes (`None`: never).
+    pub stack_min_bytes: Option<u64>,
 }
 
 impl Default for ProbeOptions {
@@ -73,6 +77,7 @@ impl Default for ProbeOptions {
             follow_children: false,
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
             ebpf_log: false,
+            stack_min_bytes: Some(DEFAULT_STACK_MIN_BYTES),
         }
     }
 }
@@ -109,6 +114,7 @@ impl Probes {
         let config = ProbeConfig {
             follow_children: u32::from(options.follow_children),
             log_enabled: u32::from(options.ebpf_log),
+            stack_min_bytes: options.stack_min_bytes.unwrap_or(u64::MAX),
             // A quarter of the ring: the reader wakes up well before it fills.
             wakeup_bytes: u64::from(size / 4),
         };

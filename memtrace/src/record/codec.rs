@@ -17,7 +17,8 @@ use super::wire::{
 };
 use crate::event::{
     Abi, Comm, Event, EventBody, ExecMappingKind, ExecMappingRecord, ExecRecord, ExitRecord,
-    FileRef, ForkRecord, LostRecord, SnapshotRecord, SnapshotRegion, Syscall, SyscallRecord,
+    FileRef, ForkRecord, LostRecord, SnapshotRecord, SnapshotRegion, StackRecord, Syscall,
+    SyscallRecord,
 };
 
 /// The tag byte that starts every event: body kind, ABI, and which optional parts follow.
@@ -42,6 +43,7 @@ mod kind {
     pub const EXEC_MAPPING: u8 = 4;
     pub const SNAPSHOT: u8 = 5;
     pub const LOST: u8 = 6;
+    pub const STACK: u8 = 7;
 }
 
 /// The byte that starts a syscall body: the [`Syscall`] number and which optional parts follow.
@@ -230,6 +232,7 @@ fn body_kind(body: &EventBody) -> u8 {
         EventBody::ExecMapping(_) => kind::EXEC_MAPPING,
         EventBody::Snapshot(_) => kind::SNAPSHOT,
         EventBody::Lost(_) => kind::LOST,
+        EventBody::Stack(_) => kind::STACK,
     }
 }
 
@@ -295,7 +298,34 @@ fn encode_body(body: &EventBody, time_ns: u64, buf: &mut impl BufMut) {
             put_uvarint(buf, record.ring_full);
             put_uvarint(buf, record.pending_full);
         }
+        EventBody::Stack(record) => encode_stack(record, buf),
     }
+}
+
+/// Frames as zigzag deltas from the previous frame: return addresses in one module are close,
+/// so most take two or three bytes.
+fn encode_stack(record: &StackRecord, buf: &mut impl BufMut) {
+    put_uvarint(buf, record.frames.len() as u64);
+    let mut previous = 0u64;
+    for &frame in &record.frames {
+        put_ivarint(buf, frame.wrapping_sub(previous) as i64);
+        previous = frame;
+    }
+}
+
+fn decode_stack(buf: &mut &[u8]) -> Result<StackRecord, Malformed> {
+    let count = get_uvarint(buf)?;
+    // Each frame takes at least one byte: a larger count is a lie, not an allocation to make.
+    if count > buf.len() as u64 {
+        return Err(Malformed("a stack claims more frames than its frame holds"));
+    }
+    let mut frames = Vec::with_capacity(count as usize);
+    let mut previous = 0u64;
+    for _ in 0..count {
+        previous = previous.wrapping_add(get_ivarint(buf)? as u64);
+        frames.push(previous);
+    }
+    Ok(StackRecord { frames })
 }
 
 #[inline]
@@ -327,6 +357,7 @@ fn decode_body(kind: u8, time_ns: u64, buf: &mut &[u8]) -> Result<EventBody, Mal
             ring_full: get_uvarint(buf)?,
             pending_full: get_uvarint(buf)?,
         }),
+        kind::STACK => EventBody::Stack(decode_stack(buf)?),
         _ => return Err(Malformed("an event has an unknown kind")),
     })
 }
@@ -457,7 +488,6 @@ fn decode_exec(buf: &mut &[u8]) -> Result<ExecRecord, Malformed> {
 fn encode_exec_mapping(record: &ExecMappingRecord, buf: &mut impl BufMut) {
     let mut head = match record.kind {
         ExecMappingKind::Mmap => 0,
-        ExecMappingKind::Munmap => 1,
         ExecMappingKind::Bss => 2,
         ExecMappingKind::Special => 3,
     };
@@ -488,9 +518,9 @@ fn decode_exec_mapping(buf: &mut &[u8]) -> Result<ExecMappingRecord, Malformed> 
     }
     let kind = match head & mapping_head::KIND {
         0 => ExecMappingKind::Mmap,
-        1 => ExecMappingKind::Munmap,
         2 => ExecMappingKind::Bss,
-        _ => ExecMappingKind::Special,
+        3 => ExecMappingKind::Special,
+        _ => return Err(Malformed("an exec mapping has an unknown kind")),
     };
     let start = get_uvarint(buf)?;
     let len = get_uvarint(buf)?;

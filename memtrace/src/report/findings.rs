@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::report::call_sites;
 use crate::report::format::{bytes, hex};
 use crate::report::schema::{Evidence, Finding, FindingKind, ProcessReport, SizeGroup};
 use crate::report::ReportOptions;
@@ -160,7 +161,7 @@ fn unreleased_anon(process: &ProcessReport, threshold: u64) -> Option<Finding> {
     if sizes.len() > LISTED {
         terms.push(format!("{} more sizes", sizes.len() - LISTED));
     }
-    let message = format!(
+    let mut message = format!(
         "{}: {} = {} of anonymous mappings (≥ {} each) created by its own mmap and {}",
         who(process),
         terms.join(" + "),
@@ -168,6 +169,15 @@ fn unreleased_anon(process: &ProcessReport, threshold: u64) -> Option<Finding> {
         bytes(threshold),
         still_mapped(process),
     );
+    // The call site that owns most unreleased bytes, when stacks were sampled.
+    let top_call_site = process.unreleased.by_stack.first();
+    if let Some(top) = top_call_site {
+        message.push_str(&format!(
+            "; most from {} ({})",
+            top.call_site,
+            call_sites::amount(top)
+        ));
+    }
     Some(Finding {
         kind: FindingKind::UnreleasedAnon,
         pid: process.pid,
@@ -177,6 +187,7 @@ fn unreleased_anon(process: &ProcessReport, threshold: u64) -> Option<Finding> {
             bytes: total,
             threshold,
             sizes,
+            top_call_site: top_call_site.map(|top| top.call_site.clone()),
         },
     })
 }

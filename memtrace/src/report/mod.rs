@@ -5,6 +5,7 @@
 //! stopped feeding events. Processes that exited show their layout at exit; the others, as of
 //! the last event.
 
+pub mod call_sites;
 mod findings;
 pub mod format;
 pub mod json;
@@ -15,6 +16,7 @@ mod summary;
 mod tests;
 pub mod text;
 
+pub use call_sites::{FrameName, FrameNamer, NoNames};
 pub use schema::*;
 pub use text::TextOptions;
 
@@ -49,16 +51,27 @@ impl Default for ReportOptions {
     }
 }
 
+/// The report with frames shown as module+offset.
 pub fn build(model: &Model, session: &SessionInfo) -> Report {
-    build_with(model, session, &ReportOptions::default())
+    build_with(model, session, &ReportOptions::default(), &mut NoNames)
 }
 
-pub fn build_with(model: &Model, session: &SessionInfo, options: &ReportOptions) -> Report {
+/// The report with frames named by `namer` (function, file and line where it knows them).
+pub fn build_named(model: &Model, session: &SessionInfo, namer: &mut dyn FrameNamer) -> Report {
+    build_with(model, session, &ReportOptions::default(), namer)
+}
+
+pub fn build_with(
+    model: &Model,
+    session: &SessionInfo,
+    options: &ReportOptions,
+    namer: &mut dyn FrameNamer,
+) -> Report {
     let processes: Vec<ProcessReport> = model
         .processes()
         // A child forked by a traced parent without --follow was never traced itself.
         .filter(|view| view.process().traced())
-        .map(|view| processes::process_report(&view))
+        .map(|view| processes::process_report(&view, namer))
         .collect();
     let findings = processes
         .iter()

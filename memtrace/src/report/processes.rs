@@ -3,6 +3,7 @@
 use crate::model::{
     DistributionSummary, ExecInfo, Headroom, ProcessView, Region, SyscallName, SyscallStats,
 };
+use crate::report::call_sites::FrameNamer;
 use crate::report::format;
 use crate::report::schema::{
     BrkFailureReport, BrkReport, Calls, DistributionReport, Distributions, ExecReport,
@@ -10,7 +11,7 @@ use crate::report::schema::{
 };
 use crate::report::summary;
 
-pub(crate) fn process_report(view: &ProcessView<'_>) -> ProcessReport {
+pub(crate) fn process_report(view: &ProcessView<'_>, namer: &mut dyn FrameNamer) -> ProcessReport {
     let process = view.process();
     let exit = process.exit();
     ProcessReport {
@@ -30,7 +31,7 @@ pub(crate) fn process_report(view: &ProcessView<'_>) -> ProcessReport {
         syscalls: syscall_table(process.stats()),
         layout: view.layout().iter().map(layout_entry).collect(),
         summary: summary::by_kind(view.layout()),
-        unreleased: summary::unreleased(view),
+        unreleased: summary::unreleased(view, namer),
         brk: brk_report(view),
         distributions: distributions(process.stats()),
     }

@@ -154,6 +154,33 @@ pub struct Unreleased {
     pub total_regions: u64,
     pub total_bytes: u64,
     pub groups: Vec<UnreleasedGroup>,
+    /// The same regions grouped by the call stack that created them (those with a sampled
+    /// stack), largest first.
+    pub by_stack: Vec<CallSiteGroup>,
+}
+
+/// Unreleased regions created from one call stack.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct CallSiteGroup {
+    pub count: u64,
+    pub bytes: u64,
+    /// One line: the first frames outside the allocator, `f ← g ← main (file.c:9)`.
+    pub call_site: String,
+    /// Largest total first.
+    pub sizes: Vec<SizeGroup>,
+    /// Innermost first.
+    pub frames: Vec<FrameReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FrameReport {
+    pub address: u64,
+    /// The mapped file the address falls in, and the offset in it.
+    pub module: Option<String>,
+    pub offset: Option<u64>,
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
 }
 
 /// Unreleased regions with the same kind, name and permissions.
@@ -313,6 +340,8 @@ pub enum Evidence {
         threshold: u64,
         /// Largest total first.
         sizes: Vec<SizeGroup>,
+        /// The call site owning most unreleased bytes, when stacks were sampled.
+        top_call_site: Option<String>,
     },
     BrkExhausted {
         failed_calls: u64,

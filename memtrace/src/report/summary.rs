@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::model::{AddressSpace, ProcessView, Region, RegionKind, SyscallName};
+use crate::report::call_sites::{self, FrameNamer};
 use crate::report::schema::{
     KindSummary, MemfdReport, Unreleased, UnreleasedGroup, UnreleasedRegion,
 };
@@ -37,7 +38,7 @@ fn percent(part: u64, whole: u64) -> f64 {
 }
 
 /// The process's unreleased regions grouped by (kind, name, perms), largest bytes first.
-pub(crate) fn unreleased(view: &ProcessView<'_>) -> Unreleased {
+pub(crate) fn unreleased(view: &ProcessView<'_>, namer: &mut dyn FrameNamer) -> Unreleased {
     let mut groups: BTreeMap<(RegionKind, &str, String), UnreleasedGroup> = BTreeMap::new();
     for region in view.unreleased() {
         let perms = region.perms.to_string();
@@ -76,6 +77,7 @@ pub(crate) fn unreleased(view: &ProcessView<'_>) -> Unreleased {
         total_regions: groups.iter().map(|group| group.count).sum(),
         total_bytes: groups.iter().map(|group| group.bytes).sum(),
         groups,
+        by_stack: call_sites::unreleased_by_stack(view, namer),
     }
 }
 

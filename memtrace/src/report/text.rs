@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use crate::report::call_sites;
 use crate::report::format::{bytes, count, count_of, hex, since, table};
 use crate::report::schema::{ExecReport, ProcessReport, Report, UnreleasedGroup};
 
@@ -204,6 +205,20 @@ fn unreleased(out: &mut String, report: &Report, process: &ProcessReport) {
             count(rest.iter().map(|group| group.count).sum(), "region"),
             bytes(rest.iter().map(|group| group.bytes).sum()),
         );
+    }
+    if !unreleased.by_stack.is_empty() {
+        out.push_str(
+            "  unreleased by call site:
+",
+        );
+        for group in unreleased.by_stack.iter().take(LISTED_GROUPS) {
+            let _ = writeln!(
+                out,
+                "    {}  {}",
+                call_sites::amount(group),
+                group.call_site
+            );
+        }
     }
 }
 

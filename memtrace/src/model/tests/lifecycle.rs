@@ -88,13 +88,8 @@ fn exec_bash(feed: &mut Feed, pid: u32, new_abi: Abi) {
     let ld = file(12, "/usr/lib64/ld-linux-x86-64.so.2");
     let exe = 0x5555_5555_4000;
     let interp = 0x7f11_2222_0000;
-    // The ELF loader reserves the whole image with the first segment, trims, then maps the
-    // other segments over it.
-    feed.exec_mapping(pid, exec_mmap(exe, 0x20000, 1, 0, bash.clone()))
-        .exec_mapping(
-            pid,
-            exec_other(ExecMappingKind::Munmap, exe + 0x18000, 0x8000, 0),
-        )
+    // Capture places each PT_LOAD segment, then the bss beyond the last file page.
+    feed.exec_mapping(pid, exec_mmap(exe, 0x1000, 1, 0, bash.clone()))
         .exec_mapping(
             pid,
             exec_mmap(exe + 0x1000, 0x10000, 5, 0x1000, bash.clone()),

@@ -106,7 +106,6 @@ fn exec_mapping_record() -> impl Strategy<Value = ExecMappingRecord> {
     (
         prop_oneof![
             Just(ExecMappingKind::Mmap),
-            Just(ExecMappingKind::Munmap),
             Just(ExecMappingKind::Bss),
             Just(ExecMappingKind::Special),
         ],
@@ -172,6 +171,7 @@ fn body() -> impl Strategy<Value = EventBody> {
         1 => exec_mapping_record().prop_map(EventBody::ExecMapping),
         1 => snapshot_record().prop_map(EventBody::Snapshot),
         1 => (edge_u64(), edge_u64()).prop_map(|(ring_full, pending_full)| EventBody::Lost(LostRecord { ring_full, pending_full })),
+        1 => proptest::collection::vec(edge_u64(), 0..40).prop_map(|frames| EventBody::Stack(StackRecord { frames })),
     ]
 }
 

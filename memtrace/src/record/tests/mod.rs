@@ -17,7 +17,8 @@ use super::{
 };
 use crate::event::{
     Abi, Comm, Event, EventBody, ExecMappingKind, ExecMappingRecord, ExecRecord, ExitRecord,
-    FileRef, ForkRecord, LostRecord, SnapshotRecord, SnapshotRegion, Syscall, SyscallRecord,
+    FileRef, ForkRecord, LostRecord, SnapshotRecord, SnapshotRegion, StackRecord, Syscall,
+    SyscallRecord,
 };
 
 pub(crate) fn sample_header() -> RecordingHeader {
@@ -309,7 +310,6 @@ pub(crate) fn every_variant() -> Vec<Event> {
     ];
     for (kind, file, name) in [
         (ExecMappingKind::Mmap, true, false),
-        (ExecMappingKind::Munmap, false, false),
         (ExecMappingKind::Bss, false, true),
         (ExecMappingKind::Special, true, true),
     ] {

@@ -1,0 +1,40 @@
+//! Call stacks, interned: a leak is many regions allocated from one call site, so each distinct
+//! stack is stored once and regions point at it.
+
+use std::{collections::HashMap, sync::Arc};
+
+/// An index into [`CallStacks`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StackId(u32);
+
+#[derive(Clone, Debug, Default)]
+pub struct CallStacks {
+    stacks: Vec<Arc<[u64]>>,
+    ids: HashMap<Arc<[u64]>, StackId>,
+}
+
+impl CallStacks {
+    pub(crate) fn intern(&mut self, frames: &[u64]) -> StackId {
+        if let Some(&id) = self.ids.get(frames) {
+            return id;
+        }
+        let id = StackId(self.stacks.len() as u32);
+        let frames: Arc<[u64]> = Arc::from(frames);
+        self.stacks.push(Arc::clone(&frames));
+        self.ids.insert(frames, id);
+        id
+    }
+
+    /// Return addresses, innermost first.
+    pub fn frames(&self, id: StackId) -> &[u64] {
+        self.stacks.get(id.0 as usize).map_or(&[], |frames| frames)
+    }
+
+    pub fn len(&self) -> usize {
+        self.stacks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stacks.is_empty()
+    }
+}
