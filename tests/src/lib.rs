@@ -37,6 +37,11 @@ pub enum Runtime {
     /// No C library, static, raw syscalls: the process makes exactly the syscalls in its
     /// source, which is what exact-count tests need.
     Bare,
+    /// With the C library, keeping frame pointers (`-fno-omit-frame-pointer`).
+    LibcFramePointers,
+    /// With the C library, without frame pointers (`-fomit-frame-pointer`): only DWARF CFI
+    /// can unwind it.
+    LibcNoFramePointers,
 }
 
 /// The memtrace binary under test.
@@ -119,11 +124,12 @@ pub fn program(name: &str, abi: Abi, runtime: Runtime) -> PathBuf {
     let out_dir =
         std::env::temp_dir().join(format!("memtrace-test-programs-{}", std::process::id()));
     std::fs::create_dir_all(&out_dir).unwrap();
-    let suffix = match (abi, runtime) {
-        (Abi::X86_64, Runtime::Libc) => "64",
-        (Abi::I386, Runtime::Libc) => "32",
-        (Abi::X86_64, Runtime::Bare) => "64-bare",
-        (Abi::I386, Runtime::Bare) => "32-bare",
+    let bits = if abi == Abi::I386 { "32" } else { "64" };
+    let suffix = match runtime {
+        Runtime::Libc => bits.to_string(),
+        Runtime::Bare => format!("{bits}-bare"),
+        Runtime::LibcFramePointers => format!("{bits}-fp"),
+        Runtime::LibcNoFramePointers => format!("{bits}-nofp"),
     };
     let binary = out_dir.join(format!("{name}-{suffix}"));
     let mut gcc = Command::new("gcc");
@@ -132,14 +138,23 @@ pub fn program(name: &str, abi: Abi, runtime: Runtime) -> PathBuf {
         .arg("-o")
         .arg(&binary)
         .arg(&source);
-    if runtime == Runtime::Bare {
-        gcc.args([
-            "-static",
-            "-nostdlib",
-            "-fno-stack-protector",
-            "-fno-pie",
-            "-no-pie",
-        ]);
+    match runtime {
+        Runtime::Bare => {
+            gcc.args([
+                "-static",
+                "-nostdlib",
+                "-fno-stack-protector",
+                "-fno-pie",
+                "-no-pie",
+            ]);
+        }
+        Runtime::LibcFramePointers => {
+            gcc.arg("-fno-omit-frame-pointer");
+        }
+        Runtime::LibcNoFramePointers => {
+            gcc.arg("-fomit-frame-pointer");
+        }
+        Runtime::Libc => {}
     }
     let output = gcc
         .output()
