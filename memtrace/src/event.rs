@@ -49,7 +49,8 @@ pub struct Event {
 pub enum EventBody {
     Syscall(SyscallRecord),
     Fork(ForkRecord),
-    Exec(ExecRecord),
+    /// Boxed: it is large and rare, and every event is as large as its largest variant.
+    Exec(Box<ExecRecord>),
     Exit(ExitRecord),
     /// A mapping change the kernel made while loading a new image, before it ran. Arrives
     /// before the [`EventBody::Exec`] it belongs to.

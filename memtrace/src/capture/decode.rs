@@ -99,7 +99,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                     vdso_base: event.vdso_base,
                 });
             }
-            EventBody::Exec(exec_record(&event))
+            EventBody::Exec(Box::new(exec_record(&event)))
         }
         EventKind::Exit => {
             let event: ExitEvent = read_record(bytes).ok_or_else(short)?;

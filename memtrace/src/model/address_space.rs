@@ -107,6 +107,16 @@ impl AddressSpace {
 
     /// Removes `[start, end)`, splitting regions that straddle either edge.
     pub(crate) fn unmap(&mut self, start: u64, end: u64) {
+        // The common case, a munmap of exactly what an mmap returned, is one keyed removal:
+        // regions do not overlap, so nothing else lies inside.
+        if self
+            .regions
+            .get(&start)
+            .is_some_and(|region| region.end == end)
+        {
+            self.regions.remove(&start);
+            return;
+        }
         if start >= end || !self.overlaps(start, end) {
             return;
         }

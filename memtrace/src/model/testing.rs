@@ -203,7 +203,7 @@ impl Feed {
     }
 
     pub fn exec(&mut self, pid: u32, record: ExecRecord) -> &mut Self {
-        self.send(pid, pid, EventBody::Exec(record))
+        self.send(pid, pid, EventBody::Exec(Box::new(record)))
     }
 
     pub fn exit(&mut self, pid: u32, status: u32) -> &mut Self {

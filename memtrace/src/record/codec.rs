@@ -346,7 +346,7 @@ fn decode_body(kind: u8, time_ns: u64, buf: &mut &[u8]) -> Result<EventBody, Mal
                 shares_mm: flags & fork_flags::SHARES_MM != 0,
             })
         }
-        kind::EXEC => EventBody::Exec(decode_exec(buf)?),
+        kind::EXEC => EventBody::Exec(Box::new(decode_exec(buf)?)),
         kind::EXIT => EventBody::Exit(ExitRecord {
             status: get_u32_varint(buf)?,
             group_dead: get_bool(buf)?,

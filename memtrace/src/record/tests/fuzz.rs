@@ -166,7 +166,7 @@ fn body() -> impl Strategy<Value = EventBody> {
         1 => (edge_u32(), edge_u32(), any::<bool>(), any::<bool>()).prop_map(|(child_pid, child_tid, thread, shares_mm)| {
             EventBody::Fork(ForkRecord { child_pid, child_tid, thread, shares_mm })
         }),
-        1 => exec_record().prop_map(EventBody::Exec),
+        1 => exec_record().prop_map(|record| EventBody::Exec(Box::new(record))),
         1 => (any::<u32>(), any::<bool>()).prop_map(|(status, group_dead)| EventBody::Exit(ExitRecord { status, group_dead })),
         1 => exec_mapping_record().prop_map(EventBody::ExecMapping),
         1 => snapshot_record().prop_map(EventBody::Snapshot),

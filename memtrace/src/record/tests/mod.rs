@@ -226,7 +226,7 @@ pub(crate) fn every_variant() -> Vec<Event> {
         event(
             2_300,
             4000,
-            EventBody::Exec(ExecRecord {
+            EventBody::Exec(Box::new(ExecRecord {
                 old_tid: u32::MAX,
                 personality: 0x0800_0000,
                 new_abi: Abi::I386,
@@ -245,7 +245,7 @@ pub(crate) fn every_variant() -> Vec<Event> {
                 interp_base: 0,
                 entry: 0x5555_5555_1040,
                 phdr: 0x5555_5555_0040,
-            }),
+            })),
         ),
         event(
             2_400,
