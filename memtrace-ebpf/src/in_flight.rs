@@ -50,19 +50,30 @@ pub fn park(tid: u32, pending: &PendingSyscall) -> Result<(), i64> {
     PENDING.insert(tid, pending, 0).map_err(i64::from)
 }
 
-/// Takes back what entry parked for this thread, if anything.
-pub fn take(tid: u32) -> Option<PendingSyscall> {
-    if let Some(slot) = slot() {
-        if slot.tid == tid {
-            slot.tid = 0;
-            return Some(slot.pending);
-        }
+/// Takes back into `out` what entry parked for this thread in this CPU's slot, if it is
+/// there. (Writing through `&mut` rather than returning an `Option` keeps LLVM from moving
+/// uninitialized registers on the empty path, which the verifier rejects.)
+pub fn take_from_slot(tid: u32, out: &mut PendingSyscall) -> bool {
+    let Some(slot) = slot() else {
+        return false;
+    };
+    if slot.tid != tid {
+        return false;
     }
-    let parked = PENDING.get_ptr(tid)?;
+    slot.tid = 0;
+    *out = slot.pending;
+    true
+}
+
+/// Takes back into `out` what entry parked for this thread in the fallback map.
+pub fn take_from_map(tid: u32, out: &mut PendingSyscall) -> bool {
+    let Some(parked) = PENDING.get_ptr(tid) else {
+        return false;
+    };
     // SAFETY: a map value pointer, copied before the entry is removed.
-    let pending = unsafe { *parked };
+    *out = unsafe { *parked };
     let _ = PENDING.remove(tid);
-    Some(pending)
+    true
 }
 
 /// A thread that exits inside a syscall never reaches its sys_exit.

@@ -37,7 +37,7 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn sys_exit(ctx: RawTracePointContext) -> i32 {
-    let _ = try_sys_exit(&ctx);
+    handle_sys_exit(&ctx);
     0
 }
 
@@ -51,8 +51,9 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     let Some(syscall) = Syscall::from_number(abi, number) else {
         return Ok(());
     };
-    let regs: KernelPtr = ctx.arg(0);
-
+    // The arguments are read at exit, where the user registers still hold them (the
+    // kernel preserves them for these syscalls): one read of the register frame per call.
+    // execve is the exception: its exit runs in the new image.
     let mut pending = PendingSyscall {
         syscall: syscall as u32,
         flags: 0,
@@ -60,18 +61,13 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         _pad: 0,
         // SAFETY: no arguments; CLOCK_MONOTONIC.
         entry_ns: unsafe { bpf_ktime_get_ns() },
-        args: read_args(regs, abi)?,
+        args: [0; 6],
     };
+    if matches!(syscall, Syscall::Execve | Syscall::Execveat) {
+        let regs: KernelPtr = ctx.arg(0);
+        pending.args = read_args(&read(regs, 0)?, abi);
+    }
     match syscall {
-        Syscall::OldMmap => {
-            // old_mmap passes one pointer to a block of six 32-bit values.
-            let block: [u32; 6] =
-                unsafe { bpf_probe_read_user(pending.args[0] as *const [u32; 6]) }
-                    .map_err(|e| e as i64)?;
-            for (arg, value) in pending.args.iter_mut().zip(block) {
-                *arg = u64::from(value);
-            }
-        }
         Syscall::Execve => park_exec_filename(&mut pending, tid, 0),
         Syscall::Execveat => park_exec_filename(&mut pending, tid, 1),
         _ => {}
@@ -86,10 +82,25 @@ fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
     Ok(())
 }
 
+/// The six syscall arguments from the user registers, in the ABI's register order; old_mmap's
+/// six values from the block its one argument points to.
+fn syscall_args(regs: &pt_regs, pending: &PendingSyscall) -> Result<[u64; 6], i64> {
+    let abi = Abi::from_u32(pending.abi);
+    let mut args = read_args(regs, abi);
+    if pending.syscall == Syscall::OldMmap as u32 {
+        // SAFETY: the helper checks the user address.
+        let block: [u32; 6] =
+            unsafe { bpf_probe_read_user(args[0] as *const [u32; 6]) }.map_err(|e| e as i64)?;
+        for (arg, value) in args.iter_mut().zip(block) {
+            *arg = u64::from(value);
+        }
+    }
+    Ok(args)
+}
+
 /// The six syscall arguments from the user registers, in the ABI's register order.
-fn read_args(regs: KernelPtr, abi: Abi) -> Result<[u64; 6], i64> {
-    let regs: pt_regs = read(regs, 0)?;
-    Ok(match abi {
+fn read_args(regs: &pt_regs, abi: Abi) -> [u64; 6] {
+    match abi {
         // int 0x80 / sysenter / syscall from compat mode: ebx, ecx, edx, esi, edi, ebp.
         Abi::I386 => [
             regs.rbx & 0xffff_ffff,
@@ -101,7 +112,7 @@ fn read_args(regs: KernelPtr, abi: Abi) -> Result<[u64; 6], i64> {
         ],
         // The syscall instruction clobbers rcx, so the fourth argument travels in r10.
         _ => [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9],
-    })
+    }
 }
 
 /// Reads the exec filename while the caller's memory still exists (it lives on the stack, so
@@ -123,55 +134,62 @@ fn park_exec_filename(pending: &mut PendingSyscall, tid: u32, arg: usize) {
     }
 }
 
-fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
+/// Returns nothing on purpose: early returns of a `Result` from here let LLVM leave the
+/// error payload's register uninitialized, which the verifier rejects.
+fn handle_sys_exit(ctx: &RawTracePointContext) {
     let (tgid, tid) = current_ids();
-    if !is_traced(tgid) {
-        return Ok(());
-    }
-    let regs: KernelPtr = ctx.arg(0);
-    let pending = match in_flight::take(tid) {
-        Some(pending) => pending,
-        // Entry was not seen (the process was attached mid-syscall) or its record was lost
-        // (the task moved to another CPU and its slot was reused): the arguments are still in
-        // the user registers; only the latency is unknown.
-        None => match unparked_syscall(regs)? {
-            Some(pending) => pending,
-            None => return Ok(()),
-        },
+    let mut pending = PendingSyscall {
+        syscall: 0,
+        flags: 0,
+        abi: 0,
+        _pad: 0,
+        entry_ns: 0,
+        args: [0; 6],
     };
+    // A parked entry means the process is traced; checking the per-CPU slot first spares the
+    // common case the traced-process lookup.
+    let parked = in_flight::take_from_slot(tid, &mut pending)
+        || (is_traced(tgid) && in_flight::take_from_map(tid, &mut pending));
+    let Ok(saved) = read::<pt_regs>(ctx.arg(0), 0) else {
+        return;
+    };
+    // Entry was not seen (the process was attached mid-syscall) or its record was lost (the
+    // task moved to another CPU and its slot was reused): the arguments are still in the user
+    // registers; only the latency is unknown.
+    if !parked && !(is_traced(tgid) && unparked_syscall(&saved, &mut pending)) {
+        return;
+    }
+    let exec =
+        pending.syscall == Syscall::Execve as u32 || pending.syscall == Syscall::Execveat as u32;
+    if !exec {
+        match syscall_args(&saved, &pending) {
+            Ok(args) => pending.args = args,
+            Err(_) => return,
+        }
+    }
     let ret: i64 = ctx.arg(1);
-    let result = emit_syscall(&pending, tgid, tid, ret);
-    if result.is_ok() && wants_stack_sample(&pending, ret) {
-        let _ = emit_stack_sample(regs, Abi::from_u32(pending.abi), tgid, tid);
+    let emitted = emit_syscall(&pending, tgid, tid, ret).is_ok();
+    if emitted && wants_stack_sample(&pending, ret) {
+        let _ = emit_stack_sample(&saved, Abi::from_u32(pending.abi), tgid, tid);
     }
     if pending.flags & syscall_flags::HAS_STRING != 0 {
         let _ = EXEC_FILENAMES.remove(tid);
     }
-    result
 }
 
-/// A traced syscall seen only at its exit, rebuilt from the registers (`entry_ns` 0: unknown).
-fn unparked_syscall(regs: KernelPtr) -> Result<Option<PendingSyscall>, i64> {
+/// A traced syscall seen only at its exit (`entry_ns` 0: unknown), into `out`.
+fn unparked_syscall(saved: &pt_regs, out: &mut PendingSyscall) -> bool {
     let abi = current_abi();
-    let saved: pt_regs = read(regs, 0)?;
     let Some(syscall) = Syscall::from_number(abi, saved.orig_rax as i64) else {
-        return Ok(None);
+        return false;
     };
     // execve's registers belong to the new image by now; the exec event tells about it.
-    if matches!(
-        syscall,
-        Syscall::Execve | Syscall::Execveat | Syscall::OldMmap
-    ) {
-        return Ok(None);
+    if matches!(syscall, Syscall::Execve | Syscall::Execveat) {
+        return false;
     }
-    Ok(Some(PendingSyscall {
-        syscall: syscall as u32,
-        flags: 0,
-        abi: abi as u32,
-        _pad: 0,
-        entry_ns: 0,
-        args: read_args(regs, abi)?,
-    }))
+    out.syscall = syscall as u32;
+    out.abi = abi as u32;
+    true
 }
 
 /// Calls that create memory, large enough to be worth a stack (`ProbeConfig::stack_min_bytes`).
@@ -194,8 +212,7 @@ fn wants_stack_sample(pending: &PendingSyscall, ret: i64) -> bool {
 
 /// The user registers and as much of the stack above the stack pointer as can be read (a
 /// main thread's stack may end less than a full sample above it).
-fn emit_stack_sample(regs: KernelPtr, abi: Abi, tgid: u32, tid: u32) -> Result<(), i64> {
-    let regs: pt_regs = read(regs, 0)?;
+fn emit_stack_sample(regs: &pt_regs, abi: Abi, tgid: u32, tid: u32) -> Result<(), i64> {
     let mut entry = reserve::<StackSampleEvent>().ok_or(0i64)?;
     let event = entry.as_mut_ptr();
     // SAFETY: `event` is a reservation of a StackSampleEvent; userspace reads `len` bytes of

@@ -19,7 +19,7 @@ use crate::{
     probes::{ProbeError, ProbeOptions},
     replay::{self, ReplayOptions},
     report::{self, text::TextOptions, FrameName, FrameNamer, Report, SessionInfo, Source},
-    session::{self, LiveOptions, Target},
+    session::{self, LiveOptions, SessionError, Target},
     stacks::Symbolizer,
 };
 
@@ -144,11 +144,13 @@ pub fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("memtrace: {}", one_line(&error));
-            if let Some(log) = error
-                .chain()
-                .find_map(|cause| cause.downcast_ref::<ProbeError>())
-                .and_then(ProbeError::verifier_log)
-            {
+            // A transparent wrapper hides the probe error from the chain: ask both.
+            if let Some(log) = error.chain().find_map(|cause| {
+                cause
+                    .downcast_ref::<ProbeError>()
+                    .and_then(ProbeError::verifier_log)
+                    .or_else(|| cause.downcast_ref::<SessionError>()?.verifier_log())
+            }) {
                 eprintln!("verifier log:\n{log}");
             }
             ExitCode::FAILURE

@@ -63,6 +63,16 @@ pub enum SessionError {
     Signals(std::io::Error),
 }
 
+impl SessionError {
+    /// The verifier's log, when it rejected one of the programs.
+    pub fn verifier_log(&self) -> Option<String> {
+        match self {
+            Self::Probes(error) => error.verifier_log(),
+            _ => None,
+        }
+    }
+}
+
 /// What a finished session leaves behind.
 pub struct LiveOutcome {
     pub pipeline: Pipeline,
