@@ -209,14 +209,19 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
         events: outcome.pipeline.events,
         lost: outcome.pipeline.lost,
     };
-    let report = report::build_named(&outcome.pipeline.model, &info, &mut SymbolNames::new());
+    let mut pipeline = outcome.pipeline;
+    let report = report::build_named(
+        &pipeline.model,
+        &info,
+        &mut SymbolNames(&mut pipeline.symbolizer),
+    );
     write_report(&report, &args.output)?;
-    if outcome.pipeline.lost.total() > 0 {
+    if pipeline.lost.total() > 0 {
         eprintln!(
             "memtrace: {} events lost (ring buffer full: {}, in-flight table full: {}); try a larger --ring-buffer-size",
-            outcome.pipeline.lost.total(),
-            outcome.pipeline.lost.ring_full,
-            outcome.pipeline.lost.pending_full
+            pipeline.lost.total(),
+            pipeline.lost.ring_full,
+            pipeline.lost.pending_full
         );
     }
     Ok(match outcome.command_status {
@@ -261,7 +266,12 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         events: replayed.pipeline.events,
         lost: replayed.pipeline.lost,
     };
-    let mut report = report::build_named(&replayed.pipeline.model, &info, &mut SymbolNames::new());
+    let mut pipeline = replayed.pipeline;
+    let mut report = report::build_named(
+        &pipeline.model,
+        &info,
+        &mut SymbolNames(&mut pipeline.symbolizer),
+    );
     if !args.pids.is_empty() {
         report.filter_pids(&args.pids);
     }
@@ -273,19 +283,18 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Names call-stack frames from the binaries on this machine; a frame whose binary is gone
-/// (or was replaced by a different build) stays module+offset.
-struct SymbolNames(Symbolizer);
+/// Names call-stack frames from the binaries on this machine, as the symbolizer first saw
+/// them; a frame whose module is gone, or is not the build the stack ran through, stays
+/// module+offset.
+struct SymbolNames<'s>(&'s mut Symbolizer);
 
-impl SymbolNames {
-    fn new() -> Self {
-        Self(Symbolizer::new())
-    }
-}
-
-impl FrameNamer for SymbolNames {
-    fn name(&mut self, module: &str, file_offset: u64) -> FrameName {
-        let frame = self.0.symbolize(module, file_offset);
+impl FrameNamer for SymbolNames<'_> {
+    fn name(&mut self, module: &str, build_id: Option<&[u8]>, file_offset: u64) -> FrameName {
+        // Innermost first: the inlined function the code belongs to names the frame.
+        let frame = self
+            .0
+            .symbolize_inlined(module, build_id, file_offset)
+            .swap_remove(0);
         FrameName {
             function: frame.function,
             file: frame.file,

@@ -63,6 +63,17 @@ pub enum EventBody {
     /// unwound at capture time so that a replay needs neither the stack bytes nor the
     /// binaries' unwind tables.
     Stack(StackRecord),
+    /// A file that call stacks run through, as it was when they were unwound: announced once,
+    /// before the first stack that needs it, so a replay elsewhere names frames only from the
+    /// same build.
+    Module(ModuleRecord),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ModuleRecord {
+    pub path: String,
+    /// The ELF build-id; empty when the file has none (or could not be read).
+    pub build_id: Vec<u8>,
 }
 
 /// Return addresses, innermost first: the first is where the syscall returns to (in libc).

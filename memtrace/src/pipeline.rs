@@ -2,15 +2,15 @@
 //! model, and optionally the `--events` printer and the recorder. Live tracing and replay both
 //! push events through here, so a replay computes exactly what the live run computed.
 
-use std::io::Write;
+use std::{collections::HashSet, io::Write};
 
 use crate::{
     capture::StackCapture,
-    event::{Abi, Event, EventBody, LostRecord, StackRecord},
+    event::{Abi, Event, EventBody, LostRecord, ModuleRecord, StackRecord},
     event_line,
     model::{AddressSpace, Model, RegionKind},
     record::{RecordError, RecordingWriter},
-    stacks::{MappedFile, ModuleMap, StackAbi, StackSample, Unwinder},
+    stacks::{MappedFile, ModuleMap, StackAbi, StackSample, Symbolizer, Unwinder},
 };
 
 /// Deep enough for an allocation inside an interpreter; deeper frames rarely tell more.
@@ -39,6 +39,11 @@ pub struct Pipeline {
     pub model: Model,
     /// Turns live stack samples into call stacks; replay reads stacks already unwound.
     unwinder: Unwinder,
+    /// Reads each module the stacks run through at first sight (so a binary replaced later
+    /// still names its frames), and names frames for the report.
+    pub symbolizer: Symbolizer,
+    /// Modules already announced in the stream.
+    announced: HashSet<String>,
     printer: Option<Box<dyn Write + Send>>,
     recorder: Option<RecordingWriter>,
     /// Events fed, not counting loss reports.
@@ -52,6 +57,8 @@ impl Pipeline {
         Self {
             model: Model::new(),
             unwinder: Unwinder::new(),
+            symbolizer: Symbolizer::new(),
+            announced: HashSet::new(),
             printer,
             recorder,
             events: 0,
@@ -95,13 +102,34 @@ impl Pipeline {
             bp: capture.bp,
             stack: capture.stack.clone(),
         };
-        let frames = match self.model.process(capture.pid) {
+        let (frames, new_modules) = match self.model.process(capture.pid) {
             Some(process) => {
                 let modules = ProcessModules(process.layout());
-                self.unwinder.unwind(&sample, &modules, MAX_FRAMES)
+                let frames = self.unwinder.unwind(&sample, &modules, MAX_FRAMES);
+                let mut new_modules: Vec<String> = frames
+                    .iter()
+                    .filter_map(|&address| modules.mapping_at(address.saturating_sub(1)))
+                    .map(|mapping| mapping.path)
+                    .filter(|path| !self.announced.contains(path))
+                    .collect();
+                new_modules.sort();
+                new_modules.dedup();
+                (frames, new_modules)
             }
             None => return Ok(()),
         };
+        for path in new_modules {
+            let build_id = self.symbolizer.build_id(&path).unwrap_or_default();
+            self.announced.insert(path.clone());
+            self.feed(&Event {
+                time_ns: capture.time_ns,
+                pid: capture.pid,
+                tid: capture.tid,
+                comm: capture.comm,
+                abi: capture.abi,
+                body: EventBody::Module(ModuleRecord { path, build_id }),
+            })?;
+        }
         self.feed(&Event {
             time_ns: capture.time_ns,
             pid: capture.pid,

@@ -149,3 +149,67 @@ fn python_bytearray_reaches_the_interpreter() {
     );
     assert!(in_libc < in_python);
 }
+
+/// A recording names its frames only from the builds that ran: replayed after the program
+/// was rebuilt differently, its own frames stay module+offset (libc, unchanged, keeps names).
+#[test]
+fn replay_never_names_frames_from_another_build() {
+    require_root();
+    let scratch = Scratch::new("stacks-rebuilt");
+    let built = program("bigalloc", Abi::X86_64, Runtime::LibcNoFramePointers);
+    let exe = scratch.file("bigalloc");
+    std::fs::copy(&built, &exe).unwrap();
+    let recording = scratch.file("session.mtr");
+    let run = memtrace_json(
+        &scratch,
+        &[
+            "--record",
+            recording.to_str().unwrap(),
+            "--",
+            exe.to_str().unwrap(),
+            "6",
+        ],
+    );
+    run.assert_success();
+    let live_site = by_stack(run.report())[0]["call_site"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(live_site.starts_with("hx_alloc_tmp"), "{live_site}");
+
+    // Another build of the same source (different flags, so a different build-id), same path.
+    let other = program("bigalloc", Abi::X86_64, Runtime::LibcFramePointers);
+    std::fs::copy(&other, &exe).unwrap();
+    let report_path = scratch.file("replay.json");
+    let output = std::process::Command::new(memtrace_tests::memtrace_bin())
+        .arg("replay")
+        .arg(&recording)
+        .args(["--format", "json", "-o", report_path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let replayed: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    let top = &by_stack(&replayed)[0];
+    let names = functions(top);
+    assert!(
+        !names.iter().any(|f| f == "hx_alloc_tmp"),
+        "named from the wrong build: {names:?}"
+    );
+    assert!(
+        top["call_site"]
+            .as_str()
+            .unwrap()
+            .starts_with("bigalloc+0x"),
+        "{top:#}"
+    );
+    assert!(
+        // Named from libc's debug info where installed: __GI___libc_malloc.
+        names.iter().any(|f| f.contains("malloc")),
+        "libc is the same build: {names:?}"
+    );
+}

@@ -11,6 +11,8 @@ pub struct StackId(u32);
 pub struct CallStacks {
     stacks: Vec<Arc<[u64]>>,
     ids: HashMap<Arc<[u64]>, StackId>,
+    /// The build-id of each file the stacks run through, as it was when they were unwound.
+    build_ids: HashMap<String, Vec<u8>>,
 }
 
 impl CallStacks {
@@ -28,6 +30,19 @@ impl CallStacks {
     /// Return addresses, innermost first.
     pub fn frames(&self, id: StackId) -> &[u64] {
         self.stacks.get(id.0 as usize).map_or(&[], |frames| frames)
+    }
+
+    pub(crate) fn record_module(&mut self, path: &str, build_id: &[u8]) {
+        self.build_ids.insert(path.to_string(), build_id.to_vec());
+    }
+
+    /// The build-id a module had when stacks through it were unwound (`None`: unknown, or the
+    /// file has none).
+    pub fn build_id(&self, path: &str) -> Option<&[u8]> {
+        self.build_ids
+            .get(path)
+            .map(Vec::as_slice)
+            .filter(|id| !id.is_empty())
     }
 
     pub fn len(&self) -> usize {

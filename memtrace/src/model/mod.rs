@@ -110,6 +110,7 @@ impl Model {
             EventBody::Exit(record) => self.exit(event, record),
             EventBody::Snapshot(record) => self.snapshot(event, record),
             EventBody::Stack(record) => self.attach_stack(event, &record.frames),
+            EventBody::Module(record) => self.stacks.record_module(&record.path, &record.build_id),
             EventBody::Lost(record) => {
                 // Totals, not increments; taking the larger guards against reordering.
                 self.lost.ring_full = self.lost.ring_full.max(record.ring_full);

@@ -168,6 +168,11 @@ impl<'m> ProcessView<'m> {
         self.process
     }
 
+    /// The build-id of a module the call stacks run through, when it was recorded.
+    pub fn module_build_id(&self, path: &str) -> Option<&'m [u8]> {
+        self.stacks.build_id(path)
+    }
+
     /// The frames of a region's creating call stack, innermost first (empty when none was
     /// sampled).
     pub fn stack_frames(&self, region: &Region) -> &'m [u64] {

@@ -17,8 +17,8 @@ use super::wire::{
 };
 use crate::event::{
     Abi, Comm, Event, EventBody, ExecMappingKind, ExecMappingRecord, ExecRecord, ExitRecord,
-    FileRef, ForkRecord, LostRecord, SnapshotRecord, SnapshotRegion, StackRecord, Syscall,
-    SyscallRecord,
+    FileRef, ForkRecord, LostRecord, ModuleRecord, SnapshotRecord, SnapshotRegion, StackRecord,
+    Syscall, SyscallRecord,
 };
 
 /// The tag byte that starts every event: body kind, ABI, and which optional parts follow.
@@ -43,7 +43,14 @@ mod kind {
     pub const EXEC_MAPPING: u8 = 4;
     pub const SNAPSHOT: u8 = 5;
     pub const LOST: u8 = 6;
-    pub const STACK: u8 = 7;
+    /// The kind continues in the next byte ([`extended`]): the tag has no bits left.
+    pub const EXTENDED: u8 = 7;
+}
+
+/// Kinds after [`kind::EXTENDED`], in the byte that follows the tag.
+mod extended {
+    pub const STACK: u8 = 0;
+    pub const MODULE: u8 = 1;
 }
 
 /// The byte that starts a syscall body: the [`Syscall`] number and which optional parts follow.
@@ -232,7 +239,7 @@ fn body_kind(body: &EventBody) -> u8 {
         EventBody::ExecMapping(_) => kind::EXEC_MAPPING,
         EventBody::Snapshot(_) => kind::SNAPSHOT,
         EventBody::Lost(_) => kind::LOST,
-        EventBody::Stack(_) => kind::STACK,
+        EventBody::Stack(_) | EventBody::Module(_) => kind::EXTENDED,
     }
 }
 
@@ -298,7 +305,15 @@ fn encode_body(body: &EventBody, time_ns: u64, buf: &mut impl BufMut) {
             put_uvarint(buf, record.ring_full);
             put_uvarint(buf, record.pending_full);
         }
-        EventBody::Stack(record) => encode_stack(record, buf),
+        EventBody::Stack(record) => {
+            buf.put_u8(extended::STACK);
+            encode_stack(record, buf);
+        }
+        EventBody::Module(record) => {
+            buf.put_u8(extended::MODULE);
+            put_str(buf, &record.path);
+            put_bytes(buf, &record.build_id);
+        }
     }
 }
 
@@ -357,7 +372,14 @@ fn decode_body(kind: u8, time_ns: u64, buf: &mut &[u8]) -> Result<EventBody, Mal
             ring_full: get_uvarint(buf)?,
             pending_full: get_uvarint(buf)?,
         }),
-        kind::STACK => EventBody::Stack(decode_stack(buf)?),
+        kind::EXTENDED => match get_u8(buf)? {
+            extended::STACK => EventBody::Stack(decode_stack(buf)?),
+            extended::MODULE => EventBody::Module(ModuleRecord {
+                path: get_string(buf)?,
+                build_id: get_bytes(buf)?.to_vec(),
+            }),
+            _ => return Err(Malformed("an event has an unknown extended kind")),
+        },
         _ => return Err(Malformed("an event has an unknown kind")),
     })
 }

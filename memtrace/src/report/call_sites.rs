@@ -4,14 +4,16 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{AddressSpace, ProcessView, RegionKind};
+use crate::model::{ProcessView, RegionKind};
 use crate::report::format;
 use crate::report::schema::{CallSiteGroup, FrameReport, SizeGroup};
 
 /// Names a frame from its module and file offset. Reports stay free of I/O: the caller
 /// decides how names are found (symbol files on this machine) or that they are not.
 pub trait FrameNamer {
-    fn name(&mut self, module: &str, file_offset: u64) -> FrameName;
+    /// `build_id`: the build the stack ran through, when known; a namer must not name the
+    /// frame from a different build.
+    fn name(&mut self, module: &str, build_id: Option<&[u8]>, file_offset: u64) -> FrameName;
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -25,7 +27,7 @@ pub struct FrameName {
 pub struct NoNames;
 
 impl FrameNamer for NoNames {
-    fn name(&mut self, _module: &str, _file_offset: u64) -> FrameName {
+    fn name(&mut self, _module: &str, _build_id: Option<&[u8]>, _file_offset: u64) -> FrameName {
         FrameName::default()
     }
 }
@@ -53,7 +55,7 @@ pub(crate) fn unreleased_by_stack(
             let frames: Vec<FrameReport> = frames
                 .iter()
                 .enumerate()
-                .map(|(depth, &address)| frame_report(view.layout(), depth, address, namer))
+                .map(|(depth, &address)| frame_report(view, depth, address, namer))
                 .collect();
             let mut sizes: Vec<SizeGroup> = sizes
                 .into_iter()
@@ -81,7 +83,7 @@ pub(crate) fn unreleased_by_stack(
 /// earlier, which is what its line should be. The innermost frame is where the syscall
 /// returns to, not a call.
 fn frame_report(
-    layout: &AddressSpace,
+    view: &ProcessView<'_>,
     depth: usize,
     address: u64,
     namer: &mut dyn FrameNamer,
@@ -91,7 +93,8 @@ fn frame_report(
     } else {
         address.saturating_sub(1)
     };
-    let module = layout
+    let module = view
+        .layout()
         .region_at(lookup)
         .filter(|region| region.kind == RegionKind::File)
         .and_then(|region| {
@@ -99,7 +102,7 @@ fn frame_report(
             Some((path.to_string(), region.offset + (lookup - region.start)))
         });
     let names = match &module {
-        Some((path, offset)) => namer.name(path, *offset),
+        Some((path, offset)) => namer.name(path, view.module_build_id(path), *offset),
         None => FrameName::default(),
     };
     FrameReport {

@@ -172,6 +172,7 @@ fn body() -> impl Strategy<Value = EventBody> {
         1 => snapshot_record().prop_map(EventBody::Snapshot),
         1 => (edge_u64(), edge_u64()).prop_map(|(ring_full, pending_full)| EventBody::Lost(LostRecord { ring_full, pending_full })),
         1 => proptest::collection::vec(edge_u64(), 0..40).prop_map(|frames| EventBody::Stack(StackRecord { frames })),
+        1 => (text(), proptest::collection::vec(any::<u8>(), 0..24)).prop_map(|(path, build_id)| EventBody::Module(ModuleRecord { path, build_id })),
     ]
 }
 

@@ -17,8 +17,8 @@ use super::{
 };
 use crate::event::{
     Abi, Comm, Event, EventBody, ExecMappingKind, ExecMappingRecord, ExecRecord, ExitRecord,
-    FileRef, ForkRecord, LostRecord, SnapshotRecord, SnapshotRegion, StackRecord, Syscall,
-    SyscallRecord,
+    FileRef, ForkRecord, LostRecord, ModuleRecord, SnapshotRecord, SnapshotRegion, StackRecord,
+    Syscall, SyscallRecord,
 };
 
 pub(crate) fn sample_header() -> RecordingHeader {
