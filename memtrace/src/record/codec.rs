@@ -103,6 +103,11 @@ struct FrameContext {
     current: Option<(u32, Identity)>,
     /// Every thread whose identity this frame has given. Looked up only when the thread changes.
     known: HashMap<u32, Identity>,
+    /// The call stacks this frame has spelled out, so that a repeated one (a leak is many
+    /// allocations from one call site) is a reference: by content when encoding, by index
+    /// when decoding.
+    stack_ids: HashMap<Vec<u64>, u64>,
+    stacks: Vec<Vec<u64>>,
 }
 
 impl FrameContext {
@@ -110,6 +115,8 @@ impl FrameContext {
         self.previous_time_ns = 0;
         self.current = None;
         self.known.clear();
+        self.stack_ids.clear();
+        self.stacks.clear();
     }
 
     fn current_tid(&self) -> Option<u32> {
@@ -167,7 +174,7 @@ impl EventEncoder {
         self.context.current = Some((event.tid, identity));
         self.context.previous_time_ns = event.time_ns;
 
-        encode_body(&event.body, event.time_ns, buf);
+        encode_body(&event.body, event.time_ns, &mut self.context, buf);
     }
 }
 
@@ -218,7 +225,7 @@ impl EventDecoder {
         self.context.current = Some((tid, identity));
         self.context.previous_time_ns = time_ns;
 
-        let body = decode_body(tag & tag::KIND, time_ns, buf)?;
+        let body = decode_body(tag & tag::KIND, time_ns, &mut self.context, buf)?;
         Ok(Event {
             time_ns,
             pid: identity.pid,
@@ -279,7 +286,7 @@ fn get_file(buf: &mut &[u8]) -> Result<FileRef, Malformed> {
     })
 }
 
-fn encode_body(body: &EventBody, time_ns: u64, buf: &mut impl BufMut) {
+fn encode_body(body: &EventBody, time_ns: u64, context: &mut FrameContext, buf: &mut impl BufMut) {
     match body {
         EventBody::Syscall(record) => encode_syscall(record, time_ns, buf),
         EventBody::Fork(record) => {
@@ -307,7 +314,7 @@ fn encode_body(body: &EventBody, time_ns: u64, buf: &mut impl BufMut) {
         }
         EventBody::Stack(record) => {
             buf.put_u8(extended::STACK);
-            encode_stack(record, buf);
+            encode_stack(record, context, buf);
         }
         EventBody::Module(record) => {
             buf.put_u8(extended::MODULE);
@@ -317,9 +324,18 @@ fn encode_body(body: &EventBody, time_ns: u64, buf: &mut impl BufMut) {
     }
 }
 
-/// Frames as zigzag deltas from the previous frame: return addresses in one module are close,
-/// so most take two or three bytes.
-fn encode_stack(record: &StackRecord, buf: &mut impl BufMut) {
+/// A stack already spelled out in this frame is its index plus one; a new one is 0, then
+/// its frames as zigzag deltas from the previous frame (return addresses in one module are
+/// close, so most take two or three bytes).
+fn encode_stack(record: &StackRecord, context: &mut FrameContext, buf: &mut impl BufMut) {
+    if let Some(&index) = context.stack_ids.get(&record.frames) {
+        put_uvarint(buf, index + 1);
+        return;
+    }
+    put_uvarint(buf, 0);
+    context
+        .stack_ids
+        .insert(record.frames.clone(), context.stack_ids.len() as u64);
     put_uvarint(buf, record.frames.len() as u64);
     let mut previous = 0u64;
     for &frame in &record.frames {
@@ -328,7 +344,17 @@ fn encode_stack(record: &StackRecord, buf: &mut impl BufMut) {
     }
 }
 
-fn decode_stack(buf: &mut &[u8]) -> Result<StackRecord, Malformed> {
+fn decode_stack(context: &mut FrameContext, buf: &mut &[u8]) -> Result<StackRecord, Malformed> {
+    let reference = get_uvarint(buf)?;
+    if reference > 0 {
+        let frames = usize::try_from(reference - 1)
+            .ok()
+            .and_then(|index| context.stacks.get(index))
+            .ok_or(Malformed("a stack refers to one its frame has not given"))?;
+        return Ok(StackRecord {
+            frames: frames.clone(),
+        });
+    }
     let count = get_uvarint(buf)?;
     // Each frame takes at least one byte: a larger count is a lie, not an allocation to make.
     if count > buf.len() as u64 {
@@ -340,11 +366,17 @@ fn decode_stack(buf: &mut &[u8]) -> Result<StackRecord, Malformed> {
         previous = previous.wrapping_add(get_ivarint(buf)? as u64);
         frames.push(previous);
     }
+    context.stacks.push(frames.clone());
     Ok(StackRecord { frames })
 }
 
 #[inline]
-fn decode_body(kind: u8, time_ns: u64, buf: &mut &[u8]) -> Result<EventBody, Malformed> {
+fn decode_body(
+    kind: u8,
+    time_ns: u64,
+    context: &mut FrameContext,
+    buf: &mut &[u8],
+) -> Result<EventBody, Malformed> {
     Ok(match kind {
         kind::SYSCALL => EventBody::Syscall(decode_syscall(time_ns, buf)?),
         kind::FORK => {
@@ -373,7 +405,7 @@ fn decode_body(kind: u8, time_ns: u64, buf: &mut &[u8]) -> Result<EventBody, Mal
             pending_full: get_uvarint(buf)?,
         }),
         kind::EXTENDED => match get_u8(buf)? {
-            extended::STACK => EventBody::Stack(decode_stack(buf)?),
+            extended::STACK => EventBody::Stack(decode_stack(context, buf)?),
             extended::MODULE => EventBody::Module(ModuleRecord {
                 path: get_string(buf)?,
                 build_id: get_bytes(buf)?.to_vec(),

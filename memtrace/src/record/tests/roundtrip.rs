@@ -152,3 +152,36 @@ fn an_event_too_large_for_any_frame_is_refused_and_the_recording_goes_on() {
     assert_eq!(replay.events, events);
     assert!(replay.outcome.complete);
 }
+
+/// A leak is many allocations from one call site: after the first, each repeat of a stack in
+/// a frame is a reference of a byte or two, and frames still stand alone (a stack repeated in
+/// a later frame is spelled out again there).
+#[test]
+fn repeated_stacks_are_references() {
+    let call_site: Vec<u64> = (0..12).map(|i| 0x7f12_3456_0000 + i * 0x1_0000).collect();
+    let stack = |time_ns| {
+        event(
+            time_ns,
+            7,
+            EventBody::Stack(StackRecord {
+                frames: call_site.clone(),
+            }),
+        )
+    };
+    let once = write_recording(
+        &[stack(1)],
+        WriterOptions::default(),
+        Some(LostRecord::default()),
+    );
+    let many: Vec<Event> = (1..=1000).map(stack).collect();
+    let options = WriterOptions {
+        max_frame_events: 250,
+        ..WriterOptions::default()
+    };
+    let bytes = write_recording(&many, options, Some(LostRecord::default()));
+    let per_repeat = (bytes.len() - once.len()) as f64 / 999.0;
+    assert!(per_repeat < 8.0, "{per_repeat:.1} bytes per repeated stack");
+    let replayed = replay(&bytes).unwrap();
+    assert_eq!(replayed.events, many);
+    assert!(replayed.outcome.complete);
+}
