@@ -381,3 +381,38 @@ fn wait_with_timeout(
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// ia32's old_mmap passes its arguments in user memory: they are read and decoded like mmap2's.
+#[test]
+fn old_mmap_of_a_32_bit_program_is_decoded() {
+    require_root();
+    let scratch = Scratch::new("old-mmap");
+    let exe = program("old_mmap", Abi::I386, Runtime::Bare);
+    let run = memtrace_json(&scratch, &["--", exe.to_str().unwrap()]);
+    run.assert_success();
+    let entry = &processes(run.report())[0];
+    assert_eq!(calls(entry, "mmap"), (1, 0));
+    let created: Vec<&Value> = entry["unreleased"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|group| group["regions"].as_array().unwrap())
+        .collect();
+    assert_eq!(created.len(), 1, "{entry:#}");
+    assert_eq!(created[0]["len"], 3 * 4096);
+    assert_eq!(created[0]["perms"], "rw-p");
+    assert!(created[0]["start"].as_u64().unwrap() < 1 << 32);
+}
+
+/// memtrace exits with the traced command's exit code, or 128 + the signal that killed it.
+#[test]
+fn the_command_exit_code_is_memtrace_exit_code() {
+    require_root();
+    let scratch = Scratch::new("exit-code");
+    let run = memtrace_json(&scratch, &["--", "sh", "-c", "exit 7"]);
+    assert_eq!(run.output.status.code(), Some(7), "{}", run.stderr());
+    assert_eq!(processes(run.report())[0]["exit_code"], 7);
+    let run = memtrace_json(&scratch, &["--", "sh", "-c", "kill -KILL $$"]);
+    assert_eq!(run.output.status.code(), Some(128 + 9), "{}", run.stderr());
+    assert_eq!(processes(run.report())[0]["signal"], 9);
+}
