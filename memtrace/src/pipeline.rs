@@ -121,23 +121,12 @@ impl Pipeline {
         for path in new_modules {
             let build_id = self.symbolizer.build_id(&path).unwrap_or_default();
             self.announced.insert(path.clone());
-            self.feed(&Event {
-                time_ns: capture.time_ns,
-                pid: capture.pid,
-                tid: capture.tid,
-                comm: capture.comm,
-                abi: capture.abi,
-                body: EventBody::Module(ModuleRecord { path, build_id }),
-            })?;
+            self.feed(&event_of(
+                capture,
+                EventBody::Module(ModuleRecord { path, build_id }),
+            ))?;
         }
-        self.feed(&Event {
-            time_ns: capture.time_ns,
-            pid: capture.pid,
-            tid: capture.tid,
-            comm: capture.comm,
-            abi: capture.abi,
-            body: EventBody::Stack(StackRecord { frames }),
-        })
+        self.feed(&event_of(capture, EventBody::Stack(StackRecord { frames })))
     }
 
     pub fn recorder_mut(&mut self) -> Option<&mut RecordingWriter> {
@@ -153,5 +142,17 @@ impl Pipeline {
             let _ = printer.flush();
         }
         Ok(())
+    }
+}
+
+/// An event about the thread and moment of a stack sample.
+fn event_of(capture: &StackCapture, body: EventBody) -> Event {
+    Event {
+        time_ns: capture.time_ns,
+        pid: capture.pid,
+        tid: capture.tid,
+        comm: capture.comm,
+        abi: capture.abi,
+        body,
     }
 }

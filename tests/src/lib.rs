@@ -273,3 +273,29 @@ pub const REPORTED_SYSCALLS: [&str; 7] = [
     "memfd_create",
     "execve",
 ];
+
+/// Runs `memtrace replay RECORDING` with `extra` arguments, asking for a JSON report in
+/// `scratch`; returns how it ended and the report.
+#[track_caller]
+pub fn replay_json(
+    scratch: &Scratch,
+    recording: &std::path::Path,
+    extra: &[&str],
+) -> (std::process::Output, Value) {
+    let out = scratch.file("replay.json");
+    let output = Command::new(memtrace_bin())
+        .arg("replay")
+        .arg(recording)
+        .args(["--format", "json", "-o", out.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap();
+    let report = serde_json::from_str(&std::fs::read_to_string(&out).unwrap_or_default())
+        .unwrap_or_else(|e| {
+            panic!(
+                "replay wrote no JSON ({e}); stderr: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    (output, report)
+}

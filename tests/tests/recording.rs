@@ -8,32 +8,10 @@ use std::{
 };
 
 use memtrace_tests::{
-    memtrace, memtrace_bin, memtrace_json, processes, program, require_root, Abi, Runtime, Scratch,
+    memtrace, memtrace_bin, memtrace_json, processes, program, replay_json, require_root, Abi,
+    Runtime, Scratch,
 };
 use serde_json::Value;
-
-fn replay_json(
-    scratch: &Scratch,
-    recording: &std::path::Path,
-    extra: &[&str],
-) -> (std::process::Output, Value) {
-    let out = scratch.file("replay.json");
-    let output = Command::new(memtrace_bin())
-        .arg("replay")
-        .arg(recording)
-        .args(["--format", "json", "-o", out.to_str().unwrap()])
-        .args(extra)
-        .output()
-        .unwrap();
-    let report = serde_json::from_str(&std::fs::read_to_string(&out).unwrap_or_default())
-        .unwrap_or_else(|e| {
-            panic!(
-                "replay wrote no JSON ({e}); stderr: {}",
-                String::from_utf8_lossy(&output.stderr)
-            )
-        });
-    (output, report)
-}
 
 #[track_caller]
 fn assert_same_report_but_source(live: &Value, replayed: &Value) {

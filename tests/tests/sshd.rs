@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use memtrace_tests::{memtrace_bin, processes, require_root, Scratch};
+use memtrace_tests::{memtrace_bin, processes, replay_json, require_root, Scratch};
 use serde_json::Value;
 
 const SSHD: &str = "/usr/sbin/sshd";
@@ -222,20 +222,12 @@ fn an_ssh_login_is_traced_through_sshd_and_replayed() {
         "bash's child ls"
     );
 
-    let replay_report = scratch.file("replay.json");
-    let output = Command::new(memtrace_bin())
-        .arg("replay")
-        .arg(&recording)
-        .args(["--format", "json", "-o", replay_report.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let (output, mut replayed) = replay_json(&scratch, &recording, &[]);
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let mut replayed: Value =
-        serde_json::from_str(&std::fs::read_to_string(&replay_report).unwrap()).unwrap();
     let mut live = live;
     assert_eq!(replayed["source"], "replay");
     live["source"] = Value::Null;

@@ -1,7 +1,9 @@
 //! Who allocated it: unreleased memory grouped by the user call stack that created it, through
 //! glibc (built without frame pointers) into the program, with and without frame pointers.
 
-use memtrace_tests::{memtrace_json, processes, program, require_root, Abi, Runtime, Scratch};
+use memtrace_tests::{
+    memtrace_json, processes, program, replay_json, require_root, Abi, Runtime, Scratch,
+};
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
@@ -180,20 +182,12 @@ fn replay_never_names_frames_from_another_build() {
     // Another build of the same source (different flags, so a different build-id), same path.
     let other = program("bigalloc", Abi::X86_64, Runtime::LibcFramePointers);
     std::fs::copy(&other, &exe).unwrap();
-    let report_path = scratch.file("replay.json");
-    let output = std::process::Command::new(memtrace_tests::memtrace_bin())
-        .arg("replay")
-        .arg(&recording)
-        .args(["--format", "json", "-o", report_path.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let (output, replayed) = replay_json(&scratch, &recording, &[]);
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let replayed: Value =
-        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
     let top = &by_stack(&replayed)[0];
     let names = functions(top);
     assert!(

@@ -57,15 +57,7 @@ pub(crate) fn unreleased_by_stack(
                 .enumerate()
                 .map(|(depth, &address)| frame_report(view, depth, address, namer))
                 .collect();
-            let mut sizes: Vec<SizeGroup> = sizes
-                .into_iter()
-                .map(|(size, count)| SizeGroup {
-                    size,
-                    count,
-                    bytes: size * count,
-                })
-                .collect();
-            sizes.sort_by_key(|size| std::cmp::Reverse(size.bytes));
+            let sizes = SizeGroup::from_counts(sizes);
             CallSiteGroup {
                 count: sizes.iter().map(|s| s.count).sum(),
                 bytes,

@@ -141,15 +141,7 @@ fn unreleased_anon(process: &ProcessReport, threshold: u64) -> Option<Finding> {
     if by_size.is_empty() {
         return None;
     }
-    let mut sizes: Vec<SizeGroup> = by_size
-        .into_iter()
-        .map(|(size, count)| SizeGroup {
-            size,
-            count,
-            bytes: size * count,
-        })
-        .collect();
-    sizes.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.size.cmp(&a.size)));
+    let sizes = SizeGroup::from_counts(by_size);
     let regions: u64 = sizes.iter().map(|group| group.count).sum();
     let total: u64 = sizes.iter().map(|group| group.bytes).sum();
     const LISTED: usize = 4;

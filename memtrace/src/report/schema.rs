@@ -372,3 +372,19 @@ pub struct SizeGroup {
     pub count: u64,
     pub bytes: u64,
 }
+
+impl SizeGroup {
+    /// Groups from a count of regions per size, largest total first (then larger size).
+    pub(crate) fn from_counts(by_size: impl IntoIterator<Item = (u64, u64)>) -> Vec<Self> {
+        let mut groups: Vec<Self> = by_size
+            .into_iter()
+            .map(|(size, count)| Self {
+                size,
+                count,
+                bytes: size * count,
+            })
+            .collect();
+        groups.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.size.cmp(&a.size)));
+        groups
+    }
+}
