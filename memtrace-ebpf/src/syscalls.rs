@@ -148,11 +148,14 @@ fn handle_sys_exit(ctx: &RawTracePointContext) {
     };
     // A parked entry means the process is traced; checking the per-CPU slot first spares the
     // common case the traced-process lookup.
-    let parked = in_flight::take_from_slot(tid, &mut pending)
-        || (is_traced(tgid) && in_flight::take_from_map(tid, &mut pending));
+    let from_slot = in_flight::take_from_slot(tid, &mut pending);
+    let parked = from_slot || (is_traced(tgid) && in_flight::take_from_map(tid, &mut pending));
     let Ok(saved) = read::<pt_regs>(ctx.arg(0), 0) else {
         return;
     };
+    // A slot can be stale: its syscall exited on another CPU, and this task came back with
+    // another one. Trust it only for the syscall this exit is for.
+    let parked = parked && !(from_slot && !is_same_syscall(&pending, &saved));
     // Entry was not seen (the process was attached mid-syscall) or its record was lost (the
     // task moved to another CPU and its slot was reused): the arguments are still in the user
     // registers; only the latency is unknown.
@@ -177,6 +180,11 @@ fn handle_sys_exit(ctx: &RawTracePointContext) {
     }
 }
 
+fn is_same_syscall(pending: &PendingSyscall, saved: &pt_regs) -> bool {
+    Syscall::from_number(Abi::from_u32(pending.abi), saved.orig_rax as i64)
+        .is_some_and(|syscall| syscall as u32 == pending.syscall)
+}
+
 /// A traced syscall seen only at its exit (`entry_ns` 0: unknown), into `out`.
 fn unparked_syscall(saved: &pt_regs, out: &mut PendingSyscall) -> bool {
     let abi = current_abi();
@@ -189,6 +197,8 @@ fn unparked_syscall(saved: &pt_regs, out: &mut PendingSyscall) -> bool {
     }
     out.syscall = syscall as u32;
     out.abi = abi as u32;
+    out.flags = 0;
+    out.entry_ns = 0;
     true
 }
 
