@@ -6,7 +6,9 @@ use std::path::Path;
 
 use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
 
-/// BPF ring buffers (5.8), fexit (5.5) and `bpf_get_func_ret` (5.17).
+/// BPF ring buffers (5.8), BTF in sysfs, and the user-memory helpers the programs use. Only
+/// 6.18 is tested; on a kernel whose tracepoints lack an argument the programs read, attaching
+/// fails with the verifier's own explanation.
 pub const MINIMUM_KERNEL: (u32, u32) = (5, 17);
 const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -18,7 +20,7 @@ const CAP_BPF: u32 = 39;
 pub enum PreflightError {
     #[error("memtrace needs root, or the {0} capabilities: run it with sudo")]
     MissingCapabilities(String),
-    #[error("memtrace needs Linux {}.{} or newer (BPF ring buffer, fexit return values); this kernel is {release}", .minimum.0, .minimum.1)]
+    #[error("memtrace needs Linux {}.{} or newer (BPF ring buffers, BTF); this kernel is {release}", .minimum.0, .minimum.1)]
     KernelTooOld {
         minimum: (u32, u32),
         release: String,
@@ -102,7 +104,7 @@ mod tests {
         let error = check_kernel_release("5.10.0-28-amd64").unwrap_err();
         assert_eq!(
             error.to_string(),
-            "memtrace needs Linux 5.17 or newer (BPF ring buffer, fexit return values); this kernel is 5.10.0-28-amd64"
+            "memtrace needs Linux 5.17 or newer (BPF ring buffers, BTF); this kernel is 5.10.0-28-amd64"
         );
         assert!(check_kernel_release("garbage").is_err());
     }
