@@ -15,6 +15,7 @@ pub mod cli;
 pub mod event;
 pub mod event_line;
 pub mod launch;
+pub mod linux_abi;
 pub mod model;
 pub mod pipeline;
 pub mod probes;

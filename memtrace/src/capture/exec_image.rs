@@ -15,14 +15,13 @@ use std::{
 };
 
 use crate::event::{ExecMappingKind, ExecMappingRecord, FileRef};
+use crate::linux_abi::{MAP_FIXED, MAP_PRIVATE};
 
 const PAGE: u64 = 4096;
 const PT_LOAD: u32 = 1;
 const PT_INTERP: u32 = 3;
 const PT_PHDR: u32 = 6;
 const ET_DYN: u16 = 3;
-const MAP_PRIVATE: u32 = 0x02;
-const MAP_FIXED: u32 = 0x10;
 
 /// Where the loader put the new image: from the exec event.
 #[derive(Clone, Debug)]
@@ -83,7 +82,7 @@ fn place_segments(elf: &ElfFile, bias: u64, file: &FileRef, out: &mut Vec<ExecMa
                 start,
                 len: file_end - start,
                 prot,
-                flags: MAP_PRIVATE | MAP_FIXED,
+                flags: (MAP_PRIVATE | MAP_FIXED) as u32,
                 offset: page_down(segment.offset),
                 file: Some(file.clone()),
                 name: None,
@@ -99,7 +98,7 @@ fn place_segments(elf: &ElfFile, bias: u64, file: &FileRef, out: &mut Vec<ExecMa
                     len: zero_end - zero_start,
                     // vm_brk_flags: data pages, executable only if the segment was.
                     prot: 0x3 | (prot & 0x4),
-                    flags: MAP_PRIVATE,
+                    flags: MAP_PRIVATE as u32,
                     offset: 0,
                     file: None,
                     name: None,

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::event::{Abi, ExecMappingKind, ExecMappingRecord, ExecRecord};
+use crate::linux_abi::{MAP_ANONYMOUS, MAP_SHARED};
 use crate::model::address_space::AddressSpace;
 use crate::model::backing::Backing;
 use crate::model::brk::{heap_region, HEAP_NAME};
@@ -14,8 +15,6 @@ use crate::model::names::Names;
 use crate::model::region::{page_align_up, Creation, Perms, Region, RegionKind};
 
 pub const STACK_NAME: &str = "[stack]";
-const MAP_SHARED_MASK: u32 = 0x01;
-const MAP_ANONYMOUS: u32 = 0x20;
 
 /// One successful exec of a process.
 #[derive(Clone, Debug, PartialEq)]
@@ -147,10 +146,10 @@ fn apply_mapping(
     let prot = u64::from(mapping.prot);
     match mapping.kind {
         ExecMappingKind::Mmap => {
-            let shared = mapping.flags & MAP_SHARED_MASK != 0;
+            let shared = u64::from(mapping.flags) & MAP_SHARED != 0;
             let backing = match &mapping.file {
                 Some(file) => Backing::of_file(file, None, memfds, names),
-                None if mapping.flags & MAP_ANONYMOUS != 0 => Backing::anonymous(shared),
+                None if u64::from(mapping.flags) & MAP_ANONYMOUS != 0 => Backing::anonymous(shared),
                 None => Backing::unnamed(RegionKind::Other),
             };
             let perms = Perms::from_prot(prot, shared);

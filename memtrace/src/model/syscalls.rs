@@ -10,12 +10,10 @@ use crate::model::process::Process;
 use crate::model::region::{page_align_up, Creation, Origin, Perms, RegionKind};
 use crate::model::stats::SyscallName;
 
-const MAP_SHARED: u64 = 0x01;
-const MAP_ANONYMOUS: u64 = 0x20;
-const MAP_GROWSDOWN: u64 = 0x100;
-const MAP_STACK: u64 = 0x20000;
-const MREMAP_DONTUNMAP: u64 = 4;
-const MFD_CLOEXEC: u64 = 1;
+use crate::linux_abi::{
+    MAP_ANONYMOUS, MAP_GROWSDOWN, MAP_SHARED, MAP_STACK, MFD_CLOEXEC, MREMAP_DONTUNMAP,
+};
+
 /// mmap2 counts its offset in pages of this size, whatever the page size.
 const MMAP2_OFFSET_UNIT: u64 = 4096;
 

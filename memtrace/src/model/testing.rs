@@ -10,21 +10,14 @@ pub const KIB: u64 = 1024;
 pub const MIB: u64 = 1024 * KIB;
 
 pub const PROT_NONE: u64 = 0;
-pub const PROT_READ: u64 = 1;
-pub const PROT_WRITE: u64 = 2;
-pub const PROT_EXEC: u64 = 4;
+pub use crate::linux_abi::{
+    MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MAP_SHARED, MREMAP_DONTUNMAP, MREMAP_FIXED,
+    MREMAP_MAYMOVE, PROT_EXEC, PROT_READ, PROT_WRITE,
+};
 pub const RW: u64 = PROT_READ | PROT_WRITE;
 pub const RX: u64 = PROT_READ | PROT_EXEC;
 
-pub const MAP_SHARED: u64 = 0x01;
-pub const MAP_PRIVATE: u64 = 0x02;
-pub const MAP_FIXED: u64 = 0x10;
-pub const MAP_ANONYMOUS: u64 = 0x20;
 pub const ANON: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
-
-pub const MREMAP_MAYMOVE: u64 = 1;
-pub const MREMAP_FIXED: u64 = 2;
-pub const MREMAP_DONTUNMAP: u64 = 4;
 
 pub const ENOMEM: i64 = 12;
 pub const ENOENT: i64 = 2;

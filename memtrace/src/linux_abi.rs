@@ -1,0 +1,19 @@
+//! The Linux ABI values memtrace decodes from syscall arguments. They are the same for x86_64
+//! and ia32 tasks.
+
+pub const PROT_READ: u64 = 0x1;
+pub const PROT_WRITE: u64 = 0x2;
+pub const PROT_EXEC: u64 = 0x4;
+
+pub const MAP_SHARED: u64 = 0x01;
+pub const MAP_PRIVATE: u64 = 0x02;
+pub const MAP_FIXED: u64 = 0x10;
+pub const MAP_ANONYMOUS: u64 = 0x20;
+pub const MAP_GROWSDOWN: u64 = 0x100;
+pub const MAP_STACK: u64 = 0x20000;
+
+pub const MREMAP_MAYMOVE: u64 = 1;
+pub const MREMAP_FIXED: u64 = 2;
+pub const MREMAP_DONTUNMAP: u64 = 4;
+
+pub const MFD_CLOEXEC: u64 = 1;
