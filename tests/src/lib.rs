@@ -138,6 +138,9 @@ pub fn program(name: &str, abi: Abi, runtime: Runtime) -> PathBuf {
         .arg("-o")
         .arg(&binary)
         .arg(&source);
+    if name == "threads" {
+        gcc.arg("-pthread");
+    }
     match runtime {
         Runtime::Bare => {
             gcc.args([
