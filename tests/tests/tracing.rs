@@ -438,3 +438,34 @@ fn concurrent_threads_are_counted_exactly() {
     assert_eq!(busy_munmap.0 - idle_munmap.0, 19_000);
     assert_eq!(busy_munmap.1 - idle_munmap.1, 0);
 }
+
+/// Under sudo the command runs as the user who ran sudo, with that user's groups, like
+/// `strace -u`: memtrace reads what sudo leaves in the environment.
+#[test]
+fn under_sudo_the_command_runs_as_the_invoking_user() {
+    require_root();
+    let scratch = Scratch::new("sudo-user");
+    let report = scratch.file("report.json");
+    let output = Command::new(memtrace_tests::memtrace_bin())
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65534")
+        .env("SUDO_USER", "nobody")
+        .args([
+            "--format",
+            "json",
+            "-o",
+            report.to_str().unwrap(),
+            "--",
+            "id",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id = String::from_utf8_lossy(&output.stdout);
+    assert!(id.starts_with("uid=65534(nobody) gid=65534("), "{id}");
+    assert!(!id.contains("(root)"), "no root group left: {id}");
+}
