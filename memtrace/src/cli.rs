@@ -133,10 +133,16 @@ pub fn main() -> ExitCode {
         let command = arguments.get(3..).unwrap_or_default();
         return ExitCode::from(launch::run_gate(command) as u8);
     }
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+    let cli = Cli::parse();
+    // --ebpf-log asks for the programs' own messages, which they log at debug level.
+    let default_filter = if cli.trace.ebpf_log {
+        "warn,memtrace=debug"
+    } else {
+        "warn"
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
         .format_timestamp(None)
         .init();
-    let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
         Err(error) => {

@@ -175,6 +175,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
             }
         }
         feed_batch(&mut pipeline, &mut batch, &snapshot_taken_at)?;
+        probes.flush_logs();
         lost = report_new_losses(&probes, &mut pipeline, lost)?;
         if let Some(recorder) = pipeline.recorder_mut() {
             recorder.flush_if_due(Instant::now())?;
@@ -188,6 +189,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
     // Whatever the kernel wrote before the end still belongs to the session.
     capture.drain(&mut batch);
     feed_batch(&mut pipeline, &mut batch, &snapshot_taken_at)?;
+    probes.flush_logs();
     report_new_losses(&probes, &mut pipeline, lost)?;
     pipeline.finish_recording()?;
     if command_status.is_none() {

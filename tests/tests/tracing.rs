@@ -469,3 +469,20 @@ fn under_sudo_the_command_runs_as_the_invoking_user() {
     assert!(id.starts_with("uid=65534(nobody) gid=65534("), "{id}");
     assert!(!id.contains("(root)"), "no root group left: {id}");
 }
+
+/// --ebpf-log forwards the programs' own aya-log messages (they log each traced exec).
+#[test]
+fn ebpf_log_forwards_the_programs_messages() {
+    require_root();
+    let scratch = Scratch::new("ebpf-log");
+    let counts = program("counts", Abi::X86_64, Runtime::Bare);
+    let run = memtrace_json(&scratch, &["--ebpf-log", "--", counts.to_str().unwrap()]);
+    run.assert_success();
+    let pid = processes(run.report())[0]["pid"].as_u64().unwrap();
+    assert!(
+        run.stderr()
+            .contains(&format!("exec in traced process {pid}")),
+        "{}",
+        run.stderr()
+    );
+}

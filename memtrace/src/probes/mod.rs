@@ -85,6 +85,8 @@ impl Default for ProbeOptions {
 /// The loaded and attached programs. Dropping it detaches everything.
 pub struct Probes {
     ebpf: Ebpf,
+    /// Reads the programs' aya-log records (`--ebpf-log`); it owns their ring buffer.
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
 const RAW_TRACEPOINTS: [(&str, &str); 5] = [
@@ -126,11 +128,13 @@ impl Probes {
             .map_max_entries(names::EVENTS_MAP, size)
             .load(EBPF_OBJECT)?;
 
-        if options.ebpf_log {
-            if let Err(error) = aya_log::EbpfLogger::init(&mut ebpf) {
-                log::warn!("eBPF logging unavailable: {error}");
-            }
-        }
+        let logger = if options.ebpf_log {
+            aya_log::EbpfLogger::init(&mut ebpf)
+                .map_err(|error| log::warn!("eBPF logging unavailable: {error}"))
+                .ok()
+        } else {
+            None
+        };
 
         for (program, tracepoint) in RAW_TRACEPOINTS {
             let raw: &mut RawTracePoint = program_of(&mut ebpf, program)?;
@@ -139,7 +143,14 @@ impl Probes {
             raw.attach(tracepoint)
                 .map_err(|source| ProbeError::Program { program, source })?;
         }
-        Ok(Self { ebpf })
+        Ok(Self { ebpf, logger })
+    }
+
+    /// Passes the programs' pending log records on to the `log` crate (`--ebpf-log`).
+    pub fn flush_logs(&mut self) {
+        if let Some(logger) = &mut self.logger {
+            logger.flush();
+        }
     }
 
     /// Starts tracing a process (all its threads).
