@@ -320,7 +320,7 @@ fn write_report(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
         ),
     };
     match &output.output {
-        Some(path) => fs::write(path, rendered)
+        Some(path) => write_private(path, rendered.as_bytes())
             .with_context(|| format!("writing the report to {}", path.display())),
         None => {
             let mut stdout = io::stdout().lock();
@@ -329,6 +329,23 @@ fn write_report(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Reports hold address layouts, which defeat ASLR: like recordings, they are the owner's
+/// alone (0600, also when an existing file is overwritten).
+fn write_private(path: &std::path::Path, contents: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // `mode` applies only to a file this call creates; /dev/null and other devices keep theirs.
+    if file.metadata()?.is_file() {
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(contents)
 }
 
 /// The traced command's status as our own: its code, or 128 + the signal that killed it, as

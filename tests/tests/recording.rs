@@ -52,6 +52,12 @@ fn live_equals_replay(parent_abi: Abi, child_abi: Abi) {
     run.assert_success();
     let mode = std::fs::metadata(&recording).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "layouts defeat ASLR: recordings are private");
+    let report_mode = std::fs::metadata(scratch.file("report.json"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(report_mode, 0o600, "and so are reports written with -o");
     let (output, replayed) = replay_json(&scratch, &recording, &[]);
     assert!(
         output.status.success(),
