@@ -103,20 +103,21 @@ pub struct Calls {
     pub failed: u64,
 }
 
+/// One value per reported syscall, in the order reports list them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct SyscallTable {
-    pub mmap: Calls,
-    pub munmap: Calls,
-    pub brk: Calls,
-    pub mremap: Calls,
-    pub mprotect: Calls,
-    pub memfd_create: Calls,
-    pub execve: Calls,
+pub struct PerSyscall<T> {
+    pub mmap: T,
+    pub munmap: T,
+    pub brk: T,
+    pub mremap: T,
+    pub mprotect: T,
+    pub memfd_create: T,
+    pub execve: T,
 }
 
-impl SyscallTable {
+impl<T: Copy> PerSyscall<T> {
     /// Rows in the order reports list them.
-    pub fn rows(&self) -> [(&'static str, Calls); 7] {
+    pub fn rows(&self) -> [(&'static str, T); 7] {
         [
             ("mmap", self.mmap),
             ("munmap", self.munmap),
@@ -128,6 +129,8 @@ impl SyscallTable {
         ]
     }
 }
+
+pub type SyscallTable = PerSyscall<Calls>;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LayoutEntry {
@@ -262,30 +265,7 @@ pub struct Distributions {
     pub latency_ns: LatencyTable,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct LatencyTable {
-    pub mmap: DistributionReport,
-    pub munmap: DistributionReport,
-    pub brk: DistributionReport,
-    pub mremap: DistributionReport,
-    pub mprotect: DistributionReport,
-    pub memfd_create: DistributionReport,
-    pub execve: DistributionReport,
-}
-
-impl LatencyTable {
-    pub fn rows(&self) -> [(&'static str, DistributionReport); 7] {
-        [
-            ("mmap", self.mmap),
-            ("munmap", self.munmap),
-            ("brk", self.brk),
-            ("mremap", self.mremap),
-            ("mprotect", self.mprotect),
-            ("memfd_create", self.memfd_create),
-            ("execve", self.execve),
-        ]
-    }
-}
+pub type LatencyTable = PerSyscall<DistributionReport>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
