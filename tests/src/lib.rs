@@ -302,3 +302,24 @@ pub fn replay_json(
         });
     (output, report)
 }
+
+/// Starts `memtrace ARGS` (an attach, `--pid …`) and returns once it says it is attached, so
+/// the caller may make the target act. Its stderr past that line is dropped.
+#[track_caller]
+pub fn attach(args: &[&str]) -> std::process::Child {
+    use std::io::{BufRead, BufReader};
+    let mut tracer = Command::new(memtrace_bin())
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running memtrace");
+    let mut attached = String::new();
+    BufReader::new(tracer.stderr.take().unwrap())
+        .read_line(&mut attached)
+        .unwrap();
+    assert!(
+        attached.contains("attached"),
+        "unexpected first line: {attached:?}"
+    );
+    tracer
+}

@@ -3,14 +3,13 @@
 //! the recording tells the same.
 
 use std::{
-    io::{BufRead, BufReader},
     net::{TcpListener, TcpStream},
     path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use memtrace_tests::{memtrace_bin, processes, replay_json, require_root, Scratch};
+use memtrace_tests::{attach, processes, replay_json, require_root, Scratch};
 use serde_json::Value;
 
 const SSHD: &str = "/usr/sbin/sshd";
@@ -161,18 +160,18 @@ fn an_ssh_login_is_traced_through_sshd_and_replayed() {
 
     let recording = scratch.file("sshd.mtr");
     let live_report = scratch.file("live.json");
-    let mut tracer = Command::new(memtrace_bin())
-        .args(["--pid", &sshd.0.id().to_string(), "--follow"])
-        .args(["--record", recording.to_str().unwrap()])
-        .args(["--format", "json", "-o", live_report.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut attached = String::new();
-    BufReader::new(tracer.stderr.take().unwrap())
-        .read_line(&mut attached)
-        .unwrap();
-    assert!(attached.contains("attached"), "{attached:?}");
+    let sshd_pid = sshd.0.id().to_string();
+    let mut tracer = attach(&[
+        "--pid",
+        &sshd_pid,
+        "--follow",
+        "--record",
+        recording.to_str().unwrap(),
+        "--format",
+        "json",
+        "-o",
+        live_report.to_str().unwrap(),
+    ]);
 
     let said = login(&scratch, port, "echo hello-from-bash; ls / > /dev/null");
     assert_eq!(said.trim(), "hello-from-bash");

@@ -124,21 +124,15 @@ fn attach_sees_what_a_sleeping_process_does_next() {
     let pid = target.id();
 
     let report_path = scratch.file("report.json");
-    let mut tracer = Command::new(memtrace_tests::memtrace_bin())
-        .args(["--format", "json", "-o", report_path.to_str().unwrap()])
-        .args(["--pid", &pid.to_string()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     // memtrace says when it is attached; only then may the sleeper go on.
-    let mut attached = String::new();
-    BufReader::new(tracer.stderr.take().unwrap())
-        .read_line(&mut attached)
-        .unwrap();
-    assert!(
-        attached.contains("attached"),
-        "unexpected first line: {attached:?}"
-    );
+    let mut tracer = memtrace_tests::attach(&[
+        "--format",
+        "json",
+        "-o",
+        report_path.to_str().unwrap(),
+        "--pid",
+        &pid.to_string(),
+    ]);
     Command::new("kill")
         .args(["-USR1", &pid.to_string()])
         .status()
