@@ -3,7 +3,6 @@
 
 use std::{
     ffi::OsString,
-    fs,
     io::{self, Write},
     path::PathBuf,
     process::ExitCode,
@@ -15,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use memtrace_common::{DEFAULT_RING_BUFFER_BYTES, DEFAULT_STACK_MIN_BYTES};
 
 use crate::{
-    launch,
+    launch, output,
     probes::{ProbeError, ProbeOptions},
     replay::{self, ReplayOptions},
     report::{self, text::TextOptions, FrameName, FrameNamer, Report, SessionInfo, Source},
@@ -179,6 +178,15 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
             "nothing to trace: give a command (`memtrace -- CMD`) or a process (`memtrace --pid PID`)"
         ),
     };
+    // Refused before tracing starts: finding out at the end would lose the session.
+    let mut outputs = Vec::new();
+    if let Some(path) = &args.record {
+        outputs.push(("--record", path.as_path()));
+    }
+    if let Some(path) = &args.output.output {
+        outputs.push(("-o", path.as_path()));
+    }
+    output::refuse_same_file(&outputs)?;
     let duration = match args.duration {
         Some(seconds) if !(seconds.is_finite() && seconds > 0.0) => {
             anyhow::bail!("--duration must be a positive number of seconds")
@@ -320,8 +328,7 @@ fn write_report(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
         ),
     };
     match &output.output {
-        Some(path) => write_private(path, rendered.as_bytes())
-            .with_context(|| format!("writing the report to {}", path.display())),
+        Some(path) => Ok(output::write_atomic(path, rendered.as_bytes())?),
         None => {
             let mut stdout = io::stdout().lock();
             stdout.write_all(rendered.as_bytes())?;
@@ -329,23 +336,6 @@ fn write_report(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// Reports hold address layouts, which defeat ASLR: like recordings, they are the owner's
-/// alone (0600, also when an existing file is overwritten).
-fn write_private(path: &std::path::Path, contents: &[u8]) -> io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    // `mode` applies only to a file this call creates; /dev/null and other devices keep theirs.
-    if file.metadata()?.is_file() {
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-    }
-    file.write_all(contents)
 }
 
 /// The traced command's status as our own: its code, or 128 + the signal that killed it, as

@@ -3,9 +3,8 @@
 //! most one partial frame that readers recognise and drop).
 
 use std::{
-    fs::{File, OpenOptions, Permissions},
+    fs::File,
     io::{self, Write},
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::Path,
     time::{Duration, Instant},
 };
@@ -19,9 +18,6 @@ use super::frame::{
 };
 use super::header::{encode_header, encode_trailer, RecordingHeader, Trailer};
 use crate::event::{Event, LostRecord};
-
-/// Recordings hold command lines, paths and addresses of the traced programs: owner-only.
-const RECORDING_MODE: u32 = 0o600;
 
 /// Where a recording goes. A file is synced to disk when the recording finishes; memory
 /// (tests, benchmarks) has nothing to sync.
@@ -93,27 +89,14 @@ pub struct RecordingWriter<W: RecordingSink = File> {
 }
 
 impl RecordingWriter<File> {
-    /// Creates (or truncates) `path` with mode 0600 and writes the preamble and header.
+    /// Creates `path` as a new owner-only file (see [`crate::output`] for what it refuses)
+    /// and writes the preamble and header. Recordings hold command lines, paths and addresses.
     pub fn create(
         path: impl AsRef<Path>,
         header: &RecordingHeader,
         options: WriterOptions,
     ) -> Result<Self, RecordError> {
-        let path = path.as_ref();
-        let create_error = |error| RecordError::Create {
-            path: path.to_owned(),
-            error,
-        };
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(RECORDING_MODE)
-            .open(path)
-            .map_err(create_error)?;
-        // `mode` only applies when the file is created; an existing file keeps its own.
-        file.set_permissions(Permissions::from_mode(RECORDING_MODE))
-            .map_err(create_error)?;
+        let file = crate::output::create_streaming(path.as_ref())?;
         Self::new(file, header, options)
     }
 }
@@ -321,7 +304,10 @@ impl<W: RecordingSink> Drop for RecordingWriter<W> {
 
 #[cfg(test)]
 mod tests {
-    use std::fs;
+    use std::{
+        fs::{self, Permissions},
+        os::unix::fs::PermissionsExt,
+    };
 
     use super::*;
     use crate::record::tests::{sample_header, scratch_path};
@@ -360,7 +346,7 @@ mod tests {
         .unwrap();
         assert!(error
             .to_string()
-            .starts_with("cannot create recording /nonexistent-memtrace-dir/rec: "));
+            .starts_with("cannot write /nonexistent-memtrace-dir/rec: "));
     }
 
     /// A sink that accepts a fixed number of bytes, then fails like a full disk.
