@@ -81,11 +81,10 @@ pub struct TraceArgs {
     #[command(flatten)]
     pub output: OutputArgs,
     /// The command to start and trace: `memtrace [OPTIONS] -- CMD [ARGS...]`.
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
+    /// Options are not taken as the command (no `allow_hyphen_values`), so a mistyped option
+    /// is an error rather than a command to run; after the command's first word, its own
+    /// options are its own.
+    #[arg(trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }
 
@@ -188,10 +187,10 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
     }
     output::refuse_same_file(&outputs)?;
     let duration = match args.duration {
-        Some(seconds) if !(seconds.is_finite() && seconds > 0.0) => {
+        Some(seconds) if seconds <= 0.0 => {
             anyhow::bail!("--duration must be a positive number of seconds")
         }
-        Some(seconds) => Some(Duration::from_secs_f64(seconds)),
+        Some(seconds) => Some(seconds_option("--duration", seconds)?),
         None => None,
     };
     let options = LiveOptions {
@@ -230,6 +229,10 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
         &mut SymbolNames(&mut pipeline.symbolizer),
     );
     write_report(&report, &args.output)?;
+    let recording_failed = pipeline.recording_failure();
+    if let Some(failure) = &recording_failed {
+        eprintln!("memtrace: {failure}");
+    }
     if pipeline.lost.total() > 0 {
         eprintln!(
             "memtrace: {} events lost (ring buffer full: {}, in-flight table full: {}); try a larger --ring-buffer-size",
@@ -238,7 +241,9 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
             pipeline.lost.pending_full
         );
     }
+    // A recording that misses events is a failure of memtrace's, whatever the command did.
     Ok(match outcome.command_status {
+        _ if recording_failed.is_some() => ExitCode::FAILURE,
         Some(status) => exit_code_of(status),
         None => ExitCode::SUCCESS,
     })
@@ -246,10 +251,7 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
 
 fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let until = match args.until {
-        Some(seconds) if !(seconds.is_finite() && seconds >= 0.0) => {
-            anyhow::bail!("--until must be a number of seconds, 0 or more")
-        }
-        Some(seconds) => Some(Duration::from_secs_f64(seconds)),
+        Some(seconds) => Some(seconds_option("--until", seconds)?),
         None => None,
     };
     let replayed = replay::run(&ReplayOptions {
@@ -295,6 +297,19 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The most seconds a time option takes: about 31 years, far beyond any session, and small
+/// enough that adding it to a clock reading or counting it in nanoseconds cannot overflow.
+const MAX_SECONDS: f64 = 1e9;
+
+/// A time option as a duration, or one line saying what it must be (not a panic: `1e30` does
+/// not fit a `Duration`).
+fn seconds_option(option: &str, seconds: f64) -> anyhow::Result<Duration> {
+    if !(0.0..=MAX_SECONDS).contains(&seconds) {
+        anyhow::bail!("{option} {seconds} is out of range: give 0 to {MAX_SECONDS} seconds");
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// Names call-stack frames from the binaries on this machine, as the symbolizer first saw

@@ -82,6 +82,8 @@ pub struct RecordingWriter<W: RecordingSink = File> {
     frame_events: usize,
     encoder: EventEncoder,
     events: u64,
+    /// Events in frames that reached the sink whole.
+    events_flushed: u64,
     bytes_written: u64,
     last_flush: Instant,
     /// A write failed: the file may end in a partial frame, after which nothing may go.
@@ -123,6 +125,7 @@ impl<W: RecordingSink> RecordingWriter<W> {
             frame_events: 0,
             encoder: EventEncoder::default(),
             events: 0,
+            events_flushed: 0,
             bytes_written: 0,
             last_flush: Instant::now(),
             failed: false,
@@ -230,6 +233,12 @@ impl<W: RecordingSink> RecordingWriter<W> {
         self.events
     }
 
+    /// Events in frames handed to the sink whole: what the file holds if nothing more can be
+    /// written.
+    pub fn events_flushed(&self) -> u64 {
+        self.events_flushed
+    }
+
     /// Bytes handed to the sink so far (events in the open frame not included).
     pub fn bytes_written(&self) -> u64 {
         self.bytes_written
@@ -261,9 +270,11 @@ impl<W: RecordingSink> RecordingWriter<W> {
             self.frame.truncate(start);
             return Ok(());
         }
-        self.frame_events = 0;
+        let events = std::mem::take(&mut self.frame_events) as u64;
         end_frame(&mut self.frame, start);
-        self.write_out()
+        self.write_out()?;
+        self.events_flushed += events;
+        Ok(())
     }
 
     /// Writes everything assembled in `frame` with one `write_all`, so the file only ever
