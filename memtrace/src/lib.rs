@@ -17,6 +17,7 @@ pub mod event_line;
 pub mod launch;
 pub mod linux_abi;
 pub mod model;
+pub mod output;
 pub mod pipeline;
 pub mod probes;
 pub mod procfs;

@@ -103,6 +103,24 @@ fn stat_field(stat: &str, index: usize) -> Option<u64> {
         .ok()
 }
 
+/// Why a running process cannot be traced, if it cannot: a kernel thread has no user address
+/// space and makes no system calls of its own; a zombie has exited and left its memory behind.
+/// Attaching to either would print an empty report as if nothing happened.
+pub fn untraceable_reason(pid: u32) -> Option<&'static str> {
+    /// `PF_KTHREAD` from include/linux/sched.h: the task is a kernel thread.
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?;
+    if stat_field(&stat, 9).is_some_and(|flags| flags & PF_KTHREAD != 0) {
+        return Some("it is a kernel thread, which has no user address space");
+    }
+    match state {
+        "Z" => Some("it is a zombie: it has exited and has no address space left"),
+        "X" | "x" => Some("it is exiting"),
+        _ => None,
+    }
+}
+
 /// Whether the process runs a 32-bit (ELFCLASS32) image.
 pub fn is_ia32(pid: u32) -> bool {
     let mut ident = [0u8; 5];
@@ -148,6 +166,16 @@ pub fn descendants(pid: u32) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_threads_cannot_be_traced_but_we_can() {
+        // kthreadd is pid 2 on every Linux since 2.6.
+        assert_eq!(
+            untraceable_reason(2),
+            Some("it is a kernel thread, which has no user address space")
+        );
+        assert_eq!(untraceable_reason(std::process::id()), None);
+    }
 
     #[test]
     fn parses_maps_lines() {

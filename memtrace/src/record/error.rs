@@ -8,8 +8,9 @@ use super::frame::{FORMAT_VERSION, MAX_FRAME_PAYLOAD};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    #[error("cannot create recording {}: {error}", path.display())]
-    Create { path: PathBuf, error: io::Error },
+    /// The file was refused (a symbolic link, someone else's…) or could not be created.
+    #[error(transparent)]
+    Create(#[from] crate::output::OutputError),
 
     #[error("cannot open recording {}: {error}", path.display())]
     Open { path: PathBuf, error: io::Error },
