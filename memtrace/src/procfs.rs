@@ -3,7 +3,8 @@
 
 use std::{fs, io, path::Path};
 
-use crate::event::{SnapshotRecord, SnapshotRegion};
+use crate::event::{SnapshotFd, SnapshotRecord, SnapshotRegion};
+use crate::model::memfd::MEMFD_PATH_PREFIX;
 
 pub fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
@@ -28,7 +29,48 @@ pub fn snapshot(pid: u32) -> io::Result<SnapshotRecord> {
         exe: fs::read_link(format!("/proc/{pid}/exe"))
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        memfd_fds: memfd_fds(pid),
     })
+}
+
+/// The process's open fds that refer to memfds: their link reads `/memfd:NAME (deleted)`, and
+/// the inode the link leads to is the one its mappings show in `/proc/PID/maps`. An fd closed
+/// while we look is simply not there.
+pub fn memfd_fds(pid: u32) -> Vec<SnapshotFd> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut fds: Vec<SnapshotFd> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let fd: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let target = fs::read_link(entry.path()).ok()?;
+            if !target.to_string_lossy().starts_with(MEMFD_PATH_PREFIX) {
+                return None;
+            }
+            let inode = fs::metadata(entry.path()).ok()?.ino();
+            Some(SnapshotFd {
+                fd,
+                inode,
+                cloexec: fd_cloexec(pid, fd),
+            })
+        })
+        .collect();
+    fds.sort_by_key(|fd| fd.fd);
+    fds
+}
+
+/// Whether the fd has `O_CLOEXEC`, from the octal `flags:` line of `/proc/PID/fdinfo/FD`.
+fn fd_cloexec(pid: u32, fd: u32) -> bool {
+    const O_CLOEXEC: u64 = 0o2_000_000;
+    fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .ok()
+        .and_then(|info| {
+            let flags = info.lines().find_map(|line| line.strip_prefix("flags:"))?;
+            u64::from_str_radix(flags.trim(), 8).ok()
+        })
+        .is_some_and(|flags| flags & O_CLOEXEC != 0)
 }
 
 /// One `/proc/PID/maps` line: `start-end perms offset dev inode [name]`.
@@ -165,6 +207,24 @@ mod tests {
         assert!(snapshot.regions.iter().any(|r| r.name == "[stack]"));
         assert_eq!(snapshot.ppid, std::os::unix::process::parent_id());
         assert!(snapshot.start_brk > 0);
+    }
+
+    #[test]
+    fn memfd_fds_of_self_names_an_open_memfd() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let memfd =
+            nix::sys::memfd::memfd_create(c"procfs-test", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+                .unwrap();
+        let file = fs::File::from(memfd);
+        let inode = file.metadata().unwrap().ino();
+        let fds = memfd_fds(std::process::id());
+        let found = fds
+            .iter()
+            .find(|fd| fd.fd == file.as_raw_fd() as u32)
+            .expect("the memfd's fd is listed");
+        assert_eq!(found.inode, inode);
+        assert!(found.cloexec);
     }
 
     #[test]
