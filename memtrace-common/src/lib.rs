@@ -6,6 +6,8 @@
 //! `bool`, no implicit padding) so that the bytes are the same on both sides.
 #![no_std]
 
+pub mod kmem;
+
 /// Length of the fixed buffers that carry a path or a name (memfd name, exec filename).
 pub const PATH_LEN: usize = 256;
 /// A file path is collected in the kernel one dentry at a time, each into its own slot.

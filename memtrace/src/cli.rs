@@ -4,7 +4,7 @@
 use std::{
     ffi::OsString,
     io::{self, Write},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     time::Duration,
 };
@@ -14,6 +14,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use memtrace_common::{DEFAULT_RING_BUFFER_BYTES, DEFAULT_STACK_MIN_BYTES};
 
 use crate::{
+    kernel::{
+        self,
+        live::{KernelOptions, KernelTarget},
+    },
     launch, output,
     probes::{ProbeError, ProbeOptions},
     replay::{self, ReplayOptions},
@@ -42,6 +46,44 @@ pub struct Cli {
 pub enum Command {
     /// Rebuild the report of a recorded session (no root needed).
     Replay(ReplayArgs),
+    /// Kernel allocations (slab, page, per-CPU) made during the trace and still outstanding,
+    /// by call site and cache: the Linux `!poolused`.
+    Kernel(KernelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KernelArgs {
+    /// Count only allocations made in this process's context (all its threads).
+    #[arg(short, long, value_name = "PID", conflicts_with = "command")]
+    pub pid: Option<u32>,
+    /// With --pid or a command: also count their children's allocations.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+    /// Read the outstanding allocations this often (the points growth is judged on).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub interval: f64,
+    /// Record the kernel stack of each allocation and show the commonest per call site.
+    #[arg(long)]
+    pub stacks: bool,
+    /// Capacity of the kernel's table of outstanding allocations; allocations beyond it are
+    /// counted and reported, not tracked.
+    #[arg(long, value_name = "N", default_value_t = 1 << 18)]
+    pub max_outstanding: u32,
+    /// Write the snapshots to FILE, to replay them later (`memtrace replay FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// A command to start: count the allocations made in its context.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +207,7 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(Command::Replay(args)) => run_replay(args),
+        Some(Command::Kernel(args)) => run_kernel(args),
         None => run_trace(cli.trace),
     }
 }
@@ -177,15 +220,7 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
             "nothing to trace: give a command (`memtrace -- CMD`) or a process (`memtrace --pid PID`)"
         ),
     };
-    // Refused before tracing starts: finding out at the end would lose the session.
-    let mut outputs = Vec::new();
-    if let Some(path) = &args.record {
-        outputs.push(("--record", path.as_path()));
-    }
-    if let Some(path) = &args.output.output {
-        outputs.push(("-o", path.as_path()));
-    }
-    output::refuse_same_file(&outputs)?;
+    refuse_shared_outputs(args.record.as_deref(), &args.output)?;
     let duration = match args.duration {
         Some(seconds) if seconds <= 0.0 => {
             anyhow::bail!("--duration must be a positive number of seconds")
@@ -278,6 +313,15 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             "memtrace: this recording is format version 1, which does not number its frames: only its trailer's event count can be checked"
         );
     }
+    if !replayed.pipeline.kernel.is_empty() {
+        let report = kernel::report::build(&replayed.pipeline.kernel, Source::Replay);
+        write_kernel_report(&report, &args.output)?;
+        return Ok(if damaged && args.until.is_none() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
     let info = SessionInfo {
         source: Source::Replay,
         events: replayed.pipeline.events,
@@ -313,6 +357,86 @@ fn seconds_option(option: &str, seconds: f64) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// Two outputs naming one file (through `..`, a link or a hard link) are refused before
+/// tracing starts: finding out at the end would lose the session.
+fn refuse_shared_outputs(record: Option<&Path>, output: &OutputArgs) -> anyhow::Result<()> {
+    let mut outputs = Vec::new();
+    if let Some(path) = record {
+        outputs.push(("--record", path));
+    }
+    if let Some(path) = &output.output {
+        outputs.push(("-o", path.as_path()));
+    }
+    Ok(output::refuse_same_file(&outputs)?)
+}
+
+fn run_kernel(args: KernelArgs) -> anyhow::Result<ExitCode> {
+    refuse_shared_outputs(args.record.as_deref(), &args.output)?;
+    let target = match (args.pid, args.command.is_empty()) {
+        (Some(pid), _) => KernelTarget::Pid(pid),
+        (None, false) => KernelTarget::Command(args.command.clone()),
+        (None, true) => KernelTarget::System,
+    };
+    anyhow::ensure!(
+        !args.follow || !matches!(target, KernelTarget::System),
+        "--follow needs --pid or a command"
+    );
+    let duration = match args.duration {
+        Some(seconds) if !(seconds.is_finite() && seconds > 0.0) => {
+            anyhow::bail!("--duration must be a positive number of seconds")
+        }
+        Some(seconds) => Some(seconds_option("--duration", seconds)?),
+        None => None,
+    };
+    anyhow::ensure!(
+        args.interval.is_finite() && args.interval >= 0.01,
+        "--interval must be at least 0.01 seconds"
+    );
+    let options = KernelOptions {
+        target,
+        follow: args.follow,
+        stacks: args.stacks,
+        interval: Duration::from_secs_f64(args.interval),
+        duration,
+        record: args.record.clone(),
+        max_outstanding: args.max_outstanding,
+        command_line: std::env::args().collect(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let outcome = runtime.block_on(kernel::live::run(options))?;
+    let report = kernel::report::build(&outcome.pipeline.kernel, Source::Live);
+    write_kernel_report(&report, &args.output)?;
+    let recording_failed = outcome.pipeline.recording_failure();
+    if let Some(failure) = &recording_failed {
+        eprintln!("memtrace: {failure}");
+    }
+    if report.kernel.table_full > 0 {
+        eprintln!(
+            "memtrace: {} kernel allocations not tracked (outstanding table full); try a larger --max-outstanding",
+            report.kernel.table_full
+        );
+    }
+    Ok(match outcome.command_status {
+        _ if recording_failed.is_some() => ExitCode::FAILURE,
+        Some(status) => exit_code_of(status),
+        None => ExitCode::SUCCESS,
+    })
+}
+
+fn write_kernel_report(
+    report: &kernel::report::KernelReportFile,
+    output: &OutputArgs,
+) -> anyhow::Result<()> {
+    let rendered = match output.format {
+        Format::Json => kernel::report::render_json(report),
+        Format::Text => kernel::report::render_text(report),
+    };
+    write_rendered(&rendered, output)
+}
+
 /// Names call-stack frames from the binaries on this machine, as the symbolizer first saw
 /// them; a frame whose module is gone, or is not the build the stack ran through, stays
 /// module+offset.
@@ -343,6 +467,10 @@ fn write_report(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
             },
         ),
     };
+    write_rendered(&rendered, output)
+}
+
+fn write_rendered(rendered: &str, output: &OutputArgs) -> anyhow::Result<()> {
     match &output.output {
         Some(path) => Ok(output::write_atomic(path, rendered.as_bytes())?),
         None => {

@@ -8,6 +8,7 @@ use crate::{
     capture::StackCapture,
     event::{Abi, Event, EventBody, LostRecord, ModuleRecord, StackRecord},
     event_line,
+    kernel::model::KernelModel,
     model::{AddressSpace, Model, RegionKind},
     record::{RecordError, RecordingWriter},
     stacks::{MappedFile, ModuleMap, StackAbi, StackSample, Symbolizer, Unwinder},
@@ -55,6 +56,8 @@ pub struct Pipeline {
     pub events: u64,
     /// The latest loss totals.
     pub lost: LostRecord,
+    /// Kernel mode's allocations (`memtrace kernel`), from its snapshots.
+    pub kernel: KernelModel,
 }
 
 impl Pipeline {
@@ -70,6 +73,7 @@ impl Pipeline {
             stream_events: 0,
             events: 0,
             lost: LostRecord::default(),
+            kernel: KernelModel::default(),
         }
     }
 
@@ -93,6 +97,10 @@ impl Pipeline {
         }
         match &event.body {
             EventBody::Lost(lost) => self.lost = *lost,
+            EventBody::KernelSnapshot(snapshot) => {
+                self.events += 1;
+                self.kernel.apply(event.time_ns, snapshot);
+            }
             _ => self.events += 1,
         }
         self.model.apply(event);

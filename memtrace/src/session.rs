@@ -91,7 +91,7 @@ pub fn monotonic_ns() -> u64 {
         .unwrap_or(0)
 }
 
-fn realtime_ns() -> u64 {
+pub fn realtime_ns() -> u64 {
     clock_gettime(ClockId::CLOCK_REALTIME)
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
         .unwrap_or(0)

@@ -187,7 +187,7 @@ pub fn bench(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
     };
 
     print_report(&summaries, recording.as_ref(), replay, options.runs);
-    Ok(())
+    crate::bench_kernel::bench_kernel(workspace, &memtrace)
 }
 
 /// Builds the workload, tests/programs/mmap_loop.c, into target/xtask/.

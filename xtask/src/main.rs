@@ -2,6 +2,7 @@
 //! Every command sets up what it needs first, so a fresh machine needs nothing done by hand.
 
 mod bench;
+mod bench_kernel;
 mod build;
 mod cmd;
 mod demo;

@@ -121,6 +121,8 @@ impl Model {
             EventBody::Snapshot(record) => self.snapshot(event, record),
             EventBody::Stack(record) => self.attach_stack(event, &record.frames),
             EventBody::Module(record) => self.stacks.record_module(&record.path, &record.build_id),
+            // Kernel allocations belong to no process: the pipeline's kernel model takes them.
+            EventBody::KernelSnapshot(_) => {}
             EventBody::Lost(record) => {
                 // Totals, not increments; taking the larger guards against reordering.
                 self.lost.ring_full = self.lost.ring_full.max(record.ring_full);
