@@ -5,6 +5,7 @@ mod bench;
 mod build;
 mod cmd;
 mod demo;
+mod dist;
 mod privilege;
 mod run;
 mod setup;
@@ -49,6 +50,9 @@ enum Task {
     },
     /// Build, then measure memtrace's overhead, recording size and replay speed.
     Bench(bench::BenchOptions),
+    /// Build the static, stripped memtrace to copy to servers: target/dist/memtrace, with its
+    /// debug info (memtrace.debug) and checksum (memtrace.sha256) beside it.
+    Dist,
 }
 
 fn main() -> ExitCode {
@@ -70,5 +74,6 @@ fn run_task(task: Task) -> anyhow::Result<()> {
         Task::Run { memtrace_args } => run::run(&workspace, memtrace_args),
         Task::Test { cargo_test_args } => test::test(&workspace, cargo_test_args),
         Task::Bench(options) => bench::bench(&workspace, &options),
+        Task::Dist => dist::dist(&workspace).map(|_| ()),
     }
 }
