@@ -3,7 +3,6 @@
 
 use std::{
     ffi::OsString,
-    fs,
     io::{self, Write},
     path::PathBuf,
     process::ExitCode,
@@ -15,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use memtrace_common::{DEFAULT_RING_BUFFER_BYTES, DEFAULT_STACK_MIN_BYTES};
 
 use crate::{
-    launch,
+    launch, output,
     probes::{ProbeError, ProbeOptions},
     replay::{self, ReplayOptions},
     report::{self, text::TextOptions, FrameName, FrameNamer, Report, SessionInfo, Source},
@@ -82,11 +81,10 @@ pub struct TraceArgs {
     #[command(flatten)]
     pub output: OutputArgs,
     /// The command to start and trace: `memtrace [OPTIONS] -- CMD [ARGS...]`.
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
+    /// Options are not taken as the command (no `allow_hyphen_values`), so a mistyped option
+    /// is an error rather than a command to run; after the command's first word, its own
+    /// options are its own.
+    #[arg(trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }
 
@@ -179,11 +177,20 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
             "nothing to trace: give a command (`memtrace -- CMD`) or a process (`memtrace --pid PID`)"
         ),
     };
+    // Refused before tracing starts: finding out at the end would lose the session.
+    let mut outputs = Vec::new();
+    if let Some(path) = &args.record {
+        outputs.push(("--record", path.as_path()));
+    }
+    if let Some(path) = &args.output.output {
+        outputs.push(("-o", path.as_path()));
+    }
+    output::refuse_same_file(&outputs)?;
     let duration = match args.duration {
-        Some(seconds) if !(seconds.is_finite() && seconds > 0.0) => {
+        Some(seconds) if seconds <= 0.0 => {
             anyhow::bail!("--duration must be a positive number of seconds")
         }
-        Some(seconds) => Some(Duration::from_secs_f64(seconds)),
+        Some(seconds) => Some(seconds_option("--duration", seconds)?),
         None => None,
     };
     let options = LiveOptions {
@@ -222,6 +229,10 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
         &mut SymbolNames(&mut pipeline.symbolizer),
     );
     write_report(&report, &args.output)?;
+    let recording_failed = pipeline.recording_failure();
+    if let Some(failure) = &recording_failed {
+        eprintln!("memtrace: {failure}");
+    }
     if pipeline.lost.total() > 0 {
         eprintln!(
             "memtrace: {} events lost (ring buffer full: {}, in-flight table full: {}); try a larger --ring-buffer-size",
@@ -230,7 +241,9 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
             pipeline.lost.pending_full
         );
     }
+    // A recording that misses events is a failure of memtrace's, whatever the command did.
     Ok(match outcome.command_status {
+        _ if recording_failed.is_some() => ExitCode::FAILURE,
         Some(status) => exit_code_of(status),
         None => ExitCode::SUCCESS,
     })
@@ -238,12 +251,12 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
 
 fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let until = match args.until {
-        Some(seconds) if !(seconds.is_finite() && seconds >= 0.0) => {
-            anyhow::bail!("--until must be a number of seconds, 0 or more")
-        }
-        Some(seconds) => Some(Duration::from_secs_f64(seconds)),
+        Some(seconds) => Some(seconds_option("--until", seconds)?),
         None => None,
     };
+    if let Some(path) = &args.output.output {
+        output::refuse_input(("-o", path), ("the recording", &args.file))?;
+    }
     let replayed = replay::run(&ReplayOptions {
         path: args.file.clone(),
         until,
@@ -256,16 +269,14 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         eprintln!("memtrace: replay stopped early: {error}");
         damaged = true;
     }
-    if let Some(truncation) = replayed.outcome.truncated_at {
-        eprintln!("memtrace: recording {truncation}");
+    for problem in replayed.outcome.problems() {
+        eprintln!("memtrace: {problem}");
         damaged = true;
     }
-    if replayed.outcome.corrupt_frames_skipped > 0 {
+    if !replayed.outcome.sequenced {
         eprintln!(
-            "memtrace: {} corrupt frames skipped",
-            replayed.outcome.corrupt_frames_skipped
+            "memtrace: this recording is format version 1, which does not number its frames: only its trailer's event count can be checked"
         );
-        damaged = true;
     }
     let info = SessionInfo {
         source: Source::Replay,
@@ -282,11 +293,24 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         report.filter_pids(&args.pids);
     }
     write_report(&report, &args.output)?;
-    Ok(if damaged && args.until.is_none() {
+    Ok(if damaged {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The most seconds a time option takes: about 31 years, far beyond any session, and small
+/// enough that adding it to a clock reading or counting it in nanoseconds cannot overflow.
+const MAX_SECONDS: f64 = 1e9;
+
+/// A time option as a duration, or one line saying what it must be (not a panic: `1e30` does
+/// not fit a `Duration`).
+fn seconds_option(option: &str, seconds: f64) -> anyhow::Result<Duration> {
+    if !(0.0..=MAX_SECONDS).contains(&seconds) {
+        anyhow::bail!("{option} {seconds} is out of range: give 0 to {MAX_SECONDS} seconds");
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// Names call-stack frames from the binaries on this machine, as the symbolizer first saw
@@ -320,8 +344,7 @@ fn write_report(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
         ),
     };
     match &output.output {
-        Some(path) => write_private(path, rendered.as_bytes())
-            .with_context(|| format!("writing the report to {}", path.display())),
+        Some(path) => Ok(output::write_atomic(path, rendered.as_bytes())?),
         None => {
             let mut stdout = io::stdout().lock();
             stdout.write_all(rendered.as_bytes())?;
@@ -329,23 +352,6 @@ fn write_report(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// Reports hold address layouts, which defeat ASLR: like recordings, they are the owner's
-/// alone (0600, also when an existing file is overwritten).
-fn write_private(path: &std::path::Path, contents: &[u8]) -> io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    // `mode` applies only to a file this call creates; /dev/null and other devices keep theirs.
-    if file.metadata()?.is_file() {
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-    }
-    file.write_all(contents)
 }
 
 /// The traced command's status as our own: its code, or 128 + the signal that killed it, as

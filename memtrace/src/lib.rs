@@ -18,6 +18,7 @@ pub mod file_access;
 pub mod launch;
 pub mod linux_abi;
 pub mod model;
+pub mod output;
 pub mod pipeline;
 pub mod probes;
 pub mod procfs;

@@ -10,6 +10,9 @@ mod privilege;
 mod run;
 mod setup;
 mod test;
+mod vm;
+mod vm_fetch;
+mod vm_initramfs;
 mod workspace;
 
 use std::{ffi::OsString, process::ExitCode};
@@ -53,6 +56,8 @@ enum Task {
     /// Build the static, stripped memtrace to copy to servers: target/dist/memtrace, with its
     /// debug info (memtrace.debug) and checksum (memtrace.sha256) beside it.
     Dist,
+    /// Boot a Debian kernel under qemu with this machine's root and run CMD there as root.
+    Vm(vm::VmOptions),
 }
 
 fn main() -> ExitCode {
@@ -75,5 +80,6 @@ fn run_task(task: Task) -> anyhow::Result<()> {
         Task::Test { cargo_test_args } => test::test(&workspace, cargo_test_args),
         Task::Bench(options) => bench::bench(&workspace, &options),
         Task::Dist => dist::dist(&workspace).map(|_| ()),
+        Task::Vm(options) => vm::vm(&workspace, &options),
     }
 }
