@@ -14,6 +14,7 @@ pub mod capture;
 pub mod cli;
 pub mod event;
 pub mod event_line;
+pub mod interval;
 pub mod launch;
 pub mod linux_abi;
 pub mod model;

@@ -12,6 +12,8 @@ pub struct ReplayOptions {
     /// Stop at this point of the session (from the recording's start).
     pub until: Option<Duration>,
     pub print_events: bool,
+    /// `--interval`: a block of growth every this long of the recorded session.
+    pub interval: Option<Duration>,
 }
 
 pub struct Replayed {
@@ -31,6 +33,9 @@ pub fn run(options: &ReplayOptions) -> Result<Replayed, RecordError> {
         Box::new(std::io::LineWriter::new(std::io::stderr())) as Box<dyn std::io::Write + Send>
     });
     let mut pipeline = Pipeline::new(printer, None);
+    if let Some(period) = options.interval {
+        pipeline.print_intervals(crate::session::interval_printer(period));
+    }
     let stop_at = options.until.map(|until| {
         header
             .clock_base
