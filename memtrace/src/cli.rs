@@ -21,7 +21,9 @@ use crate::{
     launch, output,
     probes::{ProbeError, ProbeOptions},
     replay::{self, ReplayOptions},
-    report::{self, text::TextOptions, FrameName, FrameNamer, Report, SessionInfo, Source},
+    report::{
+        self, text::TextOptions, FrameName, FrameNamer, Report, ReportOptions, SessionInfo, Source,
+    },
     session::{self, LiveOptions, SessionError, Target},
     stacks::Symbolizer,
 };
@@ -100,6 +102,10 @@ pub struct TraceArgs {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<f64>,
+    /// Every SECONDS, print per traced process its live totals and the groups that grew
+    /// most, with deltas and rates (on stderr).
+    #[arg(long, value_name = "SECONDS")]
+    pub interval: Option<f64>,
     /// Write the whole event stream to FILE, to replay it later (`memtrace replay FILE`).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
@@ -140,6 +146,13 @@ pub struct ReplayArgs {
     /// Report only these processes (repeatable).
     #[arg(long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
+    /// With --until: report only what was created from this many seconds into the session
+    /// and is still mapped at --until (or at the end): what grew in that window.
+    #[arg(long, value_name = "SECONDS")]
+    pub since: Option<f64>,
+    /// Every SECONDS of the recorded session, print the growth block `--interval` prints live.
+    #[arg(long, value_name = "SECONDS")]
+    pub interval: Option<f64>,
     /// Print one line per event (on stderr), as `--events` did live.
     #[arg(long)]
     pub events: bool,
@@ -240,6 +253,7 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
         duration,
         record: args.record.clone(),
         command_line: std::env::args().collect(),
+        interval: interval_option(args.interval)?,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -292,10 +306,20 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.output.output {
         output::refuse_input(("-o", path), ("the recording", &args.file))?;
     }
+    let since = match args.since {
+        Some(seconds) => Some(seconds_option("--since", seconds)?),
+        None => None,
+    };
+    if let (Some(since), Some(until)) = (since, until) {
+        if since > until {
+            anyhow::bail!("--since must not be later than --until");
+        }
+    }
     let replayed = replay::run(&ReplayOptions {
         path: args.file.clone(),
         until,
         print_events: args.events,
+        interval: interval_option(args.interval)?,
     })?;
     // A damaged recording still gets its report (nothing read is lost), then a non-zero exit
     // with one line per problem.
@@ -316,7 +340,8 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if !replayed.pipeline.kernel.is_empty() {
         let report = kernel::report::build(&replayed.pipeline.kernel, Source::Replay);
         write_kernel_report(&report, &args.output)?;
-        return Ok(if damaged && args.until.is_none() {
+        // As for a user-space recording: damage fails the replay, --until or not.
+        return Ok(if damaged {
             ExitCode::from(2)
         } else {
             ExitCode::SUCCESS
@@ -328,9 +353,20 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         lost: replayed.pipeline.lost,
     };
     let mut pipeline = replayed.pipeline;
-    let mut report = report::build_named(
+    let options = ReportOptions {
+        since_ns: since.map_or(0, |since| {
+            replayed
+                .header
+                .clock_base
+                .monotonic_ns
+                .saturating_add(since.as_nanos() as u64)
+        }),
+        ..ReportOptions::default()
+    };
+    let mut report = report::build_with(
         &pipeline.model,
         &info,
+        &options,
         &mut SymbolNames(&mut pipeline.symbolizer),
     );
     if !args.pids.is_empty() {
@@ -435,6 +471,17 @@ fn write_kernel_report(
         Format::Text => kernel::report::render_text(report),
     };
     write_rendered(&rendered, output)
+}
+
+/// `--interval`: a positive number of seconds.
+fn interval_option(seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
+    match seconds {
+        Some(seconds) if seconds.is_nan() || seconds <= 0.0 => {
+            anyhow::bail!("--interval must be a positive number of seconds")
+        }
+        Some(seconds) => Ok(Some(seconds_option("--interval", seconds)?)),
+        None => Ok(None),
+    }
 }
 
 /// Names call-stack frames from the binaries on this machine, as the symbolizer first saw

@@ -17,6 +17,7 @@ pub mod cli;
 pub mod event;
 pub mod event_line;
 pub mod file_access;
+pub mod interval;
 pub mod kernel;
 pub mod launch;
 pub mod linux_abi;

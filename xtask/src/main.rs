@@ -7,6 +7,7 @@ mod build;
 mod cmd;
 mod demo;
 mod dist;
+mod footprint;
 mod privilege;
 mod run;
 mod setup;
