@@ -7,9 +7,10 @@
 //!
 //! - [`RecordingWriter`] is what a live session writes through.
 //! - [`RecordingReader`] gives the header, then the events, then a [`ReplayOutcome`].
-//! - [`bench`] holds the synthetic workload the compactness test and the replay benchmark share.
+//! - `workload` (tests only) makes a synthetic mmap/munmap stream.
 
-pub mod bench;
+#[cfg(test)]
+pub(crate) mod workload;
 mod codec;
 mod error;
 mod frame;
