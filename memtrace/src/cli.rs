@@ -19,7 +19,7 @@ use crate::{
         live::{KernelOptions, KernelTarget},
     },
     launch, output,
-    probes::{ProbeError, ProbeOptions},
+    probes::{backend::BackendChoice, floor::HookFloor, ProbeError, ProbeOptions},
     replay::{self, ReplayOptions},
     report::{
         self, text::TextOptions, FrameName, FrameNamer, Report, ReportOptions, SessionInfo, Source,
@@ -51,6 +51,13 @@ pub enum Command {
     /// Kernel allocations (slab, page, per-CPU) made during the trace and still outstanding,
     /// by call site and cache: the Linux `!poolused`.
     Kernel(KernelArgs),
+    /// For `cargo xtask bench`: run CMD with empty programs on the syscall hooks, the cost
+    /// memtrace is compared with.
+    #[command(hide = true)]
+    HookFloor {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<OsString>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +133,11 @@ pub struct TraceArgs {
     /// `cargo xtask bench` for the cost).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_STACK_MIN_BYTES)]
     pub stack_min_size: u64,
+    /// How to hook the syscalls: fentry/fexit on their kernel functions (costs other processes
+    /// nothing; needs ftrace), raw sys_enter/sys_exit tracepoints (work everywhere), or auto:
+    /// fentry where it attaches. The report's header names the one used.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
     #[command(flatten)]
     pub output: OutputArgs,
     /// The command to start and trace: `memtrace [OPTIONS] -- CMD [ARGS...]`.
@@ -221,6 +233,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(Command::Replay(args)) => run_replay(args),
         Some(Command::Kernel(args)) => run_kernel(args),
+        Some(Command::HookFloor { command }) => run_hook_floor(&command),
         None => run_trace(cli.trace),
     }
 }
@@ -248,6 +261,7 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
             ring_buffer_bytes: args.ring_buffer_size,
             ebpf_log: args.ebpf_log,
             stack_min_bytes: (!args.no_stacks).then_some(args.stack_min_size),
+            backend: args.backend,
         },
         print_events: args.events,
         duration,
@@ -270,6 +284,7 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
         source: Source::Live,
         events: outcome.pipeline.events,
         lost: outcome.pipeline.lost,
+        backend: Some(outcome.backend.info()),
     };
     let mut pipeline = outcome.pipeline;
     let report = report::build_named(
@@ -351,6 +366,7 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         source: Source::Replay,
         events: replayed.pipeline.events,
         lost: replayed.pipeline.lost,
+        backend: None,
     };
     let mut pipeline = replayed.pipeline;
     let options = ReportOptions {
@@ -482,6 +498,18 @@ fn interval_option(seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
         Some(seconds) => Ok(Some(seconds_option("--interval", seconds)?)),
         None => Ok(None),
     }
+}
+
+fn run_hook_floor(command: &[OsString]) -> anyhow::Result<ExitCode> {
+    let _floor = HookFloor::attach()?;
+    let (program, args) = command
+        .split_first()
+        .context("hook-floor needs a command")?;
+    let status = std::process::Command::new(program)
+        .args(args)
+        .status()
+        .with_context(|| format!("starting {}", program.to_string_lossy()))?;
+    Ok(exit_code_of(status))
 }
 
 /// Names call-stack frames from the binaries on this machine, as the symbolizer first saw

@@ -18,7 +18,7 @@ use crate::{
     event::{Abi, Comm, Event, EventBody, LostRecord},
     launch::{self, GatedCommand, LaunchError},
     pipeline::Pipeline,
-    probes::{preflight, ProbeError, ProbeOptions, Probes},
+    probes::{backend::Attached, preflight, ProbeError, ProbeOptions, Probes},
     procfs,
     record::{ClockBase, RecordError, RecordingHeader, RecordingWriter, WriterOptions},
 };
@@ -84,6 +84,8 @@ pub struct LiveOutcome {
     pub command_status: Option<ExitStatus>,
     /// Ring records that could not be decoded.
     pub undecodable: u64,
+    /// The syscall hooks the session used.
+    pub backend: Attached,
 }
 
 /// The time of day on the kernel's event clock (`bpf_ktime_get_ns` is CLOCK_MONOTONIC).
@@ -218,6 +220,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
         pipeline,
         command_status,
         undecodable: capture.undecodable,
+        backend: probes.backend().clone(),
     })
 }
 

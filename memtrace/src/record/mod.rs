@@ -9,8 +9,6 @@
 //! - [`RecordingReader`] gives the header, then the events, then a [`ReplayOutcome`].
 //! - `workload` (tests only) makes a synthetic mmap/munmap stream.
 
-#[cfg(test)]
-pub(crate) mod workload;
 mod codec;
 mod error;
 mod frame;
@@ -19,6 +17,8 @@ mod header;
 mod kernel_codec;
 mod reader;
 mod wire;
+#[cfg(test)]
+pub(crate) mod workload;
 mod writer;
 
 #[cfg(test)]

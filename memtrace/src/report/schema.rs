@@ -31,10 +31,23 @@ pub struct Report {
     pub events: u64,
     pub lost_events: u64,
     pub lost: LostCounts,
+    /// How a live session hooked the syscalls; absent from a replay's report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendInfo>,
     /// Time of the first event (CLOCK_MONOTONIC ns); times in the text are relative to it.
     pub start_ns: Option<u64>,
     pub processes: Vec<ProcessReport>,
     pub findings: Vec<Finding>,
+}
+
+/// The syscall hooks a live session used (`probes::backend`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BackendInfo {
+    /// `fentry` or `raw-tracepoint`.
+    pub name: String,
+    /// Why it is not the preferred one (fentry), when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
