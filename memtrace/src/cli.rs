@@ -3,7 +3,6 @@
 
 use std::{
     ffi::OsString,
-    fs,
     io::{self, Write},
     path::PathBuf,
     process::ExitCode,
@@ -19,7 +18,7 @@ use crate::{
         self,
         live::{KernelOptions, KernelTarget},
     },
-    launch,
+    launch, output,
     probes::{ProbeError, ProbeOptions},
     replay::{self, ReplayOptions},
     report::{self, text::TextOptions, FrameName, FrameNamer, Report, SessionInfo, Source},
@@ -73,6 +72,10 @@ pub struct KernelArgs {
     /// counted and reported, not tracked.
     #[arg(long, value_name = "N", default_value_t = 1 << 18)]
     pub max_outstanding: u32,
+    /// Also trace the page allocator (call sites only with --stacks). System-wide this is
+    /// mostly the page cache of file I/O, which can fill the outstanding table.
+    #[arg(long)]
+    pub pages: bool,
     /// Write the snapshots to FILE, to replay them later (`memtrace replay FILE`).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
@@ -124,11 +127,10 @@ pub struct TraceArgs {
     #[command(flatten)]
     pub output: OutputArgs,
     /// The command to start and trace: `memtrace [OPTIONS] -- CMD [ARGS...]`.
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
+    /// Options are not taken as the command (no `allow_hyphen_values`), so a mistyped option
+    /// is an error rather than a command to run; after the command's first word, its own
+    /// options are its own.
+    #[arg(trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }
 
@@ -222,11 +224,20 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
             "nothing to trace: give a command (`memtrace -- CMD`) or a process (`memtrace --pid PID`)"
         ),
     };
+    // Refused before tracing starts: finding out at the end would lose the session.
+    let mut outputs = Vec::new();
+    if let Some(path) = &args.record {
+        outputs.push(("--record", path.as_path()));
+    }
+    if let Some(path) = &args.output.output {
+        outputs.push(("-o", path.as_path()));
+    }
+    output::refuse_same_file(&outputs)?;
     let duration = match args.duration {
-        Some(seconds) if !(seconds.is_finite() && seconds > 0.0) => {
+        Some(seconds) if seconds <= 0.0 => {
             anyhow::bail!("--duration must be a positive number of seconds")
         }
-        Some(seconds) => Some(Duration::from_secs_f64(seconds)),
+        Some(seconds) => Some(seconds_option("--duration", seconds)?),
         None => None,
     };
     let options = LiveOptions {
@@ -265,6 +276,10 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
         &mut SymbolNames(&mut pipeline.symbolizer),
     );
     write_report(&report, &args.output)?;
+    let recording_failed = pipeline.recording_failure();
+    if let Some(failure) = &recording_failed {
+        eprintln!("memtrace: {failure}");
+    }
     if pipeline.lost.total() > 0 {
         eprintln!(
             "memtrace: {} events lost (ring buffer full: {}, in-flight table full: {}); try a larger --ring-buffer-size",
@@ -273,7 +288,9 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
             pipeline.lost.pending_full
         );
     }
+    // A recording that misses events is a failure of memtrace's, whatever the command did.
     Ok(match outcome.command_status {
+        _ if recording_failed.is_some() => ExitCode::FAILURE,
         Some(status) => exit_code_of(status),
         None => ExitCode::SUCCESS,
     })
@@ -281,12 +298,12 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
 
 fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let until = match args.until {
-        Some(seconds) if !(seconds.is_finite() && seconds >= 0.0) => {
-            anyhow::bail!("--until must be a number of seconds, 0 or more")
-        }
-        Some(seconds) => Some(Duration::from_secs_f64(seconds)),
+        Some(seconds) => Some(seconds_option("--until", seconds)?),
         None => None,
     };
+    if let Some(path) = &args.output.output {
+        output::refuse_input(("-o", path), ("the recording", &args.file))?;
+    }
     let replayed = replay::run(&ReplayOptions {
         path: args.file.clone(),
         until,
@@ -299,16 +316,14 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         eprintln!("memtrace: replay stopped early: {error}");
         damaged = true;
     }
-    if let Some(truncation) = replayed.outcome.truncated_at {
-        eprintln!("memtrace: recording {truncation}");
+    for problem in replayed.outcome.problems() {
+        eprintln!("memtrace: {problem}");
         damaged = true;
     }
-    if replayed.outcome.corrupt_frames_skipped > 0 {
+    if !replayed.outcome.sequenced {
         eprintln!(
-            "memtrace: {} corrupt frames skipped",
-            replayed.outcome.corrupt_frames_skipped
+            "memtrace: this recording is format version 1, which does not number its frames: only its trailer's event count can be checked"
         );
-        damaged = true;
     }
     if !replayed.pipeline.kernel.is_empty() {
         let report = kernel::report::build(&replayed.pipeline.kernel, Source::Replay);
@@ -334,7 +349,7 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         report.filter_pids(&args.pids);
     }
     write_report(&report, &args.output)?;
-    Ok(if damaged && args.until.is_none() {
+    Ok(if damaged {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
@@ -351,25 +366,36 @@ fn run_kernel(args: KernelArgs) -> anyhow::Result<ExitCode> {
         !args.follow || !matches!(target, KernelTarget::System),
         "--follow needs --pid or a command"
     );
+    // Refused before tracing starts: finding out at the end would lose the session.
+    let mut outputs = Vec::new();
+    if let Some(path) = &args.record {
+        outputs.push(("--record", path.as_path()));
+    }
+    if let Some(path) = &args.output.output {
+        outputs.push(("-o", path.as_path()));
+    }
+    output::refuse_same_file(&outputs)?;
     let duration = match args.duration {
-        Some(seconds) if !(seconds.is_finite() && seconds > 0.0) => {
+        Some(seconds) if seconds <= 0.0 => {
             anyhow::bail!("--duration must be a positive number of seconds")
         }
-        Some(seconds) => Some(Duration::from_secs_f64(seconds)),
+        Some(seconds) => Some(seconds_option("--duration", seconds)?),
         None => None,
     };
     anyhow::ensure!(
-        args.interval.is_finite() && args.interval >= 0.01,
+        args.interval >= 0.01,
         "--interval must be at least 0.01 seconds"
     );
+    let interval = seconds_option("--interval", args.interval)?;
     let options = KernelOptions {
         target,
         follow: args.follow,
         stacks: args.stacks,
-        interval: Duration::from_secs_f64(args.interval),
+        interval,
         duration,
         record: args.record.clone(),
         max_outstanding: args.max_outstanding,
+        pages: args.pages,
         command_line: std::env::args().collect(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -379,6 +405,10 @@ fn run_kernel(args: KernelArgs) -> anyhow::Result<ExitCode> {
     let outcome = runtime.block_on(kernel::live::run(options))?;
     let report = kernel::report::build(&outcome.pipeline.kernel, Source::Live);
     write_kernel_report(&report, &args.output)?;
+    let recording_failed = outcome.pipeline.recording_failure();
+    if let Some(failure) = &recording_failed {
+        eprintln!("memtrace: {failure}");
+    }
     if report.kernel.table_full > 0 {
         eprintln!(
             "memtrace: {} kernel allocations not tracked (outstanding table full); try a larger --max-outstanding",
@@ -386,6 +416,7 @@ fn run_kernel(args: KernelArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(match outcome.command_status {
+        _ if recording_failed.is_some() => ExitCode::FAILURE,
         Some(status) => exit_code_of(status),
         None => ExitCode::SUCCESS,
     })
@@ -400,6 +431,19 @@ fn write_kernel_report(
         Format::Text => kernel::report::render_text(report),
     };
     write_rendered(&rendered, output)
+}
+
+/// The most seconds a time option takes: about 31 years, far beyond any session, and small
+/// enough that adding it to a clock reading or counting it in nanoseconds cannot overflow.
+const MAX_SECONDS: f64 = 1e9;
+
+/// A time option as a duration, or one line saying what it must be (not a panic: `1e30` does
+/// not fit a `Duration`).
+fn seconds_option(option: &str, seconds: f64) -> anyhow::Result<Duration> {
+    if !(0.0..=MAX_SECONDS).contains(&seconds) {
+        anyhow::bail!("{option} {seconds} is out of range: give 0 to {MAX_SECONDS} seconds");
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// Names call-stack frames from the binaries on this machine, as the symbolizer first saw
@@ -437,8 +481,7 @@ fn write_report(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
 
 fn write_rendered(rendered: &str, output: &OutputArgs) -> anyhow::Result<()> {
     match &output.output {
-        Some(path) => write_private(path, rendered.as_bytes())
-            .with_context(|| format!("writing the report to {}", path.display())),
+        Some(path) => Ok(output::write_atomic(path, rendered.as_bytes())?),
         None => {
             let mut stdout = io::stdout().lock();
             stdout.write_all(rendered.as_bytes())?;
@@ -446,23 +489,6 @@ fn write_rendered(rendered: &str, output: &OutputArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// Reports hold address layouts, which defeat ASLR: like recordings, they are the owner's
-/// alone (0600, also when an existing file is overwritten).
-fn write_private(path: &std::path::Path, contents: &[u8]) -> io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    // `mode` applies only to a file this call creates; /dev/null and other devices keep theirs.
-    if file.metadata()?.is_file() {
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-    }
-    file.write_all(contents)
 }
 
 /// The traced command's status as our own: its code, or 128 + the signal that killed it, as

@@ -20,6 +20,7 @@ pub mod kernel;
 pub mod launch;
 pub mod linux_abi;
 pub mod model;
+pub mod output;
 pub mod pipeline;
 pub mod probes;
 pub mod procfs;

@@ -16,7 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::{
     capture::{Capture, Captured},
     event::{Abi, Comm, Event, EventBody, LostRecord},
-    launch::{GatedCommand, LaunchError},
+    launch::{self, GatedCommand, LaunchError},
     pipeline::Pipeline,
     probes::{preflight, ProbeError, ProbeOptions, Probes},
     procfs,
@@ -49,6 +49,8 @@ pub struct LiveOptions {
 pub enum SessionError {
     #[error("no such process: {0}")]
     NoSuchProcess(u32),
+    #[error("cannot trace process {0}: {1}")]
+    Untraceable(u32, &'static str),
     #[error(transparent)]
     Probes(#[from] ProbeError),
     #[error(transparent)]
@@ -96,9 +98,18 @@ pub fn realtime_ns() -> u64 {
 }
 
 pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
-    if let Target::Pid(pid) = options.target {
-        if !procfs::process_exists(pid) {
-            return Err(SessionError::NoSuchProcess(pid));
+    // Checked before the probes load, so a session that cannot mean anything never starts.
+    match options.target {
+        Target::Pid(pid) => {
+            if !procfs::process_exists(pid) {
+                return Err(SessionError::NoSuchProcess(pid));
+            }
+            if let Some(reason) = procfs::untraceable_reason(pid) {
+                return Err(SessionError::Untraceable(pid, reason));
+            }
+        }
+        Target::Command(_) => {
+            launch::invoking_user()?;
         }
     }
     let mut probes = Probes::load(&options.probes)?;
@@ -177,9 +188,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
         feed_batch(&mut pipeline, &mut batch, &snapshot_taken_at)?;
         probes.flush_logs();
         lost = report_new_losses(&probes, &mut pipeline, lost)?;
-        if let Some(recorder) = pipeline.recorder_mut() {
-            recorder.flush_if_due(Instant::now())?;
-        }
+        pipeline.flush_recording_if_due(Instant::now());
         let command_done = command_status.is_some() && !options.probes.follow_children;
         if command_done || probes.traced_count()? == 0 {
             break;

@@ -10,6 +10,9 @@ mod privilege;
 mod run;
 mod setup;
 mod test;
+mod vm;
+mod vm_fetch;
+mod vm_initramfs;
 mod workspace;
 
 use std::{ffi::OsString, process::ExitCode};
@@ -50,6 +53,8 @@ enum Task {
     },
     /// Build, then measure memtrace's overhead, recording size and replay speed.
     Bench(bench::BenchOptions),
+    /// Boot a Debian kernel under qemu with this machine's root and run CMD there as root.
+    Vm(vm::VmOptions),
 }
 
 fn main() -> ExitCode {
@@ -71,5 +76,6 @@ fn run_task(task: Task) -> anyhow::Result<()> {
         Task::Run { memtrace_args } => run::run(&workspace, memtrace_args),
         Task::Test { cargo_test_args } => test::test(&workspace, cargo_test_args),
         Task::Bench(options) => bench::bench(&workspace, &options),
+        Task::Vm(options) => vm::vm(&workspace, &options),
     }
 }

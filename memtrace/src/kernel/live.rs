@@ -40,6 +40,7 @@ pub struct KernelOptions {
     pub duration: Option<Duration>,
     pub record: Option<PathBuf>,
     pub max_outstanding: u32,
+    pub pages: bool,
     pub command_line: Vec<String>,
 }
 
@@ -63,6 +64,7 @@ pub async fn run(options: KernelOptions) -> anyhow::Result<KernelOutcome> {
         follow_children: options.follow,
         stacks: options.stacks,
         max_outstanding: options.max_outstanding,
+        pages: options.pages,
     })?;
     for tracepoint in &probes.layout.unsupported {
         eprintln!(
@@ -159,9 +161,7 @@ pub async fn run(options: KernelOptions) -> anyhow::Result<KernelOutcome> {
                 next_snapshot += options.interval;
             }
             _ = poll.tick() => {
-                if let Some(recorder) = pipeline.recorder_mut() {
-                    recorder.flush_if_due(std::time::Instant::now())?;
-                }
+                pipeline.flush_recording_if_due(std::time::Instant::now());
                 if !pids.is_empty() && !pids.iter().any(|&pid| procfs::process_exists(pid))
                     && (!options.follow || probes.traced_count()? == 0)
                 {

@@ -18,8 +18,8 @@ use super::wire::{
 };
 use crate::event::{
     Abi, Comm, Event, EventBody, ExecMappingKind, ExecMappingRecord, ExecRecord, ExitRecord,
-    FileRef, ForkRecord, LostRecord, ModuleRecord, SnapshotRecord, SnapshotRegion, StackRecord,
-    Syscall, SyscallRecord,
+    FileRef, ForkRecord, LostRecord, ModuleRecord, SnapshotFd, SnapshotRecord, SnapshotRegion,
+    StackRecord, Syscall, SyscallRecord,
 };
 
 /// The tag byte that starts every event: body kind, ABI, and which optional parts follow.
@@ -629,6 +629,13 @@ fn encode_snapshot(record: &SnapshotRecord, buf: &mut impl BufMut) {
         put_str(buf, &region.perms);
         put_str(buf, &region.name);
     }
+    // Added after the regions, so that a recording made before it decodes as "none known".
+    put_uvarint(buf, record.memfd_fds.len() as u64);
+    for fd in &record.memfd_fds {
+        put_uvarint(buf, fd.fd.into());
+        put_uvarint(buf, fd.inode);
+        put_bool(buf, fd.cloexec);
+    }
 }
 
 fn decode_snapshot(buf: &mut &[u8]) -> Result<SnapshotRecord, Malformed> {
@@ -650,12 +657,26 @@ fn decode_snapshot(buf: &mut &[u8]) -> Result<SnapshotRecord, Malformed> {
             name: get_string(buf)?,
         });
     }
+    let mut memfd_fds = Vec::new();
+    if !buf.is_empty() {
+        let count = get_uvarint(buf)?;
+        // Three varints of one byte at least per fd.
+        memfd_fds.reserve(count.min((buf.len() / 3) as u64) as usize);
+        for _ in 0..count {
+            memfd_fds.push(SnapshotFd {
+                fd: get_u32_varint(buf)?,
+                inode: get_uvarint(buf)?,
+                cloexec: get_bool(buf)?,
+            });
+        }
+    }
     Ok(SnapshotRecord {
         regions,
         start_brk,
         brk,
         ppid,
         exe,
+        memfd_fds,
     })
 }
 

@@ -8,6 +8,7 @@
 pub mod call_sites;
 mod findings;
 pub mod format;
+mod growth;
 pub mod json;
 mod processes;
 pub mod schema;
@@ -15,6 +16,7 @@ mod summary;
 #[cfg(test)]
 mod tests;
 pub mod text;
+pub mod timeline;
 
 pub use call_sites::{FrameName, FrameNamer, NoNames};
 pub use schema::*;
@@ -71,7 +73,14 @@ pub fn build_with(
         .processes()
         // A child forked by a traced parent without --follow was never traced itself.
         .filter(|view| view.process().traced())
-        .map(|view| processes::process_report(&view, namer))
+        .map(|view| {
+            processes::process_report(
+                &view,
+                model.last_event_ns(),
+                model.timeline_step_ns(),
+                namer,
+            )
+        })
         .collect();
     let findings = processes
         .iter()

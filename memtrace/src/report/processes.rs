@@ -10,8 +10,15 @@ use crate::report::schema::{
     LatencyTable, LayoutEntry, MappingRef, ProcessReport, SyscallTable,
 };
 use crate::report::summary;
+use crate::report::timeline;
 
-pub(crate) fn process_report(view: &ProcessView<'_>, namer: &mut dyn FrameNamer) -> ProcessReport {
+/// `now_ns`: the report's moment for a live process; `step_ns`: the timeline's step.
+pub(crate) fn process_report(
+    view: &ProcessView<'_>,
+    now_ns: u64,
+    step_ns: u64,
+    namer: &mut dyn FrameNamer,
+) -> ProcessReport {
     let process = view.process();
     let exit = process.exit();
     ProcessReport {
@@ -32,8 +39,10 @@ pub(crate) fn process_report(view: &ProcessView<'_>, namer: &mut dyn FrameNamer)
         layout: view.layout().iter().map(layout_entry).collect(),
         summary: summary::by_kind(view.layout()),
         unreleased: summary::unreleased(view, namer),
+        held_since_attach: summary::held_since_attach(view),
         brk: brk_report(view),
         distributions: distributions(process.stats()),
+        timeline: timeline::timeline_report(view, now_ns, step_ns, namer),
     }
 }
 

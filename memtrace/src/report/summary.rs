@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{AddressSpace, ProcessView, Region, RegionKind, SyscallName};
+use crate::model::{AddressSpace, Origin, ProcessView, Region, RegionKind, SyscallName};
 use crate::report::call_sites::{self, FrameNamer};
 use crate::report::schema::{
     KindSummary, MemfdReport, Unreleased, UnreleasedGroup, UnreleasedRegion,
@@ -39,8 +39,35 @@ fn percent(part: u64, whole: u64) -> f64 {
 
 /// The process's unreleased regions grouped by (kind, name, perms), largest bytes first.
 pub(crate) fn unreleased(view: &ProcessView<'_>, namer: &mut dyn FrameNamer) -> Unreleased {
+    let groups = grouped(view, view.unreleased());
+    Unreleased {
+        total_regions: groups.iter().map(|group| group.count).sum(),
+        total_bytes: groups.iter().map(|group| group.bytes).sum(),
+        groups,
+        by_stack: call_sites::unreleased_by_stack(view, namer),
+    }
+}
+
+/// What the process had allocated before memtrace attached and still holds (regions from
+/// `/proc/PID/maps` at attach, not the files and stacks it loaded), grouped like
+/// [`unreleased`]: the state at attach, diagnosed like a dump.
+pub(crate) fn held_since_attach(view: &ProcessView<'_>) -> Vec<UnreleasedGroup> {
+    let regions = view.layout().iter().filter(|region| {
+        region.created.origin == Origin::Snapshot
+            && !matches!(
+                region.kind,
+                RegionKind::File | RegionKind::Stack | RegionKind::Vdso
+            )
+    });
+    grouped(view, regions)
+}
+
+fn grouped<'m>(
+    view: &ProcessView<'m>,
+    regions: impl Iterator<Item = &'m Region>,
+) -> Vec<UnreleasedGroup> {
     let mut groups: BTreeMap<(RegionKind, &str, String), UnreleasedGroup> = BTreeMap::new();
-    for region in view.unreleased() {
+    for region in regions {
         let perms = region.perms.to_string();
         let group = groups
             .entry((region.kind, region.name(), perms.clone()))
@@ -73,12 +100,7 @@ pub(crate) fn unreleased(view: &ProcessView<'_>, namer: &mut dyn FrameNamer) -> 
             .then(a.first_created_ns.cmp(&b.first_created_ns))
             .then_with(|| (&a.name, &a.perms).cmp(&(&b.name, &b.perms)))
     });
-    Unreleased {
-        total_regions: groups.iter().map(|group| group.count).sum(),
-        total_bytes: groups.iter().map(|group| group.bytes).sum(),
-        groups,
-        by_stack: call_sites::unreleased_by_stack(view, namer),
-    }
+    groups
 }
 
 fn unreleased_region(view: &ProcessView<'_>, region: &Region) -> UnreleasedRegion {
