@@ -50,6 +50,30 @@ pub struct KmemAlloc {
     pub order: u32,
 }
 
+/// What outstanding allocations are summed by in the kernel ([`names::SITES_MAP`]), so that
+/// userspace reads a few thousand sums per interval instead of every allocation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KmemSiteKey {
+    pub call_site: u64,
+    /// The `struct kmem_cache *` of cache allocations.
+    pub cache: u64,
+    /// kmalloc's object size (0 for kmalloc-large), a cache's object size when the tracepoint
+    /// names no cache, the order of page allocations; 0 otherwise.
+    pub size_class: u64,
+    /// A [`KmemSource`].
+    pub source: u32,
+    pub stack_id: i32,
+}
+
+/// The outstanding allocations of one [`KmemSiteKey`], updated atomically by every CPU.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KmemSiteStats {
+    pub count: i64,
+    pub bytes: i64,
+}
+
 /// Raw tracepoint argument positions that differ between kernels (after the hidden `__data`
 /// argument, as `RawTracePointContext::arg` counts). Userspace reads them from the running
 /// kernel's BTF (`btf_trace_<name>` prototypes); [`ARG_ABSENT`] marks an argument this kernel's
@@ -93,6 +117,7 @@ pub const CACHE_NAME_LEN: usize = 32;
 /// Map and global names of kernel mode.
 pub mod names {
     pub const OUTSTANDING_MAP: &str = "KMEM_OUTSTANDING";
+    pub const SITES_MAP: &str = "KMEM_SITES";
     pub const CACHE_NAMES_MAP: &str = "KMEM_CACHE_NAMES";
     pub const KMEM_STACKS_MAP: &str = "KMEM_STACKS";
     pub const KMEM_COUNTERS_MAP: &str = "KMEM_COUNTERS";
@@ -110,7 +135,9 @@ pub mod counter {
     pub const TABLE_FULL: u32 = 2;
     /// Stacks that could not be taken or stored (`--stacks`).
     pub const STACK_LOST: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Allocations not summed because the call-site table was full.
+    pub const SITES_FULL: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 #[cfg(feature = "user")]
@@ -120,4 +147,8 @@ mod pod {
     unsafe impl aya::Pod for KmemAlloc {}
     // SAFETY: as above.
     unsafe impl aya::Pod for KmemConfig {}
+    // SAFETY: as above (two u64 pairs, then two 32-bit fields: no padding).
+    unsafe impl aya::Pod for KmemSiteKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for KmemSiteStats {}
 }

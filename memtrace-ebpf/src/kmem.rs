@@ -5,14 +5,16 @@
 //! userspace reads the table at its own pace. Attached only by `memtrace kernel`; the
 //! user-mode programs and these never run together.
 
+use aya_ebpf::bindings::BPF_NOEXIST;
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes},
     macros::{map, raw_tracepoint},
-    maps::{HashMap, PerCpuArray, StackTrace},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
     programs::{tracing::StackIdContext, RawTracePointContext},
 };
 use memtrace_common::kmem::{
-    counter, KmemAlloc, KmemConfig, KmemSource, ARG_ABSENT, CACHE_NAME_LEN,
+    counter, KmemAlloc, KmemConfig, KmemSiteKey, KmemSiteStats, KmemSource, ARG_ABSENT,
+    CACHE_NAME_LEN,
 };
 
 use crate::{
@@ -42,6 +44,13 @@ static KMEM_CONFIG: KmemConfig = KmemConfig {
 /// pages). Userspace sizes it; an insert into a full table is counted, not silently lost.
 #[map]
 static KMEM_OUTSTANDING: HashMap<u64, KmemAlloc> = HashMap::with_max_entries(1 << 18, 0);
+
+/// Outstanding allocations summed by call site, cache, size class and stack: what userspace
+/// reads at each interval. Per CPU, so that the sums need no atomics (a CPU's share goes
+/// negative when it frees what another allocated; userspace adds the CPUs up).
+#[map]
+static KMEM_SITES: PerCpuHashMap<KmemSiteKey, KmemSiteStats> =
+    PerCpuHashMap::with_max_entries(1 << 14, 0);
 
 /// Slab cache names by `struct kmem_cache *`, read once per cache.
 #[map]
@@ -115,16 +124,75 @@ fn remember(ctx: &RawTracePointContext, pointer: u64, mut alloc: KmemAlloc) {
             Err(_) => count(counter::STACK_LOST),
         }
     }
-    // BPF_NOEXIST would miss a free we never saw (e.g. a bulk free without a tracepoint):
-    // the newer allocation at the same address is the live one.
+    // A pointer still in the table was freed without a tracepoint we saw (bulk frees have
+    // none): its record is stale, and the newer allocation at the same address is the live one.
+    if let Some(stale) = KMEM_OUTSTANDING.get_ptr(pointer) {
+        // SAFETY: a value of this map, copied out at once.
+        let stale = unsafe { *stale };
+        account(&stale, -1);
+    }
     if KMEM_OUTSTANDING.insert(pointer, alloc, 0).is_err() {
         count(counter::TABLE_FULL);
+        return;
     }
+    account(&alloc, 1);
 }
 
 fn forget(pointer: u64) {
+    let Some(alloc) = KMEM_OUTSTANDING.get_ptr(pointer) else {
+        return;
+    };
+    // SAFETY: a value of this map, copied out before the entry goes.
+    let alloc = unsafe { *alloc };
+    // Only the CPU whose delete succeeds takes the allocation off its call site.
     if KMEM_OUTSTANDING.remove(pointer).is_ok() {
         count(counter::FREES);
+        account(&alloc, -1);
+    }
+}
+
+/// The call-site sum an allocation belongs to.
+fn site_key(alloc: &KmemAlloc) -> KmemSiteKey {
+    let page_size = u64::from(config(&raw const KMEM_CONFIG.page_size));
+    let size_class = match alloc.source {
+        s if s == KmemSource::Kmalloc as u32 && alloc.bytes <= 2 * page_size => alloc.bytes,
+        s if s == KmemSource::Cache as u32 && alloc.cache == 0 => alloc.bytes,
+        s if s == KmemSource::Pages as u32 => u64::from(alloc.order),
+        _ => 0,
+    };
+    KmemSiteKey {
+        call_site: alloc.call_site,
+        cache: alloc.cache,
+        size_class,
+        source: alloc.source,
+        stack_id: alloc.stack_id,
+    }
+}
+
+/// Adds (`sign` 1) or takes away (-1) an allocation from its call site's sum.
+fn account(alloc: &KmemAlloc, sign: i64) {
+    let key = site_key(alloc);
+    let stats = match KMEM_SITES.get_ptr_mut(key) {
+        Some(stats) => stats,
+        None => {
+            // Another CPU may add the same key first: NOEXIST then fails, and the lookup
+            // finds its entry (with this CPU's share zeroed).
+            let _ = KMEM_SITES.insert(key, KmemSiteStats::default(), BPF_NOEXIST as u64);
+            match KMEM_SITES.get_ptr_mut(key) {
+                Some(stats) => stats,
+                None => {
+                    if sign > 0 {
+                        count(counter::SITES_FULL);
+                    }
+                    return;
+                }
+            }
+        }
+    };
+    // SAFETY: this CPU's own value; the same program cannot run nested on this CPU.
+    unsafe {
+        (*stats).count += sign;
+        (*stats).bytes += sign * alloc.bytes as i64;
     }
 }
 

@@ -81,6 +81,10 @@ pub struct KernelArgs {
     /// counted and reported, not tracked.
     #[arg(long, value_name = "N", default_value_t = 1 << 18)]
     pub max_outstanding: u32,
+    /// Also trace the page allocator (call sites only with --stacks). System-wide this is
+    /// mostly the page cache of file I/O, which can fill the outstanding table.
+    #[arg(long)]
+    pub pages: bool,
     /// Write the snapshots to FILE, to replay them later (`memtrace replay FILE`).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
@@ -433,25 +437,36 @@ fn run_kernel(args: KernelArgs) -> anyhow::Result<ExitCode> {
         !args.follow || !matches!(target, KernelTarget::System),
         "--follow needs --pid or a command"
     );
+    // Refused before tracing starts: finding out at the end would lose the session.
+    let mut outputs = Vec::new();
+    if let Some(path) = &args.record {
+        outputs.push(("--record", path.as_path()));
+    }
+    if let Some(path) = &args.output.output {
+        outputs.push(("-o", path.as_path()));
+    }
+    output::refuse_same_file(&outputs)?;
     let duration = match args.duration {
-        Some(seconds) if !(seconds.is_finite() && seconds > 0.0) => {
+        Some(seconds) if seconds <= 0.0 => {
             anyhow::bail!("--duration must be a positive number of seconds")
         }
         Some(seconds) => Some(seconds_option("--duration", seconds)?),
         None => None,
     };
     anyhow::ensure!(
-        args.interval.is_finite() && args.interval >= 0.01,
+        args.interval >= 0.01,
         "--interval must be at least 0.01 seconds"
     );
+    let interval = seconds_option("--interval", args.interval)?;
     let options = KernelOptions {
         target,
         follow: args.follow,
         stacks: args.stacks,
-        interval: Duration::from_secs_f64(args.interval),
+        interval,
         duration,
         record: args.record.clone(),
         max_outstanding: args.max_outstanding,
+        pages: args.pages,
         command_line: std::env::args().collect(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

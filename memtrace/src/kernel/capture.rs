@@ -2,9 +2,9 @@
 //! grouped by allocator, call site, cache and stack, with every address named here and now
 //! (kallsyms and KASLR are this machine's), and the kernel's own totals.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use memtrace_common::kmem::{KmemAlloc, KmemSource};
+use memtrace_common::kmem::{KmemSiteKey, KmemSiteStats, KmemSource};
 
 use super::{
     kallsyms::KernelSymbols,
@@ -15,10 +15,10 @@ use crate::probes::{kmem::KmemProbes, ProbeError};
 
 /// The slab cache a kmalloc of `bytes` (the allocator's `bytes_alloc`) was served from.
 /// kmalloc's caches are named by object size; beyond two pages kmalloc goes to the page
-/// allocator. memcg-accounted (`__GFP_ACCOUNT`) allocations come from the `kmalloc-cg-*`
+/// allocator (the kernel side sums those under size class 0). memcg-accounted (`__GFP_ACCOUNT`) allocations come from the `kmalloc-cg-*`
 /// twins of these caches, which the tracepoint does not tell apart.
 pub fn kmalloc_cache_name(bytes: u64, page_size: u64) -> String {
-    if bytes > 2 * page_size {
+    if bytes == 0 || bytes > 2 * page_size {
         return "kmalloc-large".to_owned();
     }
     if bytes >= 1024 && bytes.is_multiple_of(1024) {
@@ -28,56 +28,50 @@ pub fn kmalloc_cache_name(bytes: u64, page_size: u64) -> String {
     }
 }
 
-/// Groups outstanding allocations by what the report tells apart. `cache_name` names a
-/// `struct kmem_cache *`; `stack_of` gives a stack id's named frames.
+/// Names the kernel side's call-site sums: the call site from kallsyms, the cache from
+/// `cache_name` (a `struct kmem_cache *`) or kmalloc's size class, the stack from `stack_of`.
+/// Sums that fell back to zero (everything from there was freed) are left out.
 pub fn group(
-    allocations: &[KmemAlloc],
+    sites: &[(KmemSiteKey, KmemSiteStats)],
     symbols: &KernelSymbols,
     page_size: u64,
     cache_name: impl Fn(u64) -> String,
     mut stack_of: impl FnMut(i32) -> Vec<String>,
 ) -> Vec<KernelGroup> {
-    // (source, call site, cache, stack id) → (count, bytes).
-    let mut groups: BTreeMap<(u32, u64, String, i32), (u64, u64)> = BTreeMap::new();
-    for alloc in allocations {
-        let Some(source) = KmemSource::from_u32(alloc.source) else {
-            continue;
-        };
-        let cache = match source {
-            KmemSource::Kmalloc => kmalloc_cache_name(alloc.bytes, page_size),
-            KmemSource::Cache if alloc.cache != 0 => cache_name(alloc.cache),
-            // Before Linux 6.1 the tracepoint named no cache: its object size tells most.
-            KmemSource::Cache => format!("kmem_cache ({} B objects)", alloc.bytes),
-            KmemSource::Pages => "pages".to_owned(),
-            KmemSource::Percpu => "percpu".to_owned(),
-        };
-        let entry = groups
-            .entry((alloc.source, alloc.call_site, cache, alloc.stack_id.max(-1)))
-            .or_default();
-        entry.0 += 1;
-        entry.1 += alloc.bytes;
-    }
-    groups
+    let mut sites: Vec<_> = sites.iter().filter(|(_, stats)| stats.count > 0).collect();
+    sites.sort_by_key(|(key, _)| *key);
+    sites
         .into_iter()
-        .map(|((source, call_site, cache, stack_id), (count, bytes))| {
-            let name = (call_site != 0).then(|| symbols.name(call_site)).flatten();
-            KernelGroup {
-                source: KmemSource::from_u32(source).unwrap_or(KmemSource::Kmalloc),
-                call_site,
+        .filter_map(|(key, stats)| {
+            let source = KmemSource::from_u32(key.source)?;
+            let cache = match source {
+                KmemSource::Kmalloc => kmalloc_cache_name(key.size_class, page_size),
+                KmemSource::Cache if key.cache != 0 => cache_name(key.cache),
+                // Before Linux 6.1 the tracepoint named no cache: its object size tells most.
+                KmemSource::Cache => format!("kmem_cache ({} B objects)", key.size_class),
+                KmemSource::Pages => "pages".to_owned(),
+                KmemSource::Percpu => "percpu".to_owned(),
+            };
+            let name = (key.call_site != 0)
+                .then(|| symbols.name(key.call_site))
+                .flatten();
+            Some(KernelGroup {
+                source,
+                call_site: key.call_site,
                 function: name
                     .as_ref()
                     .map(|n| n.function.clone())
                     .unwrap_or_default(),
                 module: name.map(|n| n.module).unwrap_or_default(),
                 cache,
-                count,
-                bytes,
-                stack: if stack_id >= 0 {
-                    stack_of(stack_id)
+                count: stats.count as u64,
+                bytes: stats.bytes.max(0) as u64,
+                stack: if key.stack_id >= 0 {
+                    stack_of(key.stack_id)
                 } else {
                     Vec::new()
                 },
-            }
+            })
         })
         .collect()
 }
@@ -99,10 +93,10 @@ impl SnapshotTaker {
     }
 
     pub fn take(&mut self, probes: &KmemProbes) -> Result<KernelSnapshotRecord, ProbeError> {
-        let allocations = probes.outstanding()?;
-        if allocations
+        let sites = probes.sites()?;
+        if sites
             .iter()
-            .any(|a| a.cache != 0 && !self.cache_names.contains_key(&a.cache))
+            .any(|(key, _)| key.cache != 0 && !self.cache_names.contains_key(&key.cache))
         {
             self.cache_names.extend(probes.cache_names()?);
         }
@@ -110,7 +104,7 @@ impl SnapshotTaker {
         let symbols = &self.symbols;
         let cache_names = &self.cache_names;
         let groups = group(
-            &allocations,
+            &sites,
             symbols,
             self.page_size,
             |cache| {
@@ -146,6 +140,7 @@ impl SnapshotTaker {
                 frees: counters.frees,
                 table_full: counters.table_full,
                 stack_lost: counters.stack_lost,
+                sites_full: counters.sites_full,
             },
             meminfo,
             slabs,
@@ -157,14 +152,23 @@ impl SnapshotTaker {
 mod tests {
     use super::*;
 
-    fn alloc(source: KmemSource, call_site: u64, bytes: u64) -> KmemAlloc {
-        KmemAlloc {
-            call_site,
-            bytes,
-            source: source as u32,
-            stack_id: -1,
-            ..Default::default()
-        }
+    fn site(
+        source: KmemSource,
+        call_site: u64,
+        size_class: u64,
+        count: i64,
+        bytes: i64,
+    ) -> (KmemSiteKey, KmemSiteStats) {
+        (
+            KmemSiteKey {
+                call_site,
+                size_class,
+                source: source as u32,
+                stack_id: -1,
+                ..Default::default()
+            },
+            KmemSiteStats { count, bytes },
+        )
     }
 
     #[test]
@@ -172,25 +176,34 @@ mod tests {
         assert_eq!(kmalloc_cache_name(1024, 4096), "kmalloc-1k");
         assert_eq!(kmalloc_cache_name(192, 4096), "kmalloc-192");
         assert_eq!(kmalloc_cache_name(8192, 4096), "kmalloc-8k");
+        assert_eq!(kmalloc_cache_name(0, 4096), "kmalloc-large");
         assert_eq!(kmalloc_cache_name(16384, 4096), "kmalloc-large");
     }
 
     #[test]
-    fn allocations_group_by_call_site_and_cache() {
+    fn call_site_sums_are_named_and_freed_ones_left_out() {
         let symbols = KernelSymbols::parse(
             "ffffffff81234500 t alloc_pipe_info\nffffffffc0000000 t loop_add [loop]\n",
         );
-        let mut filp = alloc(KmemSource::Cache, 0xffff_ffff_8123_4510, 256);
-        filp.cache = 0xdead_0000;
-        let allocations = [
-            alloc(KmemSource::Kmalloc, 0xffff_ffff_8123_454d, 1024),
-            alloc(KmemSource::Kmalloc, 0xffff_ffff_8123_454d, 1024),
-            alloc(KmemSource::Kmalloc, 0xffff_ffff_8123_4560, 192),
-            alloc(KmemSource::Kmalloc, 0xffff_ffff_c000_0020, 64),
+        let mut filp = site(KmemSource::Cache, 0xffff_ffff_8123_4510, 0, 1, 256);
+        filp.0.cache = 0xdead_0000;
+        let mut stacked = site(KmemSource::Kmalloc, 0xffff_ffff_c000_0020, 64, 1, 64);
+        stacked.0.stack_id = 7;
+        let sites = [
+            site(KmemSource::Kmalloc, 0xffff_ffff_8123_454d, 1024, 2, 2048),
+            site(KmemSource::Kmalloc, 0xffff_ffff_8123_4560, 192, 1, 192),
+            site(KmemSource::Kmalloc, 0xffff_ffff_8123_4570, 512, 0, 0),
+            stacked,
             filp,
-            alloc(KmemSource::Pages, 0, 8192),
+            site(KmemSource::Pages, 0, 1, 1, 8192),
         ];
-        let groups = group(&allocations, &symbols, 4096, |_| "filp".into(), |_| vec![]);
+        let groups = group(
+            &sites,
+            &symbols,
+            4096,
+            |_| "filp".into(),
+            |id| vec![format!("stack {id}")],
+        );
         let find = |function: &str, cache: &str| {
             groups
                 .iter()
@@ -200,9 +213,11 @@ mod tests {
         let pipes = find("alloc_pipe_info+0x4d", "kmalloc-1k");
         assert_eq!((pipes.count, pipes.bytes), (2, 2048));
         assert_eq!(find("alloc_pipe_info+0x60", "kmalloc-192").count, 1);
-        assert_eq!(find("loop_add+0x20", "kmalloc-64").module, "loop");
+        let module = find("loop_add+0x20", "kmalloc-64");
+        assert_eq!(module.module, "loop");
+        assert_eq!(module.stack, ["stack 7"]);
         assert_eq!(find("alloc_pipe_info+0x10", "filp").bytes, 256);
         assert_eq!(find("", "pages").bytes, 8192);
-        assert_eq!(groups.len(), 5);
+        assert_eq!(groups.len(), 5, "the freed kmalloc-512 sum is left out");
     }
 }

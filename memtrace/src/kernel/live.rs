@@ -40,6 +40,7 @@ pub struct KernelOptions {
     pub duration: Option<Duration>,
     pub record: Option<PathBuf>,
     pub max_outstanding: u32,
+    pub pages: bool,
     pub command_line: Vec<String>,
 }
 
@@ -63,6 +64,7 @@ pub async fn run(options: KernelOptions) -> anyhow::Result<KernelOutcome> {
         follow_children: options.follow,
         stacks: options.stacks,
         max_outstanding: options.max_outstanding,
+        pages: options.pages,
     })?;
     for tracepoint in &probes.layout.unsupported {
         eprintln!(

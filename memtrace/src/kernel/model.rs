@@ -73,6 +73,7 @@ impl KernelModel {
         c.frees = c.frees.max(snapshot.counters.frees);
         c.table_full = c.table_full.max(snapshot.counters.table_full);
         c.stack_lost = c.stack_lost.max(snapshot.counters.stack_lost);
+        c.sites_full = c.sites_full.max(snapshot.counters.sites_full);
 
         self.stacks.clear();
         for group in &snapshot.groups {

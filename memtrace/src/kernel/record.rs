@@ -44,6 +44,8 @@ pub struct KernelCounters {
     /// Allocations the outstanding table had no room for: missing from the report.
     pub table_full: u64,
     pub stack_lost: u64,
+    /// Allocations the call-site table had no room for: missing from the report.
+    pub sites_full: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

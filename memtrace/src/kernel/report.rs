@@ -30,6 +30,8 @@ pub struct KernelReport {
     pub frees: u64,
     /// Allocations the outstanding table had no room for, missing from this report.
     pub table_full: u64,
+    /// Allocations the call-site table had no room for, missing from this report.
+    pub sites_full: u64,
     pub stacks_lost: u64,
     pub outstanding: u64,
     pub outstanding_bytes: u64,
@@ -206,6 +208,7 @@ pub fn build(model: &KernelModel, source: Source) -> KernelReportFile {
             allocations: counters.allocs,
             frees: counters.frees,
             table_full: counters.table_full,
+            sites_full: counters.sites_full,
             stacks_lost: counters.stack_lost,
             outstanding: call_sites.iter().map(|site| site.outstanding).sum(),
             outstanding_bytes: call_sites.iter().map(|site| site.bytes).sum(),
@@ -275,6 +278,12 @@ pub fn render_text(report: &KernelReportFile) -> String {
         lines.push(format!(
             "  WARNING: {} allocations not tracked: the outstanding table was full (raise --max-outstanding)",
             k.table_full
+        ));
+    }
+    if k.sites_full > 0 {
+        lines.push(format!(
+            "  WARNING: {} allocations not counted: the call-site table was full",
+            k.sites_full
         ));
     }
     if k.stacks_lost > 0 {

@@ -7,12 +7,15 @@
 use std::collections::HashMap as StdHashMap;
 
 use aya::{
-    maps::{HashMap, PerCpuArray, StackTraceMap},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTraceMap},
     programs::RawTracePoint,
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
 use memtrace_common::{
-    kmem::{counter, names as kmem_names, KmemAlloc, KmemConfig, ARG_ABSENT, CACHE_NAME_LEN},
+    kmem::{
+        counter, names as kmem_names, KmemConfig, KmemSiteKey, KmemSiteStats, ARG_ABSENT,
+        CACHE_NAME_LEN,
+    },
     names, ProbeConfig,
 };
 
@@ -51,6 +54,9 @@ pub struct KmemOptions {
     pub stacks: bool,
     /// The outstanding table's capacity.
     pub max_outstanding: u32,
+    /// Also the page allocator (`--pages`): every page-cache page read while tracing is one,
+    /// so system-wide it is mostly file I/O and fills the table; off by default.
+    pub pages: bool,
 }
 
 /// The kmem tracepoints' argument positions on this kernel, and which tracepoints exist.
@@ -219,6 +225,7 @@ pub struct KmemCounters {
     pub frees: u64,
     pub table_full: u64,
     pub stack_lost: u64,
+    pub sites_full: u64,
 }
 
 impl KmemProbes {
@@ -274,8 +281,9 @@ impl KmemProbes {
             attach("sched_process_exit", "sched_process_exit")?;
         }
         for (program, tracepoints) in PROGRAMS {
+            let is_pages = program.starts_with("kmem_page_");
             for tracepoint in tracepoints {
-                if layout.available.contains(tracepoint) {
+                if layout.available.contains(tracepoint) && (options.pages || !is_pages) {
                     attach(program, tracepoint)?;
                 }
             }
@@ -307,17 +315,25 @@ impl KmemProbes {
         Ok(traced.keys().filter(Result::is_ok).count())
     }
 
-    /// Every allocation made since attaching and not freed yet.
-    pub fn outstanding(&self) -> Result<Vec<KmemAlloc>, ProbeError> {
-        let name = kmem_names::OUTSTANDING_MAP;
+    /// The outstanding allocations made since attaching, summed by call site, cache, size
+    /// class and stack (sums that fell back to zero included), over all CPUs.
+    pub fn sites(&self) -> Result<Vec<(KmemSiteKey, KmemSiteStats)>, ProbeError> {
+        let name = kmem_names::SITES_MAP;
         let map = self.ebpf.map(name).ok_or(ProbeError::Missing(name))?;
-        let table: HashMap<_, u64, KmemAlloc> =
-            HashMap::try_from(map).map_err(|e| ProbeError::Map(name, e))?;
-        // An entry freed while we iterate ends the lookup of that key with ENOENT: skip it.
+        let table: PerCpuHashMap<_, KmemSiteKey, KmemSiteStats> =
+            PerCpuHashMap::try_from(map).map_err(|e| ProbeError::Map(name, e))?;
         Ok(table
             .iter()
             .filter_map(Result::ok)
-            .map(|(_, v)| v)
+            .map(|(key, per_cpu)| {
+                let sum = per_cpu
+                    .iter()
+                    .fold(KmemSiteStats::default(), |sum, cpu| KmemSiteStats {
+                        count: sum.count + cpu.count,
+                        bytes: sum.bytes + cpu.bytes,
+                    });
+                (key, sum)
+            })
             .collect())
     }
 
@@ -367,6 +383,7 @@ impl KmemProbes {
             frees: total(counter::FREES)?,
             table_full: total(counter::TABLE_FULL)?,
             stack_lost: total(counter::STACK_LOST)?,
+            sites_full: total(counter::SITES_FULL)?,
         })
     }
 }

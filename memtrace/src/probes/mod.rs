@@ -239,6 +239,7 @@ fn load_object(options: &ProbeOptions) -> Result<(Ebpf, Btf), ProbeError> {
         .map_max_entries(names::EVENTS_MAP, size)
         // Kernel mode's tables: user mode never attaches the programs that fill them.
         .map_max_entries(kmem_names::OUTSTANDING_MAP, 1)
+        .map_max_entries(kmem_names::SITES_MAP, 1)
         .map_max_entries(kmem_names::CACHE_NAMES_MAP, 1)
         .map_max_entries(kmem_names::KMEM_STACKS_MAP, 1)
         .load(EBPF_OBJECT)?;

@@ -16,6 +16,7 @@ pub(crate) fn encode(record: &KernelSnapshotRecord, buf: &mut impl BufMut) {
         counters.frees,
         counters.table_full,
         counters.stack_lost,
+        counters.sites_full,
     ] {
         put_uvarint(buf, value);
     }
@@ -63,6 +64,7 @@ pub(crate) fn decode(buf: &mut &[u8]) -> Result<KernelSnapshotRecord, Malformed>
         frees: get_uvarint(buf)?,
         table_full: get_uvarint(buf)?,
         stack_lost: get_uvarint(buf)?,
+        sites_full: get_uvarint(buf)?,
     };
     let mut meminfo = Vec::new();
     for _ in 0..get_count(buf, 2)? {
@@ -137,6 +139,7 @@ mod tests {
                 frees: 4,
                 table_full: 3,
                 stack_lost: 2,
+                sites_full: 1,
             },
             meminfo: vec![MeminfoValue {
                 name: "Slab".into(),
