@@ -118,6 +118,19 @@ pub struct OutputArgs {
     /// Include every region of every process in the text report.
     #[arg(long)]
     pub show_layout: bool,
+    /// Also write the unreleased bytes by call stack as a gzipped pprof profile
+    /// (inuse_space, inuse_objects, alloc_space, alloc_objects), for `go tool pprof`,
+    /// Pyroscope, Perfetto or speedscope.
+    #[arg(long, value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
+    /// Also write the unreleased bytes by call stack as collapsed stacks
+    /// (`process;outer;...;inner bytes`), for flame-graph tools.
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+    /// Also write a self-contained HTML page with charts: bytes over time by kind, the groups
+    /// that grew most, the address space to scale, unreleased bytes by call stack.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -310,6 +323,8 @@ impl FrameNamer for SymbolNames<'_> {
 }
 
 fn write_report(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
+    // The exports first: a report on stdout may end in a closed pipe.
+    write_exports(report, output)?;
     let rendered = match output.format {
         Format::Json => report::json::render(report),
         Format::Text => report::text::render(
@@ -329,6 +344,26 @@ fn write_report(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The files other tools read: each written whole, or not at all, with one line on error.
+fn write_exports(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
+    if let Some(path) = &output.pprof {
+        let profile = report::export::pprof::render(report).context("compressing the profile")?;
+        report::export::file::write(path, &profile)
+            .with_context(|| format!("writing the pprof profile to {}", path.display()))?;
+    }
+    if let Some(path) = &output.folded {
+        let folded = report::export::folded::render(report);
+        report::export::file::write(path, folded.as_bytes())
+            .with_context(|| format!("writing the collapsed stacks to {}", path.display()))?;
+    }
+    if let Some(path) = &output.html {
+        let page = report::export::html::render(report);
+        report::export::file::write(path, page.as_bytes())
+            .with_context(|| format!("writing the HTML report to {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Reports hold address layouts, which defeat ASLR: like recordings, they are the owner's

@@ -3,6 +3,7 @@
 use crate::event::{Abi, Comm, ExecMappingRecord};
 use crate::model::address_space::AddressSpace;
 use crate::model::brk::{BrkState, Headroom};
+use crate::model::call_stacks::{Allocated, StackId};
 use crate::model::exec::{ExecInfo, ImageFacts};
 use crate::model::fds::FdTable;
 use crate::model::memfd::{Memfd, MemfdId, MemfdRegistry};
@@ -61,6 +62,8 @@ pub struct Process {
     /// For each memfd mapped at exit: whether all its fds were closed by then. Taken before
     /// exit closes the process's own fds, which would make every memfd look closed.
     pub(crate) memfds_closed_at_exit: Vec<(MemfdId, bool)>,
+    /// What each sampled call stack of this process created, released since or not.
+    pub(crate) allocated: std::collections::BTreeMap<StackId, Allocated>,
 }
 
 impl Process {
@@ -90,6 +93,7 @@ impl Process {
             mm,
             pending_exec: Vec::new(),
             memfds_closed_at_exit: Vec::new(),
+            allocated: std::collections::BTreeMap::new(),
         }
     }
 
@@ -177,6 +181,16 @@ impl<'m> ProcessView<'m> {
     /// sampled).
     pub fn stack_frames(&self, region: &Region) -> &'m [u64] {
         region.stack.map_or(&[], |id| self.stacks.frames(id))
+    }
+
+    /// Everything each sampled call stack created during the session (released or not),
+    /// with the stack's frames, innermost first.
+    pub fn allocated_by_stack(&self) -> impl Iterator<Item = (&'m [u64], Allocated)> + 'm {
+        let stacks = self.stacks;
+        self.process
+            .allocated
+            .iter()
+            .map(move |(&id, &allocated)| (stacks.frames(id), allocated))
     }
 
     pub fn layout(&self) -> &'m AddressSpace {

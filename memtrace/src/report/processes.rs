@@ -3,7 +3,7 @@
 use crate::model::{
     DistributionSummary, ExecInfo, Headroom, ProcessView, Region, SyscallName, SyscallStats,
 };
-use crate::report::call_sites::FrameNamer;
+use crate::report::call_sites::{self, FrameNamer};
 use crate::report::format;
 use crate::report::schema::{
     BrkFailureReport, BrkReport, Calls, DistributionReport, Distributions, ExecReport,
@@ -34,6 +34,7 @@ pub(crate) fn process_report(view: &ProcessView<'_>, namer: &mut dyn FrameNamer)
         unreleased: summary::unreleased(view, namer),
         brk: brk_report(view),
         distributions: distributions(process.stats()),
+        allocated_by_stack: call_sites::allocated_by_stack(view, namer),
     }
 }
 
