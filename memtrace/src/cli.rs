@@ -187,6 +187,19 @@ pub struct OutputArgs {
     /// Include every region of every process in the text report.
     #[arg(long)]
     pub show_layout: bool,
+    /// Also write the unreleased bytes by call stack as a gzipped pprof profile
+    /// (inuse_space, inuse_objects, alloc_space, alloc_objects), for `go tool pprof`,
+    /// Pyroscope, Perfetto or speedscope.
+    #[arg(long, value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
+    /// Also write the unreleased bytes by call stack as collapsed stacks
+    /// (`process;outer;...;inner bytes`), for flame-graph tools.
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+    /// Also write a self-contained HTML page with charts: bytes over time by kind, the groups
+    /// that grew most, the address space to scale, unreleased bytes by call stack.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -322,8 +335,9 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         Some(seconds) => Some(seconds_option("--until", seconds)?),
         None => None,
     };
-    if let Some(path) = &args.output.output {
-        output::refuse_input(("-o", path), ("the recording", &args.file))?;
+    refuse_shared_outputs(None, &args.output)?;
+    for output in report_outputs(&args.output) {
+        output::refuse_input(output, ("the recording", &args.file))?;
     }
     let since = match args.since {
         Some(seconds) => Some(seconds_option("--since", seconds)?),
@@ -413,15 +427,25 @@ fn seconds_option(option: &str, seconds: f64) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// Every file the report goes to, with the option that named it.
+fn report_outputs(output: &OutputArgs) -> Vec<(&'static str, &Path)> {
+    [
+        ("-o", &output.output),
+        ("--html", &output.html),
+        ("--pprof", &output.pprof),
+        ("--folded", &output.folded),
+    ]
+    .into_iter()
+    .filter_map(|(option, path)| Some((option, path.as_deref()?)))
+    .collect()
+}
+
 /// Two outputs naming one file (through `..`, a link or a hard link) are refused before
 /// tracing starts: finding out at the end would lose the session.
 fn refuse_shared_outputs(record: Option<&Path>, output: &OutputArgs) -> anyhow::Result<()> {
-    let mut outputs = Vec::new();
+    let mut outputs = report_outputs(output);
     if let Some(path) = record {
         outputs.push(("--record", path));
-    }
-    if let Some(path) = &output.output {
-        outputs.push(("-o", path.as_path()));
     }
     Ok(output::refuse_same_file(&outputs)?)
 }
@@ -548,6 +572,8 @@ impl FrameNamer for SymbolNames<'_> {
 }
 
 fn write_report(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
+    // The exports first: a report on stdout may end in a closed pipe.
+    write_exports(report, output)?;
     let rendered = match output.format {
         Format::Json => report::json::render(report),
         Format::Text => report::text::render(
@@ -570,6 +596,26 @@ fn write_rendered(rendered: &str, output: &OutputArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The files other tools read: each written whole, or not at all, with one line on error.
+fn write_exports(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
+    if let Some(path) = &output.pprof {
+        let profile = report::export::pprof::render(report).context("compressing the profile")?;
+        output::write_atomic(path, &profile)
+            .with_context(|| format!("writing the pprof profile to {}", path.display()))?;
+    }
+    if let Some(path) = &output.folded {
+        let folded = report::export::folded::render(report);
+        output::write_atomic(path, folded.as_bytes())
+            .with_context(|| format!("writing the collapsed stacks to {}", path.display()))?;
+    }
+    if let Some(path) = &output.html {
+        let page = report::export::html::render(report);
+        output::write_atomic(path, page.as_bytes())
+            .with_context(|| format!("writing the HTML report to {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// The traced command's status as our own: its code, or 128 + the signal that killed it, as

@@ -22,6 +22,14 @@ const BPF_LINKER_LLVM_MAJORS: [u32; 3] = [21, 22, 23];
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("gcc-multilib", "32-bit test programs"),
     ("strace", "the reference tracer in tests and the benchmark"),
+    (
+        "golang-go",
+        "`go tool pprof` reads the --pprof output in tests",
+    ),
+    (
+        "chromium",
+        "headless Chromium opens the --html report in tests",
+    ),
     ("openssh-server", "the sshd end-to-end test"),
     ("openssh-client", "the sshd end-to-end test"),
     ("binutils", "objcopy and readelf for cargo xtask dist"),

@@ -28,7 +28,7 @@ use std::collections::{BTreeSet, HashMap};
 
 pub use address_space::{AddressSpace, CoverageEntry};
 pub use brk::{BrkFailure, BrkState, Headroom};
-pub use call_stacks::{CallStacks, StackId};
+pub use call_stacks::{Allocated, CallStacks, StackId};
 pub use exec::{ExecInfo, ImageFacts};
 pub use memfd::{Memfd, MemfdId, MemfdRegistry};
 pub use process::{Birth, ExitInfo, Process, ProcessView};
@@ -382,12 +382,23 @@ impl Model {
         }
         let stack = self.stacks.intern(frames);
         let pid = process.pid;
+        let mut created_bytes = 0;
+        let mut created_regions = 0;
         for region in self.mms[process.mm.0].space.iter_mut() {
             let created = &region.created;
             if created.origin == Origin::Syscall && created.time_ns == time_ns && created.pid == pid
             {
                 region.stack = Some(stack);
+                created_regions += 1;
+                created_bytes += region.len();
             }
+        }
+        // Counted now, while the regions exist: a later munmap removes them from the layout
+        // but not from what the call site allocated.
+        if created_regions > 0 {
+            let allocated = self.processes[id].allocated.entry(stack).or_default();
+            allocated.regions += created_regions;
+            allocated.bytes += created_bytes;
         }
     }
 

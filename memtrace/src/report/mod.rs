@@ -6,6 +6,7 @@
 //! the last event.
 
 pub mod call_sites;
+pub mod export;
 mod findings;
 pub mod format;
 mod growth;

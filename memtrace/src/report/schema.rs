@@ -81,6 +81,20 @@ pub struct ProcessReport {
     pub distributions: Distributions,
     /// Live regions and bytes over the session, in all and per group.
     pub timeline: TimelineReport,
+    /// Everything each sampled call stack created during the session, released since or not
+    /// (the "alloc" side of a heap profile; `unreleased.by_stack` is the "in use" side),
+    /// largest first.
+    pub allocated_by_stack: Vec<AllocatedSite>,
+}
+
+/// What one call stack created over the session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AllocatedSite {
+    pub count: u64,
+    pub bytes: u64,
+    pub call_site: String,
+    /// Innermost first.
+    pub frames: Vec<FrameReport>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
