@@ -208,7 +208,10 @@ enum Kind {
     Restrict(u32),
     TypeTag(u32),
     Function,
-    FunctionProto,
+    /// How many parameters it takes (`vlen`).
+    FunctionProto {
+        params: u32,
+    },
     Variable,
     DataSection,
     DeclTag,
@@ -492,7 +495,9 @@ fn decode_kind(
         kind::RESTRICT => Kind::Restrict(target),
         kind::TYPE_TAG => Kind::TypeTag(target),
         kind::FUNC => Kind::Function,
-        kind::FUNC_PROTO => Kind::FunctionProto,
+        kind::FUNC_PROTO => Kind::FunctionProto {
+            params: u32::try_from(head.vlen).ok()?,
+        },
         kind::VAR => Kind::Variable,
         kind::DATASEC => Kind::DataSection,
         kind::DECL_TAG => Kind::DeclTag,
@@ -690,6 +695,28 @@ impl Btf {
         }
     }
 
+    /// How many arguments the tracepoint `name` passes to its probes, or `None` if this kernel
+    /// has no such tracepoint. Each tracepoint declares `typedef void (*btf_trace_<name>)(void
+    /// *__data, <its arguments>)` (include/trace/bpf_probe.h) for BTF-enabled raw tracepoints;
+    /// the first parameter is the probe's private data, not an argument.
+    pub fn tracepoint_arg_count(&self, name: &str) -> Option<u32> {
+        let typedef_name = format!("btf_trace_{name}");
+        let typedef = self.types.iter().find(|ty| {
+            matches!(ty.kind, Kind::Typedef(_))
+                && name_at(&self.strings, ty.name_off) == typedef_name.as_bytes()
+        })?;
+        let Kind::Typedef(pointer) = typedef.kind else {
+            return None;
+        };
+        let Kind::Pointer { target } = self.types.get(pointer as usize)?.kind else {
+            return None;
+        };
+        match self.types.get(target as usize)?.kind {
+            Kind::FunctionProto { params } => params.checked_sub(1),
+            _ => None,
+        }
+    }
+
     fn resolve_in_struct(
         &self,
         struct_id: u32,
@@ -862,7 +889,7 @@ impl Btf {
             Kind::Void
             | Kind::Forward
             | Kind::Function
-            | Kind::FunctionProto
+            | Kind::FunctionProto { .. }
             | Kind::Variable
             | Kind::DataSection
             | Kind::DeclTag => return Err(unsized_value()),
@@ -947,7 +974,7 @@ impl Btf {
             Some(Kind::Volatile(_) | Kind::Const(_) | Kind::Restrict(_) | Kind::TypeTag(_)) => {
                 "a qualified type".to_owned()
             }
-            Some(Kind::Function | Kind::FunctionProto) => "a function".to_owned(),
+            Some(Kind::Function | Kind::FunctionProto { .. }) => "a function".to_owned(),
             Some(Kind::Variable) => format!("variable {name}"),
             Some(Kind::DataSection) => format!("data section {name}"),
             Some(Kind::DeclTag) => format!("declaration tag {name}"),
@@ -1783,7 +1810,7 @@ mod tests {
             Kind::Restrict(_) => "RESTRICT",
             Kind::TypeTag(_) => "TYPE_TAG",
             Kind::Function => "FUNC",
-            Kind::FunctionProto => "FUNC_PROTO",
+            Kind::FunctionProto { .. } => "FUNC_PROTO",
             Kind::Variable => "VAR",
             Kind::DataSection => "DATASEC",
             Kind::DeclTag => "DECL_TAG",

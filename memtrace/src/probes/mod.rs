@@ -4,6 +4,7 @@
 //! needs neither tracefs nor ftrace.
 
 pub mod btf;
+pub mod kernel_differences;
 pub mod offsets;
 pub mod preflight;
 
@@ -89,14 +90,6 @@ pub struct Probes {
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
 }
 
-const RAW_TRACEPOINTS: [(&str, &str); 5] = [
-    ("sys_enter", "sys_enter"),
-    ("sys_exit", "sys_exit"),
-    ("sched_process_fork", "sched_process_fork"),
-    ("sched_process_exec", "sched_process_exec"),
-    ("sched_process_exit", "sched_process_exit"),
-];
-
 impl Probes {
     /// Checks privileges and kernel support, resolves struct offsets from BTF, then loads and
     /// attaches every program.
@@ -113,6 +106,7 @@ impl Probes {
 
         let kernel_btf = btf::Btf::from_sys_fs()?;
         let offsets = offsets::kernel_offsets(&kernel_btf)?;
+        let differences = kernel_differences::KernelDifferences::of(&kernel_btf);
         let config = ProbeConfig {
             follow_children: u32::from(options.follow_children),
             log_enabled: u32::from(options.ebpf_log),
@@ -136,7 +130,7 @@ impl Probes {
             None
         };
 
-        for (program, tracepoint) in RAW_TRACEPOINTS {
+        for (program, tracepoint) in differences.raw_tracepoints() {
             let raw: &mut RawTracePoint = program_of(&mut ebpf, program)?;
             raw.load()
                 .map_err(|source| ProbeError::Program { program, source })?;
