@@ -360,6 +360,10 @@ pub struct KernelOffsets {
     pub vma_vm_end: u32,
     /// `x86 TS_COMPAT` in `thread_info.status`.
     pub ts_compat: u32,
+    /// `task_struct.signal`, and `signal_struct.live.counter` (threads not yet exiting): how
+    /// kernels whose `sched_process_exit` lacks `group_dead` tell the last thread's exit.
+    pub task_signal: u32,
+    pub signal_live: u32,
 }
 
 /// Tunables written into the programs' read-only data before load.

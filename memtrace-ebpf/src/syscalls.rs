@@ -8,7 +8,7 @@
 use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
-        bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
+        bpf_ktime_get_ns, bpf_probe_read_kernel_buf, bpf_probe_read_user, bpf_probe_read_user_buf,
         bpf_probe_read_user_str_bytes,
     },
     macros::{btf_tracepoint, raw_tracepoint},
@@ -315,9 +315,16 @@ fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Resu
     unsafe {
         (*event).syscall = core;
         if pending.flags & syscall_flags::HAS_STRING != 0 {
-            match EXEC_FILENAMES.get_ptr(tid) {
-                Some(parked) => (*event).string = *parked,
-                None => (*event).string[0] = 0,
+            // One bounded helper copy: a plain assignment compiles to a 256-step byte loop,
+            // which pushed sys_exit past the 1M-instruction budget of 6.1's verifier.
+            let copied = match EXEC_FILENAMES.get_ptr(tid) {
+                Some(parked) => {
+                    bpf_probe_read_kernel_buf(parked.cast::<u8>(), &mut (*event).string).is_ok()
+                }
+                None => false,
+            };
+            if !copied {
+                (*event).string[0] = 0;
             }
         } else if let Some(address) = read_at_exit {
             if bpf_probe_read_user_str_bytes(address as *const u8, &mut (*event).string).is_ok() {

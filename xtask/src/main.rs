@@ -15,6 +15,7 @@ mod test;
 mod vm;
 mod vm_fetch;
 mod vm_initramfs;
+mod vm_matrix;
 mod workspace;
 
 use std::{ffi::OsString, process::ExitCode};
@@ -49,6 +50,10 @@ enum Task {
     },
     /// Build, then check formatting, lint, and run the tests against the release binary.
     Test {
+        /// The kernels whose guests run the smoke tests (comma-separated labels, as `cargo xtask
+        /// vm --list` shows; "none" skips the kernel matrix). Default: all of them.
+        #[arg(long, value_delimiter = ',', value_name = "LABELS")]
+        kernels: Vec<String>,
         /// Extra arguments for `cargo test`, after `--` (e.g. a test name filter).
         #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
         cargo_test_args: Vec<OsString>,
@@ -79,7 +84,10 @@ fn run_task(task: Task) -> anyhow::Result<()> {
         Task::Setup => setup::setup(&workspace),
         Task::Build => build::build(&workspace).map(|_| ()),
         Task::Run { memtrace_args } => run::run(&workspace, memtrace_args),
-        Task::Test { cargo_test_args } => test::test(&workspace, cargo_test_args),
+        Task::Test {
+            kernels,
+            cargo_test_args,
+        } => test::test(&workspace, &kernels, cargo_test_args),
         Task::Bench(options) => bench::bench(&workspace, &options),
         Task::Dist => dist::dist(&workspace).map(|_| ()),
         Task::Vm(options) => vm::vm(&workspace, &options),

@@ -452,7 +452,9 @@ impl Model {
         let Some(id) = self.process_for(event, Birth::Lazy) else {
             return;
         };
-        if !record.group_dead {
+        // Kernels whose sched_process_exit lacks group_dead may report the last exit twice
+        // when two threads exit at once (probes::kernel_differences): the first one counts.
+        if !record.group_dead || self.processes[id].exit.is_some() {
             return;
         }
         let mm = self.processes[id].mm;

@@ -19,7 +19,7 @@ pub struct HookFloor {
 
 impl HookFloor {
     pub fn attach() -> Result<Self, ProbeError> {
-        let (mut ebpf, _) = load_object(&ProbeOptions::default())?;
+        let (mut ebpf, _, _) = load_object(&ProbeOptions::default())?;
         for (program, tracepoint) in FLOOR_PROGRAMS {
             let raw: &mut RawTracePoint = program_of(&mut ebpf, program)?;
             raw.load()

@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod btf;
 pub mod floor;
+pub mod kernel_differences;
 pub mod kmem;
 pub mod offsets;
 pub mod preflight;
@@ -105,18 +106,11 @@ pub struct Probes {
     attached: Attached,
 }
 
-/// The process events, on every backend. (The syscalls' programs are in `backend`.)
-const RAW_TRACEPOINTS: [(&str, &str); 3] = [
-    ("sched_process_fork", "sched_process_fork"),
-    ("sched_process_exec", "sched_process_exec"),
-    ("sched_process_exit", "sched_process_exit"),
-];
-
 impl Probes {
     /// Checks privileges and kernel support, resolves struct offsets from BTF, then loads and
     /// attaches every program.
     pub fn load(options: &ProbeOptions) -> Result<Self, ProbeError> {
-        let (mut ebpf, btf) = load_object(options)?;
+        let (mut ebpf, btf, differences) = load_object(options)?;
 
         let logger = if options.ebpf_log {
             aya_log::EbpfLogger::init(&mut ebpf)
@@ -129,7 +123,7 @@ impl Probes {
         // Syscalls first: with `--backend fentry` where fentry is forbidden, nothing else is
         // loaded before the one-line refusal.
         let attached = backend::attach_syscalls(&mut ebpf, &btf, options.backend)?;
-        for (program, tracepoint) in RAW_TRACEPOINTS {
+        for (program, tracepoint) in differences.process_tracepoints() {
             let raw: &mut RawTracePoint = program_of(&mut ebpf, program)?;
             raw.load()
                 .map_err(|source| ProbeError::Program { program, source })?;
@@ -211,7 +205,11 @@ impl Probes {
 
 /// Checks privileges and kernel support, resolves struct offsets from BTF, and loads the
 /// object's maps and globals (its programs are loaded one by one by the caller).
-fn load_object(options: &ProbeOptions) -> Result<(Ebpf, Btf), ProbeError> {
+/// Loads the object with the running kernel's offsets and the options' tunables; also says how
+/// this kernel differs from others ([`kernel_differences`]).
+fn load_object(
+    options: &ProbeOptions,
+) -> Result<(Ebpf, Btf, kernel_differences::KernelDifferences), ProbeError> {
     if EBPF_OBJECT.is_empty() {
         return Err(ProbeError::NoObject);
     }
@@ -224,6 +222,7 @@ fn load_object(options: &ProbeOptions) -> Result<(Ebpf, Btf), ProbeError> {
 
     let kernel_btf = btf::Btf::from_sys_fs()?;
     let offsets = offsets::kernel_offsets(&kernel_btf)?;
+    let differences = kernel_differences::KernelDifferences::of(&kernel_btf);
     let config = ProbeConfig {
         follow_children: u32::from(options.follow_children),
         log_enabled: u32::from(options.ebpf_log),
@@ -243,7 +242,7 @@ fn load_object(options: &ProbeOptions) -> Result<(Ebpf, Btf), ProbeError> {
         .map_max_entries(kmem_names::CACHE_NAMES_MAP, 1)
         .map_max_entries(kmem_names::KMEM_STACKS_MAP, 1)
         .load(EBPF_OBJECT)?;
-    Ok((ebpf, aya_btf))
+    Ok((ebpf, aya_btf, differences))
 }
 
 fn program_of<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, ProbeError>

@@ -147,6 +147,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         vma_vm_start: at("vm_area_struct.vm_start", long)?,
         vma_vm_end: at("vm_area_struct.vm_end", long)?,
         ts_compat: TS_COMPAT,
+        task_signal: at("task_struct.signal", Use::Pointer)?,
+        signal_live: at("signal_struct.live.counter", Use::Integer(4))?,
     })
 }
 
@@ -201,6 +203,8 @@ mod tests {
             (o.binprm_buf, "linux_binprm.buf"),
             (o.vma_vm_start, "vm_area_struct.vm_start"),
             (o.vma_vm_end, "vm_area_struct.vm_end"),
+            (o.task_signal, "task_struct.signal"),
+            (o.signal_live, "signal_struct.live.counter"),
         ]
     }
 

@@ -56,6 +56,13 @@ impl Btf {
             .map(Some)
     }
 
+    /// How many arguments `tracepoint` passes to its raw tracepoint programs, or `None` when
+    /// this kernel has no such tracepoint (or describes it in a way this reader cannot follow).
+    pub fn tracepoint_arg_count(&self, tracepoint: &str) -> Option<u32> {
+        let params = self.raw_tracepoint_params(tracepoint).ok()??;
+        u32::try_from(params.len()).ok()
+    }
+
     fn param_type(&self, id: u32, path: &str) -> Result<ParamType, BtfError> {
         let id = self.strip_qualifiers(id, path)?;
         Ok(match self.kind(id, path)? {
