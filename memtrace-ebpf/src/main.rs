@@ -11,6 +11,8 @@
 //!   bases, with which stack and vdso), so it can rebuild the layout the program starts with.
 //! - `floor`: two empty programs, the benchmark's measure of the tracepoints' own cost.
 //!
+//! - `kmem`: the slab, page and per-CPU allocators' tracepoints, for `memtrace kernel` only.
+//!
 //! Only processes in [`TRACED`] produce events. On the tracepoints, every other syscall is
 //! turned away on its number alone; a traced syscall of an untraced process costs one hash
 //! lookup.
@@ -22,6 +24,7 @@ mod fentry;
 mod floor;
 mod in_flight;
 mod kernel;
+mod kmem;
 mod process;
 mod syscalls;
 

@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod btf;
 pub mod floor;
+pub mod kmem;
 pub mod offsets;
 pub mod preflight;
 
@@ -16,7 +17,8 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use memtrace_common::{
-    lost_slot, names, ProbeConfig, DEFAULT_RING_BUFFER_BYTES, DEFAULT_STACK_MIN_BYTES,
+    kmem::names as kmem_names, lost_slot, names, ProbeConfig, DEFAULT_RING_BUFFER_BYTES,
+    DEFAULT_STACK_MIN_BYTES,
 };
 
 use self::backend::{Attached, BackendChoice};
@@ -47,6 +49,8 @@ pub enum ProbeError {
     Missing(&'static str),
     #[error("--backend fentry: {0}")]
     Fentry(#[source] backend::FentryError),
+    #[error(transparent)]
+    Kmem(#[from] kmem::KmemError),
     #[error("--ring-buffer-size {0} must be a power of two and at least 4096")]
     RingBufferSize(u32),
 }
@@ -233,6 +237,10 @@ fn load_object(options: &ProbeOptions) -> Result<(Ebpf, Btf), ProbeError> {
         .override_global(names::OFFSETS_GLOBAL, &offsets, true)
         .override_global(names::CONFIG_GLOBAL, &config, true)
         .map_max_entries(names::EVENTS_MAP, size)
+        // Kernel mode's tables: user mode never attaches the programs that fill them.
+        .map_max_entries(kmem_names::OUTSTANDING_MAP, 1)
+        .map_max_entries(kmem_names::CACHE_NAMES_MAP, 1)
+        .map_max_entries(kmem_names::KMEM_STACKS_MAP, 1)
         .load(EBPF_OBJECT)?;
     Ok((ebpf, aya_btf))
 }

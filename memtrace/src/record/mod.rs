@@ -15,6 +15,7 @@ mod error;
 mod frame;
 mod frame_reader;
 mod header;
+mod kernel_codec;
 mod reader;
 mod wire;
 mod writer;
