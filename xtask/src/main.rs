@@ -5,6 +5,7 @@ mod bench;
 mod build;
 mod cmd;
 mod demo;
+mod fuzz;
 mod privilege;
 mod run;
 mod setup;
@@ -54,6 +55,8 @@ enum Task {
     Bench(bench::BenchOptions),
     /// Boot a Debian kernel under qemu with this machine's root and run CMD there as root.
     Vm(vm::VmOptions),
+    /// Fuzz the recording decoder and replay (cargo-fuzz, nightly) for a bounded time.
+    Fuzz(fuzz::FuzzOptions),
 }
 
 fn main() -> ExitCode {
@@ -76,5 +79,6 @@ fn run_task(task: Task) -> anyhow::Result<()> {
         Task::Test { cargo_test_args } => test::test(&workspace, cargo_test_args),
         Task::Bench(options) => bench::bench(&workspace, &options),
         Task::Vm(options) => vm::vm(&workspace, &options),
+        Task::Fuzz(options) => fuzz::fuzz(&workspace, &options),
     }
 }
