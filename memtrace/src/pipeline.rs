@@ -8,6 +8,8 @@ use crate::{
     capture::StackCapture,
     event::{Abi, Event, EventBody, LostRecord, ModuleRecord, StackRecord},
     event_line,
+    interval::IntervalPrinter,
+    kernel::model::KernelModel,
     model::{AddressSpace, Model, RegionKind},
     record::{RecordError, RecordingWriter},
     stacks::{MappedFile, ModuleMap, StackAbi, StackSample, Symbolizer, Unwinder},
@@ -55,6 +57,10 @@ pub struct Pipeline {
     pub events: u64,
     /// The latest loss totals.
     pub lost: LostRecord,
+    /// Kernel mode's allocations (`memtrace kernel`), from its snapshots.
+    pub kernel: KernelModel,
+    /// `--interval`: blocks of growth per interval.
+    interval: Option<IntervalPrinter>,
 }
 
 impl Pipeline {
@@ -70,6 +76,20 @@ impl Pipeline {
             stream_events: 0,
             events: 0,
             lost: LostRecord::default(),
+            kernel: KernelModel::default(),
+            interval: None,
+        }
+    }
+
+    /// Prints a block of growth per interval (`--interval`) as events go by.
+    pub fn print_intervals(&mut self, printer: IntervalPrinter) {
+        self.interval = Some(printer);
+    }
+
+    /// Prints the interval blocks due by `now_ns` (a live session's clock, for quiet spans).
+    pub fn tick_interval(&mut self, now_ns: u64) {
+        if let Some(interval) = &mut self.interval {
+            interval.tick(now_ns, &self.model);
         }
     }
 
@@ -93,8 +113,14 @@ impl Pipeline {
         }
         match &event.body {
             EventBody::Lost(lost) => self.lost = *lost,
+            EventBody::KernelSnapshot(snapshot) => {
+                self.events += 1;
+                self.kernel.apply(event.time_ns, snapshot);
+            }
             _ => self.events += 1,
         }
+        // Before the event: a block shows the state at its boundary.
+        self.tick_interval(event.time_ns);
         self.model.apply(event);
         Ok(())
     }

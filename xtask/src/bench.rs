@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: how much memtrace slows down a syscall-heavy process, next to strace,
-//! and how compact and fast its recordings are. A measurement, never a pass/fail test: the
+//! how compact and fast its recordings are, and how much memory it takes (`footprint`). A measurement, never a pass/fail test: the
 //! targets are printed next to the numbers for a human to judge.
 
 use std::{
@@ -13,6 +13,8 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{build, cmd, privilege, workspace::Workspace};
 
+mod hook_cost;
+
 #[derive(clap::Args)]
 pub struct BenchOptions {
     /// mmap+munmap pairs per run of the workload.
@@ -21,6 +23,9 @@ pub struct BenchOptions {
     /// Runs per configuration; the median is reported.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
+    /// Only measure the hook's cost (memtrace against empty programs on its hooks).
+    #[arg(long)]
+    hook_only: bool,
 }
 
 /// Each iteration of the workload makes two syscalls (mmap, munmap).
@@ -137,6 +142,16 @@ pub fn bench(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
     let memtrace = build::build(workspace)?;
     let workload = compile_workload(workspace)?;
     let scratch = ScratchDir::create()?;
+    if options.hook_only {
+        return hook_cost::measure(
+            workspace,
+            &memtrace,
+            &workload,
+            options.iterations,
+            options.runs,
+            &scratch,
+        );
+    }
 
     let mut summaries = Vec::new();
     let mut recording = None;
@@ -187,7 +202,16 @@ pub fn bench(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
     };
 
     print_report(&summaries, recording.as_ref(), replay, options.runs);
-    Ok(())
+    crate::footprint::measure(workspace, &memtrace, &scratch.path)?;
+    crate::bench_kernel::bench_kernel(workspace, &memtrace)?;
+    hook_cost::measure(
+        workspace,
+        &memtrace,
+        &workload,
+        options.iterations,
+        options.runs,
+        &scratch,
+    )
 }
 
 /// Builds the workload, tests/programs/mmap_loop.c, into target/xtask/.

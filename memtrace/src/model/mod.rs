@@ -8,6 +8,7 @@ pub mod address_space;
 mod backing;
 pub mod brk;
 pub mod call_stacks;
+mod compact;
 pub mod exec;
 pub mod fds;
 pub mod memfd;
@@ -27,7 +28,7 @@ use std::collections::{BTreeSet, HashMap};
 
 pub use address_space::{AddressSpace, CoverageEntry};
 pub use brk::{BrkFailure, BrkState, Headroom};
-pub use call_stacks::{CallStacks, StackId};
+pub use call_stacks::{Allocated, CallStacks, StackId};
 pub use exec::{ExecInfo, ImageFacts};
 pub use memfd::{Memfd, MemfdId, MemfdRegistry};
 pub use process::{Birth, ExitInfo, Process, ProcessView};
@@ -121,6 +122,8 @@ impl Model {
             EventBody::Snapshot(record) => self.snapshot(event, record),
             EventBody::Stack(record) => self.attach_stack(event, &record.frames),
             EventBody::Module(record) => self.stacks.record_module(&record.path, &record.build_id),
+            // Kernel allocations belong to no process: the pipeline's kernel model takes them.
+            EventBody::KernelSnapshot(_) => {}
             EventBody::Lost(record) => {
                 // Totals, not increments; taking the larger guards against reordering.
                 self.lost.ring_full = self.lost.ring_full.max(record.ring_full);
@@ -133,6 +136,11 @@ impl Model {
     /// Includes children only seen being forked; [`Process::traced`] tells them apart.
     pub fn processes(&self) -> impl Iterator<Item = ProcessView<'_>> + '_ {
         self.processes.iter().map(|process| self.view(process))
+    }
+
+    /// The processes that have not exited, in order of first appearance.
+    pub fn live_processes(&self) -> impl Iterator<Item = ProcessView<'_>> + '_ {
+        self.live.iter().map(|&id| self.view(&self.processes[id]))
     }
 
     /// The latest process with this pid.
@@ -374,12 +382,23 @@ impl Model {
         }
         let stack = self.stacks.intern(frames);
         let pid = process.pid;
+        let mut created_bytes = 0;
+        let mut created_regions = 0;
         for region in self.mms[process.mm.0].space.iter_mut() {
             let created = &region.created;
             if created.origin == Origin::Syscall && created.time_ns == time_ns && created.pid == pid
             {
                 region.stack = Some(stack);
+                created_regions += 1;
+                created_bytes += region.len();
             }
+        }
+        // Counted now, while the regions exist: a later munmap removes them from the layout
+        // but not from what the call site allocated.
+        if created_regions > 0 {
+            let allocated = self.processes[id].allocated.entry(stack).or_default();
+            allocated.regions += created_regions;
+            allocated.bytes += created_bytes;
         }
     }
 
@@ -433,7 +452,9 @@ impl Model {
         let Some(id) = self.process_for(event, Birth::Lazy) else {
             return;
         };
-        if !record.group_dead {
+        // Kernels whose sched_process_exit lacks group_dead may report the last exit twice
+        // when two threads exit at once (probes::kernel_differences): the first one counts.
+        if !record.group_dead || self.processes[id].exit.is_some() {
             return;
         }
         let mm = self.processes[id].mm;
@@ -451,7 +472,10 @@ impl Model {
         let process = &mut self.processes[id];
         process.memfds_closed_at_exit = closed;
         process.fds.close_all(&mut self.memfds);
-        process.pending_exec.clear();
+        // Compacted to what the report needs: memory grows with live processes, not with
+        // the ones come and gone.
+        process.pending_exec = Vec::new();
+        process.stats.compact();
         process.exit = Some(ExitInfo {
             time_ns: event.time_ns,
             status: record.status,
@@ -473,6 +497,15 @@ impl Model {
                 &mut self.groups,
             );
             self.processes[id].timeline.push(sample);
+        }
+        let process = &self.processes[id];
+        if process.birth == Birth::Fork && process.execs.is_empty() {
+            compact::inherited_copy(
+                &mut self.mms[process.mm.0].space,
+                process.pid,
+                &process.brk,
+                &self.stacks,
+            );
         }
     }
 

@@ -6,6 +6,7 @@
 //! the last event.
 
 pub mod call_sites;
+pub mod export;
 mod findings;
 pub mod format;
 mod growth;
@@ -26,13 +27,15 @@ use crate::event::LostRecord;
 use crate::model::Model;
 
 /// What the report says about the session itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionInfo {
     pub source: Source,
     /// Events read from the kernel or the recording.
     pub events: u64,
     /// The loss totals the session knows of; the model's own (from Lost events) are merged in.
     pub lost: LostRecord,
+    /// How the live session hooked the syscalls (`None` for a replay).
+    pub backend: Option<BackendInfo>,
 }
 
 /// Thresholds of the findings.
@@ -42,6 +45,9 @@ pub struct ReportOptions {
     pub large_anon_bytes: u64,
     /// After an ABI-crossing exec, a mapping this close above the brk start starves the heap.
     pub near_brk_bytes: u64,
+    /// `replay --since`: unreleased memory (and the findings about it) counts only regions
+    /// created from this time on (CLOCK_MONOTONIC ns); 0 counts all.
+    pub since_ns: u64,
 }
 
 impl Default for ReportOptions {
@@ -49,6 +55,7 @@ impl Default for ReportOptions {
         Self {
             large_anon_bytes: 1 << 20,
             near_brk_bytes: 8 << 20,
+            since_ns: 0,
         }
     }
 }
@@ -74,12 +81,12 @@ pub fn build_with(
         // A child forked by a traced parent without --follow was never traced itself.
         .filter(|view| view.process().traced())
         .map(|view| {
-            processes::process_report(
-                &view,
-                model.last_event_ns(),
-                model.timeline_step_ns(),
-                namer,
-            )
+            let moment = processes::Moment {
+                now_ns: model.last_event_ns(),
+                step_ns: model.timeline_step_ns(),
+                since_ns: options.since_ns,
+            };
+            processes::process_report(&view, &moment, namer)
         })
         .collect();
     let findings = processes
@@ -97,6 +104,7 @@ pub fn build_with(
         events: session.events,
         lost_events: lost.ring_full + lost.pending_full,
         lost,
+        backend: session.backend.clone(),
         start_ns: model.first_event_ns(),
         processes,
         findings,
