@@ -8,6 +8,7 @@ mod cmd;
 mod demo;
 mod dist;
 mod footprint;
+mod fuzz;
 mod privilege;
 mod run;
 mod setup;
@@ -65,6 +66,8 @@ enum Task {
     Dist,
     /// Boot a Debian kernel under qemu with this machine's root and run CMD there as root.
     Vm(vm::VmOptions),
+    /// Fuzz the recording decoder and replay (cargo-fuzz, nightly) for a bounded time.
+    Fuzz(fuzz::FuzzOptions),
 }
 
 fn main() -> ExitCode {
@@ -91,5 +94,6 @@ fn run_task(task: Task) -> anyhow::Result<()> {
         Task::Bench(options) => bench::bench(&workspace, &options),
         Task::Dist => dist::dist(&workspace).map(|_| ()),
         Task::Vm(options) => vm::vm(&workspace, &options),
+        Task::Fuzz(options) => fuzz::fuzz(&workspace, &options),
     }
 }

@@ -184,9 +184,19 @@ impl EventEncoder {
 #[derive(Default)]
 pub(crate) struct EventDecoder {
     context: FrameContext,
+    /// Reading a format version 1 recording, whose snapshots end after their regions.
+    version_1: bool,
 }
 
 impl EventDecoder {
+    /// A decoder for a recording of format `version`.
+    pub(crate) fn for_version(version: u32) -> Self {
+        Self {
+            version_1: version < 2,
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn start_frame(&mut self) {
         self.context.reset();
     }
@@ -227,7 +237,10 @@ impl EventDecoder {
         self.context.current = Some((tid, identity));
         self.context.previous_time_ns = time_ns;
 
-        let body = decode_body(tag & tag::KIND, time_ns, &mut self.context, buf)?;
+        let body = match tag & tag::KIND {
+            kind::SNAPSHOT => EventBody::Snapshot(decode_snapshot(buf, !self.version_1)?),
+            kind => decode_body(kind, time_ns, &mut self.context, buf)?,
+        };
         Ok(Event {
             time_ns,
             pid: identity.pid,
@@ -405,7 +418,6 @@ fn decode_body(
             group_dead: get_bool(buf)?,
         }),
         kind::EXEC_MAPPING => EventBody::ExecMapping(decode_exec_mapping(buf)?),
-        kind::SNAPSHOT => EventBody::Snapshot(decode_snapshot(buf)?),
         kind::LOST => EventBody::Lost(LostRecord {
             ring_full: get_uvarint(buf)?,
             pending_full: get_uvarint(buf)?,
@@ -629,7 +641,7 @@ fn encode_snapshot(record: &SnapshotRecord, buf: &mut impl BufMut) {
         put_str(buf, &region.perms);
         put_str(buf, &region.name);
     }
-    // Added after the regions, so that a recording made before it decodes as "none known".
+    // Added in format version 2, after the regions; version 1 snapshots have none.
     put_uvarint(buf, record.memfd_fds.len() as u64);
     for fd in &record.memfd_fds {
         put_uvarint(buf, fd.fd.into());
@@ -638,7 +650,9 @@ fn encode_snapshot(record: &SnapshotRecord, buf: &mut impl BufMut) {
     }
 }
 
-fn decode_snapshot(buf: &mut &[u8]) -> Result<SnapshotRecord, Malformed> {
+/// `with_memfds`: the memfd descriptors follow the regions (format version 2 on). The body is
+/// not length-prefixed and other events follow it, so only the version can tell.
+fn decode_snapshot(buf: &mut &[u8], with_memfds: bool) -> Result<SnapshotRecord, Malformed> {
     let start_brk = get_uvarint(buf)?;
     let brk = get_uvarint(buf)?;
     let ppid = get_u32_varint(buf)?;
@@ -658,7 +672,7 @@ fn decode_snapshot(buf: &mut &[u8]) -> Result<SnapshotRecord, Malformed> {
         });
     }
     let mut memfd_fds = Vec::new();
-    if !buf.is_empty() {
+    if with_memfds {
         let count = get_uvarint(buf)?;
         // Three varints of one byte at least per fd.
         memfd_fds.reserve(count.min((buf.len() / 3) as u64) as usize);

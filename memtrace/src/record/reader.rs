@@ -158,11 +158,12 @@ impl<R: Read> RecordingReader<R> {
     pub fn new(source: R) -> Result<Self, RecordError> {
         let mut frames = FrameReader::open(source)?;
         let header = read_header(&mut frames)?;
-        let sequenced = frames.version() >= SEQUENCED_VERSION;
+        let version = frames.version();
+        let sequenced = version >= SEQUENCED_VERSION;
         Ok(Self {
             frames,
             header,
-            decoder: EventDecoder::default(),
+            decoder: EventDecoder::for_version(version),
             position_in_frame: None,
             outcome: ReplayOutcome {
                 sequenced,
