@@ -121,6 +121,11 @@ impl Model {
             EventBody::Snapshot(record) => self.snapshot(event, record),
             EventBody::Stack(record) => self.attach_stack(event, &record.frames),
             EventBody::Module(record) => self.stacks.record_module(&record.path, &record.build_id),
+            EventBody::Container(record) => {
+                if let Some(id) = self.process_for(event, Birth::Lazy) {
+                    self.processes[id].container = Some(record.clone());
+                }
+            }
             EventBody::Lost(record) => {
                 // Totals, not increments; taking the larger guards against reordering.
                 self.lost.ring_full = self.lost.ring_full.max(record.ring_full);

@@ -64,6 +64,8 @@ pub struct Process {
     pub(crate) memfds_closed_at_exit: Vec<(MemfdId, bool)>,
     /// Its live memory over the session, per group.
     pub(crate) timeline: Timeline,
+    /// Its container identity, once told (live: read from /proc at first sight).
+    pub(crate) container: Option<crate::event::ContainerRecord>,
 }
 
 impl Process {
@@ -94,6 +96,7 @@ impl Process {
             pending_exec: Vec::new(),
             memfds_closed_at_exit: Vec::new(),
             timeline: Timeline::default(),
+            container: None,
         }
     }
 
@@ -108,6 +111,11 @@ impl Process {
 
     pub fn comm(&self) -> String {
         self.comm.as_string()
+    }
+
+    /// Its container identity (cgroup, pid in its own namespace, root), when known.
+    pub fn container(&self) -> Option<&crate::event::ContainerRecord> {
+        self.container.as_ref()
     }
 
     /// The last exec's filename or the snapshot's `/proc/PID/exe`; empty when unknown.

@@ -6,8 +6,8 @@ use crate::model::{
 use crate::report::call_sites::FrameNamer;
 use crate::report::format;
 use crate::report::schema::{
-    BrkFailureReport, BrkReport, Calls, DistributionReport, Distributions, ExecReport,
-    LatencyTable, LayoutEntry, MappingRef, ProcessReport, SyscallTable,
+    BrkFailureReport, BrkReport, Calls, ContainerReport, DistributionReport, Distributions,
+    ExecReport, LatencyTable, LayoutEntry, MappingRef, ProcessReport, SyscallTable,
 };
 use crate::report::summary;
 use crate::report::timeline;
@@ -43,6 +43,11 @@ pub(crate) fn process_report(
         brk: brk_report(view),
         distributions: distributions(process.stats()),
         timeline: timeline::timeline_report(view, now_ns, step_ns, namer),
+        container: process.container().map(|container| ContainerReport {
+            cgroup: container.cgroup.clone(),
+            ns_pid: container.ns_pid,
+            root: container.root.clone(),
+        }),
     }
 }
 

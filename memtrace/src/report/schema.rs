@@ -68,6 +68,19 @@ pub struct ProcessReport {
     pub distributions: Distributions,
     /// Live regions and bytes over the session, in all and per group.
     pub timeline: TimelineReport,
+    /// Who it is in its container, when known: paths in the report are as the process sees
+    /// them, and `container.root` + path is where the host has the file.
+    pub container: Option<ContainerReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ContainerReport {
+    /// Its cgroup v2 path.
+    pub cgroup: String,
+    /// Its pid in its own pid namespace (the host pid is `pid`).
+    pub ns_pid: u32,
+    /// Its root directory on the host.
+    pub root: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
