@@ -70,6 +70,36 @@ pub enum EventBody {
     /// Kernel mode (`memtrace kernel`): the outstanding kernel allocations at one instant.
     /// Boxed: large, and one per interval.
     KernelSnapshot(Box<crate::kernel::record::KernelSnapshotRecord>),
+    /// Who the process is in its container (read from /proc when memtrace first sees it), so
+    /// the report and a replay elsewhere name it as the container does.
+    Container(ContainerRecord),
+}
+
+/// A process's container identity, as the host reads it from `/proc/PID`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ContainerRecord {
+    /// Its cgroup v2 path (`0::PATH` in `/proc/PID/cgroup`).
+    pub cgroup: String,
+    /// Its pid in its own (innermost) pid namespace: the last `NSpid` of its status; the host
+    /// pid for a process in the host's namespace.
+    pub ns_pid: u32,
+    /// Its root directory as the host sees it (`/proc/PID/root`): `/` on the host, the
+    /// container's root directory in a chroot or a container.
+    pub root: String,
+}
+
+impl ContainerRecord {
+    /// A path the host shows (`/proc/PID/maps` read by memtrace) as the process sees it:
+    /// without its root's prefix. A path outside its root is shown unchanged.
+    pub fn process_view<'p>(&self, host_path: &'p str) -> &'p str {
+        if self.root.is_empty() || self.root == "/" {
+            return host_path;
+        }
+        match host_path.strip_prefix(self.root.as_str()) {
+            Some(rest) if rest.starts_with('/') => rest,
+            _ => host_path,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]

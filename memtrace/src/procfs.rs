@@ -3,17 +3,27 @@
 
 use std::{fs, io, path::Path};
 
-use crate::event::{SnapshotFd, SnapshotRecord, SnapshotRegion};
+use crate::event::{ContainerRecord, SnapshotFd, SnapshotRecord, SnapshotRegion};
 use crate::model::memfd::MEMFD_PATH_PREFIX;
 
 pub fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// The layout of a live process as `/proc/PID/maps` shows it.
+/// The layout of a live process as `/proc/PID/maps` shows it, with paths as the process sees
+/// them (as the kernel side names files): the maps name them from memtrace's root, so a
+/// process in a chroot or container has its root's prefix cut off.
 pub fn snapshot(pid: u32) -> io::Result<SnapshotRecord> {
     let maps = fs::read_to_string(format!("/proc/{pid}/maps"))?;
-    let regions: Vec<SnapshotRegion> = maps.lines().filter_map(parse_maps_line).collect();
+    let container = container_identity(pid).unwrap_or_default();
+    let regions: Vec<SnapshotRegion> = maps
+        .lines()
+        .filter_map(parse_maps_line)
+        .map(|mut region| {
+            region.name = container.process_view(&region.name).to_owned();
+            region
+        })
+        .collect();
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let start_brk = stat_field(&stat, 47).unwrap_or(0);
     // The kernel does not publish the break itself; the heap ends at it, page-aligned.
@@ -27,7 +37,7 @@ pub fn snapshot(pid: u32) -> io::Result<SnapshotRecord> {
         brk,
         ppid: parent_of(pid).unwrap_or(0),
         exe: fs::read_link(format!("/proc/{pid}/exe"))
-            .map(|p| p.to_string_lossy().into_owned())
+            .map(|p| container.process_view(&p.to_string_lossy()).to_owned())
             .unwrap_or_default(),
         memfd_fds: memfd_fds(pid),
     })
@@ -163,6 +173,35 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     found
 }
 
+/// The container identity of a live process; `None` once it is gone.
+pub fn container_identity(pid: u32) -> Option<ContainerRecord> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let ns_pid = status
+        .lines()
+        .find_map(|line| line.strip_prefix("NSpid:"))
+        .and_then(|pids| pids.split_whitespace().last()?.parse().ok())
+        .unwrap_or(pid);
+    let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|text| cgroup_v2_path(&text))
+        .unwrap_or_default();
+    let root = fs::read_link(format!("/proc/{pid}/root"))
+        .map(|root| root.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Some(ContainerRecord {
+        cgroup,
+        ns_pid,
+        root,
+    })
+}
+
+/// The cgroup v2 line of `/proc/PID/cgroup` (`0::/path`); v1 hierarchies are ignored.
+pub fn cgroup_v2_path(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .map(str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +264,36 @@ mod tests {
             .expect("the memfd's fd is listed");
         assert_eq!(found.inode, inode);
         assert!(found.cloexec);
+    }
+
+    #[test]
+    fn own_identity_is_the_hosts() {
+        let me = std::process::id();
+        let identity = container_identity(me).unwrap();
+        assert_eq!(identity.root, "/");
+        assert!(identity.cgroup.starts_with('/'), "{identity:?}");
+        assert_eq!(identity.process_view("/usr/bin/true"), "/usr/bin/true");
+    }
+
+    #[test]
+    fn paths_inside_a_root_are_shown_as_the_process_sees_them() {
+        let identity = ContainerRecord {
+            root: "/srv/roots/deb11".into(),
+            ..ContainerRecord::default()
+        };
+        assert_eq!(
+            identity.process_view("/srv/roots/deb11/usr/bin/bash"),
+            "/usr/bin/bash"
+        );
+        assert_eq!(
+            identity.process_view("/srv/roots/deb110/x"),
+            "/srv/roots/deb110/x"
+        );
+        assert_eq!(identity.process_view("/memfd:x"), "/memfd:x");
+        assert_eq!(
+            cgroup_v2_path("4:memory:/a\n0::/pod/c1\n").as_deref(),
+            Some("/pod/c1")
+        );
     }
 
     #[test]

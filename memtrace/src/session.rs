@@ -15,7 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     capture::{Capture, Captured},
-    event::{Abi, Comm, Event, EventBody, LostRecord},
+    event::{Abi, Comm, ContainerRecord, Event, EventBody, LostRecord},
     launch::{self, GatedCommand, LaunchError},
     pipeline::Pipeline,
     probes::{backend::Attached, preflight, ProbeError, ProbeOptions, Probes},
@@ -126,6 +126,8 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
 
     // Events a process made before its snapshot are already part of the snapshot.
     let mut snapshot_taken_at: HashMap<u32, u64> = HashMap::new();
+    // The container identity last told for each process.
+    let mut containers: HashMap<u32, ContainerRecord> = HashMap::new();
     let mut command = None;
     match &options.target {
         Target::Command(argv) => {
@@ -147,7 +149,9 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
                 match procfs::snapshot(pid) {
                     Ok(snapshot) => {
                         snapshot_taken_at.insert(pid, taken_at);
-                        pipeline.feed(&snapshot_event(pid, taken_at, snapshot))?;
+                        let event = snapshot_event(pid, taken_at, snapshot);
+                        identify(&mut pipeline, &mut containers, &event)?;
+                        pipeline.feed(&event)?;
                     }
                     // A child that exited while we looked is no longer of interest.
                     Err(_) if pid != options.target_pid() => {}
@@ -194,7 +198,12 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
                 command_wait = None;
             }
         }
-        feed_batch(&mut pipeline, &mut batch, &snapshot_taken_at)?;
+        feed_batch(
+            &mut pipeline,
+            &mut batch,
+            &snapshot_taken_at,
+            &mut containers,
+        )?;
         probes.flush_logs();
         lost = report_new_losses(&probes, &mut pipeline, lost)?;
         pipeline.flush_recording_if_due(Instant::now());
@@ -206,7 +215,12 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
 
     // Whatever the kernel wrote before the end still belongs to the session.
     capture.drain(&mut batch);
-    feed_batch(&mut pipeline, &mut batch, &snapshot_taken_at)?;
+    feed_batch(
+        &mut pipeline,
+        &mut batch,
+        &snapshot_taken_at,
+        &mut containers,
+    )?;
     probes.flush_logs();
     report_new_losses(&probes, &mut pipeline, lost)?;
     pipeline.finish_recording()?;
@@ -276,6 +290,7 @@ fn feed_batch(
     pipeline: &mut Pipeline,
     batch: &mut Vec<Captured>,
     snapshot_taken_at: &HashMap<u32, u64>,
+    containers: &mut HashMap<u32, ContainerRecord>,
 ) -> Result<(), RecordError> {
     let before_snapshot = |pid: u32, time_ns: u64| {
         snapshot_taken_at
@@ -285,7 +300,15 @@ fn feed_batch(
     for captured in batch.drain(..) {
         match captured {
             Captured::Event(event) if !before_snapshot(event.pid, event.time_ns) => {
+                let exec = matches!(event.body, EventBody::Exec(_));
+                if !exec {
+                    identify(pipeline, containers, &event)?;
+                }
                 pipeline.feed(&event)?;
+                if exec {
+                    // A new image may come with a new root (`chroot DIR cmd`) or cgroup.
+                    identify(pipeline, containers, &event)?;
+                }
             }
             Captured::Stack(stack) if !before_snapshot(stack.pid, stack.time_ns) => {
                 pipeline.feed_stack(&stack)?;
@@ -294,6 +317,32 @@ fn feed_batch(
         }
     }
     Ok(())
+}
+
+/// Tells the pipeline who the process of `event` is in its container, when memtrace first
+/// sees it and after an exec (when that changed), read from `/proc` while it runs: the
+/// recording then carries it, and a replay elsewhere names the process the same way.
+fn identify(
+    pipeline: &mut Pipeline,
+    containers: &mut HashMap<u32, ContainerRecord>,
+    event: &Event,
+) -> Result<(), RecordError> {
+    let exec = matches!(event.body, EventBody::Exec(_));
+    if event.pid == 0 || (!exec && containers.contains_key(&event.pid)) {
+        return Ok(());
+    }
+    let Some(container) = procfs::container_identity(event.pid) else {
+        return Ok(());
+    };
+    if containers.get(&event.pid) == Some(&container) {
+        return Ok(());
+    }
+    containers.insert(event.pid, container.clone());
+    pipeline.feed(&Event {
+        tid: event.pid,
+        body: EventBody::Container(container),
+        ..event.clone()
+    })
 }
 
 /// Turns a change in the kernel's loss counters into a `Lost` event, so the loss is in the

@@ -42,24 +42,45 @@ pub enum ImageError {
     Io(String, io::Error),
     #[error("{0} is not an ELF file memtrace can read")]
     NotElf(String),
+    #[error("{0}: the file there now is not the one mapped (inode {1}, mapped {2})")]
+    NotTheMappedFile(String, u64, u64),
 }
 
-/// The kernel-made mappings of a new image, in address order.
-pub fn kernel_mappings(image: &LoadedImage) -> Result<Vec<ExecMappingRecord>, ImageError> {
-    let exe = ElfFile::read(&image.exe.path)?;
+/// The kernel-made mappings of a new image of process `pid`, in address order.
+///
+/// The files are read through the process's own view, never by their path on the host: a
+/// process in a chroot or a container names its files from its own root, and the host may
+/// have a different file (another glibc's ld.so) at the same path. The executable is read as
+/// `/proc/PID/exe`, the interpreter as the very file mapped at AT_BASE
+/// (`/proc/PID/map_files/START-END`); each is checked against the inode the kernel reported,
+/// and a file that cannot be read or is not the mapped one is an error, never replaced.
+pub fn kernel_mappings(
+    image: &LoadedImage,
+    pid: u32,
+) -> Result<Vec<ExecMappingRecord>, ImageError> {
+    let exe = ElfFile::read_checked(
+        Path::new(&format!("/proc/{pid}/exe")),
+        &image.exe.path,
+        image.exe.inode,
+    )?;
     let mut mappings = Vec::new();
     let exe_bias = exe.load_bias(image.phdr);
     place_segments(&exe, exe_bias, &image.exe, &mut mappings);
 
     if let (Some(interp), true) = (&exe.interpreter, image.interp_base != 0) {
-        // The maps name the file behind the link (/lib64/ld-linux-x86-64.so.2 is a symlink).
-        let resolved = std::fs::canonicalize(interp).unwrap_or_else(|_| interp.into());
-        let path = resolved.to_string_lossy().into_owned();
-        let interp_elf = ElfFile::read(&path)?;
-        let inode = std::os::unix::fs::MetadataExt::ino(
-            &std::fs::metadata(&resolved).map_err(|e| ImageError::Io(path.clone(), e))?,
-        );
-        let file = FileRef { inode, path };
+        let (file, source) = mapped_file_at(pid, image.interp_base).ok_or_else(|| {
+            ImageError::Io(
+                interp.clone(),
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "pid {pid} has no file mapped at its AT_BASE {:#x}",
+                        image.interp_base
+                    ),
+                ),
+            )
+        })?;
+        let interp_elf = ElfFile::read_checked(&source, &file.path, file.inode)?;
         place_segments(&interp_elf, image.interp_base, &file, &mut mappings);
     }
     if image.vdso_base != 0 {
@@ -67,6 +88,26 @@ pub fn kernel_mappings(image: &LoadedImage) -> Result<Vec<ExecMappingRecord>, Im
     }
     mappings.sort_by_key(|m| m.start);
     Ok(mappings)
+}
+
+/// The file mapped at `start` in process `pid`, named as the process sees it (the maps show
+/// it from memtrace's root, the process's root is cut off), and where to read that very file.
+fn mapped_file_at(pid: u32, start: u64) -> Option<(FileRef, std::path::PathBuf)> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let region = maps
+        .lines()
+        .filter_map(crate::procfs::parse_maps_line)
+        .find(|region| region.start == start && region.inode != 0)?;
+    let identity = crate::procfs::container_identity(pid)?;
+    let path = identity.process_view(&region.name).to_string();
+    let source = format!("/proc/{pid}/map_files/{:x}-{:x}", region.start, region.end).into();
+    Some((
+        FileRef {
+            inode: region.inode,
+            path,
+        },
+        source,
+    ))
 }
 
 /// `elf_load`: each PT_LOAD maps its file pages; memory beyond the file part (bss) that does
@@ -226,10 +267,24 @@ struct ElfFile {
 }
 
 impl ElfFile {
+    #[cfg(test)]
     fn read(path: &str) -> Result<Self, ImageError> {
+        Self::read_checked(Path::new(path), path, 0)
+    }
+
+    /// Reads the file at `source` (a /proc link to it: followed), named `path` in errors, if
+    /// its inode is `expected_inode` (0: not checked).
+    fn read_checked(source: &Path, path: &str, expected_inode: u64) -> Result<Self, ImageError> {
         let io_error = |e| ImageError::Io(path.to_string(), e);
-        // Follow: the interpreter is named by its link (/lib64/ld-linux-x86-64.so.2).
-        let mut file = open_regular(Path::new(path), Links::Follow).map_err(io_error)?;
+        let mut file = open_regular(source, Links::Follow).map_err(io_error)?;
+        let inode = std::os::unix::fs::MetadataExt::ino(&file.metadata().map_err(io_error)?);
+        if expected_inode != 0 && inode != expected_inode {
+            return Err(ImageError::NotTheMappedFile(
+                path.to_string(),
+                inode,
+                expected_inode,
+            ));
+        }
         let mut header = [0u8; 64];
         file.read_exact(&mut header).map_err(io_error)?;
         let layout = Layout::of(&header).ok_or_else(|| ImageError::NotElf(path.to_string()))?;
@@ -432,6 +487,21 @@ mod tests {
         assert_eq!(vdso.name, "[vdso]");
         assert_eq!(vdso.offset_from_vdso, 0);
         assert_eq!(vdso.prot, 5);
+    }
+
+    #[test]
+    fn another_file_than_the_mapped_one_is_refused() {
+        let image = LoadedImage {
+            exe: FileRef {
+                inode: 1,
+                path: "/usr/bin/elsewhere".into(),
+            },
+            phdr: 0,
+            interp_base: 0,
+            vdso_base: 0,
+        };
+        let error = kernel_mappings(&image, std::process::id()).unwrap_err();
+        assert!(matches!(error, ImageError::NotTheMappedFile(..)), "{error}");
     }
 
     #[test]

@@ -95,7 +95,7 @@ fn push_kernel_mappings(
     image: &exec_image::LoadedImage,
     out: &mut Vec<Captured>,
 ) -> bool {
-    match exec_image::kernel_mappings(image) {
+    match exec_image::kernel_mappings(image, exec.pid) {
         Ok(mappings) => {
             out.extend(mappings.into_iter().map(|mapping| {
                 Captured::Event(Event {

@@ -124,6 +124,11 @@ impl Model {
             EventBody::Module(record) => self.stacks.record_module(&record.path, &record.build_id),
             // Kernel allocations belong to no process: the pipeline's kernel model takes them.
             EventBody::KernelSnapshot(_) => {}
+            EventBody::Container(record) => {
+                if let Some(id) = self.process_for(event, Birth::Lazy) {
+                    self.processes[id].container = Some(record.clone());
+                }
+            }
             EventBody::Lost(record) => {
                 // Totals, not increments; taking the larger guards against reordering.
                 self.lost.ring_full = self.lost.ring_full.max(record.ring_full);

@@ -67,6 +67,8 @@ pub struct Process {
     pub(crate) timeline: Timeline,
     /// What each sampled call stack of this process created, released since or not.
     pub(crate) allocated: std::collections::BTreeMap<StackId, Allocated>,
+    /// Its container identity, once told (live: read from /proc at first sight).
+    pub(crate) container: Option<crate::event::ContainerRecord>,
 }
 
 impl Process {
@@ -98,6 +100,7 @@ impl Process {
             memfds_closed_at_exit: Vec::new(),
             timeline: Timeline::default(),
             allocated: std::collections::BTreeMap::new(),
+            container: None,
         }
     }
 
@@ -112,6 +115,11 @@ impl Process {
 
     pub fn comm(&self) -> String {
         self.comm.as_string()
+    }
+
+    /// Its container identity (cgroup, pid in its own namespace, root), when known.
+    pub fn container(&self) -> Option<&crate::event::ContainerRecord> {
+        self.container.as_ref()
     }
 
     /// The last exec's filename or the snapshot's `/proc/PID/exe`; empty when unknown.

@@ -17,9 +17,9 @@ use super::wire::{
     put_bytes, put_ivarint, put_str, put_uvarint, Malformed,
 };
 use crate::event::{
-    Abi, Comm, Event, EventBody, ExecMappingKind, ExecMappingRecord, ExecRecord, ExitRecord,
-    FileRef, ForkRecord, LostRecord, ModuleRecord, SnapshotFd, SnapshotRecord, SnapshotRegion,
-    StackRecord, Syscall, SyscallRecord,
+    Abi, Comm, ContainerRecord, Event, EventBody, ExecMappingKind, ExecMappingRecord, ExecRecord,
+    ExitRecord, FileRef, ForkRecord, LostRecord, ModuleRecord, SnapshotFd, SnapshotRecord,
+    SnapshotRegion, StackRecord, Syscall, SyscallRecord,
 };
 
 /// The tag byte that starts every event: body kind, ABI, and which optional parts follow.
@@ -53,6 +53,7 @@ mod extended {
     pub const STACK: u8 = 0;
     pub const MODULE: u8 = 1;
     pub const KERNEL_SNAPSHOT: u8 = 2;
+    pub const CONTAINER: u8 = 3;
 }
 
 /// The byte that starts a syscall body: the [`Syscall`] number and which optional parts follow.
@@ -261,7 +262,10 @@ fn body_kind(body: &EventBody) -> u8 {
         EventBody::ExecMapping(_) => kind::EXEC_MAPPING,
         EventBody::Snapshot(_) => kind::SNAPSHOT,
         EventBody::Lost(_) => kind::LOST,
-        EventBody::Stack(_) | EventBody::Module(_) | EventBody::KernelSnapshot(_) => kind::EXTENDED,
+        EventBody::Stack(_)
+        | EventBody::Module(_)
+        | EventBody::KernelSnapshot(_)
+        | EventBody::Container(_) => kind::EXTENDED,
     }
 }
 
@@ -330,6 +334,12 @@ fn encode_body(body: &EventBody, time_ns: u64, context: &mut FrameContext, buf: 
         EventBody::Stack(record) => {
             buf.put_u8(extended::STACK);
             encode_stack(record, context, buf);
+        }
+        EventBody::Container(record) => {
+            buf.put_u8(extended::CONTAINER);
+            put_uvarint(buf, record.ns_pid.into());
+            put_str(buf, &record.cgroup);
+            put_str(buf, &record.root);
         }
         EventBody::Module(record) => {
             buf.put_u8(extended::MODULE);
@@ -431,6 +441,11 @@ fn decode_body(
             extended::KERNEL_SNAPSHOT => {
                 EventBody::KernelSnapshot(Box::new(kernel_codec::decode(buf)?))
             }
+            extended::CONTAINER => EventBody::Container(ContainerRecord {
+                ns_pid: get_u32_varint(buf)?,
+                cgroup: get_string(buf)?,
+                root: get_string(buf)?,
+            }),
             _ => return Err(Malformed("an event has an unknown extended kind")),
         },
         _ => return Err(Malformed("an event has an unknown kind")),

@@ -6,8 +6,8 @@ use crate::model::{
 use crate::report::call_sites::{self, FrameNamer};
 use crate::report::format;
 use crate::report::schema::{
-    BrkFailureReport, BrkReport, Calls, DistributionReport, Distributions, ExecReport,
-    LatencyTable, LayoutEntry, MappingRef, ProcessReport, SyscallTable,
+    BrkFailureReport, BrkReport, Calls, ContainerReport, DistributionReport, Distributions,
+    ExecReport, LatencyTable, LayoutEntry, MappingRef, ProcessReport, SyscallTable,
 };
 use crate::report::summary;
 use crate::report::timeline;
@@ -52,6 +52,11 @@ pub(crate) fn process_report(
         distributions: distributions(process.stats()),
         timeline: timeline::timeline_report(view, moment.now_ns, moment.step_ns, namer),
         allocated_by_stack: call_sites::allocated_by_stack(view, namer),
+        container: process.container().map(|container| ContainerReport {
+            cgroup: container.cgroup.clone(),
+            ns_pid: container.ns_pid,
+            root: container.root.clone(),
+        }),
     }
 }
 

@@ -85,6 +85,19 @@ pub struct ProcessReport {
     /// (the "alloc" side of a heap profile; `unreleased.by_stack` is the "in use" side),
     /// largest first.
     pub allocated_by_stack: Vec<AllocatedSite>,
+    /// Who it is in its container, when known: paths in the report are as the process sees
+    /// them, and `container.root` + path is where the host has the file.
+    pub container: Option<ContainerReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ContainerReport {
+    /// Its cgroup v2 path.
+    pub cgroup: String,
+    /// Its pid in its own pid namespace (the host pid is `pid`).
+    pub ns_pid: u32,
+    /// Its root directory on the host.
+    pub root: String,
 }
 
 /// What one call stack created over the session.

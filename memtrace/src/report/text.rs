@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use crate::report::call_sites;
 use crate::report::format::{bytes, count, count_of, hex, since, table};
-use crate::report::schema::{ExecReport, ProcessReport, Report, UnreleasedGroup};
+use crate::report::schema::{ContainerReport, ExecReport, ProcessReport, Report, UnreleasedGroup};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TextOptions {
@@ -86,6 +86,15 @@ fn process_block(
         "pid {} ({})  {exe}  {}  {state}  ppid {}",
         process.pid, process.comm, process.abi, process.ppid,
     );
+    // Only for a process in a container: on the host its pid and root say nothing new.
+    let in_container = |c: &&ContainerReport| c.root != "/" || c.ns_pid != process.pid;
+    if let Some(container) = process.container.as_ref().filter(in_container) {
+        let _ = writeln!(
+            out,
+            "  container: pid {} in its namespace, cgroup {}, root {}",
+            container.ns_pid, container.cgroup, container.root
+        );
+    }
     for exec in &process.execs {
         exec_lines(out, report, exec);
     }
