@@ -13,6 +13,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod oracle;
+
 /// Which ABI to build a test program for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Abi {

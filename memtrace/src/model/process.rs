@@ -2,6 +2,7 @@
 
 use crate::event::{Abi, Comm, ExecMappingRecord};
 use crate::model::address_space::AddressSpace;
+use crate::model::anomaly::Anomalies;
 use crate::model::brk::{BrkState, Headroom};
 use crate::model::exec::{ExecInfo, ImageFacts};
 use crate::model::fds::FdTable;
@@ -61,6 +62,8 @@ pub struct Process {
     /// For each memfd mapped at exit: whether all its fds were closed by then. Taken before
     /// exit closes the process's own fds, which would make every memfd look closed.
     pub(crate) memfds_closed_at_exit: Vec<(MemfdId, bool)>,
+    /// Successes the kernel cannot return, refused (see [`crate::model::anomaly`]).
+    pub(crate) anomalies: Anomalies,
 }
 
 impl Process {
@@ -90,7 +93,13 @@ impl Process {
             mm,
             pending_exec: Vec::new(),
             memfds_closed_at_exit: Vec::new(),
+            anomalies: Anomalies::default(),
         }
+    }
+
+    /// Records refused as impossible; the layout never saw them.
+    pub fn anomalies(&self) -> &Anomalies {
+        &self.anomalies
     }
 
     pub fn pid(&self) -> u32 {

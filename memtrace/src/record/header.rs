@@ -85,6 +85,7 @@ pub(crate) fn encode_trailer(trailer: &Trailer, buf: &mut impl BufMut) {
     put_uvarint(buf, trailer.events);
     put_uvarint(buf, trailer.lost.ring_full);
     put_uvarint(buf, trailer.lost.pending_full);
+    put_uvarint(buf, trailer.lost.stacks_not_sampled);
 }
 
 /// Like the header, ignores bytes after the known fields.
@@ -95,6 +96,8 @@ pub(crate) fn decode_trailer(mut buf: &[u8]) -> Result<Trailer, Malformed> {
         lost: LostRecord {
             ring_full: get_uvarint(buf)?,
             pending_full: get_uvarint(buf)?,
+            // Added later: a trailer written before has no such field.
+            stacks_not_sampled: if buf.is_empty() { 0 } else { get_uvarint(buf)? },
         },
     })
 }
@@ -143,6 +146,7 @@ mod tests {
             lost: LostRecord {
                 ring_full: 3,
                 pending_full: u64::MAX,
+                stacks_not_sampled: 7,
             },
         };
         let mut buf = Vec::new();

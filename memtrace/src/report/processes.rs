@@ -1,13 +1,14 @@
 //! One process's part of the report, from its model view.
 
 use crate::model::{
-    DistributionSummary, ExecInfo, Headroom, ProcessView, Region, SyscallName, SyscallStats,
+    Anomalies, DistributionSummary, ExecInfo, Headroom, ProcessView, Region, SyscallName,
+    SyscallStats,
 };
 use crate::report::call_sites::FrameNamer;
 use crate::report::format;
 use crate::report::schema::{
-    BrkFailureReport, BrkReport, Calls, DistributionReport, Distributions, ExecReport,
-    LatencyTable, LayoutEntry, MappingRef, ProcessReport, SyscallTable,
+    AnomalyReport, BrkFailureReport, BrkReport, Calls, DistributionReport, Distributions,
+    ExecReport, LatencyTable, LayoutEntry, MappingRef, ProcessReport, SyscallTable,
 };
 use crate::report::summary;
 
@@ -34,6 +35,28 @@ pub(crate) fn process_report(view: &ProcessView<'_>, namer: &mut dyn FrameNamer)
         unreleased: summary::unreleased(view, namer),
         brk: brk_report(view),
         distributions: distributions(process.stats()),
+        anomalies: anomaly_report(process.anomalies()),
+    }
+}
+
+fn anomaly_report(anomalies: &Anomalies) -> AnomalyReport {
+    AnomalyReport {
+        count: anomalies.count,
+        examples: anomalies
+            .examples
+            .iter()
+            .map(|anomaly| {
+                format!(
+                    "{}({:#x}, {}, {}) = {:#x}: {}",
+                    SyscallName::of(anomaly.syscall).as_str(),
+                    anomaly.args[0],
+                    anomaly.args[1],
+                    anomaly.args[2],
+                    anomaly.ret,
+                    anomaly.reason
+                )
+            })
+            .collect(),
     }
 }
 

@@ -55,6 +55,13 @@ fn header(out: &mut String, report: &Report) {
             report.lost_events, report.lost.ring_full, report.lost.pending_full,
         );
     }
+    if report.lost.stacks_not_sampled > 0 {
+        let _ = writeln!(
+            out,
+            "note: {} not sampled (stack ring full); no event was lost for it",
+            count_of(report.lost.stacks_not_sampled, "call stack", "call stacks"),
+        );
+    }
 }
 
 fn process_block(
@@ -82,6 +89,7 @@ fn process_block(
         exec_lines(out, report, exec);
     }
     syscall_table(out, process);
+    anomaly_lines(out, process);
     kind_table(out, process);
     unreleased(out, report, process);
     brk_lines(out, report, process);
@@ -143,6 +151,21 @@ fn syscall_table(out: &mut String, process: &ProcessReport) {
     }
     for line in table(&rows, "  ", &[0]) {
         let _ = writeln!(out, "{line}");
+    }
+}
+
+fn anomaly_lines(out: &mut String, process: &ProcessReport) {
+    let anomalies = &process.anomalies;
+    if anomalies.count == 0 {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  {} refused (results the kernel cannot return; layout untouched):",
+        count_of(anomalies.count, "impossible call", "impossible calls"),
+    );
+    for example in &anomalies.examples {
+        let _ = writeln!(out, "    {example}");
     }
 }
 
