@@ -29,6 +29,11 @@ pub const DEFAULT_STACK_MIN_BYTES: u64 = 64 << 10;
 /// benchmark and tests shrink it through `--ring-buffer-size` to exercise the loss counter.
 pub const DEFAULT_RING_BUFFER_BYTES: u32 = 8 << 20;
 
+/// The stack-sample ring's size. Samples have a ring of their own so that they can never take
+/// the room the layout events need: when this one is full a sample is skipped and counted
+/// ([`lost_slot::STACK_NOT_SAMPLED`]), and the event it belonged to is delivered all the same.
+pub const STACK_RING_BYTES: u32 = 8 << 20;
+
 /// The ABI of the task that made a syscall, as the kernel decides it (TS_COMPAT), not as the
 /// program's ELF class suggests.
 #[repr(u32)]
@@ -226,7 +231,8 @@ pub struct SyscallDetailEvent {
 }
 
 /// The user registers and the top of the user stack at a syscall that created memory, for
-/// userspace to unwind. Follows that syscall's own record.
+/// userspace to unwind. Travels in its own ring ([`names::STACKS_MAP`]); its header's
+/// `timestamp_ns` is that of the syscall's own record, which is how userspace pairs them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct StackSampleEvent {
@@ -239,6 +245,23 @@ pub struct StackSampleEvent {
     pub len: u32,
     pub _pad: u32,
     pub stack: [u8; STACK_SAMPLE_BYTES],
+}
+
+/// What the kernel side remembers of a syscall between its entry and its exit (by tid, in the
+/// [`names::PENDING_MAP`] or a per-CPU slot). Shared so that tests can plant a stale entry and
+/// check that an exit of another syscall never takes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PendingSyscall {
+    /// A [`Syscall`].
+    pub syscall: u32,
+    /// [`syscall_flags`].
+    pub flags: u32,
+    /// The ABI at entry: a successful ia32 → x86_64 execve returns in the new image.
+    pub abi: u32,
+    pub _pad: u32,
+    pub entry_ns: u64,
+    pub args: [u64; 6],
 }
 
 /// Flags in [`ForkEvent::flags`].
@@ -389,6 +412,11 @@ pub mod names {
     pub const EVENTS_MAP: &str = "EVENTS";
     pub const TRACED_MAP: &str = "TRACED";
     pub const LOST_MAP: &str = "LOST";
+    /// The ring of [`super::StackSampleEvent`]s, apart from [`EVENTS_MAP`].
+    pub const STACKS_MAP: &str = "STACKS";
+    /// Syscalls between entry and exit that did not fit the per-CPU slot
+    /// ([`super::PendingSyscall`] by tid).
+    pub const PENDING_MAP: &str = "PENDING";
     pub const OFFSETS_GLOBAL: &str = "OFFSETS";
     pub const CONFIG_GLOBAL: &str = "CONFIG";
 }
@@ -399,7 +427,10 @@ pub mod lost_slot {
     pub const RING_FULL: u32 = 0;
     /// The in-flight syscall table was full: the syscall's entry was not remembered.
     pub const PENDING_FULL: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// A stack sample was not taken (its ring was full). Not a lost event: the syscall itself
+    /// was delivered; only its call stack is unknown.
+    pub const STACK_NOT_SAMPLED: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 #[cfg(feature = "user")]
@@ -451,6 +482,7 @@ mod record_bytes {
     unsafe impl RecordBytes for ExecEvent {}
     unsafe impl RecordBytes for ExitEvent {}
     unsafe impl RecordBytes for StackSampleEvent {}
+    unsafe impl RecordBytes for PendingSyscall {}
 }
 
 #[cfg(test)]

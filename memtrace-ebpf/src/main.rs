@@ -31,7 +31,10 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use memtrace_common::{lost_slot, KernelOffsets, ProbeConfig, DEFAULT_RING_BUFFER_BYTES, PATH_LEN};
+pub use memtrace_common::PendingSyscall;
+use memtrace_common::{
+    lost_slot, KernelOffsets, ProbeConfig, DEFAULT_RING_BUFFER_BYTES, PATH_LEN, STACK_RING_BYTES,
+};
 
 /// Kernel struct offsets, written by userspace from the running kernel's BTF before load.
 #[unsafe(no_mangle)]
@@ -49,6 +52,11 @@ static CONFIG: ProbeConfig = ProbeConfig {
 /// Everything the kernel side reports. Userspace sizes it with `--ring-buffer-size`.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BUFFER_BYTES, 0);
+
+/// Stack samples, apart from [`EVENTS`] so that they can never crowd out the events the
+/// layout needs: a sample that does not fit is counted as not sampled, nothing else.
+#[map]
+static STACKS: RingBuf = RingBuf::with_byte_size(STACK_RING_BYTES, 0);
 
 /// The traced processes (tgid → unused). Userspace seeds it; with `--follow` fork adds
 /// children; the last thread's exit removes the process.
@@ -74,21 +82,6 @@ static EXEC_FILENAMES: HashMap<u32, [u8; PATH_LEN]> = HashMap::with_max_entries(
 /// stack is only 512 bytes.
 #[map]
 static FILENAME_SCRATCH: PerCpuArray<[u8; PATH_LEN]> = PerCpuArray::with_max_entries(1, 0);
-
-/// What `sys_enter` remembers for `sys_exit`.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct PendingSyscall {
-    /// A `memtrace_common::Syscall`.
-    syscall: u32,
-    /// `memtrace_common::syscall_flags`.
-    flags: u32,
-    /// The ABI at entry: a successful ia32 → x86_64 execve returns in the new image.
-    abi: u32,
-    _pad: u32,
-    entry_ns: u64,
-    args: [u64; 6],
-}
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -6,7 +6,7 @@
 //! fd, memfd_create) or a string resolve them at exit, when the fd is known to be valid.
 
 use aya_ebpf::{
-    bindings::pt_regs,
+    bindings::{pt_regs, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_ktime_get_ns, bpf_probe_read_kernel_buf, bpf_probe_read_user, bpf_probe_read_user_buf,
         bpf_probe_read_user_str_bytes,
@@ -18,14 +18,14 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use memtrace_common::{
     lost_slot, syscall_flags, Abi, EventKind, StackSampleEvent, Syscall, SyscallDetailEvent,
-    SyscallEvent,
+    SyscallEvent, STACK_RING_BYTES,
 };
 
 use crate::{
     emit::{count_lost, current_ids, header, is_traced, log_enabled, reserve, submit_flags},
     in_flight,
     kernel::{current_abi, file_of_fd, fill_file_path, read, KernelPtr},
-    PendingSyscall, CONFIG, EXEC_FILENAMES, FILENAME_SCRATCH,
+    PendingSyscall, CONFIG, EXEC_FILENAMES, FILENAME_SCRATCH, STACKS,
 };
 
 const MAP_ANONYMOUS: u64 = 0x20;
@@ -185,16 +185,19 @@ pub fn exit_syscall(regs: KernelPtr, ret: i64) {
         entry_ns: 0,
         args: [0; 6],
     };
-    // A parked entry means the process is traced; checking the per-CPU slot first spares the
-    // common case the traced-process lookup.
-    let from_slot = in_flight::take_from_slot(tid, &mut pending);
-    let parked = from_slot || (is_traced(tgid) && in_flight::take_from_map(tid, &mut pending));
     let Ok(saved) = read::<pt_regs>(regs, 0) else {
         return;
     };
-    // A slot can be stale: its syscall exited on another CPU, and this task came back with
-    // another one. Trust it only for the syscall this exit is for.
-    let parked = parked && !(from_slot && !is_same_syscall(&pending, &saved));
+    // A parked entry means the process is traced; checking the per-CPU slot first spares the
+    // common case the traced-process lookup. Either can be stale: a slot whose syscall exited
+    // on another CPU, a map entry whose exit this program missed (a run it skipped while
+    // another was preempted on the same CPU). Trust an entry only for the syscall this exit
+    // is for, or a futex's exit would be decoded as the munmap parked before it.
+    let parked = (in_flight::take_from_slot(tid, &mut pending)
+        && is_same_syscall(&pending, &saved))
+        || (is_traced(tgid)
+            && in_flight::take_from_map(tid, &mut pending)
+            && is_same_syscall(&pending, &saved));
     // Entry was not seen (the process was attached mid-syscall) or its record was lost (the
     // task moved to another CPU and its slot was reused): the arguments are still in the user
     // registers; only the latency is unknown.
@@ -209,9 +212,10 @@ pub fn exit_syscall(regs: KernelPtr, ret: i64) {
             Err(_) => return,
         }
     }
-    let emitted = emit_syscall(&pending, tgid, tid, ret).is_ok();
-    if emitted && wants_stack_sample(&pending, ret) {
-        let _ = emit_stack_sample(&saved, Abi::from_u32(pending.abi), tgid, tid);
+    if let Ok(timestamp_ns) = emit_syscall(&pending, tgid, tid, ret) {
+        if wants_stack_sample(&pending, ret) {
+            emit_stack_sample(&saved, Abi::from_u32(pending.abi), tgid, tid, timestamp_ns);
+        }
     }
     if pending.flags & syscall_flags::HAS_STRING != 0 {
         let _ = EXEC_FILENAMES.remove(tid);
@@ -219,8 +223,22 @@ pub fn exit_syscall(regs: KernelPtr, ret: i64) {
 }
 
 fn is_same_syscall(pending: &PendingSyscall, saved: &pt_regs) -> bool {
-    Syscall::from_number(Abi::from_u32(pending.abi), saved.orig_rax as i64)
+    let number = saved.orig_rax as i64;
+    if Syscall::from_number(Abi::from_u32(pending.abi), number)
         .is_some_and(|syscall| syscall as u32 == pending.syscall)
+    {
+        return true;
+    }
+    // An exec that changed the ABI returns with the new ABI's execve number: the kernel sets
+    // it when it switches personality (x86_64 → i386: 11, i386 → x86_64: 59).
+    let exec = |abi| {
+        matches!(
+            Syscall::from_number(abi, number),
+            Some(Syscall::Execve | Syscall::Execveat)
+        )
+    };
+    (pending.syscall == Syscall::Execve as u32 || pending.syscall == Syscall::Execveat as u32)
+        && (exec(Abi::X86_64) || exec(Abi::I386))
 }
 
 /// A traced syscall seen only at its exit (`entry_ns` 0: unknown), into `out`.
@@ -259,14 +277,20 @@ fn wants_stack_sample(pending: &PendingSyscall, ret: i64) -> bool {
 }
 
 /// The user registers and as much of the stack above the stack pointer as can be read (a
-/// main thread's stack may end less than a full sample above it).
-fn emit_stack_sample(regs: &pt_regs, abi: Abi, tgid: u32, tid: u32) -> Result<(), i64> {
-    let mut entry = reserve::<StackSampleEvent>().ok_or(0i64)?;
+/// main thread's stack may end less than a full sample above it), in the stack ring, stamped
+/// with its syscall's `timestamp_ns` so that userspace pairs the two. A full stack ring costs
+/// this sample only, counted as not sampled.
+fn emit_stack_sample(regs: &pt_regs, abi: Abi, tgid: u32, tid: u32, timestamp_ns: u64) {
+    let Some(mut entry) = STACKS.reserve::<StackSampleEvent>(0) else {
+        count_lost(lost_slot::STACK_NOT_SAMPLED);
+        return;
+    };
     let event = entry.as_mut_ptr();
     // SAFETY: `event` is a reservation of a StackSampleEvent; userspace reads `len` bytes of
     // `stack`, which are written here, and every other field.
     unsafe {
         (*event).header = header(EventKind::StackSample, abi, tgid, tid);
+        (*event).header.timestamp_ns = timestamp_ns;
         (*event).ip = regs.rip;
         (*event).sp = regs.rsp;
         (*event).bp = regs.rbp;
@@ -283,11 +307,17 @@ fn emit_stack_sample(regs: &pt_regs, abi: Abi, tgid: u32, tid: u32) -> Result<()
             0
         };
     }
-    entry.submit(submit_flags());
-    Ok(())
+    // Like the event ring, wake the reader only once a quarter of the ring waits.
+    let flags = if STACKS.query(BPF_RB_AVAIL_DATA as u64) >= u64::from(STACK_RING_BYTES / 4) {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(flags as u64);
 }
 
-fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Result<(), i64> {
+/// Emits the syscall's record; returns its timestamp, for a stack sample to name it by.
+fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Result<u64, i64> {
     let abi = Abi::from_u32(pending.abi);
     let file_fd = file_descriptor_of_interest(pending, ret);
     let core = SyscallEvent {
@@ -305,7 +335,7 @@ fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Resu
         let mut entry = reserve::<SyscallEvent>().ok_or(0i64)?;
         entry.write(core);
         entry.submit(submit_flags());
-        return Ok(());
+        return Ok(core.header.timestamp_ns);
     }
 
     let mut entry = reserve::<SyscallDetailEvent>().ok_or(0i64)?;
@@ -344,7 +374,7 @@ fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Resu
         (*event).syscall.header.kind = EventKind::SyscallDetail as u32;
     }
     entry.submit(submit_flags());
-    Ok(())
+    Ok(core.header.timestamp_ns)
 }
 
 /// The user address of a string argument that entry could not read, if it can be read now.

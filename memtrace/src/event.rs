@@ -280,9 +280,13 @@ pub struct LostRecord {
     pub ring_full: u64,
     /// Syscalls whose entry could not be remembered (in-flight table full).
     pub pending_full: u64,
+    /// Call stacks not sampled (their ring was full). Not lost events: the syscalls were
+    /// delivered and applied; only who made them is unknown.
+    pub stacks_not_sampled: u64,
 }
 
 impl LostRecord {
+    /// Lost events: what the layout and the counts miss. Unsampled stacks are not among them.
     pub fn total(&self) -> u64 {
         self.ring_full + self.pending_full
     }

@@ -6,7 +6,7 @@ use std::{
     ffi::OsString,
     io::Write,
     path::PathBuf,
-    process::ExitStatus,
+    process::{Child, ExitStatus},
     time::{Duration, Instant},
 };
 
@@ -116,8 +116,12 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
             launch::invoking_user()?;
         }
     }
+    // Before anything slow: a SIGTERM or Ctrl-C during the load must end the session with its
+    // report, not kill memtrace outright.
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(SessionError::Signals)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(SessionError::Signals)?;
     let mut probes = Probes::load(&options.probes)?;
-    let mut capture = Capture::new(probes.take_events()?).map_err(SessionError::Ring)?;
+    let capture = Capture::new(probes.take_events()?, probes.take_stacks()?);
     let mut pipeline = Pipeline::new(printer(options.print_events), recorder(&options)?);
     let mut interval_ticks = options.interval.map(|period| {
         pipeline.print_intervals(interval_printer(period));
@@ -171,71 +175,94 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
         }
     }
 
-    let mut command_wait = command.map(|gated| {
-        let mut child = gated.child;
-        tokio::task::spawn_blocking(move || child.wait())
-    });
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(SessionError::Signals)?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(SessionError::Signals)?;
-    let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
+    // The reader thread starts once the target is traced: from here on the rings fill.
+    let mut reader = capture.spawn().map_err(SessionError::Ring)?;
+    let mut child = command.map(|gated| gated.child);
+    let mut child_signal = signal(SignalKind::child()).map_err(SessionError::Signals)?;
+    let mut deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
     let mut command_status = None;
-    let mut batch = Vec::new();
     let mut lost = LostRecord::default();
 
     loop {
         tokio::select! {
-            result = capture.next_batch(&mut batch) => result.map_err(SessionError::Ring)?,
+            batch = reader.next_batch() => match batch {
+                Some(batch) => feed_batch(&mut pipeline, batch, &snapshot_taken_at, &mut containers)?,
+                None => break,
+            },
             _ = interrupt.recv() => {
-                // The command shares our terminal and gets the Ctrl-C too: let it decide
-                // whether to end; a traced pid is never ours to stop.
-                if command_wait.is_none() { break; }
+                if child.is_none() { break; }
+                // The command shares our terminal and got the Ctrl-C too: give it a moment
+                // to end on its own (its exit belongs in the report), then stop regardless.
+                let grace = tokio::time::Instant::now() + INTERRUPT_GRACE;
+                deadline = Some(deadline.map_or(grace, |d| d.min(grace)));
             }
             _ = terminate.recv() => break,
             _ = sleep_until(deadline) => break,
             _ = next_tick(&mut interval_ticks) => pipeline.tick_interval(monotonic_ns()),
-            status = wait_for(&mut command_wait) => {
-                command_status = status.ok().and_then(Result::ok);
-                command_wait = None;
-            }
+            _ = child_signal.recv() => {}
         }
-        feed_batch(
-            &mut pipeline,
-            &mut batch,
-            &snapshot_taken_at,
-            &mut containers,
-        )?;
+        if let Some(status) = reap(&mut child) {
+            command_status = Some(status);
+        }
         probes.flush_logs();
         lost = report_new_losses(&probes, &mut pipeline, lost)?;
         pipeline.flush_recording_if_due(Instant::now());
         let command_done = command_status.is_some() && !options.probes.follow_children;
-        if command_done || probes.traced_count()? == 0 {
+        if command_done {
+            break;
+        }
+        if probes.traced_count()? == 0 {
+            // The kernel side forgets a process at its exit, a moment before its parent can
+            // reap it: the command's status is on its way.
+            if let Some(status) = reap_within(&mut child, REAP_WAIT).await {
+                command_status = Some(status);
+            }
             break;
         }
     }
 
     // Whatever the kernel wrote before the end still belongs to the session.
-    capture.drain(&mut batch);
-    feed_batch(
-        &mut pipeline,
-        &mut batch,
-        &snapshot_taken_at,
-        &mut containers,
-    )?;
+    let (rest, counts) = reader.finish();
+    feed_batch(&mut pipeline, rest, &snapshot_taken_at, &mut containers)?;
     probes.flush_logs();
     report_new_losses(&probes, &mut pipeline, lost)?;
     pipeline.finish_recording()?;
-    if command_status.is_none() {
-        if let Some(wait) = command_wait {
-            // Ended by SIGTERM or --duration: the command keeps running, untraced.
-            drop(wait);
-        }
-    }
+    // A command still running when the session ends (SIGTERM, Ctrl-C, --duration) keeps
+    // running untraced, as a process strace detaches from; nobody here waits for it.
     Ok(LiveOutcome {
         pipeline,
         command_status,
-        undecodable: capture.undecodable,
+        undecodable: counts.undecodable,
         backend: probes.backend().clone(),
     })
+}
+
+/// How long a Ctrl-C leaves the command to end on its own before the session stops.
+/// Half a second: ending (drain, report, detach) must fit in the 2 s a user is promised.
+const INTERRUPT_GRACE: Duration = Duration::from_millis(500);
+/// How long the session waits for the command's status once the kernel saw its last exit.
+const REAP_WAIT: Duration = Duration::from_secs(2);
+
+/// The command's status, if it has ended (never blocks).
+fn reap(child: &mut Option<Child>) -> Option<ExitStatus> {
+    let status = child.as_mut()?.try_wait().ok()??;
+    *child = None;
+    Some(status)
+}
+
+/// The command's status, waiting up to `limit` for it.
+async fn reap_within(child: &mut Option<Child>, limit: Duration) -> Option<ExitStatus> {
+    let give_up = Instant::now() + limit;
+    loop {
+        child.as_ref()?;
+        if let Some(status) = reap(child) {
+            return Some(status);
+        }
+        if Instant::now() >= give_up {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 impl LiveOptions {
@@ -288,7 +315,7 @@ fn snapshot_event(pid: u32, time_ns: u64, snapshot: crate::event::SnapshotRecord
 
 fn feed_batch(
     pipeline: &mut Pipeline,
-    batch: &mut Vec<Captured>,
+    batch: Vec<Captured>,
     snapshot_taken_at: &HashMap<u32, u64>,
     containers: &mut HashMap<u32, ContainerRecord>,
 ) -> Result<(), RecordError> {
@@ -297,7 +324,7 @@ fn feed_batch(
             .get(&pid)
             .is_some_and(|&taken_at| time_ns < taken_at)
     };
-    for captured in batch.drain(..) {
+    for captured in batch {
         match captured {
             Captured::Event(event) if !before_snapshot(event.pid, event.time_ns) => {
                 let exec = matches!(event.body, EventBody::Exec(_));
@@ -386,17 +413,6 @@ async fn next_tick(ticks: &mut Option<tokio::time::Interval>) {
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
-}
-
-type CommandWait = tokio::task::JoinHandle<std::io::Result<ExitStatus>>;
-
-async fn wait_for(
-    wait: &mut Option<CommandWait>,
-) -> Result<std::io::Result<ExitStatus>, tokio::task::JoinError> {
-    match wait {
-        Some(handle) => handle.await,
         None => std::future::pending().await,
     }
 }

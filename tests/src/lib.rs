@@ -15,6 +15,7 @@ use serde_json::Value;
 
 pub mod debian_root;
 pub mod maps;
+pub mod oracle;
 
 /// Which ABI to build a test program for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

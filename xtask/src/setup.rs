@@ -42,14 +42,60 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "the kernel matrix's guests (cargo xtask vm)",
     ),
     ("busybox-static", "the kernel matrix's initramfs"),
+    ("nodejs", "the fidelity test on node"),
+    ("default-jdk-headless", "the fidelity test on a JVM"),
+    ("python3-numpy", "the fidelity test on python3 with numpy"),
+    ("python3-pip", "installs wasmtime for the fidelity test"),
+    ("gcc", "the fidelity test on gcc"),
+    ("git", "the fidelity test on git"),
+    (
+        "bpftool",
+        "the in-flight test plants a stale entry in a map",
+    ),
 ];
+
+/// wasmtime's Python package (its runtime with it), from PyPI, for the fidelity test. Pinned so
+/// that every machine runs the same wasmtime.
+const WASMTIME_PYPI: &str = "wasmtime==50.0.1";
+/// Where it goes, under the xtask directory: Debian's pip refuses system-wide installs
+/// (PEP 668), and a `--target` directory touches nothing else.
+pub const PYTHON_PACKAGES_DIR: &str = "python";
 
 pub fn setup(workspace: &Workspace) -> Result<()> {
     let nightly_sysroot =
         ensure_nightly_with_rust_src().context("setting up the nightly toolchain")?;
     ensure_bpf_linker(workspace, &nightly_sysroot).context("setting up bpf-linker")?;
     ensure_debian_packages().context("setting up Debian packages")?;
+    ensure_wasmtime(workspace).context("installing wasmtime from PyPI")?;
     Ok(())
+}
+
+fn ensure_wasmtime(workspace: &Workspace) -> Result<()> {
+    let target = workspace.xtask_dir().join(PYTHON_PACKAGES_DIR);
+    let (name, version) = WASMTIME_PYPI
+        .split_once("==")
+        .unwrap_or((WASMTIME_PYPI, ""));
+    if target.join(format!("{name}-{version}.dist-info")).is_dir() {
+        cmd::step(format!("{WASMTIME_PYPI}: already installed"));
+        return Ok(());
+    }
+    cmd::step(format!(
+        "installing {WASMTIME_PYPI} into {}",
+        target.display()
+    ));
+    cmd::run(
+        Command::new("/usr/bin/python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--quiet",
+            ])
+            .arg("--target")
+            .arg(&target)
+            .arg(WASMTIME_PYPI),
+    )
 }
 
 /// The eBPF programs build with nightly and `-Z build-std=core`, which needs nightly's rust-src.

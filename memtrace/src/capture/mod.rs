@@ -1,23 +1,38 @@
-//! Reading the ring buffer: waits for the kernel's wakeup or a short timer, and drains every
-//! record into decoded [`Event`]s.
+//! Reading the kernel's two rings (events, and stack samples) on a thread of their own, and
+//! handing decoded batches to the session.
 //!
-//! The kernel side wakes the reader only when a quarter of the ring is full (one wakeup per
-//! event would cost more than the event), so the timer is what delivers a quiet stream.
+//! The reader thread does nothing but drain and decode, so the rings empty as fast as the
+//! kernel fills them whatever the pipeline costs (unwinding a stack sample costs far more than
+//! decoding an event). It waits for the kernel's wakeup (sent when a quarter of a ring is
+//! full: one wakeup per event would cost more than the event) or a short timer, which is
+//! what delivers a quiet stream.
 
 pub mod decode;
 pub mod exec_image;
+mod pairing;
 
-use std::{io, time::Duration};
+use std::{
+    io,
+    os::fd::AsFd,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
 
 use aya::maps::{MapData, RingBuf};
-use tokio::io::unix::AsyncFd;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use decode::Decoded;
 pub use decode::StackCapture;
+use pairing::StackPairing;
 
 use crate::event::{Event, EventBody};
 
-/// What the ring delivers: events, and stack samples that become events once unwound.
+/// What the rings deliver: events, and stack samples that become events once unwound.
 #[derive(Debug)]
 pub enum Captured {
     Event(Event),
@@ -27,8 +42,9 @@ pub enum Captured {
 /// How long a record may wait in a quiet ring before it is read anyway.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
-pub struct Capture {
-    ring: AsyncFd<RingBuf<MapData>>,
+/// What the reader could not turn into events.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CaptureCounts {
     /// Records that could not be decoded: reported, never dropped silently.
     pub undecodable: u64,
     /// Execs whose image could not be read back (the file vanished, or is not ELF): their
@@ -36,55 +52,133 @@ pub struct Capture {
     pub unreadable_images: u64,
 }
 
+/// The two rings and what the reader keeps between drains.
+pub struct Capture {
+    events: RingBuf<MapData>,
+    stacks: RingBuf<MapData>,
+    pairing: StackPairing,
+    counts: CaptureCounts,
+}
+
 impl Capture {
-    #[expect(
-        deprecated,
-        reason = "AsyncFd::new is deprecated because a borrowed fd could be closed under it; the \
-                  ring buffer owns its fd and lives inside the AsyncFd, and the replacement is unsafe"
-    )]
-    pub fn new(ring: RingBuf<MapData>) -> io::Result<Self> {
-        Ok(Self {
-            ring: AsyncFd::new(ring)?,
-            undecodable: 0,
-            unreadable_images: 0,
+    pub fn new(events: RingBuf<MapData>, stacks: RingBuf<MapData>) -> Self {
+        Self {
+            events,
+            stacks,
+            pairing: StackPairing::default(),
+            counts: CaptureCounts::default(),
+        }
+    }
+
+    /// Starts the reader thread. Batches come out of [`Reader::next_batch`] in the order the
+    /// reader read them; that order is the one the model and the recording see.
+    pub fn spawn(mut self) -> io::Result<Reader> {
+        let (sender, batches) = unbounded_channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("memtrace-ring".into())
+            .spawn(move || {
+                self.read_until(&stopping, &sender);
+                self.counts
+            })?;
+        Ok(Reader {
+            batches,
+            stop,
+            thread: Some(thread),
         })
     }
 
-    /// Waits until the kernel signals data or [`POLL_INTERVAL`] passes, then drains.
-    pub async fn next_batch(&mut self, out: &mut Vec<Captured>) -> io::Result<()> {
-        match tokio::time::timeout(POLL_INTERVAL, self.ring.readable_mut()).await {
-            Ok(guard) => {
-                let mut guard = guard?;
-                guard.clear_ready();
+    fn read_until(&mut self, stop: &AtomicBool, sender: &UnboundedSender<Vec<Captured>>) {
+        let timeout = PollTimeout::try_from(POLL_INTERVAL).unwrap_or(PollTimeout::MAX);
+        loop {
+            // Read after the wait, so that a stop asked for during it still gets a last drain
+            // of everything the kernel wrote before.
+            let stopping = stop.load(Ordering::Acquire);
+            let mut fds = [
+                PollFd::new(self.events.as_fd(), PollFlags::POLLIN),
+                PollFd::new(self.stacks.as_fd(), PollFlags::POLLIN),
+            ];
+            if !stopping {
+                // An error (EINTR) only shortens the wait.
+                let _ = poll(&mut fds, timeout);
             }
-            Err(_elapsed) => {}
+            let mut batch = Vec::new();
+            self.drain(&mut batch);
+            if !batch.is_empty() && sender.send(batch).is_err() {
+                return;
+            }
+            if stopping {
+                return;
+            }
         }
-        self.drain(out);
-        Ok(())
     }
 
-    /// Takes everything that is in the ring now.
+    /// Takes everything that is in the rings now. Samples first: the kernel submits a sample
+    /// after its syscall's record, so every sample read here has its record in the event ring
+    /// by now (or in an earlier drain) and can be placed right behind it.
     pub fn drain(&mut self, out: &mut Vec<Captured>) {
-        let ring = self.ring.get_mut();
-        while let Some(record) = ring.next() {
+        while let Some(record) = self.stacks.next() {
+            match decode::decode(&record) {
+                Ok(Decoded::Stack(stack)) => self.pairing.sampled(stack),
+                Ok(Decoded::Event { .. }) | Err(_) => self.counts.undecodable += 1,
+            }
+        }
+        while let Some(record) = self.events.next() {
             match decode::decode(&record) {
                 Ok(Decoded::Event {
                     event,
                     loaded_image,
                 }) => {
                     if let Some(image) = &loaded_image {
-                        self.unreadable_images +=
+                        self.counts.unreadable_images +=
                             u64::from(!push_kernel_mappings(&event, image, out));
                     }
+                    let sample = self.pairing.take_for(&event);
                     out.push(Captured::Event(event));
+                    out.extend(sample.map(Captured::Stack));
                 }
-                Ok(Decoded::Stack(stack)) => out.push(Captured::Stack(stack)),
+                // Samples have a ring of their own; one here would be a kernel-side bug.
+                Ok(Decoded::Stack(_)) => self.counts.undecodable += 1,
                 Err(error) => {
-                    self.undecodable += 1;
+                    self.counts.undecodable += 1;
                     log::warn!("{error}");
                 }
             }
         }
+        // Samples whose records came in an earlier drain: they name their syscall by its
+        // time, so the model attaches them wherever they arrive.
+        out.extend(self.pairing.take_rest().map(Captured::Stack));
+    }
+}
+
+/// The session's end of the reader thread.
+pub struct Reader {
+    batches: UnboundedReceiver<Vec<Captured>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<CaptureCounts>>,
+}
+
+impl Reader {
+    /// The next batch the reader drained (waits for one).
+    pub async fn next_batch(&mut self) -> Option<Vec<Captured>> {
+        self.batches.recv().await
+    }
+
+    /// Stops the reader after a last drain, and returns every batch still on its way and
+    /// what it could not decode.
+    pub fn finish(mut self) -> (Vec<Captured>, CaptureCounts) {
+        self.stop.store(true, Ordering::Release);
+        let counts = self
+            .thread
+            .take()
+            .and_then(|thread| thread.join().ok())
+            .unwrap_or_default();
+        let mut rest = Vec::new();
+        while let Ok(batch) = self.batches.try_recv() {
+            rest.extend(batch);
+        }
+        (rest, counts)
     }
 }
 

@@ -5,6 +5,7 @@
 //! replay feed the same events through the same code.
 
 pub mod address_space;
+pub mod anomaly;
 mod backing;
 pub mod brk;
 pub mod call_stacks;
@@ -27,6 +28,7 @@ pub mod timeline;
 use std::collections::{BTreeSet, HashMap};
 
 pub use address_space::{AddressSpace, CoverageEntry};
+pub use anomaly::{Anomalies, Anomaly};
 pub use brk::{BrkFailure, BrkState, Headroom};
 pub use call_stacks::{Allocated, CallStacks, StackId};
 pub use exec::{ExecInfo, ImageFacts};
@@ -133,6 +135,8 @@ impl Model {
                 // Totals, not increments; taking the larger guards against reordering.
                 self.lost.ring_full = self.lost.ring_full.max(record.ring_full);
                 self.lost.pending_full = self.lost.pending_full.max(record.pending_full);
+                self.lost.stacks_not_sampled =
+                    self.lost.stacks_not_sampled.max(record.stacks_not_sampled);
             }
         }
     }
@@ -379,10 +383,20 @@ impl Model {
             return;
         };
         let process = &self.processes[id];
-        let Some((tid, time_ns)) = process.last_creation else {
+        let Some((tid, last_ns)) = process.last_creation else {
             return;
         };
-        if tid != event.tid || frames.is_empty() {
+        // A sample carries its syscall's own time, so it names its creation wherever it
+        // arrives in the stream (samples travel in a ring of their own). Recordings made before
+        // that stamped it later, and placed it right after its syscall: the thread's last.
+        let time_ns = if event.time_ns <= last_ns {
+            event.time_ns
+        } else if tid == event.tid {
+            last_ns
+        } else {
+            return;
+        };
+        if frames.is_empty() {
             return;
         }
         let stack = self.stacks.intern(frames);

@@ -2,6 +2,7 @@
 
 use crate::event::{Abi, Comm, ExecMappingRecord};
 use crate::model::address_space::AddressSpace;
+use crate::model::anomaly::Anomalies;
 use crate::model::brk::{BrkState, Headroom};
 use crate::model::call_stacks::{Allocated, StackId};
 use crate::model::exec::{ExecInfo, ImageFacts};
@@ -69,6 +70,8 @@ pub struct Process {
     pub(crate) allocated: std::collections::BTreeMap<StackId, Allocated>,
     /// Its container identity, once told (live: read from /proc at first sight).
     pub(crate) container: Option<crate::event::ContainerRecord>,
+    /// Successes the kernel cannot return, refused (see [`crate::model::anomaly`]).
+    pub(crate) anomalies: Anomalies,
 }
 
 impl Process {
@@ -101,7 +104,13 @@ impl Process {
             timeline: Timeline::default(),
             allocated: std::collections::BTreeMap::new(),
             container: None,
+            anomalies: Anomalies::default(),
         }
+    }
+
+    /// Records refused as impossible; the layout never saw them.
+    pub fn anomalies(&self) -> &Anomalies {
+        &self.anomalies
     }
 
     pub fn pid(&self) -> u32 {

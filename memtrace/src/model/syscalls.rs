@@ -2,6 +2,7 @@
 
 use crate::event::{Abi, Event, Syscall, SyscallRecord};
 use crate::model::address_space::AddressSpace;
+use crate::model::anomaly::{impossible_success, Anomaly};
 use crate::model::backing::Backing;
 use crate::model::brk::{BrkFailure, HEAP_NAME};
 use crate::model::memfd::{MemfdRegistry, MEMFD_PATH_PREFIX};
@@ -44,6 +45,21 @@ pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallRe
         Syscall::Brk => brk_refused(event.abi, record),
         _ => record.failed(),
     };
+    if let Some(reason) = (!failed)
+        .then(|| impossible_success(event.abi, record))
+        .flatten()
+    {
+        // Not a call of this syscall at all: neither counted nor applied.
+        target.process.anomalies.record(Anomaly {
+            time_ns: event.time_ns,
+            tid: event.tid,
+            syscall: record.syscall,
+            args: record.args,
+            ret: record.ret,
+            reason,
+        });
+        return;
+    }
     // An entry time of 0: the probe saw only the exit (attached mid-call, or the task moved
     // CPUs); the call counts, its latency is unknown.
     let latency_ns = (record.entry_ns != 0).then(|| event.time_ns.saturating_sub(record.entry_ns));

@@ -182,6 +182,15 @@ impl Probes {
         RingBuf::try_from(map).map_err(|e| ProbeError::Map(names::EVENTS_MAP, e))
     }
 
+    /// The stack-sample ring, handed to the capture task with the event ring.
+    pub fn take_stacks(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self
+            .ebpf
+            .take_map(names::STACKS_MAP)
+            .ok_or(ProbeError::Missing(names::STACKS_MAP))?;
+        RingBuf::try_from(map).map_err(|e| ProbeError::Map(names::STACKS_MAP, e))
+    }
+
     /// Events the kernel side could not deliver so far, summed over CPUs.
     pub fn lost(&self) -> Result<LostRecord, ProbeError> {
         let map = self
@@ -199,6 +208,7 @@ impl Probes {
         Ok(LostRecord {
             ring_full: total(lost_slot::RING_FULL)?,
             pending_full: total(lost_slot::PENDING_FULL)?,
+            stacks_not_sampled: total(lost_slot::STACK_NOT_SAMPLED)?,
         })
     }
 }

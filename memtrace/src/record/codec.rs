@@ -54,6 +54,9 @@ mod extended {
     pub const MODULE: u8 = 1;
     pub const KERNEL_SNAPSHOT: u8 = 2;
     pub const CONTAINER: u8 = 3;
+    /// A [`LostRecord`] that counts call stacks not sampled; one that does not keeps the
+    /// shorter [`kind::LOST`] form older readers know.
+    pub const LOST_WITH_STACKS: u8 = 4;
 }
 
 /// The byte that starts a syscall body: the [`Syscall`] number and which optional parts follow.
@@ -261,8 +264,9 @@ fn body_kind(body: &EventBody) -> u8 {
         EventBody::Exit(_) => kind::EXIT,
         EventBody::ExecMapping(_) => kind::EXEC_MAPPING,
         EventBody::Snapshot(_) => kind::SNAPSHOT,
-        EventBody::Lost(_) => kind::LOST,
-        EventBody::Stack(_)
+        EventBody::Lost(record) if record.stacks_not_sampled == 0 => kind::LOST,
+        EventBody::Lost(_)
+        | EventBody::Stack(_)
         | EventBody::Module(_)
         | EventBody::KernelSnapshot(_)
         | EventBody::Container(_) => kind::EXTENDED,
@@ -328,8 +332,14 @@ fn encode_body(body: &EventBody, time_ns: u64, context: &mut FrameContext, buf: 
         EventBody::ExecMapping(record) => encode_exec_mapping(record, buf),
         EventBody::Snapshot(record) => encode_snapshot(record, buf),
         EventBody::Lost(record) => {
+            if record.stacks_not_sampled != 0 {
+                buf.put_u8(extended::LOST_WITH_STACKS);
+            }
             put_uvarint(buf, record.ring_full);
             put_uvarint(buf, record.pending_full);
+            if record.stacks_not_sampled != 0 {
+                put_uvarint(buf, record.stacks_not_sampled);
+            }
         }
         EventBody::Stack(record) => {
             buf.put_u8(extended::STACK);
@@ -431,9 +441,15 @@ fn decode_body(
         kind::LOST => EventBody::Lost(LostRecord {
             ring_full: get_uvarint(buf)?,
             pending_full: get_uvarint(buf)?,
+            stacks_not_sampled: 0,
         }),
         kind::EXTENDED => match get_u8(buf)? {
             extended::STACK => EventBody::Stack(decode_stack(context, buf)?),
+            extended::LOST_WITH_STACKS => EventBody::Lost(LostRecord {
+                ring_full: get_uvarint(buf)?,
+                pending_full: get_uvarint(buf)?,
+                stacks_not_sampled: get_uvarint(buf)?,
+            }),
             extended::MODULE => EventBody::Module(ModuleRecord {
                 path: get_string(buf)?,
                 build_id: get_bytes(buf)?.to_vec(),

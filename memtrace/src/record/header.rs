@@ -87,26 +87,36 @@ pub(crate) fn encode_trailer(trailer: &Trailer, buf: &mut impl BufMut) {
     put_uvarint(buf, trailer.events);
     put_uvarint(buf, trailer.lost.ring_full);
     put_uvarint(buf, trailer.lost.pending_full);
-    // Appended in version 2; a version 1 reader ignores it.
+    // Appended in version 2 (a version 1 reader ignores them): the frame count, then the call
+    // stacks not sampled.
     if let Some(frames) = trailer.frames {
         put_uvarint(buf, frames);
+        put_uvarint(buf, trailer.lost.stacks_not_sampled);
     }
 }
 
 /// Like the header, ignores bytes after the known fields.
 pub(crate) fn decode_trailer(mut buf: &[u8]) -> Result<Trailer, Malformed> {
     let buf = &mut buf;
+    let events = get_uvarint(buf)?;
+    let ring_full = get_uvarint(buf)?;
+    let pending_full = get_uvarint(buf)?;
+    // Version 2's fields; a version 1 trailer ends here.
+    let (frames, stacks_not_sampled) = if buf.is_empty() {
+        (None, 0)
+    } else {
+        let frames = get_uvarint(buf)?;
+        let stacks = if buf.is_empty() { 0 } else { get_uvarint(buf)? };
+        (Some(frames), stacks)
+    };
     Ok(Trailer {
-        events: get_uvarint(buf)?,
+        events,
         lost: LostRecord {
-            ring_full: get_uvarint(buf)?,
-            pending_full: get_uvarint(buf)?,
+            ring_full,
+            pending_full,
+            stacks_not_sampled,
         },
-        frames: if buf.is_empty() {
-            None
-        } else {
-            Some(get_uvarint(buf)?)
-        },
+        frames,
     })
 }
 
@@ -154,6 +164,7 @@ mod tests {
             lost: LostRecord {
                 ring_full: 3,
                 pending_full: u64::MAX,
+                stacks_not_sampled: 7,
             },
             frames: Some(7),
         };

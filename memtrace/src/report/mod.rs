@@ -97,6 +97,10 @@ pub fn build_with(
     let lost = LostCounts {
         ring_full: session.lost.ring_full.max(model_lost.ring_full),
         pending_full: session.lost.pending_full.max(model_lost.pending_full),
+        stacks_not_sampled: session
+            .lost
+            .stacks_not_sampled
+            .max(model_lost.stacks_not_sampled),
     };
     Report {
         version: REPORT_VERSION,

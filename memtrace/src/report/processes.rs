@@ -1,13 +1,14 @@
 //! One process's part of the report, from its model view.
 
 use crate::model::{
-    DistributionSummary, ExecInfo, Headroom, ProcessView, Region, SyscallName, SyscallStats,
+    Anomalies, DistributionSummary, ExecInfo, Headroom, ProcessView, Region, SyscallName,
+    SyscallStats,
 };
 use crate::report::call_sites::{self, FrameNamer};
 use crate::report::format;
 use crate::report::schema::{
-    BrkFailureReport, BrkReport, Calls, ContainerReport, DistributionReport, Distributions,
-    ExecReport, LatencyTable, LayoutEntry, MappingRef, ProcessReport, SyscallTable,
+    AnomalyReport, BrkFailureReport, BrkReport, Calls, ContainerReport, DistributionReport,
+    Distributions, ExecReport, LatencyTable, LayoutEntry, MappingRef, ProcessReport, SyscallTable,
 };
 use crate::report::summary;
 use crate::report::timeline;
@@ -57,6 +58,28 @@ pub(crate) fn process_report(
             ns_pid: container.ns_pid,
             root: container.root.clone(),
         }),
+        anomalies: anomaly_report(process.anomalies()),
+    }
+}
+
+fn anomaly_report(anomalies: &Anomalies) -> AnomalyReport {
+    AnomalyReport {
+        count: anomalies.count,
+        examples: anomalies
+            .examples
+            .iter()
+            .map(|anomaly| {
+                format!(
+                    "{}({:#x}, {}, {}) = {:#x}: {}",
+                    SyscallName::of(anomaly.syscall).as_str(),
+                    anomaly.args[0],
+                    anomaly.args[1],
+                    anomaly.args[2],
+                    anomaly.ret,
+                    anomaly.reason
+                )
+            })
+            .collect(),
     }
 }
 

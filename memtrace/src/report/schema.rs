@@ -56,6 +56,9 @@ pub struct LostCounts {
     pub ring_full: u64,
     /// Syscalls whose entry could not be remembered.
     pub pending_full: u64,
+    /// Call stacks not sampled (their ring was full): not lost events, the syscalls were
+    /// all applied; only who made them is unknown.
+    pub stacks_not_sampled: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -88,6 +91,16 @@ pub struct ProcessReport {
     /// Who it is in its container, when known: paths in the report are as the process sees
     /// them, and `container.root` + path is where the host has the file.
     pub container: Option<ContainerReport>,
+    /// Successful results the kernel cannot return (a decoding fault), refused by the model:
+    /// neither counted in `syscalls` nor applied to `layout`.
+    pub anomalies: AnomalyReport,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AnomalyReport {
+    pub count: u64,
+    /// The first few, as `munmap(0x119518b4, 393) = 0: unaligned address`.
+    pub examples: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -602,11 +602,17 @@ fn text_shows_groups_findings_and_lost_events() {
     info.lost = LostRecord {
         ring_full: 120,
         pending_full: 3,
+        stacks_not_sampled: 5,
     };
     let report = build(&feed.model, &info);
     let rendered = text::render(&report, &TextOptions::default());
     println!("{rendered}");
+    // Unsampled stacks are shown apart, never counted as lost events.
     assert!(rendered.contains("WARNING: 123 events lost"), "{rendered}");
+    assert!(
+        rendered.contains("note: 5 call stacks not sampled"),
+        "{rendered}"
+    );
     assert!(rendered.contains("pid 4242 (dotnet)"));
     assert!(rendered.contains("exited 0"));
     let group_line = rendered

@@ -63,6 +63,13 @@ fn header(out: &mut String, report: &Report) {
             report.lost_events, report.lost.ring_full, report.lost.pending_full,
         );
     }
+    if report.lost.stacks_not_sampled > 0 {
+        let _ = writeln!(
+            out,
+            "note: {} not sampled (stack ring full); no event was lost for it",
+            count_of(report.lost.stacks_not_sampled, "call stack", "call stacks"),
+        );
+    }
 }
 
 fn process_block(
@@ -103,6 +110,7 @@ fn process_block(
     growth_line(out, process);
     brk_lines(out, report, process);
     syscall_table(out, process);
+    anomaly_lines(out, process);
     kind_table(out, process);
     if options.show_layout {
         layout(out, process);
@@ -162,6 +170,21 @@ fn syscall_table(out: &mut String, process: &ProcessReport) {
     }
     for line in table(&rows, "  ", &[0]) {
         let _ = writeln!(out, "{line}");
+    }
+}
+
+fn anomaly_lines(out: &mut String, process: &ProcessReport) {
+    let anomalies = &process.anomalies;
+    if anomalies.count == 0 {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  {} refused (results the kernel cannot return; layout untouched):",
+        count_of(anomalies.count, "impossible call", "impossible calls"),
+    );
+    for example in &anomalies.examples {
+        let _ = writeln!(out, "    {example}");
     }
 }
 

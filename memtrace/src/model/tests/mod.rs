@@ -1,6 +1,7 @@
 //! The model driven by synthetic event streams; every layout is checked exactly.
 
 mod heap;
+mod impossible;
 mod lifecycle;
 mod mappings;
 mod memfd;

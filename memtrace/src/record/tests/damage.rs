@@ -25,6 +25,7 @@ fn small_recording() -> (Vec<u8>, Vec<Event>) {
         Some(LostRecord {
             ring_full: 1,
             pending_full: 2,
+            stacks_not_sampled: 0,
         }),
     );
     (bytes, events)

@@ -306,6 +306,7 @@ pub(crate) fn every_variant() -> Vec<Event> {
             EventBody::Lost(LostRecord {
                 ring_full: u64::MAX,
                 pending_full: 0,
+                stacks_not_sampled: 0,
             }),
         ),
         event(2_900, 4003, EventBody::Lost(LostRecord::default())),
@@ -350,6 +351,7 @@ pub(crate) fn every_variant() -> Vec<Event> {
                 EventBody::Lost(LostRecord {
                     ring_full: 1,
                     pending_full: 2,
+                    stacks_not_sampled: 3,
                 }),
             );
             renamed.comm = comm;

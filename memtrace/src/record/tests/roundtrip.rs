@@ -10,6 +10,7 @@ fn every_variant_round_trips_in_every_framing() {
     let lost = LostRecord {
         ring_full: 17,
         pending_full: u64::MAX,
+        stacks_not_sampled: 9,
     };
     let framings = [
         WriterOptions::default(),

@@ -1,0 +1,196 @@
+//! Oracles for fidelity tests: the kernel's own /proc/PID/maps against the rebuilt layout,
+//! and strace's per-pid syscall counts against the report's.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+/// (perms, backing) of a byte, as both sides name it.
+type Attributes = (String, String);
+
+struct Interval {
+    start: u64,
+    end: u64,
+    attributes: Attributes,
+}
+
+/// The same backing named the same way on both sides: /proc shows memfds as
+/// `/memfd:NAME (deleted)`, anonymous memory with no name.
+fn normalized_backing(name: &str) -> String {
+    let name = name.trim_end_matches(" (deleted)");
+    let name = name
+        .strip_prefix('/')
+        .filter(|n| n.starts_with("memfd:"))
+        .unwrap_or(name);
+    match name {
+        "" | "[anon]" => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn kernel_layout(maps: &str) -> Vec<Interval> {
+    maps.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (start, end) = fields.next()?.split_once('-')?;
+            let perms = fields.next()?.to_string();
+            let name = fields.skip(3).collect::<Vec<_>>().join(" ");
+            // The vsyscall page is not a VMA of the process; no syscall ever makes it.
+            (name != "[vsyscall]").then(|| Interval {
+                start: u64::from_str_radix(start, 16).unwrap(),
+                end: u64::from_str_radix(end, 16).unwrap(),
+                attributes: (perms, normalized_backing(&name)),
+            })
+        })
+        .collect()
+}
+
+fn rebuilt_layout(process: &Value) -> Vec<Interval> {
+    process["layout"]
+        .as_array()
+        .expect("layout")
+        .iter()
+        .map(|region| Interval {
+            start: region["start"].as_u64().unwrap(),
+            end: region["end"].as_u64().unwrap(),
+            attributes: (
+                region["perms"].as_str().unwrap().to_string(),
+                normalized_backing(region["name"].as_str().unwrap()),
+            ),
+        })
+        .collect()
+}
+
+/// How far a rebuilt layout agrees with the kernel's.
+pub struct Agreement {
+    /// Bytes mapped alike (same perms, same backing) on both sides.
+    pub agreeing: u64,
+    /// Bytes mapped on either side.
+    pub mapped: u64,
+    /// The ranges that differ, one per line.
+    pub differences: String,
+}
+
+impl Agreement {
+    pub fn ratio(&self) -> f64 {
+        self.agreeing as f64 / self.mapped.max(1) as f64
+    }
+}
+
+/// Compares a process entry of the JSON report with the text of its /proc/PID/maps.
+pub fn agreement(process: &Value, maps: &str) -> Agreement {
+    let kernel = kernel_layout(maps);
+    let rebuilt = rebuilt_layout(process);
+    let mut cuts = BTreeSet::new();
+    for interval in kernel.iter().chain(&rebuilt) {
+        cuts.insert(interval.start);
+        cuts.insert(interval.end);
+    }
+    let cuts: Vec<u64> = cuts.into_iter().collect();
+    let at = |layout: &[Interval], address: u64| {
+        // Sorted by start on both sides: the last interval starting at or below.
+        let index = layout.partition_point(|i| i.start <= address);
+        index
+            .checked_sub(1)
+            .map(|i| &layout[i])
+            .filter(|i| address < i.end)
+            .map(|i| i.attributes.clone())
+    };
+    let mut result = Agreement {
+        agreeing: 0,
+        mapped: 0,
+        differences: String::new(),
+    };
+    for window in cuts.windows(2) {
+        let (start, end) = (window[0], window[1]);
+        let ours = at(&rebuilt, start);
+        let theirs = at(&kernel, start);
+        if ours.is_none() && theirs.is_none() {
+            continue;
+        }
+        result.mapped += end - start;
+        if ours == theirs {
+            result.agreeing += end - start;
+        } else if result.differences.len() < 4000 {
+            result.differences.push_str(&format!(
+                "  {start:#x}-{end:#x}: kernel {theirs:?}, memtrace {ours:?}\n"
+            ));
+        }
+    }
+    result
+}
+
+/// Per pid, (calls, failed) of each reported syscall.
+pub type StraceCounts = BTreeMap<u64, BTreeMap<&'static str, (u64, u64)>>;
+
+/// Per pid, (calls, failed) of each reported syscall in `strace -f -o` output. strace names
+/// a thread by its tid: traced with `clone,clone3` too, a `CLONE_THREAD` clone's result tells
+/// which process a tid belongs to, and its calls are counted there. A call split by another
+/// thread's line (`<unfinished ...>` / `<... resumed>`) counts once, at its start; its result
+/// is on the resumed line.
+pub fn strace_counts(log: &str) -> StraceCounts {
+    let mut counts = StraceCounts::new();
+    let mut process_of: BTreeMap<u64, u64> = BTreeMap::new();
+    // Threads whose CLONE_THREAD clone was split, by the tid that made it.
+    let mut cloning_thread: BTreeSet<u64> = BTreeSet::new();
+    for line in log.lines() {
+        let Some((tid, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(tid) = tid.trim().parse::<u64>() else {
+            continue;
+        };
+        let pid = *process_of.get(&tid).unwrap_or(&tid);
+        let rest = rest.trim_start();
+        let (name, starts_call) = if let Some(resumed) = rest.strip_prefix("<... ") {
+            (resumed.split_whitespace().next().unwrap_or(""), false)
+        } else {
+            (rest.split('(').next().unwrap_or(""), true)
+        };
+        if name == "clone" || name == "clone3" {
+            let thread = if starts_call {
+                rest.contains("CLONE_THREAD")
+            } else {
+                cloning_thread.remove(&tid)
+            };
+            if thread && rest.ends_with("<unfinished ...>") {
+                cloning_thread.insert(tid);
+            } else if let Some(child) = rest
+                .rsplit_once(") = ")
+                .and_then(|(_, result)| result.split_whitespace().next())
+                .and_then(|result| result.parse::<u64>().ok())
+                .filter(|_| thread)
+            {
+                process_of.insert(child, pid);
+            }
+            continue;
+        }
+        let Some(reported) = reported_name(name) else {
+            continue;
+        };
+        let entry = counts.entry(pid).or_default().entry(reported).or_default();
+        if starts_call {
+            entry.0 += 1;
+        }
+        if rest.contains(") = -1 ") || rest.ends_with("= -1") {
+            entry.1 += 1;
+        }
+    }
+    counts
+}
+
+/// The `-e` filter that gives [`strace_counts`] what it needs.
+pub const STRACE_FILTER: &str = "trace=%memory,memfd_create,execve,execveat,clone,clone3";
+
+fn reported_name(strace_name: &str) -> Option<&'static str> {
+    Some(match strace_name {
+        "mmap" | "mmap2" | "old_mmap" => "mmap",
+        "munmap" => "munmap",
+        "brk" => "brk",
+        "mremap" => "mremap",
+        "mprotect" => "mprotect",
+        "memfd_create" => "memfd_create",
+        "execve" | "execveat" => "execve",
+        _ => return None,
+    })
+}
