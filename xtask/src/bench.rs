@@ -21,6 +21,9 @@ pub struct BenchOptions {
     /// Runs per configuration; the median is reported.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
+    /// Only measure memtrace's memory footprint (not the overhead and replay speed).
+    #[arg(long)]
+    footprint_only: bool,
 }
 
 /// Each iteration of the workload makes two syscalls (mmap, munmap).
@@ -135,8 +138,11 @@ struct Summary {
 
 pub fn bench(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
     let memtrace = build::build(workspace)?;
-    let workload = compile_workload(workspace)?;
     let scratch = ScratchDir::create()?;
+    if options.footprint_only {
+        return crate::footprint::measure(workspace, &memtrace, &scratch.path);
+    }
+    let workload = compile_workload(workspace)?;
 
     let mut summaries = Vec::new();
     let mut recording = None;
