@@ -6,6 +6,8 @@
 //! - `footprint churn HOURS`: feeds the model a compressed-time attach to a process with
 //!   steady churn (a 4 MiB buffer mapped and freed 20 times a second, a short-lived child every
 //!   10 seconds) and prints memtrace's RSS after every simulated hour: it must stay flat.
+//! - `footprint model-forks N`: the model alone fed N short-lived processes; prints the RSS
+//!   per process.
 //! - `footprint regions N`: one process leaking N pages; prints the RSS per live region.
 
 use std::{env, fs, process::ExitCode};
@@ -35,6 +37,10 @@ fn main() -> ExitCode {
         },
         (Some("churn"), Some(hours)) => {
             churn(hours);
+            ExitCode::SUCCESS
+        }
+        (Some("model-forks"), Some(count)) => {
+            model_forks(count);
             ExitCode::SUCCESS
         }
         (Some("regions"), Some(count)) => {
@@ -202,6 +208,24 @@ fn churn(hours: u64) {
         println!("churn hour {hour} rss_kib {}", rss_kib());
     }
     println!("churn events {}", model.events());
+}
+
+/// The model alone (no decoding, no report) fed N short-lived processes.
+fn model_forks(count: u64) {
+    let mut model = Model::new();
+    model.apply(&parent_snapshot(START_NS));
+    let before = rss_kib();
+    for index in 0..count {
+        let child = 2000 + (index % 4_000_000) as u32;
+        for event in short_lived_child(START_NS + 10_000 + index * 10_000, child) {
+            model.apply(&event);
+        }
+    }
+    let after = rss_kib();
+    println!(
+        "model-forks {count} rss_kib {after} bytes_per_process {}",
+        (after.saturating_sub(before) * 1024) / count.max(1)
+    );
 }
 
 fn regions(count: u64) {

@@ -29,6 +29,9 @@ pub struct BenchOptions {
     /// mmap+munmap pairs per thread in the sustained-rate runs.
     #[arg(long, default_value_t = 200_000)]
     rate_rounds: u64,
+    /// Only measure memtrace's memory footprint (not the overhead and replay speed).
+    #[arg(long)]
+    footprint_only: bool,
 }
 
 /// Each iteration of the workload makes two syscalls (mmap, munmap).
@@ -143,8 +146,11 @@ struct Summary {
 
 pub fn bench(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
     let memtrace = build::build(workspace)?;
-    let workload = compile_workload(workspace)?;
     let scratch = ScratchDir::create()?;
+    if options.footprint_only {
+        return crate::footprint::measure(workspace, &memtrace, &scratch.path);
+    }
+    let workload = compile_workload(workspace)?;
     if options.hook_only {
         return hook_cost::measure(
             workspace,

@@ -95,9 +95,14 @@ impl AddressSpace {
         merged
     }
 
-    /// Keeps only the regions for which `keep` holds.
+    /// Keeps only the regions for which `keep` holds, in a map built afresh: one that lost
+    /// most of its regions gives its nodes back.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Region) -> bool) {
-        self.regions.retain(|_, region| keep(region));
+        let regions = std::mem::take(&mut self.regions);
+        self.regions = regions
+            .into_iter()
+            .filter(|(_, region)| keep(region))
+            .collect();
     }
 
     /// Maps a region, replacing whatever it overlays (MAP_FIXED semantics; a kernel-chosen

@@ -86,13 +86,19 @@ pub struct DistributionSummary {
     pub max: u64,
 }
 
-/// A histogram created on the first value: most processes never call most syscalls. Once its
-/// process has exited it is compacted to the summary the report shows (a histogram is a few
-/// KiB; an exited process must cost memtrace bytes, not kilobytes).
+/// A histogram created on the first value: most processes never call most syscalls, so an
+/// unused distribution is one null pointer. Once its process has exited it is compacted to
+/// the summary the report shows (a histogram is a few KiB; an exited process must cost
+/// memtrace bytes, not kilobytes).
 #[derive(Clone, Debug, Default)]
 pub struct Distribution {
-    histogram: Option<Histogram<u64>>,
-    frozen: Option<DistributionSummary>,
+    state: Option<Box<State>>,
+}
+
+#[derive(Clone, Debug)]
+enum State {
+    Recording(Histogram<u64>),
+    Compacted(DistributionSummary),
 }
 
 impl Distribution {
@@ -101,13 +107,12 @@ impl Distribution {
     const SIGNIFICANT_DIGITS: u8 = 2;
 
     pub fn record(&mut self, value: u64) {
-        if self.frozen.is_some() {
-            return;
+        if self.state.is_none() {
+            self.state = Histogram::new(Self::SIGNIFICANT_DIGITS)
+                .ok()
+                .map(|histogram| Box::new(State::Recording(histogram)));
         }
-        if self.histogram.is_none() {
-            self.histogram = Histogram::new(Self::SIGNIFICANT_DIGITS).ok();
-        }
-        if let Some(histogram) = &mut self.histogram {
+        if let Some(State::Recording(histogram)) = self.state.as_deref_mut() {
             // `record` grows the histogram to fit; `saturating_record` would clamp to its
             // current range instead. Values beyond what it can ever grow to are clamped.
             if histogram.record(value).is_err() {
@@ -118,18 +123,16 @@ impl Distribution {
 
     /// Keeps only the summary; later values are not recorded.
     pub(crate) fn compact(&mut self) {
-        if let Some(histogram) = self.histogram.take() {
-            let summary = Self::summarize(&histogram);
-            self.frozen = Some(summary);
+        if let Some(State::Recording(histogram)) = self.state.as_deref() {
+            let summary = Self::summarize(histogram);
+            self.state = Some(Box::new(State::Compacted(summary)));
         }
     }
 
     pub fn summary(&self) -> DistributionSummary {
-        if let Some(frozen) = self.frozen {
-            return frozen;
-        }
-        match &self.histogram {
-            Some(histogram) => Self::summarize(histogram),
+        match self.state.as_deref() {
+            Some(State::Recording(histogram)) => Self::summarize(histogram),
+            Some(State::Compacted(summary)) => *summary,
             None => DistributionSummary::default(),
         }
     }
@@ -205,7 +208,10 @@ mod tests {
         }
         let summary = distribution.summary();
         distribution.compact();
-        assert!(distribution.histogram.is_none());
+        assert!(matches!(
+            distribution.state.as_deref(),
+            Some(State::Compacted(_))
+        ));
         assert_eq!(distribution.summary(), summary);
     }
 }
