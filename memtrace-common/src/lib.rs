@@ -329,6 +329,10 @@ pub struct KernelOffsets {
     pub mount_mnt_parent: u32,
     pub mount_mnt_mountpoint: u32,
     pub vfsmount_mnt_root: u32,
+    /// `task_struct.fs` and `fs_struct.root`: the task's root directory, where a path as the
+    /// task sees it starts (a chroot's or a container's root).
+    pub task_fs: u32,
+    pub fs_struct_root: u32,
     pub mm_start_code: u32,
     pub mm_end_code: u32,
     pub mm_start_data: u32,

@@ -4,7 +4,7 @@
 use std::{
     ffi::OsString,
     io::{self, Write},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     time::Duration,
 };
@@ -21,7 +21,9 @@ use crate::{
     launch, output,
     probes::{ProbeError, ProbeOptions},
     replay::{self, ReplayOptions},
-    report::{self, text::TextOptions, FrameName, FrameNamer, Report, SessionInfo, Source},
+    report::{
+        self, text::TextOptions, FrameName, FrameNamer, Report, ReportOptions, SessionInfo, Source,
+    },
     session::{self, LiveOptions, SessionError, Target},
     stacks::Symbolizer,
 };
@@ -104,6 +106,10 @@ pub struct TraceArgs {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<f64>,
+    /// Every SECONDS, print per traced process its live totals and the groups that grew
+    /// most, with deltas and rates (on stderr).
+    #[arg(long, value_name = "SECONDS")]
+    pub interval: Option<f64>,
     /// Write the whole event stream to FILE, to replay it later (`memtrace replay FILE`).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
@@ -144,6 +150,13 @@ pub struct ReplayArgs {
     /// Report only these processes (repeatable).
     #[arg(long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
+    /// With --until: report only what was created from this many seconds into the session
+    /// and is still mapped at --until (or at the end): what grew in that window.
+    #[arg(long, value_name = "SECONDS")]
+    pub since: Option<f64>,
+    /// Every SECONDS of the recorded session, print the growth block `--interval` prints live.
+    #[arg(long, value_name = "SECONDS")]
+    pub interval: Option<f64>,
     /// Print one line per event (on stderr), as `--events` did live.
     #[arg(long)]
     pub events: bool,
@@ -224,15 +237,7 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
             "nothing to trace: give a command (`memtrace -- CMD`) or a process (`memtrace --pid PID`)"
         ),
     };
-    // Refused before tracing starts: finding out at the end would lose the session.
-    let mut outputs = Vec::new();
-    if let Some(path) = &args.record {
-        outputs.push(("--record", path.as_path()));
-    }
-    if let Some(path) = &args.output.output {
-        outputs.push(("-o", path.as_path()));
-    }
-    output::refuse_same_file(&outputs)?;
+    refuse_shared_outputs(args.record.as_deref(), &args.output)?;
     let duration = match args.duration {
         Some(seconds) if seconds <= 0.0 => {
             anyhow::bail!("--duration must be a positive number of seconds")
@@ -252,6 +257,7 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
         duration,
         record: args.record.clone(),
         command_line: std::env::args().collect(),
+        interval: interval_option(args.interval)?,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -304,10 +310,20 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.output.output {
         output::refuse_input(("-o", path), ("the recording", &args.file))?;
     }
+    let since = match args.since {
+        Some(seconds) => Some(seconds_option("--since", seconds)?),
+        None => None,
+    };
+    if let (Some(since), Some(until)) = (since, until) {
+        if since > until {
+            anyhow::bail!("--since must not be later than --until");
+        }
+    }
     let replayed = replay::run(&ReplayOptions {
         path: args.file.clone(),
         until,
         print_events: args.events,
+        interval: interval_option(args.interval)?,
     })?;
     // A damaged recording still gets its report (nothing read is lost), then a non-zero exit
     // with one line per problem.
@@ -328,7 +344,8 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if !replayed.pipeline.kernel.is_empty() {
         let report = kernel::report::build(&replayed.pipeline.kernel, Source::Replay);
         write_kernel_report(&report, &args.output)?;
-        return Ok(if damaged && args.until.is_none() {
+        // As for a user-space recording: damage fails the replay, --until or not.
+        return Ok(if damaged {
             ExitCode::from(2)
         } else {
             ExitCode::SUCCESS
@@ -340,9 +357,20 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         lost: replayed.pipeline.lost,
     };
     let mut pipeline = replayed.pipeline;
-    let mut report = report::build_named(
+    let options = ReportOptions {
+        since_ns: since.map_or(0, |since| {
+            replayed
+                .header
+                .clock_base
+                .monotonic_ns
+                .saturating_add(since.as_nanos() as u64)
+        }),
+        ..ReportOptions::default()
+    };
+    let mut report = report::build_with(
         &pipeline.model,
         &info,
+        &options,
         &mut SymbolNames(&mut pipeline.symbolizer),
     );
     if !args.pids.is_empty() {
@@ -356,7 +384,34 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The most seconds a time option takes: about 31 years, far beyond any session, and small
+/// enough that adding it to a clock reading or counting it in nanoseconds cannot overflow.
+const MAX_SECONDS: f64 = 1e9;
+
+/// A time option as a duration, or one line saying what it must be (not a panic: `1e30` does
+/// not fit a `Duration`).
+fn seconds_option(option: &str, seconds: f64) -> anyhow::Result<Duration> {
+    if !(0.0..=MAX_SECONDS).contains(&seconds) {
+        anyhow::bail!("{option} {seconds} is out of range: give 0 to {MAX_SECONDS} seconds");
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Two outputs naming one file (through `..`, a link or a hard link) are refused before
+/// tracing starts: finding out at the end would lose the session.
+fn refuse_shared_outputs(record: Option<&Path>, output: &OutputArgs) -> anyhow::Result<()> {
+    let mut outputs = Vec::new();
+    if let Some(path) = record {
+        outputs.push(("--record", path));
+    }
+    if let Some(path) = &output.output {
+        outputs.push(("-o", path.as_path()));
+    }
+    Ok(output::refuse_same_file(&outputs)?)
+}
+
 fn run_kernel(args: KernelArgs) -> anyhow::Result<ExitCode> {
+    refuse_shared_outputs(args.record.as_deref(), &args.output)?;
     let target = match (args.pid, args.command.is_empty()) {
         (Some(pid), _) => KernelTarget::Pid(pid),
         (None, false) => KernelTarget::Command(args.command.clone()),
@@ -366,15 +421,6 @@ fn run_kernel(args: KernelArgs) -> anyhow::Result<ExitCode> {
         !args.follow || !matches!(target, KernelTarget::System),
         "--follow needs --pid or a command"
     );
-    // Refused before tracing starts: finding out at the end would lose the session.
-    let mut outputs = Vec::new();
-    if let Some(path) = &args.record {
-        outputs.push(("--record", path.as_path()));
-    }
-    if let Some(path) = &args.output.output {
-        outputs.push(("-o", path.as_path()));
-    }
-    output::refuse_same_file(&outputs)?;
     let duration = match args.duration {
         Some(seconds) if seconds <= 0.0 => {
             anyhow::bail!("--duration must be a positive number of seconds")
@@ -433,17 +479,15 @@ fn write_kernel_report(
     write_rendered(&rendered, output)
 }
 
-/// The most seconds a time option takes: about 31 years, far beyond any session, and small
-/// enough that adding it to a clock reading or counting it in nanoseconds cannot overflow.
-const MAX_SECONDS: f64 = 1e9;
-
-/// A time option as a duration, or one line saying what it must be (not a panic: `1e30` does
-/// not fit a `Duration`).
-fn seconds_option(option: &str, seconds: f64) -> anyhow::Result<Duration> {
-    if !(0.0..=MAX_SECONDS).contains(&seconds) {
-        anyhow::bail!("{option} {seconds} is out of range: give 0 to {MAX_SECONDS} seconds");
+/// `--interval`: a positive number of seconds.
+fn interval_option(seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
+    match seconds {
+        Some(seconds) if seconds.is_nan() || seconds <= 0.0 => {
+            anyhow::bail!("--interval must be a positive number of seconds")
+        }
+        Some(seconds) => Ok(Some(seconds_option("--interval", seconds)?)),
+        None => Ok(None),
     }
-    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// Names call-stack frames from the binaries on this machine, as the symbolizer first saw

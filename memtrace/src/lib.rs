@@ -16,6 +16,8 @@ pub mod capture;
 pub mod cli;
 pub mod event;
 pub mod event_line;
+pub mod file_access;
+pub mod interval;
 pub mod kernel;
 pub mod launch;
 pub mod linux_abi;

@@ -8,6 +8,7 @@ use crate::{
     capture::StackCapture,
     event::{Abi, Event, EventBody, LostRecord, ModuleRecord, StackRecord},
     event_line,
+    interval::IntervalPrinter,
     kernel::model::KernelModel,
     model::{AddressSpace, Model, RegionKind},
     record::{RecordError, RecordingWriter},
@@ -58,6 +59,8 @@ pub struct Pipeline {
     pub lost: LostRecord,
     /// Kernel mode's allocations (`memtrace kernel`), from its snapshots.
     pub kernel: KernelModel,
+    /// `--interval`: blocks of growth per interval.
+    interval: Option<IntervalPrinter>,
 }
 
 impl Pipeline {
@@ -74,6 +77,19 @@ impl Pipeline {
             events: 0,
             lost: LostRecord::default(),
             kernel: KernelModel::default(),
+            interval: None,
+        }
+    }
+
+    /// Prints a block of growth per interval (`--interval`) as events go by.
+    pub fn print_intervals(&mut self, printer: IntervalPrinter) {
+        self.interval = Some(printer);
+    }
+
+    /// Prints the interval blocks due by `now_ns` (a live session's clock, for quiet spans).
+    pub fn tick_interval(&mut self, now_ns: u64) {
+        if let Some(interval) = &mut self.interval {
+            interval.tick(now_ns, &self.model);
         }
     }
 
@@ -103,6 +119,8 @@ impl Pipeline {
             }
             _ => self.events += 1,
         }
+        // Before the event: a block shows the state at its boundary.
+        self.tick_interval(event.time_ns);
         self.model.apply(event);
         Ok(())
     }

@@ -12,6 +12,8 @@ pub struct ReplayOptions {
     /// Stop at this point of the session (from the recording's start).
     pub until: Option<Duration>,
     pub print_events: bool,
+    /// `--interval`: a block of growth every this long of the recorded session.
+    pub interval: Option<Duration>,
 }
 
 pub struct Replayed {
@@ -29,7 +31,7 @@ pub fn run(options: &ReplayOptions) -> Result<Replayed, RecordError> {
     let printer = options.print_events.then(|| {
         Box::new(std::io::LineWriter::new(std::io::stderr())) as Box<dyn std::io::Write + Send>
     });
-    replay_from(reader, options.until, printer)
+    replay_from(reader, options.until, options.interval, printer)
 }
 
 /// The replay of a recording already opened, from any source (a file; bytes in `cargo xtask
@@ -37,10 +39,14 @@ pub fn run(options: &ReplayOptions) -> Result<Replayed, RecordError> {
 pub fn replay_from<R: std::io::Read>(
     mut reader: RecordingReader<R>,
     until: Option<Duration>,
+    interval: Option<Duration>,
     printer: Option<Box<dyn std::io::Write + Send>>,
 ) -> Result<Replayed, RecordError> {
     let header = reader.header().clone();
     let mut pipeline = Pipeline::new(printer, None);
+    if let Some(period) = interval {
+        pipeline.print_intervals(crate::session::interval_printer(period));
+    }
     let stop_at = until.map(|until| {
         header
             .clock_base

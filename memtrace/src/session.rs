@@ -43,6 +43,8 @@ pub struct LiveOptions {
     pub record: Option<PathBuf>,
     /// memtrace's own command line, kept in the recording.
     pub command_line: Vec<String>,
+    /// `--interval`: print a block of growth on stderr every this long.
+    pub interval: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +117,10 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
     let mut probes = Probes::load(&options.probes)?;
     let mut capture = Capture::new(probes.take_events()?).map_err(SessionError::Ring)?;
     let mut pipeline = Pipeline::new(printer(options.print_events), recorder(&options)?);
+    let mut interval_ticks = options.interval.map(|period| {
+        pipeline.print_intervals(interval_printer(period));
+        tokio::time::interval(period)
+    });
 
     // Events a process made before its snapshot are already part of the snapshot.
     let mut snapshot_taken_at: HashMap<u32, u64> = HashMap::new();
@@ -180,6 +186,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
             }
             _ = terminate.recv() => break,
             _ = sleep_until(deadline) => break,
+            _ = next_tick(&mut interval_ticks) => pipeline.tick_interval(monotonic_ns()),
             status = wait_for(&mut command_wait) => {
                 command_status = status.ok().and_then(Result::ok);
                 command_wait = None;
@@ -305,6 +312,23 @@ fn report_new_losses(
         })?;
     }
     Ok(lost)
+}
+
+/// The `--interval` blocks go to stderr, like `--events`.
+pub fn interval_printer(period: Duration) -> crate::interval::IntervalPrinter {
+    crate::interval::IntervalPrinter::new(
+        period.as_nanos().min(u64::MAX.into()) as u64,
+        Box::new(std::io::LineWriter::new(std::io::stderr())),
+    )
+}
+
+async fn next_tick(ticks: &mut Option<tokio::time::Interval>) {
+    match ticks {
+        Some(ticks) => {
+            ticks.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -6,6 +6,8 @@ mod bench_kernel;
 mod build;
 mod cmd;
 mod demo;
+mod dist;
+mod footprint;
 mod privilege;
 mod run;
 mod setup;
@@ -53,6 +55,9 @@ enum Task {
     },
     /// Build, then measure memtrace's overhead, recording size and replay speed.
     Bench(bench::BenchOptions),
+    /// Build the static, stripped memtrace to copy to servers: target/dist/memtrace, with its
+    /// debug info (memtrace.debug) and checksum (memtrace.sha256) beside it.
+    Dist,
     /// Boot a Debian kernel under qemu with this machine's root and run CMD there as root.
     Vm(vm::VmOptions),
 }
@@ -76,6 +81,7 @@ fn run_task(task: Task) -> anyhow::Result<()> {
         Task::Run { memtrace_args } => run::run(&workspace, memtrace_args),
         Task::Test { cargo_test_args } => test::test(&workspace, cargo_test_args),
         Task::Bench(options) => bench::bench(&workspace, &options),
+        Task::Dist => dist::dist(&workspace).map(|_| ()),
         Task::Vm(options) => vm::vm(&workspace, &options),
     }
 }

@@ -8,6 +8,7 @@ pub mod address_space;
 mod backing;
 pub mod brk;
 pub mod call_stacks;
+mod compact;
 pub mod exec;
 pub mod fds;
 pub mod memfd;
@@ -135,6 +136,11 @@ impl Model {
     /// Includes children only seen being forked; [`Process::traced`] tells them apart.
     pub fn processes(&self) -> impl Iterator<Item = ProcessView<'_>> + '_ {
         self.processes.iter().map(|process| self.view(process))
+    }
+
+    /// The processes that have not exited, in order of first appearance.
+    pub fn live_processes(&self) -> impl Iterator<Item = ProcessView<'_>> + '_ {
+        self.live.iter().map(|&id| self.view(&self.processes[id]))
     }
 
     /// The latest process with this pid.
@@ -453,7 +459,10 @@ impl Model {
         let process = &mut self.processes[id];
         process.memfds_closed_at_exit = closed;
         process.fds.close_all(&mut self.memfds);
-        process.pending_exec.clear();
+        // Compacted to what the report needs: memory grows with live processes, not with
+        // the ones come and gone.
+        process.pending_exec = Vec::new();
+        process.stats.compact();
         process.exit = Some(ExitInfo {
             time_ns: event.time_ns,
             status: record.status,
@@ -475,6 +484,15 @@ impl Model {
                 &mut self.groups,
             );
             self.processes[id].timeline.push(sample);
+        }
+        let process = &self.processes[id];
+        if process.birth == Birth::Fork && process.execs.is_empty() {
+            compact::inherited_copy(
+                &mut self.mms[process.mm.0].space,
+                process.pid,
+                &process.brk,
+                &self.stacks,
+            );
         }
     }
 

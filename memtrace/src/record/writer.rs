@@ -407,7 +407,7 @@ mod tests {
             ..WriterOptions::default()
         };
         let mut writer = RecordingWriter::new(disk, &sample_header(), options).unwrap();
-        let event = crate::record::bench::mmap_munmap_loop(1).next().unwrap();
+        let event = crate::record::workload::mmap_munmap_loop(1).next().unwrap();
         let mut result = Ok(());
         for _ in 0..100 {
             result = writer.write_event(&event);
@@ -431,7 +431,7 @@ mod tests {
         };
         let mut writer = RecordingWriter::new(Vec::new(), &sample_header(), options).unwrap();
         let header_bytes = writer.bytes_written();
-        let event = crate::record::bench::mmap_munmap_loop(1).next().unwrap();
+        let event = crate::record::workload::mmap_munmap_loop(1).next().unwrap();
         writer.write_event(&event).unwrap();
         let start = writer.last_flush;
         assert!(!writer

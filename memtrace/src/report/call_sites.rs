@@ -37,11 +37,15 @@ const CALL_SITE_FRAMES: usize = 4;
 
 pub(crate) fn unreleased_by_stack(
     view: &ProcessView<'_>,
+    since_ns: u64,
     namer: &mut dyn FrameNamer,
 ) -> Vec<CallSiteGroup> {
     type Site = (u64, BTreeMap<u64, u64>, Vec<&'static str>);
     let mut by_stack: BTreeMap<&[u64], Site> = BTreeMap::new();
-    for region in view.unreleased() {
+    for region in view
+        .unreleased()
+        .filter(|region| region.created.time_ns >= since_ns)
+    {
         let frames = view.stack_frames(region);
         if frames.is_empty() {
             continue;

@@ -42,6 +42,9 @@ pub struct ReportOptions {
     pub large_anon_bytes: u64,
     /// After an ABI-crossing exec, a mapping this close above the brk start starves the heap.
     pub near_brk_bytes: u64,
+    /// `replay --since`: unreleased memory (and the findings about it) counts only regions
+    /// created from this time on (CLOCK_MONOTONIC ns); 0 counts all.
+    pub since_ns: u64,
 }
 
 impl Default for ReportOptions {
@@ -49,6 +52,7 @@ impl Default for ReportOptions {
         Self {
             large_anon_bytes: 1 << 20,
             near_brk_bytes: 8 << 20,
+            since_ns: 0,
         }
     }
 }
@@ -74,12 +78,12 @@ pub fn build_with(
         // A child forked by a traced parent without --follow was never traced itself.
         .filter(|view| view.process().traced())
         .map(|view| {
-            processes::process_report(
-                &view,
-                model.last_event_ns(),
-                model.timeline_step_ns(),
-                namer,
-            )
+            let moment = processes::Moment {
+                now_ns: model.last_event_ns(),
+                step_ns: model.timeline_step_ns(),
+                since_ns: options.since_ns,
+            };
+            processes::process_report(&view, &moment, namer)
         })
         .collect();
     let findings = processes

@@ -12,11 +12,19 @@ use crate::report::schema::{
 use crate::report::summary;
 use crate::report::timeline;
 
-/// `now_ns`: the report's moment for a live process; `step_ns`: the timeline's step.
+/// When a process's report is taken and what it counts.
+pub(crate) struct Moment {
+    /// The report's moment for a live process.
+    pub(crate) now_ns: u64,
+    /// The timeline's step.
+    pub(crate) step_ns: u64,
+    /// Unreleased memory counts only what was created from then on.
+    pub(crate) since_ns: u64,
+}
+
 pub(crate) fn process_report(
     view: &ProcessView<'_>,
-    now_ns: u64,
-    step_ns: u64,
+    moment: &Moment,
     namer: &mut dyn FrameNamer,
 ) -> ProcessReport {
     let process = view.process();
@@ -38,11 +46,11 @@ pub(crate) fn process_report(
         syscalls: syscall_table(process.stats()),
         layout: view.layout().iter().map(layout_entry).collect(),
         summary: summary::by_kind(view.layout()),
-        unreleased: summary::unreleased(view, namer),
-        held_since_attach: summary::held_since_attach(view),
+        unreleased: summary::unreleased(view, moment.since_ns, namer),
+        held_since_attach: summary::held_since_attach(view, moment.since_ns),
         brk: brk_report(view),
         distributions: distributions(process.stats()),
-        timeline: timeline::timeline_report(view, now_ns, step_ns, namer),
+        timeline: timeline::timeline_report(view, moment.now_ns, moment.step_ns, namer),
     }
 }
 

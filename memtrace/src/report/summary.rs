@@ -38,22 +38,34 @@ fn percent(part: u64, whole: u64) -> f64 {
 }
 
 /// The process's unreleased regions grouped by (kind, name, perms), largest bytes first.
-pub(crate) fn unreleased(view: &ProcessView<'_>, namer: &mut dyn FrameNamer) -> Unreleased {
-    let groups = grouped(view, view.unreleased());
+/// `since_ns`: only regions created from then on (`replay --since`; 0 for all).
+pub(crate) fn unreleased(
+    view: &ProcessView<'_>,
+    since_ns: u64,
+    namer: &mut dyn FrameNamer,
+) -> Unreleased {
+    let regions = view
+        .unreleased()
+        .filter(|region| region.created.time_ns >= since_ns);
+    let groups = grouped(view, regions);
     Unreleased {
         total_regions: groups.iter().map(|group| group.count).sum(),
         total_bytes: groups.iter().map(|group| group.bytes).sum(),
         groups,
-        by_stack: call_sites::unreleased_by_stack(view, namer),
+        by_stack: call_sites::unreleased_by_stack(view, since_ns, namer),
     }
 }
 
 /// What the process had allocated before memtrace attached and still holds (regions from
 /// `/proc/PID/maps` at attach, not the files and stacks it loaded), grouped like
 /// [`unreleased`]: the state at attach, diagnosed like a dump.
-pub(crate) fn held_since_attach(view: &ProcessView<'_>) -> Vec<UnreleasedGroup> {
-    let regions = view.layout().iter().filter(|region| {
+pub(crate) fn held_since_attach(view: &ProcessView<'_>, since_ns: u64) -> Vec<UnreleasedGroup> {
+    let pid = view.process().pid();
+    // A forked child's copies of its parent's regions stay the parent's.
+    let regions = view.layout().iter().filter(move |region| {
         region.created.origin == Origin::Snapshot
+            && region.created.pid == pid
+            && region.created.time_ns >= since_ns
             && !matches!(
                 region.kind,
                 RegionKind::File | RegionKind::Stack | RegionKind::Vdso

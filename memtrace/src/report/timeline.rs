@@ -48,18 +48,21 @@ pub(crate) fn timeline_report(
 ) -> TimelineReport {
     let groups = view.timeline_groups();
     let samples = view.process().timeline().samples();
-    let end_ns = view.process().exit().map_or(now_ns, |exit| exit.time_ns);
-    let last = Totals::of(view.layout());
+    let exit_ns = view.process().exit().map(|exit| exit.time_ns);
+    let end_ns = exit_ns.unwrap_or(now_ns);
     let mut report = TimelineReport {
         step_ns,
         ..TimelineReport::default()
     };
-    let mut series: HashMap<GroupKey, (Vec<u32>, Vec<u64>)> = HashMap::new();
+    // An exited process's last sample is its layout at exit (before it was compacted);
+    // a live one's last point is its layout now.
+    let at_exit = exit_ns.is_some() && samples.last().is_some_and(|last| last.time_ns == end_ns);
     let points = samples
         .iter()
-        .filter(|sample| sample.time_ns < end_ns)
+        .filter(|sample| sample.time_ns < end_ns || at_exit)
         .count();
-    let width = points + 1;
+    let width = if at_exit { points } else { points + 1 };
+    let mut series: HashMap<GroupKey, (Vec<u32>, Vec<u64>)> = HashMap::new();
     for (index, sample) in samples.iter().take(points).enumerate() {
         report.times_ns.push(sample.time_ns);
         report.regions.push(sample.regions);
@@ -72,15 +75,18 @@ pub(crate) fn timeline_report(
             bytes[index] = total.bytes;
         }
     }
-    report.times_ns.push(end_ns);
-    report.regions.push(last.regions);
-    report.bytes.push(last.bytes);
-    for (key, (regions, bytes)) in last.groups {
-        let entry = series
-            .entry(key)
-            .or_insert_with(|| (vec![0; width], vec![0; width]));
-        entry.0[points] = regions;
-        entry.1[points] = bytes;
+    if !at_exit {
+        let last = Totals::of(view.layout());
+        report.times_ns.push(end_ns);
+        report.regions.push(last.regions);
+        report.bytes.push(last.bytes);
+        for (key, (regions, bytes)) in last.groups {
+            let entry = series
+                .entry(key)
+                .or_insert_with(|| (vec![0; width], vec![0; width]));
+            entry.0[points] = regions;
+            entry.1[points] = bytes;
+        }
     }
     let mut named = Vec::new();
     let mut sites = Vec::new();
