@@ -461,15 +461,6 @@ fn run_kernel(args: KernelArgs) -> anyhow::Result<ExitCode> {
         !args.follow || !matches!(target, KernelTarget::System),
         "--follow needs --pid or a command"
     );
-    // Refused before tracing starts: finding out at the end would lose the session.
-    let mut outputs = Vec::new();
-    if let Some(path) = &args.record {
-        outputs.push(("--record", path.as_path()));
-    }
-    if let Some(path) = &args.output.output {
-        outputs.push(("-o", path.as_path()));
-    }
-    output::refuse_same_file(&outputs)?;
     let duration = match args.duration {
         Some(seconds) if seconds <= 0.0 => {
             anyhow::bail!("--duration must be a positive number of seconds")

@@ -76,6 +76,19 @@ pub fn group(
         .collect()
 }
 
+/// A kernel stack as the report shows it: from the allocator up, without the
+/// frames of the tracing itself (the BPF program, which kallsyms cannot name, and the
+/// `bpf_trace_run*` that called it from the tracepoint).
+pub fn without_tracing_frames(frames: Vec<String>) -> Vec<String> {
+    match frames
+        .iter()
+        .rposition(|frame| frame.starts_with("bpf_trace_run"))
+    {
+        Some(last) => frames.into_iter().skip(last + 1).collect(),
+        None => frames,
+    }
+}
+
 /// Takes snapshots of a live session, remembering what it already looked up.
 pub struct SnapshotTaker {
     symbols: KernelSymbols,
@@ -117,16 +130,18 @@ impl SnapshotTaker {
                 stacks
                     .entry(id)
                     .or_insert_with(|| {
-                        probes
-                            .stack(id)
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|address| match symbols.name(address) {
-                                Some(name) if name.module.is_empty() => name.function,
-                                Some(name) => format!("{} [{}]", name.function, name.module),
-                                None => format!("{address:#x}"),
-                            })
-                            .collect()
+                        without_tracing_frames(
+                            probes
+                                .stack(id)
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|address| match symbols.name(address) {
+                                    Some(name) if name.module.is_empty() => name.function,
+                                    Some(name) => format!("{} [{}]", name.function, name.module),
+                                    None => format!("{address:#x}"),
+                                })
+                                .collect(),
+                        )
                     })
                     .clone()
             },
@@ -169,6 +184,24 @@ mod tests {
             },
             KmemSiteStats { count, bytes },
         )
+    }
+
+    #[test]
+    fn stacks_start_below_the_tracing() {
+        let frames = [
+            "_einittext+0x3c80aef4",
+            "bpf_trace_run5+0x112",
+            "kmem_cache_alloc_noprof+0x230",
+            "alloc_buffer_head+0x1d",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            without_tracing_frames(frames),
+            ["kmem_cache_alloc_noprof+0x230", "alloc_buffer_head+0x1d"]
+        );
+        let plain = vec!["a+0x1".to_owned()];
+        assert_eq!(without_tracing_frames(plain.clone()), plain);
     }
 
     #[test]
