@@ -6,6 +6,8 @@
 //! `bool`, no implicit padding) so that the bytes are the same on both sides.
 #![no_std]
 
+pub mod kmem;
+
 /// Length of the fixed buffers that carry a path or a name (memfd name, exec filename).
 pub const PATH_LEN: usize = 256;
 /// A file path is collected in the kernel one dentry at a time, each into its own slot.
@@ -327,6 +329,10 @@ pub struct KernelOffsets {
     pub mount_mnt_parent: u32,
     pub mount_mnt_mountpoint: u32,
     pub vfsmount_mnt_root: u32,
+    /// `task_struct.fs` and `fs_struct.root`: the task's root directory, where a path as the
+    /// task sees it starts (a chroot's or a container's root).
+    pub task_fs: u32,
+    pub fs_struct_root: u32,
     pub mm_start_code: u32,
     pub mm_end_code: u32,
     pub mm_start_data: u32,

@@ -6,6 +6,8 @@
 //!   traced processes and tell userspace where each new image was put (which file, at which
 //!   bases, with which stack and vdso), so it can rebuild the layout the program starts with.
 //!
+//! - `kmem`: the slab, page and per-CPU allocators' tracepoints, for `memtrace kernel` only.
+//!
 //! Only raw tracepoints: they need no tracefs, and no ftrace (fentry/fexit are not available
 //! everywhere, e.g. in sandboxed VMs that forbid function tracing).
 //!
@@ -17,6 +19,7 @@
 mod emit;
 mod in_flight;
 mod kernel;
+mod kmem;
 mod process;
 mod syscalls;
 

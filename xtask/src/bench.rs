@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: how much memtrace slows down a syscall-heavy process, next to strace,
-//! and how compact and fast its recordings are. A measurement, never a pass/fail test: the
+//! how compact and fast its recordings are, and how much memory it takes (`footprint`). A measurement, never a pass/fail test: the
 //! targets are printed next to the numbers for a human to judge.
 
 use std::{
@@ -187,7 +187,8 @@ pub fn bench(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
     };
 
     print_report(&summaries, recording.as_ref(), replay, options.runs);
-    Ok(())
+    crate::footprint::measure(workspace, &memtrace, &scratch.path)?;
+    crate::bench_kernel::bench_kernel(workspace, &memtrace)
 }
 
 /// Builds the workload, tests/programs/mmap_loop.c, into target/xtask/.

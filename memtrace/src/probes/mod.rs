@@ -4,6 +4,7 @@
 //! needs neither tracefs nor ftrace.
 
 pub mod btf;
+pub mod kmem;
 pub mod offsets;
 pub mod preflight;
 
@@ -13,7 +14,8 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use memtrace_common::{
-    lost_slot, names, ProbeConfig, DEFAULT_RING_BUFFER_BYTES, DEFAULT_STACK_MIN_BYTES,
+    kmem::names as kmem_names, lost_slot, names, ProbeConfig, DEFAULT_RING_BUFFER_BYTES,
+    DEFAULT_STACK_MIN_BYTES,
 };
 
 use crate::event::LostRecord;
@@ -41,6 +43,8 @@ pub enum ProbeError {
     Map(&'static str, aya::maps::MapError),
     #[error("the eBPF object has no {0}")]
     Missing(&'static str),
+    #[error(transparent)]
+    Kmem(#[from] kmem::KmemError),
     #[error("--ring-buffer-size {0} must be a power of two and at least 4096")]
     RingBufferSize(u32),
 }
@@ -126,6 +130,10 @@ impl Probes {
             .override_global(names::OFFSETS_GLOBAL, &offsets, true)
             .override_global(names::CONFIG_GLOBAL, &config, true)
             .map_max_entries(names::EVENTS_MAP, size)
+            // Kernel mode's tables: user mode never attaches the programs that fill them.
+            .map_max_entries(kmem_names::OUTSTANDING_MAP, 1)
+            .map_max_entries(kmem_names::CACHE_NAMES_MAP, 1)
+            .map_max_entries(kmem_names::KMEM_STACKS_MAP, 1)
             .load(EBPF_OBJECT)?;
 
         let logger = if options.ebpf_log {

@@ -9,6 +9,7 @@ pub mod call_sites;
 pub mod export;
 mod findings;
 pub mod format;
+mod growth;
 pub mod json;
 mod processes;
 pub mod schema;
@@ -16,6 +17,7 @@ mod summary;
 #[cfg(test)]
 mod tests;
 pub mod text;
+pub mod timeline;
 
 pub use call_sites::{FrameName, FrameNamer, NoNames};
 pub use schema::*;
@@ -41,6 +43,9 @@ pub struct ReportOptions {
     pub large_anon_bytes: u64,
     /// After an ABI-crossing exec, a mapping this close above the brk start starves the heap.
     pub near_brk_bytes: u64,
+    /// `replay --since`: unreleased memory (and the findings about it) counts only regions
+    /// created from this time on (CLOCK_MONOTONIC ns); 0 counts all.
+    pub since_ns: u64,
 }
 
 impl Default for ReportOptions {
@@ -48,6 +53,7 @@ impl Default for ReportOptions {
         Self {
             large_anon_bytes: 1 << 20,
             near_brk_bytes: 8 << 20,
+            since_ns: 0,
         }
     }
 }
@@ -72,7 +78,14 @@ pub fn build_with(
         .processes()
         // A child forked by a traced parent without --follow was never traced itself.
         .filter(|view| view.process().traced())
-        .map(|view| processes::process_report(&view, namer))
+        .map(|view| {
+            let moment = processes::Moment {
+                now_ns: model.last_event_ns(),
+                step_ns: model.timeline_step_ns(),
+                since_ns: options.since_ns,
+            };
+            processes::process_report(&view, &moment, namer)
+        })
         .collect();
     let findings = processes
         .iter()

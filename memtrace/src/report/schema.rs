@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+pub use crate::report::timeline::{GroupSeries, TimelineReport};
+
 /// Bumped when a field changes meaning or goes away (new fields do not bump it).
 pub const REPORT_VERSION: u32 = 1;
 
@@ -60,8 +62,12 @@ pub struct ProcessReport {
     pub layout: Vec<LayoutEntry>,
     pub summary: Vec<KindSummary>,
     pub unreleased: Unreleased,
+    /// Memory found at attach (not files or stacks) and still held, grouped like `unreleased`.
+    pub held_since_attach: Vec<UnreleasedGroup>,
     pub brk: BrkReport,
     pub distributions: Distributions,
+    /// Live regions and bytes over the session, in all and per group.
+    pub timeline: TimelineReport,
     /// Everything each sampled call stack created during the session, released since or not
     /// (the "alloc" side of a heap profile; `unreleased.by_stack` is the "in use" side),
     /// largest first.
@@ -183,6 +189,8 @@ pub struct CallSiteGroup {
     pub bytes: u64,
     /// One line: the first frames outside the allocator, `f ← g ← main (file.c:9)`.
     pub call_site: String,
+    /// The kinds of the regions it created (`anon`, `file`, `memfd`…).
+    pub kinds: Vec<&'static str>,
     /// Largest total first.
     pub sizes: Vec<SizeGroup>,
     /// Innermost first.
@@ -288,6 +296,7 @@ pub enum FindingKind {
     UnreleasedAnon,
     BrkExhausted,
     AbiExecLayout,
+    Growing,
 }
 
 impl FindingKind {
@@ -297,6 +306,7 @@ impl FindingKind {
             Self::UnreleasedAnon => "unreleased-anon",
             Self::BrkExhausted => "brk-exhausted",
             Self::AbiExecLayout => "abi-exec-layout",
+            Self::Growing => "growing",
         }
     }
 }
@@ -324,6 +334,10 @@ pub enum Evidence {
         perms: Vec<String>,
         first_created_ns: u64,
         last_created_ns: u64,
+        /// Of `regions`: already mapped when memtrace attached (their `created_ns` is the
+        /// attach), and created during the trace.
+        at_attach: u64,
+        during_trace: u64,
         /// What it is and the known remedy, for a recognised pattern.
         pattern: Option<String>,
         remedy: Option<String>,
@@ -357,6 +371,21 @@ pub enum Evidence {
         brk_start: u64,
         above_brk: Option<MappingRef>,
         reasons: Vec<String>,
+    },
+    Growing {
+        /// The group's label, as in the timeline: `memfd:doublemapper`, `anon`.
+        group: String,
+        /// The least-squares rate over the steady rise.
+        bytes_per_s: u64,
+        /// Live regions and bytes of the group at the end.
+        regions: u64,
+        bytes: u64,
+        /// When the rise began (the group's last sample at its starting level).
+        since_ns: u64,
+        /// What the group gained over the rise.
+        grown_bytes: u64,
+        /// For anonymous memory: the call site whose own series grew most.
+        top_call_site: Option<String>,
     },
 }
 

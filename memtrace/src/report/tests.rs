@@ -206,6 +206,7 @@ fn sshd_bash_feed(from_abi: Abi) -> Feed {
             brk: 0x0900_0000,
             ppid: 1,
             exe: "/usr/sbin/sshd".to_owned(),
+            memfd_fds: Vec::new(),
         },
     )
     .fork(SSHD, BASH, false, false);
@@ -609,11 +610,13 @@ fn text_shows_groups_findings_and_lost_events() {
     assert!(rendered.contains("exited 0"));
     let group_line = rendered
         .lines()
-        .find(|line| line.contains("memfd:doublemapper") && line.contains("rw-s"))
+        .find(|line| line.trim_start().starts_with("memfd:doublemapper") && line.contains("rw-s"))
         .expect("a line for the rw-s views");
     assert!(group_line.contains("8 regions"), "{group_line}");
     assert!(group_line.contains("32 MiB"), "{group_line}");
     assert!(rendered.contains("[unreleased-memfd]"));
+    // The signal first: the findings come before the per-process blocks.
+    assert!(rendered.find("Findings").unwrap() < rendered.find("pid 4242 (dotnet)").unwrap());
     assert!(
         !rendered.contains("layout\n"),
         "the region list only on request"

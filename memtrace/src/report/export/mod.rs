@@ -5,7 +5,6 @@
 //! from, and the two stack formats from the same [`held::profile_stacks`], so their totals
 //! agree with `unreleased` in the JSON report.
 
-pub mod file;
 pub mod folded;
 mod held;
 pub mod html;
