@@ -202,6 +202,19 @@ pub struct OutputArgs {
     pub html: Option<PathBuf>,
 }
 
+impl OutputArgs {
+    /// The export files asked for, as (option, path).
+    fn exports(&self) -> impl Iterator<Item = (&'static str, &Path)> + '_ {
+        [
+            ("--pprof", &self.pprof),
+            ("--folded", &self.folded),
+            ("--html", &self.html),
+        ]
+        .into_iter()
+        .filter_map(|(option, path)| Some((option, path.as_deref()?)))
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
@@ -429,15 +442,8 @@ fn seconds_option(option: &str, seconds: f64) -> anyhow::Result<Duration> {
 
 /// Every file the report goes to, with the option that named it.
 fn report_outputs(output: &OutputArgs) -> Vec<(&'static str, &Path)> {
-    [
-        ("-o", &output.output),
-        ("--html", &output.html),
-        ("--pprof", &output.pprof),
-        ("--folded", &output.folded),
-    ]
-    .into_iter()
-    .filter_map(|(option, path)| Some((option, path.as_deref()?)))
-    .collect()
+    let report = output.output.as_deref().map(|path| ("-o", path));
+    report.into_iter().chain(output.exports()).collect()
 }
 
 /// Two outputs naming one file (through `..`, a link or a hard link) are refused before

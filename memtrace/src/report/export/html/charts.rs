@@ -16,52 +16,54 @@ const RIGHT: f64 = 12.0;
 const TOP: f64 = 14.0;
 const BOTTOM: f64 = 40.0;
 
-/// The bytes still mapped at the end, stacked by kind, over the time they were created: each
-/// step is a region that stayed. (Regions created and released in between do not show: the
-/// model keeps no history of them.)
-pub(crate) fn timeline(process: &ProcessReport, start_ns: Option<u64>) -> String {
-    let mut regions: Vec<(u64, u64, &str)> = process
-        .unreleased
-        .groups
-        .iter()
-        .flat_map(|group| &group.regions)
-        .map(|region| (region.created_ns, region.len, region.kind))
-        .collect();
-    regions.sort_unstable();
+/// The kinds drawn, and at each time the bytes of each of them (in the same order).
+type KindSeries = (Vec<&'static str>, BTreeMap<u64, Vec<u64>>);
+
+/// Mapped bytes over the session, stacked by kind, with the chart's caption: from the
+/// model's growth timeline (live bytes per group at each sample), or, when it has too few
+/// samples to draw (a process that lived less than a few sampling steps), the bytes still
+/// mapped at the end over the time they were created.
+pub(crate) fn timeline(process: &ProcessReport, start_ns: Option<u64>) -> (&'static str, String) {
+    match growth_by_kind(process) {
+        Some((kinds, steps)) => (
+            "Mapped bytes over time, by kind",
+            stacked(process, start_ns, &kinds, &steps),
+        ),
+        None => {
+            let (kinds, steps) = held_by_creation(process);
+            (
+                "Bytes still mapped at the end, by kind, over the time they were created",
+                stacked(process, start_ns, &kinds, &steps),
+            )
+        }
+    }
+}
+
+fn stacked(
+    process: &ProcessReport,
+    start_ns: Option<u64>,
+    kinds: &[&str],
+    steps: &BTreeMap<u64, Vec<u64>>,
+) -> String {
     let exec_times = process.execs.iter().map(|exec| exec.time_ns);
-    let times = regions.iter().map(|r| r.0).chain(exec_times.clone());
+    let times = steps.keys().copied().chain(exec_times);
     let t0 = times
         .clone()
         .min()
         .unwrap_or(0)
         .min(start_ns.unwrap_or(u64::MAX));
     let t1 = times.max().unwrap_or(t0).max(t0 + 1_000);
-    let mut out = svg_open(
-        "timeline",
-        HEIGHT,
-        "Bytes still mapped at the end, by kind, over the time they were created",
-    );
-    if regions.is_empty() {
-        out.push_str(&empty_note(
-            "nothing created during the session is still mapped",
-        ));
+    let mut out = svg_open("timeline", HEIGHT, "Mapped bytes over time, by kind");
+    let Some(running) = steps.values().last().cloned() else {
+        out.push_str(&empty_note("no memory over time to draw"));
         out.push_str("</svg>");
         return out;
-    }
-    // Cumulative bytes per kind after each creation time.
-    let kinds: Vec<&str> = palette::KINDS
-        .into_iter()
-        .filter(|kind| regions.iter().any(|r| r.2 == *kind))
-        .collect();
-    let mut steps: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    let mut running = vec![0u64; kinds.len()];
-    for (time, len, kind) in &regions {
-        if let Some(index) = kinds.iter().position(|k| k == kind) {
-            running[index] += len;
-        }
-        steps.insert(*time, running.clone());
-    }
-    let total = running.iter().sum::<u64>().max(1);
+    };
+    let peak = steps
+        .values()
+        .map(|values| values.iter().sum::<u64>())
+        .max();
+    let total = peak.unwrap_or(0).max(1);
     let x = |t: u64| LEFT + (t - t0) as f64 / (t1 - t0) as f64 * (WIDTH - LEFT - RIGHT);
     let y = |bytes: u64| HEIGHT - BOTTOM - bytes as f64 / total as f64 * (HEIGHT - TOP - BOTTOM);
     axes(&mut out, total, t0, t1, start_ns, &x, &y);
@@ -72,7 +74,7 @@ pub(crate) fn timeline(process: &ProcessReport, start_ns: Option<u64>) -> String
         let mut top = Vec::new();
         let mut base = Vec::new();
         let (mut top_before, mut base_before) = (0, 0);
-        for (&time, values) in &steps {
+        for (&time, values) in steps {
             top.push((x(time), y(top_before)));
             top.push((x(time), y(top_of(values))));
             base.push((x(time), y(base_before)));
@@ -109,8 +111,71 @@ pub(crate) fn timeline(process: &ProcessReport, start_ns: Option<u64>) -> String
         );
     }
     out.push_str("</svg>");
-    out.push_str(&palette::legend(&kinds));
+    out.push_str(&palette::legend(kinds));
     out
+}
+
+/// Per kind (in [`palette::KINDS`] order) and sample time, the live bytes of the growth
+/// timeline's groups; what its listed groups leave out of the total counts as `other`.
+fn growth_by_kind(process: &ProcessReport) -> Option<KindSeries> {
+    /// Fewer points draw a line, not a history.
+    const MIN_POINTS: usize = 3;
+    let timeline = &process.timeline;
+    if timeline.times_ns.len() < MIN_POINTS {
+        return None;
+    }
+    let named = || timeline.groups.iter().filter(|series| !series.call_site);
+    let kinds: Vec<&'static str> = palette::KINDS.into_iter().collect();
+    let other = kinds.iter().position(|kind| *kind == "other")?;
+    let mut steps = BTreeMap::new();
+    for (point, &time) in timeline.times_ns.iter().enumerate() {
+        let mut values = vec![0u64; kinds.len()];
+        for series in named() {
+            let index = kinds
+                .iter()
+                .position(|k| *k == series.kind)
+                .unwrap_or(other);
+            values[index] += series.bytes.get(point).copied().unwrap_or(0);
+        }
+        let listed: u64 = values.iter().sum();
+        let total = timeline.bytes.get(point).copied().unwrap_or(listed);
+        values[other] += total.saturating_sub(listed);
+        steps.insert(time, values);
+    }
+    let used: Vec<usize> = (0..kinds.len())
+        .filter(|&index| steps.values().any(|values| values[index] > 0))
+        .collect();
+    let steps = steps
+        .into_iter()
+        .map(|(time, values)| (time, used.iter().map(|&index| values[index]).collect()))
+        .collect();
+    Some((used.iter().map(|&index| kinds[index]).collect(), steps))
+}
+
+/// Without a growth timeline: the bytes still mapped at the end, cumulated over the time
+/// they were created.
+fn held_by_creation(process: &ProcessReport) -> KindSeries {
+    let mut regions: Vec<(u64, u64, &str)> = process
+        .unreleased
+        .groups
+        .iter()
+        .flat_map(|group| &group.regions)
+        .map(|region| (region.created_ns, region.len, region.kind))
+        .collect();
+    regions.sort_unstable();
+    let kinds: Vec<&'static str> = palette::KINDS
+        .into_iter()
+        .filter(|kind| regions.iter().any(|r| r.2 == *kind))
+        .collect();
+    let mut steps: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    let mut running = vec![0u64; kinds.len()];
+    for (time, len, kind) in &regions {
+        if let Some(index) = kinds.iter().position(|k| k == kind) {
+            running[index] += len;
+        }
+        steps.insert(*time, running.clone());
+    }
+    (kinds, steps)
 }
 
 fn axes(

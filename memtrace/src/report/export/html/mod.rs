@@ -100,8 +100,11 @@ fn process_section(
     if !own.is_empty() {
         findings(out, own.into_iter());
     }
-    out.push_str(r#"<div class="pair"><figure><figcaption>Mapped bytes still held at the end, by kind, over the time they were created</figcaption>"#);
-    out.push_str(&charts::timeline(process, report.start_ns));
+    let (caption, timeline) = charts::timeline(process, report.start_ns);
+    let _ = write!(
+        out,
+        r#"<div class="pair"><figure><figcaption>{caption}</figcaption>{timeline}"#
+    );
     out.push_str(r#"</figure><figure><figcaption>Unreleased groups that grew most (kind, name, permissions)</figcaption>"#);
     out.push_str(&charts::grown_groups(process, report.start_ns));
     out.push_str("</figure></div>");
