@@ -3,9 +3,8 @@
 
 use std::{
     ffi::OsString,
-    fs,
     io::{self, Write},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     time::Duration,
 };
@@ -15,10 +14,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use memtrace_common::{DEFAULT_RING_BUFFER_BYTES, DEFAULT_STACK_MIN_BYTES};
 
 use crate::{
-    launch,
-    probes::{ProbeError, ProbeOptions},
+    kernel::{
+        self,
+        live::{KernelOptions, KernelTarget},
+    },
+    launch, output,
+    probes::{backend::BackendChoice, floor::HookFloor, ProbeError, ProbeOptions},
     replay::{self, ReplayOptions},
-    report::{self, text::TextOptions, FrameName, FrameNamer, Report, SessionInfo, Source},
+    report::{
+        self, text::TextOptions, FrameName, FrameNamer, Report, ReportOptions, SessionInfo, Source,
+    },
     session::{self, LiveOptions, SessionError, Target},
     stacks::Symbolizer,
 };
@@ -43,6 +48,55 @@ pub struct Cli {
 pub enum Command {
     /// Rebuild the report of a recorded session (no root needed).
     Replay(ReplayArgs),
+    /// Kernel allocations (slab, page, per-CPU) made during the trace and still outstanding,
+    /// by call site and cache: the Linux `!poolused`.
+    Kernel(KernelArgs),
+    /// For `cargo xtask bench`: run CMD with empty programs on the syscall hooks, the cost
+    /// memtrace is compared with.
+    #[command(hide = true)]
+    HookFloor {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<OsString>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct KernelArgs {
+    /// Count only allocations made in this process's context (all its threads).
+    #[arg(short, long, value_name = "PID", conflicts_with = "command")]
+    pub pid: Option<u32>,
+    /// With --pid or a command: also count their children's allocations.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+    /// Read the outstanding allocations this often (the points growth is judged on).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub interval: f64,
+    /// Record the kernel stack of each allocation and show the commonest per call site.
+    #[arg(long)]
+    pub stacks: bool,
+    /// Capacity of the kernel's table of outstanding allocations; allocations beyond it are
+    /// counted and reported, not tracked.
+    #[arg(long, value_name = "N", default_value_t = 1 << 18)]
+    pub max_outstanding: u32,
+    /// Also trace the page allocator (call sites only with --stacks). System-wide this is
+    /// mostly the page cache of file I/O, which can fill the outstanding table.
+    #[arg(long)]
+    pub pages: bool,
+    /// Write the snapshots to FILE, to replay them later (`memtrace replay FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// A command to start: count the allocations made in its context.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +113,10 @@ pub struct TraceArgs {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECONDS")]
     pub duration: Option<f64>,
+    /// Every SECONDS, print per traced process its live totals and the groups that grew
+    /// most, with deltas and rates (on stderr).
+    #[arg(long, value_name = "SECONDS")]
+    pub interval: Option<f64>,
     /// Write the whole event stream to FILE, to replay it later (`memtrace replay FILE`).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
@@ -79,14 +137,18 @@ pub struct TraceArgs {
     /// `cargo xtask bench` for the cost).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_STACK_MIN_BYTES)]
     pub stack_min_size: u64,
+    /// How to hook the syscalls: fentry/fexit on their kernel functions (costs other processes
+    /// nothing; needs ftrace), raw sys_enter/sys_exit tracepoints (work everywhere), or auto:
+    /// fentry where it attaches. The report's header names the one used.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
     #[command(flatten)]
     pub output: OutputArgs,
     /// The command to start and trace: `memtrace [OPTIONS] -- CMD [ARGS...]`.
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "CMD"
-    )]
+    /// Options are not taken as the command (no `allow_hyphen_values`), so a mistyped option
+    /// is an error rather than a command to run; after the command's first word, its own
+    /// options are its own.
+    #[arg(trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<OsString>,
 }
 
@@ -100,6 +162,13 @@ pub struct ReplayArgs {
     /// Report only these processes (repeatable).
     #[arg(long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
+    /// With --until: report only what was created from this many seconds into the session
+    /// and is still mapped at --until (or at the end): what grew in that window.
+    #[arg(long, value_name = "SECONDS")]
+    pub since: Option<f64>,
+    /// Every SECONDS of the recorded session, print the growth block `--interval` prints live.
+    #[arg(long, value_name = "SECONDS")]
+    pub interval: Option<f64>,
     /// Print one line per event (on stderr), as `--events` did live.
     #[arg(long)]
     pub events: bool,
@@ -167,6 +236,8 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(Command::Replay(args)) => run_replay(args),
+        Some(Command::Kernel(args)) => run_kernel(args),
+        Some(Command::HookFloor { command }) => run_hook_floor(&command),
         None => run_trace(cli.trace),
     }
 }
@@ -179,11 +250,12 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
             "nothing to trace: give a command (`memtrace -- CMD`) or a process (`memtrace --pid PID`)"
         ),
     };
+    refuse_shared_outputs(args.record.as_deref(), &args.output)?;
     let duration = match args.duration {
-        Some(seconds) if !(seconds.is_finite() && seconds > 0.0) => {
+        Some(seconds) if seconds <= 0.0 => {
             anyhow::bail!("--duration must be a positive number of seconds")
         }
-        Some(seconds) => Some(Duration::from_secs_f64(seconds)),
+        Some(seconds) => Some(seconds_option("--duration", seconds)?),
         None => None,
     };
     let options = LiveOptions {
@@ -193,11 +265,13 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
             ring_buffer_bytes: args.ring_buffer_size,
             ebpf_log: args.ebpf_log,
             stack_min_bytes: (!args.no_stacks).then_some(args.stack_min_size),
+            backend: args.backend,
         },
         print_events: args.events,
         duration,
         record: args.record.clone(),
         command_line: std::env::args().collect(),
+        interval: interval_option(args.interval)?,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -214,6 +288,7 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
         source: Source::Live,
         events: outcome.pipeline.events,
         lost: outcome.pipeline.lost,
+        backend: Some(outcome.backend.info()),
     };
     let mut pipeline = outcome.pipeline;
     let report = report::build_named(
@@ -222,6 +297,10 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
         &mut SymbolNames(&mut pipeline.symbolizer),
     );
     write_report(&report, &args.output)?;
+    let recording_failed = pipeline.recording_failure();
+    if let Some(failure) = &recording_failed {
+        eprintln!("memtrace: {failure}");
+    }
     if pipeline.lost.total() > 0 {
         eprintln!(
             "memtrace: {} events lost (ring buffer full: {}, in-flight table full: {}); try a larger --ring-buffer-size",
@@ -230,7 +309,9 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
             pipeline.lost.pending_full
         );
     }
+    // A recording that misses events is a failure of memtrace's, whatever the command did.
     Ok(match outcome.command_status {
+        _ if recording_failed.is_some() => ExitCode::FAILURE,
         Some(status) => exit_code_of(status),
         None => ExitCode::SUCCESS,
     })
@@ -238,16 +319,26 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
 
 fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let until = match args.until {
-        Some(seconds) if !(seconds.is_finite() && seconds >= 0.0) => {
-            anyhow::bail!("--until must be a number of seconds, 0 or more")
-        }
-        Some(seconds) => Some(Duration::from_secs_f64(seconds)),
+        Some(seconds) => Some(seconds_option("--until", seconds)?),
         None => None,
     };
+    if let Some(path) = &args.output.output {
+        output::refuse_input(("-o", path), ("the recording", &args.file))?;
+    }
+    let since = match args.since {
+        Some(seconds) => Some(seconds_option("--since", seconds)?),
+        None => None,
+    };
+    if let (Some(since), Some(until)) = (since, until) {
+        if since > until {
+            anyhow::bail!("--since must not be later than --until");
+        }
+    }
     let replayed = replay::run(&ReplayOptions {
         path: args.file.clone(),
         until,
         print_events: args.events,
+        interval: interval_option(args.interval)?,
     })?;
     // A damaged recording still gets its report (nothing read is lost), then a non-zero exit
     // with one line per problem.
@@ -256,37 +347,184 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         eprintln!("memtrace: replay stopped early: {error}");
         damaged = true;
     }
-    if let Some(truncation) = replayed.outcome.truncated_at {
-        eprintln!("memtrace: recording {truncation}");
+    for problem in replayed.outcome.problems() {
+        eprintln!("memtrace: {problem}");
         damaged = true;
     }
-    if replayed.outcome.corrupt_frames_skipped > 0 {
+    if !replayed.outcome.sequenced {
         eprintln!(
-            "memtrace: {} corrupt frames skipped",
-            replayed.outcome.corrupt_frames_skipped
+            "memtrace: this recording is format version 1, which does not number its frames: only its trailer's event count can be checked"
         );
-        damaged = true;
+    }
+    if !replayed.pipeline.kernel.is_empty() {
+        let report = kernel::report::build(&replayed.pipeline.kernel, Source::Replay);
+        write_kernel_report(&report, &args.output)?;
+        // As for a user-space recording: damage fails the replay, --until or not.
+        return Ok(if damaged {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        });
     }
     let info = SessionInfo {
         source: Source::Replay,
         events: replayed.pipeline.events,
         lost: replayed.pipeline.lost,
+        backend: None,
     };
     let mut pipeline = replayed.pipeline;
-    let mut report = report::build_named(
+    let options = ReportOptions {
+        since_ns: since.map_or(0, |since| {
+            replayed
+                .header
+                .clock_base
+                .monotonic_ns
+                .saturating_add(since.as_nanos() as u64)
+        }),
+        ..ReportOptions::default()
+    };
+    let mut report = report::build_with(
         &pipeline.model,
         &info,
+        &options,
         &mut SymbolNames(&mut pipeline.symbolizer),
     );
     if !args.pids.is_empty() {
         report.filter_pids(&args.pids);
     }
     write_report(&report, &args.output)?;
-    Ok(if damaged && args.until.is_none() {
+    Ok(if damaged {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The most seconds a time option takes: about 31 years, far beyond any session, and small
+/// enough that adding it to a clock reading or counting it in nanoseconds cannot overflow.
+const MAX_SECONDS: f64 = 1e9;
+
+/// A time option as a duration, or one line saying what it must be (not a panic: `1e30` does
+/// not fit a `Duration`).
+fn seconds_option(option: &str, seconds: f64) -> anyhow::Result<Duration> {
+    if !(0.0..=MAX_SECONDS).contains(&seconds) {
+        anyhow::bail!("{option} {seconds} is out of range: give 0 to {MAX_SECONDS} seconds");
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Two outputs naming one file (through `..`, a link or a hard link) are refused before
+/// tracing starts: finding out at the end would lose the session.
+fn refuse_shared_outputs(record: Option<&Path>, output: &OutputArgs) -> anyhow::Result<()> {
+    let mut outputs = Vec::new();
+    if let Some(path) = record {
+        outputs.push(("--record", path));
+    }
+    if let Some(path) = &output.output {
+        outputs.push(("-o", path.as_path()));
+    }
+    Ok(output::refuse_same_file(&outputs)?)
+}
+
+fn run_kernel(args: KernelArgs) -> anyhow::Result<ExitCode> {
+    refuse_shared_outputs(args.record.as_deref(), &args.output)?;
+    let target = match (args.pid, args.command.is_empty()) {
+        (Some(pid), _) => KernelTarget::Pid(pid),
+        (None, false) => KernelTarget::Command(args.command.clone()),
+        (None, true) => KernelTarget::System,
+    };
+    anyhow::ensure!(
+        !args.follow || !matches!(target, KernelTarget::System),
+        "--follow needs --pid or a command"
+    );
+    // Refused before tracing starts: finding out at the end would lose the session.
+    let mut outputs = Vec::new();
+    if let Some(path) = &args.record {
+        outputs.push(("--record", path.as_path()));
+    }
+    if let Some(path) = &args.output.output {
+        outputs.push(("-o", path.as_path()));
+    }
+    output::refuse_same_file(&outputs)?;
+    let duration = match args.duration {
+        Some(seconds) if seconds <= 0.0 => {
+            anyhow::bail!("--duration must be a positive number of seconds")
+        }
+        Some(seconds) => Some(seconds_option("--duration", seconds)?),
+        None => None,
+    };
+    anyhow::ensure!(
+        args.interval >= 0.01,
+        "--interval must be at least 0.01 seconds"
+    );
+    let interval = seconds_option("--interval", args.interval)?;
+    let options = KernelOptions {
+        target,
+        follow: args.follow,
+        stacks: args.stacks,
+        interval,
+        duration,
+        record: args.record.clone(),
+        max_outstanding: args.max_outstanding,
+        pages: args.pages,
+        command_line: std::env::args().collect(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let outcome = runtime.block_on(kernel::live::run(options))?;
+    let report = kernel::report::build(&outcome.pipeline.kernel, Source::Live);
+    write_kernel_report(&report, &args.output)?;
+    let recording_failed = outcome.pipeline.recording_failure();
+    if let Some(failure) = &recording_failed {
+        eprintln!("memtrace: {failure}");
+    }
+    if report.kernel.table_full > 0 {
+        eprintln!(
+            "memtrace: {} kernel allocations not tracked (outstanding table full); try a larger --max-outstanding",
+            report.kernel.table_full
+        );
+    }
+    Ok(match outcome.command_status {
+        _ if recording_failed.is_some() => ExitCode::FAILURE,
+        Some(status) => exit_code_of(status),
+        None => ExitCode::SUCCESS,
+    })
+}
+
+fn write_kernel_report(
+    report: &kernel::report::KernelReportFile,
+    output: &OutputArgs,
+) -> anyhow::Result<()> {
+    let rendered = match output.format {
+        Format::Json => kernel::report::render_json(report),
+        Format::Text => kernel::report::render_text(report),
+    };
+    write_rendered(&rendered, output)
+}
+
+/// `--interval`: a positive number of seconds.
+fn interval_option(seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
+    match seconds {
+        Some(seconds) if seconds.is_nan() || seconds <= 0.0 => {
+            anyhow::bail!("--interval must be a positive number of seconds")
+        }
+        Some(seconds) => Ok(Some(seconds_option("--interval", seconds)?)),
+        None => Ok(None),
+    }
+}
+
+fn run_hook_floor(command: &[OsString]) -> anyhow::Result<ExitCode> {
+    let _floor = HookFloor::attach()?;
+    let (program, args) = command
+        .split_first()
+        .context("hook-floor needs a command")?;
+    let status = std::process::Command::new(program)
+        .args(args)
+        .status()
+        .with_context(|| format!("starting {}", program.to_string_lossy()))?;
+    Ok(exit_code_of(status))
 }
 
 /// Names call-stack frames from the binaries on this machine, as the symbolizer first saw
@@ -319,9 +557,12 @@ fn write_report(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
             },
         ),
     };
+    write_rendered(&rendered, output)
+}
+
+fn write_rendered(rendered: &str, output: &OutputArgs) -> anyhow::Result<()> {
     match &output.output {
-        Some(path) => write_private(path, rendered.as_bytes())
-            .with_context(|| format!("writing the report to {}", path.display())),
+        Some(path) => Ok(output::write_atomic(path, rendered.as_bytes())?),
         None => {
             let mut stdout = io::stdout().lock();
             stdout.write_all(rendered.as_bytes())?;
@@ -329,23 +570,6 @@ fn write_report(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// Reports hold address layouts, which defeat ASLR: like recordings, they are the owner's
-/// alone (0600, also when an existing file is overwritten).
-fn write_private(path: &std::path::Path, contents: &[u8]) -> io::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    // `mode` applies only to a file this call creates; /dev/null and other devices keep theirs.
-    if file.metadata()?.is_file() {
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
-    }
-    file.write_all(contents)
 }
 
 /// The traced command's status as our own: its code, or 128 + the signal that killed it, as

@@ -67,6 +67,9 @@ pub enum EventBody {
     /// before the first stack that needs it, so a replay elsewhere names frames only from the
     /// same build.
     Module(ModuleRecord),
+    /// Kernel mode (`memtrace kernel`): the outstanding kernel allocations at one instant.
+    /// Boxed: large, and one per interval.
+    KernelSnapshot(Box<crate::kernel::record::KernelSnapshotRecord>),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -226,6 +229,19 @@ pub struct SnapshotRecord {
     pub ppid: u32,
     /// `/proc/PID/exe`.
     pub exe: String,
+    /// The process's open fds that refer to memfds (from `/proc/PID/fd`), so that a memfd
+    /// mapping found at attach can tell whether its fd was closed.
+    pub memfd_fds: Vec<SnapshotFd>,
+}
+
+/// An open fd of a process at attach that refers to a memfd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotFd {
+    pub fd: u32,
+    /// The memfd's inode, as `/proc/PID/maps` shows it for its mappings.
+    pub inode: u64,
+    /// Opened with `O_CLOEXEC` (`MFD_CLOEXEC`): an exec closes it.
+    pub cloexec: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

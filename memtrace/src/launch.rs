@@ -33,6 +33,12 @@ pub enum LaunchError {
     EarlyExit(WaitStatus),
     #[error("resuming the command: {0}")]
     Resume(nix::Error),
+    #[error(
+        "sudo's environment is inconsistent ({0}): refusing to guess which user runs the command"
+    )]
+    SudoEnvironment(String),
+    #[error("cannot switch to the invoking user: {0}")]
+    SwitchUser(nix::Error),
 }
 
 /// A command stopped at the gate, ready to be traced.
@@ -85,7 +91,7 @@ pub fn run_gate(command: &[OsString]) -> i32 {
         return 127;
     }
     if let Err(error) = drop_to_invoking_user() {
-        eprintln!("memtrace: cannot switch to the invoking user: {error}");
+        eprintln!("memtrace: {error}");
         return 127;
     }
     // One execve, of the file a PATH search finds: a search by execvp would try every PATH
@@ -127,22 +133,63 @@ fn resolve_in_path(program: &OsStr) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(program))
 }
 
+/// The user who ran `sudo memtrace`, whom the command runs as.
+pub struct InvokingUser {
+    pub uid: Uid,
+    pub gid: Gid,
+    /// For the supplementary groups (`initgroups`).
+    pub name: CString,
+}
+
+/// Who the traced command runs as: under sudo, the user who ran sudo, told by `SUDO_UID`,
+/// `SUDO_GID` and `SUDO_USER`; without any of them (or when memtrace is not root and cannot
+/// switch anyway), memtrace's own user. Only some of them, or a malformed one, is refused:
+/// guessing would run the command as root, or with root's groups.
+pub fn invoking_user() -> Result<Option<InvokingUser>, LaunchError> {
+    let variables = ["SUDO_UID", "SUDO_GID", "SUDO_USER"].map(std::env::var_os);
+    if !Uid::effective().is_root() || variables.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let refuse = |reason: String| Err(LaunchError::SudoEnvironment(reason));
+    let [Some(uid), Some(gid), Some(name)] = variables else {
+        let missing: Vec<&str> = ["SUDO_UID", "SUDO_GID", "SUDO_USER"]
+            .into_iter()
+            .zip(&variables)
+            .filter(|(_, value)| value.is_none())
+            .map(|(name, _)| name)
+            .collect();
+        return refuse(format!("{} not set", missing.join(" and ")));
+    };
+    let number = |name: &str, value: &std::ffi::OsStr| {
+        value
+            .to_str()
+            .and_then(|v| v.parse::<u32>().ok())
+            .ok_or_else(|| format!("{name}={} is not a number", value.to_string_lossy()))
+    };
+    let (uid, gid) = match (number("SUDO_UID", &uid), number("SUDO_GID", &gid)) {
+        (Ok(uid), Ok(gid)) => (uid, gid),
+        (Err(reason), _) | (_, Err(reason)) => return refuse(reason),
+    };
+    let name = match CString::new(name.into_encoded_bytes()) {
+        Ok(name) if !name.is_empty() => name,
+        _ => return refuse("SUDO_USER is not a user name".into()),
+    };
+    Ok(Some(InvokingUser {
+        uid: Uid::from_raw(uid),
+        gid: Gid::from_raw(gid),
+        name,
+    }))
+}
+
 /// Under sudo, run the command as the user who ran sudo, with that user's groups.
-fn drop_to_invoking_user() -> nix::Result<()> {
-    let id = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
-    let (Some(uid), Some(gid)) = (id("SUDO_UID"), id("SUDO_GID")) else {
+fn drop_to_invoking_user() -> Result<(), LaunchError> {
+    let Some(user) = invoking_user()? else {
         return Ok(());
     };
-    if !Uid::effective().is_root() {
-        return Ok(());
-    }
-    let gid = Gid::from_raw(gid);
-    if let Some(user) = std::env::var("SUDO_USER")
-        .ok()
-        .and_then(|u| CString::new(u).ok())
-    {
-        initgroups(&user, gid)?;
-    }
-    setgid(gid)?;
-    setuid(Uid::from_raw(uid))
+    let switch = || -> nix::Result<()> {
+        initgroups(&user.name, user.gid)?;
+        setgid(user.gid)?;
+        setuid(user.uid)
+    };
+    switch().map_err(LaunchError::SwitchUser)
 }

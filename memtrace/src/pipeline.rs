@@ -8,6 +8,8 @@ use crate::{
     capture::StackCapture,
     event::{Abi, Event, EventBody, LostRecord, ModuleRecord, StackRecord},
     event_line,
+    interval::IntervalPrinter,
+    kernel::model::KernelModel,
     model::{AddressSpace, Model, RegionKind},
     record::{RecordError, RecordingWriter},
     stacks::{MappedFile, ModuleMap, StackAbi, StackSample, Symbolizer, Unwinder},
@@ -46,10 +48,19 @@ pub struct Pipeline {
     announced: HashSet<String>,
     printer: Option<Box<dyn Write + Send>>,
     recorder: Option<RecordingWriter>,
+    /// Why the recorder stopped, if it did; the session goes on without it.
+    recording_failure: Option<RecordingFailure>,
+    /// Everything fed, loss reports, stacks and modules included: what a complete recording
+    /// would hold.
+    stream_events: u64,
     /// Events fed, not counting loss reports.
     pub events: u64,
     /// The latest loss totals.
     pub lost: LostRecord,
+    /// Kernel mode's allocations (`memtrace kernel`), from its snapshots.
+    pub kernel: KernelModel,
+    /// `--interval`: blocks of growth per interval.
+    interval: Option<IntervalPrinter>,
 }
 
 impl Pipeline {
@@ -61,17 +72,37 @@ impl Pipeline {
             announced: HashSet::new(),
             printer,
             recorder,
+            recording_failure: None,
+            stream_events: 0,
             events: 0,
             lost: LostRecord::default(),
+            kernel: KernelModel::default(),
+            interval: None,
         }
     }
 
-    /// Records, prints and models one event. A failing recorder stops the session (the
-    /// recording must not silently miss events); a failing printer (closed pipe) only stops
-    /// printing.
+    /// Prints a block of growth per interval (`--interval`) as events go by.
+    pub fn print_intervals(&mut self, printer: IntervalPrinter) {
+        self.interval = Some(printer);
+    }
+
+    /// Prints the interval blocks due by `now_ns` (a live session's clock, for quiet spans).
+    pub fn tick_interval(&mut self, now_ns: u64) {
+        if let Some(interval) = &mut self.interval {
+            interval.tick(now_ns, &self.model);
+        }
+    }
+
+    /// Records, prints and models one event. A failing recorder (a full disk) stops recording
+    /// but not the session: every event still reaches the model, so the report is whole, and
+    /// [`recording_failure`](Self::recording_failure) says what the recording misses. A
+    /// failing printer (closed pipe) only stops printing.
     pub fn feed(&mut self, event: &Event) -> Result<(), RecordError> {
+        self.stream_events += 1;
         if let Some(recorder) = &mut self.recorder {
-            recorder.write_event(event)?;
+            if let Err(error) = recorder.write_event(event) {
+                self.stop_recording(error);
+            }
         }
         if let Some(printer) = &mut self.printer {
             if let Some(line) = event_line::format(event) {
@@ -82,8 +113,14 @@ impl Pipeline {
         }
         match &event.body {
             EventBody::Lost(lost) => self.lost = *lost,
+            EventBody::KernelSnapshot(snapshot) => {
+                self.events += 1;
+                self.kernel.apply(event.time_ns, snapshot);
+            }
             _ => self.events += 1,
         }
+        // Before the event: a block shows the state at its boundary.
+        self.tick_interval(event.time_ns);
         self.model.apply(event);
         Ok(())
     }
@@ -129,20 +166,57 @@ impl Pipeline {
         self.feed(&event_of(capture, EventBody::Stack(StackRecord { frames })))
     }
 
-    pub fn recorder_mut(&mut self) -> Option<&mut RecordingWriter> {
-        self.recorder.as_mut()
+    /// Writes the recorder's open frame when its flush interval has passed (see
+    /// [`RecordingWriter::flush_if_due`]).
+    pub fn flush_recording_if_due(&mut self, now: std::time::Instant) {
+        if let Some(recorder) = &mut self.recorder {
+            if let Err(error) = recorder.flush_if_due(now) {
+                self.stop_recording(error);
+            }
+        }
     }
 
     /// Ends the recording with its trailer, so a reader knows it is complete.
     pub fn finish_recording(&mut self) -> Result<(), RecordError> {
         if let Some(recorder) = self.recorder.take() {
-            recorder.finish(self.lost)?;
+            let kept = recorder.events_flushed();
+            if let Err(error) = recorder.finish(self.lost) {
+                self.recording_failure = Some(RecordingFailure {
+                    error,
+                    events_kept: kept,
+                });
+            }
         }
         if let Some(printer) = &mut self.printer {
             let _ = printer.flush();
         }
         Ok(())
     }
+
+    fn stop_recording(&mut self, error: RecordError) {
+        let events_kept = self
+            .recorder
+            .take()
+            .map_or(0, |recorder| recorder.events_flushed());
+        self.recording_failure = Some(RecordingFailure { error, events_kept });
+    }
+
+    /// What the recording misses, when the recorder failed: one line for the user.
+    pub fn recording_failure(&self) -> Option<String> {
+        let failure = self.recording_failure.as_ref()?;
+        Some(format!(
+            "{}; the recording holds the first {} of the session's {} events and no trailer (replay reports it truncated); the report covers all of them",
+            failure.error, failure.events_kept, self.stream_events
+        ))
+    }
+}
+
+/// A recording that could not be completed.
+#[derive(Debug)]
+struct RecordingFailure {
+    error: RecordError,
+    /// Events in the frames that reached the file: a replay gives these.
+    events_kept: u64,
 }
 
 /// An event about the thread and moment of a stack sample.

@@ -3,7 +3,8 @@
 
 use std::{fs, io, path::Path};
 
-use crate::event::{SnapshotRecord, SnapshotRegion};
+use crate::event::{SnapshotFd, SnapshotRecord, SnapshotRegion};
+use crate::model::memfd::MEMFD_PATH_PREFIX;
 
 pub fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
@@ -28,7 +29,48 @@ pub fn snapshot(pid: u32) -> io::Result<SnapshotRecord> {
         exe: fs::read_link(format!("/proc/{pid}/exe"))
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        memfd_fds: memfd_fds(pid),
     })
+}
+
+/// The process's open fds that refer to memfds: their link reads `/memfd:NAME (deleted)`, and
+/// the inode the link leads to is the one its mappings show in `/proc/PID/maps`. An fd closed
+/// while we look is simply not there.
+pub fn memfd_fds(pid: u32) -> Vec<SnapshotFd> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    let mut fds: Vec<SnapshotFd> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let fd: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let target = fs::read_link(entry.path()).ok()?;
+            if !target.to_string_lossy().starts_with(MEMFD_PATH_PREFIX) {
+                return None;
+            }
+            let inode = fs::metadata(entry.path()).ok()?.ino();
+            Some(SnapshotFd {
+                fd,
+                inode,
+                cloexec: fd_cloexec(pid, fd),
+            })
+        })
+        .collect();
+    fds.sort_by_key(|fd| fd.fd);
+    fds
+}
+
+/// Whether the fd has `O_CLOEXEC`, from the octal `flags:` line of `/proc/PID/fdinfo/FD`.
+fn fd_cloexec(pid: u32, fd: u32) -> bool {
+    const O_CLOEXEC: u64 = 0o2_000_000;
+    fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}"))
+        .ok()
+        .and_then(|info| {
+            let flags = info.lines().find_map(|line| line.strip_prefix("flags:"))?;
+            u64::from_str_radix(flags.trim(), 8).ok()
+        })
+        .is_some_and(|flags| flags & O_CLOEXEC != 0)
 }
 
 /// One `/proc/PID/maps` line: `start-end perms offset dev inode [name]`.
@@ -59,6 +101,24 @@ fn stat_field(stat: &str, index: usize) -> Option<u64> {
         .nth(index.checked_sub(3)?)?
         .parse()
         .ok()
+}
+
+/// Why a running process cannot be traced, if it cannot: a kernel thread has no user address
+/// space and makes no system calls of its own; a zombie has exited and left its memory behind.
+/// Attaching to either would print an empty report as if nothing happened.
+pub fn untraceable_reason(pid: u32) -> Option<&'static str> {
+    /// `PF_KTHREAD` from include/linux/sched.h: the task is a kernel thread.
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?;
+    if stat_field(&stat, 9).is_some_and(|flags| flags & PF_KTHREAD != 0) {
+        return Some("it is a kernel thread, which has no user address space");
+    }
+    match state {
+        "Z" => Some("it is a zombie: it has exited and has no address space left"),
+        "X" | "x" => Some("it is exiting"),
+        _ => None,
+    }
 }
 
 /// Whether the process runs a 32-bit (ELFCLASS32) image.
@@ -108,6 +168,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn kernel_threads_cannot_be_traced_but_we_can() {
+        // kthreadd is pid 2 on every Linux since 2.6.
+        assert_eq!(
+            untraceable_reason(2),
+            Some("it is a kernel thread, which has no user address space")
+        );
+        assert_eq!(untraceable_reason(std::process::id()), None);
+    }
+
+    #[test]
     fn parses_maps_lines() {
         let line = "7f9fdcb45000-7f9fdcb6b000 r-xp 00001000 fe:00 325843                     /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2";
         let region = parse_maps_line(line).unwrap();
@@ -137,6 +207,24 @@ mod tests {
         assert!(snapshot.regions.iter().any(|r| r.name == "[stack]"));
         assert_eq!(snapshot.ppid, std::os::unix::process::parent_id());
         assert!(snapshot.start_brk > 0);
+    }
+
+    #[test]
+    fn memfd_fds_of_self_names_an_open_memfd() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let memfd =
+            nix::sys::memfd::memfd_create(c"procfs-test", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+                .unwrap();
+        let file = fs::File::from(memfd);
+        let inode = file.metadata().unwrap().ino();
+        let fds = memfd_fds(std::process::id());
+        let found = fds
+            .iter()
+            .find(|fd| fd.fd == file.as_raw_fd() as u32)
+            .expect("the memfd's fd is listed");
+        assert_eq!(found.inode, inode);
+        assert!(found.cloexec);
     }
 
     #[test]

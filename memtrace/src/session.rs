@@ -16,9 +16,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::{
     capture::{Capture, Captured},
     event::{Abi, Comm, Event, EventBody, LostRecord},
-    launch::{GatedCommand, LaunchError},
+    launch::{self, GatedCommand, LaunchError},
     pipeline::Pipeline,
-    probes::{preflight, ProbeError, ProbeOptions, Probes},
+    probes::{backend::Attached, preflight, ProbeError, ProbeOptions, Probes},
     procfs,
     record::{ClockBase, RecordError, RecordingHeader, RecordingWriter, WriterOptions},
 };
@@ -43,12 +43,16 @@ pub struct LiveOptions {
     pub record: Option<PathBuf>,
     /// memtrace's own command line, kept in the recording.
     pub command_line: Vec<String>,
+    /// `--interval`: print a block of growth on stderr every this long.
+    pub interval: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error("no such process: {0}")]
     NoSuchProcess(u32),
+    #[error("cannot trace process {0}: {1}")]
+    Untraceable(u32, &'static str),
     #[error(transparent)]
     Probes(#[from] ProbeError),
     #[error(transparent)]
@@ -80,6 +84,8 @@ pub struct LiveOutcome {
     pub command_status: Option<ExitStatus>,
     /// Ring records that could not be decoded.
     pub undecodable: u64,
+    /// The syscall hooks the session used.
+    pub backend: Attached,
 }
 
 /// The time of day on the kernel's event clock (`bpf_ktime_get_ns` is CLOCK_MONOTONIC).
@@ -89,16 +95,25 @@ pub fn monotonic_ns() -> u64 {
         .unwrap_or(0)
 }
 
-fn realtime_ns() -> u64 {
+pub fn realtime_ns() -> u64 {
     clock_gettime(ClockId::CLOCK_REALTIME)
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
         .unwrap_or(0)
 }
 
 pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
-    if let Target::Pid(pid) = options.target {
-        if !procfs::process_exists(pid) {
-            return Err(SessionError::NoSuchProcess(pid));
+    // Checked before the probes load, so a session that cannot mean anything never starts.
+    match options.target {
+        Target::Pid(pid) => {
+            if !procfs::process_exists(pid) {
+                return Err(SessionError::NoSuchProcess(pid));
+            }
+            if let Some(reason) = procfs::untraceable_reason(pid) {
+                return Err(SessionError::Untraceable(pid, reason));
+            }
+        }
+        Target::Command(_) => {
+            launch::invoking_user()?;
         }
     }
     // Before anything slow: a SIGTERM or Ctrl-C during the load must end the session with its
@@ -108,6 +123,10 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
     let mut probes = Probes::load(&options.probes)?;
     let capture = Capture::new(probes.take_events()?, probes.take_stacks()?);
     let mut pipeline = Pipeline::new(printer(options.print_events), recorder(&options)?);
+    let mut interval_ticks = options.interval.map(|period| {
+        pipeline.print_intervals(interval_printer(period));
+        tokio::time::interval(period)
+    });
 
     // Events a process made before its snapshot are already part of the snapshot.
     let mut snapshot_taken_at: HashMap<u32, u64> = HashMap::new();
@@ -175,6 +194,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
             }
             _ = terminate.recv() => break,
             _ = sleep_until(deadline) => break,
+            _ = next_tick(&mut interval_ticks) => pipeline.tick_interval(monotonic_ns()),
             _ = child_signal.recv() => {}
         }
         if let Some(status) = reap(&mut child) {
@@ -182,9 +202,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
         }
         probes.flush_logs();
         lost = report_new_losses(&probes, &mut pipeline, lost)?;
-        if let Some(recorder) = pipeline.recorder_mut() {
-            recorder.flush_if_due(Instant::now())?;
-        }
+        pipeline.flush_recording_if_due(Instant::now());
         let command_done = command_status.is_some() && !options.probes.follow_children;
         if command_done {
             break;
@@ -211,6 +229,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
         pipeline,
         command_status,
         undecodable: counts.undecodable,
+        backend: probes.backend().clone(),
     })
 }
 
@@ -333,6 +352,23 @@ fn report_new_losses(
         })?;
     }
     Ok(lost)
+}
+
+/// The `--interval` blocks go to stderr, like `--events`.
+pub fn interval_printer(period: Duration) -> crate::interval::IntervalPrinter {
+    crate::interval::IntervalPrinter::new(
+        period.as_nanos().min(u64::MAX.into()) as u64,
+        Box::new(std::io::LineWriter::new(std::io::stderr())),
+    )
+}
+
+async fn next_tick(ticks: &mut Option<tokio::time::Interval>) {
+    match ticks {
+        Some(ticks) => {
+            ticks.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -13,6 +13,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod debian_root;
+pub mod maps;
 pub mod oracle;
 
 /// Which ABI to build a test program for.

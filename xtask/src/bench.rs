@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: how much memtrace slows down a syscall-heavy process, next to strace,
-//! and how compact and fast its recordings are. A measurement, never a pass/fail test: the
+//! how compact and fast its recordings are, and how much memory it takes (`footprint`). A measurement, never a pass/fail test: the
 //! targets are printed next to the numbers for a human to judge.
 
 use std::{
@@ -13,6 +13,8 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{build, cmd, privilege, workspace::Workspace};
 
+mod hook_cost;
+
 #[derive(clap::Args)]
 pub struct BenchOptions {
     /// mmap+munmap pairs per run of the workload.
@@ -21,6 +23,9 @@ pub struct BenchOptions {
     /// Runs per configuration; the median is reported.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     runs: u32,
+    /// Only measure the hook's cost (memtrace against empty programs on its hooks).
+    #[arg(long)]
+    hook_only: bool,
     /// mmap+munmap pairs per thread in the sustained-rate runs.
     #[arg(long, default_value_t = 200_000)]
     rate_rounds: u64,
@@ -140,6 +145,16 @@ pub fn bench(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
     let memtrace = build::build(workspace)?;
     let workload = compile_workload(workspace)?;
     let scratch = ScratchDir::create()?;
+    if options.hook_only {
+        return hook_cost::measure(
+            workspace,
+            &memtrace,
+            &workload,
+            options.iterations,
+            options.runs,
+            &scratch,
+        );
+    }
 
     let mut summaries = Vec::new();
     let mut recording = None;
@@ -190,7 +205,17 @@ pub fn bench(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
     };
 
     print_report(&summaries, recording.as_ref(), replay, options.runs);
-    sustained_rate(workspace, &memtrace, &scratch.path, options.rate_rounds)
+    sustained_rate(workspace, &memtrace, &scratch.path, options.rate_rounds)?;
+    crate::footprint::measure(workspace, &memtrace, &scratch.path)?;
+    crate::bench_kernel::bench_kernel(workspace, &memtrace)?;
+    hook_cost::measure(
+        workspace,
+        &memtrace,
+        &workload,
+        options.iterations,
+        options.runs,
+        &scratch,
+    )
 }
 
 /// Stack settings the sustained-rate measurement compares: every call sampled (the most a
@@ -222,7 +247,9 @@ fn sustained_rate(
     )?;
     println!();
     println!(
-        "Sustained rate: THREADS threads x {rounds} mmap+munmap pairs of one page, default          ring sizes; rate = events / the flood's own time; memtrace's CPU and peak RSS from          /proc (noisy on a shared machine: compare ratios)."
+        "Sustained rate: THREADS threads x {rounds} mmap+munmap pairs of one page, default \
+         ring sizes; rate = events / the flood's own time; memtrace's CPU and peak RSS from \
+         /proc (noisy on a shared machine: compare ratios)."
     );
     println!(
         "{:<22} {:>7} {:>12} {:>6} {:>12} {:>16} {:>9}",

@@ -2,13 +2,19 @@
 //! Every command sets up what it needs first, so a fresh machine needs nothing done by hand.
 
 mod bench;
+mod bench_kernel;
 mod build;
 mod cmd;
 mod demo;
+mod dist;
+mod footprint;
 mod privilege;
 mod run;
 mod setup;
 mod test;
+mod vm;
+mod vm_fetch;
+mod vm_initramfs;
 mod workspace;
 
 use std::{ffi::OsString, process::ExitCode};
@@ -49,6 +55,11 @@ enum Task {
     },
     /// Build, then measure memtrace's overhead, recording size and replay speed.
     Bench(bench::BenchOptions),
+    /// Build the static, stripped memtrace to copy to servers: target/dist/memtrace, with its
+    /// debug info (memtrace.debug) and checksum (memtrace.sha256) beside it.
+    Dist,
+    /// Boot a Debian kernel under qemu with this machine's root and run CMD there as root.
+    Vm(vm::VmOptions),
 }
 
 fn main() -> ExitCode {
@@ -70,5 +81,7 @@ fn run_task(task: Task) -> anyhow::Result<()> {
         Task::Run { memtrace_args } => run::run(&workspace, memtrace_args),
         Task::Test { cargo_test_args } => test::test(&workspace, cargo_test_args),
         Task::Bench(options) => bench::bench(&workspace, &options),
+        Task::Dist => dist::dist(&workspace).map(|_| ()),
+        Task::Vm(options) => vm::vm(&workspace, &options),
     }
 }

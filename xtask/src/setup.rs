@@ -19,11 +19,21 @@ const BPF_LINKER_VERSION: &str = "0.13";
 const BPF_LINKER_LLVM_MAJORS: [u32; 3] = [21, 22, 23];
 
 /// Debian packages the tests and the benchmark use, with why.
-const DEBIAN_PACKAGES: [(&str, &str); 11] = [
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("gcc-multilib", "32-bit test programs"),
     ("strace", "the reference tracer in tests and the benchmark"),
     ("openssh-server", "the sshd end-to-end test"),
     ("openssh-client", "the sshd end-to-end test"),
+    ("binutils", "objcopy and readelf for cargo xtask dist"),
+    (
+        "debootstrap",
+        "the old Debian userland the static-binary and container tests run in",
+    ),
+    (
+        "qemu-system-x86",
+        "the kernel matrix's guests (cargo xtask vm)",
+    ),
+    ("busybox-static", "the kernel matrix's initramfs"),
     ("nodejs", "the fidelity test on node"),
     ("default-jdk-headless", "the fidelity test on a JVM"),
     ("python3-numpy", "the fidelity test on python3 with numpy"),

@@ -5,7 +5,7 @@ use std::{ffi::OsString, process::Command};
 
 use anyhow::{bail, Result};
 
-use crate::{build, cmd, privilege, workspace::Workspace};
+use crate::{build, cmd, dist, privilege, workspace::Workspace};
 
 /// Built for bpfel-unknown-none only (through memtrace/build.rs): a `no_std` crate that cannot
 /// build for the host ("unwinding panics are not supported without std"), so the host's clippy
@@ -14,6 +14,8 @@ const EBPF_PACKAGE: &str = "memtrace-ebpf";
 
 pub fn test(workspace: &Workspace, cargo_test_args: Vec<OsString>) -> Result<()> {
     let memtrace_binary = build::build(workspace)?;
+    // tests/tests/static_binary.rs runs the shipped static binary in an old userland.
+    let dist = dist::dist(workspace)?;
     if !privilege::is_root()? {
         cmd::step("note: not root, so tests that load BPF programs cannot run for real");
     }
@@ -50,7 +52,8 @@ pub fn test(workspace: &Workspace, cargo_test_args: Vec<OsString>) -> Result<()>
     test.args(["test", "--workspace", "--exclude", EBPF_PACKAGE])
         .arg("--no-fail-fast")
         .args(&cargo_test_args)
-        .env("MEMTRACE_BIN", &memtrace_binary);
+        .env("MEMTRACE_BIN", &memtrace_binary)
+        .env("MEMTRACE_DIST_BIN", &dist.binary);
 
     let checks: [(&str, &str, Command); 4] = [
         ("fmt", "checking formatting", format),

@@ -95,6 +95,11 @@ impl AddressSpace {
         merged
     }
 
+    /// Keeps only the regions for which `keep` holds.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Region) -> bool) {
+        self.regions.retain(|_, region| keep(region));
+    }
+
     /// Maps a region, replacing whatever it overlays (MAP_FIXED semantics; a kernel-chosen
     /// address never overlaps anything the kernel knows of, so this is right for both).
     pub(crate) fn map(&mut self, region: Region) {

@@ -24,6 +24,8 @@ pub struct Memfd {
     pub created_ns: u64,
     pub created_by_pid: u32,
     open_fds: u32,
+    /// Found mapped when memtrace attached: `created_ns` is the attach, not its creation.
+    pub seen_at_attach: bool,
 }
 
 impl Memfd {
@@ -73,10 +75,29 @@ impl MemfdRegistry {
             created_ns,
             created_by_pid,
             open_fds: 0,
+            seen_at_attach: false,
         });
         if inode != 0 {
             self.by_inode.insert(inode, id);
         }
+        id
+    }
+
+    /// A memfd found mapped at attach (known by its inode); the one already known is reused.
+    pub(crate) fn seen_at_attach(
+        &mut self,
+        region_name: &str,
+        inode: u64,
+        time_ns: u64,
+        pid: u32,
+        names: &mut Names,
+    ) -> MemfdId {
+        if let Some(id) = self.by_inode(inode) {
+            return id;
+        }
+        let bare_name = region_name.strip_prefix("memfd:").unwrap_or(region_name);
+        let id = self.create(bare_name, inode, time_ns, pid, names);
+        self.memfds[id.0 as usize].seen_at_attach = true;
         id
     }
 

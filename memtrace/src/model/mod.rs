@@ -9,6 +9,7 @@ pub mod anomaly;
 mod backing;
 pub mod brk;
 pub mod call_stacks;
+mod compact;
 pub mod exec;
 pub mod fds;
 pub mod memfd;
@@ -22,8 +23,9 @@ mod syscalls;
 pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
+pub mod timeline;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 pub use address_space::{AddressSpace, CoverageEntry};
 pub use anomaly::{Anomalies, Anomaly};
@@ -42,6 +44,7 @@ use crate::event::{
 use names::Names;
 use process::MmId;
 use syscalls::SyscallTarget;
+use timeline::{Clock, Crossing, Groups, Sample};
 
 /// An address space and how many live processes run on it (more than one only while a vfork
 /// child borrows its parent's).
@@ -68,6 +71,10 @@ pub struct Model {
     last_event_ns: u64,
     /// The last pid looked up: long runs of events from one process skip the hash map.
     recent: Option<(u32, usize)>,
+    /// Processes not yet exited: the ones the timeline samples.
+    live: BTreeSet<usize>,
+    clock: Clock,
+    groups: Groups,
 }
 
 /// Where an event's pid leads.
@@ -88,6 +95,10 @@ impl Model {
         self.events += 1;
         self.first_event_ns.get_or_insert(event.time_ns);
         self.last_event_ns = self.last_event_ns.max(event.time_ns);
+        // Before the event: the state at the boundaries it crossed.
+        if let Some(crossing) = self.clock.advance(event.time_ns) {
+            self.sample_live(crossing);
+        }
         match &event.body {
             EventBody::Syscall(record) => {
                 let Some(id) = self.process_for(event, Birth::Lazy) else {
@@ -113,6 +124,8 @@ impl Model {
             EventBody::Snapshot(record) => self.snapshot(event, record),
             EventBody::Stack(record) => self.attach_stack(event, &record.frames),
             EventBody::Module(record) => self.stacks.record_module(&record.path, &record.build_id),
+            // Kernel allocations belong to no process: the pipeline's kernel model takes them.
+            EventBody::KernelSnapshot(_) => {}
             EventBody::Lost(record) => {
                 // Totals, not increments; taking the larger guards against reordering.
                 self.lost.ring_full = self.lost.ring_full.max(record.ring_full);
@@ -127,6 +140,11 @@ impl Model {
     /// Includes children only seen being forked; [`Process::traced`] tells them apart.
     pub fn processes(&self) -> impl Iterator<Item = ProcessView<'_>> + '_ {
         self.processes.iter().map(|process| self.view(process))
+    }
+
+    /// The processes that have not exited, in order of first appearance.
+    pub fn live_processes(&self) -> impl Iterator<Item = ProcessView<'_>> + '_ {
+        self.live.iter().map(|&id| self.view(&self.processes[id]))
     }
 
     /// The latest process with this pid.
@@ -168,6 +186,35 @@ impl Model {
             space: &self.mms[process.mm.0].space,
             memfds: &self.memfds,
             stacks: &self.stacks,
+            groups: &self.groups,
+        }
+    }
+
+    /// The step the timeline samples at now.
+    pub fn timeline_step_ns(&self) -> u64 {
+        self.clock.step_ns()
+    }
+
+    pub fn timeline_groups(&self) -> &Groups {
+        &self.groups
+    }
+
+    fn sample_live(&mut self, crossing: Crossing) {
+        for &id in &self.live {
+            let process = &mut self.processes[id];
+            if !process.traced {
+                continue;
+            }
+            let space = &self.mms[process.mm.0].space;
+            let sample = Sample::of(space, crossing.first_ns, &mut self.groups);
+            if crossing.last_ns > crossing.first_ns {
+                let mut last = sample.clone();
+                last.time_ns = crossing.last_ns;
+                process.timeline.push(sample);
+                process.timeline.push(last);
+            } else {
+                process.timeline.push(sample);
+            }
         }
     }
 
@@ -229,6 +276,7 @@ impl Model {
         let id = self.processes.len();
         let pid = process.pid;
         self.processes.push(process);
+        self.live.insert(id);
         self.by_pid.insert(pid, id);
         self.recent = Some((pid, id));
         id
@@ -425,7 +473,10 @@ impl Model {
         let process = &mut self.processes[id];
         process.memfds_closed_at_exit = closed;
         process.fds.close_all(&mut self.memfds);
-        process.pending_exec.clear();
+        // Compacted to what the report needs: memory grows with live processes, not with
+        // the ones come and gone.
+        process.pending_exec = Vec::new();
+        process.stats.compact();
         process.exit = Some(ExitInfo {
             time_ns: event.time_ns,
             status: record.status,
@@ -439,6 +490,24 @@ impl Model {
             self.processes[id].mm = self.new_mm(frozen);
         }
         self.mms[self.processes[id].mm.0].users = 0;
+        self.live.remove(&id);
+        if self.processes[id].traced {
+            let sample = Sample::of(
+                &self.mms[self.processes[id].mm.0].space,
+                event.time_ns,
+                &mut self.groups,
+            );
+            self.processes[id].timeline.push(sample);
+        }
+        let process = &self.processes[id];
+        if process.birth == Birth::Fork && process.execs.is_empty() {
+            compact::inherited_copy(
+                &mut self.mms[process.mm.0].space,
+                process.pid,
+                &process.brk,
+                &self.stacks,
+            );
+        }
     }
 
     fn snapshot(&mut self, event: &Event, record: &SnapshotRecord) {
@@ -451,9 +520,30 @@ impl Model {
             syscall: None,
             pid: event.pid,
         };
+        // Memfds mapped at attach join the registry by inode, so their mappings and the fds
+        // still open on them are tracked like the session's own.
+        for region in &record.regions {
+            if region.inode == 0 {
+                continue;
+            }
+            if let Some(name) = memfd::region_name_from_path(&region.name) {
+                self.memfds.seen_at_attach(
+                    &name,
+                    region.inode,
+                    event.time_ns,
+                    event.pid,
+                    &mut self.names,
+                );
+            }
+        }
         let space = snapshot::build_space(&record.regions, created, &self.memfds, &mut self.names);
         self.install_space(id, space);
         let process = &mut self.processes[id];
+        for fd in &record.memfd_fds {
+            if let Some(memfd) = self.memfds.by_inode(fd.inode) {
+                process.fds.open(fd.fd, memfd, fd.cloexec, &mut self.memfds);
+            }
+        }
         if process.birth == Birth::Lazy {
             process.birth = Birth::Snapshot;
         }

@@ -9,6 +9,7 @@ use crate::model::fds::FdTable;
 use crate::model::memfd::{Memfd, MemfdId, MemfdRegistry};
 use crate::model::region::{Origin, Region};
 use crate::model::stats::SyscallStats;
+use crate::model::timeline::{Groups, Timeline};
 
 /// Index of an address space in the model: processes share one while a vfork child runs on its
 /// parent's memory.
@@ -62,6 +63,8 @@ pub struct Process {
     /// For each memfd mapped at exit: whether all its fds were closed by then. Taken before
     /// exit closes the process's own fds, which would make every memfd look closed.
     pub(crate) memfds_closed_at_exit: Vec<(MemfdId, bool)>,
+    /// Its live memory over the session, per group.
+    pub(crate) timeline: Timeline,
     /// Successes the kernel cannot return, refused (see [`crate::model::anomaly`]).
     pub(crate) anomalies: Anomalies,
 }
@@ -93,6 +96,7 @@ impl Process {
             mm,
             pending_exec: Vec::new(),
             memfds_closed_at_exit: Vec::new(),
+            timeline: Timeline::default(),
             anomalies: Anomalies::default(),
         }
     }
@@ -160,6 +164,10 @@ impl Process {
     pub fn fds(&self) -> &FdTable {
         &self.fds
     }
+
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
+    }
 }
 
 /// A process with its layout (now, or frozen at exit) and the session's memfds: everything a
@@ -170,11 +178,17 @@ pub struct ProcessView<'m> {
     pub(crate) space: &'m AddressSpace,
     pub(crate) memfds: &'m MemfdRegistry,
     pub(crate) stacks: &'m crate::model::call_stacks::CallStacks,
+    pub(crate) groups: &'m Groups,
 }
 
 impl<'m> ProcessView<'m> {
     pub fn process(&self) -> &'m Process {
         self.process
+    }
+
+    /// The session's timeline groups, which [`Timeline`] samples refer to.
+    pub fn timeline_groups(&self) -> &'m Groups {
+        self.groups
     }
 
     /// The build-id of a module the call stacks run through, when it was recorded.

@@ -86,10 +86,13 @@ pub struct DistributionSummary {
     pub max: u64,
 }
 
-/// A histogram created on the first value: most processes never call most syscalls.
+/// A histogram created on the first value: most processes never call most syscalls. Once its
+/// process has exited it is compacted to the summary the report shows (a histogram is a few
+/// KiB; an exited process must cost memtrace bytes, not kilobytes).
 #[derive(Clone, Debug, Default)]
 pub struct Distribution {
     histogram: Option<Histogram<u64>>,
+    frozen: Option<DistributionSummary>,
 }
 
 impl Distribution {
@@ -98,6 +101,9 @@ impl Distribution {
     const SIGNIFICANT_DIGITS: u8 = 2;
 
     pub fn record(&mut self, value: u64) {
+        if self.frozen.is_some() {
+            return;
+        }
         if self.histogram.is_none() {
             self.histogram = Histogram::new(Self::SIGNIFICANT_DIGITS).ok();
         }
@@ -110,17 +116,35 @@ impl Distribution {
         }
     }
 
+    /// Keeps only the summary; later values are not recorded.
+    pub(crate) fn compact(&mut self) {
+        if let Some(histogram) = self.histogram.take() {
+            let summary = Self::summarize(&histogram);
+            self.frozen = Some(summary);
+        }
+    }
+
     pub fn summary(&self) -> DistributionSummary {
+        if let Some(frozen) = self.frozen {
+            return frozen;
+        }
         match &self.histogram {
-            // The bucket's lowest value: a recorded 4096 reads back as 4096, not as the end
-            // of its 1% bucket.
-            Some(histogram) if !histogram.is_empty() => DistributionSummary {
-                count: histogram.len(),
-                p50: histogram.lowest_equivalent(histogram.value_at_quantile(0.5)),
-                p99: histogram.lowest_equivalent(histogram.value_at_quantile(0.99)),
-                max: histogram.lowest_equivalent(histogram.max()),
-            },
-            _ => DistributionSummary::default(),
+            Some(histogram) => Self::summarize(histogram),
+            None => DistributionSummary::default(),
+        }
+    }
+
+    fn summarize(histogram: &Histogram<u64>) -> DistributionSummary {
+        if histogram.is_empty() {
+            return DistributionSummary::default();
+        }
+        // The bucket's lowest value: a recorded 4096 reads back as 4096, not as the end of its
+        // 1% bucket.
+        DistributionSummary {
+            count: histogram.len(),
+            p50: histogram.lowest_equivalent(histogram.value_at_quantile(0.5)),
+            p99: histogram.lowest_equivalent(histogram.value_at_quantile(0.99)),
+            max: histogram.lowest_equivalent(histogram.max()),
         }
     }
 }
@@ -159,5 +183,29 @@ impl SyscallStats {
 
     pub(crate) fn record_size(&mut self, name: SyscallName, bytes: u64) {
         self.sizes[name.index()].record(bytes);
+    }
+
+    /// At exit: the distributions shrink to their summaries.
+    pub(crate) fn compact(&mut self) {
+        for distribution in self.latency_ns.iter_mut().chain(&mut self.sizes) {
+            distribution.compact();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compacted_distribution_keeps_its_summary() {
+        let mut distribution = Distribution::default();
+        for value in 1..=1000 {
+            distribution.record(value * 4096);
+        }
+        let summary = distribution.summary();
+        distribution.compact();
+        assert!(distribution.histogram.is_none());
+        assert_eq!(distribution.summary(), summary);
     }
 }

@@ -11,14 +11,15 @@ use std::collections::HashMap;
 
 use bytes::BufMut;
 
+use super::kernel_codec;
 use super::wire::{
     get_bool, get_bytes, get_ivarint, get_string, get_u32_varint, get_u8, get_uvarint, put_bool,
     put_bytes, put_ivarint, put_str, put_uvarint, Malformed,
 };
 use crate::event::{
     Abi, Comm, Event, EventBody, ExecMappingKind, ExecMappingRecord, ExecRecord, ExitRecord,
-    FileRef, ForkRecord, LostRecord, ModuleRecord, SnapshotRecord, SnapshotRegion, StackRecord,
-    Syscall, SyscallRecord,
+    FileRef, ForkRecord, LostRecord, ModuleRecord, SnapshotFd, SnapshotRecord, SnapshotRegion,
+    StackRecord, Syscall, SyscallRecord,
 };
 
 /// The tag byte that starts every event: body kind, ABI, and which optional parts follow.
@@ -51,9 +52,10 @@ mod kind {
 mod extended {
     pub const STACK: u8 = 0;
     pub const MODULE: u8 = 1;
+    pub const KERNEL_SNAPSHOT: u8 = 2;
     /// A [`LostRecord`] that counts call stacks not sampled; one that does not keeps the
     /// shorter [`kind::LOST`] form older readers know.
-    pub const LOST_WITH_STACKS: u8 = 2;
+    pub const LOST_WITH_STACKS: u8 = 3;
 }
 
 /// The byte that starts a syscall body: the [`Syscall`] number and which optional parts follow.
@@ -250,7 +252,7 @@ fn body_kind(body: &EventBody) -> u8 {
         EventBody::Snapshot(_) => kind::SNAPSHOT,
         EventBody::Lost(record) if record.stacks_not_sampled == 0 => kind::LOST,
         EventBody::Lost(_) => kind::EXTENDED,
-        EventBody::Stack(_) | EventBody::Module(_) => kind::EXTENDED,
+        EventBody::Stack(_) | EventBody::Module(_) | EventBody::KernelSnapshot(_) => kind::EXTENDED,
     }
 }
 
@@ -330,6 +332,10 @@ fn encode_body(body: &EventBody, time_ns: u64, context: &mut FrameContext, buf: 
             buf.put_u8(extended::MODULE);
             put_str(buf, &record.path);
             put_bytes(buf, &record.build_id);
+        }
+        EventBody::KernelSnapshot(record) => {
+            buf.put_u8(extended::KERNEL_SNAPSHOT);
+            kernel_codec::encode(record, buf);
         }
     }
 }
@@ -426,6 +432,9 @@ fn decode_body(
                 path: get_string(buf)?,
                 build_id: get_bytes(buf)?.to_vec(),
             }),
+            extended::KERNEL_SNAPSHOT => {
+                EventBody::KernelSnapshot(Box::new(kernel_codec::decode(buf)?))
+            }
             _ => return Err(Malformed("an event has an unknown extended kind")),
         },
         _ => return Err(Malformed("an event has an unknown kind")),
@@ -636,6 +645,13 @@ fn encode_snapshot(record: &SnapshotRecord, buf: &mut impl BufMut) {
         put_str(buf, &region.perms);
         put_str(buf, &region.name);
     }
+    // Added after the regions, so that a recording made before it decodes as "none known".
+    put_uvarint(buf, record.memfd_fds.len() as u64);
+    for fd in &record.memfd_fds {
+        put_uvarint(buf, fd.fd.into());
+        put_uvarint(buf, fd.inode);
+        put_bool(buf, fd.cloexec);
+    }
 }
 
 fn decode_snapshot(buf: &mut &[u8]) -> Result<SnapshotRecord, Malformed> {
@@ -657,12 +673,26 @@ fn decode_snapshot(buf: &mut &[u8]) -> Result<SnapshotRecord, Malformed> {
             name: get_string(buf)?,
         });
     }
+    let mut memfd_fds = Vec::new();
+    if !buf.is_empty() {
+        let count = get_uvarint(buf)?;
+        // Three varints of one byte at least per fd.
+        memfd_fds.reserve(count.min((buf.len() / 3) as u64) as usize);
+        for _ in 0..count {
+            memfd_fds.push(SnapshotFd {
+                fd: get_u32_varint(buf)?,
+                inode: get_uvarint(buf)?,
+                cloexec: get_bool(buf)?,
+            });
+        }
+    }
     Ok(SnapshotRecord {
         regions,
         start_brk,
         brk,
         ppid,
         exe,
+        memfd_fds,
     })
 }
 

@@ -44,6 +44,8 @@ pub struct Trailer {
     pub events: u64,
     /// The kernel side's loss totals at the end of the session.
     pub lost: LostRecord,
+    /// How many events frames the writer wrote; `None` in a version 1 recording.
+    pub frames: Option<u64>,
 }
 
 pub(crate) fn encode_header(header: &RecordingHeader, buf: &mut impl BufMut) {
@@ -85,21 +87,35 @@ pub(crate) fn encode_trailer(trailer: &Trailer, buf: &mut impl BufMut) {
     put_uvarint(buf, trailer.events);
     put_uvarint(buf, trailer.lost.ring_full);
     put_uvarint(buf, trailer.lost.pending_full);
-    put_uvarint(buf, trailer.lost.stacks_not_sampled);
+    // Appended in version 2; a version 1 reader ignores it.
+    if let Some(frames) = trailer.frames {
+        put_uvarint(buf, frames);
+        // Appended after it, so that a reader that knows only `frames` still reads it right.
+        put_uvarint(buf, trailer.lost.stacks_not_sampled);
+    }
 }
 
 /// Like the header, ignores bytes after the known fields.
 pub(crate) fn decode_trailer(mut buf: &[u8]) -> Result<Trailer, Malformed> {
     let buf = &mut buf;
-    Ok(Trailer {
+    let mut trailer = Trailer {
         events: get_uvarint(buf)?,
         lost: LostRecord {
             ring_full: get_uvarint(buf)?,
             pending_full: get_uvarint(buf)?,
-            // Added later: a trailer written before has no such field.
-            stacks_not_sampled: if buf.is_empty() { 0 } else { get_uvarint(buf)? },
+            stacks_not_sampled: 0,
         },
-    })
+        frames: if buf.is_empty() {
+            None
+        } else {
+            Some(get_uvarint(buf)?)
+        },
+    };
+    // Added after `frames`: a trailer written before has no such field.
+    if !buf.is_empty() {
+        trailer.lost.stacks_not_sampled = get_uvarint(buf)?;
+    }
+    Ok(trailer)
 }
 
 #[cfg(test)]
@@ -148,6 +164,7 @@ mod tests {
                 pending_full: u64::MAX,
                 stacks_not_sampled: 7,
             },
+            frames: Some(7),
         };
         let mut buf = Vec::new();
         encode_trailer(&trailer, &mut buf);

@@ -3,9 +3,8 @@
 //! most one partial frame that readers recognise and drop).
 
 use std::{
-    fs::{File, OpenOptions, Permissions},
+    fs::File,
     io::{self, Write},
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::Path,
     time::{Duration, Instant},
 };
@@ -18,10 +17,8 @@ use super::frame::{
     begin_frame, end_frame, payload_len, put_preamble, FrameType, MAX_FRAME_PAYLOAD,
 };
 use super::header::{encode_header, encode_trailer, RecordingHeader, Trailer};
+use super::wire::put_uvarint;
 use crate::event::{Event, LostRecord};
-
-/// Recordings hold command lines, paths and addresses of the traced programs: owner-only.
-const RECORDING_MODE: u32 = 0o600;
 
 /// Where a recording goes. A file is synced to disk when the recording finishes; memory
 /// (tests, benchmarks) has nothing to sync.
@@ -86,6 +83,10 @@ pub struct RecordingWriter<W: RecordingSink = File> {
     frame_events: usize,
     encoder: EventEncoder,
     events: u64,
+    /// Events in frames that reached the sink whole.
+    events_flushed: u64,
+    /// Events frames that reached the sink whole: the next frame's sequence number.
+    frames_written: u64,
     bytes_written: u64,
     last_flush: Instant,
     /// A write failed: the file may end in a partial frame, after which nothing may go.
@@ -93,27 +94,14 @@ pub struct RecordingWriter<W: RecordingSink = File> {
 }
 
 impl RecordingWriter<File> {
-    /// Creates (or truncates) `path` with mode 0600 and writes the preamble and header.
+    /// Creates `path` as a new owner-only file (see [`crate::output`] for what it refuses)
+    /// and writes the preamble and header. Recordings hold command lines, paths and addresses.
     pub fn create(
         path: impl AsRef<Path>,
         header: &RecordingHeader,
         options: WriterOptions,
     ) -> Result<Self, RecordError> {
-        let path = path.as_ref();
-        let create_error = |error| RecordError::Create {
-            path: path.to_owned(),
-            error,
-        };
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(RECORDING_MODE)
-            .open(path)
-            .map_err(create_error)?;
-        // `mode` only applies when the file is created; an existing file keeps its own.
-        file.set_permissions(Permissions::from_mode(RECORDING_MODE))
-            .map_err(create_error)?;
+        let file = crate::output::create_streaming(path.as_ref())?;
         Self::new(file, header, options)
     }
 }
@@ -140,6 +128,8 @@ impl<W: RecordingSink> RecordingWriter<W> {
             frame_events: 0,
             encoder: EventEncoder::default(),
             events: 0,
+            events_flushed: 0,
+            frames_written: 0,
             bytes_written: 0,
             last_flush: Instant::now(),
             failed: false,
@@ -231,6 +221,7 @@ impl<W: RecordingSink> RecordingWriter<W> {
             &Trailer {
                 events: self.events,
                 lost,
+                frames: Some(self.frames_written),
             },
             &mut self.frame,
         );
@@ -247,6 +238,12 @@ impl<W: RecordingSink> RecordingWriter<W> {
         self.events
     }
 
+    /// Events in frames handed to the sink whole: what the file holds if nothing more can be
+    /// written.
+    pub fn events_flushed(&self) -> u64 {
+        self.events_flushed
+    }
+
     /// Bytes handed to the sink so far (events in the open frame not included).
     pub fn bytes_written(&self) -> u64 {
         self.bytes_written
@@ -259,6 +256,10 @@ impl<W: RecordingSink> RecordingWriter<W> {
         }
         self.encoder.start_frame();
         let start = begin_frame(&mut self.frame, FrameType::Events);
+        // The frame's place in the stream, so a reader can tell a missing, repeated or
+        // reordered frame, and how many events it lost.
+        put_uvarint(&mut self.frame, self.frames_written);
+        put_uvarint(&mut self.frame, self.events_flushed);
         self.frame_start = Some(start);
         start
     }
@@ -278,9 +279,12 @@ impl<W: RecordingSink> RecordingWriter<W> {
             self.frame.truncate(start);
             return Ok(());
         }
-        self.frame_events = 0;
+        let events = std::mem::take(&mut self.frame_events) as u64;
         end_frame(&mut self.frame, start);
-        self.write_out()
+        self.write_out()?;
+        self.events_flushed += events;
+        self.frames_written += 1;
+        Ok(())
     }
 
     /// Writes everything assembled in `frame` with one `write_all`, so the file only ever
@@ -321,7 +325,10 @@ impl<W: RecordingSink> Drop for RecordingWriter<W> {
 
 #[cfg(test)]
 mod tests {
-    use std::fs;
+    use std::{
+        fs::{self, Permissions},
+        os::unix::fs::PermissionsExt,
+    };
 
     use super::*;
     use crate::record::tests::{sample_header, scratch_path};
@@ -360,7 +367,7 @@ mod tests {
         .unwrap();
         assert!(error
             .to_string()
-            .starts_with("cannot create recording /nonexistent-memtrace-dir/rec: "));
+            .starts_with("cannot write /nonexistent-memtrace-dir/rec: "));
     }
 
     /// A sink that accepts a fixed number of bytes, then fails like a full disk.
@@ -400,7 +407,7 @@ mod tests {
             ..WriterOptions::default()
         };
         let mut writer = RecordingWriter::new(disk, &sample_header(), options).unwrap();
-        let event = crate::record::bench::mmap_munmap_loop(1).next().unwrap();
+        let event = crate::record::workload::mmap_munmap_loop(1).next().unwrap();
         let mut result = Ok(());
         for _ in 0..100 {
             result = writer.write_event(&event);
@@ -424,7 +431,7 @@ mod tests {
         };
         let mut writer = RecordingWriter::new(Vec::new(), &sample_header(), options).unwrap();
         let header_bytes = writer.bytes_written();
-        let event = crate::record::bench::mmap_munmap_loop(1).next().unwrap();
+        let event = crate::record::workload::mmap_munmap_loop(1).next().unwrap();
         writer.write_event(&event).unwrap();
         let start = writer.last_flush;
         assert!(!writer

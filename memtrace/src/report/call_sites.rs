@@ -37,21 +37,29 @@ const CALL_SITE_FRAMES: usize = 4;
 
 pub(crate) fn unreleased_by_stack(
     view: &ProcessView<'_>,
+    since_ns: u64,
     namer: &mut dyn FrameNamer,
 ) -> Vec<CallSiteGroup> {
-    let mut by_stack: BTreeMap<&[u64], (u64, BTreeMap<u64, u64>)> = BTreeMap::new();
-    for region in view.unreleased() {
+    type Site = (u64, BTreeMap<u64, u64>, Vec<&'static str>);
+    let mut by_stack: BTreeMap<&[u64], Site> = BTreeMap::new();
+    for region in view
+        .unreleased()
+        .filter(|region| region.created.time_ns >= since_ns)
+    {
         let frames = view.stack_frames(region);
         if frames.is_empty() {
             continue;
         }
-        let (bytes, sizes) = by_stack.entry(frames).or_default();
+        let (bytes, sizes, kinds) = by_stack.entry(frames).or_default();
         *bytes += region.len();
+        if !kinds.contains(&region.kind.as_str()) {
+            kinds.push(region.kind.as_str());
+        }
         *sizes.entry(region.len()).or_default() += 1;
     }
     let mut groups: Vec<CallSiteGroup> = by_stack
         .into_iter()
-        .map(|(frames, (bytes, sizes))| {
+        .map(|(frames, (bytes, sizes, kinds))| {
             let frames: Vec<FrameReport> = frames
                 .iter()
                 .enumerate()
@@ -62,6 +70,7 @@ pub(crate) fn unreleased_by_stack(
                 count: sizes.iter().map(|s| s.count).sum(),
                 bytes,
                 call_site: call_site(&frames),
+                kinds,
                 sizes,
                 frames,
             }
@@ -69,6 +78,20 @@ pub(crate) fn unreleased_by_stack(
         .collect();
     groups.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.count.cmp(&a.count)));
     groups
+}
+
+/// The one-line call site of a stack's frames (`hx_alloc_tmp ← process_image ← main`).
+pub(crate) fn call_site_of(
+    view: &ProcessView<'_>,
+    frames: &[u64],
+    namer: &mut dyn FrameNamer,
+) -> String {
+    let frames: Vec<FrameReport> = frames
+        .iter()
+        .enumerate()
+        .map(|(depth, &address)| frame_report(view, depth, address, namer))
+        .collect();
+    call_site(&frames)
 }
 
 /// A return address names the instruction after the call; the call itself is one byte

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::report::call_sites;
 use crate::report::format::{bytes, hex};
+use crate::report::growth;
 use crate::report::schema::{Evidence, Finding, FindingKind, ProcessReport, SizeGroup};
 use crate::report::ReportOptions;
 
@@ -21,6 +22,7 @@ pub(crate) fn for_process(process: &ProcessReport, options: &ReportOptions) -> V
     findings.extend(unreleased_anon(process, options.large_anon_bytes));
     findings.extend(brk_exhausted(process));
     findings.extend(abi_exec_layouts(process, options.near_brk_bytes));
+    findings.extend(growth::growing(process));
     findings
 }
 
@@ -44,14 +46,27 @@ struct MemfdLeak {
     memfds: BTreeSet<(u64, u64)>,
     first_created_ns: u64,
     last_created_ns: u64,
+    /// Of `regions`: found mapped at attach, and created during the trace.
+    at_attach: u64,
+    during_trace: u64,
 }
 
 fn unreleased_memfds(process: &ProcessReport) -> Vec<Finding> {
     let mut leaks: BTreeMap<&str, MemfdLeak> = BTreeMap::new();
+    // Mappings made during the trace, and the ones found at attach (a service attached to
+    // after it grew holds most of its leak from before).
+    let during: BTreeSet<(u64, u64)> = process
+        .unreleased
+        .groups
+        .iter()
+        .flat_map(|group| &group.regions)
+        .map(|region| (region.start, region.created_ns))
+        .collect();
     let mut regions: Vec<_> = process
         .unreleased
         .groups
         .iter()
+        .chain(&process.held_since_attach)
         .flat_map(|group| &group.regions)
         .filter(|region| region.memfd_fd_closed == Some(true))
         .collect();
@@ -66,6 +81,11 @@ fn unreleased_memfds(process: &ProcessReport) -> Vec<Finding> {
             });
         leak.regions += 1;
         leak.bytes += region.len;
+        if during.contains(&(region.start, region.created_ns)) {
+            leak.during_trace += 1;
+        } else {
+            leak.at_attach += 1;
+        }
         if !leak.perms.contains(&region.perms) {
             leak.perms.push(region.perms.clone());
         }
@@ -104,6 +124,12 @@ fn memfd_finding(process: &ProcessReport, name: &str, leak: MemfdLeak) -> Findin
         )),
         None => message.push_str(": close() does not free a mapped memfd, munmap does"),
     }
+    if leak.at_attach > 0 {
+        message.push_str(&format!(
+            " ({} already mapped at attach, {} created during the trace)",
+            leak.at_attach, leak.during_trace
+        ));
+    }
     Finding {
         kind: FindingKind::UnreleasedMemfd,
         pid: process.pid,
@@ -116,6 +142,8 @@ fn memfd_finding(process: &ProcessReport, name: &str, leak: MemfdLeak) -> Findin
             perms: leak.perms,
             first_created_ns: leak.first_created_ns,
             last_created_ns: leak.last_created_ns,
+            at_attach: leak.at_attach,
+            during_trace: leak.during_trace,
             pattern: known.map(|(_, pattern, _)| (*pattern).to_owned()),
             remedy: known.map(|(_, _, remedy)| (*remedy).to_owned()),
         },
@@ -161,8 +189,13 @@ fn unreleased_anon(process: &ProcessReport, threshold: u64) -> Option<Finding> {
         bytes(threshold),
         still_mapped(process),
     );
-    // The call site that owns most unreleased bytes, when stacks were sampled.
-    let top_call_site = process.unreleased.by_stack.first();
+    // The call site that owns most unreleased anonymous bytes, when stacks were sampled (not
+    // the loader's, whose mappings are files).
+    let top_call_site = process
+        .unreleased
+        .by_stack
+        .iter()
+        .find(|site| site.kinds.contains(&"anon"));
     if let Some(top) = top_call_site {
         message.push_str(&format!(
             "; most from {} ({})",

@@ -8,6 +8,7 @@
 pub mod call_sites;
 mod findings;
 pub mod format;
+mod growth;
 pub mod json;
 mod processes;
 pub mod schema;
@@ -15,6 +16,7 @@ mod summary;
 #[cfg(test)]
 mod tests;
 pub mod text;
+pub mod timeline;
 
 pub use call_sites::{FrameName, FrameNamer, NoNames};
 pub use schema::*;
@@ -24,13 +26,15 @@ use crate::event::LostRecord;
 use crate::model::Model;
 
 /// What the report says about the session itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionInfo {
     pub source: Source,
     /// Events read from the kernel or the recording.
     pub events: u64,
     /// The loss totals the session knows of; the model's own (from Lost events) are merged in.
     pub lost: LostRecord,
+    /// How the live session hooked the syscalls (`None` for a replay).
+    pub backend: Option<BackendInfo>,
 }
 
 /// Thresholds of the findings.
@@ -40,6 +44,9 @@ pub struct ReportOptions {
     pub large_anon_bytes: u64,
     /// After an ABI-crossing exec, a mapping this close above the brk start starves the heap.
     pub near_brk_bytes: u64,
+    /// `replay --since`: unreleased memory (and the findings about it) counts only regions
+    /// created from this time on (CLOCK_MONOTONIC ns); 0 counts all.
+    pub since_ns: u64,
 }
 
 impl Default for ReportOptions {
@@ -47,6 +54,7 @@ impl Default for ReportOptions {
         Self {
             large_anon_bytes: 1 << 20,
             near_brk_bytes: 8 << 20,
+            since_ns: 0,
         }
     }
 }
@@ -71,7 +79,14 @@ pub fn build_with(
         .processes()
         // A child forked by a traced parent without --follow was never traced itself.
         .filter(|view| view.process().traced())
-        .map(|view| processes::process_report(&view, namer))
+        .map(|view| {
+            let moment = processes::Moment {
+                now_ns: model.last_event_ns(),
+                step_ns: model.timeline_step_ns(),
+                since_ns: options.since_ns,
+            };
+            processes::process_report(&view, &moment, namer)
+        })
         .collect();
     let findings = processes
         .iter()
@@ -92,6 +107,7 @@ pub fn build_with(
         events: session.events,
         lost_events: lost.ring_full + lost.pending_full,
         lost,
+        backend: session.backend.clone(),
         start_ns: model.first_event_ns(),
         processes,
         findings,

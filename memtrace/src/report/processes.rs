@@ -11,8 +11,23 @@ use crate::report::schema::{
     ExecReport, LatencyTable, LayoutEntry, MappingRef, ProcessReport, SyscallTable,
 };
 use crate::report::summary;
+use crate::report::timeline;
 
-pub(crate) fn process_report(view: &ProcessView<'_>, namer: &mut dyn FrameNamer) -> ProcessReport {
+/// When a process's report is taken and what it counts.
+pub(crate) struct Moment {
+    /// The report's moment for a live process.
+    pub(crate) now_ns: u64,
+    /// The timeline's step.
+    pub(crate) step_ns: u64,
+    /// Unreleased memory counts only what was created from then on.
+    pub(crate) since_ns: u64,
+}
+
+pub(crate) fn process_report(
+    view: &ProcessView<'_>,
+    moment: &Moment,
+    namer: &mut dyn FrameNamer,
+) -> ProcessReport {
     let process = view.process();
     let exit = process.exit();
     ProcessReport {
@@ -32,9 +47,11 @@ pub(crate) fn process_report(view: &ProcessView<'_>, namer: &mut dyn FrameNamer)
         syscalls: syscall_table(process.stats()),
         layout: view.layout().iter().map(layout_entry).collect(),
         summary: summary::by_kind(view.layout()),
-        unreleased: summary::unreleased(view, namer),
+        unreleased: summary::unreleased(view, moment.since_ns, namer),
+        held_since_attach: summary::held_since_attach(view, moment.since_ns),
         brk: brk_report(view),
         distributions: distributions(process.stats()),
+        timeline: timeline::timeline_report(view, moment.now_ns, moment.step_ns, namer),
         anomalies: anomaly_report(process.anomalies()),
     }
 }

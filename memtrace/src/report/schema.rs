@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+pub use crate::report::timeline::{GroupSeries, TimelineReport};
+
 /// Bumped when a field changes meaning or goes away (new fields do not bump it).
 pub const REPORT_VERSION: u32 = 1;
 
@@ -29,10 +31,23 @@ pub struct Report {
     pub events: u64,
     pub lost_events: u64,
     pub lost: LostCounts,
+    /// How a live session hooked the syscalls; absent from a replay's report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendInfo>,
     /// Time of the first event (CLOCK_MONOTONIC ns); times in the text are relative to it.
     pub start_ns: Option<u64>,
     pub processes: Vec<ProcessReport>,
     pub findings: Vec<Finding>,
+}
+
+/// The syscall hooks a live session used (`probes::backend`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BackendInfo {
+    /// `fentry` or `raw-tracepoint`.
+    pub name: String,
+    /// Why it is not the preferred one (fentry), when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -63,8 +78,12 @@ pub struct ProcessReport {
     pub layout: Vec<LayoutEntry>,
     pub summary: Vec<KindSummary>,
     pub unreleased: Unreleased,
+    /// Memory found at attach (not files or stacks) and still held, grouped like `unreleased`.
+    pub held_since_attach: Vec<UnreleasedGroup>,
     pub brk: BrkReport,
     pub distributions: Distributions,
+    /// Live regions and bytes over the session, in all and per group.
+    pub timeline: TimelineReport,
     /// Successful results the kernel cannot return (a decoding fault), refused by the model:
     /// neither counted in `syscalls` nor applied to `layout`.
     pub anomalies: AnomalyReport,
@@ -182,6 +201,8 @@ pub struct CallSiteGroup {
     pub bytes: u64,
     /// One line: the first frames outside the allocator, `f ← g ← main (file.c:9)`.
     pub call_site: String,
+    /// The kinds of the regions it created (`anon`, `file`, `memfd`…).
+    pub kinds: Vec<&'static str>,
     /// Largest total first.
     pub sizes: Vec<SizeGroup>,
     /// Innermost first.
@@ -287,6 +308,7 @@ pub enum FindingKind {
     UnreleasedAnon,
     BrkExhausted,
     AbiExecLayout,
+    Growing,
 }
 
 impl FindingKind {
@@ -296,6 +318,7 @@ impl FindingKind {
             Self::UnreleasedAnon => "unreleased-anon",
             Self::BrkExhausted => "brk-exhausted",
             Self::AbiExecLayout => "abi-exec-layout",
+            Self::Growing => "growing",
         }
     }
 }
@@ -323,6 +346,10 @@ pub enum Evidence {
         perms: Vec<String>,
         first_created_ns: u64,
         last_created_ns: u64,
+        /// Of `regions`: already mapped when memtrace attached (their `created_ns` is the
+        /// attach), and created during the trace.
+        at_attach: u64,
+        during_trace: u64,
         /// What it is and the known remedy, for a recognised pattern.
         pattern: Option<String>,
         remedy: Option<String>,
@@ -356,6 +383,21 @@ pub enum Evidence {
         brk_start: u64,
         above_brk: Option<MappingRef>,
         reasons: Vec<String>,
+    },
+    Growing {
+        /// The group's label, as in the timeline: `memfd:doublemapper`, `anon`.
+        group: String,
+        /// The least-squares rate over the steady rise.
+        bytes_per_s: u64,
+        /// Live regions and bytes of the group at the end.
+        regions: u64,
+        bytes: u64,
+        /// When the rise began (the group's last sample at its starting level).
+        since_ns: u64,
+        /// What the group gained over the rise.
+        grown_bytes: u64,
+        /// For anonymous memory: the call site whose own series grew most.
+        top_call_site: Option<String>,
     },
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{AddressSpace, ProcessView, Region, RegionKind, SyscallName};
+use crate::model::{AddressSpace, Origin, ProcessView, Region, RegionKind, SyscallName};
 use crate::report::call_sites::{self, FrameNamer};
 use crate::report::schema::{
     KindSummary, MemfdReport, Unreleased, UnreleasedGroup, UnreleasedRegion,
@@ -38,9 +38,48 @@ fn percent(part: u64, whole: u64) -> f64 {
 }
 
 /// The process's unreleased regions grouped by (kind, name, perms), largest bytes first.
-pub(crate) fn unreleased(view: &ProcessView<'_>, namer: &mut dyn FrameNamer) -> Unreleased {
+/// `since_ns`: only regions created from then on (`replay --since`; 0 for all).
+pub(crate) fn unreleased(
+    view: &ProcessView<'_>,
+    since_ns: u64,
+    namer: &mut dyn FrameNamer,
+) -> Unreleased {
+    let regions = view
+        .unreleased()
+        .filter(|region| region.created.time_ns >= since_ns);
+    let groups = grouped(view, regions);
+    Unreleased {
+        total_regions: groups.iter().map(|group| group.count).sum(),
+        total_bytes: groups.iter().map(|group| group.bytes).sum(),
+        groups,
+        by_stack: call_sites::unreleased_by_stack(view, since_ns, namer),
+    }
+}
+
+/// What the process had allocated before memtrace attached and still holds (regions from
+/// `/proc/PID/maps` at attach, not the files and stacks it loaded), grouped like
+/// [`unreleased`]: the state at attach, diagnosed like a dump.
+pub(crate) fn held_since_attach(view: &ProcessView<'_>, since_ns: u64) -> Vec<UnreleasedGroup> {
+    let pid = view.process().pid();
+    // A forked child's copies of its parent's regions stay the parent's.
+    let regions = view.layout().iter().filter(move |region| {
+        region.created.origin == Origin::Snapshot
+            && region.created.pid == pid
+            && region.created.time_ns >= since_ns
+            && !matches!(
+                region.kind,
+                RegionKind::File | RegionKind::Stack | RegionKind::Vdso
+            )
+    });
+    grouped(view, regions)
+}
+
+fn grouped<'m>(
+    view: &ProcessView<'m>,
+    regions: impl Iterator<Item = &'m Region>,
+) -> Vec<UnreleasedGroup> {
     let mut groups: BTreeMap<(RegionKind, &str, String), UnreleasedGroup> = BTreeMap::new();
-    for region in view.unreleased() {
+    for region in regions {
         let perms = region.perms.to_string();
         let group = groups
             .entry((region.kind, region.name(), perms.clone()))
@@ -73,12 +112,7 @@ pub(crate) fn unreleased(view: &ProcessView<'_>, namer: &mut dyn FrameNamer) -> 
             .then(a.first_created_ns.cmp(&b.first_created_ns))
             .then_with(|| (&a.name, &a.perms).cmp(&(&b.name, &b.perms)))
     });
-    Unreleased {
-        total_regions: groups.iter().map(|group| group.count).sum(),
-        total_bytes: groups.iter().map(|group| group.bytes).sum(),
-        groups,
-        by_stack: call_sites::unreleased_by_stack(view, namer),
-    }
+    groups
 }
 
 fn unreleased_region(view: &ProcessView<'_>, region: &Region) -> UnreleasedRegion {

@@ -16,6 +16,7 @@ fn session(events: u64) -> SessionInfo {
         source: Source::Replay,
         events,
         lost: LostRecord::default(),
+        backend: None,
     }
 }
 
@@ -206,6 +207,7 @@ fn sshd_bash_feed(from_abi: Abi) -> Feed {
             brk: 0x0900_0000,
             ppid: 1,
             exe: "/usr/sbin/sshd".to_owned(),
+            memfd_fds: Vec::new(),
         },
     )
     .fork(SSHD, BASH, false, false);
@@ -615,11 +617,13 @@ fn text_shows_groups_findings_and_lost_events() {
     assert!(rendered.contains("exited 0"));
     let group_line = rendered
         .lines()
-        .find(|line| line.contains("memfd:doublemapper") && line.contains("rw-s"))
+        .find(|line| line.trim_start().starts_with("memfd:doublemapper") && line.contains("rw-s"))
         .expect("a line for the rw-s views");
     assert!(group_line.contains("8 regions"), "{group_line}");
     assert!(group_line.contains("32 MiB"), "{group_line}");
     assert!(rendered.contains("[unreleased-memfd]"));
+    // The signal first: the findings come before the per-process blocks.
+    assert!(rendered.find("Findings").unwrap() < rendered.find("pid 4242 (dotnet)").unwrap());
     assert!(
         !rendered.contains("layout\n"),
         "the region list only on request"
@@ -643,4 +647,29 @@ fn text_of_the_sshd_bash_incident() {
     assert!(rendered.contains("brk failed 2×"));
     assert!(rendered.contains("[abi-exec-layout]"));
     assert!(rendered.contains("[brk-exhausted]"));
+}
+
+/// A live report names the syscall hooks it used, and why not fentry; a replay's has none.
+#[test]
+fn the_header_names_the_backend() {
+    let feed = doublemapper_feed();
+    let mut info = session(feed.model.events());
+    info.backend = Some(crate::report::BackendInfo {
+        name: "raw-tracepoint".into(),
+        why: Some("fentry unavailable: load refused".into()),
+    });
+    let report = build(&feed.model, &info);
+    let text = text::render(&report, &TextOptions::default());
+    assert_eq!(
+        text.lines().nth(1),
+        Some("backend: raw-tracepoint (fentry unavailable: load refused)")
+    );
+    let json: Value = serde_json::from_str(&json::render(&report)).unwrap();
+    assert_eq!(json["backend"]["name"], "raw-tracepoint");
+    assert_eq!(json["backend"]["why"], "fentry unavailable: load refused");
+
+    let replayed = report_of(&feed);
+    assert!(!text::render(&replayed, &TextOptions::default()).contains("backend:"));
+    let json: Value = serde_json::from_str(&json::render(&replayed)).unwrap();
+    assert!(json.get("backend").is_none());
 }

@@ -1,6 +1,7 @@
-//! The report for a person: per process a short block in the spirit of WinDbg's
-//! `!address -summary` (who, execs, syscalls, memory by kind, what was never released, the
-//! heap's room), then the findings.
+//! The report for a person: the findings first, then per process a short block in the spirit
+//! of WinDbg's `!address -summary`: who, what it allocated and still holds (what it loaded,
+//! its executable, libraries and thread stacks, summed up in one line), what it held at
+//! attach, how it grew, the heap's room, then the syscalls and memory by kind.
 
 use std::fmt::Write as _;
 
@@ -22,10 +23,7 @@ const LISTED_BRK_FAILURES: usize = 5;
 pub fn render(report: &Report, options: &TextOptions) -> String {
     let mut out = String::new();
     header(&mut out, report);
-    for process in &report.processes {
-        out.push('\n');
-        process_block(&mut out, report, process, options);
-    }
+    // The signal first: what a person should look at, then the evidence per process.
     out.push('\n');
     if report.findings.is_empty() {
         out.push_str("Findings: none\n");
@@ -34,6 +32,10 @@ pub fn render(report: &Report, options: &TextOptions) -> String {
         for finding in &report.findings {
             let _ = writeln!(out, "  [{}] {}", finding.kind.as_str(), finding.message);
         }
+    }
+    for process in &report.processes {
+        out.push('\n');
+        process_block(&mut out, report, process, options);
     }
     out
 }
@@ -47,6 +49,12 @@ fn header(out: &mut String, report: &Report) {
         count_of(report.processes.len() as u64, "process", "processes"),
         report.lost_events,
     );
+    if let Some(backend) = &report.backend {
+        let _ = match &backend.why {
+            Some(why) => writeln!(out, "backend: {} ({why})", backend.name),
+            None => writeln!(out, "backend: {}", backend.name),
+        };
+    }
     if report.lost_events > 0 {
         let _ = writeln!(
             out,
@@ -88,11 +96,13 @@ fn process_block(
     for exec in &process.execs {
         exec_lines(out, report, exec);
     }
+    unreleased(out, report, process);
+    held_since_attach(out, report, process);
+    growth_line(out, process);
+    brk_lines(out, report, process);
     syscall_table(out, process);
     anomaly_lines(out, process);
     kind_table(out, process);
-    unreleased(out, report, process);
-    brk_lines(out, report, process);
     if options.show_layout {
         layout(out, process);
     }
@@ -198,42 +208,40 @@ fn kind_table(out: &mut String, process: &ProcessReport) {
     }
 }
 
+/// What a program loads rather than allocates: its executable, libraries and loader mappings
+/// (files), and thread stacks.
+fn is_loaded(group: &UnreleasedGroup) -> bool {
+    group.kind == "file" || group.regions.iter().all(|region| region.thread_stack)
+}
+
 fn unreleased(out: &mut String, report: &Report, process: &ProcessReport) {
     let unreleased = &process.unreleased;
     if unreleased.total_regions == 0 {
         out.push_str("  unreleased: nothing\n");
         return;
     }
-    let _ = writeln!(
-        out,
-        "  unreleased: {}, {}",
-        count(unreleased.total_regions, "region"),
-        bytes(unreleased.total_bytes),
-    );
-    let rows: Vec<Vec<String>> = unreleased
-        .groups
-        .iter()
-        .take(LISTED_GROUPS)
-        .map(|group| group_row(report, group))
-        .collect();
-    for line in table(&rows, "    ", &[0, 1, 4, 5]) {
-        let _ = writeln!(out, "{line}");
-    }
-    let rest = &unreleased.groups[unreleased.groups.len().min(LISTED_GROUPS)..];
-    if !rest.is_empty() {
+    let (loaded, allocated): (Vec<&UnreleasedGroup>, Vec<&UnreleasedGroup>) =
+        unreleased.groups.iter().partition(|group| is_loaded(group));
+    let total = |groups: &[&UnreleasedGroup]| {
+        (
+            groups.iter().map(|group| group.count).sum::<u64>(),
+            groups.iter().map(|group| group.bytes).sum::<u64>(),
+        )
+    };
+    let (regions, held) = total(&allocated);
+    if allocated.is_empty() {
+        out.push_str("  allocated and unreleased: nothing\n");
+    } else {
         let _ = writeln!(
             out,
-            "    … {} more: {}, {}",
-            count(rest.len() as u64, "group"),
-            count(rest.iter().map(|group| group.count).sum(), "region"),
-            bytes(rest.iter().map(|group| group.bytes).sum()),
+            "  allocated and unreleased: {}, {}",
+            count(regions, "region"),
+            bytes(held),
         );
+        group_table(out, report, &allocated);
     }
     if !unreleased.by_stack.is_empty() {
-        out.push_str(
-            "  unreleased by call site:
-",
-        );
+        out.push_str("  unreleased by call site:\n");
         for group in unreleased.by_stack.iter().take(LISTED_GROUPS) {
             let _ = writeln!(
                 out,
@@ -243,6 +251,79 @@ fn unreleased(out: &mut String, report: &Report, process: &ProcessReport) {
             );
         }
     }
+    if !loaded.is_empty() {
+        let (regions, held) = total(&loaded);
+        let _ = writeln!(
+            out,
+            "  loaded (libraries, loader mappings, thread stacks): {}, {}",
+            count(regions, "region"),
+            bytes(held),
+        );
+    }
+}
+
+fn group_table(out: &mut String, report: &Report, groups: &[&UnreleasedGroup]) {
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .take(LISTED_GROUPS)
+        .map(|group| group_row(report, group))
+        .collect();
+    for line in table(&rows, "    ", &[0, 1, 4, 5]) {
+        let _ = writeln!(out, "{line}");
+    }
+    let rest = &groups[groups.len().min(LISTED_GROUPS)..];
+    if !rest.is_empty() {
+        let _ = writeln!(
+            out,
+            "    … {} more: {}, {}",
+            count(rest.len() as u64, "group"),
+            count(rest.iter().map(|group| group.count).sum(), "region"),
+            bytes(rest.iter().map(|group| group.bytes).sum()),
+        );
+    }
+}
+
+/// The state at attach: what the process had allocated before memtrace came and still holds.
+fn held_since_attach(out: &mut String, report: &Report, process: &ProcessReport) {
+    let groups: Vec<&UnreleasedGroup> = process.held_since_attach.iter().collect();
+    if groups.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  held since attach: {}, {}",
+        count(groups.iter().map(|group| group.count).sum(), "region"),
+        bytes(groups.iter().map(|group| group.bytes).sum()),
+    );
+    group_table(out, report, &groups);
+}
+
+/// The whole process's live bytes from the first to the last point of its timeline.
+fn growth_line(out: &mut String, process: &ProcessReport) {
+    let timeline = &process.timeline;
+    let (Some(&first), Some(&last)) = (timeline.bytes.first(), timeline.bytes.last()) else {
+        return;
+    };
+    if timeline.times_ns.len() < 2 {
+        return;
+    }
+    let seconds = timeline
+        .times_ns
+        .last()
+        .zip(timeline.times_ns.first())
+        .map_or(0.0, |(end, start)| end.saturating_sub(*start) as f64 / 1e9);
+    let change = if last >= first {
+        format!("+{}", bytes(last - first))
+    } else {
+        format!("-{}", bytes(first - last))
+    };
+    let _ = writeln!(
+        out,
+        "  mapped {} → {} ({change}) over {seconds:.1}s, {} samples",
+        bytes(first),
+        bytes(last),
+        timeline.times_ns.len(),
+    );
 }
 
 fn group_row(report: &Report, group: &UnreleasedGroup) -> Vec<String> {

@@ -282,10 +282,19 @@ fn vfork_child_exiting_without_exec_keeps_a_frozen_copy() {
     let mut feed = Feed::new();
     feed.mmap_anon(PARENT, A, PAGE, RW)
         .fork(PARENT, CHILD, false, true)
+        .mmap_anon(CHILD, A + 0x10000, PAGE, RW)
         .exit(CHILD, 0);
     feed.munmap(PARENT, A, PAGE);
-    feed.assert_layout(PARENT, &[]);
-    feed.assert_layout(CHILD, &[(A, A + PAGE, "rw-p", Anon, "")]);
+    feed.assert_layout(PARENT, &[(A + 0x10000, A + 0x11000, "rw-p", Anon, "")]);
+    // Compacted at exit: what it made itself stays, its parent's memory is the parent's.
+    feed.assert_layout(CHILD, &[(A + 0x10000, A + 0x11000, "rw-p", Anon, "")]);
+    let child = feed.model.process(CHILD).unwrap();
+    let timeline = child.process().timeline().samples();
+    assert_eq!(
+        timeline.last().map(|sample| sample.regions),
+        Some(2),
+        "the exit sample is taken before the compaction"
+    );
 }
 
 #[test]

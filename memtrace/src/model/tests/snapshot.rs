@@ -79,6 +79,7 @@ fn snapshot_builds_a_classified_layout() {
             brk: 0x62_0800,
             ppid: 1,
             exe: "/usr/sbin/sshd".to_owned(),
+            memfd_fds: Vec::new(),
         },
     );
     feed.assert_layout(

@@ -157,6 +157,7 @@ fn snapshot_record() -> impl Strategy<Value = SnapshotRecord> {
             brk,
             ppid,
             exe,
+            memfd_fds: Vec::new(),
         })
 }
 

@@ -272,6 +272,7 @@ pub(crate) fn every_variant() -> Vec<Event> {
                 brk: 0,
                 ppid: 0,
                 exe: String::new(),
+                memfd_fds: Vec::new(),
             }),
         ),
         event(
@@ -296,6 +297,7 @@ pub(crate) fn every_variant() -> Vec<Event> {
                 brk: 1,
                 ppid: u32::MAX,
                 exe: "/usr/bin/ünïcödé".into(),
+                memfd_fds: Vec::new(),
             }),
         ),
         event(

@@ -1,0 +1,328 @@
+//! The Debian kernels the VM matrix boots, and fetching them: `apt-get download` through a
+//! private apt configuration under target/vm/apt, so suites this machine does not list
+//! (bullseye-security, trixie-backports...) can be fetched while the machine's own apt set-up
+//! (sources, lists, cache, status) stays exactly as it is.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{cmd, workspace::Workspace};
+
+/// Which Debian archive a suite lives in: security suites have their own.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Archive {
+    Main,
+    Security,
+}
+
+/// One Debian kernel of the matrix. The packages are pinned by exact name, so a test run is
+/// reproducible; when the archive drops one, bump it here to the suite's newest.
+pub struct Kernel {
+    /// What `--kernel` takes: the upstream series.
+    pub label: &'static str,
+    /// The package with /boot/vmlinuz-* and the modules.
+    pub package: &'static str,
+    suite: &'static str,
+    archive: Archive,
+    /// Who runs this kernel, for `cargo xtask vm --list`.
+    pub why: &'static str,
+}
+
+pub const KERNELS: [Kernel; 4] = [
+    Kernel {
+        label: "5.10",
+        package: "linux-image-5.10.0-46-amd64",
+        suite: "bullseye-security",
+        archive: Archive::Security,
+        why: "Debian 11; the oldest supported",
+    },
+    Kernel {
+        label: "6.1",
+        package: "linux-image-6.1.0-56-amd64",
+        suite: "bookworm",
+        archive: Archive::Main,
+        why: "Debian 12's default",
+    },
+    Kernel {
+        label: "6.12",
+        package: "linux-image-6.12.117+deb12-amd64",
+        suite: "bookworm-security",
+        archive: Archive::Security,
+        why: "Debian 13, RHEL 10",
+    },
+    Kernel {
+        label: "6.18",
+        package: "linux-image-6.18.15+deb13-amd64",
+        suite: "trixie-backports",
+        archive: Archive::Main,
+        why: "trixie-backports; this machine's series",
+    },
+];
+
+pub fn find(label: &str) -> Result<&'static Kernel> {
+    KERNELS
+        .iter()
+        .find(|kernel| kernel.label == label)
+        .with_context(|| {
+            let labels: Vec<&str> = KERNELS.iter().map(|kernel| kernel.label).collect();
+            format!(
+                "no kernel {label:?} in the matrix (known: {})",
+                labels.join(", ")
+            )
+        })
+}
+
+/// A kernel package unpacked on disk.
+pub struct Unpacked {
+    pub vmlinuz: PathBuf,
+    /// lib/modules/<release> inside the package.
+    pub modules: PathBuf,
+}
+
+/// Downloads (once) and unpacks (once) a kernel package under target/vm.
+pub fn fetch(workspace: &Workspace, kernel: &Kernel) -> Result<Unpacked> {
+    let vm_dir = vm_dir(workspace);
+    let root = vm_dir.join("kernels").join(kernel.package);
+    let stamp = root.join(".unpacked");
+    if !stamp.exists() {
+        let deb = download(&vm_dir, kernel)?;
+        if root.exists() {
+            fs::remove_dir_all(&root).with_context(|| format!("clearing {}", root.display()))?;
+        }
+        cmd::step(format!("unpacking {}", kernel.package));
+        cmd::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+        fs::write(&stamp, "").with_context(|| format!("writing {}", stamp.display()))?;
+    }
+    unpacked(&root)
+}
+
+pub fn vm_dir(workspace: &Workspace) -> PathBuf {
+    workspace.target_dir.join("vm")
+}
+
+fn download(vm_dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
+    let debs = vm_dir.join("debs");
+    fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
+    if let Some(deb) = find_deb(&debs, kernel.package)? {
+        return Ok(deb);
+    }
+    let apt = PrivateApt::create(&vm_dir.join("apt"))?;
+    cmd::step(format!(
+        "downloading {} from {}",
+        kernel.package, kernel.suite
+    ));
+    cmd::run(apt.command("apt-get").arg("update"))?;
+    cmd::run(
+        apt.command("apt-get")
+            .current_dir(&debs)
+            .arg("download")
+            .arg(kernel.package),
+    )?;
+    find_deb(&debs, kernel.package)?
+        .with_context(|| format!("apt-get download left no {}_*.deb", kernel.package))
+}
+
+fn find_deb(debs: &Path, package: &str) -> Result<Option<PathBuf>> {
+    let prefix = format!("{package}_");
+    for entry in fs::read_dir(debs).with_context(|| format!("listing {}", debs.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with(&prefix) && name.ends_with(".deb") {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
+}
+
+/// Finds the kernel image and the modules directory: Debian moved modules from /lib/modules
+/// to /usr/lib/modules with the /usr merge (trixie), so both layouts occur.
+fn unpacked(root: &Path) -> Result<Unpacked> {
+    let boot = root.join("boot");
+    let vmlinuz = fs::read_dir(&boot)
+        .with_context(|| format!("listing {}", boot.display()))?
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .with_context(|| format!("no vmlinuz-* in {}", boot.display()))?;
+    let release = vmlinuz
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .trim_start_matches("vmlinuz-")
+        .to_owned();
+    let modules = ["lib/modules", "usr/lib/modules"]
+        .iter()
+        .map(|dir| root.join(dir).join(&release))
+        .find(|dir| dir.is_dir())
+        .with_context(|| format!("no modules for {release} in {}", root.display()))?;
+    Ok(Unpacked { vmlinuz, modules })
+}
+
+/// An apt configuration of our own: its sources list the suites of the matrix on the mirror
+/// this machine's apt already uses; its lists, cache and dpkg status are private too.
+struct PrivateApt {
+    dir: PathBuf,
+}
+
+impl PrivateApt {
+    fn create(dir: &Path) -> Result<Self> {
+        for sub in ["lists/partial", "cache/archives/partial", "sources.list.d"] {
+            let path = dir.join(sub);
+            fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        }
+        // An empty dpkg status: nothing counts as installed, and the real one is never read.
+        let status = dir.join("status");
+        if !status.exists() {
+            fs::write(&status, "").with_context(|| format!("writing {}", status.display()))?;
+        }
+        let mirror = Mirror::from_machine()?;
+        let mut sources = String::new();
+        for kernel in &KERNELS {
+            let uri = match kernel.archive {
+                Archive::Main => &mirror.main,
+                Archive::Security => &mirror.security,
+            };
+            let line = format!(
+                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {uri} {} main\n",
+                kernel.suite
+            );
+            if !sources.contains(&line) {
+                sources.push_str(&line);
+            }
+        }
+        let list = dir.join("sources.list");
+        fs::write(&list, sources).with_context(|| format!("writing {}", list.display()))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new(program);
+        let dir = |sub: &str| self.dir.join(sub).display().to_string();
+        for (option, value) in [
+            ("Dir::Etc::SourceList", dir("sources.list")),
+            ("Dir::Etc::SourceParts", dir("sources.list.d")),
+            ("Dir::State::Lists", dir("lists")),
+            ("Dir::Cache", dir("cache")),
+            ("Dir::State::status", dir("status")),
+            ("APT::Architecture", "amd64".to_owned()),
+            // Only the kernel's Packages index: no translations or AppStream data.
+            ("Acquire::Languages", "none".to_owned()),
+            (
+                "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled",
+                "false".to_owned(),
+            ),
+            // Files land in target/, which apt's unprivileged _apt user may not be able to
+            // write; as root, fetch as root rather than warn on every file.
+            ("APT::Sandbox::User", "root".to_owned()),
+        ] {
+            command.arg("-o").arg(format!("{option}={value}"));
+        }
+        command
+    }
+}
+
+/// The Debian archive and security archive URIs this machine's apt uses.
+struct Mirror {
+    main: String,
+    security: String,
+}
+
+impl Mirror {
+    /// Reads the URIs from /etc/apt/sources.list and sources.list.d (both the one-line and the
+    /// deb822 formats): the first ending in /debian, and one ending in /debian-security (or
+    /// the main one's host with /debian-security).
+    fn from_machine() -> Result<Self> {
+        let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
+        if let Ok(entries) = fs::read_dir("/etc/apt/sources.list.d") {
+            let mut parts: Vec<PathBuf> = entries
+                .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+                .collect();
+            parts.sort();
+            files.extend(parts);
+        }
+        let mut uris = Vec::new();
+        for file in files {
+            let Ok(text) = fs::read_to_string(&file) else {
+                continue;
+            };
+            uris.extend(uris_in(&text));
+        }
+        let main = uris
+            .iter()
+            .find(|uri| uri.ends_with("/debian"))
+            .cloned()
+            .context(
+                "this machine's apt sources name no Debian mirror (a URI ending in /debian)",
+            )?;
+        let security = uris
+            .iter()
+            .find(|uri| uri.ends_with("/debian-security"))
+            .cloned()
+            .unwrap_or_else(|| format!("{main}-security"));
+        Ok(Self { main, security })
+    }
+}
+
+/// The repository URIs in an apt sources file, trailing slashes removed.
+fn uris_in(text: &str) -> Vec<String> {
+    let mut uris = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('#') {
+            continue;
+        }
+        let words: Vec<&str> = if let Some(rest) = line.strip_prefix("URIs:") {
+            rest.split_whitespace().collect()
+        } else if line.starts_with("deb ") {
+            // `deb [options] uri suite components`: the URI is the first word after the options.
+            let rest = line.trim_start_matches("deb ").trim_start();
+            let rest = match rest.strip_prefix('[') {
+                Some(options) => options.split_once(']').map_or("", |(_, rest)| rest),
+                None => rest,
+            };
+            rest.split_whitespace().take(1).collect()
+        } else {
+            continue;
+        };
+        uris.extend(words.iter().map(|uri| uri.trim_end_matches('/').to_owned()));
+    }
+    uris
+}
+
+/// `dpkg-deb` and `apt-get` must exist: this is a Debian-only facility.
+pub fn check_tools() -> Result<()> {
+    for tool in ["apt-get", "dpkg-deb", "qemu-system-x86_64", "busybox"] {
+        if crate::privilege::find_in_path(tool).is_none() {
+            bail!("the VM runner needs {tool} (run `cargo xtask setup` on Debian)");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uris_in;
+
+    #[test]
+    fn reads_uris_from_both_source_formats() {
+        let text = "# deb http://commented/debian x main\n\
+                    deb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian/ bookworm main\n\
+                    Types: deb\nURIs: http://mirror.example/debian-security\nSuites: x\n";
+        assert_eq!(
+            uris_in(text),
+            [
+                "http://mirror.example/debian",
+                "http://mirror.example/debian-security"
+            ]
+        );
+    }
+}
