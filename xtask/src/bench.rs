@@ -253,7 +253,9 @@ fn sustained_rate(
     )?;
     println!();
     println!(
-        "Sustained rate: THREADS threads x {rounds} mmap+munmap pairs of one page, default          ring sizes; rate = events / the flood's own time; memtrace's CPU and peak RSS from          /proc (noisy on a shared machine: compare ratios)."
+        "Sustained rate: THREADS threads x {rounds} mmap+munmap pairs of one page, default \
+         ring sizes; rate = events / the flood's own time; memtrace's CPU and peak RSS from \
+         /proc (noisy on a shared machine: compare ratios)."
     );
     println!(
         "{:<22} {:>7} {:>12} {:>6} {:>12} {:>16} {:>9}",
