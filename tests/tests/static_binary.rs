@@ -53,7 +53,9 @@ fn is_unnamed_on_the_host(difference: &str) -> bool {
         && [".function: null vs ", ".file: null vs ", ".line: null vs "]
             .iter()
             .any(|field| difference.contains(field));
-    let call_site = difference.contains(".call_site: ");
+    // Call sites are named from those frames, in the unreleased groups and the timeline.
+    let call_site = difference.contains(".call_site: ")
+        || (difference.contains(".timeline.groups[") && difference.contains("].group: "));
     in_frame_name || call_site
 }
 

@@ -58,29 +58,54 @@ pub fn kernel_mappings(
     image: &LoadedImage,
     pid: u32,
 ) -> Result<Vec<ExecMappingRecord>, ImageError> {
-    let exe = ElfFile::read_checked(
+    // A short-lived process may be gone before its exec event is read: then the files are
+    // read by path from memtrace's own root, the executable still checked by its inode (a
+    // match also shows the process saw the same files as memtrace).
+    let (exe, alive) = match ElfFile::read_checked(
         Path::new(&format!("/proc/{pid}/exe")),
         &image.exe.path,
         image.exe.inode,
-    )?;
+    ) {
+        Ok(exe) => (exe, true),
+        Err(ImageError::Io(..)) => {
+            let path = Path::new(&image.exe.path);
+            (
+                ElfFile::read_checked(path, &image.exe.path, image.exe.inode)?,
+                false,
+            )
+        }
+        Err(error) => return Err(error),
+    };
     let mut mappings = Vec::new();
     let exe_bias = exe.load_bias(image.phdr);
     place_segments(&exe, exe_bias, &image.exe, &mut mappings);
 
     if let (Some(interp), true) = (&exe.interpreter, image.interp_base != 0) {
-        let (file, source) = mapped_file_at(pid, image.interp_base).ok_or_else(|| {
-            ImageError::Io(
-                interp.clone(),
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!(
-                        "pid {pid} has no file mapped at its AT_BASE {:#x}",
-                        image.interp_base
+        let (file, interp_elf) = if alive {
+            let (file, source) = mapped_file_at(pid, image.interp_base).ok_or_else(|| {
+                ImageError::Io(
+                    interp.clone(),
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!(
+                            "pid {pid} has no file mapped at its AT_BASE {:#x}",
+                            image.interp_base
+                        ),
                     ),
-                ),
-            )
-        })?;
-        let interp_elf = ElfFile::read_checked(&source, &file.path, file.inode)?;
+                )
+            })?;
+            let elf = ElfFile::read_checked(&source, &file.path, file.inode)?;
+            (file, elf)
+        } else {
+            // The maps name the file behind the link (/lib64/ld-linux-x86-64.so.2 is one).
+            let resolved = std::fs::canonicalize(interp).unwrap_or_else(|_| interp.into());
+            let path = resolved.to_string_lossy().into_owned();
+            let elf = ElfFile::read_checked(&resolved, &path, 0)?;
+            let inode = std::os::unix::fs::MetadataExt::ino(
+                &std::fs::metadata(&resolved).map_err(|e| ImageError::Io(path.clone(), e))?,
+            );
+            (FileRef { inode, path }, elf)
+        };
         place_segments(&interp_elf, image.interp_base, &file, &mut mappings);
     }
     if image.vdso_base != 0 {
