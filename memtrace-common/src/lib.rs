@@ -6,6 +6,8 @@
 //! `bool`, no implicit padding) so that the bytes are the same on both sides.
 #![no_std]
 
+pub mod kmem;
+
 /// Length of the fixed buffers that carry a path or a name (memfd name, exec filename).
 pub const PATH_LEN: usize = 256;
 /// A file path is collected in the kernel one dentry at a time, each into its own slot.
@@ -145,6 +147,15 @@ impl Syscall {
             },
             Abi::Unknown => None,
         }
+    }
+}
+
+impl Syscall {
+    /// Whether a raw syscall number is one memtrace traces in either ABI. The raw tracepoints
+    /// see every syscall of every process before knowing its ABI (that costs a kernel read):
+    /// this test on the number alone lets everything else through at the price of the hook.
+    pub fn may_be_traced(nr: i64) -> bool {
+        Self::from_number(Abi::X86_64, nr).is_some() || Self::from_number(Abi::I386, nr).is_some()
     }
 }
 
@@ -327,6 +338,10 @@ pub struct KernelOffsets {
     pub mount_mnt_parent: u32,
     pub mount_mnt_mountpoint: u32,
     pub vfsmount_mnt_root: u32,
+    /// `task_struct.fs` and `fs_struct.root`: the task's root directory, where a path as the
+    /// task sees it starts (a chroot's or a container's root).
+    pub task_fs: u32,
+    pub fs_struct_root: u32,
     pub mm_start_code: u32,
     pub mm_end_code: u32,
     pub mm_start_data: u32,
@@ -345,6 +360,10 @@ pub struct KernelOffsets {
     pub vma_vm_end: u32,
     /// `x86 TS_COMPAT` in `thread_info.status`.
     pub ts_compat: u32,
+    /// `task_struct.signal`, and `signal_struct.live.counter` (threads not yet exiting): how
+    /// kernels whose `sched_process_exit` lacks `group_dead` tell the last thread's exit.
+    pub task_signal: u32,
+    pub signal_live: u32,
 }
 
 /// Tunables written into the programs' read-only data before load.
@@ -432,4 +451,22 @@ mod record_bytes {
     unsafe impl RecordBytes for ExecEvent {}
     unsafe impl RecordBytes for ExitEvent {}
     unsafe impl RecordBytes for StackSampleEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tracepoints' first filter lets through exactly the numbers of both ABIs.
+    #[test]
+    fn may_be_traced_is_the_union_of_both_abis() {
+        for nr in -1..1024 {
+            let traced = Syscall::from_number(Abi::X86_64, nr).is_some()
+                || Syscall::from_number(Abi::I386, nr).is_some();
+            assert_eq!(Syscall::may_be_traced(nr), traced, "syscall {nr}");
+        }
+        // getppid (x86_64 110, ia32 64), the benchmark's bystander, is not ours.
+        assert!(!Syscall::may_be_traced(110) && !Syscall::may_be_traced(64));
+        assert!(Syscall::may_be_traced(9) && Syscall::may_be_traced(192));
+    }
 }

@@ -73,8 +73,10 @@ pub fn file_of_fd(fd: u32) -> Result<KernelPtr, i64> {
     Ok(file)
 }
 
-/// Fills `out` with the file's inode and its path, one dentry name per slot from the file up,
-/// crossing mount points to the root. `bpf_d_path` would do this but is only allowed from a
+/// Fills `out` with the file's inode and its path as the current task sees it: one dentry name
+/// per slot from the file up, crossing mount points, to the task's root directory (`fs->root`,
+/// as `d_path` does), so a process in a chroot or a container gets the paths it uses itself,
+/// not the host's. A file outside the task's root gets its path from the global root. `bpf_d_path` would do this but is only allowed from a
 /// few attach points, none of ours.
 ///
 /// Every step fills exactly one slot, an empty one when it crosses a mount point: the walk's
@@ -95,10 +97,19 @@ pub unsafe fn fill_file_path(file: KernelPtr, out: *mut FilePath) -> Result<(), 
     let mut vfsmount: KernelPtr = read(file, f_path + offset!(path_mnt))?;
     // `struct vfsmount` is embedded in `struct mount`, which knows where it is mounted.
     let mut mount: KernelPtr = vfsmount.wrapping_sub(offset!(mount_mnt));
+    let fs: KernelPtr = read(current_task(), offset!(task_fs))?;
+    let root = offset!(fs_struct_root);
+    let root_dentry: KernelPtr = read(fs, root + offset!(path_dentry))?;
+    let root_mnt: KernelPtr = read(fs, root + offset!(path_mnt))?;
 
     for slot in 0..PATH_COMPONENTS {
         let component = &mut out.components[slot];
         component[0] = 0;
+        if dentry == root_dentry && vfsmount == root_mnt {
+            out.depth = slot as u32;
+            out.truncated = 0;
+            return Ok(());
+        }
         let mount_root: KernelPtr = read(vfsmount, offset!(vfsmount_mnt_root))?;
         if dentry == mount_root {
             let parent_mount: KernelPtr = read(mount, offset!(mount_mnt_parent))?;

@@ -1,22 +1,29 @@
 //! memtrace's kernel side.
 //!
-//! - `syscalls`: raw `sys_enter`/`sys_exit` tracepoints. They fire for 64-bit and ia32 tasks
-//!   alike (the `syscalls:*` tracepoints miss ia32) and need no tracefs.
+//! - `syscalls`: the entry and exit of the traced syscalls, on `sys_enter`/`sys_exit`
+//!   tracepoints. They fire for 64-bit and ia32 tasks alike (the `syscalls:*` tracepoints miss
+//!   ia32) and need no tracefs nor ftrace, so they work everywhere.
+//! - `fentry`: the same entry and exit on fentry/fexit of the syscalls' own kernel functions,
+//!   which cost the other processes nothing; they need ftrace, so userspace uses them where they
+//!   attach and the tracepoints elsewhere (`probes::backend`).
 //! - `process`: fork, exec and exit (`sched_process_*` raw tracepoints), which keep the set of
 //!   traced processes and tell userspace where each new image was put (which file, at which
 //!   bases, with which stack and vdso), so it can rebuild the layout the program starts with.
+//! - `floor`: two empty programs, the benchmark's measure of the tracepoints' own cost.
+//! - `kmem`: the slab, page and per-CPU allocators' tracepoints, for `memtrace kernel` only.
 //!
-//! Only raw tracepoints: they need no tracefs, and no ftrace (fentry/fexit are not available
-//! everywhere, e.g. in sandboxed VMs that forbid function tracing).
-//!
-//! Only processes in [`TRACED`] produce events; for everyone else each probe is one hash
+//! Only processes in [`TRACED`] produce events. On the tracepoints, every other syscall is
+//! turned away on its number alone; a traced syscall of an untraced process costs one hash
 //! lookup.
 #![no_std]
 #![no_main]
 
 mod emit;
+mod fentry;
+mod floor;
 mod in_flight;
 mod kernel;
+mod kmem;
 mod process;
 mod syscalls;
 

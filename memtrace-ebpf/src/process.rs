@@ -90,9 +90,14 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
             let _ = PENDING.remove(old_tid);
         }
         if let Some(filename) = EXEC_FILENAMES.get_ptr(old_tid) {
-            // SAFETY: valid map value until removed; copied before removal.
-            let filename = unsafe { *filename };
-            let _ = EXEC_FILENAMES.insert(tid, filename, 0);
+            // SAFETY: valid map value until removed; the map update copies it (with no
+            // byte-by-byte copy through the stack, which older verifiers count per byte)
+            // before the removal.
+            #[allow(
+                clippy::needless_borrows_for_generic_args,
+                reason = "by value, the 256 bytes would be copied through the stack"
+            )]
+            let _ = EXEC_FILENAMES.insert(tid, unsafe { &*filename }, 0);
             let _ = EXEC_FILENAMES.remove(old_tid);
         }
     }
@@ -121,11 +126,11 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
         let stack_vma: KernelPtr = read(bprm, offset!(binprm_vma)).unwrap_or(core::ptr::null());
         (*event).stack_start = read(stack_vma, offset!(vma_vm_start)).unwrap_or(0);
         (*event).stack_end = read(stack_vma, offset!(vma_vm_end)).unwrap_or(0);
-        let auxv = auxv_points(mm, new_abi);
-        (*event).interp_base = auxv.interp_base;
-        (*event).entry = auxv.entry;
-        (*event).phdr = auxv.phdr;
-        (*event).vdso_base = auxv.vdso_base;
+        if new_abi == Abi::I386 {
+            fill_auxv_points::<u32>(mm, event);
+        } else {
+            fill_auxv_points::<u64>(mm, event);
+        }
         let filename: KernelPtr = read(bprm, offset!(binprm_filename)).unwrap_or(core::ptr::null());
         read_kernel_string(filename, &mut (*event).filename);
         let interp: KernelPtr = read(bprm, offset!(binprm_interp)).unwrap_or(core::ptr::null());
@@ -158,63 +163,84 @@ fn image_abi(bprm: KernelPtr) -> Abi {
     }
 }
 
-#[derive(Default)]
-struct AuxvPoints {
-    interp_base: u64,
-    entry: u64,
-    phdr: u64,
-    vdso_base: u64,
-}
-
-/// Where the loader put things, from the auxiliary vector the kernel saved in the mm. A
-/// compat (ia32) exec saves it in 32-bit words (`elf_addr_t` is `u32` there).
-fn auxv_points(mm: KernelPtr, abi: Abi) -> AuxvPoints {
+/// Where the loader put things, from the auxiliary vector the kernel saved in the mm, written
+/// straight into the event: a compat (ia32) exec saves it in 32-bit words (`elf_addr_t` is
+/// `u32` there), hence `W`.
+///
+/// Shaped for older verifiers (6.1 rejected the exec program as too large): the word size is
+/// decided once, outside the loop, and the values go to ring memory, which the verifier does
+/// not track, rather than to stack variables, whose differing known/unknown states at each of
+/// the loop's exits it would otherwise carry, unmerged, through the rest of the program.
+///
+/// # Safety
+/// `event` must point to writable memory for an `ExecEvent` (a ring-buffer reservation).
+unsafe fn fill_auxv_points<W: Copy + Into<u64>>(mm: KernelPtr, event: *mut ExecEvent) {
     const AT_NULL: u64 = 0;
     const AT_PHDR: u64 = 3;
     const AT_BASE: u64 = 7;
     const AT_ENTRY: u64 = 9;
     const AT_SYSINFO_EHDR: u64 = 33;
+    let event = unsafe { &mut *event };
+    event.interp_base = 0;
+    event.entry = 0;
+    event.phdr = 0;
+    event.vdso_base = 0;
     let auxv = offset!(mm_saved_auxv);
-    let mut points = AuxvPoints::default();
-    let word = if abi == Abi::I386 { 4 } else { 8 };
-    let read_word = |at: usize| -> Result<u64, i64> {
-        if word == 4 {
-            read::<u32>(mm, at).map(u64::from)
-        } else {
-            read::<u64>(mm, at)
-        }
-    };
+    let pair_size = 2 * core::mem::size_of::<W>();
     for pair in 0..24usize {
-        let Ok(key) = read_word(auxv + pair * 2 * word) else {
+        // Key and value in one read.
+        let Ok([key, value]) = read::<[W; 2]>(mm, auxv + pair * pair_size) else {
             break;
         };
-        let value = read_word(auxv + pair * 2 * word + word).unwrap_or(0);
-        match key {
+        let value: u64 = value.into();
+        match key.into() {
             AT_NULL => break,
-            AT_PHDR => points.phdr = value,
-            AT_BASE => points.interp_base = value,
-            AT_ENTRY => points.entry = value,
-            AT_SYSINFO_EHDR => points.vdso_base = value,
+            AT_PHDR => event.phdr = value,
+            AT_BASE => event.interp_base = value,
+            AT_ENTRY => event.entry = value,
+            AT_SYSINFO_EHDR => event.vdso_base = value,
             _ => {}
         }
     }
-    points
 }
 
-/// `sched_process_exit(struct task_struct *p, bool group_dead)`, once per exiting thread.
+/// `sched_process_exit(struct task_struct *p, bool group_dead)`, once per exiting thread: the
+/// tracepoint's form on kernels that pass `group_dead` (userspace picks this program or
+/// [`sched_process_exit_legacy`] from the kernel's BTF, see memtrace's probes::kernel_differences).
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
-    let _ = try_exit(&ctx);
+    let group_dead = ctx.arg::<u64>(1) & 0xff != 0;
+    let _ = try_exit(&ctx, |_| group_dead);
     0
 }
 
-fn try_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
+/// `sched_process_exit(struct task_struct *p)`: the older form (6.12 and before), which does
+/// not say whether the whole process is gone. do_exit() decrements `signal->live` before it
+/// fires the tracepoint, so 0 there means the last thread is exiting. Two threads exiting at
+/// once may both see 0: the process is then reported gone twice, which userspace tolerates.
+/// A raw tracepoint program may not even read an argument its tracepoint lacks (attaching
+/// fails with EINVAL), so this is a program of its own rather than a branch.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit_legacy(ctx: RawTracePointContext) -> i32 {
+    let _ = try_exit(&ctx, |task| {
+        let signal: KernelPtr = read(task, offset!(task_signal)).unwrap_or(core::ptr::null());
+        // On a failed read, keep the process traced: a missed exit costs a map slot, a false
+        // one would lose the rest of the process's events.
+        !signal.is_null() && read::<i32>(signal, offset!(signal_live)).is_ok_and(|live| live == 0)
+    });
+    0
+}
+
+fn try_exit(
+    ctx: &RawTracePointContext,
+    is_group_dead: impl FnOnce(KernelPtr) -> bool,
+) -> Result<(), i64> {
     let (tgid, tid) = current_ids();
     if !is_traced(tgid) {
         return Ok(());
     }
     let task: KernelPtr = ctx.arg(0);
-    let group_dead = ctx.arg::<u64>(1) & 0xff != 0;
+    let group_dead = is_group_dead(task);
     // A thread killed inside a syscall never reaches sys_exit.
     in_flight::forget(tid);
     let _ = EXEC_FILENAMES.remove(tid);

@@ -4,7 +4,7 @@
 use std::{
     ffi::OsString,
     io::{self, Write},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     time::Duration,
 };
@@ -14,8 +14,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use memtrace_common::{DEFAULT_RING_BUFFER_BYTES, DEFAULT_STACK_MIN_BYTES};
 
 use crate::{
+    kernel::{
+        self,
+        live::{KernelOptions, KernelTarget},
+    },
     launch, output,
-    probes::{ProbeError, ProbeOptions},
+    probes::{backend::BackendChoice, floor::HookFloor, ProbeError, ProbeOptions},
     replay::{self, ReplayOptions},
     report::{
         self, text::TextOptions, FrameName, FrameNamer, Report, ReportOptions, SessionInfo, Source,
@@ -44,6 +48,55 @@ pub struct Cli {
 pub enum Command {
     /// Rebuild the report of a recorded session (no root needed).
     Replay(ReplayArgs),
+    /// Kernel allocations (slab, page, per-CPU) made during the trace and still outstanding,
+    /// by call site and cache: the Linux `!poolused`.
+    Kernel(KernelArgs),
+    /// For `cargo xtask bench`: run CMD with empty programs on the syscall hooks, the cost
+    /// memtrace is compared with.
+    #[command(hide = true)]
+    HookFloor {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<OsString>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct KernelArgs {
+    /// Count only allocations made in this process's context (all its threads).
+    #[arg(short, long, value_name = "PID", conflicts_with = "command")]
+    pub pid: Option<u32>,
+    /// With --pid or a command: also count their children's allocations.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+    /// Read the outstanding allocations this often (the points growth is judged on).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    pub interval: f64,
+    /// Record the kernel stack of each allocation and show the commonest per call site.
+    #[arg(long)]
+    pub stacks: bool,
+    /// Capacity of the kernel's table of outstanding allocations; allocations beyond it are
+    /// counted and reported, not tracked.
+    #[arg(long, value_name = "N", default_value_t = 1 << 18)]
+    pub max_outstanding: u32,
+    /// Also trace the page allocator (call sites only with --stacks). System-wide this is
+    /// mostly the page cache of file I/O, which can fill the outstanding table.
+    #[arg(long)]
+    pub pages: bool,
+    /// Write the snapshots to FILE, to replay them later (`memtrace replay FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// A command to start: count the allocations made in its context.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<OsString>,
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +137,11 @@ pub struct TraceArgs {
     /// `cargo xtask bench` for the cost).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_STACK_MIN_BYTES)]
     pub stack_min_size: u64,
+    /// How to hook the syscalls: fentry/fexit on their kernel functions (costs other processes
+    /// nothing; needs ftrace), raw sys_enter/sys_exit tracepoints (work everywhere), or auto:
+    /// fentry where it attaches. The report's header names the one used.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
     #[command(flatten)]
     pub output: OutputArgs,
     /// The command to start and trace: `memtrace [OPTIONS] -- CMD [ARGS...]`.
@@ -129,6 +187,19 @@ pub struct OutputArgs {
     /// Include every region of every process in the text report.
     #[arg(long)]
     pub show_layout: bool,
+    /// Also write the unreleased bytes by call stack as a gzipped pprof profile
+    /// (inuse_space, inuse_objects, alloc_space, alloc_objects), for `go tool pprof`,
+    /// Pyroscope, Perfetto or speedscope.
+    #[arg(long, value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
+    /// Also write the unreleased bytes by call stack as collapsed stacks
+    /// (`process;outer;...;inner bytes`), for flame-graph tools.
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+    /// Also write a self-contained HTML page with charts: bytes over time by kind, the groups
+    /// that grew most, the address space to scale, unreleased bytes by call stack.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -178,6 +249,8 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(Command::Replay(args)) => run_replay(args),
+        Some(Command::Kernel(args)) => run_kernel(args),
+        Some(Command::HookFloor { command }) => run_hook_floor(&command),
         None => run_trace(cli.trace),
     }
 }
@@ -190,15 +263,7 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
             "nothing to trace: give a command (`memtrace -- CMD`) or a process (`memtrace --pid PID`)"
         ),
     };
-    // Refused before tracing starts: finding out at the end would lose the session.
-    let mut outputs = Vec::new();
-    if let Some(path) = &args.record {
-        outputs.push(("--record", path.as_path()));
-    }
-    if let Some(path) = &args.output.output {
-        outputs.push(("-o", path.as_path()));
-    }
-    output::refuse_same_file(&outputs)?;
+    refuse_shared_outputs(args.record.as_deref(), &args.output)?;
     let duration = match args.duration {
         Some(seconds) if seconds <= 0.0 => {
             anyhow::bail!("--duration must be a positive number of seconds")
@@ -213,6 +278,7 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
             ring_buffer_bytes: args.ring_buffer_size,
             ebpf_log: args.ebpf_log,
             stack_min_bytes: (!args.no_stacks).then_some(args.stack_min_size),
+            backend: args.backend,
         },
         print_events: args.events,
         duration,
@@ -235,6 +301,7 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
         source: Source::Live,
         events: outcome.pipeline.events,
         lost: outcome.pipeline.lost,
+        backend: Some(outcome.backend.info()),
     };
     let mut pipeline = outcome.pipeline;
     let report = report::build_named(
@@ -268,6 +335,10 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         Some(seconds) => Some(seconds_option("--until", seconds)?),
         None => None,
     };
+    refuse_shared_outputs(None, &args.output)?;
+    for output in report_outputs(&args.output) {
+        output::refuse_input(output, ("the recording", &args.file))?;
+    }
     let since = match args.since {
         Some(seconds) => Some(seconds_option("--since", seconds)?),
         None => None,
@@ -290,21 +361,30 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         eprintln!("memtrace: replay stopped early: {error}");
         damaged = true;
     }
-    if let Some(truncation) = replayed.outcome.truncated_at {
-        eprintln!("memtrace: recording {truncation}");
+    for problem in replayed.outcome.problems() {
+        eprintln!("memtrace: {problem}");
         damaged = true;
     }
-    if replayed.outcome.corrupt_frames_skipped > 0 {
+    if !replayed.outcome.sequenced {
         eprintln!(
-            "memtrace: {} corrupt frames skipped",
-            replayed.outcome.corrupt_frames_skipped
+            "memtrace: this recording is format version 1, which does not number its frames: only its trailer's event count can be checked"
         );
-        damaged = true;
+    }
+    if !replayed.pipeline.kernel.is_empty() {
+        let report = kernel::report::build(&replayed.pipeline.kernel, Source::Replay);
+        write_kernel_report(&report, &args.output)?;
+        // As for a user-space recording: damage fails the replay, --until or not.
+        return Ok(if damaged {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        });
     }
     let info = SessionInfo {
         source: Source::Replay,
         events: replayed.pipeline.events,
         lost: replayed.pipeline.lost,
+        backend: None,
     };
     let mut pipeline = replayed.pipeline;
     let options = ReportOptions {
@@ -327,7 +407,7 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         report.filter_pids(&args.pids);
     }
     write_report(&report, &args.output)?;
-    Ok(if damaged && args.until.is_none() {
+    Ok(if damaged {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
@@ -347,6 +427,107 @@ fn seconds_option(option: &str, seconds: f64) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// Every file the report goes to, with the option that named it.
+fn report_outputs(output: &OutputArgs) -> Vec<(&'static str, &Path)> {
+    [
+        ("-o", &output.output),
+        ("--html", &output.html),
+        ("--pprof", &output.pprof),
+        ("--folded", &output.folded),
+    ]
+    .into_iter()
+    .filter_map(|(option, path)| Some((option, path.as_deref()?)))
+    .collect()
+}
+
+/// Two outputs naming one file (through `..`, a link or a hard link) are refused before
+/// tracing starts: finding out at the end would lose the session.
+fn refuse_shared_outputs(record: Option<&Path>, output: &OutputArgs) -> anyhow::Result<()> {
+    let mut outputs = report_outputs(output);
+    if let Some(path) = record {
+        outputs.push(("--record", path));
+    }
+    Ok(output::refuse_same_file(&outputs)?)
+}
+
+fn run_kernel(args: KernelArgs) -> anyhow::Result<ExitCode> {
+    refuse_shared_outputs(args.record.as_deref(), &args.output)?;
+    let target = match (args.pid, args.command.is_empty()) {
+        (Some(pid), _) => KernelTarget::Pid(pid),
+        (None, false) => KernelTarget::Command(args.command.clone()),
+        (None, true) => KernelTarget::System,
+    };
+    anyhow::ensure!(
+        !args.follow || !matches!(target, KernelTarget::System),
+        "--follow needs --pid or a command"
+    );
+    // Refused before tracing starts: finding out at the end would lose the session.
+    let mut outputs = Vec::new();
+    if let Some(path) = &args.record {
+        outputs.push(("--record", path.as_path()));
+    }
+    if let Some(path) = &args.output.output {
+        outputs.push(("-o", path.as_path()));
+    }
+    output::refuse_same_file(&outputs)?;
+    let duration = match args.duration {
+        Some(seconds) if seconds <= 0.0 => {
+            anyhow::bail!("--duration must be a positive number of seconds")
+        }
+        Some(seconds) => Some(seconds_option("--duration", seconds)?),
+        None => None,
+    };
+    anyhow::ensure!(
+        args.interval >= 0.01,
+        "--interval must be at least 0.01 seconds"
+    );
+    let interval = seconds_option("--interval", args.interval)?;
+    let options = KernelOptions {
+        target,
+        follow: args.follow,
+        stacks: args.stacks,
+        interval,
+        duration,
+        record: args.record.clone(),
+        max_outstanding: args.max_outstanding,
+        pages: args.pages,
+        command_line: std::env::args().collect(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let outcome = runtime.block_on(kernel::live::run(options))?;
+    let report = kernel::report::build(&outcome.pipeline.kernel, Source::Live);
+    write_kernel_report(&report, &args.output)?;
+    let recording_failed = outcome.pipeline.recording_failure();
+    if let Some(failure) = &recording_failed {
+        eprintln!("memtrace: {failure}");
+    }
+    if report.kernel.table_full > 0 {
+        eprintln!(
+            "memtrace: {} kernel allocations not tracked (outstanding table full); try a larger --max-outstanding",
+            report.kernel.table_full
+        );
+    }
+    Ok(match outcome.command_status {
+        _ if recording_failed.is_some() => ExitCode::FAILURE,
+        Some(status) => exit_code_of(status),
+        None => ExitCode::SUCCESS,
+    })
+}
+
+fn write_kernel_report(
+    report: &kernel::report::KernelReportFile,
+    output: &OutputArgs,
+) -> anyhow::Result<()> {
+    let rendered = match output.format {
+        Format::Json => kernel::report::render_json(report),
+        Format::Text => kernel::report::render_text(report),
+    };
+    write_rendered(&rendered, output)
+}
+
 /// `--interval`: a positive number of seconds.
 fn interval_option(seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
     match seconds {
@@ -356,6 +537,18 @@ fn interval_option(seconds: Option<f64>) -> anyhow::Result<Option<Duration>> {
         Some(seconds) => Ok(Some(seconds_option("--interval", seconds)?)),
         None => Ok(None),
     }
+}
+
+fn run_hook_floor(command: &[OsString]) -> anyhow::Result<ExitCode> {
+    let _floor = HookFloor::attach()?;
+    let (program, args) = command
+        .split_first()
+        .context("hook-floor needs a command")?;
+    let status = std::process::Command::new(program)
+        .args(args)
+        .status()
+        .with_context(|| format!("starting {}", program.to_string_lossy()))?;
+    Ok(exit_code_of(status))
 }
 
 /// Names call-stack frames from the binaries on this machine, as the symbolizer first saw
@@ -379,6 +572,8 @@ impl FrameNamer for SymbolNames<'_> {
 }
 
 fn write_report(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
+    // The exports first: a report on stdout may end in a closed pipe.
+    write_exports(report, output)?;
     let rendered = match output.format {
         Format::Json => report::json::render(report),
         Format::Text => report::text::render(
@@ -388,6 +583,10 @@ fn write_report(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
             },
         ),
     };
+    write_rendered(&rendered, output)
+}
+
+fn write_rendered(rendered: &str, output: &OutputArgs) -> anyhow::Result<()> {
     match &output.output {
         Some(path) => Ok(output::write_atomic(path, rendered.as_bytes())?),
         None => {
@@ -397,6 +596,26 @@ fn write_report(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The files other tools read: each written whole, or not at all, with one line on error.
+fn write_exports(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
+    if let Some(path) = &output.pprof {
+        let profile = report::export::pprof::render(report).context("compressing the profile")?;
+        output::write_atomic(path, &profile)
+            .with_context(|| format!("writing the pprof profile to {}", path.display()))?;
+    }
+    if let Some(path) = &output.folded {
+        let folded = report::export::folded::render(report);
+        output::write_atomic(path, folded.as_bytes())
+            .with_context(|| format!("writing the collapsed stacks to {}", path.display()))?;
+    }
+    if let Some(path) = &output.html {
+        let page = report::export::html::render(report);
+        output::write_atomic(path, page.as_bytes())
+            .with_context(|| format!("writing the HTML report to {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// The traced command's status as our own: its code, or 128 + the signal that killed it, as

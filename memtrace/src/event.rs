@@ -67,6 +67,9 @@ pub enum EventBody {
     /// before the first stack that needs it, so a replay elsewhere names frames only from the
     /// same build.
     Module(ModuleRecord),
+    /// Kernel mode (`memtrace kernel`): the outstanding kernel allocations at one instant.
+    /// Boxed: large, and one per interval.
+    KernelSnapshot(Box<crate::kernel::record::KernelSnapshotRecord>),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]

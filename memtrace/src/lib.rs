@@ -7,6 +7,8 @@
 //!   `--events` printer ([`event_line`]) and to the recorder ([`record`]);
 //! - [`report`] turns the model into text or JSON.
 //!
+//! [`kernel`] is kernel mode (`memtrace kernel`): kernel allocations by call site and cache.
+//!
 //! [`session`] runs a live trace ([`launch`] starts the command, [`procfs`] snapshots attached
 //! processes); [`replay`] feeds a recording through the same pipeline.
 
@@ -14,7 +16,9 @@ pub mod capture;
 pub mod cli;
 pub mod event;
 pub mod event_line;
+pub mod file_access;
 pub mod interval;
+pub mod kernel;
 pub mod launch;
 pub mod linux_abi;
 pub mod model;

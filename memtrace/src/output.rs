@@ -31,7 +31,7 @@ use std::{
     os::{
         fd::OwnedFd,
         unix::ffi::OsStrExt,
-        unix::fs::{FileTypeExt, PermissionsExt},
+        unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
     },
     path::{Path, PathBuf},
     sync::atomic::{AtomicU32, Ordering},
@@ -320,6 +320,25 @@ pub fn refuse_same_file(outputs: &[(&str, &Path)]) -> Result<(), OutputError> {
     Ok(())
 }
 
+/// Refuses an output that names the file a run reads (`memtrace replay rec.mtr -o rec.mtr`
+/// would replace the recording with its report).
+pub fn refuse_input(output: (&str, &Path), input: (&str, &Path)) -> Result<(), OutputError> {
+    let target = Target::open(output.1)?;
+    let Ok(read) = std::fs::metadata(input.1) else {
+        return Ok(());
+    };
+    match target.existing {
+        Existing::Regular { device, inode } if (device, inode) == (read.dev(), read.ino()) => {
+            Err(OutputError::SameFile {
+                first_option: output.0.to_string(),
+                first: output.1.to_owned(),
+                second_option: input.0.to_string(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Writes `contents` to `path` atomically: into a new owner-only file, synced, then renamed
 /// over `path`. A reader (or a crash) sees the old file or the new one, never a mix.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), OutputError> {
@@ -357,10 +376,7 @@ pub fn create_streaming(path: &Path) -> Result<File, OutputError> {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        fs,
-        os::unix::fs::{symlink, MetadataExt},
-    };
+    use std::{fs, os::unix::fs::symlink};
 
     use super::*;
 
@@ -467,6 +483,15 @@ mod tests {
         fs::hard_link(&path, dir.join("link")).unwrap();
         assert!(refuse_same_file(&[("--record", &path), ("-o", &dir.join("link"))]).is_err());
         refuse_same_file(&[("--record", &path), ("-o", &dir.join("other"))]).unwrap();
+        // An output must not replace what the run reads.
+        let error = refuse_input(("-o", &dotted), ("the recording", &path)).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("-o and the recording name the same file"),
+            "{error}"
+        );
+        refuse_input(("-o", &dir.join("other")), ("the recording", &path)).unwrap();
         fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -9,6 +9,7 @@ use crate::{
     event::{Abi, Event, EventBody, LostRecord, ModuleRecord, StackRecord},
     event_line,
     interval::IntervalPrinter,
+    kernel::model::KernelModel,
     model::{AddressSpace, Model, RegionKind},
     record::{RecordError, RecordingWriter},
     stacks::{MappedFile, ModuleMap, StackAbi, StackSample, Symbolizer, Unwinder},
@@ -56,6 +57,8 @@ pub struct Pipeline {
     pub events: u64,
     /// The latest loss totals.
     pub lost: LostRecord,
+    /// Kernel mode's allocations (`memtrace kernel`), from its snapshots.
+    pub kernel: KernelModel,
     /// `--interval`: blocks of growth per interval.
     interval: Option<IntervalPrinter>,
 }
@@ -73,6 +76,7 @@ impl Pipeline {
             stream_events: 0,
             events: 0,
             lost: LostRecord::default(),
+            kernel: KernelModel::default(),
             interval: None,
         }
     }
@@ -109,6 +113,10 @@ impl Pipeline {
         }
         match &event.body {
             EventBody::Lost(lost) => self.lost = *lost,
+            EventBody::KernelSnapshot(snapshot) => {
+                self.events += 1;
+                self.kernel.apply(event.time_ns, snapshot);
+            }
             _ => self.events += 1,
         }
         // Before the event: a block shows the state at its boundary.

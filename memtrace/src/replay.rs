@@ -27,16 +27,27 @@ pub struct Replayed {
 /// Opening errors (not a recording, another version) are returned; an error in the middle
 /// ends the replay but keeps what was read, so the report still shows it.
 pub fn run(options: &ReplayOptions) -> Result<Replayed, RecordError> {
-    let mut reader = RecordingReader::open(&options.path)?;
-    let header = reader.header().clone();
+    let reader = RecordingReader::open(&options.path)?;
     let printer = options.print_events.then(|| {
         Box::new(std::io::LineWriter::new(std::io::stderr())) as Box<dyn std::io::Write + Send>
     });
+    replay_from(reader, options.until, options.interval, printer)
+}
+
+/// The replay of a recording already opened, from any source (a file; bytes in `cargo xtask
+/// fuzz`).
+pub fn replay_from<R: std::io::Read>(
+    mut reader: RecordingReader<R>,
+    until: Option<Duration>,
+    interval: Option<Duration>,
+    printer: Option<Box<dyn std::io::Write + Send>>,
+) -> Result<Replayed, RecordError> {
+    let header = reader.header().clone();
     let mut pipeline = Pipeline::new(printer, None);
-    if let Some(period) = options.interval {
+    if let Some(period) = interval {
         pipeline.print_intervals(crate::session::interval_printer(period));
     }
-    let stop_at = options.until.map(|until| {
+    let stop_at = until.map(|until| {
         header
             .clock_base
             .monotonic_ns
@@ -46,8 +57,10 @@ pub fn run(options: &ReplayOptions) -> Result<Replayed, RecordError> {
     for item in &mut reader {
         match item {
             Ok(event) => {
+                // Past --until the rest is still read, not modelled: damage after that point
+                // must fail the replay as it would without --until.
                 if stop_at.is_some_and(|stop_at| event.time_ns > stop_at) {
-                    break;
+                    continue;
                 }
                 pipeline.feed(&event)?;
             }

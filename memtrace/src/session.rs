@@ -18,7 +18,7 @@ use crate::{
     event::{Abi, Comm, Event, EventBody, LostRecord},
     launch::{self, GatedCommand, LaunchError},
     pipeline::Pipeline,
-    probes::{preflight, ProbeError, ProbeOptions, Probes},
+    probes::{backend::Attached, preflight, ProbeError, ProbeOptions, Probes},
     procfs,
     record::{ClockBase, RecordError, RecordingHeader, RecordingWriter, WriterOptions},
 };
@@ -84,6 +84,8 @@ pub struct LiveOutcome {
     pub command_status: Option<ExitStatus>,
     /// Ring records that could not be decoded.
     pub undecodable: u64,
+    /// The syscall hooks the session used.
+    pub backend: Attached,
 }
 
 /// The time of day on the kernel's event clock (`bpf_ktime_get_ns` is CLOCK_MONOTONIC).
@@ -93,7 +95,7 @@ pub fn monotonic_ns() -> u64 {
         .unwrap_or(0)
 }
 
-fn realtime_ns() -> u64 {
+pub fn realtime_ns() -> u64 {
     clock_gettime(ClockId::CLOCK_REALTIME)
         .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
         .unwrap_or(0)
@@ -218,6 +220,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
         pipeline,
         command_status,
         undecodable: capture.undecodable,
+        backend: probes.backend().clone(),
     })
 }
 

@@ -13,6 +13,9 @@ use std::{
 
 use serde_json::Value;
 
+pub mod debian_root;
+pub mod maps;
+
 /// Which ABI to build a test program for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Abi {

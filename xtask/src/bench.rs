@@ -13,6 +13,8 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{build, cmd, privilege, workspace::Workspace};
 
+mod hook_cost;
+
 #[derive(clap::Args)]
 pub struct BenchOptions {
     /// mmap+munmap pairs per run of the workload.
@@ -24,6 +26,9 @@ pub struct BenchOptions {
     /// Only measure memtrace's memory footprint (not the overhead and replay speed).
     #[arg(long)]
     footprint_only: bool,
+    /// Only measure the hook's cost (memtrace against empty programs on its hooks).
+    #[arg(long)]
+    hook_only: bool,
 }
 
 /// Each iteration of the workload makes two syscalls (mmap, munmap).
@@ -143,6 +148,16 @@ pub fn bench(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
         return crate::footprint::measure(workspace, &memtrace, &scratch.path);
     }
     let workload = compile_workload(workspace)?;
+    if options.hook_only {
+        return hook_cost::measure(
+            workspace,
+            &memtrace,
+            &workload,
+            options.iterations,
+            options.runs,
+            &scratch,
+        );
+    }
 
     let mut summaries = Vec::new();
     let mut recording = None;
@@ -194,7 +209,15 @@ pub fn bench(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
 
     print_report(&summaries, recording.as_ref(), replay, options.runs);
     crate::footprint::measure(workspace, &memtrace, &scratch.path)?;
-    Ok(())
+    crate::bench_kernel::bench_kernel(workspace, &memtrace)?;
+    hook_cost::measure(
+        workspace,
+        &memtrace,
+        &workload,
+        options.iterations,
+        options.runs,
+        &scratch,
+    )
 }
 
 /// Builds the workload, tests/programs/mmap_loop.c, into target/xtask/.

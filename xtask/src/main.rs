@@ -2,9 +2,11 @@
 //! Every command sets up what it needs first, so a fresh machine needs nothing done by hand.
 
 mod bench;
+mod bench_kernel;
 mod build;
 mod cmd;
 mod demo;
+mod dist;
 mod footprint;
 mod privilege;
 mod run;
@@ -13,6 +15,7 @@ mod test;
 mod vm;
 mod vm_fetch;
 mod vm_initramfs;
+mod vm_matrix;
 mod workspace;
 
 use std::{ffi::OsString, process::ExitCode};
@@ -47,12 +50,19 @@ enum Task {
     },
     /// Build, then check formatting, lint, and run the tests against the release binary.
     Test {
+        /// The kernels whose guests run the smoke tests (comma-separated labels, as `cargo xtask
+        /// vm --list` shows; "none" skips the kernel matrix). Default: all of them.
+        #[arg(long, value_delimiter = ',', value_name = "LABELS")]
+        kernels: Vec<String>,
         /// Extra arguments for `cargo test`, after `--` (e.g. a test name filter).
         #[arg(last = true, value_name = "CARGO_TEST_ARGS")]
         cargo_test_args: Vec<OsString>,
     },
     /// Build, then measure memtrace's overhead, recording size and replay speed.
     Bench(bench::BenchOptions),
+    /// Build the static, stripped memtrace to copy to servers: target/dist/memtrace, with its
+    /// debug info (memtrace.debug) and checksum (memtrace.sha256) beside it.
+    Dist,
     /// Boot a Debian kernel under qemu with this machine's root and run CMD there as root.
     Vm(vm::VmOptions),
 }
@@ -74,8 +84,12 @@ fn run_task(task: Task) -> anyhow::Result<()> {
         Task::Setup => setup::setup(&workspace),
         Task::Build => build::build(&workspace).map(|_| ()),
         Task::Run { memtrace_args } => run::run(&workspace, memtrace_args),
-        Task::Test { cargo_test_args } => test::test(&workspace, cargo_test_args),
+        Task::Test {
+            kernels,
+            cargo_test_args,
+        } => test::test(&workspace, &kernels, cargo_test_args),
         Task::Bench(options) => bench::bench(&workspace, &options),
+        Task::Dist => dist::dist(&workspace).map(|_| ()),
         Task::Vm(options) => vm::vm(&workspace, &options),
     }
 }

@@ -19,11 +19,24 @@ const BPF_LINKER_VERSION: &str = "0.13";
 const BPF_LINKER_LLVM_MAJORS: [u32; 3] = [21, 22, 23];
 
 /// Debian packages the tests and the benchmark use, with why.
-const DEBIAN_PACKAGES: [(&str, &str); 6] = [
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("gcc-multilib", "32-bit test programs"),
     ("strace", "the reference tracer in tests and the benchmark"),
+    (
+        "golang-go",
+        "`go tool pprof` reads the --pprof output in tests",
+    ),
+    (
+        "chromium",
+        "headless Chromium opens the --html report in tests",
+    ),
     ("openssh-server", "the sshd end-to-end test"),
     ("openssh-client", "the sshd end-to-end test"),
+    ("binutils", "objcopy and readelf for cargo xtask dist"),
+    (
+        "debootstrap",
+        "the old Debian userland the static-binary and container tests run in",
+    ),
     (
         "qemu-system-x86",
         "the kernel matrix's guests (cargo xtask vm)",

@@ -5,15 +5,23 @@ use std::{ffi::OsString, process::Command};
 
 use anyhow::{bail, Result};
 
-use crate::{build, cmd, privilege, workspace::Workspace};
+use crate::{build, cmd, dist, privilege, vm_matrix, workspace::Workspace};
 
 /// Built for bpfel-unknown-none only (through memtrace/build.rs): a `no_std` crate that cannot
 /// build for the host ("unwinding panics are not supported without std"), so the host's clippy
 /// and tests leave it out and it is linted on its own target with nightly.
 const EBPF_PACKAGE: &str = "memtrace-ebpf";
 
-pub fn test(workspace: &Workspace, cargo_test_args: Vec<OsString>) -> Result<()> {
+pub fn test(
+    workspace: &Workspace,
+    kernels: &[String],
+    cargo_test_args: Vec<OsString>,
+) -> Result<()> {
+    // Before the build, so a mistyped label fails at once.
+    let kernels = vm_matrix::select(kernels)?;
     let memtrace_binary = build::build(workspace)?;
+    // tests/tests/static_binary.rs runs the shipped static binary in an old userland.
+    let dist = dist::dist(workspace)?;
     if !privilege::is_root()? {
         cmd::step("note: not root, so tests that load BPF programs cannot run for real");
     }
@@ -50,7 +58,8 @@ pub fn test(workspace: &Workspace, cargo_test_args: Vec<OsString>) -> Result<()>
     test.args(["test", "--workspace", "--exclude", EBPF_PACKAGE])
         .arg("--no-fail-fast")
         .args(&cargo_test_args)
-        .env("MEMTRACE_BIN", &memtrace_binary);
+        .env("MEMTRACE_BIN", &memtrace_binary)
+        .env("MEMTRACE_DIST_BIN", &dist.binary);
 
     let checks: [(&str, &str, Command); 4] = [
         ("fmt", "checking formatting", format),
@@ -74,6 +83,12 @@ pub fn test(workspace: &Workspace, cargo_test_args: Vec<OsString>) -> Result<()>
             println!("xtask: {name} failed: {error:#}");
             failed.push(name);
         }
+    }
+    // The same tests on other kernels, in guests (vm_matrix.rs).
+    cmd::step("running the kernel matrix");
+    if let Err(error) = vm_matrix::run(workspace, &memtrace_binary, &kernels) {
+        println!("xtask: kernel-matrix failed: {error:#}");
+        failed.push("kernel-matrix");
     }
     if !failed.is_empty() {
         bail!("failed steps: {}", failed.join(", "));

@@ -8,13 +8,13 @@
 //! `ExecMapping` events, so recordings carry it and replay needs none of the files.
 
 use std::{
-    fs::File,
     io::{self, Read, Seek, SeekFrom},
     path::Path,
     sync::OnceLock,
 };
 
 use crate::event::{ExecMappingKind, ExecMappingRecord, FileRef};
+use crate::file_access::{open_regular, Links};
 use crate::linux_abi::{MAP_FIXED, MAP_PRIVATE};
 
 const PAGE: u64 = 4096;
@@ -228,7 +228,8 @@ struct ElfFile {
 impl ElfFile {
     fn read(path: &str) -> Result<Self, ImageError> {
         let io_error = |e| ImageError::Io(path.to_string(), e);
-        let mut file = File::open(Path::new(path)).map_err(io_error)?;
+        // Follow: the interpreter is named by its link (/lib64/ld-linux-x86-64.so.2).
+        let mut file = open_regular(Path::new(path), Links::Follow).map_err(io_error)?;
         let mut header = [0u8; 64];
         file.read_exact(&mut header).map_err(io_error)?;
         let layout = Layout::of(&header).ok_or_else(|| ImageError::NotElf(path.to_string()))?;

@@ -53,3 +53,11 @@ impl CallStacks {
         self.stacks.is_empty()
     }
 }
+
+/// What one call stack created over a session, released since or not: the "alloc" side of a
+/// heap profile, next to the unreleased regions (the "in use" side).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Allocated {
+    pub regions: u64,
+    pub bytes: u64,
+}

@@ -28,7 +28,7 @@ use std::collections::{BTreeSet, HashMap};
 
 pub use address_space::{AddressSpace, CoverageEntry};
 pub use brk::{BrkFailure, BrkState, Headroom};
-pub use call_stacks::{CallStacks, StackId};
+pub use call_stacks::{Allocated, CallStacks, StackId};
 pub use exec::{ExecInfo, ImageFacts};
 pub use memfd::{Memfd, MemfdId, MemfdRegistry};
 pub use process::{Birth, ExitInfo, Process, ProcessView};
@@ -122,6 +122,8 @@ impl Model {
             EventBody::Snapshot(record) => self.snapshot(event, record),
             EventBody::Stack(record) => self.attach_stack(event, &record.frames),
             EventBody::Module(record) => self.stacks.record_module(&record.path, &record.build_id),
+            // Kernel allocations belong to no process: the pipeline's kernel model takes them.
+            EventBody::KernelSnapshot(_) => {}
             EventBody::Lost(record) => {
                 // Totals, not increments; taking the larger guards against reordering.
                 self.lost.ring_full = self.lost.ring_full.max(record.ring_full);
@@ -380,12 +382,23 @@ impl Model {
         }
         let stack = self.stacks.intern(frames);
         let pid = process.pid;
+        let mut created_bytes = 0;
+        let mut created_regions = 0;
         for region in self.mms[process.mm.0].space.iter_mut() {
             let created = &region.created;
             if created.origin == Origin::Syscall && created.time_ns == time_ns && created.pid == pid
             {
                 region.stack = Some(stack);
+                created_regions += 1;
+                created_bytes += region.len();
             }
+        }
+        // Counted now, while the regions exist: a later munmap removes them from the layout
+        // but not from what the call site allocated.
+        if created_regions > 0 {
+            let allocated = self.processes[id].allocated.entry(stack).or_default();
+            allocated.regions += created_regions;
+            allocated.bytes += created_bytes;
         }
     }
 
@@ -439,7 +452,9 @@ impl Model {
         let Some(id) = self.process_for(event, Birth::Lazy) else {
             return;
         };
-        if !record.group_dead {
+        // Kernels whose sched_process_exit lacks group_dead may report the last exit twice
+        // when two threads exit at once (probes::kernel_differences): the first one counts.
+        if !record.group_dead || self.processes[id].exit.is_some() {
             return;
         }
         let mm = self.processes[id].mm;

@@ -3,6 +3,7 @@
 use crate::event::{Abi, Comm, ExecMappingRecord};
 use crate::model::address_space::AddressSpace;
 use crate::model::brk::{BrkState, Headroom};
+use crate::model::call_stacks::{Allocated, StackId};
 use crate::model::exec::{ExecInfo, ImageFacts};
 use crate::model::fds::FdTable;
 use crate::model::memfd::{Memfd, MemfdId, MemfdRegistry};
@@ -64,6 +65,8 @@ pub struct Process {
     pub(crate) memfds_closed_at_exit: Vec<(MemfdId, bool)>,
     /// Its live memory over the session, per group.
     pub(crate) timeline: Timeline,
+    /// What each sampled call stack of this process created, released since or not.
+    pub(crate) allocated: std::collections::BTreeMap<StackId, Allocated>,
 }
 
 impl Process {
@@ -94,6 +97,7 @@ impl Process {
             pending_exec: Vec::new(),
             memfds_closed_at_exit: Vec::new(),
             timeline: Timeline::default(),
+            allocated: std::collections::BTreeMap::new(),
         }
     }
 
@@ -191,6 +195,16 @@ impl<'m> ProcessView<'m> {
     /// sampled).
     pub fn stack_frames(&self, region: &Region) -> &'m [u64] {
         region.stack.map_or(&[], |id| self.stacks.frames(id))
+    }
+
+    /// Everything each sampled call stack created during the session (released or not),
+    /// with the stack's frames, innermost first.
+    pub fn allocated_by_stack(&self) -> impl Iterator<Item = (&'m [u64], Allocated)> + 'm {
+        let stacks = self.stacks;
+        self.process
+            .allocated
+            .iter()
+            .map(move |(&id, &allocated)| (stacks.frames(id), allocated))
     }
 
     pub fn layout(&self) -> &'m AddressSpace {

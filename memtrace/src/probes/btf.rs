@@ -208,7 +208,8 @@ enum Kind {
     Restrict(u32),
     TypeTag(u32),
     Function,
-    FunctionProto,
+    /// Its parameters are kept like members (no offsets): tracepoint prototypes need them.
+    FunctionProto(Composite),
     Variable,
     DataSection,
     DeclTag,
@@ -492,12 +493,35 @@ fn decode_kind(
         kind::RESTRICT => Kind::Restrict(target),
         kind::TYPE_TAG => Kind::TypeTag(target),
         kind::FUNC => Kind::Function,
-        kind::FUNC_PROTO => Kind::FunctionProto,
+        kind::FUNC_PROTO => Kind::FunctionProto(decode_params(head, extra, order, members)?),
         kind::VAR => Kind::Variable,
         kind::DATASEC => Kind::DataSection,
         kind::DECL_TAG => Kind::DeclTag,
         kind::FLOAT => Kind::Float { size },
         _ => return None,
+    })
+}
+
+/// A FUNC_PROTO's `struct btf_param { name_off, type }` records, kept as offset-less members.
+fn decode_params(
+    head: &RecordHead,
+    extra: &[u8],
+    order: ByteOrder,
+    members: &mut Vec<Member>,
+) -> Option<Composite> {
+    let first_member = members.len();
+    for record in extra.chunks_exact(8) {
+        members.push(Member {
+            name_off: order.word(record, 0)?,
+            type_id: order.word(record, 1)?,
+            bit_offset: 0,
+            bitfield_bits: 0,
+        });
+    }
+    Some(Composite {
+        size: 0,
+        first_member,
+        member_count: head.vlen,
     })
 }
 
@@ -862,7 +886,7 @@ impl Btf {
             Kind::Void
             | Kind::Forward
             | Kind::Function
-            | Kind::FunctionProto
+            | Kind::FunctionProto(_)
             | Kind::Variable
             | Kind::DataSection
             | Kind::DeclTag => return Err(unsized_value()),
@@ -947,7 +971,7 @@ impl Btf {
             Some(Kind::Volatile(_) | Kind::Const(_) | Kind::Restrict(_) | Kind::TypeTag(_)) => {
                 "a qualified type".to_owned()
             }
-            Some(Kind::Function | Kind::FunctionProto) => "a function".to_owned(),
+            Some(Kind::Function | Kind::FunctionProto(_)) => "a function".to_owned(),
             Some(Kind::Variable) => format!("variable {name}"),
             Some(Kind::DataSection) => format!("data section {name}"),
             Some(Kind::DeclTag) => format!("declaration tag {name}"),
@@ -955,6 +979,9 @@ impl Btf {
         }
     }
 }
+
+/// Tracepoint prototypes (`btf_trace_<name>`), for kernel mode.
+pub mod tracepoints;
 
 /// Test helpers shared with `offsets.rs`: a builder of synthetic BTF blobs, and an independent
 /// reading of the kernel's BTF through `bpftool`'s text dump to cross-check this parser with.
@@ -1074,6 +1101,20 @@ pub(crate) mod test_support {
 
         pub(crate) fn forward(&mut self, name: &str) -> u32 {
             self.record(name, kind::FWD, false, 0, 0, &[])
+        }
+
+        /// `typedef void (*btf_trace_NAME)(void *__data, PARAMS...)`, as the kernel declares
+        /// each tracepoint.
+        pub(crate) fn tracepoint(&mut self, name: &str, params: &[u32]) -> u32 {
+            let void_pointer = self.pointer(0);
+            let mut extra = vec![0, void_pointer];
+            for &param in params {
+                extra.extend([0, param]);
+            }
+            let vlen = params.len() as u32 + 1;
+            let proto = self.record("", kind::FUNC_PROTO, false, vlen, 0, &extra);
+            let pointer = self.pointer(proto);
+            self.typedef(&format!("btf_trace_{name}"), pointer)
         }
 
         pub(crate) fn build(&self) -> Vec<u8> {
@@ -1783,7 +1824,7 @@ mod tests {
             Kind::Restrict(_) => "RESTRICT",
             Kind::TypeTag(_) => "TYPE_TAG",
             Kind::Function => "FUNC",
-            Kind::FunctionProto => "FUNC_PROTO",
+            Kind::FunctionProto(_) => "FUNC_PROTO",
             Kind::Variable => "VAR",
             Kind::DataSection => "DATASEC",
             Kind::DeclTag => "DECL_TAG",

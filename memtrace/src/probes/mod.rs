@@ -1,9 +1,14 @@
 //! Loading and attaching the eBPF programs, and the maps userspace talks to them through.
 //!
-//! This is the only module that knows about aya. Everything attaches as a raw tracepoint, which
-//! needs neither tracefs nor ftrace.
+//! This is the only module that knows about aya. The syscalls attach through fentry/fexit or raw
+//! tracepoints (`backend`); the process events always as raw tracepoints, which need neither
+//! tracefs nor ftrace.
 
+pub mod backend;
 pub mod btf;
+pub mod floor;
+pub mod kernel_differences;
+pub mod kmem;
 pub mod offsets;
 pub mod preflight;
 
@@ -13,9 +18,11 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use memtrace_common::{
-    lost_slot, names, ProbeConfig, DEFAULT_RING_BUFFER_BYTES, DEFAULT_STACK_MIN_BYTES,
+    kmem::names as kmem_names, lost_slot, names, ProbeConfig, DEFAULT_RING_BUFFER_BYTES,
+    DEFAULT_STACK_MIN_BYTES,
 };
 
+use self::backend::{Attached, BackendChoice};
 use crate::event::LostRecord;
 
 /// The eBPF object built from memtrace-ebpf by build.rs.
@@ -41,6 +48,10 @@ pub enum ProbeError {
     Map(&'static str, aya::maps::MapError),
     #[error("the eBPF object has no {0}")]
     Missing(&'static str),
+    #[error(transparent)]
+    Kmem(#[from] kmem::KmemError),
+    #[error("--backend fentry: {0}")]
+    Fentry(#[source] backend::FentryError),
     #[error("--ring-buffer-size {0} must be a power of two and at least 4096")]
     RingBufferSize(u32),
 }
@@ -54,6 +65,7 @@ impl ProbeError {
                 source: aya::programs::ProgramError::LoadError { verifier_log, .. },
                 ..
             } => Some(verifier_log.to_string()),
+            Self::Fentry(error) => error.verifier_log.clone(),
             _ => None,
         }
     }
@@ -69,6 +81,8 @@ pub struct ProbeOptions {
     pub ebpf_log: bool,
     /// Sample the user stack of calls that create at least this many bytes (`None`: never).
     pub stack_min_bytes: Option<u64>,
+    /// How to hook the syscalls (`--backend`).
+    pub backend: BackendChoice,
 }
 
 impl Default for ProbeOptions {
@@ -78,6 +92,7 @@ impl Default for ProbeOptions {
             ring_buffer_bytes: DEFAULT_RING_BUFFER_BYTES,
             ebpf_log: false,
             stack_min_bytes: Some(DEFAULT_STACK_MIN_BYTES),
+            backend: BackendChoice::default(),
         }
     }
 }
@@ -87,46 +102,15 @@ pub struct Probes {
     ebpf: Ebpf,
     /// Reads the programs' aya-log records (`--ebpf-log`); it owns their ring buffer.
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
+    /// How the syscalls are hooked.
+    attached: Attached,
 }
-
-const RAW_TRACEPOINTS: [(&str, &str); 5] = [
-    ("sys_enter", "sys_enter"),
-    ("sys_exit", "sys_exit"),
-    ("sched_process_fork", "sched_process_fork"),
-    ("sched_process_exec", "sched_process_exec"),
-    ("sched_process_exit", "sched_process_exit"),
-];
 
 impl Probes {
     /// Checks privileges and kernel support, resolves struct offsets from BTF, then loads and
     /// attaches every program.
     pub fn load(options: &ProbeOptions) -> Result<Self, ProbeError> {
-        if EBPF_OBJECT.is_empty() {
-            return Err(ProbeError::NoObject);
-        }
-        preflight::check()?;
-        let size = options.ring_buffer_bytes;
-        if !size.is_power_of_two() || size < 4096 {
-            return Err(ProbeError::RingBufferSize(size));
-        }
-        preflight::raise_memlock_limit();
-
-        let kernel_btf = btf::Btf::from_sys_fs()?;
-        let offsets = offsets::kernel_offsets(&kernel_btf)?;
-        let config = ProbeConfig {
-            follow_children: u32::from(options.follow_children),
-            log_enabled: u32::from(options.ebpf_log),
-            stack_min_bytes: options.stack_min_bytes.unwrap_or(u64::MAX),
-            // A quarter of the ring: the reader wakes up well before it fills.
-            wakeup_bytes: u64::from(size / 4),
-        };
-        let aya_btf = Btf::from_sys_fs().map_err(|e| ProbeError::Load(e.into()))?;
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&aya_btf))
-            .override_global(names::OFFSETS_GLOBAL, &offsets, true)
-            .override_global(names::CONFIG_GLOBAL, &config, true)
-            .map_max_entries(names::EVENTS_MAP, size)
-            .load(EBPF_OBJECT)?;
+        let (mut ebpf, btf, differences) = load_object(options)?;
 
         let logger = if options.ebpf_log {
             aya_log::EbpfLogger::init(&mut ebpf)
@@ -136,14 +120,26 @@ impl Probes {
             None
         };
 
-        for (program, tracepoint) in RAW_TRACEPOINTS {
+        // Syscalls first: with `--backend fentry` where fentry is forbidden, nothing else is
+        // loaded before the one-line refusal.
+        let attached = backend::attach_syscalls(&mut ebpf, &btf, options.backend)?;
+        for (program, tracepoint) in differences.process_tracepoints() {
             let raw: &mut RawTracePoint = program_of(&mut ebpf, program)?;
             raw.load()
                 .map_err(|source| ProbeError::Program { program, source })?;
             raw.attach(tracepoint)
                 .map_err(|source| ProbeError::Program { program, source })?;
         }
-        Ok(Self { ebpf, logger })
+        Ok(Self {
+            ebpf,
+            logger,
+            attached,
+        })
+    }
+
+    /// The syscall hooks in use, and why not fentry when auto fell back.
+    pub fn backend(&self) -> &Attached {
+        &self.attached
     }
 
     /// Passes the programs' pending log records on to the `log` crate (`--ebpf-log`).
@@ -205,6 +201,48 @@ impl Probes {
             pending_full: total(lost_slot::PENDING_FULL)?,
         })
     }
+}
+
+/// Checks privileges and kernel support, resolves struct offsets from BTF, and loads the
+/// object's maps and globals (its programs are loaded one by one by the caller).
+/// Loads the object with the running kernel's offsets and the options' tunables; also says how
+/// this kernel differs from others ([`kernel_differences`]).
+fn load_object(
+    options: &ProbeOptions,
+) -> Result<(Ebpf, Btf, kernel_differences::KernelDifferences), ProbeError> {
+    if EBPF_OBJECT.is_empty() {
+        return Err(ProbeError::NoObject);
+    }
+    preflight::check()?;
+    let size = options.ring_buffer_bytes;
+    if !size.is_power_of_two() || size < 4096 {
+        return Err(ProbeError::RingBufferSize(size));
+    }
+    preflight::raise_memlock_limit();
+
+    let kernel_btf = btf::Btf::from_sys_fs()?;
+    let offsets = offsets::kernel_offsets(&kernel_btf)?;
+    let differences = kernel_differences::KernelDifferences::of(&kernel_btf);
+    let config = ProbeConfig {
+        follow_children: u32::from(options.follow_children),
+        log_enabled: u32::from(options.ebpf_log),
+        stack_min_bytes: options.stack_min_bytes.unwrap_or(u64::MAX),
+        // A quarter of the ring: the reader wakes up well before it fills.
+        wakeup_bytes: u64::from(size / 4),
+    };
+    let aya_btf = Btf::from_sys_fs().map_err(|e| ProbeError::Load(e.into()))?;
+    let ebpf = EbpfLoader::new()
+        .btf(Some(&aya_btf))
+        .override_global(names::OFFSETS_GLOBAL, &offsets, true)
+        .override_global(names::CONFIG_GLOBAL, &config, true)
+        .map_max_entries(names::EVENTS_MAP, size)
+        // Kernel mode's tables: user mode never attaches the programs that fill them.
+        .map_max_entries(kmem_names::OUTSTANDING_MAP, 1)
+        .map_max_entries(kmem_names::SITES_MAP, 1)
+        .map_max_entries(kmem_names::CACHE_NAMES_MAP, 1)
+        .map_max_entries(kmem_names::KMEM_STACKS_MAP, 1)
+        .load(EBPF_OBJECT)?;
+    Ok((ebpf, aya_btf, differences))
 }
 
 fn program_of<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, ProbeError>

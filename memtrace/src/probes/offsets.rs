@@ -123,6 +123,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         mount_mnt_parent: at("mount.mnt_parent", Use::Pointer)?,
         mount_mnt_mountpoint: at("mount.mnt_mountpoint", Use::Pointer)?,
         vfsmount_mnt_root: at("vfsmount.mnt_root", Use::Pointer)?,
+        task_fs: at("task_struct.fs", Use::Pointer)?,
+        fs_struct_root: at("fs_struct.root", Use::Embedded)?,
         mm_start_code: at("mm_struct.start_code", long)?,
         mm_end_code: at("mm_struct.end_code", long)?,
         mm_start_data: at("mm_struct.start_data", long)?,
@@ -145,6 +147,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         vma_vm_start: at("vm_area_struct.vm_start", long)?,
         vma_vm_end: at("vm_area_struct.vm_end", long)?,
         ts_compat: TS_COMPAT,
+        task_signal: at("task_struct.signal", Use::Pointer)?,
+        signal_live: at("signal_struct.live.counter", Use::Integer(4))?,
     })
 }
 
@@ -181,6 +185,8 @@ mod tests {
             (o.mount_mnt_parent, "mount.mnt_parent"),
             (o.mount_mnt_mountpoint, "mount.mnt_mountpoint"),
             (o.vfsmount_mnt_root, "vfsmount.mnt_root"),
+            (o.task_fs, "task_struct.fs"),
+            (o.fs_struct_root, "fs_struct.root"),
             (o.mm_start_code, "mm_struct.start_code"),
             (o.mm_end_code, "mm_struct.end_code"),
             (o.mm_start_data, "mm_struct.start_data"),
@@ -197,6 +203,8 @@ mod tests {
             (o.binprm_buf, "linux_binprm.buf"),
             (o.vma_vm_start, "vm_area_struct.vm_start"),
             (o.vma_vm_end, "vm_area_struct.vm_end"),
+            (o.task_signal, "task_struct.signal"),
+            (o.signal_live, "signal_struct.live.counter"),
         ]
     }
 

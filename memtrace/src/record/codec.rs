@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use bytes::BufMut;
 
+use super::kernel_codec;
 use super::wire::{
     get_bool, get_bytes, get_ivarint, get_string, get_u32_varint, get_u8, get_uvarint, put_bool,
     put_bytes, put_ivarint, put_str, put_uvarint, Malformed,
@@ -51,6 +52,7 @@ mod kind {
 mod extended {
     pub const STACK: u8 = 0;
     pub const MODULE: u8 = 1;
+    pub const KERNEL_SNAPSHOT: u8 = 2;
 }
 
 /// The byte that starts a syscall body: the [`Syscall`] number and which optional parts follow.
@@ -246,7 +248,7 @@ fn body_kind(body: &EventBody) -> u8 {
         EventBody::ExecMapping(_) => kind::EXEC_MAPPING,
         EventBody::Snapshot(_) => kind::SNAPSHOT,
         EventBody::Lost(_) => kind::LOST,
-        EventBody::Stack(_) | EventBody::Module(_) => kind::EXTENDED,
+        EventBody::Stack(_) | EventBody::Module(_) | EventBody::KernelSnapshot(_) => kind::EXTENDED,
     }
 }
 
@@ -320,6 +322,10 @@ fn encode_body(body: &EventBody, time_ns: u64, context: &mut FrameContext, buf: 
             buf.put_u8(extended::MODULE);
             put_str(buf, &record.path);
             put_bytes(buf, &record.build_id);
+        }
+        EventBody::KernelSnapshot(record) => {
+            buf.put_u8(extended::KERNEL_SNAPSHOT);
+            kernel_codec::encode(record, buf);
         }
     }
 }
@@ -410,6 +416,9 @@ fn decode_body(
                 path: get_string(buf)?,
                 build_id: get_bytes(buf)?.to_vec(),
             }),
+            extended::KERNEL_SNAPSHOT => {
+                EventBody::KernelSnapshot(Box::new(kernel_codec::decode(buf)?))
+            }
             _ => return Err(Malformed("an event has an unknown extended kind")),
         },
         _ => return Err(Malformed("an event has an unknown kind")),

@@ -4,7 +4,7 @@
 
 use std::{io, path::PathBuf};
 
-use super::frame::{FORMAT_VERSION, MAX_FRAME_PAYLOAD};
+use super::frame::{FORMAT_VERSION, MAX_FRAME_PAYLOAD, OLDEST_READABLE_VERSION};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -40,7 +40,7 @@ pub enum RecordError {
     #[error("not a memtrace recording: bad magic")]
     BadMagic,
 
-    #[error("recording format version {found} is not supported (this memtrace reads version {FORMAT_VERSION})")]
+    #[error("recording format version {found} is not supported (this memtrace reads versions {OLDEST_READABLE_VERSION} to {FORMAT_VERSION})")]
     UnsupportedVersion { found: u32 },
 
     #[error("recording is cut off after {bytes} bytes, inside its header: it holds no events")]
@@ -78,7 +78,7 @@ mod tests {
         }
         assert_eq!(
             RecordError::UnsupportedVersion { found: 7 }.to_string(),
-            "recording format version 7 is not supported (this memtrace reads version 1)"
+            "recording format version 7 is not supported (this memtrace reads versions 1 to 2)"
         );
         assert_eq!(
             RecordError::BadMagic.to_string(),

@@ -6,8 +6,13 @@ use bytes::{BufMut, BytesMut};
 
 /// First bytes of every recording.
 pub const MAGIC: [u8; 8] = *b"MEMTRACE";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes. Version 2 numbers the events frames, so a replay can
+/// tell a missing, repeated or reordered frame; this build still reads version 1.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version this build reads.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
+/// The first version whose events frames carry their sequence number and first event index.
+pub(crate) const SEQUENCED_VERSION: u32 = 2;
 /// Magic followed by the version as a little-endian u32.
 pub(crate) const PREAMBLE_LEN: usize = MAGIC.len() + 4;
 

@@ -6,7 +6,7 @@ use std::io::{self, BufReader, Read};
 use super::error::RecordError;
 use super::frame::{
     checksum, FORMAT_VERSION, FRAME_CHECKSUM_LEN, FRAME_HEAD_LEN, FRAME_SYNC, MAGIC,
-    MAX_FRAME_PAYLOAD, PREAMBLE_LEN,
+    MAX_FRAME_PAYLOAD, OLDEST_READABLE_VERSION, PREAMBLE_LEN,
 };
 
 /// Large reads keep replay from being bound by syscalls; frames are read out of this buffer.
@@ -36,6 +36,8 @@ pub(crate) struct FrameReader<R> {
     bytes_read: u64,
     /// The payload of the last frame; reused so that replay does not allocate per frame.
     payload: Vec<u8>,
+    /// The preamble's format version.
+    version: u32,
 }
 
 impl<R: Read> FrameReader<R> {
@@ -46,6 +48,7 @@ impl<R: Read> FrameReader<R> {
             offset: 0,
             bytes_read: 0,
             payload: Vec::new(),
+            version: 0,
         };
         let mut preamble = [0u8; PREAMBLE_LEN];
         let got = reader
@@ -64,11 +67,16 @@ impl<R: Read> FrameReader<R> {
         let mut version = [0u8; 4];
         version.copy_from_slice(&preamble[MAGIC.len()..]);
         let version = u32::from_le_bytes(version);
-        if version != FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(RecordError::UnsupportedVersion { found: version });
         }
+        reader.version = version;
         reader.offset = PREAMBLE_LEN as u64;
         Ok(reader)
+    }
+
+    pub(crate) fn version(&self) -> u32 {
+        self.version
     }
 
     pub(crate) fn payload(&self) -> &[u8] {

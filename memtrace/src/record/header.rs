@@ -44,6 +44,8 @@ pub struct Trailer {
     pub events: u64,
     /// The kernel side's loss totals at the end of the session.
     pub lost: LostRecord,
+    /// How many events frames the writer wrote; `None` in a version 1 recording.
+    pub frames: Option<u64>,
 }
 
 pub(crate) fn encode_header(header: &RecordingHeader, buf: &mut impl BufMut) {
@@ -85,6 +87,10 @@ pub(crate) fn encode_trailer(trailer: &Trailer, buf: &mut impl BufMut) {
     put_uvarint(buf, trailer.events);
     put_uvarint(buf, trailer.lost.ring_full);
     put_uvarint(buf, trailer.lost.pending_full);
+    // Appended in version 2; a version 1 reader ignores it.
+    if let Some(frames) = trailer.frames {
+        put_uvarint(buf, frames);
+    }
 }
 
 /// Like the header, ignores bytes after the known fields.
@@ -95,6 +101,11 @@ pub(crate) fn decode_trailer(mut buf: &[u8]) -> Result<Trailer, Malformed> {
         lost: LostRecord {
             ring_full: get_uvarint(buf)?,
             pending_full: get_uvarint(buf)?,
+        },
+        frames: if buf.is_empty() {
+            None
+        } else {
+            Some(get_uvarint(buf)?)
         },
     })
 }
@@ -144,6 +155,7 @@ mod tests {
                 ring_full: 3,
                 pending_full: u64::MAX,
             },
+            frames: Some(7),
         };
         let mut buf = Vec::new();
         encode_trailer(&trailer, &mut buf);

@@ -7,16 +7,18 @@
 //!
 //! - [`RecordingWriter`] is what a live session writes through.
 //! - [`RecordingReader`] gives the header, then the events, then a [`ReplayOutcome`].
-//! - [`bench`] holds the synthetic workload the compactness test and the replay benchmark share.
+//! - `workload` (tests only) makes a synthetic mmap/munmap stream.
 
-pub mod bench;
 mod codec;
 mod error;
 mod frame;
 mod frame_reader;
 mod header;
+mod kernel_codec;
 mod reader;
 mod wire;
+#[cfg(test)]
+pub(crate) mod workload;
 mod writer;
 
 #[cfg(test)]

@@ -5,10 +5,10 @@ use std::{fmt, fs::File, io::Read, path::Path};
 
 use super::codec::EventDecoder;
 use super::error::RecordError;
-use super::frame::FrameType;
+use super::frame::{FrameType, SEQUENCED_VERSION};
 use super::frame_reader::{FrameReader, NextFrame};
 use super::header::{decode_header, decode_trailer, RecordingHeader, Trailer};
-use super::wire::Malformed;
+use super::wire::{get_uvarint, Malformed};
 use crate::event::Event;
 
 /// How a replay went. Final once the reader's iterator has returned `None`.
@@ -26,6 +26,59 @@ pub struct ReplayOutcome {
     pub corrupt_frames_skipped: u64,
     /// What the writer said at the end, when it got there.
     pub trailer: Option<Trailer>,
+    /// The recording numbers its frames (format version 2 on), so the counts below are
+    /// known; a version 1 recording can only be checked against its trailer's event count.
+    pub sequenced: bool,
+    /// Events frames that never arrived (their numbers were skipped), not counting frames
+    /// already counted in `corrupt_frames_skipped`.
+    pub frames_missing: u64,
+    /// Events the writer wrote that this replay did not get: in missing or corrupt frames, or
+    /// after a malformed event.
+    pub events_missing: u64,
+    /// Frames whose number came before the one expected (a repeat, or out of order): skipped,
+    /// so that no event is counted twice or fed out of order.
+    pub frames_out_of_order: u64,
+    /// The trailer claims fewer events or frames than the recording holds: (claimed, held).
+    pub trailer_disagrees: Option<(u64, u64)>,
+}
+
+impl ReplayOutcome {
+    /// One line per way the recording is damaged; empty when it is whole.
+    pub fn problems(&self) -> Vec<String> {
+        let plural = |n: u64| if n == 1 { "" } else { "s" };
+        let mut problems = Vec::new();
+        if let Some(truncation) = &self.truncated_at {
+            problems.push(format!("recording {truncation}"));
+        }
+        if self.corrupt_frames_skipped > 0 {
+            let n = self.corrupt_frames_skipped;
+            problems.push(format!("{n} corrupt frame{} skipped", plural(n)));
+        }
+        if self.frames_missing > 0 {
+            let n = self.frames_missing;
+            problems.push(format!("{n} frame{} missing from the recording", plural(n)));
+        }
+        if self.frames_out_of_order > 0 {
+            let n = self.frames_out_of_order;
+            problems.push(format!(
+                "{n} frame{} repeated or out of order skipped",
+                plural(n)
+            ));
+        }
+        if self.events_missing > 0 {
+            let n = self.events_missing;
+            problems.push(format!(
+                "{n} event{} the recorder wrote are missing from the replay",
+                plural(n)
+            ));
+        }
+        if let Some((claimed, held)) = self.trailer_disagrees {
+            problems.push(format!(
+                "the trailer counts {claimed} but the recording holds {held}: it is corrupt"
+            ));
+        }
+        problems
+    }
 }
 
 /// The end of the readable data of a recording without a trailer.
@@ -79,6 +132,14 @@ pub struct RecordingReader<R = File> {
     position_in_frame: Option<usize>,
     outcome: ReplayOutcome,
     finished: bool,
+    /// The sequence number the next events frame should carry.
+    next_sequence: u64,
+    /// Events the writer wrote up to the current position, as far as the frames tell: the
+    /// current frame's first event index plus the events decoded from it.
+    events_accounted: u64,
+    /// Corrupt frames since the last good events frame: a gap in the numbering they explain
+    /// is not counted again as missing.
+    corrupt_since_sequenced: u64,
 }
 
 impl RecordingReader<File> {
@@ -97,13 +158,20 @@ impl<R: Read> RecordingReader<R> {
     pub fn new(source: R) -> Result<Self, RecordError> {
         let mut frames = FrameReader::open(source)?;
         let header = read_header(&mut frames)?;
+        let sequenced = frames.version() >= SEQUENCED_VERSION;
         Ok(Self {
             frames,
             header,
             decoder: EventDecoder::default(),
             position_in_frame: None,
-            outcome: ReplayOutcome::default(),
+            outcome: ReplayOutcome {
+                sequenced,
+                ..ReplayOutcome::default()
+            },
             finished: false,
+            next_sequence: 0,
+            events_accounted: 0,
+            corrupt_since_sequenced: 0,
         })
     }
 
@@ -125,12 +193,13 @@ impl<R: Read> RecordingReader<R> {
             Ok(event) => {
                 self.position_in_frame = Some(payload.len() - rest.len());
                 self.outcome.events += 1;
+                self.events_accounted += 1;
                 Some(event)
             }
             // The checksum matched but the content is wrong: the events decoded so far have
             // been delivered; the rest of the frame cannot be trusted.
             Err(Malformed(_)) => {
-                self.outcome.corrupt_frames_skipped += 1;
+                self.corrupt_frame();
                 None
             }
         }
@@ -147,7 +216,7 @@ impl<R: Read> RecordingReader<R> {
         };
         match next {
             NextFrame::Frame { frame_type, .. } => self.enter_frame(frame_type),
-            NextFrame::Corrupt { .. } => self.outcome.corrupt_frames_skipped += 1,
+            NextFrame::Corrupt { .. } => self.corrupt_frame(),
             NextFrame::End { at } | NextFrame::Cut { at } => {
                 self.outcome.truncated_at = Some(Truncation {
                     events: self.outcome.events,
@@ -163,25 +232,94 @@ impl<R: Read> RecordingReader<R> {
         None
     }
 
+    fn corrupt_frame(&mut self) {
+        self.outcome.corrupt_frames_skipped += 1;
+        self.corrupt_since_sequenced += 1;
+    }
+
     fn enter_frame(&mut self, frame_type: u8) {
         match FrameType::from_u8(frame_type) {
             Some(FrameType::Events) => {
+                let start = if self.outcome.sequenced {
+                    match self.check_sequence() {
+                        Some(start) => start,
+                        None => return,
+                    }
+                } else {
+                    0
+                };
                 self.decoder.start_frame();
-                self.position_in_frame = Some(0);
+                self.position_in_frame = Some(start);
             }
             Some(FrameType::Trailer) => match decode_trailer(self.frames.payload()) {
                 Ok(trailer) => {
+                    self.check_trailer(&trailer);
                     self.outcome.trailer = Some(trailer);
                     self.outcome.complete = true;
                     // Whatever follows a trailer is not part of the session.
                     self.finished = true;
                 }
-                Err(Malformed(_)) => self.outcome.corrupt_frames_skipped += 1,
+                Err(Malformed(_)) => self.corrupt_frame(),
             },
             // Only the first frame may be a header.
-            Some(FrameType::Header) => self.outcome.corrupt_frames_skipped += 1,
+            Some(FrameType::Header) => self.corrupt_frame(),
             // A frame type from a later revision of the format: not ours to interpret.
             None => {}
+        }
+    }
+}
+
+impl<R: Read> RecordingReader<R> {
+    /// Reads an events frame's place in the stream (its sequence number and the index of its
+    /// first event), counts what went missing before it, and returns where its events start;
+    /// `None` when the frame must be skipped.
+    fn check_sequence(&mut self) -> Option<usize> {
+        let payload = self.frames.payload();
+        let mut rest = payload;
+        let (Ok(sequence), Ok(first_event)) = (get_uvarint(&mut rest), get_uvarint(&mut rest))
+        else {
+            self.corrupt_frame();
+            return None;
+        };
+        let start = payload.len() - rest.len();
+        if sequence < self.next_sequence {
+            self.outcome.frames_out_of_order += 1;
+            return None;
+        }
+        if first_event < self.events_accounted {
+            // Numbered as new, but claims events already delivered: not the writer's frame.
+            self.corrupt_frame();
+            return None;
+        }
+        let gap = sequence - self.next_sequence;
+        self.outcome.frames_missing += gap.saturating_sub(self.corrupt_since_sequenced);
+        self.outcome.events_missing += first_event - self.events_accounted;
+        self.corrupt_since_sequenced = 0;
+        self.next_sequence = sequence + 1;
+        self.events_accounted = first_event;
+        Some(start)
+    }
+
+    /// Compares the writer's totals with what arrived: frames and events missing at the end
+    /// (after the last frame read) are counted; totals below what arrived mean corruption.
+    fn check_trailer(&mut self, trailer: &Trailer) {
+        if !self.outcome.sequenced {
+            // Version 1: only the event count can be checked.
+            self.events_accounted = self.outcome.events;
+        }
+        match trailer.events.checked_sub(self.events_accounted) {
+            Some(missing) => self.outcome.events_missing += missing,
+            None => {
+                self.outcome.trailer_disagrees = Some((trailer.events, self.events_accounted));
+            }
+        }
+        if let Some(frames) = trailer.frames.filter(|_| self.outcome.sequenced) {
+            match frames.checked_sub(self.next_sequence) {
+                Some(gap) => {
+                    self.outcome.frames_missing += gap.saturating_sub(self.corrupt_since_sequenced)
+                }
+                None => self.outcome.trailer_disagrees = Some((frames, self.next_sequence)),
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ use super::frame::{
     begin_frame, end_frame, payload_len, put_preamble, FrameType, MAX_FRAME_PAYLOAD,
 };
 use super::header::{encode_header, encode_trailer, RecordingHeader, Trailer};
+use super::wire::put_uvarint;
 use crate::event::{Event, LostRecord};
 
 /// Where a recording goes. A file is synced to disk when the recording finishes; memory
@@ -84,6 +85,8 @@ pub struct RecordingWriter<W: RecordingSink = File> {
     events: u64,
     /// Events in frames that reached the sink whole.
     events_flushed: u64,
+    /// Events frames that reached the sink whole: the next frame's sequence number.
+    frames_written: u64,
     bytes_written: u64,
     last_flush: Instant,
     /// A write failed: the file may end in a partial frame, after which nothing may go.
@@ -126,6 +129,7 @@ impl<W: RecordingSink> RecordingWriter<W> {
             encoder: EventEncoder::default(),
             events: 0,
             events_flushed: 0,
+            frames_written: 0,
             bytes_written: 0,
             last_flush: Instant::now(),
             failed: false,
@@ -217,6 +221,7 @@ impl<W: RecordingSink> RecordingWriter<W> {
             &Trailer {
                 events: self.events,
                 lost,
+                frames: Some(self.frames_written),
             },
             &mut self.frame,
         );
@@ -251,6 +256,10 @@ impl<W: RecordingSink> RecordingWriter<W> {
         }
         self.encoder.start_frame();
         let start = begin_frame(&mut self.frame, FrameType::Events);
+        // The frame's place in the stream, so a reader can tell a missing, repeated or
+        // reordered frame, and how many events it lost.
+        put_uvarint(&mut self.frame, self.frames_written);
+        put_uvarint(&mut self.frame, self.events_flushed);
         self.frame_start = Some(start);
         start
     }
@@ -274,6 +283,7 @@ impl<W: RecordingSink> RecordingWriter<W> {
         end_frame(&mut self.frame, start);
         self.write_out()?;
         self.events_flushed += events;
+        self.frames_written += 1;
         Ok(())
     }
 
@@ -397,7 +407,7 @@ mod tests {
             ..WriterOptions::default()
         };
         let mut writer = RecordingWriter::new(disk, &sample_header(), options).unwrap();
-        let event = crate::record::bench::mmap_munmap_loop(1).next().unwrap();
+        let event = crate::record::workload::mmap_munmap_loop(1).next().unwrap();
         let mut result = Ok(());
         for _ in 0..100 {
             result = writer.write_event(&event);
@@ -421,7 +431,7 @@ mod tests {
         };
         let mut writer = RecordingWriter::new(Vec::new(), &sample_header(), options).unwrap();
         let header_bytes = writer.bytes_written();
-        let event = crate::record::bench::mmap_munmap_loop(1).next().unwrap();
+        let event = crate::record::workload::mmap_munmap_loop(1).next().unwrap();
         writer.write_event(&event).unwrap();
         let start = writer.last_flush;
         assert!(!writer

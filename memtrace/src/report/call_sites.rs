@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::model::{ProcessView, RegionKind};
 use crate::report::format;
-use crate::report::schema::{CallSiteGroup, FrameReport, SizeGroup};
+use crate::report::schema::{AllocatedSite, CallSiteGroup, FrameReport, SizeGroup};
 
 /// Names a frame from its module and file offset. Reports stay free of I/O: the caller
 /// decides how names are found (symbol files on this machine) or that they are not.
@@ -60,11 +60,7 @@ pub(crate) fn unreleased_by_stack(
     let mut groups: Vec<CallSiteGroup> = by_stack
         .into_iter()
         .map(|(frames, (bytes, sizes, kinds))| {
-            let frames: Vec<FrameReport> = frames
-                .iter()
-                .enumerate()
-                .map(|(depth, &address)| frame_report(view, depth, address, namer))
-                .collect();
+            let frames = frame_reports(view, frames, namer);
             let sizes = SizeGroup::from_counts(sizes);
             CallSiteGroup {
                 count: sizes.iter().map(|s| s.count).sum(),
@@ -80,18 +76,49 @@ pub(crate) fn unreleased_by_stack(
     groups
 }
 
+/// A stack's frames, named, innermost first.
+fn frame_reports(
+    view: &ProcessView<'_>,
+    frames: &[u64],
+    namer: &mut dyn FrameNamer,
+) -> Vec<FrameReport> {
+    frames
+        .iter()
+        .enumerate()
+        .map(|(depth, &address)| frame_report(view, depth, address, namer))
+        .collect()
+}
+
 /// The one-line call site of a stack's frames (`hx_alloc_tmp ← process_image ← main`).
 pub(crate) fn call_site_of(
     view: &ProcessView<'_>,
     frames: &[u64],
     namer: &mut dyn FrameNamer,
 ) -> String {
-    let frames: Vec<FrameReport> = frames
-        .iter()
-        .enumerate()
-        .map(|(depth, &address)| frame_report(view, depth, address, namer))
-        .collect();
+    let frames = frame_reports(view, frames, namer);
     call_site(&frames)
+}
+
+/// Everything each sampled call stack created, released or not, largest first.
+pub(crate) fn allocated_by_stack(
+    view: &ProcessView<'_>,
+    namer: &mut dyn FrameNamer,
+) -> Vec<AllocatedSite> {
+    let mut sites: Vec<AllocatedSite> = view
+        .allocated_by_stack()
+        .filter(|(frames, _)| !frames.is_empty())
+        .map(|(frames, allocated)| {
+            let frames = frame_reports(view, frames, namer);
+            AllocatedSite {
+                count: allocated.regions,
+                bytes: allocated.bytes,
+                call_site: call_site(&frames),
+                frames,
+            }
+        })
+        .collect();
+    sites.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.count.cmp(&a.count)));
+    sites
 }
 
 /// A return address names the instruction after the call; the call itself is one byte
@@ -132,7 +159,7 @@ fn frame_report(
 
 /// The allocator's own frames (in the C library and the loader) say nothing about who
 /// allocated: the call site starts at the first frame outside them.
-fn is_allocator_frame(frame: &FrameReport) -> bool {
+pub(crate) fn is_allocator_frame(frame: &FrameReport) -> bool {
     let Some(module) = &frame.module else {
         return false;
     };
@@ -169,7 +196,7 @@ pub(crate) fn call_site(frames: &[FrameReport]) -> String {
     line
 }
 
-fn frame_label(frame: &FrameReport) -> String {
+pub(crate) fn frame_label(frame: &FrameReport) -> String {
     match (&frame.function, &frame.module, frame.offset) {
         (Some(function), _, _) => function.clone(),
         (None, Some(module), Some(offset)) => {

@@ -217,6 +217,7 @@ mod tests {
             source: Source::Replay,
             events: feed.model.events(),
             lost: Default::default(),
+            backend: None,
         };
         build(&feed.model, &info)
     }

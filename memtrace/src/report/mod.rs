@@ -6,6 +6,7 @@
 //! the last event.
 
 pub mod call_sites;
+pub mod export;
 mod findings;
 pub mod format;
 mod growth;
@@ -26,13 +27,15 @@ use crate::event::LostRecord;
 use crate::model::Model;
 
 /// What the report says about the session itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SessionInfo {
     pub source: Source,
     /// Events read from the kernel or the recording.
     pub events: u64,
     /// The loss totals the session knows of; the model's own (from Lost events) are merged in.
     pub lost: LostRecord,
+    /// How the live session hooked the syscalls (`None` for a replay).
+    pub backend: Option<BackendInfo>,
 }
 
 /// Thresholds of the findings.
@@ -101,6 +104,7 @@ pub fn build_with(
         events: session.events,
         lost_events: lost.ring_full + lost.pending_full,
         lost,
+        backend: session.backend.clone(),
         start_ns: model.first_event_ns(),
         processes,
         findings,

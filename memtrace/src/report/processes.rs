@@ -3,7 +3,7 @@
 use crate::model::{
     DistributionSummary, ExecInfo, Headroom, ProcessView, Region, SyscallName, SyscallStats,
 };
-use crate::report::call_sites::FrameNamer;
+use crate::report::call_sites::{self, FrameNamer};
 use crate::report::format;
 use crate::report::schema::{
     BrkFailureReport, BrkReport, Calls, DistributionReport, Distributions, ExecReport,
@@ -51,6 +51,7 @@ pub(crate) fn process_report(
         brk: brk_report(view),
         distributions: distributions(process.stats()),
         timeline: timeline::timeline_report(view, moment.now_ns, moment.step_ns, namer),
+        allocated_by_stack: call_sites::allocated_by_stack(view, namer),
     }
 }
 

@@ -31,10 +31,23 @@ pub struct Report {
     pub events: u64,
     pub lost_events: u64,
     pub lost: LostCounts,
+    /// How a live session hooked the syscalls; absent from a replay's report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendInfo>,
     /// Time of the first event (CLOCK_MONOTONIC ns); times in the text are relative to it.
     pub start_ns: Option<u64>,
     pub processes: Vec<ProcessReport>,
     pub findings: Vec<Finding>,
+}
+
+/// The syscall hooks a live session used (`probes::backend`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BackendInfo {
+    /// `fentry` or `raw-tracepoint`.
+    pub name: String,
+    /// Why it is not the preferred one (fentry), when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -68,6 +81,20 @@ pub struct ProcessReport {
     pub distributions: Distributions,
     /// Live regions and bytes over the session, in all and per group.
     pub timeline: TimelineReport,
+    /// Everything each sampled call stack created during the session, released since or not
+    /// (the "alloc" side of a heap profile; `unreleased.by_stack` is the "in use" side),
+    /// largest first.
+    pub allocated_by_stack: Vec<AllocatedSite>,
+}
+
+/// What one call stack created over the session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AllocatedSite {
+    pub count: u64,
+    pub bytes: u64,
+    pub call_site: String,
+    /// Innermost first.
+    pub frames: Vec<FrameReport>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -16,6 +16,7 @@ fn session(events: u64) -> SessionInfo {
         source: Source::Replay,
         events,
         lost: LostRecord::default(),
+        backend: None,
     }
 }
 
@@ -640,4 +641,29 @@ fn text_of_the_sshd_bash_incident() {
     assert!(rendered.contains("brk failed 2×"));
     assert!(rendered.contains("[abi-exec-layout]"));
     assert!(rendered.contains("[brk-exhausted]"));
+}
+
+/// A live report names the syscall hooks it used, and why not fentry; a replay's has none.
+#[test]
+fn the_header_names_the_backend() {
+    let feed = doublemapper_feed();
+    let mut info = session(feed.model.events());
+    info.backend = Some(crate::report::BackendInfo {
+        name: "raw-tracepoint".into(),
+        why: Some("fentry unavailable: load refused".into()),
+    });
+    let report = build(&feed.model, &info);
+    let text = text::render(&report, &TextOptions::default());
+    assert_eq!(
+        text.lines().nth(1),
+        Some("backend: raw-tracepoint (fentry unavailable: load refused)")
+    );
+    let json: Value = serde_json::from_str(&json::render(&report)).unwrap();
+    assert_eq!(json["backend"]["name"], "raw-tracepoint");
+    assert_eq!(json["backend"]["why"], "fentry unavailable: load refused");
+
+    let replayed = report_of(&feed);
+    assert!(!text::render(&replayed, &TextOptions::default()).contains("backend:"));
+    let json: Value = serde_json::from_str(&json::render(&replayed)).unwrap();
+    assert!(json.get("backend").is_none());
 }

@@ -49,6 +49,12 @@ fn header(out: &mut String, report: &Report) {
         count_of(report.processes.len() as u64, "process", "processes"),
         report.lost_events,
     );
+    if let Some(backend) = &report.backend {
+        let _ = match &backend.why {
+            Some(why) => writeln!(out, "backend: {} ({why})", backend.name),
+            None => writeln!(out, "backend: {}", backend.name),
+        };
+    }
     if report.lost_events > 0 {
         let _ = writeln!(
             out,

@@ -16,6 +16,8 @@ use std::{
 
 use object::{read::ReadCache, Object, ObjectSection, ObjectSegment};
 
+use crate::file_access::{open_regular, Links};
+
 /// An opened module file, parsed lazily: only the parts asked for are read.
 pub(crate) struct ElfFile {
     data: ReadCache<File>,
@@ -23,8 +25,9 @@ pub(crate) struct ElfFile {
 }
 
 impl ElfFile {
-    pub fn open(path: &Path) -> io::Result<Self> {
-        let file = File::open(path)?;
+    /// Opens a regular file without blocking (see [`crate::file_access`]).
+    pub fn open(path: &Path, links: Links) -> io::Result<Self> {
+        let file = open_regular(path, links)?;
         let identity = FileIdentity::of(&file.metadata()?);
         Ok(Self {
             data: ReadCache::new(file),

@@ -32,6 +32,9 @@ use std::{
 };
 
 use object::{Object, ObjectSymbol, SymbolKind};
+use std::io::Read as _;
+
+use crate::file_access::{open_regular, Links};
 
 use super::{
     elf::{self, ElfFile, FileIdentity, LoadSegment},
@@ -240,7 +243,7 @@ impl SymbolModule {
 
 /// Opens the module at `path` and tells which build it is; `None` if it cannot be opened.
 fn identify(path: &Path) -> Option<(ModuleKey, ElfFile)> {
-    let file = ElfFile::open(path).ok()?;
+    let file = ElfFile::open(path, Links::Refuse).ok()?;
     let build_id = file.parse().and_then(|parsed| elf::build_id(&parsed));
     let key = match build_id {
         Some(build_id) => ModuleKey::BuildId(build_id),
@@ -322,7 +325,8 @@ fn separate_debug_file<'data>(
     }
     let expected_crc = link.map(|(_, crc)| crc);
     candidates.into_iter().find_map(|candidate| {
-        let debug = ElfFile::open(&candidate).ok()?;
+        // /usr/lib/debug/.build-id/xx/yyyy.debug are links to the debug files.
+        let debug = ElfFile::open(&candidate, Links::Follow).ok()?;
         let same_build = {
             let parsed = debug.parse()?;
             match (build_id, elf::build_id(&parsed)) {
@@ -336,7 +340,11 @@ fn separate_debug_file<'data>(
 }
 
 fn crc32_of_file(path: &Path) -> Option<u32> {
-    let data = std::fs::read(path).ok()?;
+    let mut data = Vec::new();
+    open_regular(path, Links::Follow)
+        .ok()?
+        .read_to_end(&mut data)
+        .ok()?;
     Some(crc32fast::hash(&data))
 }
 

@@ -16,6 +16,8 @@ use framehop::{
     ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder as _,
 };
 
+use crate::file_access::Links;
+
 use super::{
     elf::{self, ElfFile, FileIdentity, LoadSegment},
     frame_pointer, MappedFile, ModuleMap, StackAbi, StackSample,
@@ -149,10 +151,13 @@ impl Unwinder {
                 Some(identity) if identity == cached.identity => return cached.sections.clone(),
                 Some(identity) => {
                     let same_build = cached.build_id.is_some()
-                        && ElfFile::open(Path::new(path)).ok().and_then(|file| {
-                            let parsed = file.parse()?;
-                            elf::build_id(&parsed)
-                        }) == cached.build_id;
+                        && ElfFile::open(Path::new(path), Links::Refuse)
+                            .ok()
+                            .and_then(|file| {
+                                let parsed = file.parse()?;
+                                elf::build_id(&parsed)
+                            })
+                            == cached.build_id;
                     if same_build {
                         cached.identity = identity;
                         return cached.sections.clone();
@@ -177,7 +182,7 @@ struct CachedModule {
 
 impl CachedModule {
     fn load(path: &Path) -> Option<Self> {
-        let file = ElfFile::open(path).ok()?;
+        let file = ElfFile::open(path, Links::Refuse).ok()?;
         let Some(parsed) = file.parse() else {
             return Some(Self {
                 identity: file.identity,

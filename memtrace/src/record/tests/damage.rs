@@ -5,6 +5,7 @@ use bytes::{BufMut, BytesMut};
 use super::*;
 use crate::record::codec::EventDecoder;
 use crate::record::frame::{begin_frame, end_frame, FORMAT_VERSION, MAGIC};
+use crate::record::wire::{get_uvarint, put_uvarint};
 
 /// A small recording of several frames (three events each) and its events. Small, because the
 /// tests below replay it once per byte: every variant but the ones with kilobytes of strings.
@@ -35,6 +36,7 @@ fn events_in(bytes: &[u8], span: FrameSpan) -> usize {
         return 0;
     }
     let mut payload = &bytes[span.start + FRAME_HEAD_LEN..span.end - FRAME_CHECKSUM_LEN];
+    skip_sequence(&mut payload);
     let mut decoder = EventDecoder::default();
     let mut count = 0;
     while !payload.is_empty() {
@@ -42,6 +44,12 @@ fn events_in(bytes: &[u8], span: FrameSpan) -> usize {
         count += 1;
     }
     count
+}
+
+/// Steps over an events frame's sequence number and first event index.
+fn skip_sequence(payload: &mut &[u8]) -> (u64, u64) {
+    let sequence = get_uvarint(payload).unwrap();
+    (sequence, get_uvarint(payload).unwrap())
 }
 
 #[test]
@@ -211,14 +219,23 @@ fn frames_with_a_valid_checksum_but_bad_content_are_skipped() {
     let trailer = spans.last().unwrap();
     let mut crafted = bytes[..trailer.start].to_vec();
     // An event frame whose second event is garbage: the first is delivered, the rest dropped.
-    let mut payload =
-        bytes[spans[1].start + FRAME_HEAD_LEN..spans[1].end - FRAME_CHECKSUM_LEN].to_vec();
-    let first_event_len = payload.len() - {
-        let mut rest = &payload[..];
+    // It is numbered as the next frame, so it is not taken for a repeat.
+    let mut events_part =
+        &bytes[spans[1].start + FRAME_HEAD_LEN..spans[1].end - FRAME_CHECKSUM_LEN];
+    skip_sequence(&mut events_part);
+    let first_event_len = events_part.len() - {
+        let mut rest = events_part;
         EventDecoder::default().decode(&mut rest).unwrap();
         rest.len()
     };
-    payload.truncate(first_event_len);
+    let events_frames = spans
+        .iter()
+        .filter(|s| s.frame_type == FrameType::Events)
+        .count();
+    let mut payload = Vec::new();
+    put_uvarint(&mut payload, events_frames as u64);
+    put_uvarint(&mut payload, events.len() as u64);
+    payload.extend_from_slice(&events_part[..first_event_len]);
     payload.push(0xff);
     append_frame(&mut crafted, FrameType::Events as u8, &payload);
     // A second header, a malformed trailer, and a frame type from the future.
@@ -234,6 +251,12 @@ fn frames_with_a_valid_checksum_but_bad_content_are_skipped() {
     assert_eq!(replay.events, expected);
     assert_eq!(replay.outcome.corrupt_frames_skipped, 3);
     assert!(replay.outcome.complete);
+    // The trailer was written before the crafted frame: it counts one frame and one event
+    // fewer than the replay found.
+    assert_eq!(
+        replay.outcome.trailer_disagrees,
+        Some((events_frames as u64, events_frames as u64 + 1))
+    );
 }
 
 #[test]
@@ -265,9 +288,9 @@ fn files_that_are_not_recordings_get_one_line_errors() {
     other_version[MAGIC.len()..PREAMBLE_LEN].copy_from_slice(&7u32.to_le_bytes());
     assert_eq!(
         message(&other_version),
-        "recording format version 7 is not supported (this memtrace reads version 1)"
+        "recording format version 7 is not supported (this memtrace reads versions 1 to 2)"
     );
-    assert_eq!(FORMAT_VERSION, 1);
+    assert_eq!(FORMAT_VERSION, 2);
 
     // A preamble followed by an events frame instead of the header.
     let spans = frame_spans(&bytes);
@@ -277,4 +300,106 @@ fn files_that_are_not_recordings_get_one_line_errors() {
         message(&headless),
         "recording header is corrupt: the first frame is not a header"
     );
+}
+
+/// The events frames of `small_recording`, and the recording rebuilt from a choice of them.
+fn rebuilt(bytes: &[u8], order: &[usize]) -> Vec<u8> {
+    let spans = frame_spans(bytes);
+    let events: Vec<FrameSpan> = spans
+        .iter()
+        .copied()
+        .filter(|s| s.frame_type == FrameType::Events)
+        .collect();
+    let mut out = bytes[..spans[0].end].to_vec();
+    for &index in order {
+        out.extend_from_slice(&bytes[events[index].start..events[index].end]);
+    }
+    out.extend_from_slice(&bytes[spans.last().unwrap().start..]);
+    out
+}
+
+#[test]
+fn missing_repeated_and_reordered_frames_are_counted() {
+    let (bytes, events) = small_recording();
+    let frames = frame_spans(&bytes)
+        .iter()
+        .filter(|s| s.frame_type == FrameType::Events)
+        .count();
+    assert_eq!(frames, 4, "11 events, 3 a frame");
+    let whole = replay(&rebuilt(&bytes, &[0, 1, 2, 3])).unwrap();
+    assert_eq!(whole.events, events);
+    assert!(whole.outcome.problems().is_empty(), "{:?}", whole.outcome);
+
+    // Frame 1 dropped: its 3 events are counted as missing.
+    let dropped = replay(&rebuilt(&bytes, &[0, 2, 3])).unwrap().outcome;
+    assert_eq!((dropped.frames_missing, dropped.events_missing), (1, 3));
+    // The last frame dropped: only the trailer can tell.
+    let last = replay(&rebuilt(&bytes, &[0, 1, 2])).unwrap().outcome;
+    assert_eq!((last.frames_missing, last.events_missing), (1, 2));
+    // Frame 1 three times: the repeats are skipped, nothing is delivered twice.
+    let repeated = replay(&rebuilt(&bytes, &[0, 1, 1, 1, 2, 3])).unwrap();
+    assert_eq!(repeated.events, events);
+    assert_eq!(repeated.outcome.frames_out_of_order, 2);
+    assert_eq!(repeated.outcome.problems().len(), 1);
+    // Frames 1 and 2 swapped: 2 arrives first (1 looks missing), then 1 is out of order.
+    let swapped = replay(&rebuilt(&bytes, &[0, 2, 1, 3])).unwrap().outcome;
+    assert_eq!(swapped.frames_out_of_order, 1);
+    assert_eq!(swapped.events_missing, 3);
+}
+
+#[test]
+fn a_trailer_with_wrong_totals_is_reported() {
+    let (bytes, events) = small_recording();
+    let spans = frame_spans(&bytes);
+    let trailer = spans.last().unwrap();
+    for (claimed_events, expected) in [
+        (
+            events.len() as u64 + 5,
+            "5 events the recorder wrote are missing from the replay",
+        ),
+        (
+            2,
+            "the trailer counts 2 but the recording holds 11: it is corrupt",
+        ),
+    ] {
+        let mut crafted = bytes[..trailer.start].to_vec();
+        let mut payload = Vec::new();
+        put_uvarint(&mut payload, claimed_events);
+        put_uvarint(&mut payload, 1);
+        put_uvarint(&mut payload, 2);
+        put_uvarint(&mut payload, 4);
+        append_frame(&mut crafted, FrameType::Trailer as u8, &payload);
+        let outcome = replay(&crafted).unwrap().outcome;
+        assert!(outcome.complete);
+        assert_eq!(outcome.problems(), vec![expected.to_string()]);
+    }
+}
+
+#[test]
+fn version_1_recordings_still_replay_and_check_their_event_count() {
+    // A version 1 recording: no sequence prefix in events frames, a three-field trailer.
+    let (bytes, events) = small_recording();
+    let spans = frame_spans(&bytes);
+    let mut old = bytes[..spans[0].end].to_vec();
+    old[MAGIC.len()..PREAMBLE_LEN].copy_from_slice(&1u32.to_le_bytes());
+    for span in &spans[1..] {
+        let mut payload = &bytes[span.start + FRAME_HEAD_LEN..span.end - FRAME_CHECKSUM_LEN];
+        match span.frame_type {
+            FrameType::Events => {
+                skip_sequence(&mut payload);
+                append_frame(&mut old, FrameType::Events as u8, payload);
+            }
+            _ => {
+                let mut trailer = Vec::new();
+                put_uvarint(&mut trailer, events.len() as u64);
+                put_uvarint(&mut trailer, 1);
+                put_uvarint(&mut trailer, 2);
+                append_frame(&mut old, FrameType::Trailer as u8, &trailer);
+            }
+        }
+    }
+    let replayed = replay(&old).unwrap();
+    assert_eq!(replayed.events, events);
+    assert!(!replayed.outcome.sequenced);
+    assert!(replayed.outcome.problems().is_empty());
 }

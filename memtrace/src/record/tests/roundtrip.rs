@@ -52,10 +52,15 @@ fn every_variant_round_trips_in_every_framing() {
                 corrupt_frames_skipped: 0,
                 trailer: Some(super::super::Trailer {
                     events: events.len() as u64,
-                    lost
+                    lost,
+                    frames: outcome.trailer.and_then(|t| t.frames),
                 }),
+                sequenced: true,
+                ..ReplayOutcome::default()
             }
         );
+        assert!(outcome.trailer.unwrap().frames.unwrap() > 0);
+        assert!(outcome.problems().is_empty());
         assert_eq!(
             outcome.to_string(),
             format!("{} events, complete", events.len())

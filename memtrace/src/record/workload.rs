@@ -1,14 +1,7 @@
-//! The workload shared by the compactness test and the replay benchmark: one thread mapping and
-//! unmapping an anonymous page in a loop, the densest stream memtrace sees.
-//!
-//! `cargo xtask bench` is meant to call [`measure_replay`] (release build) and report
-//! [`ReplayMeasurement::events_per_second`] against the budget of 5 million events per second
-//! on one core, and [`ReplayMeasurement::bytes_per_event`] against 40.
-
-use std::{
-    hint::black_box,
-    time::{Duration, Instant},
-};
+//! A synthetic workload for the recording's tests: one thread mapping and unmapping an anonymous
+//! page in a loop, the densest stream memtrace sees. (Replay speed is measured on the whole
+//! `memtrace replay` command by `cargo xtask bench`, not here: a timed test is flaky on a busy
+//! machine and measures a debug build.)
 
 use super::{
     ClockBase, RecordError, RecordingHeader, RecordingReader, RecordingWriter, WriterOptions,
@@ -78,41 +71,6 @@ pub fn record_in_memory(events: impl IntoIterator<Item = Event>) -> Result<Vec<u
     writer.finish(LostRecord::default())
 }
 
-#[derive(Clone, Copy, Debug)]
-pub struct ReplayMeasurement {
-    pub events: u64,
-    /// Size of the whole recording, header and trailer included.
-    pub bytes: u64,
-    /// Time to decode every event (not to record them).
-    pub elapsed: Duration,
-}
-
-impl ReplayMeasurement {
-    pub fn events_per_second(&self) -> f64 {
-        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-
-    pub fn bytes_per_event(&self) -> f64 {
-        self.bytes as f64 / self.events.max(1) as f64
-    }
-}
-
-/// Records `events` events of [`mmap_munmap_loop`] in memory, then times their replay.
-pub fn measure_replay(events: usize) -> Result<ReplayMeasurement, RecordError> {
-    let recording = record_in_memory(mmap_munmap_loop(events))?;
-    let started = Instant::now();
-    let mut reader = RecordingReader::new(&recording[..])?;
-    for event in reader.by_ref() {
-        black_box(event?);
-    }
-    let elapsed = started.elapsed();
-    Ok(ReplayMeasurement {
-        events: reader.outcome().events,
-        bytes: recording.len() as u64,
-        elapsed,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,28 +90,5 @@ mod tests {
         let replayed: Vec<Event> = reader.by_ref().map(Result::unwrap).collect();
         assert!(replayed.into_iter().eq(mmap_munmap_loop(events)));
         assert!(reader.outcome().complete);
-    }
-
-    /// Not the benchmark (that runs a release build through `cargo xtask bench`): a guard
-    /// against a decoder that became grossly slow, loose enough for a debug build.
-    #[test]
-    fn replay_decodes_quickly() {
-        let measurement = measure_replay(200_000).unwrap();
-        println!(
-            "replay: {:.1} M events/s ({} events in {:?}, {:.2} bytes/event)",
-            measurement.events_per_second() / 1e6,
-            measurement.events,
-            measurement.elapsed,
-            measurement.bytes_per_event()
-        );
-        assert_eq!(measurement.events, 200_000);
-        // Far below what either build does alone (about 1 and 18 million events/s), so that
-        // tests running in parallel on a small machine cannot make it flaky.
-        let floor = if cfg!(debug_assertions) {
-            200_000.0
-        } else {
-            2_000_000.0
-        };
-        assert!(measurement.events_per_second() > floor);
     }
 }

@@ -1,0 +1,299 @@
+//! How memtrace hooks the syscalls it traces, chosen once at start ([`attach_syscalls`]), as
+//! bcc's tools choose between fentry and kprobes.
+//!
+//! - **fentry**: fentry/fexit on the kernel functions of exactly the traced syscalls
+//!   ([`FENTRY_FUNCTIONS`]). The other processes' syscalls never reach a BPF program. Needs
+//!   ftrace (kernel lockdown forbids it) and the functions in the kernel's BTF.
+//! - **raw-tracepoint**: `sys_enter`/`sys_exit`, which every kernel memtrace supports allows.
+//!   Every syscall of every process then takes the kernel's slow path (the cost `cargo xtask
+//!   bench` calls the floor); memtrace's programs turn the others away on the number alone.
+//!
+//! Both run the same entry and exit code (memtrace-ebpf's `syscalls`), so they produce the
+//! same events. Process events (fork, exec, exit) stay on the `sched_*` raw tracepoints.
+
+use aya::{
+    programs::{BtfTracePoint, FEntry, FExit, ProgramError, RawTracePoint},
+    Btf, Ebpf,
+};
+
+use super::{program_of, ProbeError};
+use crate::report::BackendInfo;
+
+/// What the user asked for (`--backend`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// fentry where it attaches, raw tracepoints otherwise.
+    #[default]
+    Auto,
+    Fentry,
+    RawTracepoint,
+}
+
+/// The hooks in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Fentry,
+    RawTracepoint,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fentry => "fentry",
+            Self::RawTracepoint => "raw-tracepoint",
+        }
+    }
+}
+
+/// The backend in use and, when auto fell back from fentry, why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attached {
+    pub backend: Backend,
+    pub fallback: Option<String>,
+}
+
+impl Attached {
+    pub fn info(&self) -> BackendInfo {
+        BackendInfo {
+            name: self.backend.as_str().to_owned(),
+            why: self
+                .fallback
+                .as_ref()
+                .map(|reason| format!("fentry unavailable: {reason}")),
+        }
+    }
+}
+
+/// `(kernel function, fentry program, fexit program)` for every syscall of both ABIs, as
+/// memtrace-ebpf's `fentry` module defines them. The ia32 functions are those of the ia32
+/// syscall table (arch/x86/entry/syscalls/syscall_32.tbl): mmap2 is `mmap_pgoff`, old_mmap
+/// and execve(at) are compat entry points.
+pub const FENTRY_FUNCTIONS: [(&str, &str, &str); 19] = [
+    ("__x64_sys_mmap", "x64_mmap_enter", "x64_mmap_exit"),
+    (
+        "__x64_sys_mprotect",
+        "x64_mprotect_enter",
+        "x64_mprotect_exit",
+    ),
+    ("__x64_sys_munmap", "x64_munmap_enter", "x64_munmap_exit"),
+    ("__x64_sys_brk", "x64_brk_enter", "x64_brk_exit"),
+    ("__x64_sys_mremap", "x64_mremap_enter", "x64_mremap_exit"),
+    ("__x64_sys_close", "x64_close_enter", "x64_close_exit"),
+    ("__x64_sys_execve", "x64_execve_enter", "x64_execve_exit"),
+    (
+        "__x64_sys_memfd_create",
+        "x64_memfd_enter",
+        "x64_memfd_exit",
+    ),
+    (
+        "__x64_sys_execveat",
+        "x64_execveat_enter",
+        "x64_execveat_exit",
+    ),
+    ("__ia32_sys_close", "ia32_close_enter", "ia32_close_exit"),
+    (
+        "__ia32_compat_sys_execve",
+        "ia32_execve_enter",
+        "ia32_execve_exit",
+    ),
+    ("__ia32_sys_brk", "ia32_brk_enter", "ia32_brk_exit"),
+    (
+        "__ia32_compat_sys_ia32_mmap",
+        "ia32_old_mmap_enter",
+        "ia32_old_mmap_exit",
+    ),
+    ("__ia32_sys_munmap", "ia32_munmap_enter", "ia32_munmap_exit"),
+    (
+        "__ia32_sys_mprotect",
+        "ia32_mprotect_enter",
+        "ia32_mprotect_exit",
+    ),
+    ("__ia32_sys_mremap", "ia32_mremap_enter", "ia32_mremap_exit"),
+    (
+        "__ia32_sys_mmap_pgoff",
+        "ia32_mmap2_enter",
+        "ia32_mmap2_exit",
+    ),
+    (
+        "__ia32_sys_memfd_create",
+        "ia32_memfd_enter",
+        "ia32_memfd_exit",
+    ),
+    (
+        "__ia32_compat_sys_execveat",
+        "ia32_execveat_enter",
+        "ia32_execveat_exit",
+    ),
+];
+
+/// Attaches the syscall programs of the backend `choice` asks for: the one place the backend
+/// is decided. `auto` tries fentry and, if any of its programs does not load or attach, removes
+/// them all and uses the raw tracepoints; an explicit choice that fails is an error.
+pub fn attach_syscalls(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    choice: BackendChoice,
+) -> Result<Attached, ProbeError> {
+    match choice {
+        BackendChoice::Fentry => attach_fentry(ebpf, btf).map_err(ProbeError::Fentry)?,
+        BackendChoice::RawTracepoint => attach_raw_tracepoints(ebpf, btf)?,
+        BackendChoice::Auto => match attach_fentry(ebpf, btf) {
+            Ok(()) => {}
+            Err(reason) => {
+                detach_fentry(ebpf);
+                attach_raw_tracepoints(ebpf, btf)?;
+                return Ok(Attached {
+                    backend: Backend::RawTracepoint,
+                    fallback: Some(reason.to_string()),
+                });
+            }
+        },
+    }
+    let backend = match choice {
+        BackendChoice::RawTracepoint => Backend::RawTracepoint,
+        _ => Backend::Fentry,
+    };
+    Ok(Attached {
+        backend,
+        fallback: None,
+    })
+}
+
+/// Why a program of the fentry backend did not load or attach.
+#[derive(Debug, thiserror::Error)]
+#[error("{program} on {function}: {reason}")]
+pub struct FentryError {
+    program: &'static str,
+    function: &'static str,
+    /// One line: a refusal's errno, or the verifier's last line.
+    reason: String,
+    /// The verifier's whole log, when it rejected the program.
+    pub verifier_log: Option<String>,
+}
+
+impl FentryError {
+    fn new(program: &'static str, function: &'static str, error: &ProgramError) -> Self {
+        let (reason, verifier_log) = match error {
+            ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            } => {
+                let log = verifier_log.to_string();
+                match log.lines().rev().find(|line| !line.trim().is_empty()) {
+                    Some(last) => (
+                        format!("rejected by the verifier: {last}"),
+                        Some(log.clone()),
+                    ),
+                    None => (format!("load refused: {io_error}"), None),
+                }
+            }
+            ProgramError::SyscallError(error) => {
+                (format!("{}: {}", error.call, error.io_error), None)
+            }
+            other => (other.to_string(), None),
+        };
+        Self {
+            program,
+            function,
+            reason,
+            verifier_log,
+        }
+    }
+}
+
+/// Loads and attaches every fentry/fexit program.
+fn attach_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), FentryError> {
+    for (function, entry, exit) in FENTRY_FUNCTIONS {
+        let error =
+            |program| move |source: ProgramError| FentryError::new(program, function, &source);
+        let fentry: &mut FEntry =
+            program_of(ebpf, entry).map_err(|e| missing(&e, entry, function))?;
+        fentry.load(function, btf).map_err(error(entry))?;
+        fentry.attach().map_err(error(entry))?;
+        let fexit: &mut FExit = program_of(ebpf, exit).map_err(|e| missing(&e, exit, function))?;
+        fexit.load(function, btf).map_err(error(exit))?;
+        fexit.attach().map_err(error(exit))?;
+    }
+    Ok(())
+}
+
+/// A program the object lacks, or of another type.
+fn missing(error: &ProbeError, program: &'static str, function: &'static str) -> FentryError {
+    FentryError {
+        program,
+        function,
+        reason: error.to_string(),
+        verifier_log: None,
+    }
+}
+
+/// Unloads whatever part of the fentry backend did load, so that no program of it stays
+/// attached next to the raw tracepoints.
+fn detach_fentry(ebpf: &mut Ebpf) {
+    for (_, entry, exit) in FENTRY_FUNCTIONS {
+        if let Ok(program) = program_of::<FEntry>(ebpf, entry) {
+            let _ = program.unload();
+        }
+        if let Ok(program) = program_of::<FExit>(ebpf, exit) {
+            let _ = program.unload();
+        }
+    }
+}
+
+fn attach_raw_tracepoints(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), ProbeError> {
+    let program = "sys_enter";
+    let enter: &mut RawTracePoint = program_of(ebpf, program)?;
+    enter
+        .load()
+        .map_err(|source| ProbeError::Program { program, source })?;
+    enter
+        .attach("sys_enter")
+        .map_err(|source| ProbeError::Program { program, source })?;
+    let program = "sys_exit";
+    let exit: &mut BtfTracePoint = program_of(ebpf, program)?;
+    exit.load("sys_exit", btf)
+        .map_err(|source| ProbeError::Program { program, source })?;
+    exit.attach()
+        .map_err(|source| ProbeError::Program { program, source })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every traced syscall of both ABIs has its function, once.
+    #[test]
+    fn fentry_functions_cover_both_abis() {
+        let mut functions: Vec<&str> = FENTRY_FUNCTIONS.iter().map(|(f, _, _)| *f).collect();
+        functions.sort_unstable();
+        functions.dedup();
+        assert_eq!(functions.len(), FENTRY_FUNCTIONS.len());
+        let x64 = functions.iter().filter(|f| f.starts_with("__x64_")).count();
+        let ia32 = functions
+            .iter()
+            .filter(|f| f.starts_with("__ia32_"))
+            .count();
+        let traced = |abi| {
+            (0..512)
+                .filter(|&nr| memtrace_common::Syscall::from_number(abi, nr).is_some())
+                .count()
+        };
+        assert_eq!(x64, traced(memtrace_common::Abi::X86_64));
+        assert_eq!(ia32, traced(memtrace_common::Abi::I386));
+    }
+
+    #[test]
+    fn fallback_is_named_in_the_report() {
+        let attached = Attached {
+            backend: Backend::RawTracepoint,
+            fallback: Some("x64_mmap_enter on __x64_sys_mmap: EPERM".into()),
+        };
+        let info = attached.info();
+        assert_eq!(info.name, "raw-tracepoint");
+        assert_eq!(
+            info.why.as_deref(),
+            Some("fentry unavailable: x64_mmap_enter on __x64_sys_mmap: EPERM")
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! Every difference between kernel versions memtrace adapts to, in one place, each with the
+//! kernel change behind it (as libbpf-tools' core_fixes.bpf.h does). Each is decided from what
+//! the running kernel describes about itself in its BTF, never from its version number:
+//! distribution kernels backport.
+//!
+//! Struct layouts are not listed here: every field the programs read has its offset read from
+//! BTF (offsets.rs), which absorbs layout changes without version checks.
+//!
+//! The differences, tested in guests of Debian's 5.10, 6.1, 6.12 and 6.18 (`cargo xtask vm`):
+//! - `sched_process_exit` gained a second argument, `bool group_dead`, after 6.12 (6.12 and
+//!   earlier pass only the task; 6.18 passes both). A raw tracepoint program that reads an
+//!   argument its tracepoint lacks fails to attach (EINVAL), so each form has its own program;
+//!   the older one derives group_dead from `signal->live`, which do_exit() decrements before it
+//!   fires the tracepoint on every kernel since raw tracepoints exist.
+//! - 6.1's verifier walks every byte of a plain 256-byte struct copy into ring memory as its
+//!   own instruction on each path, and gave up on sys_exit ("BPF program is too large"): the
+//!   programs copy buffers with one bounded helper call instead (syscalls.rs). Not a switch.
+
+use super::btf::Btf;
+
+/// The tracepoint whose prototype changed.
+const EXIT_TRACEPOINT: &str = "sched_process_exit";
+/// `sched_process_exit(struct task_struct *p, bool group_dead)`.
+const EXIT_ARGS_WITH_GROUP_DEAD: u32 = 2;
+
+/// What the running kernel needs done its own way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelDifferences {
+    /// The program to attach to `sched_process_exit`.
+    pub exit_program: &'static str,
+}
+
+/// The program for kernels whose `sched_process_exit` passes `group_dead`.
+pub const EXIT_PROGRAM: &str = "sched_process_exit";
+/// The program for kernels whose `sched_process_exit` passes only the task (6.12 and earlier).
+pub const EXIT_PROGRAM_LEGACY: &str = "sched_process_exit_legacy";
+
+impl KernelDifferences {
+    pub fn of(btf: &Btf) -> Self {
+        Self::from_exit_arg_count(btf.tracepoint_arg_count(EXIT_TRACEPOINT))
+    }
+
+    /// `None`: the BTF does not describe the tracepoint (an unusual build); the one-argument
+    /// program is the one that attaches everywhere.
+    fn from_exit_arg_count(args: Option<u32>) -> Self {
+        let exit_program = match args {
+            Some(count) if count >= EXIT_ARGS_WITH_GROUP_DEAD => EXIT_PROGRAM,
+            _ => EXIT_PROGRAM_LEGACY,
+        };
+        Self { exit_program }
+    }
+
+    /// The process events' programs to attach as raw tracepoints, as (program, tracepoint): the
+    /// same on every backend and kernel, then the kernel-specific one. (The syscalls' programs
+    /// are chosen by `backend`.)
+    pub fn process_tracepoints(&self) -> [(&'static str, &'static str); 3] {
+        [
+            ("sched_process_fork", "sched_process_fork"),
+            ("sched_process_exec", "sched_process_exec"),
+            (self.exit_program, EXIT_TRACEPOINT),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::btf::test_support::kernel_btf;
+    use super::*;
+
+    #[test]
+    fn the_exit_program_follows_the_tracepoint_s_arity() {
+        assert_eq!(
+            KernelDifferences::from_exit_arg_count(Some(2)).exit_program,
+            EXIT_PROGRAM
+        );
+        assert_eq!(
+            KernelDifferences::from_exit_arg_count(Some(1)).exit_program,
+            EXIT_PROGRAM_LEGACY
+        );
+        assert_eq!(
+            KernelDifferences::from_exit_arg_count(None).exit_program,
+            EXIT_PROGRAM_LEGACY
+        );
+    }
+
+    /// The running kernel's tracepoints read from its BTF: sched_process_fork has always passed
+    /// (parent, child) and sched_process_exec (p, old_pid, bprm).
+    #[test]
+    fn tracepoint_prototypes_come_from_the_running_kernel() {
+        let Some(btf) = kernel_btf() else {
+            assert!(std::env::var_os("CI").is_none(), "CI kernels have BTF");
+            return;
+        };
+        assert_eq!(btf.tracepoint_arg_count("sched_process_fork"), Some(2));
+        assert_eq!(btf.tracepoint_arg_count("sched_process_exec"), Some(3));
+        assert_eq!(btf.tracepoint_arg_count("sys_enter"), Some(2));
+        assert_eq!(btf.tracepoint_arg_count("no_such_tracepoint"), None);
+        let exit = btf.tracepoint_arg_count(EXIT_TRACEPOINT);
+        assert!(matches!(exit, Some(1 | 2)), "sched_process_exit: {exit:?}");
+    }
+}

@@ -1,0 +1,239 @@
+//! `--html`: one self-contained page per session (inline CSS, SVG and a few lines of script;
+//! no fonts, images or scripts from elsewhere, and a Content-Security-Policy that forbids
+//! the browser to fetch anything). Per process: mapped bytes over time by kind, the groups
+//! that grew most, the address space to scale, an icicle graph of the unreleased bytes by
+//! call stack, the execs and the findings.
+
+mod address_map;
+mod charts;
+mod flame;
+mod palette;
+
+use std::fmt::Write as _;
+
+use crate::report::export::folded;
+use crate::report::export::held;
+use crate::report::format;
+use crate::report::schema::{Finding, ProcessReport, Report};
+
+/// The page.
+pub fn render(report: &Report) -> String {
+    let folded = folded::lines(report);
+    let mut out = String::with_capacity(64 * 1024);
+    out.push_str(HEAD);
+    out.push_str(&palette::defs());
+    let _ = write!(
+        out,
+        r#"<header><h1>memtrace report</h1><p>{} · {} · {} events{} · {}</p></header>"#,
+        report.source.as_str(),
+        format::count_of(report.processes.len() as u64, "process", "processes"),
+        report.events,
+        if report.lost_events > 0 {
+            format!(" · <strong>{} lost</strong>", report.lost_events)
+        } else {
+            String::new()
+        },
+        format::count(report.findings.len() as u64, "finding"),
+    );
+    out.push_str(r#"<nav><ul>"#);
+    for process in &report.processes {
+        let _ = write!(
+            out,
+            r##"<li><a href="#pid-{0}">{0} {1}</a> {2} unreleased</li>"##,
+            process.pid,
+            escape(&process.comm),
+            format::bytes(process.unreleased.total_bytes)
+        );
+    }
+    out.push_str("</ul></nav>");
+    if !report.findings.is_empty() {
+        out.push_str(r#"<section class="card"><h2>Findings</h2>"#);
+        findings(&mut out, report.findings.iter());
+        out.push_str("</section>");
+    }
+    for process in &report.processes {
+        let prefix = format!("{};", held::process_label(process));
+        let lines: Vec<&str> = folded
+            .iter()
+            .filter(|line| line.starts_with(&prefix))
+            .map(String::as_str)
+            .collect();
+        process_section(&mut out, report, process, &lines);
+    }
+    out.push_str(r#"<footer><p id="check">The page's check did not run.</p></footer>"#);
+    out.push_str(SCRIPT);
+    out.push_str("</body></html>\n");
+    out
+}
+
+fn process_section(
+    out: &mut String,
+    report: &Report,
+    process: &ProcessReport,
+    flame_lines: &[&str],
+) {
+    let status = match (process.alive, process.exit_code, process.signal) {
+        (true, _, _) => "alive".to_string(),
+        (false, Some(code), _) => format!("exited {code}"),
+        (false, None, Some(signal)) => format!("killed by signal {signal}"),
+        _ => "exited".to_string(),
+    };
+    let _ = write!(
+        out,
+        r#"<section class="card process" id="pid-{}"><h2>pid {} <span class="comm">{}</span></h2><p class="meta">{} · {} · {} · parent {} · mapped {} · unreleased {} in {}</p>"#,
+        process.pid,
+        process.pid,
+        escape(&process.comm),
+        escape(&process.exe),
+        process.abi,
+        status,
+        process.ppid,
+        format::bytes(process.summary.iter().map(|kind| kind.bytes).sum()),
+        format::bytes(process.unreleased.total_bytes),
+        format::count(process.unreleased.total_regions, "region"),
+    );
+    let own: Vec<&Finding> = report
+        .findings
+        .iter()
+        .filter(|finding| finding.pid == process.pid)
+        .collect();
+    if !own.is_empty() {
+        findings(out, own.into_iter());
+    }
+    out.push_str(r#"<div class="pair"><figure><figcaption>Mapped bytes still held at the end, by kind, over the time they were created</figcaption>"#);
+    out.push_str(&charts::timeline(process, report.start_ns));
+    out.push_str(r#"</figure><figure><figcaption>Unreleased groups that grew most (kind, name, permissions)</figcaption>"#);
+    out.push_str(&charts::grown_groups(process, report.start_ns));
+    out.push_str("</figure></div>");
+    out.push_str(r#"<figure><figcaption>Address space at the end, to scale by kind. Gaps over 1 GiB are cut (//, with their size); each stretch has its own linear scale. Hover for details.</figcaption>"#);
+    out.push_str(&address_map::render(process));
+    out.push_str("</figure>");
+    out.push_str(r#"<figure><figcaption>Unreleased bytes by call stack (icicle: the process on top, callers above callees; width is bytes). Hover for details.</figcaption>"#);
+    match flame::render(flame_lines) {
+        Some(svg) => out.push_str(&svg),
+        None => out.push_str(r#"<p class="none">No unreleased bytes.</p>"#),
+    }
+    out.push_str("</figure>");
+    execs(out, report, process);
+    out.push_str("</section>");
+}
+
+fn findings<'f>(out: &mut String, findings: impl Iterator<Item = &'f Finding>) {
+    out.push_str(r#"<ul class="findings">"#);
+    for finding in findings {
+        let _ = write!(
+            out,
+            r#"<li><span class="tag">{}</span> {}</li>"#,
+            finding.kind.as_str(),
+            escape(&finding.message)
+        );
+    }
+    out.push_str("</ul>");
+}
+
+fn execs(out: &mut String, report: &Report, process: &ProcessReport) {
+    if process.execs.is_empty() {
+        return;
+    }
+    out.push_str(r#"<h3>Execs</h3><div class="scroll"><table><thead><tr><th>when</th><th>file</th><th>ABI</th><th>personality</th><th>exe</th><th>ld.so</th><th>lowest library</th><th>brk start</th><th>stack</th><th>lowest mapping above brk</th></tr></thead><tbody>"#);
+    let hex_or_dash = |value: Option<u64>| value.map_or("–".to_string(), format::hex);
+    for exec in &process.execs {
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{} → {}</td><td>{:#x}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}–{}</td><td>{}</td></tr>",
+            format::since(report.start_ns, exec.time_ns),
+            escape(&exec.filename),
+            exec.from_abi,
+            exec.to_abi,
+            exec.personality,
+            format::hex(exec.exe_base),
+            hex_or_dash((exec.interp_base != 0).then_some(exec.interp_base)),
+            hex_or_dash(exec.lowest_library),
+            format::hex(exec.brk_start),
+            format::hex(exec.stack_start),
+            format::hex(exec.stack_end),
+            exec.above_brk.as_ref().map_or("–".to_string(), |above| format!(
+                "{} {} {}",
+                format::hex(above.start),
+                above.perms,
+                escape(&above.name)
+            )),
+        );
+    }
+    out.push_str("</tbody></table></div>");
+}
+
+/// Text for HTML content and attribute values.
+pub(crate) fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// At most `max` characters, the end kept (paths say most at their end), `…` marking a cut.
+pub(crate) fn short(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_string();
+    }
+    let tail: String = text.chars().skip(count - (max - 1)).collect();
+    format!("…{tail}")
+}
+
+const HEAD: &str = r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>memtrace report</title>
+<script>
+// Problems met while the page loads, for the check at its end.
+var pageProblems = [];
+addEventListener("error", function (event) { pageProblems.push("error: " + event.message); });
+addEventListener("securitypolicyviolation", function (event) { pageProblems.push("blocked: " + event.blockedURI); });
+</script>
+<style>
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1a1a1a;background:#f6f6f3;margin:0 auto;max-width:1280px;padding:12px 20px}
+h1{font-size:22px;margin:4px 0}h2{font-size:18px;margin:0 0 4px}h3{font-size:15px;margin:14px 0 4px}
+header p,.meta{color:#444;margin:2px 0 8px}.comm{font-weight:400;color:#333}
+nav ul{list-style:none;padding:0;margin:0 0 10px;display:flex;flex-wrap:wrap;gap:6px 18px}
+.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:12px 16px;margin:12px 0}
+figure{margin:10px 0}figcaption{font-weight:600;font-size:13px;margin-bottom:4px}
+.pair{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:16px}
+svg.chart{width:100%;height:auto;display:block}
+.legend{display:flex;flex-wrap:wrap;gap:4px 14px;font-size:12px;margin-top:2px}.legend span{display:inline-flex;align-items:center;gap:4px}
+.findings{margin:6px 0;padding-left:18px}.findings li{margin:3px 0}
+.tag{font:12px ui-monospace,monospace;background:#222;color:#fff;border-radius:3px;padding:0 5px}
+.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:12px}th,td{border-bottom:1px solid #e4e4e4;padding:3px 8px;text-align:left;white-space:nowrap}
+td{font-family:ui-monospace,monospace}.none{color:#555}footer{color:#555;font-size:12px}
+</style></head><body>
+"#;
+
+/// The page checks itself once loaded, and says so in its footer (tests read the verdict from
+/// the DOM): every chart has shapes and a size on screen, no script failed, and nothing was
+/// fetched or blocked (the policy forbids fetching; this shows nothing tried).
+const SCRIPT: &str = r#"<script>
+addEventListener("load", function () {
+  var charts = document.querySelectorAll("svg.chart");
+  var drawn = 0;
+  charts.forEach(function (chart) {
+    var box = chart.getBoundingClientRect();
+    if (box.width > 0 && box.height > 0 && chart.querySelector("rect,polygon,path,line")) drawn++;
+  });
+  var fetched = performance.getEntriesByType("resource").length;
+  var ok = charts.length > 0 && drawn === charts.length && fetched === 0 && pageProblems.length === 0;
+  document.documentElement.setAttribute("data-check", ok ? "ok" : "failed");
+  document.getElementById("check").textContent = "Page check: " + drawn + " of " + charts.length +
+    " charts drawn, " + fetched + " resources fetched, " + pageProblems.length + " problems" +
+    (pageProblems.length ? " (" + pageProblems.join("; ") + ")" : "") + ".";
+});
+</script>
+"#;

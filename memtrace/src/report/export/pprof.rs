@@ -1,0 +1,337 @@
+//! pprof's `profile.proto`, gzipped: what `go tool pprof`, Pyroscope, Parca, Perfetto and
+//! speedscope read. Four values per call stack, in use first (the default):
+//! `inuse_space`/`inuse_objects` (still mapped at the end) and `alloc_space`/`alloc_objects`
+//! (created during the session), an "object" being a mapped region.
+//!
+//! Each process is a root frame (`comm-pid`) with `pid` and `comm` labels on its samples, so
+//! the processes of a `--follow` session stay apart; its frames' mappings come from its own
+//! layout.
+
+use std::{collections::HashMap, io::Write as _};
+
+use flate2::{write::GzEncoder, Compression};
+use prost::Message;
+
+use crate::report::export::held::{self, ProfileStack, NO_STACK};
+use crate::report::schema::{FrameReport, ProcessReport, Report};
+
+/// The messages of github.com/google/pprof's proto/profile.proto (field numbers from there),
+/// written as prost derives: five messages do not justify a protoc build step.
+mod proto {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Profile {
+        #[prost(message, repeated, tag = "1")]
+        pub sample_type: Vec<ValueType>,
+        #[prost(message, repeated, tag = "2")]
+        pub sample: Vec<Sample>,
+        #[prost(message, repeated, tag = "3")]
+        pub mapping: Vec<Mapping>,
+        #[prost(message, repeated, tag = "4")]
+        pub location: Vec<Location>,
+        #[prost(message, repeated, tag = "5")]
+        pub function: Vec<Function>,
+        #[prost(string, repeated, tag = "6")]
+        pub string_table: Vec<String>,
+        #[prost(int64, tag = "10")]
+        pub duration_nanos: i64,
+        #[prost(message, optional, tag = "11")]
+        pub period_type: Option<ValueType>,
+        #[prost(int64, tag = "12")]
+        pub period: i64,
+        #[prost(int64, repeated, tag = "13")]
+        pub comment: Vec<i64>,
+        #[prost(int64, tag = "14")]
+        pub default_sample_type: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ValueType {
+        #[prost(int64, tag = "1")]
+        pub r#type: i64,
+        #[prost(int64, tag = "2")]
+        pub unit: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Sample {
+        #[prost(uint64, repeated, tag = "1")]
+        pub location_id: Vec<u64>,
+        #[prost(int64, repeated, tag = "2")]
+        pub value: Vec<i64>,
+        #[prost(message, repeated, tag = "3")]
+        pub label: Vec<Label>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Label {
+        #[prost(int64, tag = "1")]
+        pub key: i64,
+        #[prost(int64, tag = "2")]
+        pub str: i64,
+        #[prost(int64, tag = "3")]
+        pub num: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Mapping {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(uint64, tag = "2")]
+        pub memory_start: u64,
+        #[prost(uint64, tag = "3")]
+        pub memory_limit: u64,
+        #[prost(uint64, tag = "4")]
+        pub file_offset: u64,
+        #[prost(int64, tag = "5")]
+        pub filename: i64,
+        #[prost(int64, tag = "6")]
+        pub build_id: i64,
+        #[prost(bool, tag = "7")]
+        pub has_functions: bool,
+        #[prost(bool, tag = "8")]
+        pub has_filenames: bool,
+        #[prost(bool, tag = "9")]
+        pub has_line_numbers: bool,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Location {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(uint64, tag = "2")]
+        pub mapping_id: u64,
+        #[prost(uint64, tag = "3")]
+        pub address: u64,
+        #[prost(message, repeated, tag = "4")]
+        pub line: Vec<Line>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Line {
+        #[prost(uint64, tag = "1")]
+        pub function_id: u64,
+        #[prost(int64, tag = "2")]
+        pub line: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Function {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(int64, tag = "2")]
+        pub name: i64,
+        #[prost(int64, tag = "3")]
+        pub system_name: i64,
+        #[prost(int64, tag = "4")]
+        pub filename: i64,
+    }
+}
+
+/// The gzipped profile.
+pub fn render(report: &Report) -> std::io::Result<Vec<u8>> {
+    let profile = profile(report);
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+    encoder.write_all(&profile.encode_to_vec())?;
+    encoder.finish()
+}
+
+fn profile(report: &Report) -> proto::Profile {
+    let mut builder = Builder::default();
+    builder.string(""); // index 0 is the empty string, by the format's rule
+    let bytes = builder.string("bytes");
+    let count = builder.string("count");
+    let sample_type = [
+        "inuse_space",
+        "inuse_objects",
+        "alloc_space",
+        "alloc_objects",
+    ]
+    .iter()
+    .zip([bytes, count, bytes, count])
+    .map(|(name, unit)| proto::ValueType {
+        r#type: builder.string(name),
+        unit,
+    })
+    .collect();
+    let space = builder.string("space");
+    let comment = builder.string(&format!(
+        "memtrace: memory-mapping syscalls; an object is a mapped region ({} events, source {})",
+        report.events,
+        report.source.as_str()
+    ));
+    for stack in held::profile_stacks(&report.processes) {
+        builder.sample(&stack);
+    }
+    proto::Profile {
+        sample_type,
+        sample: builder.samples,
+        mapping: builder.mappings,
+        location: builder.locations,
+        function: builder.functions,
+        string_table: builder.strings,
+        duration_nanos: 0,
+        period_type: Some(proto::ValueType {
+            r#type: space,
+            unit: bytes,
+        }),
+        period: 1,
+        comment: vec![comment],
+        default_sample_type: 0,
+    }
+}
+
+/// The profile's tables, each entry interned once (ids start at 1: 0 means none).
+#[derive(Default)]
+struct Builder {
+    strings: Vec<String>,
+    string_ids: HashMap<String, i64>,
+    functions: Vec<proto::Function>,
+    function_ids: HashMap<(String, String), u64>,
+    /// Per process: a module's mapping.
+    mappings: Vec<proto::Mapping>,
+    mapping_ids: HashMap<(u32, String), u64>,
+    /// Per process and address (the same address in two processes is two places).
+    locations: Vec<proto::Location>,
+    location_ids: HashMap<(u32, u64, String), u64>,
+    samples: Vec<proto::Sample>,
+}
+
+impl Builder {
+    fn string(&mut self, text: &str) -> i64 {
+        if let Some(&id) = self.string_ids.get(text) {
+            return id;
+        }
+        let id = self.strings.len() as i64;
+        self.strings.push(text.to_string());
+        self.string_ids.insert(text.to_string(), id);
+        id
+    }
+
+    fn function(&mut self, name: &str, file: &str) -> u64 {
+        let key = (name.to_string(), file.to_string());
+        if let Some(&id) = self.function_ids.get(&key) {
+            return id;
+        }
+        let id = self.functions.len() as u64 + 1;
+        let function = proto::Function {
+            id,
+            name: self.string(name),
+            system_name: self.string(name),
+            filename: self.string(file),
+        };
+        self.functions.push(function);
+        self.function_ids.insert(key, id);
+        id
+    }
+
+    /// The mapping of a frame's module in this process: the span of its file mappings.
+    fn mapping(&mut self, process: &ProcessReport, module: &str) -> u64 {
+        let key = (process.pid, module.to_string());
+        if let Some(&id) = self.mapping_ids.get(&key) {
+            return id;
+        }
+        let pieces = process
+            .layout
+            .iter()
+            .filter(|entry| entry.kind == "file" && entry.name == module);
+        let (mut start, mut limit, mut offset) = (u64::MAX, 0, 0);
+        for piece in pieces {
+            if piece.start < start {
+                start = piece.start;
+                offset = piece.offset;
+            }
+            limit = limit.max(piece.end);
+        }
+        if start == u64::MAX {
+            // The module is gone from the layout (unmapped, or replaced by an exec).
+            (start, limit) = (0, 0);
+        }
+        let id = self.mappings.len() as u64 + 1;
+        let mapping = proto::Mapping {
+            id,
+            memory_start: start,
+            memory_limit: limit,
+            file_offset: offset,
+            filename: self.string(module),
+            build_id: 0,
+            has_functions: true,
+            has_filenames: true,
+            has_line_numbers: true,
+        };
+        self.mappings.push(mapping);
+        self.mapping_ids.insert(key, id);
+        id
+    }
+
+    /// A frame's location; `frame` `None` for a pseudo-frame named `name` (the process root,
+    /// [`NO_STACK`]).
+    fn location(
+        &mut self,
+        process: &ProcessReport,
+        frame: Option<&FrameReport>,
+        name: &str,
+    ) -> u64 {
+        let address = frame.map_or(0, |frame| frame.address);
+        let key = (process.pid, address, name.to_string());
+        if let Some(&id) = self.location_ids.get(&key) {
+            return id;
+        }
+        let file = frame.and_then(|frame| frame.file.as_deref()).unwrap_or("");
+        let function_id = self.function(name, file);
+        let mapping_id = match frame.and_then(|frame| frame.module.as_deref()) {
+            Some(module) => self.mapping(process, module),
+            None => 0,
+        };
+        let id = self.locations.len() as u64 + 1;
+        self.locations.push(proto::Location {
+            id,
+            mapping_id,
+            address,
+            line: vec![proto::Line {
+                function_id,
+                line: frame.and_then(|frame| frame.line).map_or(0, i64::from),
+            }],
+        });
+        self.location_ids.insert(key, id);
+        id
+    }
+
+    fn sample(&mut self, stack: &ProfileStack<'_>) {
+        let process = stack.process;
+        // Leaf first, as pprof orders a sample's locations.
+        let mut location_id: Vec<u64> = stack
+            .frames
+            .iter()
+            .map(|frame| self.location(process, Some(frame), &held::label(frame)))
+            .collect();
+        if stack.frames.is_empty() {
+            location_id.push(self.location(process, None, NO_STACK));
+        }
+        location_id.push(self.location(process, None, &held::process_label(process)));
+        let label = vec![
+            proto::Label {
+                key: self.string("pid"),
+                str: 0,
+                num: i64::from(process.pid),
+            },
+            proto::Label {
+                key: self.string("comm"),
+                str: self.string(&process.comm),
+                num: 0,
+            },
+        ];
+        let value = [
+            stack.inuse_bytes,
+            stack.inuse_regions,
+            stack.alloc_bytes,
+            stack.alloc_regions,
+        ]
+        .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+        .to_vec();
+        self.samples.push(proto::Sample {
+            location_id,
+            value,
+            label,
+        });
+    }
+}
