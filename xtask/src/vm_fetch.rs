@@ -94,6 +94,8 @@ pub fn fetch(workspace: &Workspace, kernel: &Kernel) -> Result<Unpacked> {
         if root.exists() {
             fs::remove_dir_all(&root).with_context(|| format!("clearing {}", root.display()))?;
         }
+        // dpkg-deb makes the last directory only: a fresh checkout has no target/vm/kernels.
+        fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
         cmd::step(format!("unpacking {}", kernel.package));
         cmd::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
         fs::write(&stamp, "").with_context(|| format!("writing {}", stamp.display()))?;
