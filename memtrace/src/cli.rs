@@ -449,10 +449,11 @@ fn report_outputs(output: &OutputArgs) -> Vec<(&'static str, &Path)> {
 /// Two outputs naming one file (through `..`, a link or a hard link) are refused before
 /// tracing starts: finding out at the end would lose the session.
 fn refuse_shared_outputs(record: Option<&Path>, output: &OutputArgs) -> anyhow::Result<()> {
-    let mut outputs = report_outputs(output);
-    if let Some(path) = record {
-        outputs.push(("--record", path));
-    }
+    let recording = record.map(|path| ("--record", path));
+    let outputs: Vec<_> = recording
+        .into_iter()
+        .chain(report_outputs(output))
+        .collect();
     Ok(output::refuse_same_file(&outputs)?)
 }
 

@@ -104,7 +104,7 @@ impl Capture {
                 let _ = poll(&mut fds, timeout);
             }
             let mut batch = Vec::new();
-            self.drain(&mut batch);
+            self.drain(&mut batch, stopping);
             if !batch.is_empty() && sender.send(batch).is_err() {
                 return;
             }
@@ -116,8 +116,10 @@ impl Capture {
 
     /// Takes everything that is in the rings now. Samples first: the kernel submits a sample
     /// after its syscall's record, so every sample read here has its record in the event ring
-    /// by now (or in an earlier drain) and can be placed right behind it.
-    pub fn drain(&mut self, out: &mut Vec<Captured>) {
+    /// by now (or in an earlier drain) and can be placed right behind it. A record can still
+    /// come a drain later (the reader stops at another CPU's unsubmitted record): its sample
+    /// waits for it, unless this is the `last` drain.
+    pub fn drain(&mut self, out: &mut Vec<Captured>, last: bool) {
         while let Some(record) = self.stacks.next() {
             match decode::decode(&record) {
                 Ok(Decoded::Stack(stack)) => self.pairing.sampled(stack),
@@ -146,9 +148,9 @@ impl Capture {
                 }
             }
         }
-        // Samples whose records came in an earlier drain: they name their syscall by its
-        // time, so the model attaches them wherever they arrive.
-        out.extend(self.pairing.take_rest().map(Captured::Stack));
+        // Samples whose records came in an earlier drain, or never: they name their syscall by
+        // its time, so the model attaches them wherever they arrive.
+        out.extend(self.pairing.take_unpaired(last).map(Captured::Stack));
     }
 }
 

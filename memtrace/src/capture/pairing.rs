@@ -3,20 +3,29 @@
 //! Samples travel in their own ring, stamped with their syscall's time; the reader places each
 //! right after that syscall's record, so the stream reads as if they had never been apart.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use super::StackCapture;
 use crate::event::{Event, EventBody};
 
-/// Samples read but not yet placed, by (tid, syscall time).
+/// How long a sample waits for its syscall's record. The record was submitted before the
+/// sample, but a reader stops at a record another CPU has reserved and not yet submitted, so the
+/// record can come a drain or two later; it never takes this long.
+const MAX_WAIT: Duration = Duration::from_millis(200);
+
+/// Samples read but not yet placed, by (tid, syscall time), with when they were read.
 #[derive(Default)]
 pub struct StackPairing {
-    waiting: HashMap<(u32, u64), StackCapture>,
+    waiting: HashMap<(u32, u64), (StackCapture, Instant)>,
 }
 
 impl StackPairing {
     pub fn sampled(&mut self, stack: StackCapture) {
-        self.waiting.insert((stack.tid, stack.time_ns), stack);
+        self.waiting
+            .insert((stack.tid, stack.time_ns), (stack, Instant::now()));
     }
 
     /// The sample of this syscall, if it was read.
@@ -24,12 +33,27 @@ impl StackPairing {
         if self.waiting.is_empty() || !matches!(event.body, EventBody::Syscall(_)) {
             return None;
         }
-        self.waiting.remove(&(event.tid, event.time_ns))
+        self.waiting
+            .remove(&(event.tid, event.time_ns))
+            .map(|(stack, _)| stack)
     }
 
-    /// Every sample left, in time order (so that the stream does not depend on hashing).
-    pub fn take_rest(&mut self) -> impl Iterator<Item = StackCapture> {
-        let mut rest: Vec<StackCapture> = self.waiting.drain().map(|(_, stack)| stack).collect();
+    /// The samples whose record has not come within [`MAX_WAIT`] (every one left, on the last
+    /// drain), in time order (so that the stream does not depend on hashing). The model still
+    /// attaches them by their time, if their regions exist.
+    pub fn take_unpaired(&mut self, last: bool) -> impl Iterator<Item = StackCapture> {
+        let now = Instant::now();
+        let due: Vec<(u32, u64)> = self
+            .waiting
+            .iter()
+            .filter(|(_, (_, read_at))| last || now.duration_since(*read_at) >= MAX_WAIT)
+            .map(|(&key, _)| key)
+            .collect();
+        let mut rest: Vec<StackCapture> = due
+            .iter()
+            .filter_map(|key| self.waiting.remove(key))
+            .map(|(stack, _)| stack)
+            .collect();
         rest.sort_by_key(|stack| (stack.time_ns, stack.tid));
         rest.into_iter()
     }
