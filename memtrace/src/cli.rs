@@ -139,8 +139,9 @@ pub struct TraceArgs {
     pub stack_min_size: u64,
     /// How to hook the syscalls: fentry/fexit on their kernel functions (costs other processes
     /// nothing; needs ftrace), raw sys_enter/sys_exit tracepoints (work everywhere), or auto:
-    /// fentry where it attaches. The report's header names the one used.
-    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    /// fentry where it attaches. The report's header names the one used. MEMTRACE_BACKEND sets
+    /// the default (for a fleet or a test matrix that always wants one backend).
+    #[arg(long, value_enum, env = "MEMTRACE_BACKEND", default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
     #[command(flatten)]
     pub output: OutputArgs,
