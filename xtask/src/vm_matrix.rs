@@ -47,10 +47,8 @@ const SMOKE_TESTS: [(&str, &[&str]); 2] = [
 /// The backends compared, once per kernel, with the default backend choice: where fentry
 /// attaches (every Debian kernel booted here allows ftrace) the report must equal the raw
 /// tracepoints' one; where it does not, auto must fall back and say why.
-const BACKEND_TESTS: [(&str, &[&str]); 1] = [(
-    "backend",
-    &["counts_of_a_64_bit_program_on_both_backends"],
-)];
+const BACKEND_TESTS: [(&str, &[&str]); 1] =
+    [("backend", &["counts_of_a_64_bit_program_on_both_backends"])];
 
 /// Guests at once.
 const PARALLEL_GUESTS: usize = 2;
@@ -85,6 +83,13 @@ pub fn run(
         "kernel matrix: the smoke subset in guests of Linux {} ({PARALLEL_GUESTS} at once)",
         labels.join(", ")
     ));
+
+    // One at a time, before the guests start: downloads share one private apt directory, whose
+    // lock a second apt-get would find taken.
+    for kernel in kernels {
+        vm_fetch::fetch(workspace, kernel)
+            .with_context(|| format!("fetching Linux {}", kernel.label))?;
+    }
 
     let queue = Mutex::new(kernels.iter().copied());
     let results = Mutex::new(Vec::new());
