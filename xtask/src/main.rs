@@ -52,7 +52,8 @@ enum Task {
     /// Build, then check formatting, lint, and run the tests against the release binary.
     Test {
         /// The kernels whose guests run the smoke tests (comma-separated labels, as `cargo xtask
-        /// vm --list` shows; "none" skips the kernel matrix). Default: all of them.
+        /// vm --list` shows; "all" for the whole matrix, "none" skips it). Default: the kernels
+        /// the current programs pass on (see vm_matrix.rs).
         #[arg(long, value_delimiter = ',', value_name = "LABELS")]
         kernels: Vec<String>,
         /// Extra arguments for `cargo test`, after `--` (e.g. a test name filter).
