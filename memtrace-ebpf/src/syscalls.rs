@@ -320,40 +320,30 @@ fn emit_stack_sample(regs: &pt_regs, abi: Abi, tgid: u32, tid: u32, timestamp_ns
 fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Result<u64, i64> {
     let abi = Abi::from_u32(pending.abi);
     let file_fd = file_descriptor_of_interest(pending, ret);
+    let core = SyscallEvent {
+        header: header(EventKind::Syscall, abi, tgid, tid),
+        syscall: pending.syscall,
+        flags: pending.flags,
+        args: pending.args,
+        ret,
+        entry_ns: pending.entry_ns,
+    };
+
     let read_at_exit = string_to_read_at_exit(pending, ret);
     let has_string = pending.flags & syscall_flags::HAS_STRING != 0 || read_at_exit.is_some();
     if file_fd.is_none() && !has_string {
         let mut entry = reserve::<SyscallEvent>().ok_or(0i64)?;
-        // SAFETY: a reservation of a SyscallEvent, filled whole.
-        let timestamp_ns = unsafe {
-            write_syscall(
-                entry.as_mut_ptr(),
-                EventKind::Syscall,
-                abi,
-                pending,
-                tgid,
-                tid,
-                ret,
-            )
-        };
+        entry.write(core);
         entry.submit(submit_flags());
-        return Ok(timestamp_ns);
+        return Ok(core.header.timestamp_ns);
     }
 
     let mut entry = reserve::<SyscallDetailEvent>().ok_or(0i64)?;
     let event = entry.as_mut_ptr();
     // SAFETY: `event` points to a reservation of the right size; every field we hand to
     // userspace is written below (`file.components` beyond `file.depth` are never read).
-    let timestamp_ns = unsafe {
-        let timestamp_ns = write_syscall(
-            &raw mut (*event).syscall,
-            EventKind::SyscallDetail,
-            abi,
-            pending,
-            tgid,
-            tid,
-            ret,
-        );
+    unsafe {
+        (*event).syscall = core;
         if pending.flags & syscall_flags::HAS_STRING != 0 {
             // One bounded helper copy: a plain assignment compiles to a 256-step byte loop,
             // which pushed sys_exit past the 1M-instruction budget of 6.1's verifier.
@@ -381,39 +371,10 @@ fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Resu
                 }
             }
         }
-        timestamp_ns
-    };
-    entry.submit(submit_flags());
-    Ok(timestamp_ns)
-}
-
-/// Fills a syscall record in place, field by field, and returns its timestamp. Built on the
-/// stack and copied, the record (112 bytes) pushed sys_exit's two frames past the verifier's
-/// 512-byte stack on 6.12 ("combined stack size of 2 calls is 592").
-///
-/// # Safety
-/// `out` must point to writable memory for a `SyscallEvent` (a ring-buffer reservation).
-#[inline(always)]
-unsafe fn write_syscall(
-    out: *mut SyscallEvent,
-    kind: EventKind,
-    abi: Abi,
-    pending: &PendingSyscall,
-    tgid: u32,
-    tid: u32,
-    ret: i64,
-) -> u64 {
-    let header = header(kind, abi, tgid, tid);
-    // SAFETY: the caller's reservation; every field is written.
-    unsafe {
-        (*out).header = header;
-        (*out).syscall = pending.syscall;
-        (*out).flags = pending.flags;
-        (*out).args = pending.args;
-        (*out).ret = ret;
-        (*out).entry_ns = pending.entry_ns;
+        (*event).syscall.header.kind = EventKind::SyscallDetail as u32;
     }
-    header.timestamp_ns
+    entry.submit(submit_flags());
+    Ok(core.header.timestamp_ns)
 }
 
 /// The user address of a string argument that entry could not read, if it can be read now.
