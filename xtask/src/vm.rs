@@ -8,7 +8,7 @@
 //! The guest runs this machine's own root file system (shared read-only over virtio-9p, with a
 //! tmpfs overlay so writes succeed and vanish at power-off), so every binary and path of the host
 //! is there unchanged: CMD runs in the current directory, as root, with PATH, HOME, CI and each
-//! `--env` set. /proc, /sys, /dev, /tmp (tmpfs), bpffs, debugfs and tracefs are mounted; the
+//! `--env` set. /proc, /sys, /dev, bpffs, debugfs and tracefs are mounted; the
 //! kernel's BTF is at /sys/kernel/btf/vmlinux. CMD's output (and the guest kernel's serious
 //! messages) are printed as they come; `cargo xtask vm` exits with CMD's exit status, or fails if
 //! the guest never reported one (boot failure, panic, timeout).
@@ -237,7 +237,6 @@ fn write_guest_script(workspace: &Workspace, guest: &Guest) -> Result<PathBuf> {
          mkdir -p /dev/pts /dev/shm\n\
          mount -t devpts devpts /dev/pts\n\
          mount -t tmpfs tmpfs /dev/shm\n\
-         mount -t tmpfs tmpfs /tmp\n\
          mount -t tmpfs tmpfs /run\n\
          mount -t bpf bpf /sys/fs/bpf\n\
          mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null\n\

@@ -20,6 +20,9 @@ const MAX_WAIT: Duration = Duration::from_millis(200);
 #[derive(Default)]
 pub struct StackPairing {
     waiting: HashMap<(u32, u64), (StackCapture, Instant)>,
+    /// The time of the last syscall record read for each thread: a sample no later than it
+    /// has missed its record (read in an earlier drain) and need not wait.
+    last_record: HashMap<u32, u64>,
 }
 
 impl StackPairing {
@@ -30,7 +33,17 @@ impl StackPairing {
 
     /// The sample of this syscall, if it was read.
     pub fn take_for(&mut self, event: &Event) -> Option<StackCapture> {
-        if self.waiting.is_empty() || !matches!(event.body, EventBody::Syscall(_)) {
+        match event.body {
+            EventBody::Syscall(_) => {
+                self.last_record.insert(event.tid, event.time_ns);
+            }
+            EventBody::Exit(_) => {
+                self.last_record.remove(&event.tid);
+                return None;
+            }
+            _ => return None,
+        }
+        if self.waiting.is_empty() {
             return None;
         }
         self.waiting
@@ -46,7 +59,13 @@ impl StackPairing {
         let due: Vec<(u32, u64)> = self
             .waiting
             .iter()
-            .filter(|(_, (_, read_at))| last || now.duration_since(*read_at) >= MAX_WAIT)
+            .filter(|((tid, time_ns), (_, read_at))| {
+                last || now.duration_since(*read_at) >= MAX_WAIT
+                    || self
+                        .last_record
+                        .get(tid)
+                        .is_some_and(|&last_ns| *time_ns <= last_ns)
+            })
             .map(|(&key, _)| key)
             .collect();
         let mut rest: Vec<StackCapture> = due
