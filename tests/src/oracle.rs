@@ -129,46 +129,33 @@ pub type StraceCounts = BTreeMap<u64, BTreeMap<&'static str, (u64, u64)>>;
 /// thread's line (`<unfinished ...>` / `<... resumed>`) counts once, at its start; its result
 /// is on the resumed line.
 pub fn strace_counts(log: &str) -> StraceCounts {
-    let mut counts = StraceCounts::new();
-    let mut process_of: BTreeMap<u64, u64> = BTreeMap::new();
-    // Threads whose CLONE_THREAD clone was split, by the tid that made it.
-    let mut cloning_thread: BTreeSet<u64> = BTreeSet::new();
-    for line in log.lines() {
-        let Some((tid, rest)) = line.split_once(' ') else {
-            continue;
-        };
-        let Ok(tid) = tid.trim().parse::<u64>() else {
-            continue;
-        };
-        let pid = *process_of.get(&tid).unwrap_or(&tid);
-        let rest = rest.trim_start();
-        let (name, starts_call) = if let Some(resumed) = rest.strip_prefix("<... ") {
-            (resumed.split_whitespace().next().unwrap_or(""), false)
-        } else {
-            (rest.split('(').next().unwrap_or(""), true)
-        };
-        if name == "clone" || name == "clone3" {
-            let thread = if starts_call {
-                rest.contains("CLONE_THREAD")
-            } else {
-                cloning_thread.remove(&tid)
-            };
-            if thread && rest.ends_with("<unfinished ...>") {
-                cloning_thread.insert(tid);
-            } else if let Some(child) = rest
-                .rsplit_once(") = ")
-                .and_then(|(_, result)| result.split_whitespace().next())
-                .and_then(|result| result.parse::<u64>().ok())
-                .filter(|_| thread)
-            {
-                process_of.insert(child, pid);
-            }
-            continue;
+    let lines: Vec<(u64, &str)> = log
+        .lines()
+        .filter_map(|line| {
+            let (tid, rest) = line.split_once(' ')?;
+            Some((tid.trim().parse().ok()?, rest.trim_start()))
+        })
+        .collect();
+    // A first pass, because a new thread often makes its first calls before strace prints
+    // the result of the clone that made it: its lines come before the line that names it.
+    let creator = thread_creators(&lines);
+    let process_of = |mut tid: u64| {
+        while let Some(&parent) = creator.get(&tid) {
+            tid = parent;
         }
+        tid
+    };
+    let mut counts = StraceCounts::new();
+    for &(tid, rest) in &lines {
+        let (name, starts_call) = call_name(rest);
         let Some(reported) = reported_name(name) else {
             continue;
         };
-        let entry = counts.entry(pid).or_default().entry(reported).or_default();
+        let entry = counts
+            .entry(process_of(tid))
+            .or_default()
+            .entry(reported)
+            .or_default();
         if starts_call {
             entry.0 += 1;
         }
@@ -177,6 +164,44 @@ pub fn strace_counts(log: &str) -> StraceCounts {
         }
     }
     counts
+}
+
+/// The syscall a line of `strace -f` is about, and whether the line starts it (false for
+/// `<... NAME resumed>`).
+fn call_name(rest: &str) -> (&str, bool) {
+    match rest.strip_prefix("<... ") {
+        Some(resumed) => (resumed.split_whitespace().next().unwrap_or(""), false),
+        None => (rest.split('(').next().unwrap_or(""), true),
+    }
+}
+
+/// Each thread made by a `CLONE_THREAD` clone, with the tid that made it.
+fn thread_creators(lines: &[(u64, &str)]) -> BTreeMap<u64, u64> {
+    let mut creator = BTreeMap::new();
+    // Threads whose CLONE_THREAD clone was split, by the tid that made it.
+    let mut cloning_thread: BTreeSet<u64> = BTreeSet::new();
+    for &(tid, rest) in lines {
+        let (name, starts_call) = call_name(rest);
+        if name != "clone" && name != "clone3" {
+            continue;
+        }
+        let thread = if starts_call {
+            rest.contains("CLONE_THREAD")
+        } else {
+            cloning_thread.remove(&tid)
+        };
+        if thread && rest.ends_with("<unfinished ...>") {
+            cloning_thread.insert(tid);
+        } else if let Some(child) = rest
+            .rsplit_once(") = ")
+            .and_then(|(_, result)| result.split_whitespace().next())
+            .and_then(|result| result.parse::<u64>().ok())
+            .filter(|_| thread)
+        {
+            creator.insert(child, tid);
+        }
+    }
+    creator
 }
 
 /// The `-e` filter that gives [`strace_counts`] what it needs.
@@ -193,4 +218,27 @@ fn reported_name(strace_name: &str) -> Option<&'static str> {
         "execve" | "execveat" => "execve",
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// strace printed the new thread's mmap before the clone3 result that names the thread.
+    #[test]
+    fn a_thread_seen_before_its_clone_result_counts_for_its_process() {
+        let log = "\
+100 execve(\"./race\", [\"./race\"], 0x7ffc /* 1 var */) = 0
+100 clone3({flags=CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM, stack=0x7f, stack_size=0x7fff00}, 88 <unfinished ...>
+101 mmap(NULL, 65536, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0 <unfinished ...>
+100 <... clone3 resumed>) = 101
+101 <... mmap resumed>) = 0x7f0000000000
+101 munmap(0x7f0000000000, 16384) = -1 EINVAL (Invalid argument)
+";
+        let counts = strace_counts(log);
+        assert_eq!(counts.keys().copied().collect::<Vec<_>>(), [100]);
+        assert_eq!(counts[&100]["mmap"], (1, 0));
+        assert_eq!(counts[&100]["munmap"], (1, 1));
+        assert_eq!(counts[&100]["execve"], (1, 0));
+    }
 }
