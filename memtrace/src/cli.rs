@@ -311,6 +311,12 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
             outcome.undecodable
         );
     }
+    if outcome.unreadable_images > 0 {
+        eprintln!(
+            "memtrace: the layout the kernel made at {} exec(s) could not be rebuilt (see the warnings above); those images are missing from their processes' layouts",
+            outcome.unreadable_images
+        );
+    }
     let info = SessionInfo {
         source: Source::Live,
         events: outcome.pipeline.events,

@@ -84,6 +84,8 @@ pub struct LiveOutcome {
     pub command_status: Option<ExitStatus>,
     /// Ring records that could not be decoded.
     pub undecodable: u64,
+    /// Execs whose kernel-made mappings could not be rebuilt (their files were unreadable).
+    pub unreadable_images: u64,
     /// The syscall hooks the session used.
     pub backend: Attached,
 }
@@ -233,6 +235,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
         pipeline,
         command_status,
         undecodable: counts.undecodable,
+        unreadable_images: counts.unreadable_images,
         backend: probes.backend().clone(),
     })
 }

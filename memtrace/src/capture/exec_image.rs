@@ -81,9 +81,15 @@ pub fn kernel_mappings(
     place_segments(&exe, exe_bias, &image.exe, &mut mappings);
 
     if let (Some(interp), true) = (&exe.interpreter, image.interp_base != 0) {
-        let (file, interp_elf) = if alive {
-            let (file, source) = mapped_file_at(pid, image.interp_base).ok_or_else(|| {
-                ImageError::Io(
+        let live = if alive {
+            live_interpreter(pid, image.interp_base)?
+        } else {
+            None
+        };
+        let (file, interp_elf) = match live {
+            Some(found) => found,
+            None if alive && Path::new(&format!("/proc/{pid}/exe")).exists() => {
+                return Err(ImageError::Io(
                     interp.clone(),
                     io::Error::new(
                         io::ErrorKind::NotFound,
@@ -92,19 +98,21 @@ pub fn kernel_mappings(
                             image.interp_base
                         ),
                     ),
-                )
-            })?;
-            let elf = ElfFile::read_checked(&source, &file.path, file.inode)?;
-            (file, elf)
-        } else {
-            // The maps name the file behind the link (/lib64/ld-linux-x86-64.so.2 is one).
-            let resolved = std::fs::canonicalize(interp).unwrap_or_else(|_| interp.into());
-            let path = resolved.to_string_lossy().into_owned();
-            let elf = ElfFile::read_checked(&resolved, &path, 0)?;
-            let inode = std::os::unix::fs::MetadataExt::ino(
-                &std::fs::metadata(&resolved).map_err(|e| ImageError::Io(path.clone(), e))?,
-            );
-            (FileRef { inode, path }, elf)
+                ));
+            }
+            None => {
+                // The process exited between the two reads (a short-lived one often does):
+                // its root is gone with it, so the interpreter is read by path, which is
+                // right only if memtrace sees the same files, as the executable's inode shows.
+                if alive {
+                    ElfFile::read_checked(
+                        Path::new(&image.exe.path),
+                        &image.exe.path,
+                        image.exe.inode,
+                    )?;
+                }
+                interpreter_by_path(interp)?
+            }
         };
         place_segments(&interp_elf, image.interp_base, &file, &mut mappings);
     }
@@ -113,6 +121,30 @@ pub fn kernel_mappings(
     }
     mappings.sort_by_key(|m| m.start);
     Ok(mappings)
+}
+
+/// The interpreter as the live process maps it at AT_BASE; None when the process is gone.
+fn live_interpreter(pid: u32, base: u64) -> Result<Option<(FileRef, ElfFile)>, ImageError> {
+    let Some((file, source)) = mapped_file_at(pid, base) else {
+        return Ok(None);
+    };
+    match ElfFile::read_checked(&source, &file.path, file.inode) {
+        Ok(elf) => Ok(Some((file, elf))),
+        Err(ImageError::Io(..)) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// The interpreter named by PT_INTERP, read from memtrace's own root.
+fn interpreter_by_path(interp: &str) -> Result<(FileRef, ElfFile), ImageError> {
+    // The maps name the file behind the link (/lib64/ld-linux-x86-64.so.2 is one).
+    let resolved = std::fs::canonicalize(interp).unwrap_or_else(|_| interp.into());
+    let path = resolved.to_string_lossy().into_owned();
+    let elf = ElfFile::read_checked(&resolved, &path, 0)?;
+    let inode = std::os::unix::fs::MetadataExt::ino(
+        &std::fs::metadata(&resolved).map_err(|e| ImageError::Io(path.clone(), e))?,
+    );
+    Ok((FileRef { inode, path }, elf))
 }
 
 /// The file mapped at `start` in process `pid`, named as the process sees it (the maps show
@@ -533,5 +565,55 @@ mod tests {
     fn not_elf_is_an_error() {
         let error = ElfFile::read("/proc/self/status").unwrap_err();
         assert!(matches!(error, ImageError::NotElf(_)), "{error}");
+    }
+
+    fn image_of(path: &str, interp_base: u64) -> LoadedImage {
+        let exe = ElfFile::read(path).unwrap();
+        let first_load = exe.segments.iter().find(|s| s.kind == PT_LOAD).unwrap();
+        let phdr = exe
+            .segments
+            .iter()
+            .find(|s| s.kind == PT_PHDR)
+            .map_or(first_load.vaddr + 64, |s| s.vaddr);
+        LoadedImage {
+            exe: FileRef {
+                inode: std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path).unwrap()),
+                path: path.into(),
+            },
+            // A bias of 0x5555_5555_4000, as a PIE would get.
+            phdr: 0x5555_5555_4000 + phdr,
+            interp_base,
+            vdso_base: 0,
+        }
+    }
+
+    /// A short-lived process is often reaped before its exec event is read: its interpreter
+    /// is then read by path, and placed at its AT_BASE all the same.
+    #[test]
+    fn a_process_gone_before_its_exec_is_read_still_gets_its_interpreter() {
+        let mut child = std::process::Command::new("/usr/bin/true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let base = 0x7f00_0000_0000;
+        let mappings = kernel_mappings(&image_of("/usr/bin/true", base), pid).unwrap();
+        let interp: Vec<_> = mappings
+            .iter()
+            .filter(|m| m.file.as_ref().is_some_and(|f| f.path.contains("ld-linux")))
+            .collect();
+        assert!(!interp.is_empty(), "{mappings:#?}");
+        assert_eq!(interp[0].start, base);
+        assert!(interp[0].file.as_ref().unwrap().inode != 0);
+    }
+
+    /// A live process with nothing mapped at the AT_BASE the event gave is not papered over.
+    #[test]
+    fn a_live_process_without_its_interpreter_is_an_error() {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let image = image_of(exe.to_str().unwrap(), 0x1000);
+        let error = kernel_mappings(&image, std::process::id()).unwrap_err();
+        assert!(
+            error.to_string().contains("no file mapped at its AT_BASE"),
+            "{error}"
+        );
     }
 }
