@@ -8,6 +8,8 @@
 //!   10 seconds) and prints memtrace's RSS after every simulated hour: it must stay flat.
 //! - `footprint model-forks N`: the model alone fed N short-lived processes; prints the RSS
 //!   per process.
+//! - `footprint phases FILE`: replays a recording and prints memtrace's RSS after each phase
+//!   (the model fed, the report built, the JSON rendered), to tell which one holds the bytes.
 //! - `footprint regions N`: one process leaking N pages; prints the RSS per live region.
 
 use std::{env, fs, process::ExitCode};
@@ -43,12 +45,19 @@ fn main() -> ExitCode {
             model_forks(count);
             ExitCode::SUCCESS
         }
+        (Some("phases"), _) if args.len() == 2 => match phases(&args[1]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("footprint: {error}");
+                ExitCode::FAILURE
+            }
+        },
         (Some("regions"), Some(count)) => {
             regions(count);
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("usage: footprint forks N FILE | churn HOURS | regions N");
+            eprintln!("usage: footprint forks N FILE | churn HOURS | model-forks N | regions N | phases FILE");
             ExitCode::from(2)
         }
     }
@@ -247,4 +256,31 @@ fn regions(count: u64) {
         "regions {count} rss_kib {after} bytes_per_region {}",
         (after.saturating_sub(before) * 1024) / count.max(1)
     );
+}
+
+/// Where a replay's memory goes: the model, the report built from it, its JSON.
+fn phases(path: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let mut reader = memtrace::record::RecordingReader::open(path)?;
+    let mut model = Model::new();
+    let start = rss_kib();
+    for event in &mut reader {
+        model.apply(&event?);
+    }
+    let processes = model.processes().count();
+    let after_model = rss_kib();
+    let session = memtrace::report::SessionInfo {
+        source: memtrace::report::Source::Replay,
+        events: model.events(),
+        lost: model.lost(),
+        backend: None,
+    };
+    let report = memtrace::report::build(&model, &session);
+    let after_report = rss_kib();
+    let json = memtrace::report::json::render(&report);
+    let after_json = rss_kib();
+    println!(
+        "phases processes {processes} start_kib {start} model_kib {after_model} report_kib {after_report} json_kib {after_json} json_bytes {}",
+        json.len()
+    );
+    Ok(())
 }

@@ -9,10 +9,21 @@ use std::collections::BTreeMap;
 
 use crate::model::region::{Perms, Region, RegionKind};
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct AddressSpace {
-    /// Keyed by start address.
+    /// Keyed by start address. Empty while the space is [`frozen`](Self::freeze).
     regions: BTreeMap<u64, Region>,
+    /// The regions in address order, once frozen: an exited process's layout is only read, and
+    /// a B-tree node holds room for 11 regions (over 1 KiB) whether it has 1 or 11, which for a
+    /// million short-lived processes is most of memtrace's memory. Any change thaws it back.
+    frozen: Box<[Region]>,
+}
+
+impl PartialEq for AddressSpace {
+    /// The same regions, frozen or not.
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
 }
 
 /// A stretch of address space with uniform permissions and backing, as `/proc/PID/maps` would
@@ -33,47 +44,77 @@ impl AddressSpace {
     }
 
     pub fn len(&self) -> usize {
-        self.regions.len()
+        self.regions.len() + self.frozen.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.regions.is_empty()
+        self.len() == 0
     }
 
     /// Regions in address order.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Region> + '_ {
-        self.regions.values()
+        // One of the two is empty.
+        self.frozen.iter().chain(self.regions.values())
     }
 
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Region> + '_ {
-        self.regions.values_mut()
+        self.frozen.iter_mut().chain(self.regions.values_mut())
     }
 
     /// The region containing `address`.
     pub fn region_at(&self, address: u64) -> Option<&Region> {
-        self.regions
-            .range(..=address)
-            .next_back()
-            .map(|(_, region)| region)
-            .filter(|region| region.contains(address))
+        let below = if self.frozen.is_empty() {
+            self.regions
+                .range(..=address)
+                .next_back()
+                .map(|(_, region)| region)
+        } else {
+            let after = self
+                .frozen
+                .partition_point(|region| region.start <= address);
+            after.checked_sub(1).map(|index| &self.frozen[index])
+        };
+        below.filter(|region| region.contains(address))
     }
 
     /// The lowest region starting at or above `address` for which `accept` holds.
     pub fn first_from(&self, address: u64, accept: impl Fn(&Region) -> bool) -> Option<&Region> {
-        self.regions
-            .range(address..)
-            .map(|(_, region)| region)
+        let from = self.frozen.partition_point(|region| region.start < address);
+        self.frozen[from..]
+            .iter()
+            .chain(self.regions.range(address..).map(|(_, region)| region))
             .find(|region| accept(region))
     }
 
+    /// Stores the regions as a sorted slice of exactly their size, for a layout that will only
+    /// be read from now on (a process's at exit).
+    pub(crate) fn freeze(&mut self) {
+        if self.frozen.is_empty() {
+            self.frozen = std::mem::take(&mut self.regions).into_values().collect();
+        }
+    }
+
+    /// The regions as a map to change, thawed if frozen.
+    fn tree(&mut self) -> &mut BTreeMap<u64, Region> {
+        if !self.frozen.is_empty() {
+            let frozen = std::mem::take(&mut self.frozen);
+            self.regions = frozen
+                .into_vec()
+                .into_iter()
+                .map(|region| (region.start, region))
+                .collect();
+        }
+        &mut self.regions
+    }
+
     pub fn total_bytes(&self) -> u64 {
-        self.regions.values().map(Region::len).sum()
+        self.iter().map(Region::len).sum()
     }
 
     /// Adjacent regions with the same permissions and backing, merged.
     pub fn coverage(&self) -> Vec<CoverageEntry> {
         let mut merged: Vec<CoverageEntry> = Vec::new();
-        for region in self.regions.values() {
+        for region in self.iter() {
             if let Some(last) = merged.last_mut() {
                 if last.end == region.start
                     && last.perms == region.perms
@@ -98,7 +139,7 @@ impl AddressSpace {
     /// Keeps only the regions for which `keep` holds, in a map built afresh: one that lost
     /// most of its regions gives its nodes back.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Region) -> bool) {
-        let regions = std::mem::take(&mut self.regions);
+        let regions = std::mem::take(self.tree());
         self.regions = regions
             .into_iter()
             .filter(|(_, region)| keep(region))
@@ -108,6 +149,7 @@ impl AddressSpace {
     /// Maps a region, replacing whatever it overlays (MAP_FIXED semantics; a kernel-chosen
     /// address never overlaps anything the kernel knows of, so this is right for both).
     pub(crate) fn map(&mut self, region: Region) {
+        self.tree();
         if region.is_empty() {
             return;
         }
@@ -117,6 +159,7 @@ impl AddressSpace {
 
     /// Removes `[start, end)`, splitting regions that straddle either edge.
     pub(crate) fn unmap(&mut self, start: u64, end: u64) {
+        self.tree();
         // The common case, a munmap of exactly what an mmap returned, is one keyed removal:
         // regions do not overlap, so nothing else lies inside.
         if self
@@ -139,6 +182,7 @@ impl AddressSpace {
 
     /// Sets the access rights of `[start, end)`, splitting regions at the edges.
     pub(crate) fn protect(&mut self, start: u64, end: u64, prot: u64) {
+        self.tree();
         if start >= end || !self.overlaps(start, end) {
             return;
         }
@@ -151,6 +195,7 @@ impl AddressSpace {
 
     /// Removes `[start, end)` and returns the pieces that were there, in address order.
     pub(crate) fn take(&mut self, start: u64, end: u64) -> Vec<Region> {
+        self.tree();
         let mut pieces = Vec::new();
         if start >= end || !self.overlaps(start, end) {
             return pieces;
@@ -172,6 +217,7 @@ impl AddressSpace {
         new_end: u64,
         accept: impl Fn(&Region) -> bool,
     ) -> bool {
+        self.tree();
         if new_end <= end {
             return false;
         }
@@ -201,6 +247,7 @@ impl AddressSpace {
         new_len: u64,
         keep_old: bool,
     ) -> Option<(u64, u64)> {
+        self.tree();
         let old_end = old_start.saturating_add(old_len);
         let new_end = new_start.saturating_add(new_len);
         if old_len == 0 {

@@ -128,7 +128,7 @@ impl Model {
             EventBody::KernelSnapshot(_) => {}
             EventBody::Container(record) => {
                 if let Some(id) = self.process_for(event, Birth::Lazy) {
-                    self.processes[id].container = Some(record.clone());
+                    self.processes[id].container = Some(Box::new(record.clone()));
                 }
             }
             EventBody::Lost(record) => {
@@ -524,6 +524,7 @@ impl Model {
             );
             self.processes[id].timeline.push(sample);
         }
+        self.processes[id].timeline.shrink_to_fit();
         let process = &self.processes[id];
         if process.birth == Birth::Fork && process.execs.is_empty() {
             compact::inherited_copy(
@@ -533,6 +534,8 @@ impl Model {
                 &self.stacks,
             );
         }
+        // From now on the layout is only read (reports, late stack samples).
+        self.mms[process.mm.0].space.freeze();
     }
 
     fn snapshot(&mut self, event: &Event, record: &SnapshotRecord) {

@@ -68,10 +68,11 @@ pub struct Process {
     pub(crate) timeline: Timeline,
     /// What each sampled call stack of this process created, released since or not.
     pub(crate) allocated: std::collections::BTreeMap<StackId, Allocated>,
-    /// Its container identity, once told (live: read from /proc at first sight).
-    pub(crate) container: Option<crate::event::ContainerRecord>,
+    /// Its container identity, once told (live: read from /proc at first sight). Boxed, like
+    /// the anomalies: most processes have none, and every byte here is paid per process.
+    pub(crate) container: Option<Box<crate::event::ContainerRecord>>,
     /// Successes the kernel cannot return, refused (see [`crate::model::anomaly`]).
-    pub(crate) anomalies: Anomalies,
+    pub(crate) anomalies: Option<Box<Anomalies>>,
 }
 
 impl Process {
@@ -104,13 +105,17 @@ impl Process {
             timeline: Timeline::default(),
             allocated: std::collections::BTreeMap::new(),
             container: None,
-            anomalies: Anomalies::default(),
+            anomalies: None,
         }
     }
 
     /// Records refused as impossible; the layout never saw them.
     pub fn anomalies(&self) -> &Anomalies {
-        &self.anomalies
+        static NONE: Anomalies = Anomalies {
+            count: 0,
+            examples: Vec::new(),
+        };
+        self.anomalies.as_deref().unwrap_or(&NONE)
     }
 
     pub fn pid(&self) -> u32 {
@@ -128,7 +133,7 @@ impl Process {
 
     /// Its container identity (cgroup, pid in its own namespace, root), when known.
     pub fn container(&self) -> Option<&crate::event::ContainerRecord> {
-        self.container.as_ref()
+        self.container.as_deref()
     }
 
     /// The last exec's filename or the snapshot's `/proc/PID/exe`; empty when unknown.

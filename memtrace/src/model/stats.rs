@@ -87,18 +87,10 @@ pub struct DistributionSummary {
 }
 
 /// A histogram created on the first value: most processes never call most syscalls, so an
-/// unused distribution is one null pointer. Once its process has exited it is compacted to
-/// the summary the report shows (a histogram is a few KiB; an exited process must cost
-/// memtrace bytes, not kilobytes).
+/// unused distribution is one null pointer.
 #[derive(Clone, Debug, Default)]
 pub struct Distribution {
-    state: Option<Box<State>>,
-}
-
-#[derive(Clone, Debug)]
-enum State {
-    Recording(Histogram<u64>),
-    Compacted(DistributionSummary),
+    histogram: Option<Box<Histogram<u64>>>,
 }
 
 impl Distribution {
@@ -107,12 +99,10 @@ impl Distribution {
     const SIGNIFICANT_DIGITS: u8 = 2;
 
     pub fn record(&mut self, value: u64) {
-        if self.state.is_none() {
-            self.state = Histogram::new(Self::SIGNIFICANT_DIGITS)
-                .ok()
-                .map(|histogram| Box::new(State::Recording(histogram)));
+        if self.histogram.is_none() {
+            self.histogram = Histogram::new(Self::SIGNIFICANT_DIGITS).ok().map(Box::new);
         }
-        if let Some(State::Recording(histogram)) = self.state.as_deref_mut() {
+        if let Some(histogram) = self.histogram.as_deref_mut() {
             // `record` grows the histogram to fit; `saturating_record` would clamp to its
             // current range instead. Values beyond what it can ever grow to are clamped.
             if histogram.record(value).is_err() {
@@ -121,26 +111,10 @@ impl Distribution {
         }
     }
 
-    /// Keeps only the summary; later values are not recorded.
-    pub(crate) fn compact(&mut self) {
-        if let Some(State::Recording(histogram)) = self.state.as_deref() {
-            let summary = Self::summarize(histogram);
-            self.state = Some(Box::new(State::Compacted(summary)));
-        }
-    }
-
     pub fn summary(&self) -> DistributionSummary {
-        match self.state.as_deref() {
-            Some(State::Recording(histogram)) => Self::summarize(histogram),
-            Some(State::Compacted(summary)) => *summary,
-            None => DistributionSummary::default(),
-        }
-    }
-
-    fn summarize(histogram: &Histogram<u64>) -> DistributionSummary {
-        if histogram.is_empty() {
+        let Some(histogram) = self.histogram.as_deref().filter(|h| !h.is_empty()) else {
             return DistributionSummary::default();
-        }
+        };
         // The bucket's lowest value: a recorded 4096 reads back as 4096, not as the end of its
         // 1% bucket.
         DistributionSummary {
@@ -152,8 +126,21 @@ impl Distribution {
     }
 }
 
+/// A process's syscall counts and distributions.
+///
+/// While it runs they are recorded in full, in a box made at its first call (processes that
+/// make none cost a null pointer). At exit they shrink to what the report shows: for each
+/// syscall it made, its counts and the summaries of its distributions. A histogram is a few
+/// KiB and the full record a few hundred bytes; an exited process must cost memtrace bytes.
 #[derive(Clone, Debug, Default)]
 pub struct SyscallStats {
+    recording: Option<Box<Recording>>,
+    /// After exit; the model takes no calls of an exited process.
+    compacted: Box<[CompactedCalls]>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Recording {
     counts: [CallCounts; 8],
     /// time_ns - entry_ns of every call, failed ones included.
     latency_ns: [Distribution; 8],
@@ -162,37 +149,90 @@ pub struct SyscallStats {
     sizes: [Distribution; 8],
 }
 
+/// One syscall's figures once its process has exited.
+#[derive(Clone, Copy, Debug)]
+struct CompactedCalls {
+    name: SyscallName,
+    counts: CallCounts,
+    latency_ns: DistributionSummary,
+    sizes: DistributionSummary,
+}
+
 impl SyscallStats {
     pub fn counts(&self, name: SyscallName) -> CallCounts {
-        self.counts[name.index()]
+        match &self.recording {
+            Some(recording) => recording.counts[name.index()],
+            None => self
+                .compacted(name)
+                .map(|calls| calls.counts)
+                .unwrap_or_default(),
+        }
     }
 
-    pub fn latency_ns(&self, name: SyscallName) -> &Distribution {
-        &self.latency_ns[name.index()]
+    /// The latency of every call (time_ns - entry_ns), failed ones included.
+    pub fn latency_ns(&self, name: SyscallName) -> DistributionSummary {
+        match &self.recording {
+            Some(recording) => recording.latency_ns[name.index()].summary(),
+            None => self
+                .compacted(name)
+                .map(|calls| calls.latency_ns)
+                .unwrap_or_default(),
+        }
     }
 
-    pub fn sizes(&self, name: SyscallName) -> &Distribution {
-        &self.sizes[name.index()]
+    /// Page-aligned lengths of successful calls (mmap: the mapping; mremap: the new length;
+    /// munmap, mprotect: the range).
+    pub fn sizes(&self, name: SyscallName) -> DistributionSummary {
+        match &self.recording {
+            Some(recording) => recording.sizes[name.index()].summary(),
+            None => self
+                .compacted(name)
+                .map(|calls| calls.sizes)
+                .unwrap_or_default(),
+        }
+    }
+
+    fn compacted(&self, name: SyscallName) -> Option<&CompactedCalls> {
+        self.compacted.iter().find(|calls| calls.name == name)
+    }
+
+    fn recording(&mut self) -> &mut Recording {
+        self.recording.get_or_insert_with(Box::default)
     }
 
     pub(crate) fn record_call(&mut self, name: SyscallName, failed: bool, latency_ns: Option<u64>) {
-        let counts = &mut self.counts[name.index()];
+        let recording = self.recording();
+        let counts = &mut recording.counts[name.index()];
         counts.calls += 1;
         counts.failed += u64::from(failed);
         if let Some(latency_ns) = latency_ns {
-            self.latency_ns[name.index()].record(latency_ns);
+            recording.latency_ns[name.index()].record(latency_ns);
         }
     }
 
     pub(crate) fn record_size(&mut self, name: SyscallName, bytes: u64) {
-        self.sizes[name.index()].record(bytes);
+        self.recording().sizes[name.index()].record(bytes);
     }
 
-    /// At exit: the distributions shrink to their summaries.
+    /// At exit: the figures shrink to what the report shows.
     pub(crate) fn compact(&mut self) {
-        for distribution in self.latency_ns.iter_mut().chain(&mut self.sizes) {
-            distribution.compact();
-        }
+        let Some(recording) = self.recording.take() else {
+            return;
+        };
+        self.compacted = SyscallName::ALL
+            .into_iter()
+            .map(|name| CompactedCalls {
+                name,
+                counts: recording.counts[name.index()],
+                latency_ns: recording.latency_ns[name.index()].summary(),
+                sizes: recording.sizes[name.index()].summary(),
+            })
+            .filter(|calls| {
+                calls.counts != CallCounts::default()
+                    || calls.latency_ns.count > 0
+                    || calls.sizes.count > 0
+            })
+            .collect();
     }
 }
 
@@ -201,17 +241,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_compacted_distribution_keeps_its_summary() {
-        let mut distribution = Distribution::default();
+    fn compacted_stats_keep_every_figure() {
+        let mut stats = SyscallStats::default();
         for value in 1..=1000 {
-            distribution.record(value * 4096);
+            stats.record_call(SyscallName::Mmap, value % 7 == 0, Some(value * 10));
+            stats.record_size(SyscallName::Mmap, value * 4096);
         }
-        let summary = distribution.summary();
-        distribution.compact();
-        assert!(matches!(
-            distribution.state.as_deref(),
-            Some(State::Compacted(_))
-        ));
-        assert_eq!(distribution.summary(), summary);
+        stats.record_call(SyscallName::Munmap, true, None);
+        let figures = |stats: &SyscallStats| {
+            SyscallName::ALL.map(|name| {
+                (
+                    stats.counts(name),
+                    stats.latency_ns(name),
+                    stats.sizes(name),
+                )
+            })
+        };
+        let before = figures(&stats);
+        stats.compact();
+        assert!(stats.recording.is_none());
+        assert_eq!(stats.compacted.len(), 2);
+        assert_eq!(figures(&stats), before);
     }
 }

@@ -50,14 +50,18 @@ pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallRe
         .flatten()
     {
         // Not a call of this syscall at all: neither counted nor applied.
-        target.process.anomalies.record(Anomaly {
-            time_ns: event.time_ns,
-            tid: event.tid,
-            syscall: record.syscall,
-            args: record.args,
-            ret: record.ret,
-            reason,
-        });
+        target
+            .process
+            .anomalies
+            .get_or_insert_with(Box::default)
+            .record(Anomaly {
+                time_ns: event.time_ns,
+                tid: event.tid,
+                syscall: record.syscall,
+                args: record.args,
+                ret: record.ret,
+                reason,
+            });
         return;
     }
     // An entry time of 0: the probe saw only the exit (attached mid-call, or the task moved

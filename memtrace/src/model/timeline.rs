@@ -8,7 +8,7 @@
 //! 24-hour session is sampled as coarsely as it needs), and a process keeping more than
 //! `2 × SAMPLES_PER_STEP` samples drops every other one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::model::address_space::AddressSpace;
@@ -52,9 +52,32 @@ pub struct GroupId(u32);
 pub struct Groups {
     keys: Vec<GroupKey>,
     ids: HashMap<GroupKey, GroupId>,
+    /// Samples' per-group totals, interned too: short-lived processes of one program end with
+    /// the same totals (the same libraries, the same buffers), a steady process keeps taking
+    /// the same sample, and a sample's totals are most of what it costs.
+    totals: HashSet<Arc<[GroupTotal]>>,
+    /// How many interned totals were in use at the last sweep.
+    totals_after_sweep: usize,
 }
 
 impl Groups {
+    /// The shared copy of these totals.
+    fn intern_totals(&mut self, totals: Vec<GroupTotal>) -> Arc<[GroupTotal]> {
+        if let Some(shared) = self.totals.get(totals.as_slice()) {
+            return Arc::clone(shared);
+        }
+        // Totals no sample holds any more (their processes' timelines dropped them) are swept
+        // whenever the set has doubled since the last sweep: the set stays within twice what
+        // is in use, at an amortized constant cost per sample.
+        if self.totals.len() >= 2 * self.totals_after_sweep.max(1024) {
+            self.totals.retain(|shared| Arc::strong_count(shared) > 1);
+            self.totals_after_sweep = self.totals.len();
+        }
+        let shared: Arc<[GroupTotal]> = Arc::from(totals);
+        self.totals.insert(Arc::clone(&shared));
+        shared
+    }
+
     fn intern(&mut self, key: GroupKey) -> GroupId {
         if let Some(&id) = self.ids.get(&key) {
             return id;
@@ -71,7 +94,7 @@ impl Groups {
 }
 
 /// One group's live regions and bytes at a sample.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GroupTotal {
     pub group: GroupId,
     pub regions: u32,
@@ -84,8 +107,8 @@ pub struct Sample {
     pub time_ns: u64,
     pub regions: u32,
     pub bytes: u64,
-    /// Groups with live regions, in id order.
-    pub groups: Box<[GroupTotal]>,
+    /// Groups with live regions, in id order; shared between equal samples.
+    pub groups: Arc<[GroupTotal]>,
 }
 
 impl Sample {
@@ -106,7 +129,7 @@ impl Sample {
             time_ns,
             regions: totals.regions,
             bytes: totals.bytes,
-            groups: by_id.into_boxed_slice(),
+            groups: groups.intern_totals(by_id),
         }
     }
 
@@ -156,6 +179,11 @@ pub struct Timeline {
 impl Timeline {
     pub fn samples(&self) -> &[Sample] {
         &self.samples
+    }
+
+    /// Gives back the room kept for more samples (at exit: there will be none).
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.samples.shrink_to_fit();
     }
 
     pub(crate) fn push(&mut self, sample: Sample) {
@@ -288,7 +316,7 @@ mod tests {
                 time_ns: index,
                 regions: 0,
                 bytes: index,
-                groups: Box::new([]),
+                groups: Arc::from([]),
             });
         }
         assert!(timeline.samples().len() <= 2 * SAMPLES_PER_STEP);

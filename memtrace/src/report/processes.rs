@@ -176,8 +176,8 @@ fn distribution(summary: DistributionSummary) -> DistributionReport {
 }
 
 fn distributions(stats: &SyscallStats) -> Distributions {
-    let size = |name: SyscallName| distribution(stats.sizes(name).summary());
-    let latency = |name: SyscallName| distribution(stats.latency_ns(name).summary());
+    let size = |name: SyscallName| distribution(stats.sizes(name));
+    let latency = |name: SyscallName| distribution(stats.latency_ns(name));
     Distributions {
         mmap_size: size(SyscallName::Mmap),
         munmap_size: size(SyscallName::Munmap),

@@ -411,11 +411,11 @@ fn distributions_record_sizes_and_latency() {
         .mmap_anon(PID, A + PAGE, 16 * MIB, RW)
         .munmap(PID, A, PAGE);
     let stats = feed.model.process(PID).unwrap().process().stats();
-    let sizes = stats.sizes(SyscallName::Mmap).summary();
+    let sizes = stats.sizes(SyscallName::Mmap);
     assert_eq!(sizes.count, 2);
     assert_eq!(sizes.p50, PAGE);
     assert!(sizes.max >= 16 * MIB && sizes.max <= 16 * MIB + 16 * MIB / 100);
-    let latency = stats.latency_ns(SyscallName::Mmap).summary();
+    let latency = stats.latency_ns(SyscallName::Mmap);
     assert_eq!((latency.count, latency.p50, latency.max), (2, 500, 500));
 }
 
@@ -465,4 +465,43 @@ fn coverage_merges_neighbours_with_the_same_perms_and_backing() {
             ),
         ]
     );
+}
+
+/// An exited process's layout is frozen into a sorted slice: it must answer every question as
+/// the map did, and a change (a late stack sample's, a fork of an exited parent's copy) must
+/// thaw it, not be lost.
+#[test]
+fn a_frozen_layout_answers_and_changes_like_the_map() {
+    let mut feed = Feed::new();
+    feed.mmap_anon(PID, A, 4 * PAGE, RW)
+        .mmap_anon(PID, A + 8 * PAGE, PAGE, RW)
+        .mprotect(PID, A + PAGE, PAGE, PROT_NONE)
+        .mmap_anon(PID, A + 16 * PAGE, 2 * PAGE, RW);
+    let tree = feed.model.process(PID).unwrap().layout().clone();
+    let mut frozen = tree.clone();
+    frozen.freeze();
+    assert!(tree.iter().eq(frozen.iter()));
+    assert_eq!(frozen, tree);
+    assert_eq!(frozen.len(), tree.len());
+    assert_eq!(frozen.total_bytes(), tree.total_bytes());
+    assert_eq!(frozen.coverage(), tree.coverage());
+    for address in (A - PAGE..A + 20 * PAGE).step_by(PAGE as usize / 2) {
+        assert_eq!(
+            frozen.region_at(address),
+            tree.region_at(address),
+            "{address:#x}"
+        );
+        assert_eq!(
+            frozen.first_from(address, |_| true),
+            tree.first_from(address, |_| true),
+            "{address:#x}"
+        );
+    }
+    let mut changed = tree.clone();
+    for space in [&mut frozen, &mut changed] {
+        space.unmap(A + 2 * PAGE, A + 9 * PAGE);
+        space.protect(A + 16 * PAGE, A + 17 * PAGE, RX);
+    }
+    assert_eq!(frozen, changed);
+    assert_eq!(frozen.len(), 4);
 }
