@@ -73,6 +73,21 @@ pub fn measure(workspace: &Workspace, memtrace: &Path, scratch: &Path) -> Result
         recording_bytes,
         replay_kib as f64 * 1024.0 / REPLAY_PROCESSES as f64
     );
+    // Where the replay's memory goes: the report lists every process in full, and is built
+    // whole and rendered to one string before it is written.
+    let phases = cmd::read_stdout(Command::new(&example).arg("phases").arg(&recording))?;
+    let phase = |name: &str| -> Option<f64> {
+        let mut words = phases.split_whitespace();
+        words.find(|word| *word == name)?;
+        Some(words.next()?.parse::<f64>().ok()? / 1024.0)
+    };
+    if let (Some(model), Some(report), Some(json)) =
+        (phase("model_kib"), phase("report_kib"), phase("json_kib"))
+    {
+        println!(
+            "footprint: that replay's RSS after each phase: model {model:.1} MiB, report built {report:.1} MiB, JSON rendered {json:.1} MiB"
+        );
+    }
     let model = cmd::read_stdout(
         Command::new(&example).args(["model-forks", &MODEL_PROCESSES.to_string()]),
     )?;
