@@ -34,6 +34,18 @@ pub const DEFAULT_RING_BUFFER_BYTES: u32 = 8 << 20;
 /// ([`lost_slot::STACK_NOT_SAMPLED`]), and the event it belonged to is delivered all the same.
 pub const STACK_RING_BYTES: u32 = 8 << 20;
 
+/// The error a syscall's return value carries, if any. The kernel reserves the top 4095
+/// values (`-MAX_ERRNO..0`) for errors; every other value is a result (an mmap address above
+/// 2^63 is one). Both sides decide failure with this one test.
+#[inline(always)]
+pub const fn syscall_errno(ret: i64) -> Option<i32> {
+    if ret < 0 && ret >= -4095 {
+        Some(-ret as i32)
+    } else {
+        None
+    }
+}
+
 /// The ABI of the task that made a syscall, as the kernel decides it (TS_COMPAT), not as the
 /// program's ELF class suggests.
 #[repr(u32)]

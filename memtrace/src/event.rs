@@ -145,12 +145,7 @@ impl SyscallRecord {
 
     /// The error, if the result is in the kernel's -errno range.
     pub fn errno(&self) -> Option<i32> {
-        // The kernel reserves the top 4095 values for errors; everything else is a result.
-        if (-4095..0).contains(&self.ret) {
-            Some(-self.ret as i32)
-        } else {
-            None
-        }
+        memtrace_common::syscall_errno(self.ret)
     }
 }
 
