@@ -8,8 +8,9 @@
 //!   10 seconds) and prints memtrace's RSS after every simulated hour: it must stay flat.
 //! - `footprint model-forks N`: the model alone fed N short-lived processes; prints the RSS
 //!   per process.
-//! - `footprint phases FILE`: replays a recording and prints memtrace's RSS after each phase
-//!   (the model fed, the report built, the JSON rendered), to tell which one holds the bytes.
+//! - `footprint phases FILE [streamed]`: replays a recording and prints memtrace's RSS after each phase
+//!   (the model fed, the report streamed as JSON, the report built whole, its JSON rendered),
+//!   to tell which one holds the bytes; with `streamed`, only the model and the stream.
 //! - `footprint regions N`: one process leaking N pages; prints the RSS per live region.
 
 use std::{env, fs, process::ExitCode};
@@ -45,19 +46,21 @@ fn main() -> ExitCode {
             model_forks(count);
             ExitCode::SUCCESS
         }
-        (Some("phases"), _) if args.len() == 2 => match phases(&args[1]) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("footprint: {error}");
-                ExitCode::FAILURE
+        (Some("phases"), _) if args.len() == 2 || args.get(2).is_some_and(|a| a == "streamed") => {
+            match phases(&args[1], args.len() == 3) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("footprint: {error}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         (Some("regions"), Some(count)) => {
             regions(count);
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("usage: footprint forks N FILE | churn HOURS | model-forks N | regions N | phases FILE");
+            eprintln!("usage: footprint forks N FILE | churn HOURS | model-forks N | regions N | phases FILE [streamed]");
             ExitCode::from(2)
         }
     }
@@ -176,10 +179,15 @@ fn write_forks(count: u64, path: &str) -> Result<(), Box<dyn std::error::Error>>
 
 /// memtrace's resident memory now, in KiB.
 fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+/// A figure of /proc/self/status, in KiB (`VmRSS:` now, `VmHWM:` the peak so far).
+fn status_kib(field: &str) -> u64 {
     fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
-            let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+            let line = status.lines().find(|line| line.starts_with(field))?;
             line.split_whitespace().nth(1)?.parse().ok()
         })
         .unwrap_or(0)
@@ -259,7 +267,7 @@ fn regions(count: u64) {
 }
 
 /// Where a replay's memory goes: the model, the report built from it, its JSON.
-fn phases(path: &str) -> Result<(), Box<dyn std::error::Error>> {
+fn phases(path: &str, streamed_only: bool) -> Result<(), Box<dyn std::error::Error>> {
     let mut reader = memtrace::record::RecordingReader::open(path)?;
     let mut model = Model::new();
     let start = rss_kib();
@@ -274,12 +282,28 @@ fn phases(path: &str) -> Result<(), Box<dyn std::error::Error>> {
         lost: model.lost(),
         backend: None,
     };
+    // Streamed first, while the peak is still the model's: what a replay would take if it
+    // wrote its report this way.
+    memtrace::report::stream::write_json(
+        &model,
+        &session,
+        &Default::default(),
+        &mut memtrace::report::NoNames,
+        &[],
+        &mut std::io::sink(),
+    )?;
+    let streamed_peak = status_kib("VmHWM:");
+    if streamed_only {
+        // The whole report of a million processes is several GB: not built here.
+        println!("phases processes {processes} model_kib {after_model} streamed_peak_kib {streamed_peak}");
+        return Ok(());
+    }
     let report = memtrace::report::build(&model, &session);
     let after_report = rss_kib();
     let json = memtrace::report::json::render(&report);
     let after_json = rss_kib();
     println!(
-        "phases processes {processes} start_kib {start} model_kib {after_model} report_kib {after_report} json_kib {after_json} json_bytes {}",
+        "phases processes {processes} start_kib {start} model_kib {after_model} streamed_peak_kib {streamed_peak} report_kib {after_report} json_kib {after_json} json_bytes {}",
         json.len()
     );
     Ok(())

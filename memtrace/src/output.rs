@@ -342,16 +342,25 @@ pub fn refuse_input(output: (&str, &Path), input: (&str, &Path)) -> Result<(), O
 /// Writes `contents` to `path` atomically: into a new owner-only file, synced, then renamed
 /// over `path`. A reader (or a crash) sees the old file or the new one, never a mix.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), OutputError> {
+    write_atomic_with(path, |file| file.write_all(contents))
+}
+
+/// [`write_atomic`] for contents made as they are written (a report too large to hold as one
+/// string): `write` gets the new file, or the device `path` names.
+pub fn write_atomic_with(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), OutputError> {
     let target = Target::open(path)?;
     if let Existing::CharDevice { .. } = target.existing {
         let mut device = target.open_device()?;
-        return device.write_all(contents).map_err(|error| OutputError::Io {
+        return write(&mut device).map_err(|error| OutputError::Io {
             path: path.to_owned(),
             error,
         });
     }
     let (mut file, temporary) = target.create_temporary()?;
-    if let Err(error) = file.write_all(contents).and_then(|()| file.sync_all()) {
+    if let Err(error) = write(&mut file).and_then(|()| file.sync_all()) {
         target.remove(&temporary);
         return Err(OutputError::Io {
             path: path.to_owned(),

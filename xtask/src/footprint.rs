@@ -81,13 +81,42 @@ pub fn measure(workspace: &Workspace, memtrace: &Path, scratch: &Path) -> Result
         words.find(|word| *word == name)?;
         Some(words.next()?.parse::<f64>().ok()? / 1024.0)
     };
-    if let (Some(model), Some(report), Some(json)) =
-        (phase("model_kib"), phase("report_kib"), phase("json_kib"))
-    {
+    if let (Some(model), Some(streamed), Some(report), Some(json)) = (
+        phase("model_kib"),
+        phase("streamed_peak_kib"),
+        phase("report_kib"),
+        phase("json_kib"),
+    ) {
         println!(
-            "footprint: that replay's RSS after each phase: model {model:.1} MiB, report built {report:.1} MiB, JSON rendered {json:.1} MiB"
+            "footprint: that replay's RSS after each phase: model {model:.1} MiB, report built {report:.1} MiB, JSON rendered {json:.1} MiB; streamed instead (report::stream): peak {streamed:.1} MiB"
         );
     }
+    // The 1M-process replay with its report streamed (report::stream, which the JSON
+    // output can use instead of building the report whole): the goal's own workload.
+    let million = scratch.join("forks-1m.mtr");
+    cmd::run(
+        Command::new(&example)
+            .arg("forks")
+            .arg(MODEL_PROCESSES.to_string())
+            .arg(&million),
+    )?;
+    let streamed = cmd::read_stdout(
+        Command::new(&example)
+            .arg("phases")
+            .arg(&million)
+            .arg("streamed"),
+    )?;
+    let _ = fs::remove_file(&million);
+    let streamed_peak = streamed
+        .split_whitespace()
+        .skip_while(|word| *word != "streamed_peak_kib")
+        .nth(1)
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .context("the streamed replay printed no peak")?;
+    println!(
+        "footprint: replay of {MODEL_PROCESSES} processes, JSON report streamed: peak RSS {:.1} MiB, goal <= {TARGET_REPLAY_MIB} MiB",
+        mib(streamed_peak)
+    );
     let model = cmd::read_stdout(
         Command::new(&example).args(["model-forks", &MODEL_PROCESSES.to_string()]),
     )?;

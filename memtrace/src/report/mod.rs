@@ -13,6 +13,7 @@ mod growth;
 pub mod json;
 mod processes;
 pub mod schema;
+pub mod stream;
 mod summary;
 #[cfg(test)]
 mod tests;
@@ -93,15 +94,7 @@ pub fn build_with(
         .iter()
         .flat_map(|process| findings::for_process(process, options))
         .collect();
-    let model_lost = model.lost();
-    let lost = LostCounts {
-        ring_full: session.lost.ring_full.max(model_lost.ring_full),
-        pending_full: session.lost.pending_full.max(model_lost.pending_full),
-        stacks_not_sampled: session
-            .lost
-            .stacks_not_sampled
-            .max(model_lost.stacks_not_sampled),
-    };
+    let lost = lost_counts(model, session);
     Report {
         version: REPORT_VERSION,
         source: session.source,
@@ -112,6 +105,19 @@ pub fn build_with(
         start_ns: model.first_event_ns(),
         processes,
         findings,
+    }
+}
+
+/// The loss totals of the session and of the model's own Lost events.
+fn lost_counts(model: &Model, session: &SessionInfo) -> LostCounts {
+    let model_lost = model.lost();
+    LostCounts {
+        ring_full: session.lost.ring_full.max(model_lost.ring_full),
+        pending_full: session.lost.pending_full.max(model_lost.pending_full),
+        stacks_not_sampled: session
+            .lost
+            .stacks_not_sampled
+            .max(model_lost.stacks_not_sampled),
     }
 }
 

@@ -6,7 +6,7 @@ use serde_json::Value;
 use crate::event::{Abi, LostRecord, SnapshotRecord, Syscall};
 use crate::model::testing::*;
 use crate::report::schema::{Evidence, FindingKind, Report};
-use crate::report::{build, json, text, SessionInfo, Source, TextOptions};
+use crate::report::{build, json, text, NoNames, SessionInfo, Source, TextOptions};
 
 const DOTNET: u32 = 4242;
 const JIT_BASE: u64 = 0x7f00_0000_0000;
@@ -736,4 +736,39 @@ fn an_exited_forked_child_reports_what_it_did_before_its_exit() {
     assert!(layout.contains(&(JIT_BASE + 32 * MIB)));
     // The same report when asked twice: reading a frozen layout changes nothing.
     assert_eq!(child(&feed), after);
+}
+
+/// The streamed JSON must be the rendered report, byte for byte: with findings, several
+/// processes, a live session's backend, and `--pid`.
+#[test]
+fn streamed_json_is_the_rendered_report() {
+    let mut sshd = sshd_bash_feed(Abi::I386);
+    sshd.exit(BASH, 0);
+    let feeds = [doublemapper_feed(), anon_leak_feed(), sshd, Feed::new()];
+    for feed in &feeds {
+        let mut info = session(feed.model.events());
+        for backend in [None, Some("raw-tracepoint")] {
+            info.backend = backend.map(|name| crate::report::BackendInfo {
+                name: name.to_owned(),
+                why: Some("no fentry here".to_owned()),
+            });
+            for pids in [vec![], vec![BASH], vec![12345]] {
+                let options = crate::report::ReportOptions::default();
+                let mut report =
+                    crate::report::build_with(&feed.model, &info, &options, &mut NoNames);
+                report.filter_pids(&pids);
+                let mut streamed = Vec::new();
+                crate::report::stream::write_json(
+                    &feed.model,
+                    &info,
+                    &options,
+                    &mut NoNames,
+                    &pids,
+                    &mut streamed,
+                )
+                .unwrap();
+                assert_eq!(String::from_utf8(streamed).unwrap(), json::render(&report));
+            }
+        }
+    }
 }
