@@ -6,13 +6,13 @@ use std::{collections::HashSet, io::Write};
 
 use crate::{
     capture::StackCapture,
-    event::{Abi, Event, EventBody, LostRecord, ModuleRecord, StackRecord},
+    event::{Event, EventBody, LostRecord, ModuleRecord, StackRecord},
     event_line,
     interval::IntervalPrinter,
     kernel::model::KernelModel,
     model::{AddressSpace, Model, RegionKind},
     record::{RecordError, RecordingWriter},
-    stacks::{MappedFile, ModuleMap, StackAbi, StackSample, Symbolizer, Unwinder},
+    stacks::{MappedFile, ModuleMap, Symbolizer, Unwinder},
 };
 
 /// Deep enough for an allocation inside an interpreter; deeper frames rarely tell more.
@@ -129,20 +129,11 @@ impl Pipeline {
     /// sample follows its syscall, so the mappings it runs through are known), then feeds the
     /// result as a `Stack` event: recordings carry frames, not stack bytes.
     pub fn feed_stack(&mut self, capture: &StackCapture) -> Result<(), RecordError> {
-        let sample = StackSample {
-            abi: match capture.abi {
-                Abi::I386 => StackAbi::I386,
-                _ => StackAbi::X86_64,
-            },
-            ip: capture.ip,
-            sp: capture.sp,
-            bp: capture.bp,
-            stack: capture.stack.clone(),
-        };
+        let sample = &capture.sample;
         let (frames, new_modules) = match self.model.process(capture.pid) {
             Some(process) => {
                 let modules = ProcessModules(process.layout());
-                let frames = self.unwinder.unwind(&sample, &modules, MAX_FRAMES);
+                let frames = self.unwinder.unwind(sample, &modules, MAX_FRAMES);
                 let mut new_modules: Vec<String> = frames
                     .iter()
                     .filter_map(|&address| modules.mapping_at(address.saturating_sub(1)))

@@ -32,6 +32,9 @@ pub struct BenchOptions {
     /// Only measure memtrace's memory footprint (not the overhead and replay speed).
     #[arg(long)]
     footprint_only: bool,
+    /// Only measure the highest event rate memtrace takes with nothing lost.
+    #[arg(long)]
+    rate_only: bool,
 }
 
 /// Each iteration of the workload makes two syscalls (mmap, munmap).
@@ -149,6 +152,9 @@ pub fn bench(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
     let scratch = ScratchDir::create()?;
     if options.footprint_only {
         return crate::footprint::measure(workspace, &memtrace, &scratch.path);
+    }
+    if options.rate_only {
+        return sustained_rate(workspace, &memtrace, &scratch.path, options.rate_rounds);
     }
     let workload = compile_workload(workspace)?;
     if options.hook_only {

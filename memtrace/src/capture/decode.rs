@@ -10,6 +10,7 @@ use super::exec_image::LoadedImage;
 use crate::event::{
     Comm, Event, EventBody, ExecRecord, ExitRecord, FileRef, ForkRecord, SyscallRecord,
 };
+use crate::stacks::{StackAbi, StackSample};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -41,11 +42,8 @@ pub struct StackCapture {
     pub tid: u32,
     pub comm: Comm,
     pub abi: Abi,
-    pub ip: u64,
-    pub sp: u64,
-    pub bp: u64,
-    /// The bytes at `[sp, sp + stack.len())`.
-    pub stack: Vec<u8>,
+    /// What the unwinder reads, built here once so that no stack bytes are copied again.
+    pub sample: StackSample,
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
@@ -63,10 +61,16 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                 tid: header.tid,
                 comm: Comm(header.comm),
                 abi: Abi::from_u32(header.abi),
-                ip: sample.ip,
-                sp: sample.sp,
-                bp: sample.bp,
-                stack: sample.stack[..len].to_vec(),
+                sample: StackSample {
+                    abi: match Abi::from_u32(header.abi) {
+                        Abi::I386 => StackAbi::I386,
+                        _ => StackAbi::X86_64,
+                    },
+                    ip: sample.ip,
+                    sp: sample.sp,
+                    bp: sample.bp,
+                    stack: sample.stack[..len].to_vec(),
+                },
             }));
         }
         EventKind::Syscall => {
