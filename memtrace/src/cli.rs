@@ -324,12 +324,14 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
         backend: Some(outcome.backend.info()),
     };
     let mut pipeline = outcome.pipeline;
-    let report = report::build_named(
+    report_model(
         &pipeline.model,
         &info,
+        &ReportOptions::default(),
         &mut SymbolNames(&mut pipeline.symbolizer),
-    );
-    write_report(&report, &args.output)?;
+        &[],
+        &args.output,
+    )?;
     let recording_failed = pipeline.recording_failure();
     if let Some(failure) = &recording_failed {
         eprintln!("memtrace: {failure}");
@@ -417,16 +419,14 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         }),
         ..ReportOptions::default()
     };
-    let mut report = report::build_with(
+    report_model(
         &pipeline.model,
         &info,
         &options,
         &mut SymbolNames(&mut pipeline.symbolizer),
-    );
-    if !args.pids.is_empty() {
-        report.filter_pids(&args.pids);
-    }
-    write_report(&report, &args.output)?;
+        &args.pids,
+        &args.output,
+    )?;
     Ok(if damaged {
         ExitCode::from(2)
     } else {
@@ -574,6 +574,39 @@ impl FrameNamer for SymbolNames<'_> {
             line: frame.line,
         }
     }
+}
+
+/// The report of `model`, in every form asked for. JSON alone is streamed one process at a
+/// time: a session of a million processes is reported without holding its report, or the
+/// text of it, in memory (the footprint bench measures both ways).
+fn report_model(
+    model: &crate::model::Model,
+    info: &SessionInfo,
+    options: &ReportOptions,
+    namer: &mut dyn FrameNamer,
+    pids: &[u32],
+    output: &OutputArgs,
+) -> anyhow::Result<()> {
+    let exports = output.pprof.is_some() || output.folded.is_some() || output.html.is_some();
+    if output.format == Format::Json && !exports {
+        let mut write = |out: &mut dyn Write| {
+            report::stream::write_json(model, info, options, namer, pids, out)
+        };
+        return match &output.output {
+            Some(path) => Ok(output::write_atomic_with(path, write)?),
+            None => {
+                let mut stdout = io::BufWriter::new(io::stdout().lock());
+                write(&mut stdout)?;
+                stdout.flush()?;
+                Ok(())
+            }
+        };
+    }
+    let mut report = report::build_with(model, info, options, namer);
+    if !pids.is_empty() {
+        report.filter_pids(pids);
+    }
+    write_report(&report, output)
 }
 
 fn write_report(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
