@@ -30,6 +30,22 @@ use crate::{
 
 const MAP_ANONYMOUS: u64 = 0x20;
 
+/// One of the user registers the kernel saved, loaded straight from its `struct pt_regs`.
+///
+/// At exit `regs` is a BTF-typed pointer (the argument of `tp_btf/sys_exit` and of fexit):
+/// the verifier checks each such load against the kernel's struct. The registers are read
+/// where they are used rather than copied whole onto the stack: the copy's 168 bytes pushed
+/// sys_exit past the 512 bytes that verifiers before 6.13 allow a program's whole call chain
+/// (6.12: "combined stack size of 2 calls is 592. Too large").
+macro_rules! user_reg {
+    ($regs:expr, $field:ident) => {{
+        let regs: *const pt_regs = $regs;
+        // SAFETY: `regs` is the kernel's `struct pt_regs` as the verifier knows it (BTF), or a
+        // copy of it on the stack; either way the verifier checks the load.
+        unsafe { (*regs).$field }
+    }};
+}
+
 // These two programs run for every syscall of every process on the machine. Each first tests
 // the syscall number alone, before any map lookup, helper call or ABI read, so that a process
 // making other syscalls pays for the kernel's hook and nothing more (`cargo xtask bench`
@@ -51,10 +67,9 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     let regs: *const pt_regs = ctx.arg(0);
-    // SAFETY: the verifier knows `regs` as the kernel's `struct pt_regs` and checks this load.
-    let number = unsafe { core::ptr::read_volatile(&raw const (*regs).orig_rax) } as i64;
+    let number = user_reg!(regs, orig_rax) as i64;
     if Syscall::may_be_traced(number) {
-        exit_syscall(regs.cast(), ctx.arg(1));
+        exit_syscall(regs, ctx.arg(1));
     }
     0
 }
@@ -100,7 +115,8 @@ fn try_enter_syscall<C: EbpfContext>(
         args: [0; 6],
     };
     if matches!(syscall, Syscall::Execve | Syscall::Execveat) {
-        pending.args = read_args(&read(regs, 0)?, abi);
+        let saved: pt_regs = read(regs, 0)?;
+        pending.args = read_args(&raw const saved, abi);
     }
     match syscall {
         Syscall::Execve => park_exec_filename(&mut pending, tid, 0),
@@ -119,7 +135,7 @@ fn try_enter_syscall<C: EbpfContext>(
 
 /// The six syscall arguments from the user registers, in the ABI's register order; old_mmap's
 /// six values from the block its one argument points to.
-fn syscall_args(regs: &pt_regs, pending: &PendingSyscall) -> Result<[u64; 6], i64> {
+fn syscall_args(regs: *const pt_regs, pending: &PendingSyscall) -> Result<[u64; 6], i64> {
     let abi = Abi::from_u32(pending.abi);
     let mut args = read_args(regs, abi);
     if pending.syscall == Syscall::OldMmap as u32 {
@@ -134,19 +150,26 @@ fn syscall_args(regs: &pt_regs, pending: &PendingSyscall) -> Result<[u64; 6], i6
 }
 
 /// The six syscall arguments from the user registers, in the ABI's register order.
-fn read_args(regs: &pt_regs, abi: Abi) -> [u64; 6] {
+fn read_args(regs: *const pt_regs, abi: Abi) -> [u64; 6] {
     match abi {
         // int 0x80 / sysenter / syscall from compat mode: ebx, ecx, edx, esi, edi, ebp.
         Abi::I386 => [
-            regs.rbx & 0xffff_ffff,
-            regs.rcx & 0xffff_ffff,
-            regs.rdx & 0xffff_ffff,
-            regs.rsi & 0xffff_ffff,
-            regs.rdi & 0xffff_ffff,
-            regs.rbp & 0xffff_ffff,
+            user_reg!(regs, rbx) & 0xffff_ffff,
+            user_reg!(regs, rcx) & 0xffff_ffff,
+            user_reg!(regs, rdx) & 0xffff_ffff,
+            user_reg!(regs, rsi) & 0xffff_ffff,
+            user_reg!(regs, rdi) & 0xffff_ffff,
+            user_reg!(regs, rbp) & 0xffff_ffff,
         ],
         // The syscall instruction clobbers rcx, so the fourth argument travels in r10.
-        _ => [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9],
+        _ => [
+            user_reg!(regs, rdi),
+            user_reg!(regs, rsi),
+            user_reg!(regs, rdx),
+            user_reg!(regs, r10),
+            user_reg!(regs, r8),
+            user_reg!(regs, r9),
+        ],
     }
 }
 
@@ -169,13 +192,13 @@ fn park_exec_filename(pending: &mut PendingSyscall, tid: u32, arg: usize) {
     }
 }
 
-/// A syscall's exit, from any backend: `regs` the user registers the kernel saved, `ret` the
-/// result.
+/// A syscall's exit, from any backend: `regs` the user registers the kernel saved (BTF-typed:
+/// see [`user_reg`]), `ret` the result.
 ///
 /// Returns nothing on purpose: early returns of a `Result` from here let LLVM leave the
 /// error payload's register uninitialized, which the verifier rejects.
 #[inline(always)]
-pub fn exit_syscall(regs: KernelPtr, ret: i64) {
+pub fn exit_syscall(regs: *const pt_regs, ret: i64) {
     let (tgid, tid) = current_ids();
     let mut pending = PendingSyscall {
         syscall: 0,
@@ -185,36 +208,34 @@ pub fn exit_syscall(regs: KernelPtr, ret: i64) {
         entry_ns: 0,
         args: [0; 6],
     };
-    let Ok(saved) = read::<pt_regs>(regs, 0) else {
-        return;
-    };
+    let number = user_reg!(regs, orig_rax) as i64;
     // A parked entry means the process is traced; checking the per-CPU slot first spares the
     // common case the traced-process lookup. Either can be stale: a slot whose syscall exited
     // on another CPU, a map entry whose exit this program missed (a run it skipped while
     // another was preempted on the same CPU). Trust an entry only for the syscall this exit
     // is for, or a futex's exit would be decoded as the munmap parked before it.
     let parked = (in_flight::take_from_slot(tid, &mut pending)
-        && is_same_syscall(&pending, &saved))
+        && is_same_syscall(&pending, number))
         || (is_traced(tgid)
             && in_flight::take_from_map(tid, &mut pending)
-            && is_same_syscall(&pending, &saved));
+            && is_same_syscall(&pending, number));
     // Entry was not seen (the process was attached mid-syscall) or its record was lost (the
     // task moved to another CPU and its slot was reused): the arguments are still in the user
     // registers; only the latency is unknown.
-    if !parked && !(is_traced(tgid) && unparked_syscall(&saved, &mut pending)) {
+    if !parked && !(is_traced(tgid) && unparked_syscall(number, &mut pending)) {
         return;
     }
     let exec =
         pending.syscall == Syscall::Execve as u32 || pending.syscall == Syscall::Execveat as u32;
     if !exec {
-        match syscall_args(&saved, &pending) {
+        match syscall_args(regs, &pending) {
             Ok(args) => pending.args = args,
             Err(_) => return,
         }
     }
     if let Ok(timestamp_ns) = emit_syscall(&pending, tgid, tid, ret) {
         if wants_stack_sample(&pending, ret) {
-            emit_stack_sample(&saved, Abi::from_u32(pending.abi), tgid, tid, timestamp_ns);
+            emit_stack_sample(regs, Abi::from_u32(pending.abi), tgid, tid, timestamp_ns);
         }
     }
     if pending.flags & syscall_flags::HAS_STRING != 0 {
@@ -222,8 +243,8 @@ pub fn exit_syscall(regs: KernelPtr, ret: i64) {
     }
 }
 
-fn is_same_syscall(pending: &PendingSyscall, saved: &pt_regs) -> bool {
-    let number = saved.orig_rax as i64;
+/// Whether the parked entry is the one of the syscall `number` exits.
+fn is_same_syscall(pending: &PendingSyscall, number: i64) -> bool {
     if Syscall::from_number(Abi::from_u32(pending.abi), number)
         .is_some_and(|syscall| syscall as u32 == pending.syscall)
     {
@@ -242,9 +263,9 @@ fn is_same_syscall(pending: &PendingSyscall, saved: &pt_regs) -> bool {
 }
 
 /// A traced syscall seen only at its exit (`entry_ns` 0: unknown), into `out`.
-fn unparked_syscall(saved: &pt_regs, out: &mut PendingSyscall) -> bool {
+fn unparked_syscall(number: i64, out: &mut PendingSyscall) -> bool {
     let abi = current_abi();
-    let Some(syscall) = Syscall::from_number(abi, saved.orig_rax as i64) else {
+    let Some(syscall) = Syscall::from_number(abi, number) else {
         return false;
     };
     // execve's registers belong to the new image by now; the exec event tells about it.
@@ -280,22 +301,27 @@ fn wants_stack_sample(pending: &PendingSyscall, ret: i64) -> bool {
 /// main thread's stack may end less than a full sample above it), in the stack ring, stamped
 /// with its syscall's `timestamp_ns` so that userspace pairs the two. A full stack ring costs
 /// this sample only, counted as not sampled.
-fn emit_stack_sample(regs: &pt_regs, abi: Abi, tgid: u32, tid: u32, timestamp_ns: u64) {
+fn emit_stack_sample(regs: *const pt_regs, abi: Abi, tgid: u32, tid: u32, timestamp_ns: u64) {
     let Some(mut entry) = STACKS.reserve::<StackSampleEvent>(0) else {
         count_lost(lost_slot::STACK_NOT_SAMPLED);
         return;
     };
     let event = entry.as_mut_ptr();
+    let (ip, sp, bp) = (
+        user_reg!(regs, rip),
+        user_reg!(regs, rsp),
+        user_reg!(regs, rbp),
+    );
     // SAFETY: `event` is a reservation of a StackSampleEvent; userspace reads `len` bytes of
     // `stack`, which are written here, and every other field.
     unsafe {
         (*event).header = header(EventKind::StackSample, abi, tgid, tid);
         (*event).header.timestamp_ns = timestamp_ns;
-        (*event).ip = regs.rip;
-        (*event).sp = regs.rsp;
-        (*event).bp = regs.rbp;
+        (*event).ip = ip;
+        (*event).sp = sp;
+        (*event).bp = bp;
         (*event)._pad = 0;
-        let sp = regs.rsp as *const u8;
+        let sp = sp as *const u8;
         let stack = &mut (*event).stack;
         (*event).len = if bpf_probe_read_user_buf(sp, &mut stack[..8192]).is_ok() {
             8192
