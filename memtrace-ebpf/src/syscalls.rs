@@ -367,8 +367,8 @@ fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Resu
     };
 
     let read_at_exit = string_to_read_at_exit(pending, ret);
-    let has_string = pending.flags & syscall_flags::HAS_STRING != 0 || read_at_exit.is_some();
-    if file_fd.is_none() && !has_string {
+    let has_string = pending.flags & syscall_flags::HAS_STRING != 0 || read_at_exit != NO_STRING;
+    if file_fd == NO_FILE && !has_string {
         let mut entry = reserve::<SyscallEvent>().ok_or(0i64)?;
         entry.write(core);
         entry.submit(submit_flags());
@@ -393,16 +393,17 @@ fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Resu
             if !copied {
                 (*event).string[0] = 0;
             }
-        } else if let Some(address) = read_at_exit {
-            if bpf_probe_read_user_str_bytes(address as *const u8, &mut (*event).string).is_ok() {
+        } else if read_at_exit != NO_STRING {
+            let address = read_at_exit as *const u8;
+            if bpf_probe_read_user_str_bytes(address, &mut (*event).string).is_ok() {
                 (*event).syscall.flags |= syscall_flags::HAS_STRING;
             }
         }
         (*event).file.depth = 0;
         (*event).file.truncated = 0;
         (*event).file.inode = 0;
-        if let Some(fd) = file_fd {
-            if let Ok(file) = file_of_fd(fd) {
+        if file_fd != NO_FILE {
+            if let Ok(file) = file_of_fd(file_fd) {
                 if fill_file_path(file, &raw mut (*event).file).is_ok() {
                     (*event).syscall.flags |= syscall_flags::HAS_FILE;
                 }
@@ -414,34 +415,49 @@ fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Resu
     Ok(core.header.timestamp_ns)
 }
 
-/// The user address of a string argument that entry could not read, if it can be read now.
-/// Entry often cannot: a string literal in a page not yet faulted in is out of reach of a
-/// program that may not fault, but by exit the kernel has read it in. A successful execve's
-/// old memory is gone by exit; entry read that one (it lives on the stack).
-fn string_to_read_at_exit(pending: &PendingSyscall, ret: i64) -> Option<u64> {
+// "None" of the two functions below, as plain values rather than `Option`s: LLVM loads an
+// `Option`'s payload from the stack before testing which variant it holds, and on the `None`
+// path that slot was never written. 5.10's verifier refuses any read of unwritten stack
+// ("invalid read from stack"); later ones allow it to privileged programs.
+
+/// No string to read at exit (a null address, which could not be read anyway).
+const NO_STRING: u64 = 0;
+/// No file to name (never a descriptor: they fit in an `int`).
+const NO_FILE: u32 = u32::MAX;
+
+/// The user address of a string argument that entry could not read, if it can be read now
+/// ([`NO_STRING`] if not). Entry often cannot: a string literal in a page not yet faulted in
+/// is out of reach of a program that may not fault, but by exit the kernel has read it in. A
+/// successful execve's old memory is gone by exit; entry read that one (it lives on the
+/// stack).
+fn string_to_read_at_exit(pending: &PendingSyscall, ret: i64) -> u64 {
     if pending.flags & syscall_flags::HAS_STRING != 0 {
-        return None;
+        return NO_STRING;
     }
-    match Syscall::from_u32(pending.syscall)? {
-        Syscall::MemfdCreate => Some(pending.args[0]),
-        Syscall::Execve if ret != 0 => Some(pending.args[0]),
-        Syscall::Execveat if ret != 0 => Some(pending.args[1]),
-        _ => None,
+    match Syscall::from_u32(pending.syscall) {
+        Some(Syscall::MemfdCreate) => pending.args[0],
+        Some(Syscall::Execve) if ret != 0 => pending.args[0],
+        Some(Syscall::Execveat) if ret != 0 => pending.args[1],
+        _ => NO_STRING,
     }
 }
 
-/// The fd whose file the record should name: mmap's fd argument for a successful file
-/// mapping, or the new memfd.
-fn file_descriptor_of_interest(pending: &PendingSyscall, ret: i64) -> Option<u32> {
+/// The fd whose file the record should name ([`NO_FILE`] if none): mmap's fd argument for a
+/// successful file mapping, or the new memfd.
+fn file_descriptor_of_interest(pending: &PendingSyscall, ret: i64) -> u32 {
     if (-4095..0).contains(&ret) {
-        return None;
+        return NO_FILE;
     }
-    match Syscall::from_u32(pending.syscall)? {
-        Syscall::Mmap | Syscall::Mmap2 | Syscall::OldMmap => {
+    match Syscall::from_u32(pending.syscall) {
+        Some(Syscall::Mmap | Syscall::Mmap2 | Syscall::OldMmap) => {
             let fd = pending.args[4] as u32 as i32;
-            (pending.args[3] & MAP_ANONYMOUS == 0 && fd >= 0).then_some(fd as u32)
+            if pending.args[3] & MAP_ANONYMOUS == 0 && fd >= 0 {
+                fd as u32
+            } else {
+                NO_FILE
+            }
         }
-        Syscall::MemfdCreate => Some(ret as u32),
-        _ => None,
+        Some(Syscall::MemfdCreate) => ret as u32,
+        _ => NO_FILE,
     }
 }

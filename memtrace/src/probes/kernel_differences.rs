@@ -22,6 +22,14 @@
 //! - 6.1's verifier prunes far less across calls to subprograms: the exit programs are one
 //!   inlined frame (syscalls.rs `exit_syscall`: sys_exit loads in 15 s under emulation instead
 //!   of 41 s, the fentry backend in about 4 minutes instead of 10). Not a switch.
+//! - 5.10's verifier refuses any read of stack never written, even one whose value is then
+//!   unused (later kernels allow it to privileged programs): LLVM reads an `Option`'s payload
+//!   before testing it, so the exit path passes "none" as plain sentinel values (syscalls.rs
+//!   `NO_FILE`, `NO_STRING`). Not a switch.
+//! - 5.10's BTF describes the `struct pt_regs *` argument of some syscall functions
+//!   (`__x64_sys_mprotect`) as a forward declaration, so an fentry program may not read it
+//!   ("arg0 type FWD is not a struct"): the fentry backend does not load and `auto` uses the
+//!   raw tracepoints, saying why in the report (backend.rs).
 
 use super::btf::Btf;
 
