@@ -34,6 +34,18 @@ pub const DEFAULT_RING_BUFFER_BYTES: u32 = 8 << 20;
 /// ([`lost_slot::STACK_NOT_SAMPLED`]), and the event it belonged to is delivered all the same.
 pub const STACK_RING_BYTES: u32 = 8 << 20;
 
+/// The error a syscall's return value carries, if any. The kernel reserves the top 4095
+/// values (`-MAX_ERRNO..0`) for errors; every other value is a result (an mmap address above
+/// 2^63 is one). Both sides decide failure with this one test.
+#[inline(always)]
+pub const fn syscall_errno(ret: i64) -> Option<i32> {
+    if ret < 0 && ret >= -4095 {
+        Some(-ret as i32)
+    } else {
+        None
+    }
+}
+
 /// The ABI of the task that made a syscall, as the kernel decides it (TS_COMPAT), not as the
 /// program's ELF class suggests.
 #[repr(u32)]
@@ -171,6 +183,7 @@ impl Syscall {
 /// Starts every record in the ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct EventHeader {
     /// An [`EventKind`].
     pub kind: u32,
@@ -189,6 +202,7 @@ pub struct EventHeader {
 /// component marks a mount crossing and is not part of the path.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct FilePath {
     pub inode: u64,
     /// How many slots of `components` are filled.
@@ -209,6 +223,7 @@ pub mod syscall_flags {
 /// One completed syscall: its arguments at entry and its result at exit.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct SyscallEvent {
     pub header: EventHeader,
     /// A [`Syscall`].
@@ -228,6 +243,7 @@ pub struct SyscallEvent {
 /// apart from [`SyscallEvent`] so the common anonymous mmap/munmap stays small in the ring.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct SyscallDetailEvent {
     pub syscall: SyscallEvent,
     pub string: [u8; PATH_LEN],
@@ -239,6 +255,7 @@ pub struct SyscallDetailEvent {
 /// `timestamp_ns` is that of the syscall's own record, which is how userspace pairs them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct StackSampleEvent {
     pub header: EventHeader,
     /// Where the syscall returns to, and the stack and frame pointers at that point.
@@ -256,6 +273,7 @@ pub struct StackSampleEvent {
 /// check that an exit of another syscall never takes it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct PendingSyscall {
     /// A [`Syscall`].
     pub syscall: u32,
@@ -278,6 +296,7 @@ pub mod fork_flags {
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct ForkEvent {
     /// The parent's identity is in the header.
     pub header: EventHeader,
@@ -292,6 +311,7 @@ pub struct ForkEvent {
 /// `linux_binprm` at `sched_process_exec`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct ExecEvent {
     pub header: EventHeader,
     /// The tid that called exec (a non-leader thread's exec takes over the tgid).
@@ -329,6 +349,7 @@ pub struct ExecEvent {
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct ExitEvent {
     pub header: EventHeader,
     /// `task_struct.exit_code`: wait status (code << 8, or the signal).
@@ -446,47 +467,21 @@ mod pod {
     unsafe impl aya::Pod for ProbeConfig {}
 }
 
-/// Reads a `#[repr(C)]` record out of raw ring-buffer bytes without assuming alignment.
-/// Returns `None` when the bytes are too short.
+/// Reads a record out of raw ring-buffer bytes without assuming alignment; `None` when the
+/// bytes are too short. The `Pod` derive checks at compile time that a record has no padding
+/// and no field that some bit pattern would make invalid.
 #[cfg(feature = "user")]
-pub fn read_record<T: Copy + RecordBytes>(bytes: &[u8]) -> Option<T> {
-    if bytes.len() < core::mem::size_of::<T>() {
-        return None;
-    }
-    // SAFETY: length checked above; `T` is one of this crate's plain-old-data records
-    // (sealed by `RecordBytes`), valid for any bit pattern; the read is unaligned-safe.
-    Some(unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+pub fn read_record<T: bytemuck::Pod>(bytes: &[u8]) -> Option<T> {
+    bytes
+        .get(..core::mem::size_of::<T>())
+        .map(bytemuck::pod_read_unaligned)
 }
 
 /// The bytes of a record, as the kernel side would write them (tests and tools build records
 /// with this).
 #[cfg(feature = "user")]
-pub fn record_as_bytes<T: Copy + RecordBytes>(value: &T) -> &[u8] {
-    // SAFETY: `T` is plain-old-data (sealed by `RecordBytes`) with explicit padding fields, so
-    // all of its bytes are initialised; the slice borrows `value`.
-    unsafe {
-        core::slice::from_raw_parts((value as *const T).cast::<u8>(), core::mem::size_of::<T>())
-    }
-}
-
-/// Marks the records that may be read from raw bytes: plain-old-data only.
-///
-/// # Safety
-/// Implementors must be `#[repr(C)]` and valid for every bit pattern.
-#[cfg(feature = "user")]
-pub unsafe trait RecordBytes {}
-#[cfg(feature = "user")]
-mod record_bytes {
-    use super::*;
-    // SAFETY: all of these are `#[repr(C)]` integers and byte arrays.
-    unsafe impl RecordBytes for EventHeader {}
-    unsafe impl RecordBytes for SyscallEvent {}
-    unsafe impl RecordBytes for SyscallDetailEvent {}
-    unsafe impl RecordBytes for ForkEvent {}
-    unsafe impl RecordBytes for ExecEvent {}
-    unsafe impl RecordBytes for ExitEvent {}
-    unsafe impl RecordBytes for StackSampleEvent {}
-    unsafe impl RecordBytes for PendingSyscall {}
+pub fn record_as_bytes<T: bytemuck::Pod>(value: &T) -> &[u8] {
+    bytemuck::bytes_of(value)
 }
 
 #[cfg(test)]

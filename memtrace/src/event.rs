@@ -145,12 +145,7 @@ impl SyscallRecord {
 
     /// The error, if the result is in the kernel's -errno range.
     pub fn errno(&self) -> Option<i32> {
-        // The kernel reserves the top 4095 values for errors; everything else is a result.
-        if (-4095..0).contains(&self.ret) {
-            Some(-self.ret as i32)
-        } else {
-            None
-        }
+        memtrace_common::syscall_errno(self.ret)
     }
 }
 
@@ -252,12 +247,14 @@ pub struct SnapshotRegion {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotRecord {
     pub regions: Vec<SnapshotRegion>,
-    /// The kernel's `start_brk` and `brk` for the process (from `/proc/PID/stat`).
+    /// The kernel's `start_brk` (field 47 of `/proc/PID/stat`).
     pub start_brk: u64,
+    /// The break: the end of the `[heap]` line of `/proc/PID/maps` (the kernel does not
+    /// publish it; the heap ends at it, page-aligned), `start_brk` without a heap.
     pub brk: u64,
-    /// The process's parent, from `/proc/PID/status`.
+    /// The process's parent (field 4 of `/proc/PID/stat`).
     pub ppid: u32,
-    /// `/proc/PID/exe`.
+    /// The target of `/proc/PID/exe`, as the process names it (from its own root).
     pub exe: String,
     /// The process's open fds that refer to memfds (from `/proc/PID/fd`), so that a memfd
     /// mapping found at attach can tell whether its fd was closed.

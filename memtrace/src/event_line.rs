@@ -133,9 +133,7 @@ fn syscall(call: &SyscallRecord) -> String {
 
 fn result(call: &SyscallRecord) -> String {
     if let Some(errno) = call.errno() {
-        let description = std::io::Error::from_raw_os_error(errno).to_string();
-        // std appends " (os error N)"; strace users expect just the C library's text.
-        let description = description.split(" (os error").next().unwrap_or_default();
+        let description = nix::errno::Errno::from_raw(errno).desc();
         return format!("-1 {} ({description})", errno_name(errno));
     }
     match call.syscall {
@@ -225,38 +223,12 @@ fn mremap_flags(flags: u64) -> String {
     }
 }
 
+/// `ENOMEM` for 12, as strace prints it; `E4096` for a number libc has no name for.
 pub fn errno_name(errno: i32) -> String {
-    let name = match errno {
-        1 => "EPERM",
-        2 => "ENOENT",
-        3 => "ESRCH",
-        4 => "EINTR",
-        5 => "EIO",
-        7 => "E2BIG",
-        8 => "ENOEXEC",
-        9 => "EBADF",
-        11 => "EAGAIN",
-        12 => "ENOMEM",
-        13 => "EACCES",
-        14 => "EFAULT",
-        16 => "EBUSY",
-        17 => "EEXIST",
-        19 => "ENODEV",
-        20 => "ENOTDIR",
-        21 => "EISDIR",
-        22 => "EINVAL",
-        23 => "ENFILE",
-        24 => "EMFILE",
-        26 => "ETXTBSY",
-        27 => "EFBIG",
-        28 => "ENOSPC",
-        36 => "ENAMETOOLONG",
-        38 => "ENOSYS",
-        40 => "ELOOP",
-        75 => "EOVERFLOW",
-        _ => return format!("E{errno}"),
-    };
-    name.to_string()
+    match nix::errno::Errno::from_raw(errno) {
+        nix::errno::Errno::UnknownErrno => format!("E{errno}"),
+        known => format!("{known:?}"),
+    }
 }
 
 fn signal_name(signal: i32) -> String {
@@ -270,6 +242,13 @@ fn signal_name(signal: i32) -> String {
 mod tests {
     use super::*;
     use crate::event::Comm;
+
+    #[test]
+    fn errno_names_are_libc_names() {
+        assert_eq!(errno_name(12), "ENOMEM");
+        assert_eq!(errno_name(133), "EHWPOISON");
+        assert_eq!(errno_name(4000), "E4000");
+    }
 
     fn syscall_event(abi: Abi, syscall: Syscall, args: [u64; 6], ret: i64) -> Event {
         Event {

@@ -379,8 +379,15 @@ impl Model {
     /// A stack follows the syscall it belongs to: it goes to the regions that syscall of the
     /// same thread created.
     fn attach_stack(&mut self, event: &Event, frames: &[u64]) {
-        let Some(id) = self.process_for(event, Birth::Lazy) else {
-            return;
+        // A sample read after its process's exit record still names a syscall made before the
+        // exit (samples travel in a ring of their own, read at another moment): it belongs to
+        // the exited process, whose regions are kept for the report.
+        let id = match self.lookup(event.pid, event.time_ns) {
+            Lookup::Late(id) => id,
+            _ => match self.process_for(event, Birth::Lazy) {
+                Some(id) => id,
+                None => return,
+            },
         };
         let process = &self.processes[id];
         let Some((tid, last_ns)) = process.last_creation else {

@@ -207,9 +207,11 @@ pub fn kmem_layout(btf: &Btf) -> Result<KmemLayout, ProbeError> {
 }
 
 fn page_size() -> u32 {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u32::try_from(size).unwrap_or(4096)
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|size| u32::try_from(size).ok())
+        .unwrap_or(4096)
 }
 
 /// Kernel mode's loaded and attached programs. Dropping it detaches everything.

@@ -234,6 +234,7 @@ impl<W: RecordingSink> RecordingWriter<W> {
     }
 
     /// Events accepted so far.
+    #[cfg(test)]
     pub fn events_written(&self) -> u64 {
         self.events
     }

@@ -433,3 +433,30 @@ fn an_exec_event_names_the_abi_it_was_called_from() {
     assert_eq!((exec.from_abi, exec.to_abi), (Abi::I386, Abi::X86_64));
     assert_eq!(process.abi(), Abi::X86_64);
 }
+
+/// Samples have a ring of their own, so one can be read after its process's exit record
+/// (a short program exits before the reader's next look at the sample ring): it still goes
+/// to the region its syscall created.
+#[test]
+fn a_stack_read_after_its_process_exit_still_names_its_region() {
+    let mut feed = Feed::new();
+    feed.mmap_anon(PARENT, A, 16 * PAGE, RW);
+    let mmap_ns = feed.time_ns;
+    feed.mmap_anon(PARENT, A + 0x100000, PAGE, RW)
+        .exit(PARENT, 0);
+    let sample = Event {
+        time_ns: mmap_ns,
+        pid: PARENT,
+        tid: PARENT,
+        comm: Comm::from_str_lossy("test"),
+        abi: Abi::X86_64,
+        body: EventBody::Stack(crate::event::StackRecord {
+            frames: vec![0x401000, 0x402000],
+        }),
+    };
+    feed.model.apply(&sample);
+    let process = feed.model.process(PARENT).unwrap();
+    let stacked = |at| process.layout().region_at(at).unwrap().stack.is_some();
+    assert!(stacked(A));
+    assert!(!stacked(A + 0x100000));
+}
