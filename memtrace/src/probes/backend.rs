@@ -134,10 +134,17 @@ pub fn attach_syscalls(
     btf: &Btf,
     choice: BackendChoice,
 ) -> Result<Attached, ProbeError> {
+    let attach_fentry = |ebpf: &mut Ebpf| {
+        attach_fentry(ebpf, btf).inspect_err(|error| {
+            if let Some(log) = &error.verifier_log {
+                log::debug!("fentry backend: {error}; the verifier's log:\n{log}");
+            }
+        })
+    };
     match choice {
-        BackendChoice::Fentry => attach_fentry(ebpf, btf).map_err(ProbeError::Fentry)?,
+        BackendChoice::Fentry => attach_fentry(ebpf).map_err(ProbeError::Fentry)?,
         BackendChoice::RawTracepoint => attach_raw_tracepoints(ebpf, btf)?,
-        BackendChoice::Auto => match attach_fentry(ebpf, btf) {
+        BackendChoice::Auto => match attach_fentry(ebpf) {
             Ok(()) => {}
             Err(reason) => {
                 detach_fentry(ebpf);
