@@ -69,7 +69,7 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     let regs: *const pt_regs = ctx.arg(0);
     let number = user_reg!(regs, orig_rax) as i64;
     if Syscall::may_be_traced(number) {
-        exit_syscall(regs, ctx.arg(1));
+        exit_syscall(regs, number, ctx.arg(1), current_abi);
     }
     0
 }
@@ -193,7 +193,12 @@ fn park_exec_filename(pending: &mut PendingSyscall, tid: u32, arg: usize) {
 }
 
 /// A syscall's exit, from any backend: `regs` the user registers the kernel saved (BTF-typed:
-/// see [`user_reg`]), `ret` the result.
+/// see [`user_reg`]), `number` the syscall's number in the ABI `abi()` says (called only for
+/// a syscall whose entry was not seen), `ret` the result.
+///
+/// An fexit program knows its syscall and ABI: given them as constants, the compiler keeps
+/// of this function only that syscall's path, so each fexit program is small and quick to
+/// verify; the tracepoint passes what the registers and the task say.
 ///
 /// Returns nothing on purpose: early returns of a `Result` from here let LLVM leave the
 /// error payload's register uninitialized, which the verifier rejects.
@@ -205,7 +210,7 @@ fn park_exec_filename(pending: &mut PendingSyscall, tid: u32, arg: usize) {
 /// pruning of equivalent states: as calls, sys_exit cost it 800k of its 1M-instruction budget
 /// (41 s to load under emulation, each fexit program as much); inlined, 15 s.
 #[inline(always)]
-pub fn exit_syscall(regs: *const pt_regs, ret: i64) {
+pub fn exit_syscall(regs: *const pt_regs, number: i64, ret: i64, abi: impl FnOnce() -> Abi) {
     let (tgid, tid) = current_ids();
     let mut pending = PendingSyscall {
         syscall: 0,
@@ -215,7 +220,6 @@ pub fn exit_syscall(regs: *const pt_regs, ret: i64) {
         entry_ns: 0,
         args: [0; 6],
     };
-    let number = user_reg!(regs, orig_rax) as i64;
     // A parked entry means the process is traced; checking the per-CPU slot first spares the
     // common case the traced-process lookup. Either can be stale: a slot whose syscall exited
     // on another CPU, a map entry whose exit this program missed (a run it skipped while
@@ -229,7 +233,7 @@ pub fn exit_syscall(regs: *const pt_regs, ret: i64) {
     // Entry was not seen (the process was attached mid-syscall) or its record was lost (the
     // task moved to another CPU and its slot was reused): the arguments are still in the user
     // registers; only the latency is unknown.
-    if !parked && !(is_traced(tgid) && unparked_syscall(number, &mut pending)) {
+    if !parked && !(is_traced(tgid) && unparked_syscall(number, abi(), &mut pending)) {
         return;
     }
     let exec =
@@ -270,8 +274,7 @@ fn is_same_syscall(pending: &PendingSyscall, number: i64) -> bool {
 }
 
 /// A traced syscall seen only at its exit (`entry_ns` 0: unknown), into `out`.
-fn unparked_syscall(number: i64, out: &mut PendingSyscall) -> bool {
-    let abi = current_abi();
+fn unparked_syscall(number: i64, abi: Abi, out: &mut PendingSyscall) -> bool {
     let Some(syscall) = Syscall::from_number(abi, number) else {
         return false;
     };
