@@ -30,7 +30,7 @@ macro_rules! syscall_function {
 
         #[fexit(function = $function)]
         pub fn $exit(ctx: FExitContext) -> i32 {
-            exit_syscall(ctx.arg(0), ctx.arg(1));
+            exit_syscall(ctx.arg(0), $number, ctx.arg(1), || Abi::$abi);
             0
         }
     )*};

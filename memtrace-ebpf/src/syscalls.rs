@@ -30,6 +30,22 @@ use crate::{
 
 const MAP_ANONYMOUS: u64 = 0x20;
 
+/// One of the user registers the kernel saved, loaded straight from its `struct pt_regs`.
+///
+/// At exit `regs` is a BTF-typed pointer (the argument of `tp_btf/sys_exit` and of fexit):
+/// the verifier checks each such load against the kernel's struct. The registers are read
+/// where they are used rather than copied whole onto the stack: the copy's 168 bytes pushed
+/// sys_exit past the 512 bytes that verifiers before 6.13 allow a program's whole call chain
+/// (6.12: "combined stack size of 2 calls is 592. Too large").
+macro_rules! user_reg {
+    ($regs:expr, $field:ident) => {{
+        let regs: *const pt_regs = $regs;
+        // SAFETY: `regs` is the kernel's `struct pt_regs` as the verifier knows it (BTF), or a
+        // copy of it on the stack; either way the verifier checks the load.
+        unsafe { (*regs).$field }
+    }};
+}
+
 // These two programs run for every syscall of every process on the machine. Each first tests
 // the syscall number alone, before any map lookup, helper call or ABI read, so that a process
 // making other syscalls pays for the kernel's hook and nothing more (`cargo xtask bench`
@@ -51,10 +67,9 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
 #[btf_tracepoint(function = "sys_exit")]
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     let regs: *const pt_regs = ctx.arg(0);
-    // SAFETY: the verifier knows `regs` as the kernel's `struct pt_regs` and checks this load.
-    let number = unsafe { core::ptr::read_volatile(&raw const (*regs).orig_rax) } as i64;
+    let number = user_reg!(regs, orig_rax) as i64;
     if Syscall::may_be_traced(number) {
-        exit_syscall(regs.cast(), ctx.arg(1));
+        exit_syscall(regs, number, ctx.arg(1), current_abi);
     }
     0
 }
@@ -100,7 +115,8 @@ fn try_enter_syscall<C: EbpfContext>(
         args: [0; 6],
     };
     if matches!(syscall, Syscall::Execve | Syscall::Execveat) {
-        pending.args = read_args(&read(regs, 0)?, abi);
+        let saved: pt_regs = read(regs, 0)?;
+        pending.args = read_args(&raw const saved, abi);
     }
     match syscall {
         Syscall::Execve => park_exec_filename(&mut pending, tid, 0),
@@ -119,7 +135,7 @@ fn try_enter_syscall<C: EbpfContext>(
 
 /// The six syscall arguments from the user registers, in the ABI's register order; old_mmap's
 /// six values from the block its one argument points to.
-fn syscall_args(regs: &pt_regs, pending: &PendingSyscall) -> Result<[u64; 6], i64> {
+fn syscall_args(regs: *const pt_regs, pending: &PendingSyscall) -> Result<[u64; 6], i64> {
     let abi = Abi::from_u32(pending.abi);
     let mut args = read_args(regs, abi);
     if pending.syscall == Syscall::OldMmap as u32 {
@@ -134,19 +150,26 @@ fn syscall_args(regs: &pt_regs, pending: &PendingSyscall) -> Result<[u64; 6], i6
 }
 
 /// The six syscall arguments from the user registers, in the ABI's register order.
-fn read_args(regs: &pt_regs, abi: Abi) -> [u64; 6] {
+fn read_args(regs: *const pt_regs, abi: Abi) -> [u64; 6] {
     match abi {
         // int 0x80 / sysenter / syscall from compat mode: ebx, ecx, edx, esi, edi, ebp.
         Abi::I386 => [
-            regs.rbx & 0xffff_ffff,
-            regs.rcx & 0xffff_ffff,
-            regs.rdx & 0xffff_ffff,
-            regs.rsi & 0xffff_ffff,
-            regs.rdi & 0xffff_ffff,
-            regs.rbp & 0xffff_ffff,
+            user_reg!(regs, rbx) & 0xffff_ffff,
+            user_reg!(regs, rcx) & 0xffff_ffff,
+            user_reg!(regs, rdx) & 0xffff_ffff,
+            user_reg!(regs, rsi) & 0xffff_ffff,
+            user_reg!(regs, rdi) & 0xffff_ffff,
+            user_reg!(regs, rbp) & 0xffff_ffff,
         ],
         // The syscall instruction clobbers rcx, so the fourth argument travels in r10.
-        _ => [regs.rdi, regs.rsi, regs.rdx, regs.r10, regs.r8, regs.r9],
+        _ => [
+            user_reg!(regs, rdi),
+            user_reg!(regs, rsi),
+            user_reg!(regs, rdx),
+            user_reg!(regs, r10),
+            user_reg!(regs, r8),
+            user_reg!(regs, r9),
+        ],
     }
 }
 
@@ -169,13 +192,25 @@ fn park_exec_filename(pending: &mut PendingSyscall, tid: u32, arg: usize) {
     }
 }
 
-/// A syscall's exit, from any backend: `regs` the user registers the kernel saved, `ret` the
-/// result.
+/// A syscall's exit, from any backend: `regs` the user registers the kernel saved (BTF-typed:
+/// see [`user_reg`]), `number` the syscall's number in the ABI `abi()` says (called only for
+/// a syscall whose entry was not seen), `ret` the result.
+///
+/// An fexit program knows its syscall and ABI: given them as constants, the compiler keeps
+/// of this function only that syscall's path, so each fexit program is small and quick to
+/// verify; the tracepoint passes what the registers and the task say.
 ///
 /// Returns nothing on purpose: early returns of a `Result` from here let LLVM leave the
 /// error payload's register uninitialized, which the verifier rejects.
+///
+/// Everything it calls that carries real work is inlined too (`#[inline(always)]` on
+/// `emit_syscall`, `emit_stack_sample`, `fill_file_path`, `Syscall::from_number`): one frame
+/// of 240 bytes rather than a chain of calls. 6.1's verifier stops tracking which values
+/// matter at a call to a subprogram and treats them all as mattering, which defeats its
+/// pruning of equivalent states: as calls, sys_exit cost it 800k of its 1M-instruction budget
+/// (41 s to load under emulation, each fexit program as much); inlined, 15 s.
 #[inline(always)]
-pub fn exit_syscall(regs: KernelPtr, ret: i64) {
+pub fn exit_syscall(regs: *const pt_regs, number: i64, ret: i64, abi: impl FnOnce() -> Abi) {
     let (tgid, tid) = current_ids();
     let mut pending = PendingSyscall {
         syscall: 0,
@@ -185,36 +220,33 @@ pub fn exit_syscall(regs: KernelPtr, ret: i64) {
         entry_ns: 0,
         args: [0; 6],
     };
-    let Ok(saved) = read::<pt_regs>(regs, 0) else {
-        return;
-    };
     // A parked entry means the process is traced; checking the per-CPU slot first spares the
     // common case the traced-process lookup. Either can be stale: a slot whose syscall exited
     // on another CPU, a map entry whose exit this program missed (a run it skipped while
     // another was preempted on the same CPU). Trust an entry only for the syscall this exit
     // is for, or a futex's exit would be decoded as the munmap parked before it.
     let parked = (in_flight::take_from_slot(tid, &mut pending)
-        && is_same_syscall(&pending, &saved))
+        && is_same_syscall(&pending, number))
         || (is_traced(tgid)
             && in_flight::take_from_map(tid, &mut pending)
-            && is_same_syscall(&pending, &saved));
+            && is_same_syscall(&pending, number));
     // Entry was not seen (the process was attached mid-syscall) or its record was lost (the
     // task moved to another CPU and its slot was reused): the arguments are still in the user
     // registers; only the latency is unknown.
-    if !parked && !(is_traced(tgid) && unparked_syscall(&saved, &mut pending)) {
+    if !parked && !(is_traced(tgid) && unparked_syscall(number, abi(), &mut pending)) {
         return;
     }
     let exec =
         pending.syscall == Syscall::Execve as u32 || pending.syscall == Syscall::Execveat as u32;
     if !exec {
-        match syscall_args(&saved, &pending) {
+        match syscall_args(regs, &pending) {
             Ok(args) => pending.args = args,
             Err(_) => return,
         }
     }
     if let Ok(timestamp_ns) = emit_syscall(&pending, tgid, tid, ret) {
         if wants_stack_sample(&pending, ret) {
-            emit_stack_sample(&saved, Abi::from_u32(pending.abi), tgid, tid, timestamp_ns);
+            emit_stack_sample(regs, Abi::from_u32(pending.abi), tgid, tid, timestamp_ns);
         }
     }
     if pending.flags & syscall_flags::HAS_STRING != 0 {
@@ -222,8 +254,8 @@ pub fn exit_syscall(regs: KernelPtr, ret: i64) {
     }
 }
 
-fn is_same_syscall(pending: &PendingSyscall, saved: &pt_regs) -> bool {
-    let number = saved.orig_rax as i64;
+/// Whether the parked entry is the one of the syscall `number` exits.
+fn is_same_syscall(pending: &PendingSyscall, number: i64) -> bool {
     if Syscall::from_number(Abi::from_u32(pending.abi), number)
         .is_some_and(|syscall| syscall as u32 == pending.syscall)
     {
@@ -242,9 +274,8 @@ fn is_same_syscall(pending: &PendingSyscall, saved: &pt_regs) -> bool {
 }
 
 /// A traced syscall seen only at its exit (`entry_ns` 0: unknown), into `out`.
-fn unparked_syscall(saved: &pt_regs, out: &mut PendingSyscall) -> bool {
-    let abi = current_abi();
-    let Some(syscall) = Syscall::from_number(abi, saved.orig_rax as i64) else {
+fn unparked_syscall(number: i64, abi: Abi, out: &mut PendingSyscall) -> bool {
+    let Some(syscall) = Syscall::from_number(abi, number) else {
         return false;
     };
     // execve's registers belong to the new image by now; the exec event tells about it.
@@ -280,22 +311,29 @@ fn wants_stack_sample(pending: &PendingSyscall, ret: i64) -> bool {
 /// main thread's stack may end less than a full sample above it), in the stack ring, stamped
 /// with its syscall's `timestamp_ns` so that userspace pairs the two. A full stack ring costs
 /// this sample only, counted as not sampled.
-fn emit_stack_sample(regs: &pt_regs, abi: Abi, tgid: u32, tid: u32, timestamp_ns: u64) {
+/// Inlined: see [`exit_syscall`].
+#[inline(always)]
+fn emit_stack_sample(regs: *const pt_regs, abi: Abi, tgid: u32, tid: u32, timestamp_ns: u64) {
     let Some(mut entry) = STACKS.reserve::<StackSampleEvent>(0) else {
         count_lost(lost_slot::STACK_NOT_SAMPLED);
         return;
     };
     let event = entry.as_mut_ptr();
+    let (ip, sp, bp) = (
+        user_reg!(regs, rip),
+        user_reg!(regs, rsp),
+        user_reg!(regs, rbp),
+    );
     // SAFETY: `event` is a reservation of a StackSampleEvent; userspace reads `len` bytes of
     // `stack`, which are written here, and every other field.
     unsafe {
         (*event).header = header(EventKind::StackSample, abi, tgid, tid);
         (*event).header.timestamp_ns = timestamp_ns;
-        (*event).ip = regs.rip;
-        (*event).sp = regs.rsp;
-        (*event).bp = regs.rbp;
+        (*event).ip = ip;
+        (*event).sp = sp;
+        (*event).bp = bp;
         (*event)._pad = 0;
-        let sp = regs.rsp as *const u8;
+        let sp = sp as *const u8;
         let stack = &mut (*event).stack;
         (*event).len = if bpf_probe_read_user_buf(sp, &mut stack[..8192]).is_ok() {
             8192
@@ -317,6 +355,8 @@ fn emit_stack_sample(regs: &pt_regs, abi: Abi, tgid: u32, tid: u32, timestamp_ns
 }
 
 /// Emits the syscall's record; returns its timestamp, for a stack sample to name it by.
+/// Inlined: see [`exit_syscall`].
+#[inline(always)]
 fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Result<u64, i64> {
     let abi = Abi::from_u32(pending.abi);
     let file_fd = file_descriptor_of_interest(pending, ret);
@@ -330,8 +370,8 @@ fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Resu
     };
 
     let read_at_exit = string_to_read_at_exit(pending, ret);
-    let has_string = pending.flags & syscall_flags::HAS_STRING != 0 || read_at_exit.is_some();
-    if file_fd.is_none() && !has_string {
+    let has_string = pending.flags & syscall_flags::HAS_STRING != 0 || read_at_exit != NO_STRING;
+    if file_fd == NO_FILE && !has_string {
         let mut entry = reserve::<SyscallEvent>().ok_or(0i64)?;
         entry.write(core);
         entry.submit(submit_flags());
@@ -356,16 +396,17 @@ fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Resu
             if !copied {
                 (*event).string[0] = 0;
             }
-        } else if let Some(address) = read_at_exit {
-            if bpf_probe_read_user_str_bytes(address as *const u8, &mut (*event).string).is_ok() {
+        } else if read_at_exit != NO_STRING {
+            let address = read_at_exit as *const u8;
+            if bpf_probe_read_user_str_bytes(address, &mut (*event).string).is_ok() {
                 (*event).syscall.flags |= syscall_flags::HAS_STRING;
             }
         }
         (*event).file.depth = 0;
         (*event).file.truncated = 0;
         (*event).file.inode = 0;
-        if let Some(fd) = file_fd {
-            if let Ok(file) = file_of_fd(fd) {
+        if file_fd != NO_FILE {
+            if let Ok(file) = file_of_fd(file_fd) {
                 if fill_file_path(file, &raw mut (*event).file).is_ok() {
                     (*event).syscall.flags |= syscall_flags::HAS_FILE;
                 }
@@ -377,34 +418,49 @@ fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Resu
     Ok(core.header.timestamp_ns)
 }
 
-/// The user address of a string argument that entry could not read, if it can be read now.
-/// Entry often cannot: a string literal in a page not yet faulted in is out of reach of a
-/// program that may not fault, but by exit the kernel has read it in. A successful execve's
-/// old memory is gone by exit; entry read that one (it lives on the stack).
-fn string_to_read_at_exit(pending: &PendingSyscall, ret: i64) -> Option<u64> {
+// "None" of the two functions below, as plain values rather than `Option`s: LLVM loads an
+// `Option`'s payload from the stack before testing which variant it holds, and on the `None`
+// path that slot was never written. 5.10's verifier refuses any read of unwritten stack
+// ("invalid read from stack"); later ones allow it to privileged programs.
+
+/// No string to read at exit (a null address, which could not be read anyway).
+const NO_STRING: u64 = 0;
+/// No file to name (never a descriptor: they fit in an `int`).
+const NO_FILE: u32 = u32::MAX;
+
+/// The user address of a string argument that entry could not read, if it can be read now
+/// ([`NO_STRING`] if not). Entry often cannot: a string literal in a page not yet faulted in
+/// is out of reach of a program that may not fault, but by exit the kernel has read it in. A
+/// successful execve's old memory is gone by exit; entry read that one (it lives on the
+/// stack).
+fn string_to_read_at_exit(pending: &PendingSyscall, ret: i64) -> u64 {
     if pending.flags & syscall_flags::HAS_STRING != 0 {
-        return None;
+        return NO_STRING;
     }
-    match Syscall::from_u32(pending.syscall)? {
-        Syscall::MemfdCreate => Some(pending.args[0]),
-        Syscall::Execve if ret != 0 => Some(pending.args[0]),
-        Syscall::Execveat if ret != 0 => Some(pending.args[1]),
-        _ => None,
+    match Syscall::from_u32(pending.syscall) {
+        Some(Syscall::MemfdCreate) => pending.args[0],
+        Some(Syscall::Execve) if ret != 0 => pending.args[0],
+        Some(Syscall::Execveat) if ret != 0 => pending.args[1],
+        _ => NO_STRING,
     }
 }
 
-/// The fd whose file the record should name: mmap's fd argument for a successful file
-/// mapping, or the new memfd.
-fn file_descriptor_of_interest(pending: &PendingSyscall, ret: i64) -> Option<u32> {
+/// The fd whose file the record should name ([`NO_FILE`] if none): mmap's fd argument for a
+/// successful file mapping, or the new memfd.
+fn file_descriptor_of_interest(pending: &PendingSyscall, ret: i64) -> u32 {
     if (-4095..0).contains(&ret) {
-        return None;
+        return NO_FILE;
     }
-    match Syscall::from_u32(pending.syscall)? {
-        Syscall::Mmap | Syscall::Mmap2 | Syscall::OldMmap => {
+    match Syscall::from_u32(pending.syscall) {
+        Some(Syscall::Mmap | Syscall::Mmap2 | Syscall::OldMmap) => {
             let fd = pending.args[4] as u32 as i32;
-            (pending.args[3] & MAP_ANONYMOUS == 0 && fd >= 0).then_some(fd as u32)
+            if pending.args[3] & MAP_ANONYMOUS == 0 && fd >= 0 {
+                fd as u32
+            } else {
+                NO_FILE
+            }
         }
-        Syscall::MemfdCreate => Some(ret as u32),
-        _ => None,
+        Some(Syscall::MemfdCreate) => ret as u32,
+        _ => NO_FILE,
     }
 }

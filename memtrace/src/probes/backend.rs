@@ -134,10 +134,17 @@ pub fn attach_syscalls(
     btf: &Btf,
     choice: BackendChoice,
 ) -> Result<Attached, ProbeError> {
+    let attach_fentry = |ebpf: &mut Ebpf| {
+        attach_fentry(ebpf, btf).inspect_err(|error| {
+            if let Some(log) = &error.verifier_log {
+                log::debug!("fentry backend: {error}; the verifier's log:\n{log}");
+            }
+        })
+    };
     match choice {
-        BackendChoice::Fentry => attach_fentry(ebpf, btf).map_err(ProbeError::Fentry)?,
+        BackendChoice::Fentry => attach_fentry(ebpf).map_err(ProbeError::Fentry)?,
         BackendChoice::RawTracepoint => attach_raw_tracepoints(ebpf, btf)?,
-        BackendChoice::Auto => match attach_fentry(ebpf, btf) {
+        BackendChoice::Auto => match attach_fentry(ebpf) {
             Ok(()) => {}
             Err(reason) => {
                 detach_fentry(ebpf);
@@ -165,7 +172,7 @@ pub fn attach_syscalls(
 pub struct FentryError {
     program: &'static str,
     function: &'static str,
-    /// One line: a refusal's errno, or the verifier's last line.
+    /// One line: a refusal's errno, or the verifier's reason ([`verifier_reason`]).
     reason: String,
     /// The verifier's whole log, when it rejected the program.
     pub verifier_log: Option<String>,
@@ -179,9 +186,9 @@ impl FentryError {
                 verifier_log,
             } => {
                 let log = verifier_log.to_string();
-                match log.lines().rev().find(|line| !line.trim().is_empty()) {
-                    Some(last) => (
-                        format!("rejected by the verifier: {last}"),
+                match verifier_reason(&log) {
+                    Some(reason) => (
+                        format!("rejected by the verifier: {reason}"),
                         Some(log.clone()),
                     ),
                     None => (format!("load refused: {io_error}"), None),
@@ -199,6 +206,27 @@ impl FentryError {
             verifier_log,
         }
     }
+}
+
+/// The line of a verifier log that says why it refused the program: the last one before the
+/// statistics the verifier closes every log with (since 5.2: "verification time", "stack
+/// depth", "processed N insns"), which say nothing about why.
+fn verifier_reason(log: &str) -> Option<&str> {
+    const STATISTICS: [&str; 3] = ["verification time ", "stack depth ", "processed "];
+    let mut lines = log
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .rev()
+        .peekable();
+    let last = lines.peek().copied();
+    lines
+        .find(|line| {
+            !STATISTICS
+                .iter()
+                .any(|statistic| line.starts_with(statistic))
+        })
+        .or(last)
 }
 
 /// Loads and attaches every fentry/fexit program.
@@ -281,6 +309,38 @@ mod tests {
         };
         assert_eq!(x64, traced(memtrace_common::Abi::X86_64));
         assert_eq!(ia32, traced(memtrace_common::Abi::I386));
+    }
+
+    /// Logs as 5.10 and 6.12 ended them (tested in guests).
+    #[test]
+    fn the_verifier_reason_is_not_its_statistics() {
+        let linux_5_10 = "func '__x64_sys_mprotect' arg0 type FWD is not a struct\n\
+                          invalid bpf_context access off=0 size=8\n\
+                          verification time 12084 usec\n\
+                          stack depth 168+0+0+0+0\n\
+                          processed 3 insns (limit 1000000) max_states_per_insn 0 \
+                          total_states 0 peak_states 0 mark_read 0\n\n";
+        assert_eq!(
+            verifier_reason(linux_5_10),
+            Some("invalid bpf_context access off=0 size=8")
+        );
+        let linux_6_12 = "combined stack size of 2 calls is 592. Too large\n\
+                          verification time 9144808 usec\n\
+                          stack depth 424+0+0+160+64+88\n\
+                          processed 115926 insns (limit 1000000)\n";
+        assert_eq!(
+            verifier_reason(linux_6_12),
+            Some("combined stack size of 2 calls is 592. Too large")
+        );
+        assert_eq!(
+            verifier_reason("only statistics: processed 3 insns"),
+            Some("only statistics: processed 3 insns")
+        );
+        assert_eq!(
+            verifier_reason("processed 3 insns"),
+            Some("processed 3 insns")
+        );
+        assert_eq!(verifier_reason("\n"), None);
     }
 
     #[test]

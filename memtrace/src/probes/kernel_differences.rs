@@ -15,6 +15,22 @@
 //! - 6.1's verifier walks every byte of a plain 256-byte struct copy into ring memory as its
 //!   own instruction on each path, and gave up on sys_exit ("BPF program is too large"): the
 //!   programs copy buffers with one bounded helper call instead (syscalls.rs). Not a switch.
+//! - 6.12's and 6.1's verifiers allow 512 bytes of stack for a program's whole chain of calls
+//!   and refused sys_exit ("combined stack size of 2 calls is 592. Too large"; 6.1: 608),
+//!   which 6.18's accepted. The exit programs read the saved registers in place rather than
+//!   copying them to the stack (syscalls.rs). Not a switch.
+//! - 6.1's verifier prunes far less across calls to subprograms: the exit programs are one
+//!   inlined frame (syscalls.rs `exit_syscall`: sys_exit loads in 15 s under emulation instead
+//!   of 41 s), and each fexit program gets its syscall as a constant (the fentry backend loads
+//!   in 22 s instead of 10 minutes). Not a switch.
+//! - 5.10's verifier refuses any read of stack never written, even one whose value is then
+//!   unused (later kernels allow it to privileged programs): LLVM reads an `Option`'s payload
+//!   before testing it, so the exit path passes "none" as plain sentinel values (syscalls.rs
+//!   `NO_FILE`, `NO_STRING`). Not a switch.
+//! - 5.10's BTF describes the `struct pt_regs *` argument of some syscall functions
+//!   (`__x64_sys_mprotect`) as a forward declaration, so an fentry program may not read it
+//!   ("arg0 type FWD is not a struct"): the fentry backend does not load and `auto` uses the
+//!   raw tracepoints, saying why in the report (backend.rs).
 
 use super::btf::Btf;
 

@@ -58,14 +58,16 @@ pub enum ProbeError {
 
 impl ProbeError {
     /// The verifier's own words when it rejected a program: the only useful part of such an
-    /// error, printed in full after the one-line message.
+    /// error, printed in full after the one-line message. Not for a refused `--backend
+    /// fentry`: a kernel that cannot run it (5.10's BTF, lockdown) lacks something, which is
+    /// one line, the verifier's reason included; its whole log is at debug level
+    /// (`backend::attach_syscalls`).
     pub fn verifier_log(&self) -> Option<String> {
         match self {
             Self::Program {
                 source: aya::programs::ProgramError::LoadError { verifier_log, .. },
                 ..
             } => Some(verifier_log.to_string()),
-            Self::Fentry(error) => error.verifier_log.clone(),
             _ => None,
         }
     }
