@@ -83,6 +83,12 @@ fn same_report_on_both_backends(name: &str, abi: Abi, runtime: Runtime, args: &[
 
     // This kernel refuses fentry: one line, exit 1, no report; auto falls back and says why.
     let stderr = fentry.stderr();
+    // The kernel matrix says where fentry must load: there a refusal is a regression.
+    assert_ne!(
+        std::env::var("MEMTRACE_EXPECT_FENTRY").as_deref(),
+        Ok("1"),
+        "fentry must load on this kernel: {stderr}"
+    );
     assert_eq!(fentry.output.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
     assert!(

@@ -31,6 +31,10 @@ pub struct Kernel {
     archive: Archive,
     /// Who runs this kernel, for `cargo xtask vm --list`.
     pub why: &'static str,
+    /// Whether memtrace's fentry backend loads on it (the guests allow ftrace). 5.10's BTF
+    /// gives some syscall functions' `pt_regs` argument as a forward declaration, which the
+    /// verifier refuses (probes/kernel_differences.rs).
+    pub fentry: bool,
 }
 
 pub const KERNELS: [Kernel; 4] = [
@@ -40,6 +44,7 @@ pub const KERNELS: [Kernel; 4] = [
         suite: "bullseye-security",
         archive: Archive::Security,
         why: "Debian 11; the oldest supported",
+        fentry: false,
     },
     Kernel {
         label: "6.1",
@@ -47,6 +52,7 @@ pub const KERNELS: [Kernel; 4] = [
         suite: "bookworm",
         archive: Archive::Main,
         why: "Debian 12's default",
+        fentry: true,
     },
     Kernel {
         label: "6.12",
@@ -54,6 +60,7 @@ pub const KERNELS: [Kernel; 4] = [
         suite: "bookworm-security",
         archive: Archive::Security,
         why: "Debian 13, RHEL 10",
+        fentry: true,
     },
     Kernel {
         label: "6.18",
@@ -61,6 +68,7 @@ pub const KERNELS: [Kernel; 4] = [
         suite: "trixie-backports",
         archive: Archive::Main,
         why: "trixie-backports; this machine's series",
+        fentry: true,
     },
 ];
 

@@ -114,10 +114,18 @@ pub fn run(
                     let guest = Guest {
                         kernel,
                         command: command.clone(),
-                        environment: vec![(
-                            "MEMTRACE_BIN".to_owned(),
-                            memtrace_binary.display().to_string(),
-                        )],
+                        environment: vec![
+                            (
+                                "MEMTRACE_BIN".to_owned(),
+                                memtrace_binary.display().to_string(),
+                            ),
+                            // The backend test then fails rather than falls back if fentry
+                            // is refused where it must load (a verifier regression).
+                            (
+                                "MEMTRACE_EXPECT_FENTRY".to_owned(),
+                                u8::from(kernel.fentry).to_string(),
+                            ),
+                        ],
                         timeout: GUEST_TIMEOUT,
                         output_prefix: format!("[{}] ", kernel.label),
                     };
