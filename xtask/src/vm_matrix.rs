@@ -50,6 +50,16 @@ const SMOKE_TESTS: [(&str, &[&str]); 2] = [
 const BACKEND_TESTS: [(&str, &[&str]); 1] =
     [("backend", &["counts_of_a_64_bit_program_on_both_backends"])];
 
+/// Kernel mode (#11): its tracepoints' prototypes and `sched_process_exit`'s arity differ
+/// between kernels (all four pass: 5.10 in 60 s, 6.1 32 s, 6.12 21 s of guest time).
+const KERNEL_MODE_TESTS: [(&str, &[&str]); 1] = [(
+    "kernel_allocs",
+    &[
+        "pipes_of_a_64_bit_process_are_counted_once_and_replayed_alike",
+        "pipes_of_a_32_bit_process_are_counted_once_and_replayed_alike",
+    ],
+)];
+
 /// Guests at once.
 const PARALLEL_GUESTS: usize = 2;
 /// One guest's whole run: boot, loading under emulation (minutes on a busy machine), the tests.
@@ -210,6 +220,7 @@ fn smoke_command(binaries: &BTreeMap<String, PathBuf>) -> Result<Vec<OsString>> 
     let runs = [
         ("MEMTRACE_BACKEND=raw-tracepoint", &SMOKE_TESTS[..]),
         ("", &BACKEND_TESTS[..]),
+        ("", &KERNEL_MODE_TESTS[..]),
     ];
     for (environment, groups) in runs {
         for (binary, tests) in groups {

@@ -280,7 +280,10 @@ impl KmemProbes {
             if options.follow_children {
                 attach("sched_process_fork", "sched_process_fork")?;
             }
-            attach("sched_process_exit", "sched_process_exit")?;
+            // The exit program that fits this kernel's tracepoint (no `group_dead` before
+            // 6.13): the other one fails to attach with EINVAL.
+            let exit = super::kernel_differences::KernelDifferences::of(&kernel_btf).exit_program;
+            attach(exit, "sched_process_exit")?;
         }
         for (program, tracepoints) in PROGRAMS {
             let is_pages = program.starts_with("kmem_page_");
