@@ -207,7 +207,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
             command_status = Some(status);
         }
         probes.flush_logs();
-        lost = report_new_losses(&probes, &mut pipeline, lost)?;
+        lost = report_new_losses(&probes, reader.stacks_dropped(), &mut pipeline, lost)?;
         pipeline.flush_recording_if_due(Instant::now());
         let command_done = command_status.is_some() && !options.probes.follow_children;
         if command_done {
@@ -227,7 +227,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
     let (rest, counts) = reader.finish();
     feed_batch(&mut pipeline, rest, &snapshot_taken_at, &mut containers)?;
     probes.flush_logs();
-    report_new_losses(&probes, &mut pipeline, lost)?;
+    report_new_losses(&probes, counts.stacks_dropped, &mut pipeline, lost)?;
     pipeline.finish_recording()?;
     // A command still running when the session ends (SIGTERM, Ctrl-C, --duration) keeps
     // running untraced, as a process strace detaches from; nobody here waits for it.
@@ -377,12 +377,16 @@ fn identify(
 
 /// Turns a change in the kernel's loss counters into a `Lost` event, so the loss is in the
 /// report and in the recording at the point where it happened.
+/// The kernel's losses, plus the stack samples the reader dropped (`stacks_dropped`): both
+/// mean a call stack is unknown, never a lost event.
 fn report_new_losses(
     probes: &Probes,
+    stacks_dropped: u64,
     pipeline: &mut Pipeline,
     previous: LostRecord,
 ) -> Result<LostRecord, SessionError> {
-    let lost = probes.lost()?;
+    let mut lost = probes.lost()?;
+    lost.stacks_not_sampled += stacks_dropped;
     if lost != previous {
         pipeline.feed(&Event {
             time_ns: monotonic_ns(),

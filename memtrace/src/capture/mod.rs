@@ -15,7 +15,7 @@ use std::{
     io,
     os::fd::AsFd,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     thread::JoinHandle,
@@ -42,6 +42,40 @@ pub enum Captured {
 /// How long a record may wait in a quiet ring before it is read anyway.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
+/// Stack samples read but not yet taken by the session, at most. Unwinding costs far more than
+/// reading, so under a flood of sampled calls the samples (up to 8 KiB each) would pile up in
+/// memtrace's memory without bound (2.5 GB measured with every call sampled); past this many
+/// the reader drops samples, counted as not sampled like a full stack ring, and never an event.
+const MAX_SAMPLES_IN_FLIGHT: u64 = 8192;
+
+/// The samples between the reader and the session, shared by both.
+#[derive(Debug, Default)]
+struct Backlog {
+    in_flight: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl Backlog {
+    /// Whether a sample just read may go on (then it counts as in flight).
+    fn admit(&self) -> bool {
+        if self.in_flight.load(Ordering::Relaxed) >= MAX_SAMPLES_IN_FLIGHT {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// The session took these captures.
+    fn taken(&self, batch: &[Captured]) {
+        let samples = batch
+            .iter()
+            .filter(|captured| matches!(captured, Captured::Stack(_)))
+            .count() as u64;
+        self.in_flight.fetch_sub(samples, Ordering::Relaxed);
+    }
+}
+
 /// What the reader could not turn into events.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CaptureCounts {
@@ -50,6 +84,8 @@ pub struct CaptureCounts {
     /// Execs whose image could not be read back (the file vanished, or is not ELF): their
     /// layout lacks the executable's and interpreter's mappings.
     pub unreadable_images: u64,
+    /// Stack samples dropped because the session was [`MAX_SAMPLES_IN_FLIGHT`] behind.
+    pub stacks_dropped: u64,
 }
 
 /// The two rings and what the reader keeps between drains.
@@ -58,6 +94,7 @@ pub struct Capture {
     stacks: RingBuf<MapData>,
     pairing: StackPairing,
     counts: CaptureCounts,
+    backlog: Arc<Backlog>,
 }
 
 impl Capture {
@@ -67,6 +104,7 @@ impl Capture {
             stacks,
             pairing: StackPairing::default(),
             counts: CaptureCounts::default(),
+            backlog: Arc::default(),
         }
     }
 
@@ -76,6 +114,7 @@ impl Capture {
         let (sender, batches) = unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
+        let backlog = Arc::clone(&self.backlog);
         let thread = std::thread::Builder::new()
             .name("memtrace-ring".into())
             .spawn(move || {
@@ -85,6 +124,7 @@ impl Capture {
         Ok(Reader {
             batches,
             stop,
+            backlog,
             thread: Some(thread),
         })
     }
@@ -122,7 +162,11 @@ impl Capture {
     pub fn drain(&mut self, out: &mut Vec<Captured>, last: bool) {
         while let Some(record) = self.stacks.next() {
             match decode::decode(&record) {
-                Ok(Decoded::Stack(stack)) => self.pairing.sampled(stack),
+                Ok(Decoded::Stack(stack)) => {
+                    if self.backlog.admit() {
+                        self.pairing.sampled(stack);
+                    }
+                }
                 Ok(Decoded::Event { .. }) | Err(_) => self.counts.undecodable += 1,
             }
         }
@@ -158,24 +202,33 @@ impl Capture {
 pub struct Reader {
     batches: UnboundedReceiver<Vec<Captured>>,
     stop: Arc<AtomicBool>,
+    backlog: Arc<Backlog>,
     thread: Option<JoinHandle<CaptureCounts>>,
 }
 
 impl Reader {
     /// The next batch the reader drained (waits for one).
     pub async fn next_batch(&mut self) -> Option<Vec<Captured>> {
-        self.batches.recv().await
+        let batch = self.batches.recv().await?;
+        self.backlog.taken(&batch);
+        Some(batch)
+    }
+
+    /// Samples the reader dropped so far because the session was too far behind.
+    pub fn stacks_dropped(&self) -> u64 {
+        self.backlog.dropped.load(Ordering::Relaxed)
     }
 
     /// Stops the reader after a last drain, and returns every batch still on its way and
     /// what it could not decode.
     pub fn finish(mut self) -> (Vec<Captured>, CaptureCounts) {
         self.stop.store(true, Ordering::Release);
-        let counts = self
+        let mut counts: CaptureCounts = self
             .thread
             .take()
             .and_then(|thread| thread.join().ok())
             .unwrap_or_default();
+        counts.stacks_dropped = self.stacks_dropped();
         let mut rest = Vec::new();
         while let Ok(batch) = self.batches.try_recv() {
             rest.extend(batch);
