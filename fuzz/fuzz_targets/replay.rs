@@ -14,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(reader) = RecordingReader::new(data) else {
         return;
     };
-    let Ok(replayed) = replay_from(reader, None, None) else {
+    let Ok(replayed) = replay_from(reader, None, None, None) else {
         return;
     };
     let _ = replayed.outcome.problems();
@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
         source: Source::Replay,
         events: replayed.pipeline.events,
         lost: replayed.pipeline.lost,
+        backend: None,
     };
     let report = report::build(&replayed.pipeline.model, &info);
     let _ = report::json::render(&report);
