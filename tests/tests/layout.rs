@@ -1,116 +1,24 @@
 //! The rebuilt address spaces and what memtrace finds in them: the three incidents of
 //! shared/docs/scenarios.md, and agreement with the kernel's own /proc/PID/maps.
 
-use std::collections::BTreeSet;
-
 use memtrace_tests::{
-    memtrace_json, processes, processes_running, program, require_root, Abi, Runtime, Scratch,
+    memtrace_json, oracle, processes, processes_running, program, require_root, Abi, Runtime,
+    Scratch,
 };
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 
-/// (perms, backing) of a byte, as both sides name it.
-type Attributes = (String, String);
-
-/// The same backing named the same way on both sides: /proc shows memfds as
-/// `/memfd:NAME (deleted)`, anonymous memory with no name.
-fn normalized_backing(name: &str) -> String {
-    let name = name.trim_end_matches(" (deleted)");
-    let name = name
-        .strip_prefix('/')
-        .filter(|n| n.starts_with("memfd:"))
-        .unwrap_or(name);
-    match name {
-        "" | "[anon]" => String::new(),
-        other => other.to_string(),
-    }
-}
-
-struct Interval {
-    start: u64,
-    end: u64,
-    attributes: Attributes,
-}
-
-fn kernel_layout(maps: &str) -> Vec<Interval> {
-    maps.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (start, end) = fields.next()?.split_once('-')?;
-            let perms = fields.next()?.to_string();
-            let name = fields.skip(3).collect::<Vec<_>>().join(" ");
-            // The vsyscall page is not a VMA of the process; no syscall ever makes it.
-            (name != "[vsyscall]").then(|| Interval {
-                start: u64::from_str_radix(start, 16).unwrap(),
-                end: u64::from_str_radix(end, 16).unwrap(),
-                attributes: (perms, normalized_backing(&name)),
-            })
-        })
-        .collect()
-}
-
-fn rebuilt_layout(process: &Value) -> Vec<Interval> {
-    process["layout"]
-        .as_array()
-        .expect("layout")
-        .iter()
-        .map(|region| Interval {
-            start: region["start"].as_u64().unwrap(),
-            end: region["end"].as_u64().unwrap(),
-            attributes: (
-                region["perms"].as_str().unwrap().to_string(),
-                normalized_backing(region["name"].as_str().unwrap()),
-            ),
-        })
-        .collect()
-}
-
-fn attributes_at(layout: &[Interval], address: u64) -> Option<&Attributes> {
-    layout
-        .iter()
-        .find(|i| i.start <= address && address < i.end)
-        .map(|i| &i.attributes)
-}
-
-/// Bytes mapped alike on both sides over bytes mapped on either side.
-fn agreement(kernel: &[Interval], rebuilt: &[Interval]) -> (f64, String) {
-    let mut cuts = BTreeSet::new();
-    for interval in kernel.iter().chain(rebuilt) {
-        cuts.insert(interval.start);
-        cuts.insert(interval.end);
-    }
-    let cuts: Vec<u64> = cuts.into_iter().collect();
-    let (mut agreeing, mut union) = (0u64, 0u64);
-    let mut differences = String::new();
-    for window in cuts.windows(2) {
-        let (start, end) = (window[0], window[1]);
-        let ours = attributes_at(rebuilt, start);
-        let theirs = attributes_at(kernel, start);
-        if ours.is_none() && theirs.is_none() {
-            continue;
-        }
-        union += end - start;
-        if ours == theirs {
-            agreeing += end - start;
-        } else {
-            differences.push_str(&format!(
-                "  {start:#x}-{end:#x}: kernel {theirs:?}, memtrace {ours:?}\n"
-            ));
-        }
-    }
-    (agreeing as f64 / union.max(1) as f64, differences)
-}
-
 #[track_caller]
 fn assert_layout_agrees(process: &Value, maps: &str) {
-    let (ratio, differences) = agreement(&kernel_layout(maps), &rebuilt_layout(process));
+    let agreement = oracle::agreement(process, maps);
     assert!(
-        ratio >= 0.99,
-        "pid {} ({}): rebuilt layout agrees with /proc/PID/maps for {:.3}% of mapped bytes:\n{differences}",
+        agreement.ratio() >= 0.99,
+        "pid {} ({}): rebuilt layout agrees with /proc/PID/maps for {:.3}% of mapped bytes:\n{}",
         process["pid"],
         process["exe"],
-        ratio * 100.0
+        agreement.ratio() * 100.0,
+        agreement.differences
     );
 }
 

@@ -7,8 +7,8 @@ use std::{
 };
 
 use memtrace_tests::{
-    calls, memtrace_json, process, processes, processes_running, program, require_root, Abi,
-    Runtime, Scratch, REPORTED_SYSCALLS,
+    calls, memtrace_json, oracle, process, processes, processes_running, program, require_root,
+    Abi, Runtime, Scratch, REPORTED_SYSCALLS,
 };
 use serde_json::Value;
 
@@ -285,17 +285,14 @@ fn counts_equal_strace_on_real_programs() {
             "-qq".into(),
         ];
         args.extend(["-o".into(), strace_log.display().to_string()]);
-        args.extend([
-            "-e".into(),
-            "trace=%memory,memfd_create,execve,execveat".into(),
-        ]);
+        args.extend(["-e".into(), oracle::STRACE_FILTER.into()]);
         args.extend(workload.iter().cloned());
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let run = memtrace_json(&scratch, &arg_refs);
         run.assert_success();
         let report = run.report();
         assert_eq!(report["lost_events"], 0);
-        let by_strace = strace_counts(&std::fs::read_to_string(&strace_log).unwrap());
+        let by_strace = oracle::strace_counts(&std::fs::read_to_string(&strace_log).unwrap());
         assert!(!by_strace.is_empty(), "strace saw nothing for {workload:?}");
         for (pid, counts) in &by_strace {
             let entry = process(report, *pid);
@@ -309,54 +306,6 @@ fn counts_equal_strace_on_real_programs() {
             }
         }
     }
-}
-
-type StraceCounts =
-    std::collections::BTreeMap<u64, std::collections::BTreeMap<&'static str, (u64, u64)>>;
-
-/// Per pid, (calls, failed) of each reported syscall in `strace -f -o` output. A call split by
-/// another process's line (`<unfinished ...>` / `<... resumed>`) counts once, at its start;
-/// its result is on the resumed line.
-fn strace_counts(log: &str) -> StraceCounts {
-    let mut counts = StraceCounts::new();
-    for line in log.lines() {
-        let Some((pid, rest)) = line.split_once(' ') else {
-            continue;
-        };
-        let Ok(pid) = pid.trim().parse::<u64>() else {
-            continue;
-        };
-        let rest = rest.trim_start();
-        let (name, starts_call) = if let Some(resumed) = rest.strip_prefix("<... ") {
-            (resumed.split_whitespace().next().unwrap_or(""), false)
-        } else {
-            (rest.split('(').next().unwrap_or(""), true)
-        };
-        let Some(reported) = reported_name(name) else {
-            continue;
-        };
-        let entry = counts.entry(pid).or_default().entry(reported).or_default();
-        if starts_call {
-            entry.0 += 1;
-        }
-        if rest.contains(") = -1 ") || rest.ends_with("= -1") {
-            entry.1 += 1;
-        }
-    }
-    counts
-}
-
-fn reported_name(strace_name: &str) -> Option<&'static str> {
-    Some(match strace_name {
-        "mmap" | "mmap2" | "old_mmap" => "mmap",
-        "munmap" => "munmap",
-        "brk" => "brk",
-        "mremap" => "mremap",
-        "mprotect" => "mprotect",
-        "memfd_create" => "memfd_create",
-        "execve" | "execveat" => "execve",
-        _ => return None,
-    })
 }
 
 fn wait_with_timeout(
