@@ -298,26 +298,12 @@ impl KmemProbes {
 
     /// Counts allocations made in this process's context (all its threads).
     pub fn trace(&mut self, pid: u32) -> Result<(), ProbeError> {
-        let map = self
-            .ebpf
-            .map_mut(names::TRACED_MAP)
-            .ok_or(ProbeError::Missing(names::TRACED_MAP))?;
-        let mut traced: HashMap<_, u32, u32> =
-            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::TRACED_MAP, e))?;
-        traced
-            .insert(pid, 1, 0)
-            .map_err(|e| ProbeError::Map(names::TRACED_MAP, e))
+        super::trace_process(&mut self.ebpf, pid)
     }
 
     /// How many processes are still traced (the exit program removes each one).
     pub fn traced_count(&self) -> Result<usize, ProbeError> {
-        let map = self
-            .ebpf
-            .map(names::TRACED_MAP)
-            .ok_or(ProbeError::Missing(names::TRACED_MAP))?;
-        let traced: HashMap<_, u32, u32> =
-            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::TRACED_MAP, e))?;
-        Ok(traced.keys().filter(Result::is_ok).count())
+        super::count_traced(&self.ebpf)
     }
 
     /// The outstanding allocations made since attaching, summed by call site, cache, size

@@ -153,26 +153,12 @@ impl Probes {
 
     /// Starts tracing a process (all its threads).
     pub fn trace(&mut self, pid: u32) -> Result<(), ProbeError> {
-        let map = self
-            .ebpf
-            .map_mut(names::TRACED_MAP)
-            .ok_or(ProbeError::Missing(names::TRACED_MAP))?;
-        let mut traced: HashMap<_, u32, u32> =
-            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::TRACED_MAP, e))?;
-        traced
-            .insert(pid, 1, 0)
-            .map_err(|e| ProbeError::Map(names::TRACED_MAP, e))
+        trace_process(&mut self.ebpf, pid)
     }
 
     /// How many processes are still traced; the kernel side removes each one as it exits.
     pub fn traced_count(&self) -> Result<usize, ProbeError> {
-        let map = self
-            .ebpf
-            .map(names::TRACED_MAP)
-            .ok_or(ProbeError::Missing(names::TRACED_MAP))?;
-        let traced: HashMap<_, u32, u32> =
-            HashMap::try_from(map).map_err(|e| ProbeError::Map(names::TRACED_MAP, e))?;
-        Ok(traced.keys().filter(Result::is_ok).count())
+        count_traced(&self.ebpf)
     }
 
     /// The event ring buffer, handed to the capture task.
@@ -266,4 +252,27 @@ where
         program: name,
         source,
     })
+}
+
+/// Puts a process (all its threads) in the traced set the programs of `ebpf` share (user mode
+/// and kernel mode load the same process programs).
+pub(crate) fn trace_process(ebpf: &mut Ebpf, pid: u32) -> Result<(), ProbeError> {
+    let map = ebpf
+        .map_mut(names::TRACED_MAP)
+        .ok_or(ProbeError::Missing(names::TRACED_MAP))?;
+    let mut traced: HashMap<_, u32, u32> =
+        HashMap::try_from(map).map_err(|e| ProbeError::Map(names::TRACED_MAP, e))?;
+    traced
+        .insert(pid, 1, 0)
+        .map_err(|e| ProbeError::Map(names::TRACED_MAP, e))
+}
+
+/// How many processes are in the traced set; the exit programs remove each one.
+pub(crate) fn count_traced(ebpf: &Ebpf) -> Result<usize, ProbeError> {
+    let map = ebpf
+        .map(names::TRACED_MAP)
+        .ok_or(ProbeError::Missing(names::TRACED_MAP))?;
+    let traced: HashMap<_, u32, u32> =
+        HashMap::try_from(map).map_err(|e| ProbeError::Map(names::TRACED_MAP, e))?;
+    Ok(traced.keys().filter(Result::is_ok).count())
 }
