@@ -327,3 +327,20 @@ pub fn attach(args: &[&str]) -> std::process::Child {
     );
     tracer
 }
+
+/// memtrace refused with one line on stderr, naming `expected`, a non-zero exit and no panic.
+#[track_caller]
+pub fn assert_one_line_error(output: &Output, expected: &str) {
+    assert!(
+        !output.status.success(),
+        "expected a failure, got {:?}",
+        output.status
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line, got:\n{stderr}");
+    assert!(
+        stderr.contains(expected),
+        "expected {expected:?} in {stderr:?}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -2,22 +2,7 @@
 
 use std::process::Command;
 
-use memtrace_tests::{memtrace, memtrace_bin, require_root};
-
-#[track_caller]
-fn assert_one_line_error(output: &std::process::Output, expected: &str) {
-    assert!(
-        !output.status.success(),
-        "expected a failure, got {:?}",
-        output.status
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(stderr.lines().count(), 1, "one line, got:\n{stderr}");
-    assert!(
-        stderr.contains(expected),
-        "expected {expected:?} in {stderr:?}"
-    );
-}
+use memtrace_tests::{assert_one_line_error, memtrace, memtrace_bin, require_root};
 
 #[test]
 fn unknown_pid() {

@@ -10,25 +10,9 @@ use std::{
 };
 
 use memtrace_tests::{
-    memtrace, memtrace_bin, memtrace_json, program, replay_json, require_root, Abi, Runtime,
-    Scratch,
+    assert_one_line_error, memtrace, memtrace_bin, memtrace_json, program, replay_json,
+    require_root, Abi, Runtime, Scratch,
 };
-
-#[track_caller]
-fn assert_one_line_error(output: &Output, expected: &str) {
-    assert!(
-        !output.status.success(),
-        "expected a failure, got {:?}",
-        output.status
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(stderr.lines().count(), 1, "one line, got:\n{stderr}");
-    assert!(
-        stderr.contains(expected),
-        "expected {expected:?} in {stderr:?}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-}
 
 fn run(args: &[&str], env: &[(&str, &str)], remove: &[&str]) -> Output {
     let mut command = Command::new(memtrace_bin());
