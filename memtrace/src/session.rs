@@ -281,19 +281,25 @@ fn printer(enabled: bool) -> Option<Box<dyn Write + Send>> {
     enabled.then(|| Box::new(std::io::LineWriter::new(std::io::stderr())) as Box<dyn Write + Send>)
 }
 
-fn recorder(options: &LiveOptions) -> Result<Option<RecordingWriter>, RecordError> {
-    let Some(path) = &options.record else {
-        return Ok(None);
-    };
-    let header = RecordingHeader {
+/// The header of a recording started now, by this memtrace, on this kernel (user and kernel
+/// mode alike).
+pub fn recording_header(command_line: &[String]) -> RecordingHeader {
+    RecordingHeader {
         kernel_release: preflight::kernel_release(),
-        command_line: options.command_line.clone(),
+        command_line: command_line.to_vec(),
         clock_base: ClockBase {
             monotonic_ns: monotonic_ns(),
             realtime_ns: realtime_ns(),
         },
         started_by: format!("memtrace {}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+fn recorder(options: &LiveOptions) -> Result<Option<RecordingWriter>, RecordError> {
+    let Some(path) = &options.record else {
+        return Ok(None);
     };
+    let header = recording_header(&options.command_line);
     RecordingWriter::create(path, &header, WriterOptions::default()).map(Some)
 }
 

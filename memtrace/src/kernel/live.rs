@@ -11,13 +11,10 @@ use crate::{
     event::{Abi, Comm, Event, EventBody},
     launch::GatedCommand,
     pipeline::Pipeline,
-    probes::{
-        kmem::{KmemOptions, KmemProbes},
-        preflight,
-    },
+    probes::kmem::{KmemOptions, KmemProbes},
     procfs,
-    record::{ClockBase, RecordingHeader, RecordingWriter, WriterOptions},
-    session::{monotonic_ns, realtime_ns},
+    record::{RecordingWriter, WriterOptions},
+    session::{self, monotonic_ns},
 };
 
 /// Whose allocations count.
@@ -74,15 +71,7 @@ pub async fn run(options: KernelOptions) -> anyhow::Result<KernelOutcome> {
     let recorder = match &options.record {
         Some(path) => Some(RecordingWriter::create(
             path,
-            &RecordingHeader {
-                kernel_release: preflight::kernel_release(),
-                command_line: options.command_line.clone(),
-                clock_base: ClockBase {
-                    monotonic_ns: monotonic_ns(),
-                    realtime_ns: realtime_ns(),
-                },
-                started_by: format!("memtrace {}", env!("CARGO_PKG_VERSION")),
-            },
+            &session::recording_header(&options.command_line),
             WriterOptions::default(),
         )?),
         None => None,
