@@ -9,7 +9,7 @@ use std::collections::HashMap as StdHashMap;
 use aya::{
     maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTraceMap},
     programs::RawTracePoint,
-    Btf as AyaBtf, Ebpf, EbpfLoader,
+    Ebpf,
 };
 use memtrace_common::{
     kmem::{
@@ -21,6 +21,8 @@ use memtrace_common::{
 
 use super::{
     btf::{tracepoints::ParamType, Btf},
+    kernel_btf,
+    kernel_differences::KernelDifferences,
     offsets, preflight, program_of, ProbeError, EBPF_OBJECT,
 };
 
@@ -237,9 +239,13 @@ impl KmemProbes {
         }
         preflight::check()?;
         preflight::raise_memlock_limit();
-        let kernel_btf = Btf::from_sys_fs()?;
-        let offsets = offsets::kernel_offsets(&kernel_btf)?;
-        let mut layout = kmem_layout(&kernel_btf)?;
+        let (offsets, mut layout, differences) = kernel_btf::answers(|btf| {
+            Ok((
+                offsets::kernel_offsets(btf)?,
+                kmem_layout(btf)?,
+                KernelDifferences::of(btf),
+            ))
+        })?;
         layout.config.filter_pids = u32::from(options.filter_pids);
         layout.config.stacks = u32::from(options.stacks);
         let config = ProbeConfig {
@@ -248,8 +254,9 @@ impl KmemProbes {
             wakeup_bytes: u64::MAX,
             stack_min_bytes: u64::MAX,
         };
-        let aya_btf = AyaBtf::from_sys_fs().map_err(|e| ProbeError::Load(e.into()))?;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = kernel_btf::loader();
+        let aya_btf = kernel_btf::aya_form()?;
+        let mut ebpf = loader
             .btf(Some(&aya_btf))
             .override_global(names::OFFSETS_GLOBAL, &offsets, true)
             .override_global(names::CONFIG_GLOBAL, &config, true)
@@ -282,8 +289,7 @@ impl KmemProbes {
             }
             // The exit program that fits this kernel's tracepoint (no `group_dead` before
             // 6.13): the other one fails to attach with EINVAL.
-            let exit = super::kernel_differences::KernelDifferences::of(&kernel_btf).exit_program;
-            attach(exit, "sched_process_exit")?;
+            attach(differences.exit_program, "sched_process_exit")?;
         }
         for (program, tracepoints) in PROGRAMS {
             let is_pages = program.starts_with("kmem_page_");

@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod btf;
 pub mod floor;
+pub mod kernel_btf;
 pub mod kernel_differences;
 pub mod kmem;
 pub mod offsets;
@@ -15,7 +16,7 @@ pub mod preflight;
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::RawTracePoint,
-    Btf, Ebpf, EbpfLoader,
+    Btf, Ebpf,
 };
 use memtrace_common::{
     kmem::names as kmem_names, lost_slot, names, ProbeConfig, DEFAULT_RING_BUFFER_BYTES,
@@ -218,9 +219,12 @@ fn load_object(
     }
     preflight::raise_memlock_limit();
 
-    let kernel_btf = btf::Btf::from_sys_fs()?;
-    let offsets = offsets::kernel_offsets(&kernel_btf)?;
-    let differences = kernel_differences::KernelDifferences::of(&kernel_btf);
+    let (offsets, differences) = kernel_btf::answers(|btf| {
+        Ok((
+            offsets::kernel_offsets(btf)?,
+            kernel_differences::KernelDifferences::of(btf),
+        ))
+    })?;
     let config = ProbeConfig {
         follow_children: u32::from(options.follow_children),
         log_enabled: u32::from(options.ebpf_log),
@@ -228,8 +232,9 @@ fn load_object(
         // A quarter of the ring: the reader wakes up well before it fills.
         wakeup_bytes: u64::from(size / 4),
     };
-    let aya_btf = Btf::from_sys_fs().map_err(|e| ProbeError::Load(e.into()))?;
-    let ebpf = EbpfLoader::new()
+    let mut loader = kernel_btf::loader();
+    let aya_btf = kernel_btf::aya_form()?;
+    let ebpf = loader
         .btf(Some(&aya_btf))
         .override_global(names::OFFSETS_GLOBAL, &offsets, true)
         .override_global(names::CONFIG_GLOBAL, &config, true)
