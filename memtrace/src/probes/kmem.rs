@@ -23,7 +23,7 @@ use super::{
     btf::{tracepoints::ParamType, Btf},
     kernel_btf,
     kernel_differences::KernelDifferences,
-    offsets, preflight, program_of, ProbeError, EBPF_OBJECT,
+    offsets, preflight, program_of, ProbeError, EBPF_OBJECT, EMPTY_RING_BYTES,
 };
 
 /// The programs and the tracepoints each attaches to, when the kernel has them.
@@ -254,16 +254,18 @@ impl KmemProbes {
             wakeup_bytes: u64::MAX,
             stack_min_bytes: u64::MAX,
         };
-        let mut loader = kernel_btf::loader();
         let aya_btf = kernel_btf::aya_form()?;
+        let mut loader = kernel_btf::loader();
         let mut ebpf = loader
             .btf(Some(&aya_btf))
             .override_global(names::OFFSETS_GLOBAL, &offsets, true)
             .override_global(names::CONFIG_GLOBAL, &config, true)
             .override_global(kmem_names::KMEM_CONFIG_GLOBAL, &layout.config, true)
             // Kernel mode streams nothing: the fork and exit programs it may use write into
-            // the event ring, which nobody reads here, so it is as small as it can be.
-            .map_max_entries(names::EVENTS_MAP, 4096)
+            // the event ring, which nobody reads here, so it is as small as it can be, and so
+            // is the user-stack ring, which no program of kernel mode writes.
+            .map_max_entries(names::EVENTS_MAP, EMPTY_RING_BYTES)
+            .map_max_entries(names::STACKS_MAP, EMPTY_RING_BYTES)
             .map_max_entries(kmem_names::OUTSTANDING_MAP, options.max_outstanding.max(1))
             .map_max_entries(
                 kmem_names::KMEM_STACKS_MAP,

@@ -20,7 +20,7 @@ use aya::{
 };
 use memtrace_common::{
     kmem::names as kmem_names, lost_slot, names, ProbeConfig, DEFAULT_RING_BUFFER_BYTES,
-    DEFAULT_STACK_MIN_BYTES,
+    DEFAULT_STACK_MIN_BYTES, STACK_RING_BYTES,
 };
 
 use self::backend::{Attached, BackendChoice};
@@ -232,13 +232,14 @@ fn load_object(
         // A quarter of the ring: the reader wakes up well before it fills.
         wakeup_bytes: u64::from(size / 4),
     };
-    let mut loader = kernel_btf::loader();
     let aya_btf = kernel_btf::aya_form()?;
+    let mut loader = kernel_btf::loader();
     let ebpf = loader
         .btf(Some(&aya_btf))
         .override_global(names::OFFSETS_GLOBAL, &offsets, true)
         .override_global(names::CONFIG_GLOBAL, &config, true)
         .map_max_entries(names::EVENTS_MAP, size)
+        .map_max_entries(names::STACKS_MAP, stack_ring_bytes(options))
         // Kernel mode's tables: user mode never attaches the programs that fill them.
         .map_max_entries(kmem_names::OUTSTANDING_MAP, 1)
         .map_max_entries(kmem_names::SITES_MAP, 1)
@@ -246,6 +247,18 @@ fn load_object(
         .map_max_entries(kmem_names::KMEM_STACKS_MAP, 1)
         .load(EBPF_OBJECT)?;
     Ok((ebpf, aya_btf, differences))
+}
+
+/// The smallest ring the kernel accepts: one page.
+pub(crate) const EMPTY_RING_BYTES: u32 = 4096;
+
+/// Without stack sampling (`--no-stacks`) the stack ring stays empty: it gets one page rather
+/// than the 8 MiB the kernel maps twice into memtrace (16 MiB of its RSS).
+fn stack_ring_bytes(options: &ProbeOptions) -> u32 {
+    match options.stack_min_bytes {
+        Some(_) => STACK_RING_BYTES,
+        None => EMPTY_RING_BYTES,
+    }
 }
 
 fn program_of<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, ProbeError>
