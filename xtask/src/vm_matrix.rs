@@ -25,9 +25,10 @@ use crate::{
 };
 
 /// The smoke subset, by test binary: what differs between kernels (tracepoint prototypes, the
-/// verifier, struct layouts, compat syscalls) and the features users rely on most. Run on the
-/// raw tracepoints (`MEMTRACE_BACKEND`), which every kernel has: on fentry each memtrace start
-/// verifies 38 more programs, minutes under emulation.
+/// verifier, struct layouts, compat syscalls) and the features users rely on most. Run on each
+/// backend by force (`MEMTRACE_BACKEND`): on the raw tracepoints, which every kernel has, and
+/// on fentry wherever it must load ([`Kernel::fentry`]), so that neither backend is only
+/// tried through the other's fallback.
 const SMOKE_TESTS: [(&str, &[&str]); 2] = [
     (
         "tracing",
@@ -69,7 +70,7 @@ const GUEST_TIMEOUT: Duration = Duration::from_secs(1500);
 /// busy 2-core machine, two guests at once: 5.10 280 s, 6.1 213 s, 6.12 86 s, 6.18 104 s;
 /// about 11 minutes of guest time, 6 of wall time. What costs is the verifier under
 /// emulation: keep an eye on it when the programs grow (probes/kernel_differences.rs).
-const DEFAULT_KERNELS: [&str; 4] = ["5.10", "6.1", "6.12", "6.18"];
+const DEFAULT_KERNELS: [&str; 5] = ["5.10", "6.1", "6.12", "6.18", "7.2"];
 
 /// Which kernels `--kernels` selects: the default set, all of the matrix, some by label, or
 /// none.
@@ -100,7 +101,6 @@ pub fn run(
         return Ok(());
     }
     let binaries = test_binaries(workspace)?;
-    let command = smoke_command(&binaries)?;
     let labels: Vec<&str> = kernels.iter().map(|kernel| kernel.label).collect();
     cmd::step(format!(
         "kernel matrix: the smoke subset in guests of Linux {} ({PARALLEL_GUESTS} at once)",
@@ -121,9 +121,18 @@ pub fn run(
         for _ in 0..PARALLEL_GUESTS {
             scope.spawn(|| {
                 while let Some(kernel) = next_kernel(&queue) {
+                    let command = match smoke_command(&binaries, kernel) {
+                        Ok(command) => command,
+                        Err(error) => {
+                            if let Ok(mut results) = results.lock() {
+                                results.push((kernel, Err(error), Duration::ZERO));
+                            }
+                            continue;
+                        }
+                    };
                     let guest = Guest {
                         kernel,
-                        command: command.clone(),
+                        command,
                         environment: vec![
                             (
                                 "MEMTRACE_BIN".to_owned(),
@@ -170,7 +179,7 @@ pub fn run(
         println!(
             "  Linux {:5} {:36} {verdict} in {} s",
             kernel.label,
-            kernel.package,
+            kernel.package(),
             elapsed.as_secs()
         );
     }
@@ -215,13 +224,16 @@ fn test_binaries(workspace: &Workspace) -> Result<BTreeMap<String, PathBuf>> {
 
 /// One shell command that runs every smoke test binary (each even after another failed, so a
 /// guest reports everything) and exits non-zero if any failed.
-fn smoke_command(binaries: &BTreeMap<String, PathBuf>) -> Result<Vec<OsString>> {
+fn smoke_command(
+    binaries: &BTreeMap<String, PathBuf>,
+    kernel: &Kernel,
+) -> Result<Vec<OsString>> {
     let mut script = String::from("status=0\n");
-    let runs = [
-        ("MEMTRACE_BACKEND=raw-tracepoint", &SMOKE_TESTS[..]),
-        ("", &BACKEND_TESTS[..]),
-        ("", &KERNEL_MODE_TESTS[..]),
-    ];
+    let mut runs = vec![("MEMTRACE_BACKEND=raw-tracepoint", &SMOKE_TESTS[..])];
+    if kernel.fentry {
+        runs.push(("MEMTRACE_BACKEND=fentry", &SMOKE_TESTS[..]));
+    }
+    runs.extend([("", &BACKEND_TESTS[..]), ("", &KERNEL_MODE_TESTS[..])]);
     for (environment, groups) in runs {
         for (binary, tests) in groups {
             let path = binaries
