@@ -34,30 +34,33 @@ const SMOKE_TESTS: [(&str, &[&str]); 2] = [
         "tracing",
         &[
             // Exact counts in both ABIs: sys_enter/sys_exit and TS_COMPAT.
-            "exact_counts_of_a_64_bit_program",
-            "exact_counts_of_a_32_bit_program",
+            "exact_counts::case_1_x86_64",
+            "exact_counts::case_2_i386",
             // fork, exec across ABIs, exit.
             "a_32_bit_parent_execs_a_64_bit_child",
             // --pid attach.
             "attach_sees_what_a_sleeping_process_does_next",
         ],
     ),
-    ("layout", &["doublemapper_64_bit", "doublemapper_32_bit"]),
+    (
+        "layout",
+        &["doublemapper::case_1_x86_64", "doublemapper::case_2_i386"],
+    ),
 ];
 
 /// The backends compared, once per kernel, with the default backend choice: where fentry
 /// attaches (every Debian kernel booted here allows ftrace) the report must equal the raw
 /// tracepoints' one; where it does not, auto must fall back and say why.
 const BACKEND_TESTS: [(&str, &[&str]); 1] =
-    [("backend", &["counts_of_a_64_bit_program_on_both_backends"])];
+    [("backend", &["counts_on_both_backends::case_1_x86_64"])];
 
 /// Kernel mode (#11): its tracepoints' prototypes and `sched_process_exit`'s arity differ
 /// between kernels (all four pass: 5.10 in 60 s, 6.1 32 s, 6.12 21 s of guest time).
 const KERNEL_MODE_TESTS: [(&str, &[&str]); 1] = [(
     "kernel_allocs",
     &[
-        "pipes_of_a_64_bit_process_are_counted_once_and_replayed_alike",
-        "pipes_of_a_32_bit_process_are_counted_once_and_replayed_alike",
+        "pipes_are_counted_once_and_replayed_alike::case_1_x86_64",
+        "pipes_are_counted_once_and_replayed_alike::case_2_i386",
     ],
 )];
 
@@ -224,10 +227,7 @@ fn test_binaries(workspace: &Workspace) -> Result<BTreeMap<String, PathBuf>> {
 
 /// One shell command that runs every smoke test binary (each even after another failed, so a
 /// guest reports everything) and exits non-zero if any failed.
-fn smoke_command(
-    binaries: &BTreeMap<String, PathBuf>,
-    kernel: &Kernel,
-) -> Result<Vec<OsString>> {
+fn smoke_command(binaries: &BTreeMap<String, PathBuf>, kernel: &Kernel) -> Result<Vec<OsString>> {
     let mut script = String::from("status=0\n");
     let mut runs = vec![("MEMTRACE_BACKEND=raw-tracepoint", &SMOKE_TESTS[..])];
     if kernel.fentry {
