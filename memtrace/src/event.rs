@@ -45,6 +45,21 @@ pub struct Event {
     pub body: EventBody,
 }
 
+impl Event {
+    /// An event of the session rather than of a process (losses, kernel-mode snapshots):
+    /// pid 0, no thread, no ABI.
+    pub fn of_session(time_ns: u64, body: EventBody) -> Self {
+        Self {
+            time_ns,
+            pid: 0,
+            tid: 0,
+            comm: Comm::default(),
+            abi: Abi::Unknown,
+            body,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum EventBody {
     Syscall(SyscallRecord),
