@@ -3,6 +3,9 @@
 //! they run on rather than of the kernel they were built against; and what a raw tracepoint
 //! passes (tracepoints.rs). Parsing is the `btf-rs` crate's; this module only walks its types.
 
+use std::collections::{hash_map::Entry, HashMap};
+use std::sync::{Mutex, PoisonError};
+
 use btf_rs::{Backend, Member, Struct, Type};
 
 /// Where the running kernel exposes its own BTF (CONFIG_DEBUG_INFO_BTF).
@@ -93,6 +96,9 @@ pub enum ValueKind {
 pub struct Btf {
     types: btf_rs::Btf,
     pointer_size: u32,
+    /// The ids of each name looked up so far. btf-rs's mapped backend scans every type for each
+    /// name, and the offsets ask for the same fifteen structs forty-odd times.
+    ids_by_name: Mutex<HashMap<String, Vec<u32>>>,
 }
 
 /// A member found by name, with its offset from the container that was searched (which may
@@ -148,6 +154,7 @@ impl Btf {
             types,
             // A BTF without `long` is not a kernel's; for it, this host's width is the best guess.
             pointer_size: long_size.unwrap_or(std::mem::size_of::<usize>() as u32),
+            ids_by_name: Mutex::default(),
         }
     }
 
@@ -396,9 +403,21 @@ impl Btf {
     }
 
     fn types_named(&self, name: &str, path: &str) -> Result<Vec<Type>, BtfError> {
-        self.types
-            .resolve_types_by_name(name)
-            .map_err(resolve(path))
+        let mut ids_by_name = self
+            .ids_by_name
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let ids = match ids_by_name.entry(name.to_owned()) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(new) => new.insert(
+                self.types
+                    .resolve_ids_by_name(name)
+                    .map_err(resolve(path))?,
+            ),
+        };
+        ids.iter()
+            .map(|&id| self.types.resolve_type_by_id(id).map_err(resolve(path)))
+            .collect()
     }
 
     fn name_of(&self, ty: &dyn btf_rs::BtfType) -> Option<String> {
