@@ -247,6 +247,7 @@ impl KmemProbes {
             log_enabled: 0,
             wakeup_bytes: u64::MAX,
             stack_min_bytes: u64::MAX,
+            cgroup_id: 0,
         };
         let aya_btf = AyaBtf::from_sys_fs().map_err(|e| ProbeError::Load(e.into()))?;
         let mut ebpf = EbpfLoader::new()

@@ -85,6 +85,8 @@ pub struct ProbeOptions {
     pub stack_min_bytes: Option<u64>,
     /// How to hook the syscalls (`--backend`).
     pub backend: BackendChoice,
+    /// `--cgroup`: trace every process of the cgroup v2 with this id (0: none).
+    pub cgroup_id: u64,
 }
 
 impl Default for ProbeOptions {
@@ -95,6 +97,7 @@ impl Default for ProbeOptions {
             ebpf_log: false,
             stack_min_bytes: Some(DEFAULT_STACK_MIN_BYTES),
             backend: BackendChoice::default(),
+            cgroup_id: 0,
         }
     }
 }
@@ -227,6 +230,7 @@ fn load_object(
         stack_min_bytes: options.stack_min_bytes.unwrap_or(u64::MAX),
         // A quarter of the ring: the reader wakes up well before it fills.
         wakeup_bytes: u64::from(size / 4),
+        cgroup_id: options.cgroup_id,
     };
     let aya_btf = Btf::from_sys_fs().map_err(|e| ProbeError::Load(e.into()))?;
     let ebpf = EbpfLoader::new()
