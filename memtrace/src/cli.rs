@@ -347,6 +347,12 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
         &[],
         &args.output,
     )?;
+    if pipeline.unreadable_modules > 0 {
+        eprintln!(
+            "memtrace: {} module file(s) of traced processes could not be read as the process maps them (it was gone, or the file there is not the mapped one): frames in them show module+offset, and their stacks were walked by frame pointers only",
+            pipeline.unreadable_modules
+        );
+    }
     let recording_failed = pipeline.recording_failure();
     if let Some(failure) = &recording_failed {
         eprintln!("memtrace: {failure}");
