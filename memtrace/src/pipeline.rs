@@ -38,7 +38,7 @@ impl ModuleMap for ProcessModules<'_> {
             path: region.name.as_deref()?.to_string(),
             executable: region.perms.executable(),
             inode: region.inode,
-            view: self.view,
+            view: self.view.clone(),
         })
     }
 }
@@ -143,19 +143,16 @@ impl Pipeline {
         let sample = &capture.sample;
         let (frames, new_modules) = match self.model.process(capture.pid) {
             Some(process) => {
-                // A process sharing memtrace's root names the host's files: once it is gone,
-                // a file may be read by its path, still inode-checked. So may one gone before
-                // memtrace could tell its root (as the exec image's files are), the inode
-                // then being the only check; a process known to live under another root never.
-                let same_root = process
+                let root = process
                     .process()
                     .container()
-                    .is_none_or(|container| container.root == "/");
+                    .filter(|container| container.root.starts_with('/'))
+                    .map(|container| std::sync::Arc::from(container.root.as_str()));
                 let modules = ProcessModules {
                     layout: process.layout(),
                     view: FileView::Process {
                         pid: capture.pid,
-                        same_root,
+                        root,
                     },
                 };
                 let frames = self.unwinder.unwind(sample, &modules, MAX_FRAMES);
@@ -188,7 +185,12 @@ impl Pipeline {
                 Ok(registered) => (!registered.named_by_path
                     || stacks.build_id(capture.pid, &mapping.path).is_some())
                 .then(Vec::new),
-                Err(_) => {
+                Err(error) => {
+                    log::warn!(
+                        "pid {}: call stacks through {} stay module+offset: {error}",
+                        capture.pid,
+                        mapping.path
+                    );
                     self.unreadable_modules += 1;
                     self.symbolizer.mark_unreadable(&mapping.path);
                     stacks.nameable(capture.pid, &mapping.path).then(Vec::new)

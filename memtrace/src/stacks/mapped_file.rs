@@ -6,33 +6,44 @@
 //! would then be silently wrong. So a live process's module is read as the process maps it:
 //! the very mapped object (`/proc/PID/map_files/START-END`), or else its path under the
 //! process's root (`/proc/PID/root/PATH`), each checked against the inode the kernel reported
-//! for the mapping. The host's path is used only for a process not known to have another
-//! root, still inode-checked; anything else is "cannot be read", never another file.
+//! for the mapping. Once the process is gone (a short-lived one often is before its stack
+//! samples are read), its root as the host reaches it (`/proc/PID/root` read while it ran: a
+//! chroot's directory, `/` on the host) joined with the path, still inode-checked. Anything
+//! else is "cannot be read", never another file. (A container whose root the host cannot
+//! reach shows `/` as its root: for its processes gone early, the inode is the only check.)
 
-use std::{io, os::unix::fs::MetadataExt, path::PathBuf};
+use std::{
+    io,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use crate::file_access::Links;
 
 use super::{elf::ElfFile, MappedFile};
 
 /// Whose view a mapping's file is read through.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum FileView {
     /// memtrace's own: the path as it is on this machine (replays, tests).
     #[default]
     Host,
-    /// A live traced process's. `same_root`: its root is memtrace's (or was never known), so
-    /// once it is gone its files may be read by their paths here, inode-checked.
-    Process { pid: u32, same_root: bool },
+    /// A live traced process's. `root`: its root directory as this machine reaches it (`/`
+    /// for a process on the host, the directory of a chroot), for when the process is gone
+    /// and its `/proc` entries with it; `None` when never known, and then the host's path is
+    /// tried. Either way inode-checked.
+    Process { pid: u32, root: Option<Arc<str>> },
 }
 
 /// Where the file behind `mapping` can be read, best first, with whether a final link may be
 /// followed (`map_files` entries are links to the mapped file).
 fn candidates(mapping: &MappedFile) -> Vec<(PathBuf, Links)> {
-    match mapping.view {
+    match &mapping.view {
         FileView::Host => vec![(PathBuf::from(&mapping.path), Links::Refuse)],
-        FileView::Process { pid, same_root } => {
-            let mut found = vec![
+        FileView::Process { pid, root } => {
+            let relative = mapping.path.trim_start_matches('/');
+            vec![
                 (
                     PathBuf::from(format!(
                         "/proc/{pid}/map_files/{:x}-{:x}",
@@ -41,17 +52,14 @@ fn candidates(mapping: &MappedFile) -> Vec<(PathBuf, Links)> {
                     Links::Follow,
                 ),
                 (
-                    PathBuf::from(format!(
-                        "/proc/{pid}/root/{}",
-                        mapping.path.trim_start_matches('/')
-                    )),
+                    PathBuf::from(format!("/proc/{pid}/root/{relative}")),
                     Links::Refuse,
                 ),
-            ];
-            if same_root {
-                found.push((PathBuf::from(&mapping.path), Links::Refuse));
-            }
-            found
+                (
+                    Path::new(root.as_deref().unwrap_or("/")).join(relative),
+                    Links::Refuse,
+                ),
+            ]
         }
     }
 }
@@ -76,7 +84,9 @@ pub(crate) fn open(mapping: &MappedFile) -> io::Result<ElfFile> {
                     ),
                 );
             }
-            Err(error) => last = error,
+            // A file found with the wrong inode says more than a later candidate's absence.
+            Err(error) if last.kind() != io::ErrorKind::InvalidData => last = error,
+            Err(_) => {}
         }
     }
     Err(last)
@@ -112,7 +122,7 @@ mod tests {
             inode,
             view: FileView::Process {
                 pid: std::process::id(),
-                same_root: false,
+                root: Some(Arc::from("/nonexistent")),
             },
         }
     }

@@ -146,7 +146,7 @@ impl Unwinder {
         if registered.iter().any(overlaps) {
             return None;
         }
-        let sections = match mapping.view {
+        let sections = match &mapping.view {
             FileView::Host => self.module_sections(&mapping.path)?,
             FileView::Process { .. } => self.viewed_sections(&mapping)?,
         };
