@@ -17,7 +17,7 @@ fn main() -> anyhow::Result<()> {
     // With AYA_BUILD_SKIP (model-only work and `cargo check` without the BPF toolchain) nothing
     // is built; an empty object keeps `include_bytes!` compiling, and loading it fails with a
     // clear message at run time.
-    let object = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR")?).join("memtrace");
+    let object = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR")?).join("memtrace-probes");
     if !object.exists() {
         fs::write(&object, []).context("writing the placeholder eBPF object")?;
     }

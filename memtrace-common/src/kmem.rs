@@ -111,6 +111,26 @@ pub struct KmemConfig {
 /// A [`KmemConfig`] argument the running kernel's tracepoint does not have.
 pub const ARG_ABSENT: u32 = u32::MAX;
 
+impl KmemConfig {
+    /// Nothing known yet: every argument absent, no filter. The eBPF object's initial value,
+    /// and where userspace starts before it fills in what the running kernel's BTF says.
+    pub const UNSET: Self = Self {
+        filter_pids: 0,
+        stacks: 0,
+        kmalloc_bytes_arg: ARG_ABSENT,
+        cache_alloc_bytes_arg: ARG_ABSENT,
+        cache_alloc_cache_arg: ARG_ABSENT,
+        kmem_cache_size_offset: 0,
+        kmem_cache_name_offset: 0,
+        percpu_call_site_arg: ARG_ABSENT,
+        percpu_ptr_arg: ARG_ABSENT,
+        percpu_bytes_arg: ARG_ABSENT,
+        percpu_free_ptr_arg: ARG_ABSENT,
+        page_size: 4096,
+        ignore_tgid: 0,
+    };
+}
+
 /// Longest cache name kept (the kernel's are short: `kmalloc-cg-1k`, `ext4_inode_cache`).
 pub const CACHE_NAME_LEN: usize = 32;
 

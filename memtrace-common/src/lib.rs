@@ -132,6 +132,24 @@ impl Syscall {
         Self::ALL.into_iter().find(|s| *s as u32 == value)
     }
 
+    /// The kernel's own name for the syscall, as strace prints it; the report's rows fold
+    /// the ABI variants together under the first word (`mmap2` and `old_mmap` are `mmap`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Mmap => "mmap",
+            Self::Mmap2 => "mmap2",
+            Self::OldMmap => "old_mmap",
+            Self::Munmap => "munmap",
+            Self::Brk => "brk",
+            Self::Mremap => "mremap",
+            Self::Mprotect => "mprotect",
+            Self::MemfdCreate => "memfd_create",
+            Self::Execve => "execve",
+            Self::Execveat => "execveat",
+            Self::Close => "close",
+        }
+    }
+
     /// Maps a raw syscall number to what memtrace traces. The two ABIs number syscalls
     /// differently and their numbers collide (ia32 45 is brk, x86_64 45 is recvfrom), so the
     /// ABI must be known first.
@@ -307,6 +325,31 @@ pub struct ForkEvent {
     pub _pad: u32,
 }
 
+/// Where a new image's pieces are, as the kernel set them up at exec: `mm_struct`'s bounds,
+/// the stack VMA and the auxv points. The kernel's exec event carries it and userspace's exec
+/// record keeps it as is, so both sides name the same addresses one way.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct ImageLayout {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub mmap_base: u64,
+    /// The stack VMA (`bprm->vma`).
+    pub stack_start: u64,
+    pub stack_end: u64,
+    /// Where the kernel loaded the ELF interpreter (auxv AT_BASE); 0 for static binaries.
+    pub interp_base: u64,
+    /// auxv AT_ENTRY and AT_PHDR: the entry point and the program headers.
+    pub entry: u64,
+    pub phdr: u64,
+}
+
 /// A completed exec: the new image as the kernel set it up, read from `mm_struct` and the
 /// `linux_binprm` at `sched_process_exec`.
 #[repr(C)]
@@ -321,22 +364,8 @@ pub struct ExecEvent {
     /// The ABI of the new image, from its ELF header (`bprm->buf`).
     pub new_abi: u32,
     pub _pad: u32,
-    pub start_code: u64,
-    pub end_code: u64,
-    pub start_data: u64,
-    pub end_data: u64,
-    pub start_brk: u64,
-    pub brk: u64,
-    pub start_stack: u64,
-    pub mmap_base: u64,
-    /// The stack VMA (`bprm->vma`).
-    pub stack_start: u64,
-    pub stack_end: u64,
-    /// auxv values: where ld.so (AT_BASE), the entry point, the program headers and the vdso
-    /// (AT_SYSINFO_EHDR) are.
-    pub interp_base: u64,
-    pub entry: u64,
-    pub phdr: u64,
+    pub layout: ImageLayout,
+    /// Where the vdso is (auxv AT_SYSINFO_EHDR): userspace places the special mappings by it.
     pub vdso_base: u64,
     /// The name exec was called with (`bprm->filename`).
     pub filename: [u8; PATH_LEN],

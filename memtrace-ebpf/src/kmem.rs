@@ -24,21 +24,7 @@ use crate::{
 
 /// Argument positions and options, written by userspace from the kernel's BTF before load.
 #[unsafe(no_mangle)]
-static KMEM_CONFIG: KmemConfig = KmemConfig {
-    filter_pids: 0,
-    stacks: 0,
-    kmalloc_bytes_arg: ARG_ABSENT,
-    cache_alloc_bytes_arg: ARG_ABSENT,
-    cache_alloc_cache_arg: ARG_ABSENT,
-    kmem_cache_size_offset: 0,
-    kmem_cache_name_offset: 0,
-    percpu_call_site_arg: ARG_ABSENT,
-    percpu_ptr_arg: ARG_ABSENT,
-    percpu_bytes_arg: ARG_ABSENT,
-    percpu_free_ptr_arg: ARG_ABSENT,
-    page_size: 4096,
-    ignore_tgid: 0,
-};
+static KMEM_CONFIG: KmemConfig = KmemConfig::UNSET;
 
 /// Allocations made during the trace and not yet freed, by pointer (`struct page *` for
 /// pages). Userspace sizes it; an insert into a full table is counted, not silently lost.

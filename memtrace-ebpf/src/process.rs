@@ -115,17 +115,17 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
         (*event).personality = read(task, offset!(task_personality)).unwrap_or(0);
         (*event).new_abi = new_abi as u32;
         (*event)._pad = 0;
-        (*event).start_code = read(mm, offset!(mm_start_code)).unwrap_or(0);
-        (*event).end_code = read(mm, offset!(mm_end_code)).unwrap_or(0);
-        (*event).start_data = read(mm, offset!(mm_start_data)).unwrap_or(0);
-        (*event).end_data = read(mm, offset!(mm_end_data)).unwrap_or(0);
-        (*event).start_brk = read(mm, offset!(mm_start_brk)).unwrap_or(0);
-        (*event).brk = read(mm, offset!(mm_brk)).unwrap_or(0);
-        (*event).start_stack = read(mm, offset!(mm_start_stack)).unwrap_or(0);
-        (*event).mmap_base = read(mm, offset!(mm_mmap_base)).unwrap_or(0);
+        (*event).layout.start_code = read(mm, offset!(mm_start_code)).unwrap_or(0);
+        (*event).layout.end_code = read(mm, offset!(mm_end_code)).unwrap_or(0);
+        (*event).layout.start_data = read(mm, offset!(mm_start_data)).unwrap_or(0);
+        (*event).layout.end_data = read(mm, offset!(mm_end_data)).unwrap_or(0);
+        (*event).layout.start_brk = read(mm, offset!(mm_start_brk)).unwrap_or(0);
+        (*event).layout.brk = read(mm, offset!(mm_brk)).unwrap_or(0);
+        (*event).layout.start_stack = read(mm, offset!(mm_start_stack)).unwrap_or(0);
+        (*event).layout.mmap_base = read(mm, offset!(mm_mmap_base)).unwrap_or(0);
         let stack_vma: KernelPtr = read(bprm, offset!(binprm_vma)).unwrap_or(core::ptr::null());
-        (*event).stack_start = read(stack_vma, offset!(vma_vm_start)).unwrap_or(0);
-        (*event).stack_end = read(stack_vma, offset!(vma_vm_end)).unwrap_or(0);
+        (*event).layout.stack_start = read(stack_vma, offset!(vma_vm_start)).unwrap_or(0);
+        (*event).layout.stack_end = read(stack_vma, offset!(vma_vm_end)).unwrap_or(0);
         if new_abi == Abi::I386 {
             fill_auxv_points::<u32>(mm, event);
         } else {
@@ -181,9 +181,9 @@ unsafe fn fill_auxv_points<W: Copy + Into<u64>>(mm: KernelPtr, event: *mut ExecE
     const AT_ENTRY: u64 = 9;
     const AT_SYSINFO_EHDR: u64 = 33;
     let event = unsafe { &mut *event };
-    event.interp_base = 0;
-    event.entry = 0;
-    event.phdr = 0;
+    event.layout.interp_base = 0;
+    event.layout.entry = 0;
+    event.layout.phdr = 0;
     event.vdso_base = 0;
     let auxv = offset!(mm_saved_auxv);
     let pair_size = 2 * core::mem::size_of::<W>();
@@ -195,9 +195,9 @@ unsafe fn fill_auxv_points<W: Copy + Into<u64>>(mm: KernelPtr, event: *mut ExecE
         let value: u64 = value.into();
         match key.into() {
             AT_NULL => break,
-            AT_PHDR => event.phdr = value,
-            AT_BASE => event.interp_base = value,
-            AT_ENTRY => event.entry = value,
+            AT_PHDR => event.layout.phdr = value,
+            AT_BASE => event.layout.interp_base = value,
+            AT_ENTRY => event.layout.entry = value,
             AT_SYSINFO_EHDR => event.vdso_base = value,
             _ => {}
         }

@@ -1,9 +1,11 @@
 //! Syscall entry and exit (`raw_syscalls:sys_enter` / `sys_exit` as raw tracepoints).
 //!
-//! Entry decides whether the syscall is one of ours (by ABI, then number), reads its arguments
-//! and any string argument while the user memory is still there, and parks them (`in_flight`).
-//! Exit pairs them with the result and emits one record. Records that carry a file (mmap of an
-//! fd, memfd_create) or a string resolve them at exit, when the fd is known to be valid.
+//! Entry decides whether the syscall is one of ours (by ABI, then number) and parks that
+//! decision with its start time (`in_flight`); only for execve, whose exit runs in the new
+//! image, does it read the arguments and the file name. Exit reads the arguments from the user
+//! registers, which these syscalls leave intact (old_mmap's block from user memory), pairs them
+//! with the result and emits one record. Records that carry a file (mmap of an fd,
+//! memfd_create) resolve it at exit, when the fd is known to be valid.
 
 use aya_ebpf::{
     bindings::{pt_regs, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -17,8 +19,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use memtrace_common::{
-    lost_slot, syscall_flags, Abi, EventKind, StackSampleEvent, Syscall, SyscallDetailEvent,
-    SyscallEvent, STACK_RING_BYTES,
+    lost_slot, syscall_errno, syscall_flags, Abi, EventKind, StackSampleEvent, Syscall,
+    SyscallDetailEvent, SyscallEvent, STACK_RING_BYTES,
 };
 
 use crate::{
@@ -292,7 +294,7 @@ fn unparked_syscall(number: i64, abi: Abi, out: &mut PendingSyscall) -> bool {
 /// Calls that create memory, large enough to be worth a stack (`ProbeConfig::stack_min_bytes`).
 fn wants_stack_sample(pending: &PendingSyscall, ret: i64) -> bool {
     let threshold = unsafe { core::ptr::read_volatile(&raw const CONFIG.stack_min_bytes) };
-    if threshold == u64::MAX || (-4095..0).contains(&ret) {
+    if threshold == u64::MAX || syscall_errno(ret).is_some() {
         return false;
     }
     let created = match Syscall::from_u32(pending.syscall) {
@@ -448,7 +450,7 @@ fn string_to_read_at_exit(pending: &PendingSyscall, ret: i64) -> u64 {
 /// The fd whose file the record should name ([`NO_FILE`] if none): mmap's fd argument for a
 /// successful file mapping, or the new memfd.
 fn file_descriptor_of_interest(pending: &PendingSyscall, ret: i64) -> u32 {
-    if (-4095..0).contains(&ret) {
+    if syscall_errno(ret).is_some() {
         return NO_FILE;
     }
     match Syscall::from_u32(pending.syscall) {

@@ -4,7 +4,7 @@
 //! them back, and the model consumes them. Nothing downstream of this module knows where an
 //! event came from.
 
-pub use memtrace_common::{Abi, Syscall};
+pub use memtrace_common::{Abi, ImageLayout, Syscall};
 
 /// A task's `comm`, kept as the kernel's fixed 16 bytes so events stay `Copy`-cheap.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -43,6 +43,21 @@ pub struct Event {
     /// The ABI of the syscall (for process events: of the task).
     pub abi: Abi,
     pub body: EventBody,
+}
+
+impl Event {
+    /// An event of the session rather than of a process (losses, kernel-mode snapshots):
+    /// pid 0, no thread, no ABI.
+    pub fn of_session(time_ns: u64, body: EventBody) -> Self {
+        Self {
+            time_ns,
+            pid: 0,
+            tid: 0,
+            comm: Comm::default(),
+            abi: Abi::Unknown,
+            body,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -168,20 +183,8 @@ pub struct ExecRecord {
     pub filename: String,
     /// The script interpreter or the binary as the kernel finally ran it (`bprm->interp`).
     pub interp: String,
-    pub start_code: u64,
-    pub end_code: u64,
-    pub start_data: u64,
-    pub end_data: u64,
-    pub start_brk: u64,
-    pub brk: u64,
-    pub start_stack: u64,
-    pub mmap_base: u64,
-    pub stack_start: u64,
-    pub stack_end: u64,
-    /// Where the kernel loaded the ELF interpreter (AT_BASE); 0 for static binaries.
-    pub interp_base: u64,
-    pub entry: u64,
-    pub phdr: u64,
+    /// Where the image's pieces are, as the kernel's exec event gave them.
+    pub layout: ImageLayout,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,22 +13,6 @@ pub fn abi_name(abi: Abi) -> &'static str {
     }
 }
 
-pub fn syscall_name(syscall: Syscall) -> &'static str {
-    match syscall {
-        Syscall::Mmap => "mmap",
-        Syscall::Mmap2 => "mmap2",
-        Syscall::OldMmap => "old_mmap",
-        Syscall::Munmap => "munmap",
-        Syscall::Brk => "brk",
-        Syscall::Mremap => "mremap",
-        Syscall::Mprotect => "mprotect",
-        Syscall::MemfdCreate => "memfd_create",
-        Syscall::Execve => "execve",
-        Syscall::Execveat => "execveat",
-        Syscall::Close => "close",
-    }
-}
-
 /// The line for an event, or `None` for events that only feed the model.
 pub fn format(event: &Event) -> Option<String> {
     let prefix = format!("[{} {}]", event.pid, abi_name(event.abi));
@@ -82,7 +66,7 @@ pub fn format(event: &Event) -> Option<String> {
 
 fn syscall(call: &SyscallRecord) -> String {
     let a = &call.args;
-    let name = syscall_name(call.syscall);
+    let name = call.syscall.name();
     let args = match call.syscall {
         Syscall::Mmap | Syscall::Mmap2 | Syscall::OldMmap => {
             let file = call

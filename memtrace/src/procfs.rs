@@ -133,10 +133,10 @@ pub fn untraceable_reason(pid: u32) -> Option<&'static str> {
 
 /// Whether the process runs a 32-bit (ELFCLASS32) image.
 pub fn is_ia32(pid: u32) -> bool {
-    let mut ident = [0u8; 5];
-    fs::File::open(format!("/proc/{pid}/exe"))
-        .and_then(|mut exe| io::Read::read_exact(&mut exe, &mut ident))
-        .is_ok_and(|()| ident[4] == 1)
+    fs::File::open(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
+        object::FileKind::parse(&object::read::ReadCache::new(exe))
+            .is_ok_and(|kind| kind == object::FileKind::Elf32)
+    })
 }
 
 pub fn parent_of(pid: u32) -> Option<u32> {

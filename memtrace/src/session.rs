@@ -521,14 +521,7 @@ fn report_new_losses(
     let mut lost = probes.lost()?;
     lost.stacks_not_sampled += stacks_dropped;
     if lost != previous {
-        pipeline.feed(&Event {
-            time_ns: monotonic_ns(),
-            pid: 0,
-            tid: 0,
-            comm: Comm::default(),
-            abi: Abi::Unknown,
-            body: EventBody::Lost(lost),
-        })?;
+        pipeline.feed(&Event::of_session(monotonic_ns(), EventBody::Lost(lost)))?;
     }
     Ok(lost)
 }

@@ -9,6 +9,7 @@
 use memtrace_tests::{
     memtrace_json, processes, program, require_root, Abi, Runtime, Scratch, REPORTED_SYSCALLS,
 };
+use rstest::rstest;
 use serde_json::{json, Value};
 
 /// What must not depend on the backend: per process (in report order) its ABI, exit code,
@@ -110,25 +111,19 @@ fn same_report_on_both_backends(name: &str, abi: Abi, runtime: Runtime, args: &[
     assert_eq!(comparable(auto.report()), comparable(raw.report()));
 }
 
-#[test]
-fn counts_of_a_64_bit_program_on_both_backends() {
-    same_report_on_both_backends("counts", Abi::X86_64, Runtime::Bare, &[]);
+#[rstest]
+#[case::x86_64(Abi::X86_64)]
+#[case::i386(Abi::I386)]
+fn counts_on_both_backends(#[case] abi: Abi) {
+    same_report_on_both_backends("counts", abi, Runtime::Bare, &[]);
 }
 
-#[test]
-fn counts_of_a_32_bit_program_on_both_backends() {
-    same_report_on_both_backends("counts", Abi::I386, Runtime::Bare, &[]);
-}
-
-#[test]
-fn doublemapper_on_both_backends() {
-    same_report_on_both_backends("doublemapper", Abi::X86_64, Runtime::Libc, &["8"]);
-}
-
-/// mmap2 and memfd_create through the ia32 entry points.
-#[test]
-fn doublemapper_of_a_32_bit_program_on_both_backends() {
-    same_report_on_both_backends("doublemapper", Abi::I386, Runtime::Libc, &["8"]);
+/// For i386, mmap2 and memfd_create through the ia32 entry points.
+#[rstest]
+#[case::x86_64(Abi::X86_64)]
+#[case::i386(Abi::I386)]
+fn doublemapper_on_both_backends(#[case] abi: Abi) {
+    same_report_on_both_backends("doublemapper", abi, Runtime::Libc, &["8"]);
 }
 
 /// old_mmap, whose ia32 entry point is a compat function.

@@ -17,6 +17,7 @@ use memtrace_tests::{
     calls, memtrace, memtrace_bin, memtrace_json, oracle, process, processes, program,
     require_root, Abi, Runtime, Scratch, REPORTED_SYSCALLS,
 };
+use rstest::rstest;
 use serde_json::Value;
 
 /// Bytes of the rebuilt layout that must agree with /proc/PID/maps.
@@ -201,7 +202,10 @@ fn assert_counts_equal_strace(name: &str, scratch: &Scratch, command: &[&str]) {
     assert_eq!(report["lost_events"], 0, "{name}: events lost");
 }
 
-fn race(abi: Abi) {
+#[rstest]
+#[case::x86_64(Abi::X86_64)]
+#[case::i386(Abi::I386)]
+fn thread_race(#[case] abi: Abi) {
     require_root();
     let scratch = Scratch::new(&format!("race-{}", abi.name()));
     let exe = program("race", abi, Runtime::Libc);
@@ -214,16 +218,6 @@ fn race(abi: Abi) {
     assert!(calls(entry, "mmap").0 >= 16_000);
     assert!(calls(entry, "munmap").0 >= 24_000);
     assert_counts_equal_strace(&name, &scratch, &[exe, "2000", "exit"]);
-}
-
-#[test]
-fn thread_race_64_bit() {
-    race(Abi::X86_64);
-}
-
-#[test]
-fn thread_race_32_bit() {
-    race(Abi::I386);
 }
 
 const NODE_WORKLOAD: &str = r#"
@@ -378,7 +372,10 @@ fn gcc_and_git_counts_equal_strace() {
 
 /// A futex's exit must never pair with a munmap entry left in the in-flight table: the test
 /// plants exactly such an entry for the workload's thread, then lets it make the futex call.
-fn stale_in_flight_entry(abi: Abi) {
+#[rstest]
+#[case::x86_64(Abi::X86_64)]
+#[case::i386(Abi::I386)]
+fn futex_exit_never_taken_for_a_stale_munmap(#[case] abi: Abi) {
     require_root();
     let scratch = Scratch::new(&format!("stale-{}", abi.name()));
     let exe = program("stale_exit", abi, Runtime::Bare);
@@ -470,16 +467,6 @@ fn pending_map_of(pid: u32) -> u64 {
                 memtrace_common::names::PENDING_MAP
             )
         })
-}
-
-#[test]
-fn futex_exit_never_taken_for_a_stale_munmap_64_bit() {
-    stale_in_flight_entry(Abi::X86_64);
-}
-
-#[test]
-fn futex_exit_never_taken_for_a_stale_munmap_32_bit() {
-    stale_in_flight_entry(Abi::I386);
 }
 
 #[test]

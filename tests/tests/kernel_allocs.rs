@@ -11,6 +11,7 @@ use std::{
 };
 
 use memtrace_tests::{attach, memtrace, program, replay_json, require_root, Abi, Runtime, Scratch};
+use rstest::rstest;
 use serde_json::Value;
 
 const PIPES: u64 = 1000;
@@ -103,7 +104,10 @@ fn assert_n_pipes_outstanding(report: &Value) {
     );
 }
 
-fn pipes_are_counted_once_and_replayed_alike(abi: Abi) {
+#[rstest]
+#[case::x86_64(Abi::X86_64)]
+#[case::i386(Abi::I386)]
+fn pipes_are_counted_once_and_replayed_alike(#[case] abi: Abi) {
     require_root();
     let scratch = Scratch::new(&format!("kernel-pipes-{}", abi.name()));
     let live = trace_pipes(&scratch, abi);
@@ -124,16 +128,6 @@ fn pipes_are_counted_once_and_replayed_alike(abi: Abi) {
         .find(|line| line.trim_start().starts_with("alloc_pipe_info+"))
         .unwrap_or_else(|| panic!("no alloc_pipe_info line in:\n{text}"));
     assert!(line.contains(" kmalloc-"), "{line}");
-}
-
-#[test]
-fn pipes_of_a_64_bit_process_are_counted_once_and_replayed_alike() {
-    pipes_are_counted_once_and_replayed_alike(Abi::X86_64);
-}
-
-#[test]
-fn pipes_of_a_32_bit_process_are_counted_once_and_replayed_alike() {
-    pipes_are_counted_once_and_replayed_alike(Abi::I386);
 }
 
 #[test]

@@ -5,6 +5,7 @@ use memtrace_tests::{
     memtrace_json, oracle, processes, processes_running, program, require_root, Abi, Runtime,
     Scratch,
 };
+use rstest::rstest;
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
@@ -42,7 +43,10 @@ fn findings<'a>(report: &'a Value, kind: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-fn doublemapper(abi: Abi) {
+#[rstest]
+#[case::x86_64(Abi::X86_64)]
+#[case::i386(Abi::I386)]
+fn doublemapper(#[case] abi: Abi) {
     require_root();
     let scratch = Scratch::new(&format!("doublemapper-{}", abi.name()));
     let maps = scratch.file("maps");
@@ -85,17 +89,10 @@ fn doublemapper(abi: Abi) {
     );
 }
 
-#[test]
-fn doublemapper_64_bit() {
-    doublemapper(Abi::X86_64);
-}
-
-#[test]
-fn doublemapper_32_bit() {
-    doublemapper(Abi::I386);
-}
-
-fn large_blocks(abi: Abi) {
+#[rstest]
+#[case::x86_64(Abi::X86_64)]
+#[case::i386(Abi::I386)]
+fn large_blocks(#[case] abi: Abi) {
     require_root();
     let scratch = Scratch::new(&format!("bigalloc-{}", abi.name()));
     let maps = scratch.file("maps");
@@ -132,17 +129,10 @@ fn large_blocks(abi: Abi) {
     assert_eq!(found[0]["regions"], 6);
 }
 
-#[test]
-fn large_blocks_64_bit() {
-    large_blocks(Abi::X86_64);
-}
-
-#[test]
-fn large_blocks_32_bit() {
-    large_blocks(Abi::I386);
-}
-
-fn starved_heap(abi: Abi) {
+#[rstest]
+#[case::x86_64(Abi::X86_64)]
+#[case::i386(Abi::I386)]
+fn starved_heap(#[case] abi: Abi) {
     require_root();
     let scratch = Scratch::new(&format!("brk-{}", abi.name()));
     let maps = scratch.file("maps");
@@ -177,16 +167,6 @@ fn starved_heap(abi: Abi) {
         .as_str()
         .unwrap()
         .contains("blocker.dat"));
-}
-
-#[test]
-fn starved_heap_64_bit() {
-    starved_heap(Abi::X86_64);
-}
-
-#[test]
-fn starved_heap_32_bit() {
-    starved_heap(Abi::I386);
 }
 
 /// A 32-bit parent starts a 64-bit child. On this kernel the child gets a proper 64-bit

@@ -10,6 +10,7 @@ use memtrace_tests::{
     calls, memtrace_json, oracle, process, processes, processes_running, program, require_root,
     Abi, Runtime, Scratch, REPORTED_SYSCALLS,
 };
+use rstest::rstest;
 use serde_json::Value;
 
 /// What tests/programs/counts.c does, per reported syscall: (calls, failed). The one execve is
@@ -36,7 +37,10 @@ fn assert_counts_program(entry: &Value) {
     }
 }
 
-fn exact_counts(abi: Abi) {
+#[rstest]
+#[case::x86_64(Abi::X86_64)]
+#[case::i386(Abi::I386)]
+fn exact_counts(#[case] abi: Abi) {
     require_root();
     let scratch = Scratch::new(&format!("counts-{}", abi.name()));
     let counts = program("counts", abi, Runtime::Bare);
@@ -54,16 +58,6 @@ fn exact_counts(abi: Abi) {
     let execs = entry["execs"].as_array().unwrap();
     assert_eq!(execs.len(), 1);
     assert_eq!(execs[0]["to_abi"], abi.name());
-}
-
-#[test]
-fn exact_counts_of_a_64_bit_program() {
-    exact_counts(Abi::X86_64);
-}
-
-#[test]
-fn exact_counts_of_a_32_bit_program() {
-    exact_counts(Abi::I386);
 }
 
 #[test]

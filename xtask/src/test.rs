@@ -61,13 +61,28 @@ pub fn test(
         .env("MEMTRACE_BIN", &memtrace_binary)
         .env("MEMTRACE_DIST_BIN", &dist.binary);
 
-    let checks: [(&str, &str, Command); 4] = [
+    // The fuzz target is a workspace of its own (it builds with nightly and sanitizers under
+    // `cargo xtask fuzz`), so nothing above compiles it: a changed signature would go unseen
+    // until someone fuzzes. A plain check keeps it building.
+    let mut check_fuzz = Command::new("cargo");
+    check_fuzz
+        .current_dir(workspace.root.join("fuzz"))
+        .args(["check", "--bins"])
+        // The replay target needs no eBPF object.
+        .env("AYA_BUILD_SKIP", "1");
+
+    let checks: [(&str, &str, Command); 5] = [
         ("fmt", "checking formatting", format),
         ("clippy", "linting (warnings are errors)", lint),
         (
             "clippy-ebpf",
             "linting the eBPF programs for their own target",
             lint_ebpf,
+        ),
+        (
+            "fuzz-build",
+            "checking that the fuzz target builds",
+            check_fuzz,
         ),
         (
             "test",

@@ -73,7 +73,7 @@ const GUEST_MEMORY_MB: u32 = 2048;
 pub fn vm(workspace: &Workspace, options: &VmOptions) -> Result<()> {
     if options.list {
         for kernel in &KERNELS {
-            println!("{:6} {:40} {}", kernel.label, kernel.package, kernel.why);
+            println!("{:6} {:40} {}", kernel.label, kernel.package(), kernel.why);
         }
         return Ok(());
     }
@@ -120,7 +120,7 @@ pub fn run_in_guest(workspace: &Workspace, guest: &Guest) -> Result<i32> {
     let unpacked = vm_fetch::fetch(workspace, guest.kernel)?;
     let kernel_dir = vm_fetch::vm_dir(workspace)
         .join("kernels")
-        .join(guest.kernel.package);
+        .join(guest.kernel.package());
     let initramfs = vm_initramfs::build(&unpacked, &kernel_dir)?;
     let script = write_guest_script(workspace, guest)?;
 
@@ -203,7 +203,9 @@ pub fn run_in_guest(workspace: &Workspace, guest: &Guest) -> Result<i32> {
         Some(status) => {
             cmd::step(format!(
                 "{}guest {} ({}) ran the command in {elapsed} s: exit status {status}",
-                guest.output_prefix, guest.kernel.label, guest.kernel.package
+                guest.output_prefix,
+                guest.kernel.label,
+                guest.kernel.package()
             ));
             Ok(status)
         }

@@ -25,8 +25,10 @@ enum Archive {
 pub struct Kernel {
     /// What `--kernel` takes: the upstream series.
     pub label: &'static str,
-    /// The package with /boot/vmlinuz-* and the modules.
-    pub package: &'static str,
+    /// The packages with /boot/vmlinuz-* and the modules, unpacked into one directory: one
+    /// package up to 6.x, two from 7.x, when Debian split the image (`linux-binary-*`) from
+    /// the modules (`linux-modules-*`). The first names the kernel in reports.
+    pub packages: &'static [&'static str],
     suite: &'static str,
     archive: Archive,
     /// Who runs this kernel, for `cargo xtask vm --list`.
@@ -37,10 +39,10 @@ pub struct Kernel {
     pub fentry: bool,
 }
 
-pub const KERNELS: [Kernel; 4] = [
+pub const KERNELS: [Kernel; 5] = [
     Kernel {
         label: "5.10",
-        package: "linux-image-5.10.0-46-amd64",
+        packages: &["linux-image-5.10.0-46-amd64"],
         suite: "bullseye-security",
         archive: Archive::Security,
         why: "Debian 11; the oldest supported",
@@ -48,7 +50,7 @@ pub const KERNELS: [Kernel; 4] = [
     },
     Kernel {
         label: "6.1",
-        package: "linux-image-6.1.0-56-amd64",
+        packages: &["linux-image-6.1.0-56-amd64"],
         suite: "bookworm",
         archive: Archive::Main,
         why: "Debian 12's default",
@@ -56,7 +58,7 @@ pub const KERNELS: [Kernel; 4] = [
     },
     Kernel {
         label: "6.12",
-        package: "linux-image-6.12.117+deb12-amd64",
+        packages: &["linux-image-6.12.117+deb12-amd64"],
         suite: "bookworm-security",
         archive: Archive::Security,
         why: "Debian 13, RHEL 10",
@@ -64,13 +66,31 @@ pub const KERNELS: [Kernel; 4] = [
     },
     Kernel {
         label: "6.18",
-        package: "linux-image-6.18.15+deb13-amd64",
+        packages: &["linux-image-6.18.15+deb13-amd64"],
         suite: "trixie-backports",
         archive: Archive::Main,
         why: "trixie-backports; this machine's series",
         fentry: true,
     },
+    Kernel {
+        label: "7.2",
+        packages: &[
+            "linux-binary-7.2.13+deb14-amd64",
+            "linux-modules-7.2.13+deb14-amd64",
+        ],
+        suite: "sid",
+        archive: Archive::Main,
+        why: "Debian's newest (sid)",
+        fentry: true,
+    },
 ];
+
+impl Kernel {
+    /// The package that names this kernel.
+    pub fn package(&self) -> &'static str {
+        self.packages[0]
+    }
+}
 
 pub fn find(label: &str) -> Result<&'static Kernel> {
     KERNELS
@@ -92,20 +112,25 @@ pub struct Unpacked {
     pub modules: PathBuf,
 }
 
-/// Downloads (once) and unpacks (once) a kernel package under target/vm.
+/// Downloads (once) and unpacks (once) a kernel's packages under target/vm.
 pub fn fetch(workspace: &Workspace, kernel: &Kernel) -> Result<Unpacked> {
     let vm_dir = vm_dir(workspace);
-    let root = vm_dir.join("kernels").join(kernel.package);
+    let root = vm_dir.join("kernels").join(kernel.package());
     let stamp = root.join(".unpacked");
     if !stamp.exists() {
-        let deb = download(&vm_dir, kernel)?;
+        let mut debs = Vec::new();
+        for package in kernel.packages {
+            debs.push(download(&vm_dir, kernel, package)?);
+        }
         if root.exists() {
             fs::remove_dir_all(&root).with_context(|| format!("clearing {}", root.display()))?;
         }
         // dpkg-deb makes the last directory only: a fresh checkout has no target/vm/kernels.
         fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
-        cmd::step(format!("unpacking {}", kernel.package));
-        cmd::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+        for (package, deb) in kernel.packages.iter().zip(&debs) {
+            cmd::step(format!("unpacking {package}"));
+            cmd::run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root))?;
+        }
         fs::write(&stamp, "").with_context(|| format!("writing {}", stamp.display()))?;
     }
     unpacked(&root)
@@ -115,26 +140,22 @@ pub fn vm_dir(workspace: &Workspace) -> PathBuf {
     workspace.target_dir.join("vm")
 }
 
-fn download(vm_dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
+fn download(vm_dir: &Path, kernel: &Kernel, package: &str) -> Result<PathBuf> {
     let debs = vm_dir.join("debs");
     fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
-    if let Some(deb) = find_deb(&debs, kernel.package)? {
+    if let Some(deb) = find_deb(&debs, package)? {
         return Ok(deb);
     }
     let apt = PrivateApt::create(&vm_dir.join("apt"))?;
-    cmd::step(format!(
-        "downloading {} from {}",
-        kernel.package, kernel.suite
-    ));
+    cmd::step(format!("downloading {package} from {}", kernel.suite));
     cmd::run(apt.command("apt-get").arg("update"))?;
     cmd::run(
         apt.command("apt-get")
             .current_dir(&debs)
             .arg("download")
-            .arg(kernel.package),
+            .arg(package),
     )?;
-    find_deb(&debs, kernel.package)?
-        .with_context(|| format!("apt-get download left no {}_*.deb", kernel.package))
+    find_deb(&debs, package)?.with_context(|| format!("apt-get download left no {package}_*.deb"))
 }
 
 fn find_deb(debs: &Path, package: &str) -> Result<Option<PathBuf>> {
@@ -150,30 +171,52 @@ fn find_deb(debs: &Path, package: &str) -> Result<Option<PathBuf>> {
 }
 
 /// Finds the kernel image and the modules directory: Debian moved modules from /lib/modules
-/// to /usr/lib/modules with the /usr merge (trixie), so both layouts occur.
+/// to /usr/lib/modules with the /usr merge (trixie), so both layouts occur; from 7.x the image
+/// is no longer /boot/vmlinuz-RELEASE but lives beside the modules (.../RELEASE/vmlinuz).
 fn unpacked(root: &Path) -> Result<Unpacked> {
+    let module_dirs = ["lib/modules", "usr/lib/modules"];
     let boot = root.join("boot");
-    let vmlinuz = fs::read_dir(&boot)
-        .with_context(|| format!("listing {}", boot.display()))?
-        .filter_map(|entry| entry.ok())
-        .map(|entry| entry.path())
-        .find(|path| {
-            path.file_name()
-                .is_some_and(|name| name.to_string_lossy().starts_with("vmlinuz-"))
-        })
-        .with_context(|| format!("no vmlinuz-* in {}", boot.display()))?;
-    let release = vmlinuz
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .trim_start_matches("vmlinuz-")
-        .to_owned();
-    let modules = ["lib/modules", "usr/lib/modules"]
-        .iter()
-        .map(|dir| root.join(dir).join(&release))
-        .find(|dir| dir.is_dir())
-        .with_context(|| format!("no modules for {release} in {}", root.display()))?;
-    Ok(Unpacked { vmlinuz, modules })
+    let in_boot = fs::read_dir(&boot).ok().and_then(|entries| {
+        entries
+            .filter_map(|entry| entry.ok())
+            .map(|entry| entry.path())
+            .find(|path| {
+                path.file_name()
+                    .is_some_and(|name| name.to_string_lossy().starts_with("vmlinuz-"))
+            })
+    });
+    if let Some(vmlinuz) = in_boot {
+        let release = vmlinuz
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .trim_start_matches("vmlinuz-")
+            .to_owned();
+        let modules = module_dirs
+            .iter()
+            .map(|dir| root.join(dir).join(&release))
+            .find(|dir| dir.is_dir())
+            .with_context(|| format!("no modules for {release} in {}", root.display()))?;
+        return Ok(Unpacked { vmlinuz, modules });
+    }
+    for dir in module_dirs {
+        let Ok(releases) = fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for release in releases.filter_map(|entry| entry.ok()) {
+            let vmlinuz = release.path().join("vmlinuz");
+            if vmlinuz.is_file() {
+                return Ok(Unpacked {
+                    vmlinuz,
+                    modules: release.path(),
+                });
+            }
+        }
+    }
+    bail!(
+        "no kernel image (boot/vmlinuz-* or lib/modules/*/vmlinuz) in {}",
+        root.display()
+    )
 }
 
 /// An apt configuration of our own: its sources list the suites of the matrix on the mirror

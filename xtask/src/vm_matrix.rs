@@ -25,38 +25,42 @@ use crate::{
 };
 
 /// The smoke subset, by test binary: what differs between kernels (tracepoint prototypes, the
-/// verifier, struct layouts, compat syscalls) and the features users rely on most. Run on the
-/// raw tracepoints (`MEMTRACE_BACKEND`), which every kernel has: on fentry each memtrace start
-/// verifies 38 more programs, minutes under emulation.
+/// verifier, struct layouts, compat syscalls) and the features users rely on most. Run on each
+/// backend by force (`MEMTRACE_BACKEND`): on the raw tracepoints, which every kernel has, and
+/// on fentry wherever it must load ([`Kernel::fentry`]), so that neither backend is only
+/// tried through the other's fallback.
 const SMOKE_TESTS: [(&str, &[&str]); 2] = [
     (
         "tracing",
         &[
             // Exact counts in both ABIs: sys_enter/sys_exit and TS_COMPAT.
-            "exact_counts_of_a_64_bit_program",
-            "exact_counts_of_a_32_bit_program",
+            "exact_counts::case_1_x86_64",
+            "exact_counts::case_2_i386",
             // fork, exec across ABIs, exit.
             "a_32_bit_parent_execs_a_64_bit_child",
             // --pid attach.
             "attach_sees_what_a_sleeping_process_does_next",
         ],
     ),
-    ("layout", &["doublemapper_64_bit", "doublemapper_32_bit"]),
+    (
+        "layout",
+        &["doublemapper::case_1_x86_64", "doublemapper::case_2_i386"],
+    ),
 ];
 
 /// The backends compared, once per kernel, with the default backend choice: where fentry
 /// attaches (every Debian kernel booted here allows ftrace) the report must equal the raw
 /// tracepoints' one; where it does not, auto must fall back and say why.
 const BACKEND_TESTS: [(&str, &[&str]); 1] =
-    [("backend", &["counts_of_a_64_bit_program_on_both_backends"])];
+    [("backend", &["counts_on_both_backends::case_1_x86_64"])];
 
 /// Kernel mode (#11): its tracepoints' prototypes and `sched_process_exit`'s arity differ
 /// between kernels (all four pass: 5.10 in 60 s, 6.1 32 s, 6.12 21 s of guest time).
 const KERNEL_MODE_TESTS: [(&str, &[&str]); 1] = [(
     "kernel_allocs",
     &[
-        "pipes_of_a_64_bit_process_are_counted_once_and_replayed_alike",
-        "pipes_of_a_32_bit_process_are_counted_once_and_replayed_alike",
+        "pipes_are_counted_once_and_replayed_alike::case_1_x86_64",
+        "pipes_are_counted_once_and_replayed_alike::case_2_i386",
     ],
 )];
 
@@ -69,7 +73,7 @@ const GUEST_TIMEOUT: Duration = Duration::from_secs(1500);
 /// busy 2-core machine, two guests at once: 5.10 280 s, 6.1 213 s, 6.12 86 s, 6.18 104 s;
 /// about 11 minutes of guest time, 6 of wall time. What costs is the verifier under
 /// emulation: keep an eye on it when the programs grow (probes/kernel_differences.rs).
-const DEFAULT_KERNELS: [&str; 4] = ["5.10", "6.1", "6.12", "6.18"];
+const DEFAULT_KERNELS: [&str; 5] = ["5.10", "6.1", "6.12", "6.18", "7.2"];
 
 /// Which kernels `--kernels` selects: the default set, all of the matrix, some by label, or
 /// none.
@@ -100,7 +104,6 @@ pub fn run(
         return Ok(());
     }
     let binaries = test_binaries(workspace)?;
-    let command = smoke_command(&binaries)?;
     let labels: Vec<&str> = kernels.iter().map(|kernel| kernel.label).collect();
     cmd::step(format!(
         "kernel matrix: the smoke subset in guests of Linux {} ({PARALLEL_GUESTS} at once)",
@@ -121,9 +124,18 @@ pub fn run(
         for _ in 0..PARALLEL_GUESTS {
             scope.spawn(|| {
                 while let Some(kernel) = next_kernel(&queue) {
+                    let command = match smoke_command(&binaries, kernel) {
+                        Ok(command) => command,
+                        Err(error) => {
+                            if let Ok(mut results) = results.lock() {
+                                results.push((kernel, Err(error), Duration::ZERO));
+                            }
+                            continue;
+                        }
+                    };
                     let guest = Guest {
                         kernel,
-                        command: command.clone(),
+                        command,
                         environment: vec![
                             (
                                 "MEMTRACE_BIN".to_owned(),
@@ -170,7 +182,7 @@ pub fn run(
         println!(
             "  Linux {:5} {:36} {verdict} in {} s",
             kernel.label,
-            kernel.package,
+            kernel.package(),
             elapsed.as_secs()
         );
     }
@@ -215,13 +227,13 @@ fn test_binaries(workspace: &Workspace) -> Result<BTreeMap<String, PathBuf>> {
 
 /// One shell command that runs every smoke test binary (each even after another failed, so a
 /// guest reports everything) and exits non-zero if any failed.
-fn smoke_command(binaries: &BTreeMap<String, PathBuf>) -> Result<Vec<OsString>> {
+fn smoke_command(binaries: &BTreeMap<String, PathBuf>, kernel: &Kernel) -> Result<Vec<OsString>> {
     let mut script = String::from("status=0\n");
-    let runs = [
-        ("MEMTRACE_BACKEND=raw-tracepoint", &SMOKE_TESTS[..]),
-        ("", &BACKEND_TESTS[..]),
-        ("", &KERNEL_MODE_TESTS[..]),
-    ];
+    let mut runs = vec![("MEMTRACE_BACKEND=raw-tracepoint", &SMOKE_TESTS[..])];
+    if kernel.fentry {
+        runs.push(("MEMTRACE_BACKEND=fentry", &SMOKE_TESTS[..]));
+    }
+    runs.extend([("", &BACKEND_TESTS[..]), ("", &KERNEL_MODE_TESTS[..])]);
     for (environment, groups) in runs {
         for (binary, tests) in groups {
             let path = binaries

@@ -98,8 +98,8 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             if event.exe.depth > 0 {
                 loaded_image = Some(LoadedImage {
                     exe: file_ref(&event.exe),
-                    phdr: event.phdr,
-                    interp_base: event.interp_base,
+                    phdr: event.layout.phdr,
+                    interp_base: event.layout.interp_base,
                     vdso_base: event.vdso_base,
                 });
             }
@@ -151,19 +151,7 @@ fn exec_record(event: &ExecEvent) -> ExecRecord {
         new_abi: Abi::from_u32(event.new_abi),
         filename: c_string(&event.filename),
         interp: c_string(&event.interp),
-        start_code: event.start_code,
-        end_code: event.end_code,
-        start_data: event.start_data,
-        end_data: event.end_data,
-        start_brk: event.start_brk,
-        brk: event.brk,
-        start_stack: event.start_stack,
-        mmap_base: event.mmap_base,
-        stack_start: event.stack_start,
-        stack_end: event.stack_end,
-        interp_base: event.interp_base,
-        entry: event.entry,
-        phdr: event.phdr,
+        layout: event.layout,
     }
 }
 

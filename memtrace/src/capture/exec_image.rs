@@ -7,21 +7,22 @@
 //! the segments the way `load_elf_binary` does. The result goes into the event stream as
 //! `ExecMapping` events, so recordings carry it and replay needs none of the files.
 
-use std::{
-    io::{self, Read, Seek, SeekFrom},
-    path::Path,
-    sync::OnceLock,
+use std::{fs::File, io, path::Path, sync::OnceLock};
+
+use object::{
+    elf::{FileHeader32, FileHeader64, ET_DYN, PF_R, PF_W, PF_X, PT_LOAD, PT_PHDR},
+    read::{
+        elf::{FileHeader, ProgramHeader},
+        ReadCache,
+    },
+    Endianness, FileKind,
 };
 
 use crate::event::{ExecMappingKind, ExecMappingRecord, FileRef};
 use crate::file_access::{open_regular, Links};
-use crate::linux_abi::{MAP_FIXED, MAP_PRIVATE};
+use crate::linux_abi::{MAP_FIXED, MAP_PRIVATE, PROT_EXEC, PROT_READ, PROT_WRITE};
 
 const PAGE: u64 = 4096;
-const PT_LOAD: u32 = 1;
-const PT_INTERP: u32 = 3;
-const PT_PHDR: u32 = 6;
-const ET_DYN: u16 = 3;
 
 /// Where the loader put the new image: from the exec event.
 #[derive(Clone, Debug)]
@@ -298,19 +299,12 @@ struct Segment {
 }
 
 impl Segment {
-    /// PF_R/PF_W/PF_X to PROT_READ/PROT_WRITE/PROT_EXEC (the bits are in opposite order).
+    /// The segment's PF_R/PF_W/PF_X as the PROT_* bits `elf_map` gives its mapping.
     fn prot(&self) -> u32 {
-        let mut prot = 0;
-        if self.flags & 4 != 0 {
-            prot |= 1;
-        }
-        if self.flags & 2 != 0 {
-            prot |= 2;
-        }
-        if self.flags & 1 != 0 {
-            prot |= 4;
-        }
-        prot
+        [(PF_R, PROT_READ), (PF_W, PROT_WRITE), (PF_X, PROT_EXEC)]
+            .into_iter()
+            .filter(|(flag, _)| self.flags & flag != 0)
+            .fold(0, |prot, (_, bit)| prot | bit as u32)
     }
 }
 
@@ -333,7 +327,7 @@ impl ElfFile {
     /// its inode is `expected_inode` (0: not checked).
     fn read_checked(source: &Path, path: &str, expected_inode: u64) -> Result<Self, ImageError> {
         let io_error = |e| ImageError::Io(path.to_string(), e);
-        let mut file = open_regular(source, Links::Follow).map_err(io_error)?;
+        let file = open_regular(source, Links::Follow).map_err(io_error)?;
         let inode = std::os::unix::fs::MetadataExt::ino(&file.metadata().map_err(io_error)?);
         if expected_inode != 0 && inode != expected_inode {
             return Err(ImageError::NotTheMappedFile(
@@ -342,38 +336,39 @@ impl ElfFile {
                 expected_inode,
             ));
         }
-        let mut header = [0u8; 64];
-        file.read_exact(&mut header).map_err(io_error)?;
-        let layout = Layout::of(&header).ok_or_else(|| ImageError::NotElf(path.to_string()))?;
-        let elf_type = layout.u16(&header, 16);
-        let phoff = layout.word(&header, layout.phoff_at());
-        let entry_size = u64::from(layout.u16(&header, layout.phentsize_at()));
-        let count = u64::from(layout.u16(&header, layout.phentsize_at() + 2));
-        if entry_size < layout.min_phentsize() || count > 256 {
-            return Err(ImageError::NotElf(path.to_string()));
-        }
-        let mut table = vec![0u8; (entry_size * count) as usize];
-        file.seek(SeekFrom::Start(phoff)).map_err(io_error)?;
-        file.read_exact(&mut table).map_err(io_error)?;
-        let segments: Vec<Segment> = table
-            .chunks_exact(entry_size as usize)
-            .map(|entry| layout.segment(entry))
-            .collect();
-
-        let interpreter = match segments.iter().find(|s| s.kind == PT_INTERP) {
-            Some(interp) if interp.filesz > 0 && interp.filesz < 4096 => {
-                let mut name = vec![0u8; interp.filesz as usize];
-                file.seek(SeekFrom::Start(interp.offset))
-                    .map_err(io_error)?;
-                file.read_exact(&mut name).map_err(io_error)?;
-                let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-                Some(String::from_utf8_lossy(&name[..end]).into_owned())
-            }
+        let data = ReadCache::new(file);
+        let parsed = match FileKind::parse(&data) {
+            Ok(FileKind::Elf64) => Self::parse::<FileHeader64<Endianness>>(&data),
+            Ok(FileKind::Elf32) => Self::parse::<FileHeader32<Endianness>>(&data),
             _ => None,
         };
-        Ok(Self {
-            elf_type,
-            phoff,
+        parsed.ok_or_else(|| ImageError::NotElf(path.to_string()))
+    }
+
+    /// The ELF header, the program headers and PT_INTERP's name, as `load_elf_binary` reads
+    /// them; `None` for a file the loader would refuse.
+    fn parse<Elf: FileHeader<Endian = Endianness>>(data: &ReadCache<File>) -> Option<Self> {
+        let header = Elf::parse(data).ok()?;
+        let endian = header.endian().ok()?;
+        let headers = header.program_headers(endian, data).ok()?;
+        let segments = headers
+            .iter()
+            .map(|segment| Segment {
+                kind: segment.p_type(endian),
+                flags: segment.p_flags(endian),
+                offset: segment.p_offset(endian).into(),
+                vaddr: segment.p_vaddr(endian).into(),
+                filesz: segment.p_filesz(endian).into(),
+                memsz: segment.p_memsz(endian).into(),
+            })
+            .collect();
+        let interpreter = headers
+            .iter()
+            .find_map(|segment| segment.interpreter(endian, data).ok().flatten())
+            .map(|name| String::from_utf8_lossy(name).into_owned());
+        Some(Self {
+            elf_type: header.e_type(endian),
+            phoff: header.e_phoff(endian).into(),
             segments,
             interpreter,
         })
@@ -402,100 +397,6 @@ impl ElfFile {
             })
             .unwrap_or(0);
         at_phdr.wrapping_sub(phdr_vaddr)
-    }
-}
-
-/// Field positions of the two ELF classes (little-endian only: x86).
-#[derive(Clone, Copy)]
-struct Layout {
-    class64: bool,
-}
-
-impl Layout {
-    fn of(header: &[u8; 64]) -> Option<Self> {
-        if &header[..4] != b"\x7fELF" || header[5] != 1 {
-            return None;
-        }
-        match header[4] {
-            1 => Some(Self { class64: false }),
-            2 => Some(Self { class64: true }),
-            _ => None,
-        }
-    }
-
-    fn u16(&self, bytes: &[u8], at: usize) -> u16 {
-        bytes
-            .get(at..at + 2)
-            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&self, bytes: &[u8], at: usize) -> u32 {
-        bytes
-            .get(at..at + 4)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u32::from_le_bytes)
-    }
-
-    fn u64(&self, bytes: &[u8], at: usize) -> u64 {
-        bytes
-            .get(at..at + 8)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u64::from_le_bytes)
-    }
-
-    /// An address-sized field.
-    fn word(&self, bytes: &[u8], at: usize) -> u64 {
-        if self.class64 {
-            self.u64(bytes, at)
-        } else {
-            u64::from(self.u32(bytes, at))
-        }
-    }
-
-    fn phoff_at(&self) -> usize {
-        if self.class64 {
-            32
-        } else {
-            28
-        }
-    }
-
-    fn phentsize_at(&self) -> usize {
-        if self.class64 {
-            54
-        } else {
-            42
-        }
-    }
-
-    fn min_phentsize(&self) -> u64 {
-        if self.class64 {
-            56
-        } else {
-            32
-        }
-    }
-
-    fn segment(&self, entry: &[u8]) -> Segment {
-        if self.class64 {
-            Segment {
-                kind: self.u32(entry, 0),
-                flags: self.u32(entry, 4),
-                offset: self.u64(entry, 8),
-                vaddr: self.u64(entry, 16),
-                filesz: self.u64(entry, 32),
-                memsz: self.u64(entry, 40),
-            }
-        } else {
-            Segment {
-                kind: self.u32(entry, 0),
-                offset: u64::from(self.u32(entry, 4)),
-                vaddr: u64::from(self.u32(entry, 8)),
-                filesz: u64::from(self.u32(entry, 16)),
-                memsz: u64::from(self.u32(entry, 20)),
-                flags: self.u32(entry, 24),
-            }
-        }
     }
 }
 

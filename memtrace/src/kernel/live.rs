@@ -8,7 +8,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use super::{capture::SnapshotTaker, kallsyms::KernelSymbols};
 use crate::{
-    event::{Abi, Comm, Event, EventBody},
+    event::{Event, EventBody},
     launch::GatedCommand,
     pipeline::Pipeline,
     probes::kmem::{KmemOptions, KmemProbes},
@@ -173,14 +173,10 @@ fn feed_snapshot(
     probes: &KmemProbes,
 ) -> anyhow::Result<()> {
     let snapshot = taker.take(probes)?;
-    pipeline.feed(&Event {
-        time_ns: monotonic_ns(),
-        pid: 0,
-        tid: 0,
-        comm: Comm::default(),
-        abi: Abi::Unknown,
-        body: EventBody::KernelSnapshot(Box::new(snapshot)),
-    })?;
+    pipeline.feed(&Event::of_session(
+        monotonic_ns(),
+        EventBody::KernelSnapshot(Box::new(snapshot)),
+    ))?;
     Ok(())
 }
 

@@ -114,20 +114,25 @@ pub(crate) fn build_image(
     for mapping in mappings {
         apply_mapping(&mut space, mapping, created, memfds, names);
     }
-    if record.stack_end > record.stack_start {
+    if record.layout.stack_end > record.layout.stack_start {
         let stack = Backing::named(RegionKind::Stack, STACK_NAME, names);
         space.map(stack.region(
-            record.stack_start,
-            record.stack_end,
+            record.layout.stack_start,
+            record.layout.stack_end,
             Perms::PRIVATE_RW,
             0,
             created,
         ));
     }
-    if record.brk > record.start_brk {
+    if record.layout.brk > record.layout.start_brk {
         let name = names.intern(HEAP_NAME);
-        let heap_end = page_align_up(record.brk);
-        space.map(heap_region(record.start_brk, heap_end, created, &name));
+        let heap_end = page_align_up(record.layout.brk);
+        space.map(heap_region(
+            record.layout.start_brk,
+            heap_end,
+            created,
+            &name,
+        ));
     }
     space
 }
@@ -198,10 +203,14 @@ pub(crate) fn exec_info(
             .filter(|region| region.kind == RegionKind::File && address != 0)
             .and_then(|region| region.name.clone())
     };
-    let exe_name = [record.start_code, record.entry, record.phdr]
-        .into_iter()
-        .find_map(file_name_at);
-    let interp_name = file_name_at(record.interp_base);
+    let exe_name = [
+        record.layout.start_code,
+        record.layout.entry,
+        record.layout.phdr,
+    ]
+    .into_iter()
+    .find_map(file_name_at);
+    let interp_name = file_name_at(record.layout.interp_base);
     let exe_base = exe_name
         .as_deref()
         .and_then(|exe| {
@@ -210,7 +219,7 @@ pub(crate) fn exec_info(
                 .find(|region| region.name() == exe)
                 .map(|region| region.start)
         })
-        .unwrap_or(record.start_code);
+        .unwrap_or(record.layout.start_code);
     ExecInfo {
         time_ns,
         filename: record.filename.clone(),
@@ -219,13 +228,13 @@ pub(crate) fn exec_info(
         to_abi: record.new_abi,
         personality: record.personality,
         exe_base,
-        interp_base: record.interp_base,
-        start_code: record.start_code,
-        entry: record.entry,
-        mmap_base: record.mmap_base,
-        brk_start: record.start_brk,
-        stack_start: record.stack_start,
-        stack_end: record.stack_end,
+        interp_base: record.layout.interp_base,
+        start_code: record.layout.start_code,
+        entry: record.layout.entry,
+        mmap_base: record.layout.mmap_base,
+        brk_start: record.layout.start_brk,
+        stack_start: record.layout.stack_start,
+        stack_end: record.layout.stack_end,
         exe_name,
         interp_name,
         superseded: None,

@@ -473,7 +473,9 @@ impl Model {
         }
         process.exe = record.filename.clone();
         process.comm = event.comm;
-        process.brk.reset(record.start_brk, record.brk);
+        process
+            .brk
+            .reset(record.layout.start_brk, record.layout.brk);
         process.fds.close_on_exec(&mut self.memfds);
     }
 

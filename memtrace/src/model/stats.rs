@@ -53,16 +53,17 @@ impl SyscallName {
         }
     }
 
+    /// The report's name: the name of the operation's first ABI variant.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Mmap => "mmap",
-            Self::Munmap => "munmap",
-            Self::Brk => "brk",
-            Self::Mremap => "mremap",
-            Self::Mprotect => "mprotect",
-            Self::MemfdCreate => "memfd_create",
-            Self::Execve => "execve",
-            Self::Close => "close",
+            Self::Mmap => Syscall::Mmap.name(),
+            Self::Munmap => Syscall::Munmap.name(),
+            Self::Brk => Syscall::Brk.name(),
+            Self::Mremap => Syscall::Mremap.name(),
+            Self::Mprotect => Syscall::Mprotect.name(),
+            Self::MemfdCreate => Syscall::MemfdCreate.name(),
+            Self::Execve => Syscall::Execve.name(),
+            Self::Close => Syscall::Close.name(),
         }
     }
 

@@ -2,7 +2,7 @@
 
 use crate::event::{
     Abi, Comm, Event, EventBody, ExecMappingKind, ExecMappingRecord, ExecRecord, ExitRecord,
-    FileRef, ForkRecord, SnapshotRecord, SnapshotRegion, Syscall, SyscallRecord,
+    FileRef, ForkRecord, ImageLayout, SnapshotRecord, SnapshotRegion, Syscall, SyscallRecord,
 };
 use crate::model::{Model, RegionKind};
 
@@ -307,19 +307,21 @@ pub fn exec_record(filename: &str, new_abi: Abi, start_brk: u64, stack: (u64, u6
         new_abi,
         filename: filename.to_owned(),
         interp: filename.to_owned(),
-        start_code: 0,
-        end_code: 0,
-        start_data: 0,
-        end_data: 0,
-        start_brk,
-        brk: start_brk,
-        start_stack: stack.1 - 0x100,
-        mmap_base: 0,
-        stack_start: stack.0,
-        stack_end: stack.1,
-        interp_base: 0,
-        entry: 0,
-        phdr: 0,
+        layout: ImageLayout {
+            start_code: 0,
+            end_code: 0,
+            start_data: 0,
+            end_data: 0,
+            start_brk,
+            brk: start_brk,
+            start_stack: stack.1 - 0x100,
+            mmap_base: 0,
+            stack_start: stack.0,
+            stack_end: stack.1,
+            interp_base: 0,
+            entry: 0,
+            phdr: 0,
+        },
     }
 }
 

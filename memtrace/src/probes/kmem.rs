@@ -12,10 +12,7 @@ use aya::{
     Btf as AyaBtf, Ebpf, EbpfLoader,
 };
 use memtrace_common::{
-    kmem::{
-        counter, names as kmem_names, KmemConfig, KmemSiteKey, KmemSiteStats, ARG_ABSENT,
-        CACHE_NAME_LEN,
-    },
+    kmem::{counter, names as kmem_names, KmemConfig, KmemSiteKey, KmemSiteStats, CACHE_NAME_LEN},
     names, ProbeConfig,
 };
 
@@ -98,19 +95,9 @@ fn describe(params: &[ParamType]) -> String {
 /// Reads the tracepoints' prototypes and places their arguments.
 pub fn kmem_layout(btf: &Btf) -> Result<KmemLayout, ProbeError> {
     let mut config = KmemConfig {
-        filter_pids: 0,
-        stacks: 0,
-        kmalloc_bytes_arg: ARG_ABSENT,
-        cache_alloc_bytes_arg: ARG_ABSENT,
-        cache_alloc_cache_arg: ARG_ABSENT,
-        kmem_cache_size_offset: 0,
-        kmem_cache_name_offset: 0,
-        percpu_call_site_arg: ARG_ABSENT,
-        percpu_ptr_arg: ARG_ABSENT,
-        percpu_bytes_arg: ARG_ABSENT,
-        percpu_free_ptr_arg: ARG_ABSENT,
         page_size: page_size(),
         ignore_tgid: std::process::id(),
+        ..KmemConfig::UNSET
     };
     let mut available = Vec::new();
     let mut unsupported = Vec::new();
@@ -382,6 +369,8 @@ impl KmemProbes {
 
 #[cfg(test)]
 mod tests {
+    use memtrace_common::kmem::ARG_ABSENT;
+
     use super::super::btf::test_support::{kernel_btf, BtfBuilder};
     use super::*;
 

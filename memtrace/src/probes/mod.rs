@@ -26,7 +26,8 @@ use self::backend::{Attached, BackendChoice};
 use crate::event::LostRecord;
 
 /// The eBPF object built from memtrace-ebpf by build.rs.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace"));
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/memtrace-probes"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {

@@ -533,28 +533,11 @@ fn encode_exec(record: &ExecRecord, buf: &mut impl BufMut) {
     buf.put_u8(record.new_abi as u8);
     put_str(buf, &record.filename);
     put_str(buf, &record.interp);
-    for value in exec_layout(record) {
+    // The layout's addresses in their declared order, one varint each.
+    let layout: [u64; 13] = bytemuck::cast(record.layout);
+    for value in layout {
         put_uvarint(buf, value);
     }
-}
-
-/// The exec record's addresses, in the order they are encoded.
-fn exec_layout(record: &ExecRecord) -> [u64; 13] {
-    [
-        record.start_code,
-        record.end_code,
-        record.start_data,
-        record.end_data,
-        record.start_brk,
-        record.brk,
-        record.start_stack,
-        record.mmap_base,
-        record.stack_start,
-        record.stack_end,
-        record.interp_base,
-        record.entry,
-        record.phdr,
-    ]
 }
 
 fn decode_exec(buf: &mut &[u8]) -> Result<ExecRecord, Malformed> {
@@ -567,27 +550,13 @@ fn decode_exec(buf: &mut &[u8]) -> Result<ExecRecord, Malformed> {
     for value in &mut layout {
         *value = get_uvarint(buf)?;
     }
-    let [start_code, end_code, start_data, end_data, start_brk, brk, start_stack, mmap_base, stack_start, stack_end, interp_base, entry, phdr] =
-        layout;
     Ok(ExecRecord {
         old_tid,
         personality,
         new_abi,
         filename,
         interp,
-        start_code,
-        end_code,
-        start_data,
-        end_data,
-        start_brk,
-        brk,
-        start_stack,
-        mmap_base,
-        stack_start,
-        stack_end,
-        interp_base,
-        entry,
-        phdr,
+        layout: bytemuck::cast(layout),
     })
 }
 

@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::model::SyscallName;
+
 pub use crate::report::timeline::{GroupSeries, TimelineReport};
 
 /// Bumped when a field changes meaning or goes away (new fields do not bump it).
@@ -196,14 +198,15 @@ pub struct PerSyscall<T> {
 impl<T: Copy> PerSyscall<T> {
     /// Rows in the order reports list them.
     pub fn rows(&self) -> [(&'static str, T); 7] {
+        let name = SyscallName::as_str;
         [
-            ("mmap", self.mmap),
-            ("munmap", self.munmap),
-            ("brk", self.brk),
-            ("mremap", self.mremap),
-            ("mprotect", self.mprotect),
-            ("memfd_create", self.memfd_create),
-            ("execve", self.execve),
+            (name(SyscallName::Mmap), self.mmap),
+            (name(SyscallName::Munmap), self.munmap),
+            (name(SyscallName::Brk), self.brk),
+            (name(SyscallName::Mremap), self.mremap),
+            (name(SyscallName::Mprotect), self.mprotect),
+            (name(SyscallName::MemfdCreate), self.memfd_create),
+            (name(SyscallName::Execve), self.execve),
         ]
     }
 }

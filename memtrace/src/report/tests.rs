@@ -229,8 +229,8 @@ fn sshd_bash_feed(from_abi: Abi) -> Feed {
         START_BRK,
         (0x7fff_1000_0000, 0x7fff_1002_1000),
     );
-    record.start_code = 0x40_0000;
-    record.interp_base = 0x11_0000;
+    record.layout.start_code = 0x40_0000;
+    record.layout.interp_base = 0x11_0000;
     record.personality = 0x0800_0000;
     feed.comm = "bash";
     feed.exec(BASH, record);

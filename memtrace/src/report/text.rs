@@ -287,9 +287,16 @@ fn unreleased(out: &mut String, report: &Report, process: &ProcessReport) {
         );
         group_table(out, report, &allocated);
     }
-    if !unreleased.by_stack.is_empty() {
-        out.push_str("  unreleased by call site:\n");
-        for group in unreleased.by_stack.iter().take(LISTED_GROUPS) {
+    // The call sites of what was allocated: the loader's file mappings have a call site too
+    // (`_dl_map_segments`), which would otherwise top the list of a short program.
+    let allocated_sites: Vec<_> = unreleased
+        .by_stack
+        .iter()
+        .filter(|group| group.kinds.iter().any(|kind| *kind != "file"))
+        .collect();
+    if !allocated_sites.is_empty() {
+        out.push_str("  allocated and unreleased, by call site:\n");
+        for group in allocated_sites.into_iter().take(LISTED_GROUPS) {
             let _ = writeln!(
                 out,
                 "    {}  {}",

@@ -108,9 +108,9 @@ fn exec_bash(feed: &mut Feed, pid: u32, new_abi: Abi) {
         .exec_mapping(pid, exec_special(0x7fff_f000_0000, 0x4000, 1, "[vvar]"))
         .exec_mapping(pid, exec_special(0x7fff_f000_4000, 0x2000, 5, "[vdso]"));
     let mut record = exec_record("/usr/bin/bash", new_abi, exe + 0x20000, STACK);
-    record.start_code = exe + 0x1000;
-    record.entry = exe + 0x1234;
-    record.interp_base = interp;
+    record.layout.start_code = exe + 0x1000;
+    record.layout.entry = exe + 0x1234;
+    record.layout.interp_base = interp;
     record.personality = 0x0040_0000;
     feed.comm = "bash";
     feed.exec(pid, record);
@@ -245,7 +245,7 @@ fn failed_exec_discards_the_kernels_buffered_mappings() {
 fn exec_with_an_existing_break_has_a_heap() {
     let mut feed = Feed::new();
     let mut record = exec_record("/bin/static", Abi::X86_64, 0x60_0000, STACK);
-    record.brk = 0x60_2010;
+    record.layout.brk = 0x60_2010;
     feed.exec(PARENT, record);
     feed.assert_layout(
         PARENT,

@@ -17,8 +17,8 @@ use super::{
 };
 use crate::event::{
     Abi, Comm, Event, EventBody, ExecMappingKind, ExecMappingRecord, ExecRecord, ExitRecord,
-    FileRef, ForkRecord, LostRecord, ModuleRecord, SnapshotRecord, SnapshotRegion, StackRecord,
-    Syscall, SyscallRecord,
+    FileRef, ForkRecord, ImageLayout, LostRecord, ModuleRecord, SnapshotRecord, SnapshotRegion,
+    StackRecord, Syscall, SyscallRecord,
 };
 
 pub(crate) fn sample_header() -> RecordingHeader {
@@ -232,19 +232,21 @@ pub(crate) fn every_variant() -> Vec<Event> {
                 new_abi: Abi::I386,
                 filename: String::new(),
                 interp: long,
-                start_code: u64::MAX,
-                end_code: 0,
-                start_data: 1,
-                end_data: u64::MAX - 1,
-                start_brk: 0x5555_5555_0000,
-                brk: 0x5555_5557_0000,
-                start_stack: 0x7ffd_0000_0000,
-                mmap_base: 0x7f00_0000_0000,
-                stack_start: 0x7ffc_ffff_0000,
-                stack_end: 0x7ffd_0001_0000,
-                interp_base: 0,
-                entry: 0x5555_5555_1040,
-                phdr: 0x5555_5555_0040,
+                layout: ImageLayout {
+                    start_code: u64::MAX,
+                    end_code: 0,
+                    start_data: 1,
+                    end_data: u64::MAX - 1,
+                    start_brk: 0x5555_5555_0000,
+                    brk: 0x5555_5557_0000,
+                    start_stack: 0x7ffd_0000_0000,
+                    mmap_base: 0x7f00_0000_0000,
+                    stack_start: 0x7ffc_ffff_0000,
+                    stack_end: 0x7ffd_0001_0000,
+                    interp_base: 0,
+                    entry: 0x5555_5555_1040,
+                    phdr: 0x5555_5555_0040,
+                },
             })),
         ),
         event(
