@@ -364,9 +364,12 @@ fn a_program_in_a_container_is_attached_to_by_its_host_pid() {
         start_container(&cgroup, &root, &format!("exec {program} {}", shared.inside));
     let pid = container_init(container.id(), "inside");
     let report_path = scratch.file("attach.json");
+    let recording = scratch.file("attach.mtr");
     let tracer = Tracer::attach(&[
         "--pid",
         &pid.to_string(),
+        "--record",
+        recording.to_str().unwrap(),
         "--format",
         "json",
         "-o",
@@ -385,6 +388,19 @@ fn a_program_in_a_container_is_attached_to_by_its_host_pid() {
     assert_eq!(process["container"]["root"], root.to_str().unwrap());
     assert_layout_agrees(process, &shared.in_root.join("maps"));
     assert_own_functions(process);
+
+    // Replayed here, where the path holds the decoy: the recording names the build that ran,
+    // so its frames stay module+offset rather than take the decoy's names.
+    let (replayed, replay) = replay_json(&scratch, &recording, &[]);
+    assert!(replayed.status.success(), "{replayed:?}");
+    let again = memtrace_tests::process(&replay, u64::from(pid));
+    assert_eq!(again["container"], process["container"]);
+    let functions = stack_functions(again);
+    assert!(
+        !functions.iter().any(|f| f.starts_with("host_decoy")),
+        "a replay named frames from another build: {functions:?}"
+    );
+    assert_eq!(again["unreleased"]["by_stack"][0]["count"], 4);
 }
 
 /// `--cgroup`: what is in the cgroup at attach, what is started in it afterwards and what
