@@ -9,7 +9,7 @@ use std::collections::HashMap as StdHashMap;
 use aya::{
     maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTraceMap},
     programs::RawTracePoint,
-    Btf as AyaBtf, Ebpf, EbpfLoader,
+    Ebpf,
 };
 use memtrace_common::{
     kmem::{counter, names as kmem_names, KmemConfig, KmemSiteKey, KmemSiteStats, CACHE_NAME_LEN},
@@ -18,7 +18,9 @@ use memtrace_common::{
 
 use super::{
     btf::{tracepoints::ParamType, Btf},
-    offsets, preflight, program_of, ProbeError, EBPF_OBJECT,
+    kernel_btf,
+    kernel_differences::KernelDifferences,
+    offsets, preflight, program_of, ProbeError, EBPF_OBJECT, EMPTY_RING_BYTES,
 };
 
 /// The programs and the tracepoints each attaches to, when the kernel has them.
@@ -224,9 +226,13 @@ impl KmemProbes {
         }
         preflight::check()?;
         preflight::raise_memlock_limit();
-        let kernel_btf = Btf::from_sys_fs()?;
-        let offsets = offsets::kernel_offsets(&kernel_btf)?;
-        let mut layout = kmem_layout(&kernel_btf)?;
+        let (offsets, mut layout, differences) = kernel_btf::answers(|btf| {
+            Ok((
+                offsets::kernel_offsets(btf)?,
+                kmem_layout(btf)?,
+                KernelDifferences::of(btf),
+            ))
+        })?;
         layout.config.filter_pids = u32::from(options.filter_pids);
         layout.config.stacks = u32::from(options.stacks);
         let config = ProbeConfig {
@@ -236,15 +242,18 @@ impl KmemProbes {
             stack_min_bytes: u64::MAX,
             cgroup_id: 0,
         };
-        let aya_btf = AyaBtf::from_sys_fs().map_err(|e| ProbeError::Load(e.into()))?;
-        let mut ebpf = EbpfLoader::new()
+        let aya_btf = kernel_btf::aya_form()?;
+        let mut loader = kernel_btf::loader();
+        let mut ebpf = loader
             .btf(Some(&aya_btf))
             .override_global(names::OFFSETS_GLOBAL, &offsets, true)
             .override_global(names::CONFIG_GLOBAL, &config, true)
             .override_global(kmem_names::KMEM_CONFIG_GLOBAL, &layout.config, true)
             // Kernel mode streams nothing: the fork and exit programs it may use write into
-            // the event ring, which nobody reads here, so it is as small as it can be.
-            .map_max_entries(names::EVENTS_MAP, 4096)
+            // the event ring, which nobody reads here, so it is as small as it can be, and so
+            // is the user-stack ring, which no program of kernel mode writes.
+            .map_max_entries(names::EVENTS_MAP, EMPTY_RING_BYTES)
+            .map_max_entries(names::STACKS_MAP, EMPTY_RING_BYTES)
             .map_max_entries(kmem_names::OUTSTANDING_MAP, options.max_outstanding.max(1))
             .map_max_entries(
                 kmem_names::KMEM_STACKS_MAP,
@@ -270,8 +279,7 @@ impl KmemProbes {
             }
             // The exit program that fits this kernel's tracepoint (no `group_dead` before
             // 6.13): the other one fails to attach with EINVAL.
-            let exit = super::kernel_differences::KernelDifferences::of(&kernel_btf).exit_program;
-            attach(exit, "sched_process_exit")?;
+            attach(differences.exit_program, "sched_process_exit")?;
         }
         for (program, tracepoints) in PROGRAMS {
             let is_pages = program.starts_with("kmem_page_");

@@ -7,6 +7,7 @@
 pub mod backend;
 pub mod btf;
 pub mod floor;
+pub mod kernel_btf;
 pub mod kernel_differences;
 pub mod kmem;
 pub mod offsets;
@@ -15,11 +16,11 @@ pub mod preflight;
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::RawTracePoint,
-    Btf, Ebpf, EbpfLoader,
+    Btf, Ebpf,
 };
 use memtrace_common::{
     kmem::names as kmem_names, lost_slot, names, ProbeConfig, DEFAULT_RING_BUFFER_BYTES,
-    DEFAULT_STACK_MIN_BYTES,
+    DEFAULT_STACK_MIN_BYTES, STACK_RING_BYTES,
 };
 
 use self::backend::{Attached, BackendChoice};
@@ -222,9 +223,12 @@ fn load_object(
     }
     preflight::raise_memlock_limit();
 
-    let kernel_btf = btf::Btf::from_sys_fs()?;
-    let offsets = offsets::kernel_offsets(&kernel_btf)?;
-    let differences = kernel_differences::KernelDifferences::of(&kernel_btf);
+    let (offsets, differences) = kernel_btf::answers(|btf| {
+        Ok((
+            offsets::kernel_offsets(btf)?,
+            kernel_differences::KernelDifferences::of(btf),
+        ))
+    })?;
     let config = ProbeConfig {
         follow_children: u32::from(options.follow_children),
         log_enabled: u32::from(options.ebpf_log),
@@ -233,12 +237,14 @@ fn load_object(
         wakeup_bytes: u64::from(size / 4),
         cgroup_id: options.cgroup_id,
     };
-    let aya_btf = Btf::from_sys_fs().map_err(|e| ProbeError::Load(e.into()))?;
-    let ebpf = EbpfLoader::new()
+    let aya_btf = kernel_btf::aya_form()?;
+    let mut loader = kernel_btf::loader();
+    let ebpf = loader
         .btf(Some(&aya_btf))
         .override_global(names::OFFSETS_GLOBAL, &offsets, true)
         .override_global(names::CONFIG_GLOBAL, &config, true)
         .map_max_entries(names::EVENTS_MAP, size)
+        .map_max_entries(names::STACKS_MAP, stack_ring_bytes(options))
         // Kernel mode's tables: user mode never attaches the programs that fill them.
         .map_max_entries(kmem_names::OUTSTANDING_MAP, 1)
         .map_max_entries(kmem_names::SITES_MAP, 1)
@@ -246,6 +252,18 @@ fn load_object(
         .map_max_entries(kmem_names::KMEM_STACKS_MAP, 1)
         .load(EBPF_OBJECT)?;
     Ok((ebpf, aya_btf, differences))
+}
+
+/// The smallest ring the kernel accepts: one page.
+pub(crate) const EMPTY_RING_BYTES: u32 = 4096;
+
+/// Without stack sampling (`--no-stacks`) the stack ring stays empty: it gets one page rather
+/// than the 8 MiB the kernel maps twice into memtrace (16 MiB of its RSS).
+fn stack_ring_bytes(options: &ProbeOptions) -> u32 {
+    match options.stack_min_bytes {
+        Some(_) => STACK_RING_BYTES,
+        None => EMPTY_RING_BYTES,
+    }
 }
 
 fn program_of<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, ProbeError>

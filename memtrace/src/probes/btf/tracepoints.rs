@@ -5,7 +5,9 @@
 //! there are unnamed, so callers recognise a version of a tracepoint by its argument count and
 //! types.
 
-use super::{Btf, BtfError, Kind, MAX_TYPE_DEPTH};
+use btf_rs::{Parameter, Type};
+
+use super::{Btf, BtfError, MAX_TYPE_DEPTH};
 
 /// One tracepoint argument, described as far as telling versions apart needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,31 +29,28 @@ impl Btf {
         &self,
         tracepoint: &str,
     ) -> Result<Option<Vec<ParamType>>, BtfError> {
-        let typedef_name = format!("btf_trace_{tracepoint}");
-        let Some(typedef) = self.types.iter().position(|ty| {
-            matches!(ty.kind, Kind::Typedef(_))
-                && super::name_at(&self.strings, ty.name_off) == typedef_name.as_bytes()
-        }) else {
+        let path = &format!("btf_trace_{tracepoint}");
+        let typedef = self
+            .types_named(path, path)?
+            .into_iter()
+            .find(|ty| matches!(ty, Type::Typedef(_)));
+        let Some(typedef) = typedef else {
             return Ok(None);
         };
-        let path = &typedef_name;
-        let pointer = self.strip_qualifiers(typedef as u32, path)?;
-        let Kind::Pointer { target } = self.kind(pointer, path)? else {
-            return Err(self.not_a_prototype(path, pointer));
+        let pointer = self.strip_qualifiers(typedef, path)?;
+        let Type::Ptr(target) = &pointer else {
+            return Err(self.not_a_prototype(path, &pointer));
         };
-        let proto = self.strip_qualifiers(target, path)?;
-        let Kind::FunctionProto(params) = self.kind(proto, path)? else {
-            return Err(self.not_a_prototype(path, proto));
+        let proto = self.strip_qualifiers(self.chained(target, path)?, path)?;
+        let Type::FuncProto(proto) = &proto else {
+            return Err(self.not_a_prototype(path, &proto));
         };
-        let own = self
-            .members
-            .get(params.first_member..)
-            .unwrap_or_default()
-            .iter()
-            .take(params.member_count);
         // The first parameter is `void *__data`, the probe's private data.
-        own.skip(1)
-            .map(|param| self.param_type(param.type_id, path))
+        proto
+            .parameters
+            .iter()
+            .skip(1)
+            .map(|param| self.param_type(param, path))
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }
@@ -63,37 +62,44 @@ impl Btf {
         u32::try_from(params.len()).ok()
     }
 
-    fn param_type(&self, id: u32, path: &str) -> Result<ParamType, BtfError> {
-        let id = self.strip_qualifiers(id, path)?;
-        Ok(match self.kind(id, path)? {
-            Kind::Int { size, .. } | Kind::Enum { size } | Kind::Enum64 { size } => {
-                ParamType::Integer(size)
-            }
-            Kind::Pointer { target } => {
-                let mut target = target;
-                // Look through qualifiers only (`const struct kmem_cache *`), not typedefs of
-                // scalars, which stay plain pointers.
-                for _ in 0..MAX_TYPE_DEPTH {
-                    match self.kind(target, path)? {
-                        Kind::Const(next) | Kind::Volatile(next) | Kind::TypeTag(next) => {
-                            target = next;
+    fn param_type(&self, param: &Parameter, path: &str) -> Result<ParamType, BtfError> {
+        let integer = |bytes: usize| ParamType::Integer(u32::try_from(bytes).unwrap_or(u32::MAX));
+        Ok(
+            match self.strip_qualifiers(self.chained(param, path)?, path)? {
+                Type::Int(int) => integer(int.size()),
+                Type::Enum(e) => integer(e.size()),
+                Type::Enum64(e) => integer(e.size()),
+                Type::Ptr(pointer) => {
+                    let mut target = self.chained(&pointer, path)?;
+                    // Look through qualifiers only (`const struct kmem_cache *`), not typedefs of
+                    // scalars, which stay plain pointers.
+                    for _ in 0..MAX_TYPE_DEPTH {
+                        match target {
+                            Type::Const(_) | Type::Volatile(_) | Type::TypeTag(_) => {
+                                target = self.chained_of(&target, path)?;
+                            }
+                            _ => break,
                         }
-                        _ => break,
+                    }
+                    match &target {
+                        Type::Struct(s) => {
+                            ParamType::StructPointer(self.name_of(s).unwrap_or_default())
+                        }
+                        Type::Fwd(f) => {
+                            ParamType::StructPointer(self.name_of(f).unwrap_or_default())
+                        }
+                        _ => ParamType::Pointer,
                     }
                 }
-                match self.kind(target, path)? {
-                    Kind::Struct(_) | Kind::Forward => ParamType::StructPointer(self.name(target)),
-                    _ => ParamType::Pointer,
-                }
-            }
-            _ => ParamType::Other,
-        })
+                _ => ParamType::Other,
+            },
+        )
     }
 
-    fn not_a_prototype(&self, path: &str, id: u32) -> BtfError {
+    fn not_a_prototype(&self, path: &str, found: &Type) -> BtfError {
         BtfError::UnexpectedLayout {
             path: path.to_owned(),
-            found: self.describe(id),
+            found: self.describe(found),
             expected: "a pointer to a function prototype".to_owned(),
         }
     }
