@@ -56,6 +56,10 @@ pub struct Pipeline {
     /// Modules of live processes that could not be read as the process maps them (by process
     /// and path): their frames keep module+offset.
     pub unreadable_modules: u64,
+    /// Each process's root as this machine reaches it, from its container identity or, for a
+    /// child gone before it could be read, its parent's at fork: where its modules are read
+    /// once `/proc/PID` is gone.
+    roots: std::collections::HashMap<u32, std::sync::Arc<str>>,
     printer: Option<Box<dyn Write + Send>>,
     recorder: Option<RecordingWriter>,
     /// Why the recorder stopped, if it did; the session goes on without it.
@@ -81,6 +85,7 @@ impl Pipeline {
             symbolizer: Symbolizer::new(),
             announced: HashSet::new(),
             unreadable_modules: 0,
+            roots: std::collections::HashMap::new(),
             printer,
             recorder,
             recording_failure: None,
@@ -123,6 +128,18 @@ impl Pipeline {
             }
         }
         match &event.body {
+            EventBody::Container(container) if container.root.starts_with('/') => {
+                self.roots
+                    .insert(event.pid, std::sync::Arc::from(container.root.as_str()));
+            }
+            EventBody::Fork(fork) if !fork.thread => {
+                if let Some(root) = self.roots.get(&event.pid).cloned() {
+                    self.roots.entry(fork.child_pid).or_insert(root);
+                }
+            }
+            _ => {}
+        }
+        match &event.body {
             EventBody::Lost(lost) => self.lost = *lost,
             EventBody::KernelSnapshot(snapshot) => {
                 self.events += 1;
@@ -143,11 +160,7 @@ impl Pipeline {
         let sample = &capture.sample;
         let (frames, new_modules) = match self.model.process(capture.pid) {
             Some(process) => {
-                let root = process
-                    .process()
-                    .container()
-                    .filter(|container| container.root.starts_with('/'))
-                    .map(|container| std::sync::Arc::from(container.root.as_str()));
+                let root = self.roots.get(&capture.pid).cloned();
                 let modules = ProcessModules {
                     layout: process.layout(),
                     view: FileView::Process {

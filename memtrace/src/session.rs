@@ -218,6 +218,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
     let mut deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
     let mut command_status = None;
     let mut lost = LostRecord::default();
+    let mut cgroup_check = cgroup.as_ref().map(|_| tokio::time::interval(CGROUP_CHECK));
 
     loop {
         tokio::select! {
@@ -240,6 +241,8 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
             _ = terminate.recv() => break,
             _ = sleep_until(deadline) => break,
             _ = next_tick(&mut interval_ticks) => pipeline.tick_interval(monotonic_ns()),
+            // A quiet cgroup sends no events: its removal is noticed on this tick.
+            _ = next_tick(&mut cgroup_check) => {}
             _ = child_signal.recv() => {}
         }
         if let Some(status) = reap(&mut child) {
@@ -296,6 +299,9 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
 /// How long a Ctrl-C leaves the command to end on its own before the session stops.
 /// Half a second: ending (drain, report, detach) must fit in the 2 s a user is promised.
 const INTERRUPT_GRACE: Duration = Duration::from_millis(500);
+/// How often a `--cgroup` session looks whether its cgroup is still there (the session ends
+/// when it is removed, within the 2 s a user is promised).
+const CGROUP_CHECK: Duration = Duration::from_millis(500);
 /// How long the session waits for the command's status once the kernel saw its last exit.
 const REAP_WAIT: Duration = Duration::from_secs(2);
 

@@ -55,13 +55,18 @@ pub enum ImageError {
 /// `/proc/PID/exe`, the interpreter as the very file mapped at AT_BASE
 /// (`/proc/PID/map_files/START-END`); each is checked against the inode the kernel reported,
 /// and a file that cannot be read or is not the mapped one is an error, never replaced.
+///
+/// `root`: the process's root as this machine reaches it, when known from before (see
+/// `capture::roots`); `None` is memtrace's own.
 pub fn kernel_mappings(
     image: &LoadedImage,
     pid: u32,
+    root: Option<&Path>,
 ) -> Result<Vec<ExecMappingRecord>, ImageError> {
     // A short-lived process may be gone before its exec event is read: then the files are
-    // read by path from memtrace's own root, the executable still checked by its inode (a
-    // match also shows the process saw the same files as memtrace).
+    // read by path from the root it was last known to have (memtrace's own if none), the
+    // executable still checked by its inode (a match also shows that root is its).
+    let root = root.unwrap_or(Path::new("/"));
     let (exe, alive) = match ElfFile::read_checked(
         Path::new(&format!("/proc/{pid}/exe")),
         &image.exe.path,
@@ -69,9 +74,9 @@ pub fn kernel_mappings(
     ) {
         Ok(exe) => (exe, true),
         Err(ImageError::Io(..)) => {
-            let path = Path::new(&image.exe.path);
+            let path = in_root(root, &image.exe.path);
             (
-                ElfFile::read_checked(path, &image.exe.path, image.exe.inode)?,
+                ElfFile::read_checked(&path, &image.exe.path, image.exe.inode)?,
                 false,
             )
         }
@@ -107,12 +112,12 @@ pub fn kernel_mappings(
                 // right only if memtrace sees the same files, as the executable's inode shows.
                 if alive {
                     ElfFile::read_checked(
-                        Path::new(&image.exe.path),
+                        &in_root(root, &image.exe.path),
                         &image.exe.path,
                         image.exe.inode,
                     )?;
                 }
-                interpreter_by_path(interp)?
+                interpreter_by_path(interp, root)?
             }
         };
         place_segments(&interp_elf, image.interp_base, &file, &mut mappings);
@@ -136,16 +141,66 @@ fn live_interpreter(pid: u32, base: u64) -> Result<Option<(FileRef, ElfFile)>, I
     }
 }
 
-/// The interpreter named by PT_INTERP, read from memtrace's own root.
-fn interpreter_by_path(interp: &str) -> Result<(FileRef, ElfFile), ImageError> {
-    // The maps name the file behind the link (/lib64/ld-linux-x86-64.so.2 is one).
-    let resolved = std::fs::canonicalize(interp).unwrap_or_else(|_| interp.into());
-    let path = resolved.to_string_lossy().into_owned();
-    let elf = ElfFile::read_checked(&resolved, &path, 0)?;
+/// The interpreter named by PT_INTERP, read from the process's root (`root`, as this machine
+/// reaches it) and named as the process sees it.
+fn interpreter_by_path(interp: &str, root: &Path) -> Result<(FileRef, ElfFile), ImageError> {
+    // The maps name the file behind the link (/lib64/ld-linux-x86-64.so.2 is one); a link's
+    // absolute target is inside the process's root, not memtrace's.
+    let path = resolve_in_root(root, interp).unwrap_or_else(|| interp.to_string());
+    let source = in_root(root, &path);
+    let elf = ElfFile::read_checked(&source, &path, 0)?;
     let inode = std::os::unix::fs::MetadataExt::ino(
-        &std::fs::metadata(&resolved).map_err(|e| ImageError::Io(path.clone(), e))?,
+        &std::fs::metadata(&source).map_err(|e| ImageError::Io(path.clone(), e))?,
     );
     Ok((FileRef { inode, path }, elf))
+}
+
+/// Where the file a process names `path` is on this machine, given its root.
+fn in_root(root: &Path, path: &str) -> std::path::PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
+/// `path` with every link resolved as the process would, inside `root` (an absolute target
+/// starts again at `root`, `..` stops at it), as the process names the result; `None` when a
+/// component cannot be read or the links loop. `canonicalize` would resolve absolute targets
+/// against memtrace's own root.
+fn resolve_in_root(root: &Path, path: &str) -> Option<String> {
+    const MAX_LINKS: usize = 40;
+    let mut resolved: Vec<String> = Vec::new();
+    let mut pending: Vec<String> = path.split('/').rev().map(str::to_string).collect();
+    let mut links = 0;
+    while let Some(component) = pending.pop() {
+        match component.as_str() {
+            "" | "." => continue,
+            ".." => {
+                resolved.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let mut candidate = format!("/{}", resolved.join("/"));
+        if !resolved.is_empty() {
+            candidate.push('/');
+        }
+        candidate.push_str(&component);
+        let on_host = in_root(root, &candidate);
+        let metadata = std::fs::symlink_metadata(&on_host).ok()?;
+        if !metadata.file_type().is_symlink() {
+            resolved.push(component);
+            continue;
+        }
+        links += 1;
+        if links > MAX_LINKS {
+            return None;
+        }
+        let target = std::fs::read_link(&on_host).ok()?;
+        let target = target.to_str()?;
+        if target.starts_with('/') {
+            resolved.clear();
+        }
+        pending.extend(target.split('/').rev().map(str::to_string));
+    }
+    Some(format!("/{}", resolved.join("/")))
 }
 
 /// The file mapped at `start` in process `pid`, named as the process sees it (the maps show
@@ -402,6 +457,37 @@ impl ElfFile {
 
 #[cfg(test)]
 mod tests {
+
+    /// Links inside a process's root resolve inside it: an absolute target starts again at
+    /// the root, `..` stops there.
+    #[test]
+    fn links_resolve_inside_the_root() {
+        let root = std::env::temp_dir().join(format!("memtrace-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("lib/x86_64-linux-gnu")).unwrap();
+        std::fs::create_dir_all(root.join("lib64")).unwrap();
+        std::fs::write(root.join("lib/x86_64-linux-gnu/ld-2.31.so"), b"").unwrap();
+        std::os::unix::fs::symlink(
+            "/lib/x86_64-linux-gnu/ld-2.31.so",
+            root.join("lib64/ld-linux-x86-64.so.2"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("../../lib64", root.join("lib/x86_64-linux-gnu/up")).unwrap();
+        assert_eq!(
+            resolve_in_root(&root, "/lib64/ld-linux-x86-64.so.2").as_deref(),
+            Some("/lib/x86_64-linux-gnu/ld-2.31.so")
+        );
+        assert_eq!(
+            resolve_in_root(&root, "/lib/x86_64-linux-gnu/up/ld-linux-x86-64.so.2").as_deref(),
+            Some("/lib/x86_64-linux-gnu/ld-2.31.so")
+        );
+        assert_eq!(
+            resolve_in_root(&root, "/../../lib64/../lib/x86_64-linux-gnu/ld-2.31.so").as_deref(),
+            Some("/lib/x86_64-linux-gnu/ld-2.31.so")
+        );
+        assert_eq!(resolve_in_root(&root, "/no/such"), None);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
     use super::*;
     use crate::procfs::parse_maps_line;
 
@@ -458,7 +544,7 @@ mod tests {
             interp_base: 0,
             vdso_base: 0,
         };
-        let error = kernel_mappings(&image, std::process::id()).unwrap_err();
+        let error = kernel_mappings(&image, std::process::id(), None).unwrap_err();
         assert!(matches!(error, ImageError::NotTheMappedFile(..)), "{error}");
     }
 
@@ -496,7 +582,7 @@ mod tests {
         let pid = child.id();
         child.wait().unwrap();
         let base = 0x7f00_0000_0000;
-        let mappings = kernel_mappings(&image_of("/usr/bin/true", base), pid).unwrap();
+        let mappings = kernel_mappings(&image_of("/usr/bin/true", base), pid, None).unwrap();
         let interp: Vec<_> = mappings
             .iter()
             .filter(|m| m.file.as_ref().is_some_and(|f| f.path.contains("ld-linux")))
@@ -511,7 +597,7 @@ mod tests {
     fn a_live_process_without_its_interpreter_is_an_error() {
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
         let image = image_of(exe.to_str().unwrap(), 0x1000);
-        let error = kernel_mappings(&image, std::process::id()).unwrap_err();
+        let error = kernel_mappings(&image, std::process::id(), None).unwrap_err();
         assert!(
             error.to_string().contains("no file mapped at its AT_BASE"),
             "{error}"

@@ -10,6 +10,7 @@
 pub mod decode;
 pub mod exec_image;
 mod pairing;
+mod roots;
 
 use std::{
     io,
@@ -93,6 +94,8 @@ pub struct Capture {
     events: RingBuf<MapData>,
     stacks: RingBuf<MapData>,
     pairing: StackPairing,
+    /// Each traced process's root, for the images of those gone before their exec is read.
+    roots: roots::Roots,
     counts: CaptureCounts,
     backlog: Arc<Backlog>,
 }
@@ -103,6 +106,7 @@ impl Capture {
             events,
             stacks,
             pairing: StackPairing::default(),
+            roots: roots::Roots::default(),
             counts: CaptureCounts::default(),
             backlog: Arc::default(),
         }
@@ -176,9 +180,11 @@ impl Capture {
                     event,
                     loaded_image,
                 }) => {
+                    self.roots.observe(&event);
                     if let Some(image) = &loaded_image {
+                        let root = self.roots.root_of(event.pid);
                         self.counts.unreadable_images +=
-                            u64::from(!push_kernel_mappings(&event, image, out));
+                            u64::from(!push_kernel_mappings(&event, image, root, out));
                     }
                     let sample = self.pairing.take_for(&event);
                     out.push(Captured::Event(event));
@@ -242,9 +248,10 @@ impl Reader {
 fn push_kernel_mappings(
     exec: &Event,
     image: &exec_image::LoadedImage,
+    root: Option<&std::path::Path>,
     out: &mut Vec<Captured>,
 ) -> bool {
-    match exec_image::kernel_mappings(image, exec.pid) {
+    match exec_image::kernel_mappings(image, exec.pid, root) {
         Ok(mappings) => {
             out.extend(mappings.into_iter().map(|mapping| {
                 Captured::Event(Event {
