@@ -12,7 +12,7 @@ use crate::{
     kernel::model::KernelModel,
     model::{AddressSpace, Model, RegionKind},
     record::{RecordError, RecordingWriter},
-    stacks::{FileView, MappedFile, ModuleMap, Symbolizer, Unwinder},
+    stacks::{FileView, MappedFile, ModuleCache, ModuleMap, Symbolizer, Unwinder},
 };
 
 /// Deep enough for an allocation inside an interpreter; deeper frames rarely tell more.
@@ -79,10 +79,13 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(printer: Option<Box<dyn Write + Send>>, recorder: Option<RecordingWriter>) -> Self {
+        // One cache of opened modules: the symbolizer names frames from the very files the
+        // unwinder read, without opening them again.
+        let modules = ModuleCache::new().shared();
         Self {
             model: Model::new(),
-            unwinder: Unwinder::new(),
-            symbolizer: Symbolizer::new(),
+            unwinder: Unwinder::with_modules(modules.clone()),
+            symbolizer: Symbolizer::with_modules(modules),
             announced: HashSet::new(),
             unreadable_modules: 0,
             roots: std::collections::HashMap::new(),

@@ -14,10 +14,10 @@
 //! frames nor the program function that called into libc.
 //!
 //! Modules are read from disk, a live process's as that process sees them ([`mapped_file`]:
-//! a container's files are not the host's files of the same name): the [`Unwinder`] and the
-//! [`Symbolizer`] both cache what they parse, by build-id, so containers sharing an image share
-//! one parse, keyed so that a file replaced on disk (same path, new inode) is recognised by its
-//! build-id instead of being trusted blindly. Unwinding happens when the sample arrives, while
+//! a container's files are not the host's files of the same name), each file once, into one
+//! [`ModuleCache`] the [`Unwinder`] and the [`Symbolizer`] share: by build-id, so containers
+//! sharing an image share one parse, and a file replaced on disk (same path, new inode) is
+//! recognised by its build-id instead of being trusted blindly. Unwinding happens when the sample arrives, while
 //! the files on disk are most likely the ones mapped; [`Unwinder::module_build_id`] tells which
 //! build it used, so that a later symbolization can ask for exactly that build
 //! ([`Symbolizer::symbolize_inlined`]) and get module+offset rather than another build's names.
@@ -28,6 +28,7 @@
 mod elf;
 mod frame_pointer;
 pub mod mapped_file;
+mod modules;
 pub mod symbolize;
 pub mod unwind;
 
@@ -35,6 +36,7 @@ pub mod unwind;
 mod tests;
 
 pub use mapped_file::FileView;
+pub use modules::{ModuleCache, SharedModules};
 pub use symbolize::Symbolizer;
 pub use unwind::Unwinder;
 

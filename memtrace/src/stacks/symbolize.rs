@@ -9,9 +9,10 @@
 //! # Modules replaced on disk
 //!
 //! A process keeps the file version it mapped, while the path may meanwhile hold another build
-//! (a package upgrade, a rebuild). The symbolizer therefore reads a module once, caches it by
-//! build-id (by inode, size and mtime for files without one), and remembers which build each
-//! path held when it was first asked about ("first sight"):
+//! (a package upgrade, a rebuild). The symbolizer therefore reads a module once (through the
+//! [`ModuleCache`] it shares with the unwinder, by build-id, or by inode, size and mtime for
+//! files without one), and remembers which build each path held when it was first asked about
+//! ("first sight"):
 //!
 //! - [`Symbolizer::symbolize`] answers with the build the path held at first sight, even if the
 //!   file was since replaced by another build or deleted. memtrace asks when it sees a mapping
@@ -26,8 +27,9 @@
 
 use std::{
     borrow::Cow,
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     path::{Path, PathBuf},
+    rc::Rc,
     sync::Arc,
 };
 
@@ -37,24 +39,21 @@ use std::io::Read as _;
 use crate::file_access::{open_regular, Links};
 
 use super::{
-    elf::{self, ElfFile, FileIdentity, LoadSegment},
-    mapped_file, Frame, MappedFile,
+    elf::{self, ElfFile, LoadSegment},
+    modules::{Module, ModuleCache, ModuleKey, SharedModules},
+    Frame, MappedFile,
 };
 
 type DwarfReader = gimli::EndianArcSlice<gimli::RunTimeEndian>;
 
-/// Where distributions install separate debug files.
-const DEFAULT_DEBUG_DIRECTORY: &str = "/usr/lib/debug";
-
-/// Names addresses of module files, caching each module by build-id.
+/// Names addresses of module files, reading each module once through its [`ModuleCache`].
 pub struct Symbolizer {
+    modules: SharedModules,
     /// The build each path held when first asked about.
     first_sight: HashMap<String, ModuleKey>,
-    modules: HashMap<ModuleKey, SymbolModule>,
     /// Paths a live process maps but whose file could not be read through its view: the
     /// file at that path here may be another one, so it is not read by path either.
-    unreadable: std::collections::HashSet<String>,
-    debug_directory: PathBuf,
+    unreadable: HashSet<String>,
 }
 
 impl Default for Symbolizer {
@@ -63,26 +62,24 @@ impl Default for Symbolizer {
     }
 }
 
-/// Which build of a module: its build-id, or for a file without one, that file version.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum ModuleKey {
-    BuildId(Vec<u8>),
-    File(FileIdentity),
-}
-
 impl Symbolizer {
+    /// A symbolizer with a module cache of its own.
     pub fn new() -> Self {
-        Self::with_debug_directory(DEFAULT_DEBUG_DIRECTORY)
+        Self::with_modules(ModuleCache::new().shared())
     }
 
-    /// A symbolizer that looks for separate debug files under `directory` instead of
-    /// `/usr/lib/debug` (e.g. a container's root joined with it).
+    /// A symbolizer (with a module cache of its own) that looks for separate debug files
+    /// under `directory` instead of `/usr/lib/debug` (e.g. a container's root joined with it).
     pub fn with_debug_directory(directory: impl Into<PathBuf>) -> Self {
+        Self::with_modules(ModuleCache::with_debug_directory(directory).shared())
+    }
+
+    /// A symbolizer that reads modules through `modules`, shared with an unwinder.
+    pub fn with_modules(modules: SharedModules) -> Self {
         Self {
+            modules,
             first_sight: HashMap::new(),
-            modules: HashMap::new(),
-            unreadable: std::collections::HashSet::new(),
-            debug_directory: directory.into(),
+            unreadable: HashSet::new(),
         }
     }
 
@@ -113,7 +110,7 @@ impl Symbolizer {
             Some(build_id) => self.module_with_build_id(module_path, build_id),
         };
         let names = module
-            .map(|module| module.names_at(file_offset))
+            .map(|module| module.symbols.names_at(file_offset))
             .unwrap_or_default();
         if names.is_empty() {
             return vec![bare];
@@ -132,23 +129,14 @@ impl Symbolizer {
             .collect()
     }
 
-    /// Reads the module behind `mapping` as its process maps it ([`mapped_file`]) and keeps it
+    /// Reads the module behind `mapping` as its process maps it ([`super::mapped_file`]) and keeps it
     /// by build-id, so that names asked later with that build-id come from this very file (a
     /// container's, not the host's file of that name). `Err` when it cannot be read, and then
     /// nothing is kept. A file without a build-id becomes its path's first sight if the path
     /// has none; if the path's first sight is another file, its frames cannot be named by
     /// path ([`Registered::named_by_path`] is false).
     pub fn register_mapped(&mut self, mapping: &MappedFile) -> std::io::Result<Registered> {
-        let file = mapped_file::open(mapping)?;
-        let build_id = file.parse().and_then(|parsed| elf::build_id(&parsed));
-        let key = match &build_id {
-            Some(build_id) => ModuleKey::BuildId(build_id.clone()),
-            None => ModuleKey::File(file.identity),
-        };
-        if !self.modules.contains_key(&key) {
-            let module = SymbolModule::read(Path::new(&mapping.path), &file, &self.debug_directory);
-            self.modules.insert(key.clone(), module);
-        }
+        let (key, module) = self.modules.borrow_mut().mapped(mapping)?;
         let named_by_path = match self.first_sight.get(&mapping.path) {
             None => {
                 self.first_sight.insert(mapping.path.clone(), key);
@@ -157,7 +145,7 @@ impl Symbolizer {
             Some(seen) => *seen == key,
         };
         Ok(Registered {
-            build_id: build_id.unwrap_or_default(),
+            build_id: module.build_id.clone().unwrap_or_default(),
             named_by_path,
         })
     }
@@ -177,9 +165,9 @@ impl Symbolizer {
         }
     }
 
-    fn first_sight_module(&mut self, path: &str) -> Option<&SymbolModule> {
+    fn first_sight_module(&mut self, path: &str) -> Option<Rc<Module>> {
         let key = self.first_sight_key(path)?;
-        self.modules.get(&key)
+        self.modules.borrow().build(&key)
     }
 
     fn first_sight_key(&mut self, path: &str) -> Option<ModuleKey> {
@@ -189,30 +177,23 @@ impl Symbolizer {
         if self.unreadable.contains(path) {
             return None;
         }
-        let (key, file) = identify(Path::new(path))?;
-        // Another path (a copy, a link) may already have brought in the same build.
-        if !self.modules.contains_key(&key) {
-            let module = SymbolModule::read(Path::new(path), &file, &self.debug_directory);
-            self.modules.insert(key.clone(), module);
-        }
+        // Another path (a copy, a link) or the unwinder may already have read the same build.
+        let (_, key, _) = self.modules.borrow_mut().at_path(path)?;
         self.first_sight.insert(path.to_string(), key.clone());
         Some(key)
     }
 
-    fn module_with_build_id(&mut self, path: &str, build_id: &[u8]) -> Option<&SymbolModule> {
+    fn module_with_build_id(&mut self, path: &str, build_id: &[u8]) -> Option<Rc<Module>> {
         let key = ModuleKey::BuildId(build_id.to_vec());
-        if !self.modules.contains_key(&key) {
-            let (found, file) = identify(Path::new(path))?;
-            if found != key {
-                return None;
-            }
-            let module = SymbolModule::read(Path::new(path), &file, &self.debug_directory);
-            self.modules.insert(key.clone(), module);
-            self.first_sight
-                .entry(path.to_string())
-                .or_insert(key.clone());
+        if let Some(module) = self.modules.borrow().build(&key) {
+            return Some(module);
         }
-        self.modules.get(&key)
+        let (_, found, module) = self.modules.borrow_mut().at_path(path)?;
+        if found != key {
+            return None;
+        }
+        self.first_sight.entry(path.to_string()).or_insert(key);
+        Some(module)
     }
 }
 
@@ -224,9 +205,9 @@ pub struct Registered {
     pub named_by_path: bool,
 }
 
-/// What the symbolizer keeps of one module build.
+/// What the symbolizer needs of one module build.
 #[derive(Default)]
-struct SymbolModule {
+pub(super) struct SymbolModule {
     segments: Vec<LoadSegment>,
     dwarf: Option<addr2line::Context<DwarfReader>>,
     symbols: SymbolTable,
@@ -242,21 +223,20 @@ struct Name {
 
 impl SymbolModule {
     /// Reads the module `file` (opened from `path`), and its separate debug file (looked for
-    /// under `debug_directory`) if it has no DWARF itself. A file that is not ELF becomes an
-    /// empty module, so it is not read again.
-    fn read(path: &Path, file: &ElfFile, debug_directory: &Path) -> Self {
-        let Some(parsed) = file.parse() else {
-            return Self::default();
-        };
+    /// under `debug_directory`) if it has no DWARF itself.
+    pub(super) fn read<'data>(
+        path: &Path,
+        file: &impl Object<'data>,
+        debug_directory: &Path,
+    ) -> Self {
         let mut module = Self {
-            segments: elf::load_segments(&parsed),
-            dwarf: load_dwarf(&parsed),
-            symbols: SymbolTable::read(&parsed),
+            segments: elf::load_segments(file),
+            dwarf: load_dwarf(file),
+            symbols: SymbolTable::read(file),
         };
         if module.dwarf.is_none() {
-            let build_id = elf::build_id(&parsed);
-            let debug_file =
-                separate_debug_file(path, &parsed, build_id.as_deref(), debug_directory);
+            let build_id = elf::build_id(file);
+            let debug_file = separate_debug_file(path, file, build_id.as_deref(), debug_directory);
             if let Some(debug_file) = debug_file {
                 if let Some(debug) = debug_file.parse() {
                     module.dwarf = load_dwarf(&debug);
@@ -291,17 +271,6 @@ impl SymbolModule {
         }
         names
     }
-}
-
-/// Opens the module at `path` and tells which build it is; `None` if it cannot be opened.
-fn identify(path: &Path) -> Option<(ModuleKey, ElfFile)> {
-    let file = ElfFile::open(path, Links::Refuse).ok()?;
-    let build_id = file.parse().and_then(|parsed| elf::build_id(&parsed));
-    let key = match build_id {
-        Some(build_id) => ModuleKey::BuildId(build_id),
-        None => ModuleKey::File(file.identity),
-    };
-    Some((key, file))
 }
 
 /// The DWARF functions at `svma`, innermost first.

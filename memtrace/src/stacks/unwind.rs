@@ -9,36 +9,39 @@
 //! ia32 samples get a frame-pointer walk (the `frame_pointer` module): framehop does not
 //! support 32-bit x86.
 
-use std::{collections::HashMap, ops::Range, path::Path, sync::Arc};
+use std::{collections::HashMap, ops::Range, path::Path, rc::Rc, sync::Arc};
 
 use framehop::{
     x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64},
-    ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder as _,
+    ExplicitModuleSectionInfo, FrameAddress, Module as FramehopModule, Unwinder as _,
 };
 
-use crate::file_access::Links;
-
 use super::{
-    elf::{self, ElfFile, FileIdentity, LoadSegment},
-    frame_pointer, mapped_file, FileView, MappedFile, ModuleMap, StackAbi, StackSample,
+    elf::{self, FileIdentity, LoadSegment},
+    frame_pointer,
+    modules::{Module, ModuleCache, SharedModules},
+    FileView, MappedFile, ModuleMap, StackAbi, StackSample,
 };
 
 /// Section data as framehop holds it: shared, so one parse serves every sample.
 type SectionData = Arc<[u8]>;
 
-/// Unwinds stack samples, caching the unwind sections of every module file it reads.
+/// Unwinds stack samples with the unwind sections of the modules in its [`ModuleCache`].
 pub struct Unwinder {
-    /// Modules read by path from memtrace's own root ([`FileView::Host`]).
-    modules: HashMap<String, CachedModule>,
-    /// Modules read through a live process's view, by the identity of the file read.
-    viewed: HashMap<FileIdentity, Option<Arc<UnwindSections>>>,
-    /// Every parse with a build-id, shared by all the files of that build (containers made
-    /// from one image map the same build from files of their own).
-    by_build_id: HashMap<Vec<u8>, Arc<UnwindSections>>,
+    modules: SharedModules,
+    /// The file version each path held when last read from memtrace's own root
+    /// ([`FileView::Host`]).
+    by_path: HashMap<String, LastRead>,
     /// Mappings whose file could not be read as their process maps it, so their frames were
     /// walked without their CFI (frame pointers only).
     unreadable: u64,
     rule_cache: CacheX86_64,
+}
+
+/// The file a path held when the unwinder last read it.
+struct LastRead {
+    identity: FileIdentity,
+    module: Rc<Module>,
 }
 
 impl Default for Unwinder {
@@ -48,11 +51,16 @@ impl Default for Unwinder {
 }
 
 impl Unwinder {
+    /// An unwinder with a module cache of its own.
     pub fn new() -> Self {
+        Self::with_modules(ModuleCache::new().shared())
+    }
+
+    /// An unwinder that reads modules through `modules`, shared with a symbolizer.
+    pub fn with_modules(modules: SharedModules) -> Self {
         Self {
-            modules: HashMap::new(),
-            viewed: HashMap::new(),
-            by_build_id: HashMap::new(),
+            modules,
+            by_path: HashMap::new(),
             unreadable: 0,
             rule_cache: CacheX86_64::new(),
         }
@@ -87,7 +95,7 @@ impl Unwinder {
     /// one. Recorded with a stack, it lets the symbolizer name frames from that very build.
     /// Only x86_64 walks read module files; ia32 walks leave this `None`.
     pub fn module_build_id(&self, module_path: &str) -> Option<&[u8]> {
-        self.modules.get(module_path)?.build_id.as_deref()
+        self.by_path.get(module_path)?.module.build_id.as_deref()
     }
 
     fn unwind_x86_64(
@@ -137,7 +145,7 @@ impl Unwinder {
         address: u64,
         modules: &dyn ModuleMap,
         registered: &[Range<u64>],
-    ) -> Option<Module<SectionData>> {
+    ) -> Option<FramehopModule<SectionData>> {
         let mapping = modules.mapping_at(address)?;
         if !mapping.executable || !mapping.path.starts_with('/') {
             return None;
@@ -151,7 +159,7 @@ impl Unwinder {
             FileView::Process { .. } => self.viewed_sections(&mapping)?,
         };
         let base_avma = sections.base_avma(&mapping)?;
-        Some(Module::new(
+        Some(FramehopModule::new(
             mapping.path.clone(),
             mapping.start..mapping.end,
             base_avma,
@@ -160,91 +168,39 @@ impl Unwinder {
     }
 
     /// The unwind sections of the file `mapping` maps, read through its process's view
-    /// ([`mapped_file`]), from the cache when that file or its build was read before.
+    /// ([`super::mapped_file`]).
     fn viewed_sections(&mut self, mapping: &MappedFile) -> Option<Arc<UnwindSections>> {
-        if let Some(identity) = mapped_file::identity(mapping) {
-            if let Some(cached) = self.viewed.get(&identity) {
-                return cached.clone();
+        match self.modules.borrow_mut().mapped(mapping) {
+            Ok((_, module)) => module.unwind.clone(),
+            Err(_) => {
+                self.unreadable += 1;
+                None
             }
         }
-        let Ok(file) = mapped_file::open(mapping) else {
-            self.unreadable += 1;
-            return None;
-        };
-        let sections = file.parse().map(|parsed| match elf::build_id(&parsed) {
-            Some(build_id) => self
-                .by_build_id
-                .entry(build_id)
-                .or_insert_with(|| Arc::new(UnwindSections::read(&parsed)))
-                .clone(),
-            None => Arc::new(UnwindSections::read(&parsed)),
-        });
-        self.viewed.insert(file.identity, sections.clone());
-        sections
     }
 
-    /// The unwind sections of the file at `path`, from the cache while the file is unchanged
-    /// or has been replaced by the same build (same build-id). A file that has disappeared is
-    /// served from the cache too: processes keep running the version they mapped. A file
-    /// replaced by another build is read again, since processes started from now on map it
-    /// (a process still running the old build then unwinds only as far as frame pointers go).
+    /// The unwind sections of the file at `path`, the version read last while the file is
+    /// unchanged. A file that has disappeared is served from that version too: processes keep
+    /// running the version they mapped. A file replaced on disk is looked at again (the cache
+    /// knows it if it is the same build), since processes started from now on map it (a
+    /// process still running an old build then unwinds only as far as frame pointers go).
     fn module_sections(&mut self, path: &str) -> Option<Arc<UnwindSections>> {
         let current = FileIdentity::current(Path::new(path));
-        if let Some(cached) = self.modules.get_mut(path) {
-            match current {
-                None => return cached.sections.clone(),
-                Some(identity) if identity == cached.identity => return cached.sections.clone(),
-                Some(identity) => {
-                    let same_build = cached.build_id.is_some()
-                        && ElfFile::open(Path::new(path), Links::Refuse)
-                            .ok()
-                            .and_then(|file| {
-                                let parsed = file.parse()?;
-                                elf::build_id(&parsed)
-                            })
-                            == cached.build_id;
-                    if same_build {
-                        cached.identity = identity;
-                        return cached.sections.clone();
-                    }
-                }
+        if let Some(last) = self.by_path.get(path) {
+            if current.is_none() || current == Some(last.identity) {
+                return last.module.unwind.clone();
             }
         }
-        let loaded = CachedModule::load(Path::new(path))?;
-        let sections = loaded.sections.clone();
-        self.modules.insert(path.to_string(), loaded);
+        let (identity, _, module) = self.modules.borrow_mut().at_path(path)?;
+        let sections = module.unwind.clone();
+        self.by_path
+            .insert(path.to_string(), LastRead { identity, module });
         sections
-    }
-}
-
-/// What the unwinder keeps of one module file. A file that is not a usable ELF is remembered
-/// as such (`sections: None`) so it is not read again for every sample.
-struct CachedModule {
-    identity: FileIdentity,
-    build_id: Option<Vec<u8>>,
-    sections: Option<Arc<UnwindSections>>,
-}
-
-impl CachedModule {
-    fn load(path: &Path) -> Option<Self> {
-        let file = ElfFile::open(path, Links::Refuse).ok()?;
-        let Some(parsed) = file.parse() else {
-            return Some(Self {
-                identity: file.identity,
-                build_id: None,
-                sections: None,
-            });
-        };
-        Some(Self {
-            identity: file.identity,
-            build_id: elf::build_id(&parsed),
-            sections: Some(Arc::new(UnwindSections::read(&parsed))),
-        })
     }
 }
 
 /// The sections framehop unwinds with, plus the segments that place them in memory.
-struct UnwindSections {
+pub(super) struct UnwindSections {
     segments: Vec<LoadSegment>,
     text: Option<elf::SectionBytes>,
     eh_frame: Option<elf::SectionBytes>,
@@ -255,7 +211,7 @@ struct UnwindSections {
 }
 
 impl UnwindSections {
-    fn read<'data>(file: &impl object::Object<'data>) -> Self {
+    pub(super) fn read<'data>(file: &impl object::Object<'data>) -> Self {
         let eh_frame = elf::section_bytes(file, ".eh_frame");
         let debug_frame = match eh_frame {
             Some(_) => None,

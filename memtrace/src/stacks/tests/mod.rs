@@ -9,7 +9,7 @@ use std::fs;
 use programs::{build_leaker, file_offset_of_function, leaker_line, TempDir};
 use tracee::{capture_large_mmap, Capture};
 
-use super::{symbolize_stack, Frame, StackAbi, Symbolizer, Unwinder};
+use super::{symbolize_stack, Frame, ModuleCache, StackAbi, Symbolizer, Unwinder};
 
 const MAX_FRAMES: usize = 64;
 
@@ -199,6 +199,32 @@ fn the_unwinder_keeps_modules_deleted_after_first_sight() {
         unread.len() < before.len(),
         "without the program's CFI the walk stops in it: {unread:x?} vs {before:x?}"
     );
+}
+
+/// The unwinder and the symbolizer share one cache of opened modules: a module the unwinder
+/// read is named by the symbolizer from that very read, even once the file is gone (a
+/// symbolizer of its own would have nothing to read then).
+#[test]
+fn the_symbolizer_names_frames_from_the_files_the_unwinder_read() {
+    let dir = TempDir::new("shared-modules");
+    let binary = build_leaker(&dir, "leaker", &["-fomit-frame-pointer"]);
+    let offset = file_offset_of_function(&binary, "process_image");
+    let capture = capture_large_mmap(&binary, StackAbi::X86_64);
+    let modules = ModuleCache::new().shared();
+    let mut unwinder = Unwinder::with_modules(modules.clone());
+    let mut symbolizer = Symbolizer::with_modules(modules);
+    unwinder.unwind(&capture.sample, &capture.modules, MAX_FRAMES);
+    let program = binary.to_str().unwrap();
+    let build_id = unwinder
+        .module_build_id(program)
+        .expect("gcc writes a build-id")
+        .to_vec();
+
+    fs::remove_file(&binary).unwrap();
+    let named = symbolizer.symbolize_inlined(program, Some(&build_id), offset);
+    assert_eq!(named[0].function.as_deref(), Some("process_image"));
+    let alone = Symbolizer::new().symbolize_inlined(program, Some(&build_id), offset);
+    assert_eq!(alone[0].function, None, "nothing left to read: {alone:?}");
 }
 
 #[test]
