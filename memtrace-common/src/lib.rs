@@ -459,6 +459,10 @@ pub struct ProbeConfig {
     /// Sample the user stack of mmap/mremap/brk/memfd_create calls that create at least this
     /// many bytes (`u64::MAX`: never).
     pub stack_min_bytes: u64,
+    /// `--cgroup`: the id of a cgroup v2 (its directory's inode number) whose processes are all
+    /// traced, whether they were there at attach, were started in it or joined it later; 0:
+    /// none. Compared with `bpf_get_current_cgroup_id()`, so membership is the kernel's own.
+    pub cgroup_id: u64,
 }
 
 /// Names shared by the two sides.

@@ -2,7 +2,9 @@
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+    },
     maps::ring_buf::RingBufEntry,
 };
 use memtrace_common::{lost_slot, Abi, EventHeader, EventKind};
@@ -16,8 +18,25 @@ pub fn current_ids() -> (u32, u32) {
     ((pid_tgid >> 32) as u32, pid_tgid as u32)
 }
 
+/// Whether the current task's process is traced: it is in [`TRACED`], or it runs in the
+/// `--cgroup` cgroup, which puts it in [`TRACED`]. Once there it stays traced until it exits,
+/// even if it leaves the cgroup: its layout so far is known, and dropping it mid-way would
+/// leave a half-told history. (Its children are then traced only with `--follow`.)
+///
+/// The cgroup test comes first and needs no map: one helper call (4.18 and later, allowed in
+/// every tracing program) and a compare. Only a member pays the lookup that keeps [`TRACED`]
+/// up to date, as any traced process pays one lookup.
 #[inline(always)]
 pub fn is_traced(tgid: u32) -> bool {
+    let cgroup_id = unsafe { core::ptr::read_volatile(&raw const CONFIG.cgroup_id) };
+    // SAFETY: no arguments; the id of the task's cgroup in the v2 hierarchy.
+    if cgroup_id != 0 && unsafe { bpf_get_current_cgroup_id() } == cgroup_id {
+        // SAFETY: the value is only tested for presence, never read.
+        if unsafe { TRACED.get(tgid) }.is_none() {
+            let _ = TRACED.insert(tgid, 1, 0);
+        }
+        return true;
+    }
     // SAFETY: the value is only tested for presence, never read.
     unsafe { TRACED.get(tgid) }.is_some()
 }

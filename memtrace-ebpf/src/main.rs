@@ -14,7 +14,7 @@
 //!
 //! Only processes in [`TRACED`] produce events. On the tracepoints, every other syscall is
 //! turned away on its number alone; a traced syscall of an untraced process costs one hash
-//! lookup.
+//! lookup. With `--cgroup`, a process of that cgroup is traced on sight (`emit::is_traced`).
 #![no_std]
 #![no_main]
 
@@ -47,6 +47,7 @@ static CONFIG: ProbeConfig = ProbeConfig {
     log_enabled: 0,
     wakeup_bytes: 0,
     stack_min_bytes: u64::MAX,
+    cgroup_id: 0,
 };
 
 /// Everything the kernel side reports. Userspace sizes it with `--ring-buffer-size`.

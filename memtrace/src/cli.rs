@@ -104,6 +104,15 @@ pub struct TraceArgs {
     /// Attach to this running process (all its threads) instead of starting a command.
     #[arg(short, long, value_name = "PID", conflicts_with = "command")]
     pub pid: Option<u32>,
+    /// Trace every process of this cgroup (v2): those in it now, and every process started
+    /// in it or moved into it later, filtered in the kernel. PATH is its directory
+    /// (/sys/fs/cgroup/system.slice/foo.service) or its path in the hierarchy, as
+    /// /proc/PID/cgroup names it (/system.slice/foo.service). Only that cgroup, not the
+    /// cgroups below it: give a container's own (leaf) cgroup. A process that leaves it stays
+    /// traced until it exits. The session runs until --duration, Ctrl-C, SIGTERM, or the
+    /// cgroup is removed.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["command", "pid"])]
+    pub cgroup: Option<PathBuf>,
     /// Also trace the children the traced processes start, and what they exec.
     #[arg(short, long)]
     pub follow: bool,
@@ -270,12 +279,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
-    let target = match (args.pid, args.command.is_empty()) {
-        (Some(pid), _) => Target::Pid(pid),
-        (None, false) => Target::Command(args.command.clone()),
-        (None, true) => anyhow::bail!(
-            "nothing to trace: give a command (`memtrace -- CMD`) or a process (`memtrace --pid PID`)"
+    let target = match (args.pid, &args.cgroup, args.command.is_empty()) {
+        (Some(pid), _, _) => Target::Pid(pid),
+        (None, Some(path), _) => Target::Cgroup(crate::cgroup::Cgroup::resolve(path)?),
+        (None, None, false) => Target::Command(args.command.clone()),
+        (None, None, true) => anyhow::bail!(
+            "nothing to trace: give a command (`memtrace -- CMD`), a process (`memtrace --pid PID`) or a cgroup (`memtrace --cgroup PATH`)"
         ),
+    };
+    let cgroup_id = match &target {
+        Target::Cgroup(cgroup) => cgroup.id,
+        _ => 0,
     };
     refuse_shared_outputs(args.record.as_deref(), &args.output)?;
     let duration = match args.duration {
@@ -293,6 +307,7 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
             ebpf_log: args.ebpf_log,
             stack_min_bytes: (!args.no_stacks).then_some(args.stack_min_size),
             backend: args.backend,
+            cgroup_id,
         },
         print_events: args.events,
         duration,
@@ -332,6 +347,12 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
         &[],
         &args.output,
     )?;
+    if pipeline.unreadable_modules > 0 {
+        eprintln!(
+            "memtrace: {} module file(s) of traced processes could not be read as the process maps them (it was gone, or the file there is not the mapped one): frames in them show module+offset, and their stacks were walked by frame pointers only",
+            pipeline.unreadable_modules
+        );
+    }
     let recording_failed = pipeline.recording_failure();
     if let Some(failure) = &recording_failed {
         eprintln!("memtrace: {failure}");

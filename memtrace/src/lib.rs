@@ -13,6 +13,7 @@
 //! processes); [`replay`] feeds a recording through the same pipeline.
 
 pub mod capture;
+pub mod cgroup;
 pub mod cli;
 pub mod event;
 pub mod event_line;

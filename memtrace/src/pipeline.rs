@@ -12,18 +12,22 @@ use crate::{
     kernel::model::KernelModel,
     model::{AddressSpace, Model, RegionKind},
     record::{RecordError, RecordingWriter},
-    stacks::{MappedFile, ModuleMap, Symbolizer, Unwinder},
+    stacks::{FileView, MappedFile, ModuleMap, Symbolizer, Unwinder},
 };
 
 /// Deep enough for an allocation inside an interpreter; deeper frames rarely tell more.
 const MAX_FRAMES: usize = 64;
 
-/// A process's file mappings, as the unwinder asks for them.
-struct ProcessModules<'m>(&'m AddressSpace);
+/// A live process's file mappings, as the unwinder asks for them, read through its own view
+/// of the files.
+struct ProcessModules<'m> {
+    layout: &'m AddressSpace,
+    view: FileView,
+}
 
 impl ModuleMap for ProcessModules<'_> {
     fn mapping_at(&self, address: u64) -> Option<MappedFile> {
-        let region = self.0.region_at(address)?;
+        let region = self.layout.region_at(address)?;
         if region.kind != RegionKind::File {
             return None;
         }
@@ -33,6 +37,8 @@ impl ModuleMap for ProcessModules<'_> {
             file_offset: region.offset,
             path: region.name.as_deref()?.to_string(),
             executable: region.perms.executable(),
+            inode: region.inode,
+            view: self.view.clone(),
         })
     }
 }
@@ -44,8 +50,12 @@ pub struct Pipeline {
     /// Reads each module the stacks run through at first sight (so a binary replaced later
     /// still names its frames), and names frames for the report.
     pub symbolizer: Symbolizer,
-    /// Modules already announced in the stream.
-    announced: HashSet<String>,
+    /// Modules already announced in the stream, by process and path: a container's file at a
+    /// path is not the host's.
+    announced: HashSet<(u32, String)>,
+    /// Modules of live processes that could not be read as the process maps them (by process
+    /// and path): their frames keep module+offset.
+    pub unreadable_modules: u64,
     printer: Option<Box<dyn Write + Send>>,
     recorder: Option<RecordingWriter>,
     /// Why the recorder stopped, if it did; the session goes on without it.
@@ -70,6 +80,7 @@ impl Pipeline {
             unwinder: Unwinder::new(),
             symbolizer: Symbolizer::new(),
             announced: HashSet::new(),
+            unreadable_modules: 0,
             printer,
             recorder,
             recording_failure: None,
@@ -132,27 +143,68 @@ impl Pipeline {
         let sample = &capture.sample;
         let (frames, new_modules) = match self.model.process(capture.pid) {
             Some(process) => {
-                let modules = ProcessModules(process.layout());
+                let root = process
+                    .process()
+                    .container()
+                    .filter(|container| container.root.starts_with('/'))
+                    .map(|container| std::sync::Arc::from(container.root.as_str()));
+                let modules = ProcessModules {
+                    layout: process.layout(),
+                    view: FileView::Process {
+                        pid: capture.pid,
+                        root,
+                    },
+                };
                 let frames = self.unwinder.unwind(sample, &modules, MAX_FRAMES);
-                let mut new_modules: Vec<String> = frames
+                let mut new_modules: Vec<MappedFile> = frames
                     .iter()
                     .filter_map(|&address| modules.mapping_at(address.saturating_sub(1)))
-                    .map(|mapping| mapping.path)
-                    .filter(|path| !self.announced.contains(path))
+                    .filter(|mapping| {
+                        !self
+                            .announced
+                            .contains(&(capture.pid, mapping.path.clone()))
+                    })
                     .collect();
-                new_modules.sort();
-                new_modules.dedup();
+                new_modules.sort_by(|a, b| a.path.cmp(&b.path));
+                new_modules.dedup_by(|a, b| a.path == b.path);
                 (frames, new_modules)
             }
             None => return Ok(()),
         };
-        for path in new_modules {
-            let build_id = self.symbolizer.build_id(&path).unwrap_or_default();
-            self.announced.insert(path.clone());
-            self.feed(&event_of(
-                capture,
-                EventBody::Module(ModuleRecord { path, build_id }),
-            ))?;
+        for mapping in new_modules {
+            self.announced.insert((capture.pid, mapping.path.clone()));
+            let stacks = self.model.call_stacks();
+            // What the stream must tell about this process's file, if anything: its
+            // build-id, or that it cannot be named (empty).
+            let tell = match self.symbolizer.register_mapped(&mapping) {
+                Ok(registered) if !registered.build_id.is_empty() => {
+                    let told = stacks.build_id(capture.pid, &mapping.path);
+                    (told != Some(registered.build_id.as_slice())).then_some(registered.build_id)
+                }
+                // No build-id: named by path when the path names this very file.
+                Ok(registered) => (!registered.named_by_path
+                    || stacks.build_id(capture.pid, &mapping.path).is_some())
+                .then(Vec::new),
+                Err(error) => {
+                    log::warn!(
+                        "pid {}: call stacks through {} stay module+offset: {error}",
+                        capture.pid,
+                        mapping.path
+                    );
+                    self.unreadable_modules += 1;
+                    self.symbolizer.mark_unreadable(&mapping.path);
+                    stacks.nameable(capture.pid, &mapping.path).then(Vec::new)
+                }
+            };
+            if let Some(build_id) = tell {
+                self.feed(&event_of(
+                    capture,
+                    EventBody::Module(ModuleRecord {
+                        path: mapping.path,
+                        build_id,
+                    }),
+                ))?;
+            }
         }
         self.feed(&event_of(capture, EventBody::Stack(StackRecord { frames })))
     }

@@ -2,7 +2,7 @@
 //! buffer through the pipeline until the session ends, and hand back what it saw.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     ffi::OsString,
     io::Write,
     path::PathBuf,
@@ -15,6 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     capture::{Capture, Captured},
+    cgroup::Cgroup,
     event::{Abi, Comm, ContainerRecord, Event, EventBody, LostRecord},
     launch::{self, GatedCommand, LaunchError},
     pipeline::Pipeline,
@@ -29,6 +30,8 @@ pub enum Target {
     Command(Vec<OsString>),
     /// Attach to a running process.
     Pid(u32),
+    /// Trace every process of a cgroup v2, now and later (`--cgroup`).
+    Cgroup(Cgroup),
 }
 
 #[derive(Clone, Debug)]
@@ -65,6 +68,8 @@ pub enum SessionError {
     Snapshot(u32, std::io::Error),
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("--cgroup {0}: reading its processes: {1}")]
+    CgroupMembers(String, std::io::Error),
 }
 
 impl SessionError {
@@ -105,8 +110,9 @@ pub fn realtime_ns() -> u64 {
 
 pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
     // Checked before the probes load, so a session that cannot mean anything never starts.
-    match options.target {
+    match &options.target {
         Target::Pid(pid) => {
+            let pid = *pid;
             if !procfs::process_exists(pid) {
                 return Err(SessionError::NoSuchProcess(pid));
             }
@@ -116,6 +122,11 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
         }
         Target::Command(_) => {
             launch::invoking_user()?;
+        }
+        Target::Cgroup(cgroup) => {
+            cgroup.members().map_err(|error| {
+                SessionError::CgroupMembers(cgroup.directory.display().to_string(), error)
+            })?;
         }
     }
     // Before anything slow: a SIGTERM or Ctrl-C during the load must end the session with its
@@ -134,6 +145,13 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
     let mut snapshot_taken_at: HashMap<u32, u64> = HashMap::new();
     // The container identity last told for each process.
     let mut containers: HashMap<u32, ContainerRecord> = HashMap::new();
+    // With --cgroup: the processes whose beginning memtrace knows (seeded, or born in a fork
+    // it saw); any other one joined the cgroup while running and is seeded when first seen.
+    let mut seen: HashSet<u32> = HashSet::new();
+    let cgroup = match &options.target {
+        Target::Cgroup(cgroup) => Some(cgroup.clone()),
+        _ => None,
+    };
     let mut command = None;
     match &options.target {
         Target::Command(argv) => {
@@ -147,32 +165,48 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
             if options.probes.follow_children {
                 pids.extend(procfs::descendants(*pid));
             }
-            for &pid in &pids {
-                probes.trace(pid)?;
-            }
-            for &pid in &pids {
-                let taken_at = monotonic_ns();
-                match procfs::snapshot(pid) {
-                    Ok(snapshot) => {
-                        snapshot_taken_at.insert(pid, taken_at);
-                        let event = snapshot_event(pid, taken_at, snapshot);
-                        identify(&mut pipeline, &mut containers, &event)?;
-                        pipeline.feed(&event)?;
-                    }
-                    // A child that exited while we looked is no longer of interest.
-                    Err(_) if pid != options.target_pid() => {}
-                    Err(error) => return Err(SessionError::Snapshot(pid, error)),
-                }
-            }
+            let mut attach = Attach {
+                probes: &mut probes,
+                pipeline: &mut pipeline,
+                snapshot_taken_at: &mut snapshot_taken_at,
+                containers: &mut containers,
+            };
+            attach.seed(&pids, Some(*pid))?;
             // Scripts wait for this line before they make the target act.
             eprintln!(
                 "memtrace: attached to {} process{} ({}); Ctrl-C to stop",
                 pids.len(),
                 if pids.len() == 1 { "" } else { "es" },
-                pids.iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                pid_list(&pids)
+            );
+        }
+        Target::Cgroup(cgroup) => {
+            // The kernel side already traces every member on sight; seeding them from /proc
+            // gives those already running their layout as it is now, as `--pid` does.
+            let mut pids = cgroup.members().map_err(|error| {
+                SessionError::CgroupMembers(cgroup.directory.display().to_string(), error)
+            })?;
+            if options.probes.follow_children {
+                let members = pids.clone();
+                pids.extend(members.into_iter().flat_map(procfs::descendants));
+                pids.sort_unstable();
+                pids.dedup();
+            }
+            let mut attach = Attach {
+                probes: &mut probes,
+                pipeline: &mut pipeline,
+                snapshot_taken_at: &mut snapshot_taken_at,
+                containers: &mut containers,
+            };
+            attach.seed(&pids, None)?;
+            seen.extend(pids.iter().copied());
+            eprintln!(
+                "memtrace: attached to cgroup {} ({} process{}{}{}); Ctrl-C to stop",
+                cgroup.name,
+                pids.len(),
+                if pids.len() == 1 { "" } else { "es" },
+                if pids.is_empty() { "" } else { ": " },
+                pid_list(&pids)
             );
         }
     }
@@ -188,7 +222,12 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
     loop {
         tokio::select! {
             batch = reader.next_batch() => match batch {
-                Some(batch) => feed_batch(&mut pipeline, batch, &snapshot_taken_at, &mut containers)?,
+                Some(batch) => {
+                    if cgroup.is_some() {
+                        seed_joiners(&batch, &mut seen, &mut pipeline, &mut snapshot_taken_at, &mut containers)?;
+                    }
+                    feed_batch(&mut pipeline, batch, &snapshot_taken_at, &mut containers)?
+                }
                 None => break,
             },
             _ = interrupt.recv() => {
@@ -213,7 +252,12 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
         if command_done {
             break;
         }
-        if probes.traced_count()? == 0 {
+        if let Some(cgroup) = &cgroup {
+            // An empty cgroup may get processes later: only its removal ends the session.
+            if !cgroup.exists() {
+                break;
+            }
+        } else if probes.traced_count()? == 0 {
             // The kernel side forgets a process at its exit, a moment before its parent can
             // reap it: the command's status is on its way.
             if let Some(status) = reap_within(&mut child, REAP_WAIT).await {
@@ -225,6 +269,15 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
 
     // Whatever the kernel wrote before the end still belongs to the session.
     let (rest, counts) = reader.finish();
+    if cgroup.is_some() {
+        seed_joiners(
+            &rest,
+            &mut seen,
+            &mut pipeline,
+            &mut snapshot_taken_at,
+            &mut containers,
+        )?;
+    }
     feed_batch(&mut pipeline, rest, &snapshot_taken_at, &mut containers)?;
     probes.flush_logs();
     report_new_losses(&probes, counts.stacks_dropped, &mut pipeline, lost)?;
@@ -268,13 +321,87 @@ async fn reap_within(child: &mut Option<Child>, limit: Duration) -> Option<ExitS
     }
 }
 
-impl LiveOptions {
-    fn target_pid(&self) -> u32 {
-        match self.target {
-            Target::Pid(pid) => pid,
-            Target::Command(_) => 0,
+fn pid_list(pids: &[u32]) -> String {
+    pids.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What attaching to running processes touches.
+struct Attach<'a> {
+    probes: &'a mut Probes,
+    pipeline: &'a mut Pipeline,
+    snapshot_taken_at: &'a mut HashMap<u32, u64>,
+    containers: &'a mut HashMap<u32, ContainerRecord>,
+}
+
+impl Attach<'_> {
+    /// Traces `pids` and feeds each one's layout as `/proc` shows it now. A process that
+    /// exits meanwhile is no longer of interest, unless it is `required` (the `--pid`).
+    fn seed(&mut self, pids: &[u32], required: Option<u32>) -> Result<(), SessionError> {
+        for &pid in pids {
+            self.probes.trace(pid)?;
+        }
+        for &pid in pids {
+            match self.snapshot(pid) {
+                Ok(()) => {}
+                Err(error) if Some(pid) == required => {
+                    return Err(SessionError::Snapshot(pid, error))
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot(&mut self, pid: u32) -> Result<(), std::io::Error> {
+        seed_process(pid, self.pipeline, self.snapshot_taken_at, self.containers)
+    }
+}
+
+/// Feeds the layout of a running process as `/proc` shows it now; its events from before
+/// this moment are part of it and are skipped.
+fn seed_process(
+    pid: u32,
+    pipeline: &mut Pipeline,
+    snapshot_taken_at: &mut HashMap<u32, u64>,
+    containers: &mut HashMap<u32, ContainerRecord>,
+) -> Result<(), std::io::Error> {
+    let taken_at = monotonic_ns();
+    let snapshot = procfs::snapshot(pid)?;
+    snapshot_taken_at.insert(pid, taken_at);
+    let event = snapshot_event(pid, taken_at, snapshot);
+    identify(pipeline, containers, &event).map_err(std::io::Error::other)?;
+    pipeline.feed(&event).map_err(std::io::Error::other)
+}
+
+/// With `--cgroup`: a process first seen in the middle of its life (it was moved into the
+/// cgroup) is seeded from `/proc` before its events, as an attach would; one first seen at a
+/// fork or an exec starts from there and needs nothing. A process already gone keeps only the
+/// events it left.
+fn seed_joiners(
+    batch: &[Captured],
+    seen: &mut HashSet<u32>,
+    pipeline: &mut Pipeline,
+    snapshot_taken_at: &mut HashMap<u32, u64>,
+    containers: &mut HashMap<u32, ContainerRecord>,
+) -> Result<(), SessionError> {
+    for captured in batch {
+        let Captured::Event(event) = captured else {
+            continue;
+        };
+        if let EventBody::Fork(fork) = &event.body {
+            seen.insert(fork.child_pid);
+        }
+        if event.pid == 0 || !seen.insert(event.pid) {
+            continue;
+        }
+        if !matches!(event.body, EventBody::Exec(_)) {
+            let _ = seed_process(event.pid, pipeline, snapshot_taken_at, containers);
         }
     }
+    Ok(())
 }
 
 fn printer(enabled: bool) -> Option<Box<dyn Write + Send>> {

@@ -47,6 +47,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("python3-numpy", "the fidelity test on python3 with numpy"),
     ("python3-pip", "installs wasmtime for the fidelity test"),
     ("gcc", "the fidelity test on gcc"),
+    (
+        "libc6-dev",
+        "gcc -static (libc.a): the container test's program built to run on an older glibc",
+    ),
     ("git", "the fidelity test on git"),
     (
         "bpftool",

@@ -11,8 +11,13 @@ pub struct StackId(u32);
 pub struct CallStacks {
     stacks: Vec<Arc<[u64]>>,
     ids: HashMap<Arc<[u64]>, StackId>,
-    /// The build-id of each file the stacks run through, as it was when they were unwound.
+    /// The build-id of each file the stacks run through, as it was when they were unwound:
+    /// the first one told for its path.
     build_ids: HashMap<String, Vec<u8>>,
+    /// A process whose file at a path is another build than the first one told (a container
+    /// with its own file of a host path): its own build-id, empty when its file cannot be
+    /// found by one.
+    differing: HashMap<(u32, String), Vec<u8>>,
 }
 
 impl CallStacks {
@@ -32,17 +37,47 @@ impl CallStacks {
         self.stacks.get(id.0 as usize).map_or(&[], |frames| frames)
     }
 
-    pub(crate) fn record_module(&mut self, path: &str, build_id: &[u8]) {
-        self.build_ids.insert(path.to_string(), build_id.to_vec());
+    /// A module record: `build_id` is the build of process `pid`'s file at `path`; empty
+    /// means that file is not the one the path names elsewhere and cannot be found by build-id
+    /// (it has none, or could not be read), so its frames are not named.
+    pub(crate) fn record_module(&mut self, pid: u32, path: &str, build_id: &[u8]) {
+        let key = (pid, path.to_string());
+        match self.build_ids.get(path) {
+            _ if build_id.is_empty() => {
+                self.differing.insert(key, Vec::new());
+            }
+            None => {
+                self.build_ids.insert(path.to_string(), build_id.to_vec());
+                self.differing.remove(&key);
+            }
+            Some(first) if first.as_slice() == build_id => {
+                self.differing.remove(&key);
+            }
+            Some(_) => {
+                self.differing.insert(key, build_id.to_vec());
+            }
+        }
     }
 
-    /// The build-id a module had when stacks through it were unwound (`None`: unknown, or the
-    /// file has none).
-    pub fn build_id(&self, path: &str) -> Option<&[u8]> {
-        self.build_ids
-            .get(path)
+    /// The build-id process `pid`'s module had when stacks through it were unwound (`None`:
+    /// unknown, or the file has none).
+    pub fn build_id(&self, pid: u32, path: &str) -> Option<&[u8]> {
+        self.differing
+            .get(&(pid, path.to_string()))
+            .or_else(|| self.build_ids.get(path))
             .map(Vec::as_slice)
             .filter(|id| !id.is_empty())
+    }
+
+    /// Whether frames of process `pid` in `path` may be named by path: not when its file was
+    /// told to differ from the path's first one and has no build-id to find it by (or could
+    /// not be read); its frames then stay module+offset rather than take another file's
+    /// names.
+    pub fn nameable(&self, pid: u32, path: &str) -> bool {
+        !self
+            .differing
+            .get(&(pid, path.to_string()))
+            .is_some_and(Vec::is_empty)
     }
 
     pub fn len(&self) -> usize {
@@ -60,4 +95,27 @@ impl CallStacks {
 pub struct Allocated {
     pub regions: u64,
     pub bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A container's file at a host path is told apart per process: by its own build-id, or
+    /// as not nameable when it has none to be found by.
+    #[test]
+    fn a_process_with_another_file_at_a_path_keeps_its_own_build() {
+        let mut stacks = CallStacks::default();
+        stacks.record_module(10, "/usr/bin/app", b"host");
+        stacks.record_module(20, "/usr/bin/app", b"container");
+        stacks.record_module(30, "/usr/bin/app", b"");
+        assert_eq!(stacks.build_id(10, "/usr/bin/app"), Some(&b"host"[..]));
+        assert_eq!(stacks.build_id(11, "/usr/bin/app"), Some(&b"host"[..]));
+        assert_eq!(stacks.build_id(20, "/usr/bin/app"), Some(&b"container"[..]));
+        assert_eq!(stacks.build_id(30, "/usr/bin/app"), None);
+        assert!(stacks.nameable(20, "/usr/bin/app"));
+        assert!(!stacks.nameable(30, "/usr/bin/app"));
+        stacks.record_module(20, "/usr/bin/app", b"host");
+        assert_eq!(stacks.build_id(20, "/usr/bin/app"), Some(&b"host"[..]));
+    }
 }

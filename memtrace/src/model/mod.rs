@@ -123,7 +123,10 @@ impl Model {
             EventBody::Exit(record) => self.exit(event, record),
             EventBody::Snapshot(record) => self.snapshot(event, record),
             EventBody::Stack(record) => self.attach_stack(event, &record.frames),
-            EventBody::Module(record) => self.stacks.record_module(&record.path, &record.build_id),
+            EventBody::Module(record) => {
+                self.stacks
+                    .record_module(event.pid, &record.path, &record.build_id)
+            }
             // Kernel allocations belong to no process: the pipeline's kernel model takes them.
             EventBody::KernelSnapshot(_) => {}
             EventBody::Container(record) => {

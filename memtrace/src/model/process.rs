@@ -210,7 +210,13 @@ impl<'m> ProcessView<'m> {
 
     /// The build-id of a module the call stacks run through, when it was recorded.
     pub fn module_build_id(&self, path: &str) -> Option<&'m [u8]> {
-        self.stacks.build_id(path)
+        self.stacks.build_id(self.process.pid, path)
+    }
+
+    /// Whether this process's frames in `path` may be named (see
+    /// [`CallStacks::nameable`](crate::model::call_stacks::CallStacks::nameable)).
+    pub fn module_nameable(&self, path: &str) -> bool {
+        self.stacks.nameable(self.process.pid, path)
     }
 
     /// The frames of a region's creating call stack, innermost first (empty when none was

@@ -240,6 +240,7 @@ impl KmemProbes {
             log_enabled: 0,
             wakeup_bytes: u64::MAX,
             stack_min_bytes: u64::MAX,
+            cgroup_id: 0,
         };
         let aya_btf = kernel_btf::aya_form()?;
         let mut loader = kernel_btf::loader();

@@ -87,6 +87,8 @@ pub struct ProbeOptions {
     pub stack_min_bytes: Option<u64>,
     /// How to hook the syscalls (`--backend`).
     pub backend: BackendChoice,
+    /// `--cgroup`: trace every process of the cgroup v2 with this id (0: none).
+    pub cgroup_id: u64,
 }
 
 impl Default for ProbeOptions {
@@ -97,6 +99,7 @@ impl Default for ProbeOptions {
             ebpf_log: false,
             stack_min_bytes: Some(DEFAULT_STACK_MIN_BYTES),
             backend: BackendChoice::default(),
+            cgroup_id: 0,
         }
     }
 }
@@ -232,6 +235,7 @@ fn load_object(
         stack_min_bytes: options.stack_min_bytes.unwrap_or(u64::MAX),
         // A quarter of the ring: the reader wakes up well before it fills.
         wakeup_bytes: u64::from(size / 4),
+        cgroup_id: options.cgroup_id,
     };
     let aya_btf = kernel_btf::aya_form()?;
     let mut loader = kernel_btf::loader();

@@ -144,7 +144,10 @@ fn frame_report(
             Some((path.to_string(), region.offset + (lookup - region.start)))
         });
     let names = match &module {
-        Some((path, offset)) => namer.name(path, view.module_build_id(path), *offset),
+        Some((path, offset)) if view.module_nameable(path) => {
+            namer.name(path, view.module_build_id(path), *offset)
+        }
+        Some(_) => FrameName::default(),
         None => FrameName::default(),
     };
     FrameReport {

@@ -6,6 +6,7 @@
 //! the last event.
 
 pub mod call_sites;
+pub mod cgroups;
 pub mod export;
 mod findings;
 pub mod format;
@@ -103,6 +104,7 @@ pub fn build_with(
         lost,
         backend: session.backend.clone(),
         start_ns: model.first_event_ns(),
+        cgroups: cgroups::of(&processes),
         processes,
         findings,
     }
@@ -128,6 +130,7 @@ impl Report {
             return;
         }
         self.processes.retain(|process| pids.contains(&process.pid));
+        self.cgroups = cgroups::of(&self.processes);
         self.findings.retain(|finding| pids.contains(&finding.pid));
     }
 }

@@ -39,7 +39,26 @@ pub struct Report {
     /// Time of the first event (CLOCK_MONOTONIC ns); times in the text are relative to it.
     pub start_ns: Option<u64>,
     pub processes: Vec<ProcessReport>,
+    /// The processes grouped by cgroup (v2), in the order each cgroup first appears.
+    pub cgroups: Vec<CgroupReport>,
     pub findings: Vec<Finding>,
+}
+
+/// One cgroup's processes and what they hold (at exit, or now).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CgroupReport {
+    /// Its path in the v2 hierarchy, as `/proc/PID/cgroup` names it; "" for processes whose
+    /// cgroup is unknown.
+    pub cgroup: String,
+    /// Host pids, in report order.
+    pub pids: Vec<u32>,
+    pub live_processes: u64,
+    /// Mapped regions and bytes of its processes.
+    pub regions: u64,
+    pub bytes: u64,
+    /// What its processes created during the session and still hold.
+    pub unreleased_regions: u64,
+    pub unreleased_bytes: u64,
 }
 
 /// The syscall hooks a live session used (`probes::backend`).

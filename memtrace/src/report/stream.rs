@@ -13,6 +13,7 @@ use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
 
 use crate::model::Model;
+use crate::report::cgroups::CgroupTotals;
 use crate::report::schema::{BackendInfo, Finding, LostCounts, Source, REPORT_VERSION};
 use crate::report::{findings, processes, FrameNamer, ReportOptions, SessionInfo};
 
@@ -28,6 +29,7 @@ pub fn write_json(
 ) -> io::Result<()> {
     let lost = super::lost_counts(model, session);
     let findings = RefCell::new(Vec::new());
+    let cgroups = RefCell::new(CgroupTotals::default());
     let report = Streamed {
         version: REPORT_VERSION,
         source: session.source,
@@ -42,7 +44,9 @@ pub fn write_json(
             pids,
             namer: RefCell::new(namer),
             findings: &findings,
+            cgroups: &cgroups,
         },
+        cgroups: Cgroups(&cgroups),
         findings: Findings(&findings),
     };
     let mut out = io::BufWriter::new(out);
@@ -52,7 +56,8 @@ pub fn write_json(
 }
 
 /// [`Report`](crate::report::Report)'s fields, in its order, with the processes and findings
-/// made as they are written (a test holds the two to the same bytes).
+/// made as they are written (a test holds the two to the same bytes). The cgroups sum the
+/// processes up, so they come after them.
 #[derive(Serialize)]
 struct Streamed<'a> {
     version: u32,
@@ -64,6 +69,7 @@ struct Streamed<'a> {
     backend: Option<&'a BackendInfo>,
     start_ns: Option<u64>,
     processes: Processes<'a>,
+    cgroups: Cgroups<'a>,
     findings: Findings<'a>,
 }
 
@@ -75,6 +81,8 @@ struct Processes<'a> {
     pids: &'a [u32],
     namer: RefCell<&'a mut dyn FrameNamer>,
     findings: &'a RefCell<Vec<Finding>>,
+    /// The processes' cgroups, summed as they go by, written after them.
+    cgroups: &'a RefCell<CgroupTotals>,
 }
 
 impl Serialize for Processes<'_> {
@@ -98,9 +106,18 @@ impl Serialize for Processes<'_> {
                     .into_iter()
                     .filter(|finding| chosen(finding.pid)),
             );
+            self.cgroups.borrow_mut().add(&report);
             sequence.serialize_element(&report)?;
         }
         sequence.end()
+    }
+}
+
+struct Cgroups<'a>(&'a RefCell<CgroupTotals>);
+
+impl Serialize for Cgroups<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.take().finish().serialize(serializer)
     }
 }
 

@@ -744,7 +744,13 @@ fn an_exited_forked_child_reports_what_it_did_before_its_exit() {
 fn streamed_json_is_the_rendered_report() {
     let mut sshd = sshd_bash_feed(Abi::I386);
     sshd.exit(BASH, 0);
-    let feeds = [doublemapper_feed(), anon_leak_feed(), sshd, Feed::new()];
+    let feeds = [
+        doublemapper_feed(),
+        anon_leak_feed(),
+        sshd,
+        Feed::new(),
+        two_containers_feed(),
+    ];
     for feed in &feeds {
         let mut info = session(feed.model.events());
         for backend in [None, Some("raw-tracepoint")] {
@@ -771,4 +777,56 @@ fn streamed_json_is_the_rendered_report() {
             }
         }
     }
+}
+
+/// Three processes: two in one container's cgroup (pids 1 and 2 inside), one on the host.
+fn two_containers_feed() -> Feed {
+    let mut feed = Feed::new();
+    let container = |cgroup: &str, ns_pid: u32, root: &str| {
+        crate::event::EventBody::Container(crate::event::ContainerRecord {
+            cgroup: cgroup.to_owned(),
+            ns_pid,
+            root: root.to_owned(),
+        })
+    };
+    feed.send(700, 700, container("/pod/app", 1, "/srv/app"))
+        .mmap_anon(700, JIT_BASE, 4 * MIB, RW)
+        .send(701, 701, container("/pod/app", 2, "/srv/app"))
+        .mmap_anon(701, JIT_BASE, 2 * MIB, RW)
+        .send(900, 900, container("/user.slice", 900, "/"))
+        .mmap_anon(900, JIT_BASE, MIB, RW)
+        .munmap(900, JIT_BASE, MIB);
+    feed
+}
+
+#[test]
+fn processes_are_grouped_by_cgroup() {
+    let report = report_of(&two_containers_feed());
+    let groups: Vec<(&str, &[u32], u64)> = report
+        .cgroups
+        .iter()
+        .map(|g| (g.cgroup.as_str(), g.pids.as_slice(), g.unreleased_bytes))
+        .collect();
+    assert_eq!(
+        groups,
+        [
+            ("/pod/app", &[700, 701][..], 6 * MIB),
+            ("/user.slice", &[900][..], 0)
+        ]
+    );
+    let value: Value = serde_json::from_str(&json::render(&report)).unwrap();
+    assert_eq!(value["cgroups"][0]["pids"], serde_json::json!([700, 701]));
+    // Text: a heading per cgroup, each followed by its own processes.
+    let text = text::render(&report, &TextOptions::default());
+    let app = text.find("cgroup /pod/app: 2 processes").expect(&text);
+    let host = text.find("cgroup /user.slice: 1 process").expect(&text);
+    let pid = |pid: u32| text.find(&format!("\npid {pid} ")).expect(&text);
+    assert!(
+        app < pid(700) && pid(701) < host && host < pid(900),
+        "{text}"
+    );
+    // One cgroup on the host alone needs no heading.
+    let host_only = report_of(&anon_leak_feed());
+    let text = text::render(&host_only, &TextOptions::default());
+    assert!(!text.contains("\ncgroup "), "{text}");
 }

@@ -6,8 +6,11 @@
 use std::fmt::Write as _;
 
 use crate::report::call_sites;
+use crate::report::cgroups;
 use crate::report::format::{bytes, count, count_of, hex, since, table};
-use crate::report::schema::{ContainerReport, ExecReport, ProcessReport, Report, UnreleasedGroup};
+use crate::report::schema::{
+    CgroupReport, ContainerReport, ExecReport, ProcessReport, Report, UnreleasedGroup,
+};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TextOptions {
@@ -33,11 +36,46 @@ pub fn render(report: &Report, options: &TextOptions) -> String {
             let _ = writeln!(out, "  [{}] {}", finding.kind.as_str(), finding.message);
         }
     }
-    for process in &report.processes {
-        out.push('\n');
-        process_block(&mut out, report, process, options);
+    if cgroups::worth_headings(&report.processes, &report.cgroups) {
+        // Per cgroup, in the order they first appear: what each container holds, then its
+        // processes.
+        for group in &report.cgroups {
+            out.push('\n');
+            cgroup_heading(&mut out, group);
+            let members = report
+                .processes
+                .iter()
+                .filter(|process| cgroups::cgroup_of(process) == group.cgroup);
+            for process in members {
+                out.push('\n');
+                process_block(&mut out, report, process, options);
+            }
+        }
+    } else {
+        for process in &report.processes {
+            out.push('\n');
+            process_block(&mut out, report, process, options);
+        }
     }
     out
+}
+
+fn cgroup_heading(out: &mut String, group: &CgroupReport) {
+    let name = if group.cgroup.is_empty() {
+        "(unknown)"
+    } else {
+        &group.cgroup
+    };
+    let _ = writeln!(
+        out,
+        "cgroup {name}: {} ({} running), {} in {}, unreleased {} in {}",
+        count_of(group.pids.len() as u64, "process", "processes"),
+        group.live_processes,
+        bytes(group.bytes),
+        count(group.regions, "region"),
+        bytes(group.unreleased_bytes),
+        count(group.unreleased_regions, "region"),
+    );
 }
 
 fn header(out: &mut String, report: &Report) {

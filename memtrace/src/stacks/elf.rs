@@ -62,6 +62,10 @@ impl FileIdentity {
         }
     }
 
+    pub fn inode(&self) -> u64 {
+        self.inode
+    }
+
     /// The identity of the file at `path` now, or `None` if it cannot be stat'ed.
     pub fn current(path: &Path) -> Option<Self> {
         fs::metadata(path).ok().map(|metadata| Self::of(&metadata))

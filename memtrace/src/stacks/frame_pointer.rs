@@ -129,6 +129,8 @@ mod tests {
             file_offset: 0x1000,
             path: "/bin/program".into(),
             executable: true,
+            inode: 0,
+            view: crate::stacks::FileView::Host,
         }]
         .into_iter()
         .collect()

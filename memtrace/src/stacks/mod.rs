@@ -13,8 +13,10 @@
 //! the program's own frames when the program was built with frame pointers, but not libc's
 //! frames nor the program function that called into libc.
 //!
-//! Modules are read from disk: the [`Unwinder`] and the [`Symbolizer`] both cache what they
-//! parse, keyed so that a file replaced on disk (same path, new inode) is recognised by its
+//! Modules are read from disk, a live process's as that process sees them ([`mapped_file`]:
+//! a container's files are not the host's files of the same name): the [`Unwinder`] and the
+//! [`Symbolizer`] both cache what they parse, by build-id, so containers sharing an image share
+//! one parse, keyed so that a file replaced on disk (same path, new inode) is recognised by its
 //! build-id instead of being trusted blindly. Unwinding happens when the sample arrives, while
 //! the files on disk are most likely the ones mapped; [`Unwinder::module_build_id`] tells which
 //! build it used, so that a later symbolization can ask for exactly that build
@@ -25,12 +27,14 @@
 
 mod elf;
 mod frame_pointer;
+pub mod mapped_file;
 pub mod symbolize;
 pub mod unwind;
 
 #[cfg(test)]
 mod tests;
 
+pub use mapped_file::FileView;
 pub use symbolize::Symbolizer;
 pub use unwind::Unwinder;
 
@@ -84,6 +88,10 @@ pub struct MappedFile {
     pub file_offset: u64,
     pub path: String,
     pub executable: bool,
+    /// The inode the kernel reported for the mapped file; 0 when unknown (not checked).
+    pub inode: u64,
+    /// Whose view the file is read through ([`mapped_file`]).
+    pub view: FileView,
 }
 
 impl MappedFile {

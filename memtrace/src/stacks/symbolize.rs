@@ -38,7 +38,7 @@ use crate::file_access::{open_regular, Links};
 
 use super::{
     elf::{self, ElfFile, FileIdentity, LoadSegment},
-    Frame,
+    mapped_file, Frame, MappedFile,
 };
 
 type DwarfReader = gimli::EndianArcSlice<gimli::RunTimeEndian>;
@@ -51,6 +51,9 @@ pub struct Symbolizer {
     /// The build each path held when first asked about.
     first_sight: HashMap<String, ModuleKey>,
     modules: HashMap<ModuleKey, SymbolModule>,
+    /// Paths a live process maps but whose file could not be read through its view: the
+    /// file at that path here may be another one, so it is not read by path either.
+    unreadable: std::collections::HashSet<String>,
     debug_directory: PathBuf,
 }
 
@@ -78,6 +81,7 @@ impl Symbolizer {
         Self {
             first_sight: HashMap::new(),
             modules: HashMap::new(),
+            unreadable: std::collections::HashSet::new(),
             debug_directory: directory.into(),
         }
     }
@@ -128,6 +132,43 @@ impl Symbolizer {
             .collect()
     }
 
+    /// Reads the module behind `mapping` as its process maps it ([`mapped_file`]) and keeps it
+    /// by build-id, so that names asked later with that build-id come from this very file (a
+    /// container's, not the host's file of that name). `Err` when it cannot be read, and then
+    /// nothing is kept. A file without a build-id becomes its path's first sight if the path
+    /// has none; if the path's first sight is another file, its frames cannot be named by
+    /// path ([`Registered::named_by_path`] is false).
+    pub fn register_mapped(&mut self, mapping: &MappedFile) -> std::io::Result<Registered> {
+        let file = mapped_file::open(mapping)?;
+        let build_id = file.parse().and_then(|parsed| elf::build_id(&parsed));
+        let key = match &build_id {
+            Some(build_id) => ModuleKey::BuildId(build_id.clone()),
+            None => ModuleKey::File(file.identity),
+        };
+        if !self.modules.contains_key(&key) {
+            let module = SymbolModule::read(Path::new(&mapping.path), &file, &self.debug_directory);
+            self.modules.insert(key.clone(), module);
+        }
+        let named_by_path = match self.first_sight.get(&mapping.path) {
+            None => {
+                self.first_sight.insert(mapping.path.clone(), key);
+                true
+            }
+            Some(seen) => *seen == key,
+        };
+        Ok(Registered {
+            build_id: build_id.unwrap_or_default(),
+            named_by_path,
+        })
+    }
+
+    /// Notes that a live process's file at `path` could not be read as the process maps it:
+    /// unless a process's view brings that path in, its frames are not named from the file
+    /// that happens to be at `path` on this machine.
+    pub fn mark_unreadable(&mut self, path: &str) {
+        self.unreadable.insert(path.to_string());
+    }
+
     /// The build-id of the module the path held at first sight.
     pub fn build_id(&mut self, module_path: &str) -> Option<Vec<u8>> {
         match self.first_sight_key(module_path)? {
@@ -144,6 +185,9 @@ impl Symbolizer {
     fn first_sight_key(&mut self, path: &str) -> Option<ModuleKey> {
         if let Some(key) = self.first_sight.get(path) {
             return Some(key.clone());
+        }
+        if self.unreadable.contains(path) {
+            return None;
         }
         let (key, file) = identify(Path::new(path))?;
         // Another path (a copy, a link) may already have brought in the same build.
@@ -170,6 +214,14 @@ impl Symbolizer {
         }
         self.modules.get(&key)
     }
+}
+
+/// A module read through its process's view.
+pub struct Registered {
+    /// Its build-id; empty when it has none.
+    pub build_id: Vec<u8>,
+    /// Whether the path's first sight is this very file, so that naming by path names it.
+    pub named_by_path: bool,
 }
 
 /// What the symbolizer keeps of one module build.

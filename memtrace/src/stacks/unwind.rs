@@ -20,7 +20,7 @@ use crate::file_access::Links;
 
 use super::{
     elf::{self, ElfFile, FileIdentity, LoadSegment},
-    frame_pointer, MappedFile, ModuleMap, StackAbi, StackSample,
+    frame_pointer, mapped_file, FileView, MappedFile, ModuleMap, StackAbi, StackSample,
 };
 
 /// Section data as framehop holds it: shared, so one parse serves every sample.
@@ -28,7 +28,16 @@ type SectionData = Arc<[u8]>;
 
 /// Unwinds stack samples, caching the unwind sections of every module file it reads.
 pub struct Unwinder {
+    /// Modules read by path from memtrace's own root ([`FileView::Host`]).
     modules: HashMap<String, CachedModule>,
+    /// Modules read through a live process's view, by the identity of the file read.
+    viewed: HashMap<FileIdentity, Option<Arc<UnwindSections>>>,
+    /// Every parse with a build-id, shared by all the files of that build (containers made
+    /// from one image map the same build from files of their own).
+    by_build_id: HashMap<Vec<u8>, Arc<UnwindSections>>,
+    /// Mappings whose file could not be read as their process maps it, so their frames were
+    /// walked without their CFI (frame pointers only).
+    unreadable: u64,
     rule_cache: CacheX86_64,
 }
 
@@ -42,8 +51,17 @@ impl Unwinder {
     pub fn new() -> Self {
         Self {
             modules: HashMap::new(),
+            viewed: HashMap::new(),
+            by_build_id: HashMap::new(),
+            unreadable: 0,
             rule_cache: CacheX86_64::new(),
         }
+    }
+
+    /// How many times a module could not be read as its process maps it (gone, or the file
+    /// there is not the mapped one): those walks went on by frame pointers alone.
+    pub fn unreadable_modules(&self) -> u64 {
+        self.unreadable
     }
 
     /// Return addresses, innermost first (the first is the syscall's ip), at most `max_frames`.
@@ -128,7 +146,10 @@ impl Unwinder {
         if registered.iter().any(overlaps) {
             return None;
         }
-        let sections = self.module_sections(&mapping.path)?;
+        let sections = match &mapping.view {
+            FileView::Host => self.module_sections(&mapping.path)?,
+            FileView::Process { .. } => self.viewed_sections(&mapping)?,
+        };
         let base_avma = sections.base_avma(&mapping)?;
         Some(Module::new(
             mapping.path.clone(),
@@ -136,6 +157,30 @@ impl Unwinder {
             base_avma,
             sections.framehop_info(),
         ))
+    }
+
+    /// The unwind sections of the file `mapping` maps, read through its process's view
+    /// ([`mapped_file`]), from the cache when that file or its build was read before.
+    fn viewed_sections(&mut self, mapping: &MappedFile) -> Option<Arc<UnwindSections>> {
+        if let Some(identity) = mapped_file::identity(mapping) {
+            if let Some(cached) = self.viewed.get(&identity) {
+                return cached.clone();
+            }
+        }
+        let Ok(file) = mapped_file::open(mapping) else {
+            self.unreadable += 1;
+            return None;
+        };
+        let sections = file.parse().map(|parsed| match elf::build_id(&parsed) {
+            Some(build_id) => self
+                .by_build_id
+                .entry(build_id)
+                .or_insert_with(|| Arc::new(UnwindSections::read(&parsed)))
+                .clone(),
+            None => Arc::new(UnwindSections::read(&parsed)),
+        });
+        self.viewed.insert(file.identity, sections.clone());
+        sections
     }
 
     /// The unwind sections of the file at `path`, from the cache while the file is unchanged

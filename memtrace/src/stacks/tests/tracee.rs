@@ -120,6 +120,8 @@ fn capture(pid: Pid, mut sample: StackSample) -> Capture {
             file_offset: region.offset,
             executable: region.perms.as_bytes().get(2) == Some(&b'x'),
             path: region.name,
+            inode: region.inode,
+            view: crate::stacks::FileView::Host,
         })
         .collect();
     Capture { sample, modules }

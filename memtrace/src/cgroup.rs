@@ -1,0 +1,154 @@
+//! `--cgroup PATH`: the cgroup v2 whose processes a session traces, as the kernel identifies it.
+//!
+//! The kernel side compares each task's cgroup id (`bpf_get_current_cgroup_id`) with the one
+//! configured here. A cgroup's id is the inode number of its directory in the v2 hierarchy
+//! (kernfs node ids, since 5.5; memtrace needs 5.8 for BTF anyway), so the directory alone
+//! identifies it: no walk of /proc, and every process that is started in it or joins it later
+//! is traced from its first syscall there.
+//!
+//! Only the cgroup itself is matched, not the cgroups below it: tracing programs may call
+//! `bpf_get_current_ancestor_cgroup_id` only from 5.14 on, and the kernels memtrace supports
+//! start at 5.10. A container runtime puts each container's processes in a leaf cgroup of its
+//! own (`docker run`, a pod's container), which is the one to give.
+
+use std::{
+    fs, io,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
+
+/// A cgroup v2 directory and what names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cgroup {
+    /// The directory on this machine (e.g. `/sys/fs/cgroup/system.slice/foo.service`).
+    pub directory: PathBuf,
+    /// The cgroup as `/proc/PID/cgroup` names it (`/system.slice/foo.service`).
+    pub name: String,
+    /// The kernel's id for it: its directory's inode number.
+    pub id: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("--cgroup {0}: {1}")]
+    Unreadable(String, io::Error),
+    #[error("--cgroup {0}: not a cgroup v2 directory (give a directory under the cgroup2 mount{1}, or a path relative to it)")]
+    NotCgroup2(String, String),
+}
+
+impl Cgroup {
+    /// Resolves `--cgroup PATH`: a cgroup v2 directory given by its path on this machine
+    /// (`/sys/fs/cgroup/foo`), or by its path in the v2 hierarchy (`/foo`, as
+    /// `/proc/PID/cgroup` names it, or `foo`).
+    pub fn resolve(path: &Path) -> Result<Self, CgroupError> {
+        let given = path.display().to_string();
+        let mount = cgroup2_mount();
+        let directory = if is_cgroup2(path) {
+            path.to_path_buf()
+        } else {
+            let relative = path.strip_prefix("/").unwrap_or(path);
+            match &mount {
+                Some(mount) if is_cgroup2(&mount.join(relative)) => mount.join(relative),
+                _ => {
+                    // Say why: the path may not exist at all, as given nor in the hierarchy.
+                    let in_hierarchy = mount.as_ref().map(|m| m.join(relative));
+                    if let (Err(error), false) =
+                        (fs::metadata(path), in_hierarchy.is_some_and(|p| p.exists()))
+                    {
+                        return Err(CgroupError::Unreadable(given, error));
+                    }
+                    let at = mount
+                        .map(|m| format!(", {}", m.display()))
+                        .unwrap_or_default();
+                    return Err(CgroupError::NotCgroup2(given, at));
+                }
+            }
+        };
+        let directory =
+            fs::canonicalize(&directory).map_err(|e| CgroupError::Unreadable(given.clone(), e))?;
+        let id = fs::metadata(&directory)
+            .map_err(|e| CgroupError::Unreadable(given.clone(), e))?
+            .ino();
+        let name = match cgroup2_mount().and_then(|m| {
+            directory
+                .strip_prefix(fs::canonicalize(m).ok()?)
+                .ok()
+                .map(Path::to_path_buf)
+        }) {
+            Some(relative) => format!("/{}", relative.display()),
+            None => directory.display().to_string(),
+        };
+        Ok(Self {
+            directory,
+            name,
+            id,
+        })
+    }
+
+    /// The processes in the cgroup now (`cgroup.procs`), in the order the kernel lists them.
+    pub fn members(&self) -> io::Result<Vec<u32>> {
+        let procs = fs::read_to_string(self.directory.join("cgroup.procs"))?;
+        Ok(procs
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect())
+    }
+
+    /// Whether the cgroup still exists: the same directory, not a new one of that name.
+    pub fn exists(&self) -> bool {
+        fs::metadata(&self.directory).is_ok_and(|meta| meta.ino() == self.id)
+    }
+}
+
+/// Whether `path` is a directory of a cgroup v2 hierarchy.
+fn is_cgroup2(path: &Path) -> bool {
+    path.is_dir() && statfs(path).is_ok_and(|fs| fs.filesystem_type() == CGROUP2_SUPER_MAGIC)
+}
+
+/// Where this machine mounts the cgroup v2 hierarchy: `/sys/fs/cgroup` (unified), or
+/// `/sys/fs/cgroup/unified` (hybrid), as the first `cgroup2` line of `/proc/self/mountinfo`
+/// says. Read by hand: one field of one line, not worth a crate.
+fn cgroup2_mount() -> Option<PathBuf> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        // `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER`
+        let (mount, fs) = line.split_once(" - ")?;
+        if fs.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        let point = mount.split_whitespace().nth(4)?;
+        // mountinfo escapes spaces and the like as octal (`\040`); cgroup mounts have none.
+        Some(PathBuf::from(point))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_root_cgroup_resolves_by_either_name() {
+        let mount = cgroup2_mount().expect("a cgroup v2 hierarchy");
+        let by_dir = Cgroup::resolve(&mount).unwrap();
+        assert_eq!(by_dir.name, "/");
+        let by_name = Cgroup::resolve(Path::new("/")).unwrap();
+        assert_eq!(by_name.id, by_dir.id);
+        assert!(by_dir.exists());
+        assert!(by_dir.members().is_ok());
+    }
+
+    #[test]
+    fn a_plain_directory_is_not_a_cgroup() {
+        let error = Cgroup::resolve(Path::new("/usr/bin")).unwrap_err();
+        assert!(matches!(error, CgroupError::NotCgroup2(..)), "{error}");
+        let error = Cgroup::resolve(Path::new("/no/such/cgroup-dir")).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("--cgroup /no/such/cgroup-dir: "),
+            "{error}"
+        );
+    }
+}
