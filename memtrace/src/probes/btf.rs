@@ -121,8 +121,10 @@ fn split_path(path: &str) -> Result<(&str, Vec<&str>), BtfError> {
 
 impl Btf {
     /// The running kernel's BTF, from [`VMLINUX_BTF_PATH`]. Mapped where the kernel allows it
-    /// (since Linux 6.16), which takes a few MiB less than reading it, at the cost of slower
-    /// name lookups; read whole on older kernels.
+    /// (since Linux 6.16): btf-rs then keeps only an index (about 1 MiB), at the cost of a scan
+    /// of all types per name looked up. Older kernels refuse the mapping; it is read into
+    /// btf-rs's cache then (about 34 MiB for a Debian kernel, freed once loading has its
+    /// answers).
     pub fn vmlinux() -> Result<Btf, BtfError> {
         let read_error = |source| BtfError::Read {
             path: VMLINUX_BTF_PATH,
