@@ -70,6 +70,17 @@ impl FileIdentity {
     pub fn current(path: &Path) -> Option<Self> {
         fs::metadata(path).ok().map(|metadata| Self::of(&metadata))
     }
+
+    /// The identity of the file [`ElfFile::open`] with `links` would open at `path` now (a
+    /// `stat`, nothing read), or `None` if it cannot be stat'ed or, refusing links, is one.
+    pub fn at(path: &Path, links: Links) -> Option<Self> {
+        let metadata = match links {
+            Links::Follow => fs::metadata(path),
+            Links::Refuse => fs::symlink_metadata(path),
+        };
+        let metadata = metadata.ok().filter(|metadata| !metadata.is_symlink())?;
+        Some(Self::of(&metadata))
+    }
 }
 
 /// One `PT_LOAD` segment: where its bytes sit in the file and the address the ELF states for

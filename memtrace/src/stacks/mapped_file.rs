@@ -14,7 +14,6 @@
 
 use std::{
     io,
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -95,15 +94,16 @@ pub(crate) fn open(mapping: &MappedFile) -> io::Result<ElfFile> {
 /// The identity of the file `open` would read, without reading it (a `stat`), to find it in
 /// a cache; `None` when no candidate is there with the right inode.
 pub(crate) fn identity(mapping: &MappedFile) -> Option<super::elf::FileIdentity> {
-    candidates(mapping).into_iter().find_map(|(path, _)| {
-        let metadata = std::fs::metadata(path).ok()?;
-        (mapping.inode == 0 || metadata.ino() == mapping.inode)
-            .then(|| super::elf::FileIdentity::of(&metadata))
+    candidates(mapping).into_iter().find_map(|(path, links)| {
+        let identity = super::elf::FileIdentity::at(&path, links)?;
+        (mapping.inode == 0 || identity.inode() == mapping.inode).then_some(identity)
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
+
     use super::*;
 
     fn mapping_of_own(path: &str, inode: u64) -> MappedFile {

@@ -103,7 +103,7 @@ impl ModuleCache {
     /// The module in the file at `path` now, with that file's identity; `None` if it cannot
     /// be opened.
     pub(super) fn at_path(&mut self, path: &str) -> Option<(FileIdentity, ModuleKey, Rc<Module>)> {
-        if let Some(identity) = FileIdentity::current(Path::new(path)) {
+        if let Some(identity) = FileIdentity::at(Path::new(path), Links::Refuse) {
             if let Some((key, module)) = self.known(&identity) {
                 return Some((identity, key, module));
             }
