@@ -307,25 +307,67 @@ pub fn replay_json(
     (output, report)
 }
 
-/// Starts `memtrace ARGS` (an attach, `--pid …`) and returns once it says it is attached, so
-/// the caller may make the target act. Its stderr past that line is dropped.
+/// memtrace started with `ARGS` (an attach: `--pid …`, `--cgroup …`) and past the line that says
+/// it is attached, so the caller may now make the target act. The rest of its stderr is read
+/// in the background: a pipe nobody reads could block it, a closed one fail its last words.
+pub struct Tracer {
+    pub child: std::process::Child,
+    /// The first line: memtrace's "attached …".
+    pub attached: String,
+    rest: std::thread::JoinHandle<String>,
+}
+
+impl Tracer {
+    #[track_caller]
+    pub fn attach(args: &[&str]) -> Self {
+        use std::io::{BufRead, BufReader, Read};
+        let mut child = Command::new(memtrace_bin())
+            .args(args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("running memtrace");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut attached = String::new();
+        stderr.read_line(&mut attached).unwrap();
+        assert!(
+            attached.contains("attached"),
+            "unexpected first line: {attached:?}"
+        );
+        let rest = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stderr.read_to_string(&mut rest);
+            rest
+        });
+        Self {
+            child,
+            attached,
+            rest,
+        }
+    }
+
+    /// Waits up to `timeout` for memtrace's end (killing it past that, and failing): its
+    /// status and its stderr after the attach line.
+    #[track_caller]
+    pub fn wait(mut self, timeout: std::time::Duration) -> (std::process::ExitStatus, String) {
+        let give_up = std::time::Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > give_up {
+                let _ = self.child.kill();
+                panic!("memtrace did not end within {timeout:?}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        (status, self.rest.join().unwrap())
+    }
+}
+
+/// [`Tracer::attach`] for callers that only signal and wait for the process.
 #[track_caller]
 pub fn attach(args: &[&str]) -> std::process::Child {
-    use std::io::{BufRead, BufReader};
-    let mut tracer = Command::new(memtrace_bin())
-        .args(args)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("running memtrace");
-    let mut attached = String::new();
-    BufReader::new(tracer.stderr.take().unwrap())
-        .read_line(&mut attached)
-        .unwrap();
-    assert!(
-        attached.contains("attached"),
-        "unexpected first line: {attached:?}"
-    );
-    tracer
+    Tracer::attach(args).child
 }
 
 /// memtrace refused with one line on stderr, naming `expected`, a non-zero exit and no panic.

@@ -12,7 +12,7 @@ use std::{
 
 use memtrace_tests::{
     debian_root::debian_root, maps::agreement, memtrace_json, processes, replay_json, require_root,
-    workspace_root, Scratch,
+    workspace_root, Scratch, Tracer,
 };
 use serde_json::Value;
 
@@ -242,53 +242,12 @@ fn container_init(unshare: u32, exe_name: &str) -> u32 {
     }
 }
 
-/// memtrace attached with `args`, its stderr read to the end in the background (a closed
-/// stderr would fail its last words).
-struct Tracer {
-    child: Child,
-    stderr: std::thread::JoinHandle<String>,
-}
-
-impl Tracer {
-    /// Starts memtrace and returns once it says it is attached.
-    #[track_caller]
-    fn attach(args: &[&str]) -> Self {
-        use std::io::{BufRead, BufReader, Read};
-        let mut child = Command::new(memtrace_tests::memtrace_bin())
-            .args(args)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running memtrace");
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut attached = String::new();
-        stderr.read_line(&mut attached).unwrap();
-        assert!(attached.contains("attached"), "{attached:?}");
-        let stderr = std::thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = stderr.read_to_string(&mut rest);
-            rest
-        });
-        Self { child, stderr }
-    }
-
-    /// Waits for its end: it must succeed and warn of nothing.
-    #[track_caller]
-    fn finish(mut self) {
-        let give_up = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > give_up {
-                let _ = self.child.kill();
-                panic!("memtrace did not end");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let stderr = self.stderr.join().unwrap();
-        assert!(status.success(), "memtrace: {status:?}\n{stderr}");
-        assert!(stderr.is_empty(), "memtrace warned: {stderr}");
-    }
+/// Waits for an attached memtrace's end: it must succeed and warn of nothing.
+#[track_caller]
+fn finish(tracer: Tracer) {
+    let (status, stderr) = tracer.wait(Duration::from_secs(10));
+    assert!(status.success(), "memtrace: {status:?}\n{stderr}");
+    assert!(stderr.is_empty(), "memtrace warned: {stderr}");
 }
 
 /// Waits until a process of `cgroup` runs a file named `exe_name`.
@@ -386,7 +345,7 @@ fn a_program_in_a_container_is_attached_to_by_its_host_pid() {
         report_path.to_str().unwrap(),
     ]);
     std::fs::write(shared.in_root.join("go"), "").unwrap();
-    tracer.finish();
+    finish(tracer);
     assert!(container.wait().unwrap().success());
 
     let report: Value =
@@ -478,7 +437,7 @@ fn a_whole_cgroup_is_traced_and_nothing_outside_it() {
     assert!(bystander.wait_with_output().unwrap().status.success());
     // Only --duration, a signal or the cgroup's removal end a --cgroup session: the last.
     std::fs::remove_dir(&cgroup.path).unwrap();
-    tracer.finish();
+    finish(tracer);
 
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();

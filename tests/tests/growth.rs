@@ -2,42 +2,16 @@
 //! like seed 000 (a memfd "doublemapper" mapped rw and r-x every 100 ms, fd closed, never
 //! unmapped) while it churns 4 MiB buffers and keeps a fixed cache of 1 MiB buffers.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use memtrace_tests::{
-    memtrace_bin, process, program, replay_json, require_root, Abi, Runtime, Scratch,
-};
+use memtrace_tests::{process, program, replay_json, require_root, Abi, Runtime, Scratch, Tracer};
 use serde_json::Value;
 
 /// The leak's rounds: 6 s of work, one every 100 ms (plus the work itself).
 const ROUNDS: u64 = 60;
 const VIEW_BYTES: u64 = 256 << 10;
-
-/// Runs `memtrace ARGS` to its end; returns its stderr after the first line (the attach
-/// line, which it waits for before returning control through `started`).
-fn run_memtrace(args: &[&str], started: impl FnOnce()) -> (std::process::ExitStatus, String) {
-    let mut tracer = Command::new(memtrace_bin())
-        .args(args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running memtrace");
-    let mut stderr = BufReader::new(tracer.stderr.take().unwrap());
-    let mut first = String::new();
-    stderr.read_line(&mut first).unwrap();
-    started();
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = tracer.try_wait().unwrap() {
-            return (status, first + &rest);
-        }
-        assert!(Instant::now() < deadline, "memtrace did not end");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// The interval blocks' times (`--- +1.000s ---`), in seconds.
 fn block_times(stderr: &str) -> Vec<f64> {
@@ -89,21 +63,19 @@ fn attach_to_a_grown_leaky_service_and_watch_it_grow() {
     let pid = target.id();
     let report_path = scratch.file("report.json");
     let recording = scratch.file("session.mtr");
-    let (status, stderr) = run_memtrace(
-        &[
-            "--pid",
-            &pid.to_string(),
-            "--interval",
-            "1",
-            "--record",
-            recording.to_str().unwrap(),
-            "--format",
-            "json",
-            "-o",
-            report_path.to_str().unwrap(),
-        ],
-        || {},
-    );
+    let tracer = Tracer::attach(&[
+        "--pid",
+        &pid.to_string(),
+        "--interval",
+        "1",
+        "--record",
+        recording.to_str().unwrap(),
+        "--format",
+        "json",
+        "-o",
+        report_path.to_str().unwrap(),
+    ]);
+    let (status, stderr) = tracer.wait(Duration::from_secs(30));
     assert!(target.wait().unwrap().success());
     assert!(status.success(), "memtrace failed: {stderr}");
     let report: Value =
