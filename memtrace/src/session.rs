@@ -135,23 +135,20 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
     let mut terminate = signal(SignalKind::terminate()).map_err(SessionError::Signals)?;
     let mut probes = Probes::load(&options.probes)?;
     let capture = Capture::new(probes.take_events()?, probes.take_stacks()?);
-    let mut pipeline = Pipeline::new(printer(options.print_events), recorder(&options)?);
-    let mut interval_ticks = options.interval.map(|period| {
-        pipeline.print_intervals(interval_printer(period));
-        tokio::time::interval(period)
-    });
-
-    // Events a process made before its snapshot are already part of the snapshot.
-    let mut snapshot_taken_at: HashMap<u32, u64> = HashMap::new();
-    // The container identity last told for each process.
-    let mut containers: HashMap<u32, ContainerRecord> = HashMap::new();
-    // With --cgroup: the processes whose beginning memtrace knows (seeded, or born in a fork
-    // it saw); any other one joined the cgroup while running and is seeded when first seen.
-    let mut seen: HashSet<u32> = HashSet::new();
     let cgroup = match &options.target {
         Target::Cgroup(cgroup) => Some(cgroup.clone()),
         _ => None,
     };
+    let mut feed = Feed {
+        pipeline: Pipeline::new(printer(options.print_events), recorder(&options)?),
+        snapshot_taken_at: HashMap::new(),
+        containers: HashMap::new(),
+        known: cgroup.as_ref().map(|_| HashSet::new()),
+    };
+    let mut interval_ticks = options.interval.map(|period| {
+        feed.pipeline.print_intervals(interval_printer(period));
+        tokio::time::interval(period)
+    });
     let mut command = None;
     match &options.target {
         Target::Command(argv) => {
@@ -165,13 +162,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
             if options.probes.follow_children {
                 pids.extend(procfs::descendants(*pid));
             }
-            let mut attach = Attach {
-                probes: &mut probes,
-                pipeline: &mut pipeline,
-                snapshot_taken_at: &mut snapshot_taken_at,
-                containers: &mut containers,
-            };
-            attach.seed(&pids, Some(*pid))?;
+            feed.seed(&mut probes, &pids, Some(*pid))?;
             // Scripts wait for this line before they make the target act.
             eprintln!(
                 "memtrace: attached to {} process{} ({}); Ctrl-C to stop",
@@ -192,14 +183,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
                 pids.sort_unstable();
                 pids.dedup();
             }
-            let mut attach = Attach {
-                probes: &mut probes,
-                pipeline: &mut pipeline,
-                snapshot_taken_at: &mut snapshot_taken_at,
-                containers: &mut containers,
-            };
-            attach.seed(&pids, None)?;
-            seen.extend(pids.iter().copied());
+            feed.seed(&mut probes, &pids, None)?;
             eprintln!(
                 "memtrace: attached to cgroup {} ({} process{}{}{}); Ctrl-C to stop",
                 cgroup.name,
@@ -223,12 +207,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
     loop {
         tokio::select! {
             batch = reader.next_batch() => match batch {
-                Some(batch) => {
-                    if cgroup.is_some() {
-                        seed_joiners(&batch, &mut seen, &mut pipeline, &mut snapshot_taken_at, &mut containers)?;
-                    }
-                    feed_batch(&mut pipeline, batch, &snapshot_taken_at, &mut containers)?
-                }
+                Some(batch) => feed.batch(batch)?,
                 None => break,
             },
             _ = interrupt.recv() => {
@@ -240,7 +219,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
             }
             _ = terminate.recv() => break,
             _ = sleep_until(deadline) => break,
-            _ = next_tick(&mut interval_ticks) => pipeline.tick_interval(monotonic_ns()),
+            _ = next_tick(&mut interval_ticks) => feed.pipeline.tick_interval(monotonic_ns()),
             // A quiet cgroup sends no events: its removal is noticed on this tick.
             _ = next_tick(&mut cgroup_check) => {}
             _ = child_signal.recv() => {}
@@ -249,8 +228,8 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
             command_status = Some(status);
         }
         probes.flush_logs();
-        lost = report_new_losses(&probes, reader.stacks_dropped(), &mut pipeline, lost)?;
-        pipeline.flush_recording_if_due(Instant::now());
+        lost = report_new_losses(&probes, reader.stacks_dropped(), &mut feed.pipeline, lost)?;
+        feed.pipeline.flush_recording_if_due(Instant::now());
         let command_done = command_status.is_some() && !options.probes.follow_children;
         if command_done {
             break;
@@ -272,23 +251,14 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
 
     // Whatever the kernel wrote before the end still belongs to the session.
     let (rest, counts) = reader.finish();
-    if cgroup.is_some() {
-        seed_joiners(
-            &rest,
-            &mut seen,
-            &mut pipeline,
-            &mut snapshot_taken_at,
-            &mut containers,
-        )?;
-    }
-    feed_batch(&mut pipeline, rest, &snapshot_taken_at, &mut containers)?;
+    feed.batch(rest)?;
     probes.flush_logs();
-    report_new_losses(&probes, counts.stacks_dropped, &mut pipeline, lost)?;
-    pipeline.finish_recording()?;
+    report_new_losses(&probes, counts.stacks_dropped, &mut feed.pipeline, lost)?;
+    feed.pipeline.finish_recording()?;
     // A command still running when the session ends (SIGTERM, Ctrl-C, --duration) keeps
     // running untraced, as a process strace detaches from; nobody here waits for it.
     Ok(LiveOutcome {
-        pipeline,
+        pipeline: feed.pipeline,
         command_status,
         undecodable: counts.undecodable,
         unreadable_images: counts.unreadable_images,
@@ -334,20 +304,31 @@ fn pid_list(pids: &[u32]) -> String {
         .join(", ")
 }
 
-/// What attaching to running processes touches.
-struct Attach<'a> {
-    probes: &'a mut Probes,
-    pipeline: &'a mut Pipeline,
-    snapshot_taken_at: &'a mut HashMap<u32, u64>,
-    containers: &'a mut HashMap<u32, ContainerRecord>,
+/// The pipeline and what the session keeps per process to feed it: when each seeded process
+/// was read from `/proc`, who each is in its container, and under `--cgroup` which processes
+/// memtrace knows from their beginning.
+struct Feed {
+    pipeline: Pipeline,
+    /// Events a process made before its snapshot are already part of the snapshot.
+    snapshot_taken_at: HashMap<u32, u64>,
+    /// The container identity last told for each process.
+    containers: HashMap<u32, ContainerRecord>,
+    /// With `--cgroup`: the processes seeded, or born in a fork memtrace saw; any other one
+    /// joined the cgroup while running and is seeded when first seen.
+    known: Option<HashSet<u32>>,
 }
 
-impl Attach<'_> {
+impl Feed {
     /// Traces `pids` and feeds each one's layout as `/proc` shows it now. A process that
     /// exits meanwhile is no longer of interest, unless it is `required` (the `--pid`).
-    fn seed(&mut self, pids: &[u32], required: Option<u32>) -> Result<(), SessionError> {
+    fn seed(
+        &mut self,
+        probes: &mut Probes,
+        pids: &[u32],
+        required: Option<u32>,
+    ) -> Result<(), SessionError> {
         for &pid in pids {
-            self.probes.trace(pid)?;
+            probes.trace(pid)?;
         }
         for &pid in pids {
             match self.snapshot(pid) {
@@ -358,56 +339,101 @@ impl Attach<'_> {
                 Err(_) => {}
             }
         }
+        if let Some(known) = &mut self.known {
+            known.extend(pids.iter().copied());
+        }
         Ok(())
     }
 
+    /// Feeds the layout of a running process as `/proc` shows it now; its events from before
+    /// this moment are part of it and are skipped.
     fn snapshot(&mut self, pid: u32) -> Result<(), std::io::Error> {
-        seed_process(pid, self.pipeline, self.snapshot_taken_at, self.containers)
+        let taken_at = monotonic_ns();
+        let snapshot = procfs::snapshot(pid)?;
+        self.snapshot_taken_at.insert(pid, taken_at);
+        let event = snapshot_event(pid, taken_at, snapshot);
+        self.identify(&event).map_err(std::io::Error::other)?;
+        self.pipeline.feed(&event).map_err(std::io::Error::other)
     }
-}
 
-/// Feeds the layout of a running process as `/proc` shows it now; its events from before
-/// this moment are part of it and are skipped.
-fn seed_process(
-    pid: u32,
-    pipeline: &mut Pipeline,
-    snapshot_taken_at: &mut HashMap<u32, u64>,
-    containers: &mut HashMap<u32, ContainerRecord>,
-) -> Result<(), std::io::Error> {
-    let taken_at = monotonic_ns();
-    let snapshot = procfs::snapshot(pid)?;
-    snapshot_taken_at.insert(pid, taken_at);
-    let event = snapshot_event(pid, taken_at, snapshot);
-    identify(pipeline, containers, &event).map_err(std::io::Error::other)?;
-    pipeline.feed(&event).map_err(std::io::Error::other)
-}
+    /// Feeds what the reader captured, in order; under `--cgroup`, processes that joined
+    /// the cgroup while running are seeded first ([`Self::seed_joiners`]).
+    fn batch(&mut self, batch: Vec<Captured>) -> Result<(), RecordError> {
+        self.seed_joiners(&batch);
+        for captured in batch {
+            match captured {
+                Captured::Event(event) if !self.before_snapshot(event.pid, event.time_ns) => {
+                    let exec = matches!(event.body, EventBody::Exec(_));
+                    if !exec {
+                        self.identify(&event)?;
+                    }
+                    self.pipeline.feed(&event)?;
+                    if exec {
+                        // A new image may come with a new root (`chroot DIR cmd`) or cgroup.
+                        self.identify(&event)?;
+                    }
+                }
+                Captured::Stack(stack) if !self.before_snapshot(stack.pid, stack.time_ns) => {
+                    self.pipeline.feed_stack(&stack)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 
-/// With `--cgroup`: a process first seen in the middle of its life (it was moved into the
-/// cgroup) is seeded from `/proc` before its events, as an attach would; one first seen at a
-/// fork or an exec starts from there and needs nothing. A process already gone keeps only the
-/// events it left.
-fn seed_joiners(
-    batch: &[Captured],
-    seen: &mut HashSet<u32>,
-    pipeline: &mut Pipeline,
-    snapshot_taken_at: &mut HashMap<u32, u64>,
-    containers: &mut HashMap<u32, ContainerRecord>,
-) -> Result<(), SessionError> {
-    for captured in batch {
-        let Captured::Event(event) = captured else {
-            continue;
+    fn before_snapshot(&self, pid: u32, time_ns: u64) -> bool {
+        self.snapshot_taken_at
+            .get(&pid)
+            .is_some_and(|&taken_at| time_ns < taken_at)
+    }
+
+    /// With `--cgroup`: a process first seen in the middle of its life (it was moved into the
+    /// cgroup) is seeded from `/proc` before its events, as an attach would; one first seen at
+    /// a fork or an exec starts from there and needs nothing. A process already gone keeps
+    /// only the events it left.
+    fn seed_joiners(&mut self, batch: &[Captured]) {
+        let Some(mut known) = self.known.take() else {
+            return;
         };
-        if let EventBody::Fork(fork) = &event.body {
-            seen.insert(fork.child_pid);
+        for captured in batch {
+            let Captured::Event(event) = captured else {
+                continue;
+            };
+            if let EventBody::Fork(fork) = &event.body {
+                known.insert(fork.child_pid);
+            }
+            if event.pid == 0 || !known.insert(event.pid) {
+                continue;
+            }
+            if !matches!(event.body, EventBody::Exec(_)) {
+                let _ = self.snapshot(event.pid);
+            }
         }
-        if event.pid == 0 || !seen.insert(event.pid) {
-            continue;
-        }
-        if !matches!(event.body, EventBody::Exec(_)) {
-            let _ = seed_process(event.pid, pipeline, snapshot_taken_at, containers);
-        }
+        self.known = Some(known);
     }
-    Ok(())
+
+    /// Tells the pipeline who the process of `event` is in its container, when memtrace first
+    /// sees it and after an exec (when that changed), read from `/proc` while it runs: the
+    /// recording then carries it, and a replay elsewhere names the process the same way.
+    fn identify(&mut self, event: &Event) -> Result<(), RecordError> {
+        let exec = matches!(event.body, EventBody::Exec(_));
+        if event.pid == 0 || (!exec && self.containers.contains_key(&event.pid)) {
+            return Ok(());
+        }
+        let Some(container) = procfs::container_identity(event.pid) else {
+            return Ok(());
+        };
+        if self.containers.get(&event.pid) == Some(&container) {
+            return Ok(());
+        }
+        self.containers.insert(event.pid, container.clone());
+        self.pipeline.feed(&Event {
+            tid: event.pid,
+            body: EventBody::Container(container),
+            ..event.clone()
+        })
+    }
 }
 
 fn printer(enabled: bool) -> Option<Box<dyn Write + Send>> {
@@ -453,65 +479,6 @@ fn snapshot_event(pid: u32, time_ns: u64, snapshot: crate::event::SnapshotRecord
         abi,
         body: EventBody::Snapshot(snapshot),
     }
-}
-
-fn feed_batch(
-    pipeline: &mut Pipeline,
-    batch: Vec<Captured>,
-    snapshot_taken_at: &HashMap<u32, u64>,
-    containers: &mut HashMap<u32, ContainerRecord>,
-) -> Result<(), RecordError> {
-    let before_snapshot = |pid: u32, time_ns: u64| {
-        snapshot_taken_at
-            .get(&pid)
-            .is_some_and(|&taken_at| time_ns < taken_at)
-    };
-    for captured in batch {
-        match captured {
-            Captured::Event(event) if !before_snapshot(event.pid, event.time_ns) => {
-                let exec = matches!(event.body, EventBody::Exec(_));
-                if !exec {
-                    identify(pipeline, containers, &event)?;
-                }
-                pipeline.feed(&event)?;
-                if exec {
-                    // A new image may come with a new root (`chroot DIR cmd`) or cgroup.
-                    identify(pipeline, containers, &event)?;
-                }
-            }
-            Captured::Stack(stack) if !before_snapshot(stack.pid, stack.time_ns) => {
-                pipeline.feed_stack(&stack)?;
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// Tells the pipeline who the process of `event` is in its container, when memtrace first
-/// sees it and after an exec (when that changed), read from `/proc` while it runs: the
-/// recording then carries it, and a replay elsewhere names the process the same way.
-fn identify(
-    pipeline: &mut Pipeline,
-    containers: &mut HashMap<u32, ContainerRecord>,
-    event: &Event,
-) -> Result<(), RecordError> {
-    let exec = matches!(event.body, EventBody::Exec(_));
-    if event.pid == 0 || (!exec && containers.contains_key(&event.pid)) {
-        return Ok(());
-    }
-    let Some(container) = procfs::container_identity(event.pid) else {
-        return Ok(());
-    };
-    if containers.get(&event.pid) == Some(&container) {
-        return Ok(());
-    }
-    containers.insert(event.pid, container.clone());
-    pipeline.feed(&Event {
-        tid: event.pid,
-        body: EventBody::Container(container),
-        ..event.clone()
-    })
 }
 
 /// Turns a change in the kernel's loss counters into a `Lost` event, so the loss is in the
