@@ -5,7 +5,7 @@
 use std::{collections::HashSet, io::Write};
 
 use crate::{
-    capture::StackCapture,
+    capture::{roots::Roots, StackCapture},
     event::{Event, EventBody, LostRecord, ModuleRecord, StackRecord},
     event_line,
     interval::IntervalPrinter,
@@ -59,7 +59,7 @@ pub struct Pipeline {
     /// Each process's root as this machine reaches it, from its container identity or, for a
     /// child gone before it could be read, its parent's at fork: where its modules are read
     /// once `/proc/PID` is gone.
-    roots: std::collections::HashMap<u32, std::sync::Arc<str>>,
+    roots: Roots,
     printer: Option<Box<dyn Write + Send>>,
     recorder: Option<RecordingWriter>,
     /// Why the recorder stopped, if it did; the session goes on without it.
@@ -88,7 +88,7 @@ impl Pipeline {
             symbolizer: Symbolizer::with_modules(modules),
             announced: HashSet::new(),
             unreadable_modules: 0,
-            roots: std::collections::HashMap::new(),
+            roots: Roots::default(),
             printer,
             recorder,
             recording_failure: None,
@@ -130,18 +130,11 @@ impl Pipeline {
                 }
             }
         }
-        match &event.body {
-            EventBody::Container(container) if container.root.starts_with('/') => {
-                self.roots
-                    .insert(event.pid, std::sync::Arc::from(container.root.as_str()));
-            }
-            EventBody::Fork(fork) if !fork.thread => {
-                if let Some(root) = self.roots.get(&event.pid).cloned() {
-                    self.roots.entry(fork.child_pid).or_insert(root);
-                }
-            }
-            _ => {}
+        // Not forgotten at exit: stack samples are often read after their process is gone.
+        if let EventBody::Container(container) = &event.body {
+            self.roots.set(event.pid, &container.root);
         }
+        self.roots.inherit(event);
         match &event.body {
             EventBody::Lost(lost) => self.lost = *lost,
             EventBody::KernelSnapshot(snapshot) => {
@@ -163,7 +156,7 @@ impl Pipeline {
         let sample = &capture.sample;
         let (frames, new_modules) = match self.model.process(capture.pid) {
             Some(process) => {
-                let root = self.roots.get(&capture.pid).cloned();
+                let root = self.roots.shared_root_of(capture.pid);
                 let modules = ProcessModules {
                     layout: process.layout(),
                     view: FileView::Process {

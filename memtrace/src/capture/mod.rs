@@ -10,7 +10,7 @@
 pub mod decode;
 pub mod exec_image;
 mod pairing;
-mod roots;
+pub(crate) mod roots;
 
 use std::{
     io,
