@@ -465,6 +465,18 @@ pub struct ProbeConfig {
     pub cgroup_id: u64,
 }
 
+impl ProbeConfig {
+    /// Everything off: nothing followed, no logs, no stacks, no cgroup. The eBPF object's
+    /// initial value, and where kernel mode starts.
+    pub const UNSET: Self = Self {
+        follow_children: 0,
+        log_enabled: 0,
+        wakeup_bytes: 0,
+        stack_min_bytes: u64::MAX,
+        cgroup_id: 0,
+    };
+}
+
 /// Names shared by the two sides.
 pub mod names {
     pub const EVENTS_MAP: &str = "EVENTS";

@@ -42,13 +42,7 @@ static OFFSETS: KernelOffsets = unsafe { core::mem::zeroed() };
 
 /// Tunables, written by userspace before load.
 #[unsafe(no_mangle)]
-static CONFIG: ProbeConfig = ProbeConfig {
-    follow_children: 0,
-    log_enabled: 0,
-    wakeup_bytes: 0,
-    stack_min_bytes: u64::MAX,
-    cgroup_id: 0,
-};
+static CONFIG: ProbeConfig = ProbeConfig::UNSET;
 
 /// Everything the kernel side reports. Userspace sizes it with `--ring-buffer-size`.
 #[map]

@@ -237,10 +237,8 @@ impl KmemProbes {
         layout.config.stacks = u32::from(options.stacks);
         let config = ProbeConfig {
             follow_children: u32::from(options.follow_children),
-            log_enabled: 0,
             wakeup_bytes: u64::MAX,
-            stack_min_bytes: u64::MAX,
-            cgroup_id: 0,
+            ..ProbeConfig::UNSET
         };
         let aya_btf = kernel_btf::aya_form()?;
         let mut loader = kernel_btf::loader();
