@@ -209,13 +209,32 @@ pub fn run_in_guest(workspace: &Workspace, guest: &Guest) -> Result<i32> {
             ));
             Ok(status)
         }
-        None => bail!(
-            "the {} guest powered off without running the command to its end (see its console \
-             output above)",
-            guest.kernel.label
-        ),
+        None => Err(GuestDied {
+            label: guest.kernel.label,
+        }
+        .into()),
     }
 }
+
+/// The guest's kernel stopped before the command could report its status: a panic or a
+/// crash, not a failed test (those report their status).
+#[derive(Debug)]
+pub struct GuestDied {
+    label: &'static str,
+}
+
+impl std::fmt::Display for GuestDied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the {} guest powered off without running the command to its end (see its console \
+             output above)",
+            self.label
+        )
+    }
+}
+
+impl std::error::Error for GuestDied {}
 
 /// Writes the guest's second stage: mount what a system needs, run the command, report its
 /// status, power off. It lives under target/vm/runs on the host, which the guest sees at the
