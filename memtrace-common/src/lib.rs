@@ -310,6 +310,9 @@ pub mod fork_flags {
     pub const THREAD: u32 = 1;
     /// The child shares the parent's address space (threads, vfork, CLONE_VM).
     pub const SHARES_MM: u32 = 2;
+    /// The child will not be traced: the session neither follows children nor traces a
+    /// cgroup (whose members are traced wherever they come from).
+    pub const UNTRACED: u32 = 4;
 }
 
 #[repr(C)]

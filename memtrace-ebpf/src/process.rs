@@ -39,8 +39,13 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         flags |= fork_flags::SHARES_MM;
     }
     let follow = unsafe { core::ptr::read_volatile(&raw const CONFIG.follow_children) } != 0;
-    if flags & fork_flags::THREAD == 0 && follow {
-        let _ = TRACED.insert(child_tgid, 1, 0);
+    if flags & fork_flags::THREAD == 0 {
+        if follow {
+            let _ = TRACED.insert(child_tgid, 1, 0);
+        } else if unsafe { core::ptr::read_volatile(&raw const CONFIG.cgroup_id) } == 0 {
+            // Userspace keeps no copy of a layout nothing will ever be applied to.
+            flags |= fork_flags::UNTRACED;
+        }
     }
 
     let mut entry = reserve::<ForkEvent>().ok_or(0i64)?;

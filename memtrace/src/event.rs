@@ -172,6 +172,9 @@ pub struct ForkRecord {
     pub thread: bool,
     /// The child shares the parent's address space (threads, vfork).
     pub shares_mm: bool,
+    /// The child will not be traced (the session does not follow children): nothing of it
+    /// comes after its fork.
+    pub untraced: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -91,6 +91,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                 child_tid: event.child_tid,
                 thread: event.flags & fork_flags::THREAD != 0,
                 shares_mm: event.flags & fork_flags::SHARES_MM != 0,
+                untraced: event.flags & fork_flags::UNTRACED != 0,
             })
         }
         EventKind::Exec => {

@@ -88,7 +88,9 @@ mod mapping_head {
 mod fork_flags {
     pub const THREAD: u8 = 1;
     pub const SHARES_MM: u8 = 2;
-    pub const RESERVED: u8 = !(THREAD | SHARES_MM);
+    /// Recordings made before this flag existed lack it: their children were kept.
+    pub const UNTRACED: u8 = 4;
+    pub const RESERVED: u8 = !(THREAD | SHARES_MM | UNTRACED);
 }
 
 const COMM_LEN: usize = 16;
@@ -322,6 +324,9 @@ fn encode_body(body: &EventBody, time_ns: u64, context: &mut FrameContext, buf: 
             if record.shares_mm {
                 flags |= fork_flags::SHARES_MM;
             }
+            if record.untraced {
+                flags |= fork_flags::UNTRACED;
+            }
             buf.put_u8(flags);
         }
         EventBody::Exec(record) => encode_exec(record, buf),
@@ -430,6 +435,7 @@ fn decode_body(
                 child_tid,
                 thread: flags & fork_flags::THREAD != 0,
                 shares_mm: flags & fork_flags::SHARES_MM != 0,
+                untraced: flags & fork_flags::UNTRACED != 0,
             })
         }
         kind::EXEC => EventBody::Exec(Box::new(decode_exec(buf)?)),

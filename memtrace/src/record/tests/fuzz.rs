@@ -166,8 +166,8 @@ fn snapshot_record() -> impl Strategy<Value = SnapshotRecord> {
 fn body() -> impl Strategy<Value = EventBody> {
     prop_oneof![
         4 => syscall_record().prop_map(EventBody::Syscall),
-        1 => (edge_u32(), edge_u32(), any::<bool>(), any::<bool>()).prop_map(|(child_pid, child_tid, thread, shares_mm)| {
-            EventBody::Fork(ForkRecord { child_pid, child_tid, thread, shares_mm })
+        1 => (edge_u32(), edge_u32(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(child_pid, child_tid, thread, shares_mm, untraced)| {
+            EventBody::Fork(ForkRecord { child_pid, child_tid, thread, shares_mm, untraced })
         }),
         1 => exec_record().prop_map(|record| EventBody::Exec(Box::new(record))),
         1 => (any::<u32>(), any::<bool>()).prop_map(|(status, group_dead)| EventBody::Exit(ExitRecord { status, group_dead })),

@@ -211,6 +211,7 @@ pub(crate) fn every_variant() -> Vec<Event> {
                 child_tid: 0,
                 thread: true,
                 shares_mm: false,
+                untraced: false,
             }),
         ),
         event(
@@ -221,6 +222,7 @@ pub(crate) fn every_variant() -> Vec<Event> {
                 child_tid: 6,
                 thread: false,
                 shares_mm: true,
+                untraced: true,
             }),
         ),
         event(
