@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use memtrace::{
     record::RecordingReader,
-    replay::replay_from,
+    replay::{replay_from, ReplayOptions},
     report::{self, SessionInfo, Source},
 };
 
@@ -14,7 +14,17 @@ fuzz_target!(|data: &[u8]| {
     let Ok(reader) = RecordingReader::new(data) else {
         return;
     };
-    let Ok(replayed) = replay_from(reader, None, None, None) else {
+    // Few exited processes kept, so that folding them is fuzzed too.
+    let options = ReplayOptions {
+        path: Default::default(),
+        until: None,
+        print_events: false,
+        interval: None,
+        since: None,
+        keep_exited: 2,
+        pids: Vec::new(),
+    };
+    let Ok(replayed) = replay_from(reader, &options, None) else {
         return;
     };
     let _ = replayed.outcome.problems();
@@ -24,6 +34,13 @@ fuzz_target!(|data: &[u8]| {
         lost: replayed.pipeline.lost,
         backend: None,
     };
-    let report = report::build(&replayed.pipeline.model, &info);
+    let pipeline = &replayed.pipeline;
+    let report = report::build_with(
+        &pipeline.model,
+        &pipeline.exited,
+        &info,
+        pipeline.exited.options(),
+        &mut report::NoNames,
+    );
     let _ = report::json::render(&report);
 });

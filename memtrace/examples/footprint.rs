@@ -3,14 +3,15 @@
 //!
 //! - `footprint forks N FILE`: writes a recording of N short-lived processes (each forked by
 //!   one long-lived parent, maps 64 KiB it never frees, and exits), for `memtrace replay`.
-//! - `footprint churn HOURS`: feeds the model a compressed-time attach to a process with
-//!   steady churn (a 4 MiB buffer mapped and freed 20 times a second, a short-lived child every
-//!   10 seconds) and prints memtrace's RSS after every simulated hour: it must stay flat.
-//! - `footprint model-forks N`: the model alone fed N short-lived processes; prints the RSS
-//!   per process.
-//! - `footprint phases FILE [streamed]`: replays a recording and prints memtrace's RSS after each phase
-//!   (the model fed, the report streamed as JSON, the report built whole, its JSON rendered),
-//!   to tell which one holds the bytes; with `streamed`, only the model and the stream.
+//! - `footprint churn HOURS`: feeds the pipeline (the model, and the folding of exited
+//!   processes) a compressed-time attach to a process with steady churn (a 4 MiB buffer mapped
+//!   and freed 20 times a second, a short-lived child every 10 seconds), prints memtrace's RSS
+//!   after every simulated hour (it must stay flat), then after its JSON and text reports.
+//! - `footprint pipeline-forks N`: the pipeline alone fed N short-lived processes; prints the
+//!   RSS per process.
+//! - `footprint phases FILE`: replays a recording and prints memtrace's RSS after each phase
+//!   (the pipeline fed, the report streamed as JSON, the report built whole, its JSON and its
+//!   text rendered), to tell which one holds the bytes.
 //! - `footprint regions N`: one process leaking N pages; prints the RSS per live region.
 
 use std::{env, fs, process::ExitCode};
@@ -20,6 +21,7 @@ use memtrace::event::{
     SyscallRecord,
 };
 use memtrace::model::Model;
+use memtrace::pipeline::Pipeline;
 use memtrace::record::{ClockBase, RecordingHeader, RecordingWriter, WriterOptions};
 
 const PARENT: u32 = 1000;
@@ -42,25 +44,23 @@ fn main() -> ExitCode {
             churn(hours);
             ExitCode::SUCCESS
         }
-        (Some("model-forks"), Some(count)) => {
-            model_forks(count);
+        (Some("pipeline-forks"), Some(count)) => {
+            pipeline_forks(count);
             ExitCode::SUCCESS
         }
-        (Some("phases"), _) if args.len() == 2 || args.get(2).is_some_and(|a| a == "streamed") => {
-            match phases(&args[1], args.len() == 3) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("footprint: {error}");
-                    ExitCode::FAILURE
-                }
+        (Some("phases"), _) if args.len() == 2 => match phases(&args[1]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("footprint: {error}");
+                ExitCode::FAILURE
             }
-        }
+        },
         (Some("regions"), Some(count)) => {
             regions(count);
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("usage: footprint forks N FILE | churn HOURS | model-forks N | regions N | phases FILE [streamed]");
+            eprintln!("usage: footprint forks N FILE | churn HOURS | pipeline-forks N | regions N | phases FILE");
             ExitCode::from(2)
         }
     }
@@ -139,6 +139,7 @@ fn short_lived_child(time_ns: u64, child: u32) -> [Event; 3] {
                 child_tid: child,
                 thread: false,
                 shares_mm: false,
+                untraced: false,
             }),
         ),
         mmap_anon(time_ns + 1_000, child, 0x7e00_0000_0000, 64 << 10),
@@ -195,8 +196,9 @@ fn status_kib(field: &str) -> u64 {
 
 fn churn(hours: u64) {
     const PER_SECOND: u64 = 20;
-    let mut model = Model::new();
-    model.apply(&parent_snapshot(START_NS));
+    let mut pipeline = Pipeline::new(None, None);
+    let mut feed = |event: &Event| pipeline.feed(event).expect("no recorder to fail");
+    feed(&parent_snapshot(START_NS));
     let buffer = 0x7e00_0000_0000u64;
     let mut child = 2000u32;
     let baseline = rss_kib();
@@ -206,8 +208,8 @@ fn churn(hours: u64) {
             let now = START_NS + ((hour - 1) * 3600 + second) * 1_000_000_000;
             for tick in 0..PER_SECOND {
                 let time_ns = now + tick * (1_000_000_000 / PER_SECOND);
-                model.apply(&mmap_anon(time_ns, PARENT, buffer, 4 << 20));
-                model.apply(&syscall(
+                feed(&mmap_anon(time_ns, PARENT, buffer, 4 << 20));
+                feed(&syscall(
                     time_ns + 100_000,
                     PARENT,
                     Syscall::Munmap,
@@ -218,30 +220,65 @@ fn churn(hours: u64) {
             if second % 10 == 0 {
                 child = if child >= 30_000 { 2000 } else { child + 1 };
                 for event in short_lived_child(now + 500_000_000, child) {
-                    model.apply(&event);
+                    feed(&event);
                 }
             }
         }
         println!("churn hour {hour} rss_kib {}", rss_kib());
     }
-    println!("churn events {}", model.events());
+    let (json, text) = reports(&pipeline);
+    println!(
+        "churn events {} processes {} folded {} json_bytes {json} text_bytes {text} after_reports_rss_kib {} peak_kib {}",
+        pipeline.events,
+        pipeline.model.process_count(),
+        pipeline.exited.folded_processes(),
+        rss_kib(),
+        status_kib("VmHWM:")
+    );
 }
 
-/// The model alone (no decoding, no report) fed N short-lived processes.
-fn model_forks(count: u64) {
-    let mut model = Model::new();
-    model.apply(&parent_snapshot(START_NS));
+/// The session's JSON and text reports, built and dropped: their sizes.
+fn reports(pipeline: &Pipeline) -> (usize, usize) {
+    let session = session_of(pipeline);
+    let report = memtrace::report::build_with(
+        &pipeline.model,
+        &pipeline.exited,
+        &session,
+        pipeline.exited.options(),
+        &mut memtrace::report::NoNames,
+    );
+    let json = memtrace::report::json::render(&report).len();
+    let text = memtrace::report::text::render(&report, &Default::default()).len();
+    (json, text)
+}
+
+fn session_of(pipeline: &Pipeline) -> memtrace::report::SessionInfo {
+    memtrace::report::SessionInfo {
+        source: memtrace::report::Source::Replay,
+        events: pipeline.events,
+        lost: pipeline.lost,
+        backend: None,
+    }
+}
+
+/// The pipeline alone (no decoding, no report) fed N short-lived processes.
+fn pipeline_forks(count: u64) {
+    let mut pipeline = Pipeline::new(None, None);
+    pipeline
+        .feed(&parent_snapshot(START_NS))
+        .expect("no recorder to fail");
     let before = rss_kib();
     for index in 0..count {
         let child = 2000 + (index % 4_000_000) as u32;
         for event in short_lived_child(START_NS + 10_000 + index * 10_000, child) {
-            model.apply(&event);
+            pipeline.feed(&event).expect("no recorder to fail");
         }
     }
     let after = rss_kib();
     println!(
-        "model-forks {count} rss_kib {after} bytes_per_process {}",
-        (after.saturating_sub(before) * 1024) / count.max(1)
+        "pipeline-forks {count} rss_kib {after} bytes_per_process {} processes_kept {}",
+        (after.saturating_sub(before) * 1024) / count.max(1),
+        pipeline.model.process_count()
     );
 }
 
@@ -266,45 +303,51 @@ fn regions(count: u64) {
     );
 }
 
-/// Where a replay's memory goes: the model, the report built from it, its JSON.
-fn phases(path: &str, streamed_only: bool) -> Result<(), Box<dyn std::error::Error>> {
-    let mut reader = memtrace::record::RecordingReader::open(path)?;
-    let mut model = Model::new();
+/// Where a replay's memory goes: the pipeline fed, the report streamed, built, rendered.
+fn phases(path: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let reader = memtrace::record::RecordingReader::open(path)?;
     let start = rss_kib();
-    for event in &mut reader {
-        model.apply(&event?);
-    }
-    let processes = model.processes().count();
-    let after_model = rss_kib();
-    let session = memtrace::report::SessionInfo {
-        source: memtrace::report::Source::Replay,
-        events: model.events(),
-        lost: model.lost(),
-        backend: None,
+    let options = memtrace::replay::ReplayOptions {
+        path: path.into(),
+        until: None,
+        print_events: false,
+        interval: None,
+        since: None,
+        keep_exited: memtrace::report::exited::DEFAULT_KEEP_EXITED,
+        pids: Vec::new(),
     };
-    // Streamed first, while the peak is still the model's: what a replay would take if it
-    // wrote its report this way.
+    let pipeline = memtrace::replay::replay_from(reader, &options, None)?.pipeline;
+    let processes = pipeline.model.process_count();
+    let after_model = rss_kib();
+    let session = session_of(&pipeline);
     memtrace::report::stream::write_json(
-        &model,
+        &pipeline.model,
+        &pipeline.exited,
         &session,
-        &Default::default(),
+        pipeline.exited.options(),
         &mut memtrace::report::NoNames,
         &[],
         &mut std::io::sink(),
     )?;
     let streamed_peak = status_kib("VmHWM:");
-    if streamed_only {
-        // The whole report of a million processes is several GB: not built here.
-        println!("phases processes {processes} model_kib {after_model} streamed_peak_kib {streamed_peak}");
-        return Ok(());
-    }
-    let report = memtrace::report::build(&model, &session);
+    let report = memtrace::report::build_with(
+        &pipeline.model,
+        &pipeline.exited,
+        &session,
+        pipeline.exited.options(),
+        &mut memtrace::report::NoNames,
+    );
     let after_report = rss_kib();
     let json = memtrace::report::json::render(&report);
     let after_json = rss_kib();
+    let text = memtrace::report::text::render(&report, &Default::default());
+    let after_text = rss_kib();
     println!(
-        "phases processes {processes} start_kib {start} model_kib {after_model} streamed_peak_kib {streamed_peak} report_kib {after_report} json_kib {after_json} json_bytes {}",
-        json.len()
+        "phases processes_kept {processes} folded {} start_kib {start} model_kib {after_model} streamed_peak_kib {streamed_peak} report_kib {after_report} json_kib {after_json} text_kib {after_text} json_bytes {} text_bytes {} peak_kib {}",
+        pipeline.exited.folded_processes(),
+        json.len(),
+        text.len(),
+        status_kib("VmHWM:")
     );
     Ok(())
 }

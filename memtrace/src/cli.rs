@@ -21,9 +21,8 @@ use crate::{
     launch, output,
     probes::{backend::BackendChoice, floor::HookFloor, ProbeError, ProbeOptions},
     replay::{self, ReplayOptions},
-    report::{
-        self, text::TextOptions, FrameName, FrameNamer, Report, ReportOptions, SessionInfo, Source,
-    },
+    report::exited::{ExitedPrograms, DEFAULT_KEEP_EXITED},
+    report::{self, text::TextOptions, FrameName, FrameNamer, Report, SessionInfo, Source},
     session::{self, LiveOptions, SessionError, Target},
     stacks::Symbolizer,
 };
@@ -126,6 +125,12 @@ pub struct TraceArgs {
     /// most, with deltas and rates (on stderr).
     #[arg(long, value_name = "SECONDS")]
     pub interval: Option<f64>,
+    /// List this many of the most recent exited processes in full; older ones are folded into
+    /// one entry per program (counts, exits, syscalls, unreleased memory, call sites,
+    /// findings), so memtrace's memory and the report follow what runs, not every process
+    /// that ran. A program's first process with each kind of finding stays listed in full.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP_EXITED)]
+    pub keep_exited: usize,
     /// Write the whole event stream to FILE, to replay it later (`memtrace replay FILE`).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
@@ -182,6 +187,12 @@ pub struct ReplayArgs {
     /// Print one line per event (on stderr), as `--events` did live.
     #[arg(long)]
     pub events: bool,
+    /// List this many of the most recent exited processes in full; older ones are folded into
+    /// one entry per program (counts, exits, syscalls, unreleased memory, call sites,
+    /// findings), so memtrace's memory and the report follow what runs, not every process
+    /// that ran. A program's first process with each kind of finding stays listed in full.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP_EXITED)]
+    pub keep_exited: usize,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -314,6 +325,7 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
         record: args.record.clone(),
         command_line: std::env::args().collect(),
         interval: interval_option(args.interval)?,
+        keep_exited: args.keep_exited,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -341,8 +353,8 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let mut pipeline = outcome.pipeline;
     report_model(
         &pipeline.model,
+        &pipeline.exited,
         &info,
-        &ReportOptions::default(),
         &mut SymbolNames(&mut pipeline.symbolizer),
         &[],
         &args.output,
@@ -396,6 +408,9 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         until,
         print_events: args.events,
         interval: interval_option(args.interval)?,
+        since,
+        keep_exited: args.keep_exited,
+        pids: args.pids.clone(),
     })?;
     // A damaged recording still gets its report (nothing read is lost), then a non-zero exit
     // with one line per problem.
@@ -430,20 +445,10 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         backend: None,
     };
     let mut pipeline = replayed.pipeline;
-    let options = ReportOptions {
-        since_ns: since.map_or(0, |since| {
-            replayed
-                .header
-                .clock_base
-                .monotonic_ns
-                .saturating_add(since.as_nanos() as u64)
-        }),
-        ..ReportOptions::default()
-    };
     report_model(
         &pipeline.model,
+        &pipeline.exited,
         &info,
-        &options,
         &mut SymbolNames(&mut pipeline.symbolizer),
         &args.pids,
         &args.output,
@@ -602,16 +607,18 @@ impl FrameNamer for SymbolNames<'_> {
 /// text of it, in memory (the footprint bench measures both ways).
 fn report_model(
     model: &crate::model::Model,
+    exited: &ExitedPrograms,
     info: &SessionInfo,
-    options: &ReportOptions,
     namer: &mut dyn FrameNamer,
     pids: &[u32],
     output: &OutputArgs,
 ) -> anyhow::Result<()> {
+    // The thresholds and `--since` the exited processes were folded with.
+    let options = exited.options();
     let exports = output.pprof.is_some() || output.folded.is_some() || output.html.is_some();
     if output.format == Format::Json && !exports {
         let mut write = |out: &mut dyn Write| {
-            report::stream::write_json(model, info, options, namer, pids, out)
+            report::stream::write_json(model, exited, info, options, namer, pids, out)
         };
         return match &output.output {
             Some(path) => Ok(output::write_atomic_with(path, write)?),
@@ -623,7 +630,7 @@ fn report_model(
             }
         };
     }
-    let mut report = report::build_with(model, info, options, namer);
+    let mut report = report::build_with(model, exited, info, options, namer);
     if !pids.is_empty() {
         report.filter_pids(pids);
     }

@@ -2,7 +2,10 @@
 //! model, and optionally the `--events` printer and the recorder. Live tracing and replay both
 //! push events through here, so a replay computes exactly what the live run computed.
 
-use std::{collections::HashSet, io::Write};
+use std::{
+    collections::{HashMap, HashSet},
+    io::Write,
+};
 
 use crate::{
     capture::{roots::Roots, StackCapture},
@@ -12,6 +15,7 @@ use crate::{
     kernel::model::KernelModel,
     model::{AddressSpace, Model, RegionKind},
     record::{RecordError, RecordingWriter},
+    report::exited::{ExitedPrograms, DEFAULT_KEEP_EXITED},
     stacks::{FileView, MappedFile, ModuleCache, ModuleMap, Symbolizer, Unwinder},
 };
 
@@ -52,7 +56,13 @@ pub struct Pipeline {
     pub symbolizer: Symbolizer,
     /// Modules already announced in the stream, by process and path: a container's file at a
     /// path is not the host's.
-    announced: HashSet<(u32, String)>,
+    announced: HashMap<u32, HashSet<String>>,
+    /// Exited processes folded out of the model past the `keep_exited` most recent, summed by
+    /// program for the report.
+    pub exited: ExitedPrograms,
+    keep_exited: usize,
+    /// Pids folded away since the session last asked ([`Self::take_forgotten`]).
+    forgotten: Vec<u32>,
     /// Modules of live processes that could not be read as the process maps them (by process
     /// and path): their frames keep module+offset.
     pub unreadable_modules: u64,
@@ -86,7 +96,10 @@ impl Pipeline {
             model: Model::new(),
             unwinder: Unwinder::with_modules(modules.clone()),
             symbolizer: Symbolizer::with_modules(modules),
-            announced: HashSet::new(),
+            announced: HashMap::new(),
+            exited: ExitedPrograms::default(),
+            keep_exited: DEFAULT_KEEP_EXITED,
+            forgotten: Vec::new(),
             unreadable_modules: 0,
             roots: Roots::default(),
             printer,
@@ -98,6 +111,20 @@ impl Pipeline {
             kernel: KernelModel::default(),
             interval: None,
         }
+    }
+
+    /// Lists the `keep` most recent exits in full and folds older ones into `exited`
+    /// (`--keep-exited`); `exited` holds the report's options, which the folded processes'
+    /// findings follow. Set before the first event.
+    pub fn fold_exited(&mut self, keep: usize, exited: ExitedPrograms) {
+        self.keep_exited = keep;
+        self.exited = exited;
+    }
+
+    /// The pids folded away since the last call: the session's own per-pid state about them
+    /// can go (a pid taken again is a new process).
+    pub fn take_forgotten(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.forgotten)
     }
 
     /// Prints a block of growth per interval (`--interval`) as events go by.
@@ -146,7 +173,23 @@ impl Pipeline {
         // Before the event: a block shows the state at its boundary.
         self.tick_interval(event.time_ns);
         self.model.apply(event);
+        self.fold();
         Ok(())
+    }
+
+    /// Folds the exited processes past the most recent; after every event, so a replay folds
+    /// what the live session folded.
+    fn fold(&mut self) {
+        let step_ns = self.model.timeline_step_ns();
+        let exited = &mut self.exited;
+        let forgotten = self
+            .model
+            .fold_exited(self.keep_exited, &mut |view| exited.fold(view, step_ns));
+        for pid in forgotten {
+            self.announced.remove(&pid);
+            self.roots.forget(pid);
+            self.forgotten.push(pid);
+        }
     }
 
     /// Unwinds a live stack sample against the process's layout as the model has it now (the
@@ -171,7 +214,8 @@ impl Pipeline {
                     .filter(|mapping| {
                         !self
                             .announced
-                            .contains(&(capture.pid, mapping.path.clone()))
+                            .get(&capture.pid)
+                            .is_some_and(|paths| paths.contains(&mapping.path))
                     })
                     .collect();
                 new_modules.sort_by(|a, b| a.path.cmp(&b.path));
@@ -181,7 +225,10 @@ impl Pipeline {
             None => return Ok(()),
         };
         for mapping in new_modules {
-            self.announced.insert((capture.pid, mapping.path.clone()));
+            self.announced
+                .entry(capture.pid)
+                .or_default()
+                .insert(mapping.path.clone());
             let stacks = self.model.call_stacks();
             // What the stream must tell about this process's file, if anything: its
             // build-id, or that it cannot be named (empty).

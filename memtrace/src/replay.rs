@@ -5,6 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use crate::{
     pipeline::Pipeline,
     record::{RecordError, RecordingHeader, RecordingReader, ReplayOutcome},
+    report::{exited::ExitedPrograms, ReportOptions},
 };
 
 pub struct ReplayOptions {
@@ -14,6 +15,12 @@ pub struct ReplayOptions {
     pub print_events: bool,
     /// `--interval`: a block of growth every this long of the recorded session.
     pub interval: Option<Duration>,
+    /// `--since`: the report counts what was created from this point on (from the start).
+    pub since: Option<Duration>,
+    /// `--keep-exited`: exited processes listed in full; older ones are folded by program.
+    pub keep_exited: usize,
+    /// `--pid`: the processes reported, never folded.
+    pub pids: Vec<u32>,
 }
 
 pub struct Replayed {
@@ -31,28 +38,37 @@ pub fn run(options: &ReplayOptions) -> Result<Replayed, RecordError> {
     let printer = options.print_events.then(|| {
         Box::new(std::io::LineWriter::new(std::io::stderr())) as Box<dyn std::io::Write + Send>
     });
-    replay_from(reader, options.until, options.interval, printer)
+    replay_from(reader, options, printer)
 }
 
 /// The replay of a recording already opened, from any source (a file; bytes in `cargo xtask
 /// fuzz`).
+/// `options.path` is not read.
 pub fn replay_from<R: std::io::Read>(
     mut reader: RecordingReader<R>,
-    until: Option<Duration>,
-    interval: Option<Duration>,
+    options: &ReplayOptions,
     printer: Option<Box<dyn std::io::Write + Send>>,
 ) -> Result<Replayed, RecordError> {
     let header = reader.header().clone();
     let mut pipeline = Pipeline::new(printer, None);
-    if let Some(period) = interval {
-        pipeline.print_intervals(crate::session::interval_printer(period));
-    }
-    let stop_at = until.map(|until| {
+    let from_start = |since: Duration| {
         header
             .clock_base
             .monotonic_ns
-            .saturating_add(until.as_nanos() as u64)
-    });
+            .saturating_add(since.as_nanos() as u64)
+    };
+    let report_options = ReportOptions {
+        since_ns: options.since.map_or(0, from_start),
+        ..ReportOptions::default()
+    };
+    pipeline.fold_exited(
+        options.keep_exited,
+        ExitedPrograms::new(report_options, options.pids.clone()),
+    );
+    if let Some(period) = options.interval {
+        pipeline.print_intervals(crate::session::interval_printer(period));
+    }
+    let stop_at = options.until.map(from_start);
     let mut stopped_by = None;
     for item in &mut reader {
         match item {

@@ -22,6 +22,7 @@ use crate::{
     probes::{backend::Attached, preflight, ProbeError, ProbeOptions, Probes},
     procfs,
     record::{ClockBase, RecordError, RecordingHeader, RecordingWriter, WriterOptions},
+    report::exited::ExitedPrograms,
 };
 
 #[derive(Clone, Debug)]
@@ -48,6 +49,8 @@ pub struct LiveOptions {
     pub command_line: Vec<String>,
     /// `--interval`: print a block of growth on stderr every this long.
     pub interval: Option<Duration>,
+    /// `--keep-exited`: exited processes listed in full; older ones are folded by program.
+    pub keep_exited: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +148,8 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
         containers: HashMap::new(),
         known: cgroup.as_ref().map(|_| HashSet::new()),
     };
+    feed.pipeline
+        .fold_exited(options.keep_exited, ExitedPrograms::default());
     let mut interval_ticks = options.interval.map(|period| {
         feed.pipeline.print_intervals(interval_printer(period));
         tokio::time::interval(period)
@@ -379,7 +384,20 @@ impl Feed {
                 _ => {}
             }
         }
+        self.forget_folded();
         Ok(())
+    }
+
+    /// Drops what is kept about processes the pipeline folded away: memtrace's memory follows
+    /// the processes that run, not all those that ran.
+    fn forget_folded(&mut self) {
+        for pid in self.pipeline.take_forgotten() {
+            self.snapshot_taken_at.remove(&pid);
+            self.containers.remove(&pid);
+            if let Some(known) = &mut self.known {
+                known.remove(&pid);
+            }
+        }
     }
 
     fn before_snapshot(&self, pid: u32, time_ns: u64) -> bool {

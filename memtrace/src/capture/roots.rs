@@ -52,6 +52,11 @@ impl Roots {
         }
     }
 
+    /// Forgets a process the session no longer keeps (folded away long after its exit).
+    pub fn forget(&mut self, pid: u32) {
+        self.known.remove(&pid);
+    }
+
     /// Where process `pid`'s files were last known to be: `None` when never known.
     pub fn root_of(&self, pid: u32) -> Option<&Path> {
         self.known.get(&pid).map(|root| Path::new(&**root))

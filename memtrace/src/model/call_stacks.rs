@@ -80,6 +80,14 @@ impl CallStacks {
             .is_some_and(Vec::is_empty)
     }
 
+    /// Process `pid` is gone for good (folded away, its pid free): what was told about its
+    /// own files goes with it, or the next process with its pid would inherit it.
+    pub(crate) fn forget_process(&mut self, pid: u32) {
+        if !self.differing.is_empty() {
+            self.differing.retain(|(owner, _), _| *owner != pid);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.stacks.len()
     }

@@ -11,6 +11,7 @@ pub mod brk;
 pub mod call_stacks;
 mod compact;
 pub mod exec;
+mod exited;
 pub mod fds;
 pub mod memfd;
 mod names;
@@ -19,6 +20,7 @@ pub mod region;
 pub mod snapshot;
 pub mod stats;
 mod syscalls;
+mod tables;
 #[cfg(test)]
 pub(crate) mod testing;
 #[cfg(test)]
@@ -32,6 +34,7 @@ pub use anomaly::{Anomalies, Anomaly};
 pub use brk::{BrkFailure, BrkState, Headroom};
 pub use call_stacks::{Allocated, CallStacks, StackId};
 pub use exec::{ExecInfo, ImageFacts};
+pub use exited::Fold;
 pub use memfd::{Memfd, MemfdId, MemfdRegistry};
 pub use process::{Birth, ExitInfo, Process, ProcessView};
 pub use region::{page_align_up, Creation, Origin, Perms, Region, RegionKind, PAGE_SIZE};
@@ -41,24 +44,19 @@ pub use stats::{CallCounts, Distribution, DistributionSummary, SyscallName, Sysc
 use crate::event::{
     Abi, Event, EventBody, ExecRecord, ExitRecord, ForkRecord, LostRecord, SnapshotRecord,
 };
+use exited::Exited;
 use names::Names;
 use process::MmId;
 use syscalls::SyscallTarget;
+use tables::{MmTable, ProcessTable};
 use timeline::{Clock, Crossing, Groups, Sample};
-
-/// An address space and how many live processes run on it (more than one only while a vfork
-/// child borrows its parent's).
-#[derive(Debug)]
-struct Mm {
-    space: AddressSpace,
-    users: u32,
-}
 
 #[derive(Debug, Default)]
 pub struct Model {
-    /// Every process seen, in order of first appearance; a reused pid gets a new entry.
-    processes: Vec<Process>,
-    mms: Vec<Mm>,
+    /// Every process seen and not folded away, in order of first appearance; a reused pid gets
+    /// a new entry.
+    processes: ProcessTable,
+    mms: MmTable,
     /// The latest process with each pid.
     by_pid: HashMap<u32, usize>,
     memfds: MemfdRegistry,
@@ -75,6 +73,7 @@ pub struct Model {
     live: BTreeSet<usize>,
     clock: Clock,
     groups: Groups,
+    exited: Exited,
 }
 
 /// Where an event's pid leads.
@@ -82,6 +81,9 @@ enum Lookup {
     Current(usize),
     /// The process exited after this event was made: a straggler, too late to change anything.
     Late(usize),
+    /// An event of a process folded away since its exit: as late as [`Lookup::Late`], with
+    /// nothing left to apply it to.
+    Folded,
     /// Never seen, or seen and gone before this event (the pid was reused).
     Missing,
 }
@@ -106,7 +108,7 @@ impl Model {
                 };
                 let process = &mut self.processes[id];
                 let target = SyscallTarget {
-                    space: &mut self.mms[process.mm.0].space,
+                    space: &mut self.mms[process.mm].space,
                     process,
                     memfds: &mut self.memfds,
                     names: &mut self.names,
@@ -150,6 +152,12 @@ impl Model {
         self.processes.iter().map(|process| self.view(process))
     }
 
+    /// Processes the model holds now: the live ones, the exited ones not folded away, and
+    /// children only seen being forked.
+    pub fn process_count(&self) -> usize {
+        self.processes.len()
+    }
+
     /// The processes that have not exited, in order of first appearance.
     pub fn live_processes(&self) -> impl Iterator<Item = ProcessView<'_>> + '_ {
         self.live.iter().map(|&id| self.view(&self.processes[id]))
@@ -191,11 +199,51 @@ impl Model {
     fn view<'m>(&'m self, process: &'m Process) -> ProcessView<'m> {
         ProcessView {
             process,
-            space: &self.mms[process.mm.0].space,
+            space: &self.mms[process.mm].space,
             memfds: &self.memfds,
             stacks: &self.stacks,
             groups: &self.groups,
         }
+    }
+
+    /// Folds away the exited processes beyond the `keep` that exited last, oldest first:
+    /// `fold` is shown each one (with its layout at exit, for its report) and says whether it
+    /// goes or stays in full anyway; one that stays is not shown again. Returns the pids of the
+    /// processes folded away that no newer process has taken, whose per-pid state elsewhere
+    /// can go too.
+    ///
+    /// Cheap when there is nothing to fold: call it after every event, so that what is folded
+    /// depends on the events alone and a replay folds what the live session folded.
+    pub fn fold_exited(
+        &mut self,
+        keep: usize,
+        fold: &mut dyn FnMut(ProcessView<'_>) -> Fold,
+    ) -> Vec<u32> {
+        let mut forgotten = Vec::new();
+        while self.exited.queue.len() > keep {
+            let Some(id) = self.exited.queue.pop_front() else {
+                break;
+            };
+            if fold(self.view(&self.processes[id])) == Fold::Keep {
+                continue;
+            }
+            let Some(process) = self.processes.remove(id) else {
+                continue;
+            };
+            self.mms.release(process.mm);
+            self.live.remove(&id);
+            if self.recent.is_some_and(|(_, recent)| recent == id) {
+                self.recent = None;
+            }
+            if self.by_pid.get(&process.pid) == Some(&id) {
+                self.by_pid.remove(&process.pid);
+                self.stacks.forget_process(process.pid);
+                let exit_ns = process.exit.map_or(self.last_event_ns, |exit| exit.time_ns);
+                self.exited.forget(process.pid, exit_ns, self.last_event_ns);
+                forgotten.push(process.pid);
+            }
+        }
+        forgotten
     }
 
     /// The step the timeline samples at now.
@@ -213,7 +261,7 @@ impl Model {
             if !process.traced {
                 continue;
             }
-            let space = &self.mms[process.mm.0].space;
+            let space = &self.mms[process.mm].space;
             let sample = Sample::of(space, crossing.first_ns, &mut self.groups);
             if crossing.last_ns > crossing.first_ns {
                 let mut last = sample.clone();
@@ -231,6 +279,7 @@ impl Model {
             Some((recent_pid, id)) if recent_pid == pid => id,
             _ => match self.by_pid.get(&pid) {
                 Some(&id) => id,
+                None if self.exited.is_straggler(pid, time_ns) => return Lookup::Folded,
                 None => return Lookup::Missing,
             },
         };
@@ -249,7 +298,7 @@ impl Model {
                 self.touch(id, event);
                 Some(id)
             }
-            Lookup::Late(_) => {
+            Lookup::Late(_) | Lookup::Folded => {
                 self.ignored_events += 1;
                 None
             }
@@ -281,9 +330,9 @@ impl Model {
     }
 
     fn add_process(&mut self, process: Process) -> usize {
-        let id = self.processes.len();
         let pid = process.pid;
-        self.processes.push(process);
+        let id = self.processes.push(process);
+        self.exited.reused(pid);
         self.live.insert(id);
         self.by_pid.insert(pid, id);
         self.recent = Some((pid, id));
@@ -291,19 +340,18 @@ impl Model {
     }
 
     fn new_mm(&mut self, space: AddressSpace) -> MmId {
-        self.mms.push(Mm { space, users: 1 });
-        MmId(self.mms.len() - 1)
+        self.mms.add(space)
     }
 
     /// Gives a process a new layout (exec, snapshot). A layout still used by a vfork parent
     /// stays with the parent.
     fn install_space(&mut self, id: usize, space: AddressSpace) {
         let mm = self.processes[id].mm;
-        if self.mms[mm.0].users > 1 {
-            self.mms[mm.0].users -= 1;
+        if self.mms[mm].users > 1 {
+            self.mms[mm].users -= 1;
             self.processes[id].mm = self.new_mm(space);
         } else {
-            self.mms[mm.0].space = space;
+            self.mms[mm].space = space;
         }
     }
 
@@ -315,9 +363,13 @@ impl Model {
                 id
             }
             Lookup::Late(id) => id,
+            // Its events are no longer applied; a child that is traced is met at its own.
+            Lookup::Folded => return,
             Lookup::Missing => self.create_process(event, event.pid, Birth::Lazy),
         };
-        if record.thread {
+        // A child memtrace will not trace (no --follow) would be a copy of its parent's
+        // layout kept for nothing: nothing of it ever comes, not even its exit.
+        if record.thread || record.untraced {
             return;
         }
         let existing = self.by_pid.get(&record.child_pid).copied();
@@ -334,10 +386,10 @@ impl Model {
     fn spawn_child(&mut self, event: &Event, parent: usize, record: &ForkRecord) {
         let parent_mm = self.processes[parent].mm;
         let mm = if record.shares_mm && self.processes[parent].alive() {
-            self.mms[parent_mm.0].users += 1;
+            self.mms[parent_mm].users += 1;
             parent_mm
         } else {
-            let copy = self.mms[parent_mm.0].space.clone();
+            let copy = self.mms[parent_mm].space.clone();
             self.new_mm(copy)
         };
         let parent = &self.processes[parent];
@@ -364,12 +416,12 @@ impl Model {
         let inherited_fds = self.processes[parent].fds.inherit(&mut self.memfds);
         let inherited_brk = self.processes[parent].brk.inherit();
         let child_mm = self.processes[child].mm;
-        let own = std::mem::take(&mut self.mms[child_mm.0].space);
-        let mut space = self.mms[parent_mm.0].space.clone();
+        let own = std::mem::take(&mut self.mms[child_mm].space);
+        let mut space = self.mms[parent_mm].space.clone();
         for region in own.iter() {
             space.map(region.clone());
         }
-        self.mms[child_mm.0].space = space;
+        self.mms[child_mm].space = space;
         let process = &mut self.processes[child];
         process.ppid = parent_pid;
         process.birth = Birth::Fork;
@@ -387,6 +439,7 @@ impl Model {
         // the exited process, whose regions are kept for the report.
         let id = match self.lookup(event.pid, event.time_ns) {
             Lookup::Late(id) => id,
+            Lookup::Folded => return,
             _ => match self.process_for(event, Birth::Lazy) {
                 Some(id) => id,
                 None => return,
@@ -413,7 +466,7 @@ impl Model {
         let pid = process.pid;
         let mut created_bytes = 0;
         let mut created_regions = 0;
-        for region in self.mms[process.mm.0].space.iter_mut() {
+        for region in self.mms[process.mm].space.iter_mut() {
             let created = &region.created;
             if created.origin == Origin::Syscall && created.time_ns == time_ns && created.pid == pid
             {
@@ -442,7 +495,7 @@ impl Model {
         // syscall's entry). Fall back on what the process was known to be.
         let known_abi = match self.lookup(event.pid, event.time_ns) {
             Lookup::Current(id) => self.processes[id].abi,
-            Lookup::Late(_) | Lookup::Missing => Abi::Unknown,
+            Lookup::Late(_) | Lookup::Folded | Lookup::Missing => Abi::Unknown,
         };
         let from_abi = if event.abi == Abi::Unknown {
             known_abi
@@ -454,7 +507,7 @@ impl Model {
         };
         let process = &mut self.processes[id];
         if let Some(previous) = process.execs.last_mut() {
-            previous.supersede(&self.mms[process.mm.0].space);
+            previous.supersede(&self.mms[process.mm].space);
         }
         let pending = std::mem::take(&mut process.pending_exec);
         let created = Creation {
@@ -489,7 +542,7 @@ impl Model {
             return;
         }
         let mm = self.processes[id].mm;
-        let mut closed: Vec<(MemfdId, bool)> = self.mms[mm.0]
+        let mut closed: Vec<(MemfdId, bool)> = self.mms[mm]
             .space
             .iter()
             .filter_map(|region| region.memfd)
@@ -514,16 +567,17 @@ impl Model {
             signal: record.signal(),
         });
         // Freeze the layout: one still in use by another process is copied for this one.
-        if self.mms[mm.0].users > 1 {
-            self.mms[mm.0].users -= 1;
-            let frozen = self.mms[mm.0].space.clone();
+        if self.mms[mm].users > 1 {
+            self.mms[mm].users -= 1;
+            let frozen = self.mms[mm].space.clone();
             self.processes[id].mm = self.new_mm(frozen);
         }
-        self.mms[self.processes[id].mm.0].users = 0;
+        self.mms[self.processes[id].mm].users = 0;
         self.live.remove(&id);
         if self.processes[id].traced {
+            self.exited.queue.push_back(id);
             let sample = Sample::of(
-                &self.mms[self.processes[id].mm.0].space,
+                &self.mms[self.processes[id].mm].space,
                 event.time_ns,
                 &mut self.groups,
             );
@@ -533,14 +587,14 @@ impl Model {
         let process = &self.processes[id];
         if process.birth == Birth::Fork && process.execs.is_empty() {
             compact::inherited_copy(
-                &mut self.mms[process.mm.0].space,
+                &mut self.mms[process.mm].space,
                 process.pid,
                 &process.brk,
                 &self.stacks,
             );
         }
         // From now on the layout is only read (reports, late stack samples).
-        self.mms[process.mm.0].space.freeze();
+        self.mms[process.mm].space.freeze();
     }
 
     fn snapshot(&mut self, event: &Event, record: &SnapshotRecord) {

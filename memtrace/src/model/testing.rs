@@ -187,6 +187,7 @@ impl Feed {
             child_tid: child,
             thread,
             shares_mm,
+            untraced: false,
         };
         self.send(parent, parent, EventBody::Fork(record))
     }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::report::schema::{CgroupReport, ProcessReport};
+use crate::report::schema::{CgroupReport, ExitedProgramReport, ProcessReport};
 
 /// The cgroup a process is grouped under; "" when its identity is unknown (a recording made
 /// before memtrace read it, or a process gone before it could be read).
@@ -21,7 +21,16 @@ pub struct CgroupTotals {
 
 impl CgroupTotals {
     pub fn add(&mut self, process: &ProcessReport) {
-        let name = cgroup_of(process);
+        let group = self.group(cgroup_of(process));
+        group.pids.push(process.pid);
+        group.live_processes += u64::from(process.alive);
+        group.regions += process.summary.iter().map(|kind| kind.regions).sum::<u64>();
+        group.bytes += process.summary.iter().map(|kind| kind.bytes).sum::<u64>();
+        group.unreleased_regions += process.unreleased.total_regions;
+        group.unreleased_bytes += process.unreleased.total_bytes;
+    }
+
+    fn group(&mut self, name: &str) -> &mut CgroupReport {
         let index = match self.index.get(name) {
             Some(&index) => index,
             None => {
@@ -33,13 +42,18 @@ impl CgroupTotals {
                 self.order.len() - 1
             }
         };
-        let group = &mut self.order[index];
-        group.pids.push(process.pid);
-        group.live_processes += u64::from(process.alive);
-        group.regions += process.summary.iter().map(|kind| kind.regions).sum::<u64>();
-        group.bytes += process.summary.iter().map(|kind| kind.bytes).sum::<u64>();
-        group.unreleased_regions += process.unreleased.total_regions;
-        group.unreleased_bytes += process.unreleased.total_bytes;
+        &mut self.order[index]
+    }
+
+    /// Adds a program's folded processes (`exited`): how many, what they had mapped at their
+    /// exits and what of it was unreleased.
+    pub fn add_folded(&mut self, folded: &ExitedProgramReport) {
+        let group = self.group(&folded.cgroup);
+        group.folded_processes += folded.processes;
+        group.regions += folded.regions;
+        group.bytes += folded.bytes;
+        group.unreleased_regions += folded.unreleased.total_regions + folded.loaded_regions;
+        group.unreleased_bytes += folded.unreleased.total_bytes + folded.loaded_bytes;
     }
 
     pub fn finish(self) -> Vec<CgroupReport> {
@@ -47,11 +61,15 @@ impl CgroupTotals {
     }
 }
 
-/// The cgroups of `processes`, in the order each first appears.
-pub fn of(processes: &[ProcessReport]) -> Vec<CgroupReport> {
+/// The cgroups of `processes` and of the `exited` programs folded, in the order each first
+/// appears.
+pub fn of(processes: &[ProcessReport], exited: &[ExitedProgramReport]) -> Vec<CgroupReport> {
     let mut totals = CgroupTotals::default();
     for process in processes {
         totals.add(process);
+    }
+    for program in exited {
+        totals.add_folded(program);
     }
     totals.finish()
 }

@@ -134,6 +134,7 @@ fn memfd_finding(process: &ProcessReport, name: &str, leak: MemfdLeak) -> Findin
         kind: FindingKind::UnreleasedMemfd,
         pid: process.pid,
         message,
+        also_in_folded: None,
         evidence: Evidence::UnreleasedMemfd {
             name: name.to_owned(),
             regions: leak.regions,
@@ -207,6 +208,7 @@ fn unreleased_anon(process: &ProcessReport, threshold: u64) -> Option<Finding> {
         kind: FindingKind::UnreleasedAnon,
         pid: process.pid,
         message,
+        also_in_folded: None,
         evidence: Evidence::UnreleasedAnon {
             regions,
             bytes: total,
@@ -251,6 +253,7 @@ fn brk_exhausted(process: &ProcessReport) -> Option<Finding> {
         kind: FindingKind::BrkExhausted,
         pid: process.pid,
         message,
+        also_in_folded: None,
         evidence: Evidence::BrkExhausted {
             failed_calls,
             largest_ask,
@@ -319,6 +322,7 @@ fn abi_exec_layouts(process: &ProcessReport, near_brk: u64) -> Vec<Finding> {
             kind: FindingKind::AbiExecLayout,
             pid: process.pid,
             message,
+            also_in_folded: None,
             evidence: Evidence::AbiExecLayout {
                 filename: exec.filename.clone(),
                 from_abi: exec.from_abi,

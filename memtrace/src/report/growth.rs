@@ -110,6 +110,7 @@ fn finding(process: &ProcessReport, series: &GroupSeries, rise: &Rise) -> Findin
         kind: FindingKind::Growing,
         pid: process.pid,
         message,
+        also_in_folded: None,
         evidence: Evidence::Growing {
             group: series.group.clone(),
             bytes_per_s: rise.rate,

@@ -7,6 +7,7 @@
 
 pub mod call_sites;
 pub mod cgroups;
+pub mod exited;
 pub mod export;
 mod findings;
 pub mod format;
@@ -27,6 +28,7 @@ pub use text::TextOptions;
 
 use crate::event::LostRecord;
 use crate::model::Model;
+use crate::report::exited::ExitedPrograms;
 
 /// What the report says about the session itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,16 +66,31 @@ impl Default for ReportOptions {
 
 /// The report with frames shown as module+offset.
 pub fn build(model: &Model, session: &SessionInfo) -> Report {
-    build_with(model, session, &ReportOptions::default(), &mut NoNames)
+    build_with(
+        model,
+        &ExitedPrograms::default(),
+        session,
+        &ReportOptions::default(),
+        &mut NoNames,
+    )
 }
 
 /// The report with frames named by `namer` (function, file and line where it knows them).
 pub fn build_named(model: &Model, session: &SessionInfo, namer: &mut dyn FrameNamer) -> Report {
-    build_with(model, session, &ReportOptions::default(), namer)
+    build_with(
+        model,
+        &ExitedPrograms::default(),
+        session,
+        &ReportOptions::default(),
+        namer,
+    )
 }
 
+/// The report of `model` and of the processes folded out of it into `exited` (`build` and
+/// `build_named` are for a model nothing was folded out of).
 pub fn build_with(
     model: &Model,
+    exited: &ExitedPrograms,
     session: &SessionInfo,
     options: &ReportOptions,
     namer: &mut dyn FrameNamer,
@@ -91,10 +108,12 @@ pub fn build_with(
             processes::process_report(&view, &moment, namer)
         })
         .collect();
-    let findings = processes
+    let mut findings: Vec<Finding> = processes
         .iter()
         .flat_map(|process| findings::for_process(process, options))
         .collect();
+    exited.annotate(&mut findings);
+    let exited = exited.reports(namer);
     let lost = lost_counts(model, session);
     Report {
         version: REPORT_VERSION,
@@ -104,8 +123,9 @@ pub fn build_with(
         lost,
         backend: session.backend.clone(),
         start_ns: model.first_event_ns(),
-        cgroups: cgroups::of(&processes),
+        cgroups: cgroups::of(&processes, &exited),
         processes,
+        exited,
         findings,
     }
 }
@@ -124,13 +144,15 @@ fn lost_counts(model: &Model, session: &SessionInfo) -> LostCounts {
 }
 
 impl Report {
-    /// Keeps only these pids' processes and findings (`--pid`); an empty list keeps all.
+    /// Keeps only these pids' processes and findings (`--pid`); an empty list keeps all. The
+    /// folded programs go: a session replayed for some pids never folds them.
     pub fn filter_pids(&mut self, pids: &[u32]) {
         if pids.is_empty() {
             return;
         }
         self.processes.retain(|process| pids.contains(&process.pid));
-        self.cgroups = cgroups::of(&self.processes);
+        self.exited.clear();
+        self.cgroups = cgroups::of(&self.processes, &self.exited);
         self.findings.retain(|finding| pids.contains(&finding.pid));
     }
 }

@@ -39,6 +39,9 @@ pub struct Report {
     /// Time of the first event (CLOCK_MONOTONIC ns); times in the text are relative to it.
     pub start_ns: Option<u64>,
     pub processes: Vec<ProcessReport>,
+    /// Exited processes past the most recent ones (`--keep-exited`), folded into one entry
+    /// per program, in the order each program was first folded.
+    pub exited: Vec<ExitedProgramReport>,
     /// The processes grouped by cgroup (v2), in the order each cgroup first appears.
     pub cgroups: Vec<CgroupReport>,
     pub findings: Vec<Finding>,
@@ -59,6 +62,64 @@ pub struct CgroupReport {
     /// What its processes created during the session and still hold.
     pub unreleased_regions: u64,
     pub unreleased_bytes: u64,
+    /// Its exited processes folded into `exited` (not in `pids`); their mappings at exit are
+    /// in the totals above.
+    pub folded_processes: u64,
+}
+
+/// The exited processes of one program (its executable, name and cgroup) that were folded:
+/// what a report of each would have said, summed. Only the most recent exits are listed in
+/// full (`--keep-exited`), so that memtrace's memory and the report follow what runs now, not
+/// every process a daemon spawned; the first process of a program with each kind of finding
+/// stays listed in full as its example.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ExitedProgramReport {
+    /// Its executable (a forked child that did not exec has its parent's).
+    pub exe: String,
+    pub comm: String,
+    /// "" when unknown.
+    pub cgroup: String,
+    /// Processes folded into this entry.
+    pub processes: u64,
+    /// The first and the last of them (pids are reused: others lie between).
+    pub first_pid: u32,
+    pub last_pid: u32,
+    pub first_seen_ns: u64,
+    pub last_exit_ns: u64,
+    /// How they ended, most frequent first.
+    pub exits: Vec<ExitCount>,
+    pub syscalls: SyscallTable,
+    /// What they had mapped at their exits, summed.
+    pub regions: u64,
+    pub bytes: u64,
+    /// What their own syscalls allocated and still had mapped at their exits, summed: groups
+    /// (their `regions` not listed) and call sites. Groups and call sites past the first few
+    /// are summed in one entry named `(other)`.
+    pub unreleased: Unreleased,
+    /// What they loaded and still had mapped (executable, libraries, loader mappings, thread
+    /// stacks): not listed by group, as it says nothing of a leak.
+    pub loaded_regions: u64,
+    pub loaded_bytes: u64,
+    pub allocated_by_stack: Vec<AllocatedSite>,
+    /// Their findings, per kind.
+    pub findings: Vec<FoldedFindings>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ExitCount {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    pub processes: u64,
+}
+
+/// How many folded processes of a program had a kind of finding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct FoldedFindings {
+    pub kind: FindingKind,
+    pub processes: u64,
+    /// The program's first process with this kind of finding, listed in full in `processes`
+    /// as its example (its finding says `also_in_folded`).
+    pub example_pid: u32,
 }
 
 /// The syscall hooks a live session used (`probes::backend`).
@@ -269,6 +330,15 @@ pub struct FrameReport {
     pub line: Option<u32>,
 }
 
+impl UnreleasedGroup {
+    /// What a program loads rather than allocates: files (its executable, libraries, data
+    /// files), and thread stacks.
+    pub fn is_loaded(&self) -> bool {
+        self.kind == "file"
+            || (!self.regions.is_empty() && self.regions.iter().all(|region| region.thread_stack))
+    }
+}
+
 /// Unreleased regions with the same kind, name and permissions.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct UnreleasedGroup {
@@ -378,6 +448,10 @@ pub struct Finding {
     pub kind: FindingKind,
     pub pid: u32,
     pub message: String,
+    /// For the example of a program's folded processes ([`ExitedProgramReport`]): how many
+    /// of those had a finding of this kind too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub also_in_folded: Option<u64>,
     #[serde(flatten)]
     pub evidence: Evidence,
 }

@@ -14,13 +14,15 @@ use serde::Serialize;
 
 use crate::model::Model;
 use crate::report::cgroups::CgroupTotals;
+use crate::report::exited::ExitedPrograms;
 use crate::report::schema::{BackendInfo, Finding, LostCounts, Source, REPORT_VERSION};
 use crate::report::{findings, processes, FrameNamer, ReportOptions, SessionInfo};
 
-/// Writes what `json::render(&build_with(model, session, options, namer))` would, with
+/// Writes what `json::render(&build_with(model, exited, session, options, namer))` would, with
 /// [`Report::filter_pids`](crate::report::Report::filter_pids) applied for a non-empty `pids`.
 pub fn write_json(
     model: &Model,
+    exited: &ExitedPrograms,
     session: &SessionInfo,
     options: &ReportOptions,
     namer: &mut dyn FrameNamer,
@@ -30,6 +32,7 @@ pub fn write_json(
     let lost = super::lost_counts(model, session);
     let findings = RefCell::new(Vec::new());
     let cgroups = RefCell::new(CgroupTotals::default());
+    let namer = RefCell::new(namer);
     let report = Streamed {
         version: REPORT_VERSION,
         source: session.source,
@@ -42,12 +45,20 @@ pub fn write_json(
             model,
             options,
             pids,
-            namer: RefCell::new(namer),
+            namer: &namer,
             findings: &findings,
             cgroups: &cgroups,
         },
+        exited: Exited {
+            exited: if pids.is_empty() { Some(exited) } else { None },
+            namer: &namer,
+            cgroups: &cgroups,
+        },
         cgroups: Cgroups(&cgroups),
-        findings: Findings(&findings),
+        findings: Findings {
+            findings: &findings,
+            exited,
+        },
     };
     let mut out = io::BufWriter::new(out);
     let mut serializer = serde_json::Serializer::pretty(&mut out);
@@ -59,7 +70,7 @@ pub fn write_json(
 /// made as they are written (a test holds the two to the same bytes). The cgroups sum the
 /// processes up, so they come after them.
 #[derive(Serialize)]
-struct Streamed<'a> {
+struct Streamed<'a, 'n> {
     version: u32,
     source: Source,
     events: u64,
@@ -68,24 +79,25 @@ struct Streamed<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     backend: Option<&'a BackendInfo>,
     start_ns: Option<u64>,
-    processes: Processes<'a>,
+    processes: Processes<'a, 'n>,
+    exited: Exited<'a, 'n>,
     cgroups: Cgroups<'a>,
     findings: Findings<'a>,
 }
 
 /// Each traced process's report, built, written and dropped in turn; its findings are kept
 /// for the end. Serialization takes `&self`, hence the cells.
-struct Processes<'a> {
+struct Processes<'a, 'n> {
     model: &'a Model,
     options: &'a ReportOptions,
     pids: &'a [u32],
-    namer: RefCell<&'a mut dyn FrameNamer>,
+    namer: &'a RefCell<&'n mut dyn FrameNamer>,
     findings: &'a RefCell<Vec<Finding>>,
     /// The processes' cgroups, summed as they go by, written after them.
     cgroups: &'a RefCell<CgroupTotals>,
 }
 
-impl Serialize for Processes<'_> {
+impl Serialize for Processes<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let moment = processes::Moment {
             now_ns: self.model.last_event_ns(),
@@ -113,6 +125,27 @@ impl Serialize for Processes<'_> {
     }
 }
 
+/// The folded programs (none when `--pid` chose processes), summed into the cgroups too.
+struct Exited<'a, 'n> {
+    exited: Option<&'a ExitedPrograms>,
+    namer: &'a RefCell<&'n mut dyn FrameNamer>,
+    cgroups: &'a RefCell<CgroupTotals>,
+}
+
+impl Serialize for Exited<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let programs = match self.exited {
+            Some(exited) => exited.reports(&mut **self.namer.borrow_mut()),
+            None => Vec::new(),
+        };
+        let mut cgroups = self.cgroups.borrow_mut();
+        for program in &programs {
+            cgroups.add_folded(program);
+        }
+        programs.serialize(serializer)
+    }
+}
+
 struct Cgroups<'a>(&'a RefCell<CgroupTotals>);
 
 impl Serialize for Cgroups<'_> {
@@ -121,10 +154,17 @@ impl Serialize for Cgroups<'_> {
     }
 }
 
-struct Findings<'a>(&'a RefCell<Vec<Finding>>);
+/// The findings of the processes written, those of folded programs' examples told how many
+/// folded processes had the same.
+struct Findings<'a> {
+    findings: &'a RefCell<Vec<Finding>>,
+    exited: &'a ExitedPrograms,
+}
 
 impl Serialize for Findings<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.borrow().serialize(serializer)
+        let mut findings = self.findings.borrow_mut();
+        self.exited.annotate(&mut findings);
+        findings.serialize(serializer)
     }
 }

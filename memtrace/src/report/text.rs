@@ -9,7 +9,8 @@ use crate::report::call_sites;
 use crate::report::cgroups;
 use crate::report::format::{bytes, count, count_of, hex, since, table};
 use crate::report::schema::{
-    CgroupReport, ContainerReport, ExecReport, ProcessReport, Report, UnreleasedGroup,
+    CgroupReport, ContainerReport, ExecReport, ExitedProgramReport, ProcessReport, Report,
+    UnreleasedGroup,
 };
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,7 +58,136 @@ pub fn render(report: &Report, options: &TextOptions) -> String {
             process_block(&mut out, report, process, options);
         }
     }
+    if !report.exited.is_empty() {
+        out.push_str(
+            "\nExited processes folded by program (the most recent exits are listed above)\n",
+        );
+        for program in &report.exited {
+            out.push('\n');
+            folded_block(&mut out, report, program);
+        }
+    }
     out
+}
+
+/// A program's folded processes: how many, how they ended, what they left mapped and where it
+/// was allocated, their syscalls and findings.
+fn folded_block(out: &mut String, report: &Report, program: &ExitedProgramReport) {
+    let exe = if program.exe.is_empty() {
+        "?"
+    } else {
+        &program.exe
+    };
+    let pids = if program.first_pid == program.last_pid {
+        format!("pid {}", program.first_pid)
+    } else {
+        format!("pids {}..{}", program.first_pid, program.last_pid)
+    };
+    let _ = writeln!(
+        out,
+        "{} ({})  {exe}: {}, {pids}, {}..{}",
+        program.comm,
+        if program.cgroup.is_empty() {
+            "cgroup unknown"
+        } else {
+            &program.cgroup
+        },
+        count_of(program.processes, "process", "processes"),
+        since(report.start_ns, program.first_seen_ns),
+        since(report.start_ns, program.last_exit_ns),
+    );
+    let exits: Vec<String> = program
+        .exits
+        .iter()
+        .map(|exit| {
+            let how = match (exit.code, exit.signal) {
+                (_, Some(signal)) => format!("killed by signal {signal}"),
+                (Some(code), None) => format!("exited {code}"),
+                (None, None) => "exit unknown".to_owned(),
+            };
+            format!("{how} ×{}", exit.processes)
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "  {}; at exit {} mapped in {}",
+        exits.join(", "),
+        bytes(program.bytes),
+        count(program.regions, "region"),
+    );
+    let allocated: Vec<&UnreleasedGroup> = program.unreleased.groups.iter().collect();
+    if allocated.is_empty() {
+        out.push_str("  allocated and unreleased at exit: nothing\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "  allocated and unreleased at exit, all processes: {}, {}",
+            count(allocated.iter().map(|group| group.count).sum(), "region"),
+            bytes(allocated.iter().map(|group| group.bytes).sum()),
+        );
+        let rows: Vec<Vec<String>> = allocated
+            .iter()
+            .take(LISTED_GROUPS)
+            .map(|group| {
+                let name = if group.name.is_empty() {
+                    format!("[{}]", group.kind)
+                } else {
+                    group.name.clone()
+                };
+                vec![
+                    name,
+                    group.perms.clone(),
+                    count(group.count, "region"),
+                    bytes(group.bytes),
+                ]
+            })
+            .collect();
+        for line in table(&rows, "    ", &[0, 1]) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+    let sites: Vec<_> = program
+        .unreleased
+        .by_stack
+        .iter()
+        .filter(|site| site.kinds.iter().any(|kind| *kind != "file"))
+        .collect();
+    if !sites.is_empty() {
+        out.push_str("  allocated and unreleased at exit, by call site:\n");
+    }
+    for site in sites.into_iter().take(LISTED_GROUPS) {
+        let _ = writeln!(out, "    {}  {}", call_sites::amount(site), site.call_site);
+    }
+    if program.loaded_regions > 0 {
+        let _ = writeln!(
+            out,
+            "  loaded (libraries, loader mappings, thread stacks), all processes: {}, {}",
+            count(program.loaded_regions, "region"),
+            bytes(program.loaded_bytes),
+        );
+    }
+    let calls: Vec<String> = program
+        .syscalls
+        .rows()
+        .into_iter()
+        .filter(|(_, calls)| calls.calls > 0)
+        .map(|(name, calls)| match calls.failed {
+            0 => format!("{name} {}", calls.calls),
+            failed => format!("{name} {} ({failed} failed)", calls.calls),
+        })
+        .collect();
+    if !calls.is_empty() {
+        let _ = writeln!(out, "  syscalls: {}", calls.join(", "));
+    }
+    for finding in &program.findings {
+        let _ = writeln!(
+            out,
+            "  [{}] in {} (example: pid {}, listed above)",
+            finding.kind.as_str(),
+            count_of(finding.processes, "process", "processes"),
+            finding.example_pid,
+        );
+    }
 }
 
 fn cgroup_heading(out: &mut String, group: &CgroupReport) {
@@ -68,8 +198,12 @@ fn cgroup_heading(out: &mut String, group: &CgroupReport) {
     };
     let _ = writeln!(
         out,
-        "cgroup {name}: {} ({} running), {} in {}, unreleased {} in {}",
+        "cgroup {name}: {}{} ({} running), {} in {}, unreleased {} in {}",
         count_of(group.pids.len() as u64, "process", "processes"),
+        match group.folded_processes {
+            0 => String::new(),
+            folded => format!(" and {folded} folded"),
+        },
         group.live_processes,
         bytes(group.bytes),
         count(group.regions, "region"),
@@ -81,10 +215,19 @@ fn cgroup_heading(out: &mut String, group: &CgroupReport) {
 fn header(out: &mut String, report: &Report) {
     let _ = writeln!(
         out,
-        "memtrace {}: {}, {}, {} lost",
+        "memtrace {}: {}, {}{}, {} lost",
         report.source.as_str(),
         count(report.events, "event"),
         count_of(report.processes.len() as u64, "process", "processes"),
+        match report
+            .exited
+            .iter()
+            .map(|program| program.processes)
+            .sum::<u64>()
+        {
+            0 => String::new(),
+            folded => format!(" (and {folded} exited, folded by program)"),
+        },
         report.lost_events,
     );
     if let Some(backend) = &report.backend {
@@ -257,18 +400,16 @@ fn kind_table(out: &mut String, process: &ProcessReport) {
 
 /// What a program loads rather than allocates: its executable, libraries and loader mappings
 /// (files), and thread stacks.
-fn is_loaded(group: &UnreleasedGroup) -> bool {
-    group.kind == "file" || group.regions.iter().all(|region| region.thread_stack)
-}
-
 fn unreleased(out: &mut String, report: &Report, process: &ProcessReport) {
     let unreleased = &process.unreleased;
     if unreleased.total_regions == 0 {
         out.push_str("  unreleased: nothing\n");
         return;
     }
-    let (loaded, allocated): (Vec<&UnreleasedGroup>, Vec<&UnreleasedGroup>) =
-        unreleased.groups.iter().partition(|group| is_loaded(group));
+    let (loaded, allocated): (Vec<&UnreleasedGroup>, Vec<&UnreleasedGroup>) = unreleased
+        .groups
+        .iter()
+        .partition(|group| group.is_loaded());
     let total = |groups: &[&UnreleasedGroup]| {
         (
             groups.iter().map(|group| group.count).sum::<u64>(),

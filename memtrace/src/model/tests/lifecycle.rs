@@ -460,3 +460,124 @@ fn a_stack_read_after_its_process_exit_still_names_its_region() {
     assert!(stacked(A));
     assert!(!stacked(A + 0x100000));
 }
+
+/// Forks and ends `count` children of PARENT, folding after each exit as the pipeline does;
+/// returns the pids shown to `fold` and those forgotten.
+fn churn_children(
+    feed: &mut Feed,
+    count: u32,
+    keep: usize,
+    fold: &mut dyn FnMut(crate::model::ProcessView<'_>) -> crate::model::Fold,
+) -> Vec<u32> {
+    let mut forgotten = Vec::new();
+    for index in 0..count {
+        let child = 1000 + index;
+        feed.fork(PARENT, child, false, false)
+            .mmap_anon(child, A, PAGE, RW)
+            .exit(child, 0);
+        forgotten.extend(feed.model.fold_exited(keep, fold));
+    }
+    forgotten
+}
+
+#[test]
+fn exited_processes_past_the_most_recent_are_folded_away() {
+    let mut feed = Feed::new();
+    feed.mmap_anon(PARENT, A, PAGE, RW);
+    let mut shown = Vec::new();
+    let forgotten = churn_children(&mut feed, 100, 5, &mut |view| {
+        let process = view.process();
+        assert!(process.exit().is_some(), "only exited processes are folded");
+        // Its layout at exit is there for its report.
+        assert_eq!(view.unreleased().count(), 1);
+        shown.push(process.pid());
+        crate::model::Fold::Away
+    });
+    // Oldest exit first, each once; the five most recent stay.
+    assert_eq!(shown, (1000..1095).collect::<Vec<u32>>());
+    assert_eq!(forgotten, shown);
+    assert_eq!(feed.model.process_count(), 6);
+    assert!(feed.model.process(1094).is_none());
+    assert!(feed.model.process(1095).is_some());
+    // The parent goes on as before.
+    feed.assert_layout(PARENT, &[(A, A + PAGE, "rw-p", Anon, "")]);
+}
+
+#[test]
+fn a_process_kept_in_full_is_not_shown_again() {
+    let mut feed = Feed::new();
+    let mut shown = Vec::new();
+    churn_children(&mut feed, 10, 0, &mut |view| {
+        let pid = view.process().pid();
+        shown.push(pid);
+        if pid == 1003 {
+            crate::model::Fold::Keep
+        } else {
+            crate::model::Fold::Away
+        }
+    });
+    assert_eq!(shown, (1000..1010).collect::<Vec<u32>>());
+    let mut again = Vec::new();
+    feed.model.fold_exited(0, &mut |view| {
+        again.push(view.process().pid());
+        crate::model::Fold::Away
+    });
+    assert!(again.is_empty());
+    let pids: Vec<u32> = feed
+        .model
+        .processes()
+        .map(|view| view.process().pid())
+        .collect();
+    assert_eq!(pids, [PARENT, 1003]);
+}
+
+#[test]
+fn a_folded_pids_late_events_are_ignored_and_a_new_process_may_take_it() {
+    let mut feed = Feed::new();
+    churn_children(&mut feed, 3, 0, &mut |_| crate::model::Fold::Away);
+    assert_eq!(feed.model.process_count(), 1);
+    let exit_ns = feed.time_ns;
+    let ignored = feed.model.ignored_events();
+    // A stack sample or syscall record of the first child read late: made before its exit.
+    let late = Event {
+        time_ns: exit_ns - 10_000,
+        pid: 1002,
+        tid: 1002,
+        comm: Comm::from_str_lossy("late"),
+        abi: Abi::X86_64,
+        body: EventBody::Syscall(SyscallRecord {
+            syscall: Syscall::Mmap,
+            args: [0, PAGE, RW, ANON, u64::MAX, 0],
+            ret: (A + 0x100000) as i64,
+            entry_ns: exit_ns - 10_500,
+            string: None,
+            file: None,
+        }),
+    };
+    feed.model.apply(&late);
+    assert_eq!(feed.model.ignored_events(), ignored + 1);
+    assert!(
+        feed.model.process(1002).is_none(),
+        "no process made of a straggler"
+    );
+    // The pid taken again by a new process: a process of its own.
+    feed.fork(PARENT, 1002, false, false)
+        .mmap_anon(1002, A, 2 * PAGE, RW);
+    feed.assert_layout(1002, &[(A, A + 2 * PAGE, "rw-p", Anon, "")]);
+}
+
+#[test]
+fn a_child_memtrace_does_not_trace_is_not_kept() {
+    let mut feed = Feed::new();
+    feed.mmap_anon(PARENT, A, PAGE, RW);
+    let fork = crate::event::ForkRecord {
+        child_pid: CHILD,
+        child_tid: CHILD,
+        thread: false,
+        shares_mm: false,
+        untraced: true,
+    };
+    feed.send(PARENT, PARENT, EventBody::Fork(fork));
+    assert!(feed.model.process(CHILD).is_none());
+    assert_eq!(feed.model.process_count(), 1);
+}

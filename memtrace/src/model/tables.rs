@@ -1,0 +1,109 @@
+//! Where the model keeps its processes and address spaces: indexed like vectors, but an
+//! exited process folded away ([`super::exited`]) leaves nothing behind, so the model's memory
+//! follows the processes it holds, not every process it ever saw.
+
+use std::collections::BTreeMap;
+use std::ops::{Index, IndexMut};
+
+use crate::model::address_space::AddressSpace;
+use crate::model::process::{MmId, Process};
+
+/// Processes by id. Ids are handed out in order of first appearance and never reused, so
+/// iterating in id order lists processes as they appeared.
+#[derive(Debug, Default)]
+pub(crate) struct ProcessTable {
+    by_id: BTreeMap<usize, Process>,
+    next: usize,
+}
+
+impl ProcessTable {
+    pub(crate) fn push(&mut self, process: Process) -> usize {
+        let id = self.next;
+        self.next += 1;
+        self.by_id.insert(id, process);
+        id
+    }
+
+    pub(crate) fn remove(&mut self, id: usize) -> Option<Process> {
+        self.by_id.remove(&id)
+    }
+
+    /// In order of first appearance.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Process> + '_ {
+        self.by_id.values()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+}
+
+impl Index<usize> for ProcessTable {
+    type Output = Process;
+
+    fn index(&self, id: usize) -> &Process {
+        &self.by_id[&id]
+    }
+}
+
+impl IndexMut<usize> for ProcessTable {
+    fn index_mut(&mut self, id: usize) -> &mut Process {
+        self.by_id
+            .get_mut(&id)
+            .expect("a process id the model handed out and still holds")
+    }
+}
+
+/// An address space and how many live processes run on it (more than one only while a vfork
+/// child borrows its parent's).
+#[derive(Debug)]
+pub(crate) struct Mm {
+    pub(crate) space: AddressSpace,
+    pub(crate) users: u32,
+}
+
+/// Address spaces by id; the slot of one released is given to the next.
+#[derive(Debug, Default)]
+pub(crate) struct MmTable {
+    slots: Vec<Mm>,
+    free: Vec<usize>,
+}
+
+impl MmTable {
+    pub(crate) fn add(&mut self, space: AddressSpace) -> MmId {
+        let mm = Mm { space, users: 1 };
+        match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = mm;
+                MmId(slot)
+            }
+            None => {
+                self.slots.push(mm);
+                MmId(self.slots.len() - 1)
+            }
+        }
+    }
+
+    /// Frees the space of a folded process (no one else uses an exited process's space).
+    pub(crate) fn release(&mut self, id: MmId) {
+        self.slots[id.0] = Mm {
+            space: AddressSpace::new(),
+            users: 0,
+        };
+        self.free.push(id.0);
+    }
+}
+
+impl Index<MmId> for MmTable {
+    type Output = Mm;
+
+    fn index(&self, id: MmId) -> &Mm {
+        &self.slots[id.0]
+    }
+}
+
+impl IndexMut<MmId> for MmTable {
+    fn index_mut(&mut self, id: MmId) -> &mut Mm {
+        &mut self.slots[id.0]
+    }
+}
