@@ -1,7 +1,7 @@
 //! Real stacks: the leaker (testdata/leaker.c) is built with gcc at test time, stopped by ptrace
 //! at the mmap its malloc makes inside libc, unwound and symbolized.
 
-mod programs;
+pub(super) mod programs;
 mod tracee;
 
 use std::{
