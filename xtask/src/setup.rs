@@ -53,6 +53,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ),
     ("git", "the fidelity test on git"),
     (
+        "libc6-dbg",
+        "glibc's DWARF: the symbolizer's tests name libc's frames from it, unit by unit",
+    ),
+    (
         "bpftool",
         "the in-flight test plants a stale entry in a map",
     ),

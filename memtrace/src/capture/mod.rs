@@ -43,38 +43,51 @@ pub enum Captured {
 /// How long a record may wait in a quiet ring before it is read anyway.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
-/// Stack samples read but not yet taken by the session, at most. Unwinding costs far more than
-/// reading, so under a flood of sampled calls the samples (up to 8 KiB each) would pile up in
-/// memtrace's memory without bound (2.5 GB measured with every call sampled); past this many
-/// the reader drops samples, counted as not sampled like a full stack ring, and never an event.
-const MAX_SAMPLES_IN_FLIGHT: u64 = 8192;
+/// Stack samples read but not yet taken by the session, at most, in bytes. Unwinding costs far
+/// more than reading, so under a flood of sampled calls the samples (up to 8 KiB each) would
+/// pile up in memtrace's memory without bound (2.5 GB measured with every call sampled); past
+/// this the reader drops samples, counted as not sampled like a full stack ring, and never an
+/// event. As much as the default stack ring holds: a session that keeps up has a drain or two
+/// in flight (at most about 2 MiB for 5000 short-lived children on 2 cores). Counted in bytes,
+/// as samples differ in size (8192 samples could hold 64 MiB).
+const MAX_SAMPLE_BYTES_IN_FLIGHT: u64 = 8 << 20;
 
 /// The samples between the reader and the session, shared by both.
 #[derive(Debug, Default)]
 struct Backlog {
-    in_flight: AtomicU64,
+    /// What the samples in flight hold ([`held_bytes`]).
+    bytes_in_flight: AtomicU64,
     dropped: AtomicU64,
 }
 
 impl Backlog {
     /// Whether a sample just read may go on (then it counts as in flight).
-    fn admit(&self) -> bool {
-        if self.in_flight.load(Ordering::Relaxed) >= MAX_SAMPLES_IN_FLIGHT {
+    fn admit(&self, sample: &StackCapture) -> bool {
+        let bytes = held_bytes(sample);
+        if self.bytes_in_flight.load(Ordering::Relaxed) + bytes > MAX_SAMPLE_BYTES_IN_FLIGHT {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in_flight.fetch_add(bytes, Ordering::Relaxed);
         true
     }
 
     /// The session took these captures.
     fn taken(&self, batch: &[Captured]) {
-        let samples = batch
+        let bytes = batch
             .iter()
-            .filter(|captured| matches!(captured, Captured::Stack(_)))
-            .count() as u64;
-        self.in_flight.fetch_sub(samples, Ordering::Relaxed);
+            .map(|captured| match captured {
+                Captured::Stack(sample) => held_bytes(sample),
+                Captured::Event(_) => 0,
+            })
+            .sum();
+        self.bytes_in_flight.fetch_sub(bytes, Ordering::Relaxed);
     }
+}
+
+/// The memory a sample holds until the session takes it: its stack bytes and its capture.
+fn held_bytes(sample: &StackCapture) -> u64 {
+    (sample.sample.stack.len() + std::mem::size_of::<Captured>()) as u64
 }
 
 /// What the reader could not turn into events.
@@ -85,7 +98,7 @@ pub struct CaptureCounts {
     /// Execs whose image could not be read back (the file vanished, or is not ELF): their
     /// layout lacks the executable's and interpreter's mappings.
     pub unreadable_images: u64,
-    /// Stack samples dropped because the session was [`MAX_SAMPLES_IN_FLIGHT`] behind.
+    /// Stack samples dropped because the session was [`MAX_SAMPLE_BYTES_IN_FLIGHT`] behind.
     pub stacks_dropped: u64,
 }
 
@@ -167,7 +180,7 @@ impl Capture {
         while let Some(record) = self.stacks.next() {
             match decode::decode(&record) {
                 Ok(Decoded::Stack(stack)) => {
-                    if self.backlog.admit() {
+                    if self.backlog.admit(&stack) {
                         self.pairing.sampled(stack);
                     }
                 }
@@ -265,5 +278,53 @@ fn push_kernel_mappings(
             log::warn!("pid {}: exec layout incomplete: {error}", exec.pid);
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        event::{Abi, Comm},
+        stacks::{StackAbi, StackSample},
+    };
+
+    fn sample(stack_bytes: usize) -> StackCapture {
+        StackCapture {
+            time_ns: 1,
+            pid: 2,
+            tid: 2,
+            comm: Comm::default(),
+            abi: Abi::X86_64,
+            sample: StackSample {
+                abi: StackAbi::X86_64,
+                ip: 0,
+                sp: 0,
+                bp: 0,
+                stack: vec![0; stack_bytes],
+            },
+        }
+    }
+
+    /// Samples are admitted while their bytes fit, then dropped and counted, until the
+    /// session takes some.
+    #[test]
+    fn the_backlog_is_bounded_by_bytes() {
+        let backlog = Backlog::default();
+        let full = sample(8192);
+        let fitting = MAX_SAMPLE_BYTES_IN_FLIGHT / held_bytes(&full);
+        let admitted: Vec<StackCapture> = (0..fitting + 10)
+            .map(|_| full.clone())
+            .filter(|sample| backlog.admit(sample))
+            .collect();
+        assert_eq!(admitted.len() as u64, fitting);
+        assert_eq!(backlog.dropped.load(Ordering::Relaxed), 10);
+        // A small sample may still fit where a full one does not.
+        assert!(backlog.admit(&sample(16)));
+
+        let taken: Vec<Captured> = admitted.into_iter().map(Captured::Stack).collect();
+        backlog.taken(&taken);
+        assert!(backlog.admit(&full));
+        assert_eq!(backlog.dropped.load(Ordering::Relaxed), 10);
     }
 }

@@ -25,6 +25,7 @@
 //! Return addresses point after their call; [`symbolize_stack`] looks them up one byte earlier,
 //! and callers that name frames one by one should do the same.
 
+mod dwarf;
 mod elf;
 mod frame_pointer;
 pub mod mapped_file;

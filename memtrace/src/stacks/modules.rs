@@ -6,11 +6,13 @@
 //! here, by whichever asks first, and kept by build (its build-id, or for a file without one,
 //! that file version), so containers made from one image share one parse of each library.
 //!
-//! Everything a module is needed for is read when its file is opened (unwind sections,
-//! symbols, DWARF and a separate debug file), and the file is closed then: files are read,
+//! What a module is needed for is read when its file is opened (unwind sections, symbols,
+//! and the bytes of its own DWARF sections), and the file is closed then: files are read,
 //! never mapped nor kept open, so a file overwritten in place later cannot change a cached
-//! module. In a live session every module a stack passes through is unwound and then
-//! symbolized, so reading both parts at once costs no read that would not happen anyway.
+//! module. Parsing DWARF, and finding and reading a separate debug file, wait until a frame
+//! of the module is first named ([`SymbolModule`]): in a live session that is the report,
+//! after the rings are unmapped, so the largest part of what call stacks cost is never held
+//! at the same time as the rings.
 //!
 //! Which build a path stands for (the unwinder's latest read, the symbolizer's first sight)
 //! is each user's own business: the cache only answers "what is this file" and "what is this

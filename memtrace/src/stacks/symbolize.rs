@@ -24,13 +24,17 @@
 //!   remembered, so a file that appears later is read then.
 //!
 //! Files are read, never mapped, so a file overwritten in place cannot change a cached module.
+//!
+//! A module's DWARF is parsed, and its separate debug file found and read, only when one of
+//! its addresses is first named ([`SymbolModule`]); the debug file is verified then, so one
+//! that changed since first sight gives symbol-table names, never another build's.
 
 use std::{
     borrow::Cow,
+    cell::{Cell, OnceCell},
     collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     rc::Rc,
-    sync::Arc,
 };
 
 use object::{Object, ObjectSymbol, SymbolKind};
@@ -39,12 +43,11 @@ use std::io::Read as _;
 use crate::file_access::{open_regular, Links};
 
 use super::{
+    dwarf::{DwarfNames, DwarfSections, Name},
     elf::{self, ElfFile, LoadSegment},
     modules::{Module, ModuleCache, ModuleKey, SharedModules},
     Frame, MappedFile,
 };
-
-type DwarfReader = gimli::EndianArcSlice<gimli::RunTimeEndian>;
 
 /// Names addresses of module files, reading each module once through its [`ModuleCache`].
 pub struct Symbolizer {
@@ -206,45 +209,93 @@ pub struct Registered {
 }
 
 /// What the symbolizer needs of one module build.
+///
+/// Its segments and symbol table are read at first sight; its DWARF only when one of its
+/// addresses is first named (a live session names frames in its report, once the rings are
+/// gone): parsed DWARF is most of what call stacks cost. The module's own DWARF sections are
+/// copied at first sight, so they come from the very file the process mapped whatever happens
+/// to it later; a separate debug file is looked for when first needed and used only if it is
+/// the same build (build-id, or the debuglink's checksum), so a debug file changed meanwhile
+/// gives no DWARF names, never another build's.
 #[derive(Default)]
 pub(super) struct SymbolModule {
     segments: Vec<LoadSegment>,
-    dwarf: Option<addr2line::Context<DwarfReader>>,
     symbols: SymbolTable,
+    /// Where its DWARF is, until it is read into `debug_info`.
+    unread: Cell<Option<DwarfSource>>,
+    debug_info: OnceCell<DebugInfo>,
 }
 
-/// One function an address belongs to.
-#[derive(Default)]
-struct Name {
-    function: Option<String>,
-    file: Option<String>,
-    line: Option<u32>,
+/// Where a module's DWARF is to be read from.
+struct DwarfSource {
+    /// The module's own sections, if it has `.debug_info`.
+    own: Option<DwarfSections>,
+    /// Where to look for a separate debug file when the module has no usable DWARF itself.
+    separate: DebugFileLookup,
+}
+
+/// How a module's separate debug file is found and recognised.
+struct DebugFileLookup {
+    /// The module's path (the debuglink names a file next to it).
+    module_path: PathBuf,
+    build_id: Option<Vec<u8>>,
+    /// The `.gnu_debuglink` name and the checksum of the file it names.
+    debuglink: Option<(Vec<u8>, u32)>,
+    debug_directory: PathBuf,
+}
+
+/// A module's DWARF once read, and the symbol table to use with it.
+struct DebugInfo {
+    dwarf: Option<DwarfNames>,
+    /// The module's symbols with its debug file's (static functions, e.g. glibc's
+    /// `sysmalloc`), when a debug file was read; else the module's own are used.
+    symbols: Option<SymbolTable>,
 }
 
 impl SymbolModule {
-    /// Reads the module `file` (opened from `path`), and its separate debug file (looked for
-    /// under `debug_directory`) if it has no DWARF itself.
+    /// Reads what the module `file` (opened from `path`) needs at first sight; its DWARF, or
+    /// its separate debug file (looked for under `debug_directory`), waits for the first name.
     pub(super) fn read<'data>(
         path: &Path,
         file: &impl Object<'data>,
         debug_directory: &Path,
     ) -> Self {
-        let mut module = Self {
-            segments: elf::load_segments(file),
-            dwarf: load_dwarf(file),
-            symbols: SymbolTable::read(file),
+        let source = DwarfSource {
+            own: DwarfSections::read(file),
+            separate: DebugFileLookup {
+                module_path: path.to_path_buf(),
+                build_id: elf::build_id(file),
+                debuglink: file
+                    .gnu_debuglink()
+                    .ok()
+                    .flatten()
+                    .map(|(name, crc)| (name.to_vec(), crc)),
+                debug_directory: debug_directory.to_path_buf(),
+            },
         };
-        if module.dwarf.is_none() {
-            let build_id = elf::build_id(file);
-            let debug_file = separate_debug_file(path, file, build_id.as_deref(), debug_directory);
-            if let Some(debug_file) = debug_file {
-                if let Some(debug) = debug_file.parse() {
-                    module.dwarf = load_dwarf(&debug);
-                    module.symbols.add(SymbolTable::read(&debug));
-                }
-            }
+        Self {
+            segments: elf::load_segments(file),
+            symbols: SymbolTable::read(file),
+            unread: Cell::new(Some(source)),
+            debug_info: OnceCell::new(),
         }
-        module
+    }
+
+    /// Whether its DWARF was read (for tests: it must wait for a name).
+    #[cfg(test)]
+    pub(super) fn dwarf_read(&self) -> bool {
+        self.debug_info.get().is_some()
+    }
+
+    /// Its DWARF, read and parsed the first time it is asked for.
+    fn debug_info(&self) -> &DebugInfo {
+        self.debug_info.get_or_init(|| match self.unread.take() {
+            Some(source) => source.read(&self.symbols),
+            None => DebugInfo {
+                dwarf: None,
+                symbols: None,
+            },
+        })
     }
 
     /// The functions at `file_offset`, innermost first; empty when nothing names it.
@@ -252,19 +303,21 @@ impl SymbolModule {
         let Some(svma) = elf::svma_of_file_offset(&self.segments, file_offset) else {
             return Vec::new();
         };
-        let mut names = self
+        let debug_info = self.debug_info();
+        let symbols = debug_info.symbols.as_ref().unwrap_or(&self.symbols);
+        let mut names = debug_info
             .dwarf
             .as_ref()
-            .map(|dwarf| dwarf_names(dwarf, svma))
+            .map(|dwarf| dwarf.names_at(svma))
             .unwrap_or_default();
         // DWARF may place the address (a line) without naming its function, or not know it
         // at all (code from objects built without -g): the symbol table names it then.
         match names.last_mut() {
             Some(outermost) if outermost.function.is_none() => {
-                outermost.function = self.symbols.name_at(svma).map(str::to_string);
+                outermost.function = symbols.name_at(svma).map(str::to_string);
             }
             Some(_) => {}
-            None => names.extend(self.symbols.name_at(svma).map(|function| Name {
+            None => names.extend(symbols.name_at(svma).map(|function| Name {
                 function: Some(function.to_string()),
                 ..Name::default()
             })),
@@ -273,91 +326,74 @@ impl SymbolModule {
     }
 }
 
-/// The DWARF functions at `svma`, innermost first.
-fn dwarf_names(dwarf: &addr2line::Context<DwarfReader>, svma: u64) -> Vec<Name> {
-    let mut names = Vec::new();
-    let Ok(mut frames) = dwarf.find_frames(svma).skip_all_loads() else {
-        return names;
-    };
-    while let Ok(Some(frame)) = frames.next() {
-        let function = frame
-            .function
-            .as_ref()
-            .and_then(|name| name.demangle().ok())
-            .map(Cow::into_owned);
-        let (file, line) = frame
-            .location
-            .map(|location| (location.file.map(str::to_string), location.line))
-            .unwrap_or_default();
-        if function.is_some() || file.is_some() {
-            names.push(Name {
-                function,
-                file,
-                line,
-            });
+impl DwarfSource {
+    /// The module's own DWARF, else its separate debug file's, with that file's symbols.
+    fn read(self, module_symbols: &SymbolTable) -> DebugInfo {
+        if let Some(dwarf) = self.own.and_then(DwarfNames::parse) {
+            return DebugInfo {
+                dwarf: Some(dwarf),
+                symbols: None,
+            };
+        }
+        let Some(debug_file) = self.separate.find() else {
+            return DebugInfo {
+                dwarf: None,
+                symbols: None,
+            };
+        };
+        let Some(debug) = debug_file.parse() else {
+            return DebugInfo {
+                dwarf: None,
+                symbols: None,
+            };
+        };
+        let mut symbols = module_symbols.clone();
+        symbols.add(SymbolTable::read(&debug));
+        DebugInfo {
+            dwarf: DwarfSections::read(&debug).and_then(DwarfNames::parse),
+            symbols: Some(symbols),
         }
     }
-    names
 }
 
-/// The DWARF of `file`, copied out of it, or `None` if it has no `.debug_info`.
-fn load_dwarf<'data>(file: &impl Object<'data>) -> Option<addr2line::Context<DwarfReader>> {
-    file.section_by_name(".debug_info")?;
-    let endian = if file.is_little_endian() {
-        gimli::RunTimeEndian::Little
-    } else {
-        gimli::RunTimeEndian::Big
-    };
-    let dwarf = gimli::Dwarf::load(|section| -> Result<DwarfReader, gimli::Error> {
-        let data: Arc<[u8]> = elf::section_bytes(file, section.name())
-            .map(|section| section.data)
-            .unwrap_or_else(|| Arc::from(&[][..]));
-        Ok(gimli::EndianArcSlice::new(data, endian))
-    })
-    .ok()?;
-    addr2line::Context::from_dwarf(dwarf).ok()
-}
-
-/// Debian and others ship debug information in separate files, found by build-id or by the
-/// `.gnu_debuglink` name. A candidate is used only if it is the same build.
-fn separate_debug_file<'data>(
-    path: &Path,
-    file: &impl Object<'data>,
-    build_id: Option<&[u8]>,
-    debug_directory: &Path,
-) -> Option<ElfFile> {
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(build_id) = build_id.filter(|id| id.len() >= 2) {
-        let hex: String = build_id.iter().map(|byte| format!("{byte:02x}")).collect();
-        candidates.push(
-            debug_directory
-                .join(".build-id")
-                .join(&hex[..2])
-                .join(format!("{}.debug", &hex[2..])),
-        );
+impl DebugFileLookup {
+    /// Debian and others ship debug information in separate files, found by build-id or by
+    /// the `.gnu_debuglink` name. A candidate is used only if it is the same build.
+    fn find(&self) -> Option<ElfFile> {
+        let build_id = self.build_id.as_deref();
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        if let Some(build_id) = build_id.filter(|id| id.len() >= 2) {
+            let hex: String = build_id.iter().map(|byte| format!("{byte:02x}")).collect();
+            candidates.push(
+                self.debug_directory
+                    .join(".build-id")
+                    .join(&hex[..2])
+                    .join(format!("{}.debug", &hex[2..])),
+            );
+        }
+        if let (Some((name, _crc)), Some(directory)) = (&self.debuglink, self.module_path.parent())
+        {
+            let name = String::from_utf8_lossy(name).into_owned();
+            candidates.push(directory.join(&name));
+            candidates.push(directory.join(".debug").join(&name));
+            let relative = directory.strip_prefix("/").unwrap_or(directory);
+            candidates.push(self.debug_directory.join(relative).join(&name));
+        }
+        let expected_crc = self.debuglink.as_ref().map(|(_, crc)| *crc);
+        candidates.into_iter().find_map(|candidate| {
+            // /usr/lib/debug/.build-id/xx/yyyy.debug are links to the debug files.
+            let debug = ElfFile::open(&candidate, Links::Follow).ok()?;
+            let same_build = {
+                let parsed = debug.parse()?;
+                match (build_id, elf::build_id(&parsed)) {
+                    (Some(ours), Some(theirs)) => ours == theirs,
+                    // Without build-ids only the debuglink's checksum of the whole file can tell.
+                    _ => expected_crc.is_some_and(|crc| crc32_of_file(&candidate) == Some(crc)),
+                }
+            };
+            same_build.then_some(debug)
+        })
     }
-    let link = file.gnu_debuglink().ok().flatten();
-    if let (Some((name, _crc)), Some(directory)) = (link, path.parent()) {
-        let name = String::from_utf8_lossy(name).into_owned();
-        candidates.push(directory.join(&name));
-        candidates.push(directory.join(".debug").join(&name));
-        let relative = directory.strip_prefix("/").unwrap_or(directory);
-        candidates.push(debug_directory.join(relative).join(&name));
-    }
-    let expected_crc = link.map(|(_, crc)| crc);
-    candidates.into_iter().find_map(|candidate| {
-        // /usr/lib/debug/.build-id/xx/yyyy.debug are links to the debug files.
-        let debug = ElfFile::open(&candidate, Links::Follow).ok()?;
-        let same_build = {
-            let parsed = debug.parse()?;
-            match (build_id, elf::build_id(&parsed)) {
-                (Some(ours), Some(theirs)) => ours == theirs,
-                // Without build-ids only the debuglink's checksum of the whole file can tell.
-                _ => expected_crc.is_some_and(|crc| crc32_of_file(&candidate) == Some(crc)),
-            }
-        };
-        same_build.then_some(debug)
-    })
 }
 
 fn crc32_of_file(path: &Path) -> Option<u32> {
@@ -370,12 +406,13 @@ fn crc32_of_file(path: &Path) -> Option<u32> {
 }
 
 /// Function symbols by address, for modules (or addresses) without DWARF.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct SymbolTable {
     /// Sorted by address; one symbol per address, the preferred alias.
     sorted: Vec<Symbol>,
 }
 
+#[derive(Clone)]
 struct Symbol {
     address: u64,
     size: u64,

@@ -1,15 +1,21 @@
 //! Real stacks: the leaker (testdata/leaker.c) is built with gcc at test time, stopped by ptrace
 //! at the mmap its malloc makes inside libc, unwound and symbolized.
 
-mod programs;
+pub(super) mod programs;
 mod tracee;
 
-use std::fs;
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use programs::{build_leaker, file_offset_of_function, leaker_line, TempDir};
 use tracee::{capture_large_mmap, Capture};
 
-use super::{symbolize_stack, Frame, ModuleCache, StackAbi, Symbolizer, Unwinder};
+use super::{
+    modules::ModuleKey, symbolize_stack, Frame, ModuleCache, StackAbi, Symbolizer, Unwinder,
+};
 
 const MAX_FRAMES: usize = 64;
 
@@ -304,4 +310,107 @@ fn a_replaced_module_keeps_the_build_seen_first() {
             .function,
         None
     );
+}
+
+/// A module's DWARF is parsed when one of its frames is first named, not when the unwinder
+/// reads the module: in a live session, not while the rings are mapped.
+#[test]
+fn dwarf_waits_for_the_first_name() {
+    let dir = TempDir::new("dwarf-deferred");
+    let binary = build_leaker(&dir, "leaker", &["-fomit-frame-pointer"]);
+    let offset = file_offset_of_function(&binary, "process_image");
+    let capture = capture_large_mmap(&binary, StackAbi::X86_64);
+    let modules = ModuleCache::new().shared();
+    let mut unwinder = Unwinder::with_modules(modules.clone());
+    let mut symbolizer = Symbolizer::with_modules(modules.clone());
+    unwinder.unwind(&capture.sample, &capture.modules, MAX_FRAMES);
+    let program = binary.to_str().unwrap();
+    let build_id = unwinder.module_build_id(program).unwrap().to_vec();
+    let module = || {
+        modules
+            .borrow()
+            .build(&ModuleKey::BuildId(build_id.clone()))
+            .expect("the unwinder read the program")
+    };
+    assert!(!module().symbols.dwarf_read());
+
+    let named = symbolizer.symbolize_inlined(program, Some(&build_id), offset);
+    assert!(module().symbols.dwarf_read());
+    assert_eq!(named[0].function.as_deref(), Some("process_image"));
+    assert!(
+        named[0]
+            .file
+            .as_deref()
+            .is_some_and(|file| file.ends_with("leaker.c")),
+        "{named:?}"
+    );
+}
+
+/// Splits `binary`'s debug information into `debug_directory/.build-id/xx/yyyy.debug`, as
+/// distributions ship it, and returns that path.
+fn split_debug_info(binary: &Path, build_id: &[u8], debug_directory: &Path) -> PathBuf {
+    let hex: String = build_id.iter().map(|byte| format!("{byte:02x}")).collect();
+    let debug_file = debug_directory
+        .join(".build-id")
+        .join(&hex[..2])
+        .join(format!("{}.debug", &hex[2..]));
+    fs::create_dir_all(debug_file.parent().unwrap()).unwrap();
+    let objcopy = |args: &[&std::ffi::OsStr]| {
+        let status = Command::new("objcopy").args(args).status().unwrap();
+        assert!(status.success(), "objcopy {args:?}");
+    };
+    objcopy(&[
+        "--only-keep-debug".as_ref(),
+        binary.as_os_str(),
+        debug_file.as_os_str(),
+    ]);
+    objcopy(&["--strip-debug".as_ref(), binary.as_os_str()]);
+    debug_file
+}
+
+/// A separate debug file is read when a frame is first named and checked then: the one of the
+/// build first seen names file and line; one replaced meanwhile by another build's gives the
+/// symbol table's name and no file or line, never the other build's.
+#[test]
+fn a_debug_file_is_checked_when_it_is_read() {
+    let dir = TempDir::new("debug-file");
+    let debug_directory = dir.path().join("debug");
+    let first = build_leaker(&dir, "first", &["-fomit-frame-pointer"]);
+    let other = build_leaker(&dir, "other", &["-fomit-frame-pointer", "-DOTHER_BUILD"]);
+    let offset = file_offset_of_function(&first, "process_image");
+    let id_of = |binary: &Path| {
+        Symbolizer::new()
+            .build_id(binary.to_str().unwrap())
+            .unwrap()
+    };
+    let (first_id, other_id) = (id_of(&first), id_of(&other));
+    assert_ne!(first_id, other_id);
+    let debug_file = split_debug_info(&first, &first_id, &debug_directory);
+    let other_debug = split_debug_info(&other, &other_id, &dir.path().join("other-debug"));
+    let module = first.to_str().unwrap();
+
+    // Read now, named later: the debug file still holds the same build.
+    let mut symbolizer = Symbolizer::with_debug_directory(&debug_directory);
+    assert_eq!(symbolizer.build_id(module), Some(first_id.clone()));
+    let named = symbolizer.symbolize(module, offset);
+    assert_eq!(named.function.as_deref(), Some("process_image"));
+    assert!(
+        named
+            .file
+            .as_deref()
+            .is_some_and(|file| file.ends_with("leaker.c")),
+        "{named:?}"
+    );
+
+    // Read now, and the debug file replaced by another build's before the first name.
+    let mut symbolizer = Symbolizer::with_debug_directory(&debug_directory);
+    assert_eq!(symbolizer.build_id(module), Some(first_id));
+    fs::copy(&other_debug, &debug_file).unwrap();
+    let named = symbolizer.symbolize(module, offset);
+    assert_eq!(
+        named.function.as_deref(),
+        Some("process_image"),
+        "{named:?}"
+    );
+    assert_eq!((named.file, named.line), (None, None));
 }
