@@ -22,10 +22,8 @@ use crate::{cmd, privilege, workspace::Workspace};
 
 const FOLLOW_CHILDREN: u32 = 5000;
 const TARGET_FOLLOW_MIB: f64 = 64.0;
-/// The replay includes building and writing the report, which lists every process: measured
-/// on 100k processes; the model alone is measured on 1M (`model-forks`).
-const REPLAY_PROCESSES: u64 = 100_000;
-const MODEL_PROCESSES: u64 = 1_000_000;
+/// The issue's own workload: a replay of 1M short-lived processes, with its report.
+const REPLAY_PROCESSES: u64 = 1_000_000;
 const TARGET_REPLAY_MIB: f64 = 1024.0;
 const CHURN_HOURS: u32 = 24;
 
@@ -61,66 +59,43 @@ pub fn measure(workspace: &Workspace, memtrace: &Path, scratch: &Path) -> Result
     let recording_bytes = fs::metadata(&recording)
         .with_context(|| format!("reading the size of {}", recording.display()))?
         .len();
-    let mut replay = Command::new(memtrace);
-    replay
-        .arg("replay")
-        .arg(&recording)
-        .args(["--format", "json", "-o", "/dev/null"]);
-    let replay_kib = peak_rss_kib(&mut replay)?;
-    println!(
-        "footprint: replay of {REPLAY_PROCESSES} processes with their report: peak RSS {:.1} MiB ({} byte recording, {:.0} bytes per process; goal for 1M: <= {TARGET_REPLAY_MIB} MiB)",
-        mib(replay_kib),
-        recording_bytes,
-        replay_kib as f64 * 1024.0 / REPLAY_PROCESSES as f64
-    );
-    // Where the replay's memory goes: the report lists every process in full, and is built
-    // whole and rendered to one string before it is written.
+    // Both report forms: JSON is streamed, text is built whole; exited processes are folded
+    // past the most recent 256 either way.
+    for format in ["json", "text"] {
+        let mut replay = Command::new(memtrace);
+        replay
+            .arg("replay")
+            .arg(&recording)
+            .args(["--format", format, "-o", "/dev/null"]);
+        let replay_kib = peak_rss_kib(&mut replay)?;
+        println!(
+            "footprint: replay of {REPLAY_PROCESSES} processes ({recording_bytes} byte recording), --format {format}: peak RSS {:.1} MiB, goal <= {TARGET_REPLAY_MIB} MiB",
+            mib(replay_kib),
+        );
+    }
+    // Where the replay's memory goes.
     let phases = cmd::read_stdout(Command::new(&example).arg("phases").arg(&recording))?;
+    let _ = fs::remove_file(&recording);
     let phase = |name: &str| -> Option<f64> {
         let mut words = phases.split_whitespace();
         words.find(|word| *word == name)?;
         Some(words.next()?.parse::<f64>().ok()? / 1024.0)
     };
-    if let (Some(model), Some(streamed), Some(report), Some(json)) = (
+    if let (Some(model), Some(streamed), Some(report), Some(json), Some(text)) = (
         phase("model_kib"),
         phase("streamed_peak_kib"),
         phase("report_kib"),
         phase("json_kib"),
+        phase("text_kib"),
     ) {
         println!(
-            "footprint: that replay's RSS after each phase: model {model:.1} MiB, report built {report:.1} MiB, JSON rendered {json:.1} MiB; streamed instead (report::stream): peak {streamed:.1} MiB"
+            "footprint: that replay's RSS after each phase: pipeline fed {model:.1} MiB, JSON streamed (peak) {streamed:.1} MiB, report built {report:.1} MiB, JSON rendered {json:.1} MiB, text rendered {text:.1} MiB"
         );
     }
-    // The 1M-process replay with its report streamed (report::stream, which the JSON
-    // output can use instead of building the report whole): the goal's own workload.
-    let million = scratch.join("forks-1m.mtr");
-    cmd::run(
-        Command::new(&example)
-            .arg("forks")
-            .arg(MODEL_PROCESSES.to_string())
-            .arg(&million),
+    let pipeline = cmd::read_stdout(
+        Command::new(&example).args(["pipeline-forks", &REPLAY_PROCESSES.to_string()]),
     )?;
-    let streamed = cmd::read_stdout(
-        Command::new(&example)
-            .arg("phases")
-            .arg(&million)
-            .arg("streamed"),
-    )?;
-    let _ = fs::remove_file(&million);
-    let streamed_peak = streamed
-        .split_whitespace()
-        .skip_while(|word| *word != "streamed_peak_kib")
-        .nth(1)
-        .and_then(|kib| kib.parse::<u64>().ok())
-        .context("the streamed replay printed no peak")?;
-    println!(
-        "footprint: replay of {MODEL_PROCESSES} processes, JSON report streamed: peak RSS {:.1} MiB, goal <= {TARGET_REPLAY_MIB} MiB",
-        mib(streamed_peak)
-    );
-    let model = cmd::read_stdout(
-        Command::new(&example).args(["model-forks", &MODEL_PROCESSES.to_string()]),
-    )?;
-    println!("footprint: the model alone, {}", model.trim());
+    println!("footprint: the pipeline alone, {}", pipeline.trim());
 
     cmd::step(format!(
         "footprint: a {CHURN_HOURS}-hour attach with steady churn, compressed"
@@ -131,11 +106,22 @@ pub fn measure(workspace: &Workspace, memtrace: &Path, scratch: &Path) -> Result
         .filter_map(|line| line.strip_prefix("churn hour "))
         .filter_map(|rest| rest.split_whitespace().nth(2)?.parse().ok())
         .collect();
-    let churn_events = churn
+    // `churn events N processes K folded F json_bytes … after_reports_rss_kib R peak_kib P`
+    let totals: Vec<&str> = churn
         .lines()
         .find_map(|line| line.strip_prefix("churn events "))
         .unwrap_or("?")
-        .to_owned();
+        .split_whitespace()
+        .collect();
+    let total = |name: &str| -> &str {
+        totals
+            .iter()
+            .position(|word| *word == name)
+            .and_then(|at| totals.get(at + 1))
+            .copied()
+            .unwrap_or("?")
+    };
+    let churn_events = totals.first().copied().unwrap_or("?");
     let regions = cmd::read_stdout(Command::new(&example).args(["regions", "1000000"]))?;
     let per_region = regions.split_whitespace().last().unwrap_or("?").to_owned();
 
@@ -148,6 +134,14 @@ pub fn measure(workspace: &Workspace, memtrace: &Path, scratch: &Path) -> Result
         ),
         _ => bail!("the churn workload printed no hourly RSS:\n{churn}"),
     }
+    let kib_as_mib = |kib: &str| kib.parse::<u64>().map_or(f64::NAN, mib);
+    println!(
+        "footprint: after the {CHURN_HOURS} h: {} processes kept, {} folded; its JSON and text reports built and rendered: RSS {:.1} MiB, peak {:.1} MiB",
+        total("processes"),
+        total("folded"),
+        kib_as_mib(total("after_reports_rss_kib")),
+        kib_as_mib(total("peak_kib")),
+    );
     println!("footprint: one live region costs {per_region} bytes");
     Ok(())
 }
