@@ -239,17 +239,21 @@ fn churn(hours: u64) {
 
 /// The session's JSON and text reports, built and dropped: their sizes.
 fn reports(pipeline: &Pipeline) -> (usize, usize) {
-    let session = session_of(pipeline);
-    let report = memtrace::report::build_with(
-        &pipeline.model,
-        &pipeline.exited,
-        &session,
-        pipeline.exited.options(),
-        &mut memtrace::report::NoNames,
-    );
+    let report = report_of(pipeline);
     let json = memtrace::report::json::render(&report).len();
     let text = memtrace::report::text::render(&report, &Default::default()).len();
     (json, text)
+}
+
+/// The report of the pipeline's session, built whole, frames unnamed.
+fn report_of(pipeline: &Pipeline) -> memtrace::report::Report {
+    memtrace::report::build_with(
+        &pipeline.model,
+        &pipeline.exited,
+        &session_of(pipeline),
+        pipeline.exited.options(),
+        &mut memtrace::report::NoNames,
+    )
 }
 
 fn session_of(pipeline: &Pipeline) -> memtrace::report::SessionInfo {
@@ -330,13 +334,7 @@ fn phases(path: &str) -> Result<(), Box<dyn std::error::Error>> {
         &mut std::io::sink(),
     )?;
     let streamed_peak = status_kib("VmHWM:");
-    let report = memtrace::report::build_with(
-        &pipeline.model,
-        &pipeline.exited,
-        &session,
-        pipeline.exited.options(),
-        &mut memtrace::report::NoNames,
-    );
+    let report = report_of(&pipeline);
     let after_report = rss_kib();
     let json = memtrace::report::json::render(&report);
     let after_json = rss_kib();

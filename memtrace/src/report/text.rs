@@ -10,7 +10,7 @@ use crate::report::cgroups;
 use crate::report::format::{bytes, count, count_of, hex, since, table};
 use crate::report::schema::{
     CgroupReport, ContainerReport, ExecReport, ExitedProgramReport, ProcessReport, Report,
-    UnreleasedGroup,
+    Unreleased, UnreleasedGroup,
 };
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -125,39 +125,13 @@ fn folded_block(out: &mut String, report: &Report, program: &ExitedProgramReport
             count(allocated.iter().map(|group| group.count).sum(), "region"),
             bytes(allocated.iter().map(|group| group.bytes).sum()),
         );
-        let rows: Vec<Vec<String>> = allocated
-            .iter()
-            .take(LISTED_GROUPS)
-            .map(|group| {
-                let name = if group.name.is_empty() {
-                    format!("[{}]", group.kind)
-                } else {
-                    group.name.clone()
-                };
-                vec![
-                    name,
-                    group.perms.clone(),
-                    count(group.count, "region"),
-                    bytes(group.bytes),
-                ]
-            })
-            .collect();
-        for line in table(&rows, "    ", &[0, 1]) {
-            let _ = writeln!(out, "{line}");
-        }
+        group_table(out, report, &allocated);
     }
-    let sites: Vec<_> = program
-        .unreleased
-        .by_stack
-        .iter()
-        .filter(|site| site.kinds.iter().any(|kind| *kind != "file"))
-        .collect();
-    if !sites.is_empty() {
-        out.push_str("  allocated and unreleased at exit, by call site:\n");
-    }
-    for site in sites.into_iter().take(LISTED_GROUPS) {
-        let _ = writeln!(out, "    {}  {}", call_sites::amount(site), site.call_site);
-    }
+    call_site_lines(
+        out,
+        &program.unreleased,
+        "allocated and unreleased at exit, by call site",
+    );
     if program.loaded_regions > 0 {
         let _ = writeln!(
             out,
@@ -428,24 +402,7 @@ fn unreleased(out: &mut String, report: &Report, process: &ProcessReport) {
         );
         group_table(out, report, &allocated);
     }
-    // The call sites of what was allocated: the loader's file mappings have a call site too
-    // (`_dl_map_segments`), which would otherwise top the list of a short program.
-    let allocated_sites: Vec<_> = unreleased
-        .by_stack
-        .iter()
-        .filter(|group| group.kinds.iter().any(|kind| *kind != "file"))
-        .collect();
-    if !allocated_sites.is_empty() {
-        out.push_str("  allocated and unreleased, by call site:\n");
-        for group in allocated_sites.into_iter().take(LISTED_GROUPS) {
-            let _ = writeln!(
-                out,
-                "    {}  {}",
-                call_sites::amount(group),
-                group.call_site
-            );
-        }
-    }
+    call_site_lines(out, unreleased, "allocated and unreleased, by call site");
     if !loaded.is_empty() {
         let (regions, held) = total(&loaded);
         let _ = writeln!(
@@ -454,6 +411,23 @@ fn unreleased(out: &mut String, report: &Report, process: &ProcessReport) {
             count(regions, "region"),
             bytes(held),
         );
+    }
+}
+
+/// The call sites of what was allocated, largest first: the loader's file mappings have a call
+/// site too (`_dl_map_segments`), which would otherwise top the list of a short program.
+fn call_site_lines(out: &mut String, unreleased: &Unreleased, heading: &str) {
+    let sites: Vec<_> = unreleased
+        .by_stack
+        .iter()
+        .filter(|site| site.kinds.iter().any(|kind| *kind != "file"))
+        .collect();
+    if sites.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "  {heading}:");
+    for site in sites.into_iter().take(LISTED_GROUPS) {
+        let _ = writeln!(out, "    {}  {}", call_sites::amount(site), site.call_site);
     }
 }
 
