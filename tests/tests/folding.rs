@@ -132,7 +132,12 @@ fn spawner_session(abi: Abi) {
     // The replay folds the same: the same processes listed, the same folded entry, the same
     // findings.
     let keep = KEEP.to_string();
-    let (output, replayed) = replay_json(&scratch, &recording, &["--keep-exited", &keep]);
+    let stacks = scratch.file("stacks.folded");
+    let (output, replayed) = replay_json(
+        &scratch,
+        &recording,
+        &["--keep-exited", &keep, "--folded", stacks.to_str().unwrap()],
+    );
     assert!(
         output.status.success(),
         "{}",
@@ -149,6 +154,26 @@ fn spawner_session(abi: Abi) {
     assert_eq!(pids(&replayed), pids(report));
     assert_eq!(replayed["exited"], report["exited"]);
     assert_eq!(replayed["findings"], report["findings"]);
+    // The collapsed stacks have the folded children under a root of their own.
+    let stacks = std::fs::read_to_string(&stacks).unwrap();
+    let root = format!(
+        "{} ({count} exited, folded);",
+        folded["comm"].as_str().unwrap()
+    );
+    let folded_lines: Vec<&str> = stacks.lines().filter(|l| l.starts_with(&root)).collect();
+    let held: u64 = folded_lines
+        .iter()
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(held >= 2 * MIB * count, "{stacks}");
+    if abi == Abi::X86_64 {
+        assert!(
+            folded_lines
+                .iter()
+                .any(|line| line.ends_with(&format!("leak_block {}", 2 * MIB * count))),
+            "{stacks}"
+        );
+    }
     // Kept all, nothing folds.
     let (_, all) = replay_json(&scratch, &recording, &["--keep-exited", "1000"]);
     let everyone = spawned_by(&all, spawner_path);

@@ -942,6 +942,17 @@ fn exited_processes_past_the_most_recent_are_folded_by_program() {
         text.contains("exited 0 ×6, killed by signal 9 ×1"),
         "{text}"
     );
+    // The stack formats have the folded processes too, under a root of their own; what they
+    // held at exit was made without a sampled stack here.
+    let folded = crate::report::export::folded::render(&report);
+    assert!(
+        folded.contains(&format!(
+            "spawner (7 exited, folded);[no call stack sampled] {}\n",
+            14 * MIB
+        )),
+        "{folded}"
+    );
+    assert!(!crate::report::export::pprof::render(&report).unwrap().is_empty());
     // `--pid` reports the chosen processes only.
     let mut chosen = report.clone();
     chosen.filter_pids(&[CHILDREN + 9]);

@@ -20,7 +20,7 @@ pub fn render(report: &Report) -> String {
 
 /// The lines without their newlines (the HTML flame graph draws the same ones).
 pub(crate) fn lines(report: &Report) -> Vec<String> {
-    held::profile_stacks(&report.processes)
+    held::profile_stacks(report)
         .iter()
         .filter(|stack| stack.inuse_bytes > 0)
         .map(line)
@@ -28,7 +28,7 @@ pub(crate) fn lines(report: &Report) -> Vec<String> {
 }
 
 fn line(stack: &ProfileStack<'_>) -> String {
-    let mut line = frame_text(&held::process_label(stack.process));
+    let mut line = frame_text(&stack.owner.label);
     if stack.frames.is_empty() {
         line.push(';');
         line.push_str(NO_STACK);

@@ -5,15 +5,16 @@
 //!
 //! Each process is a root frame (`comm-pid`) with `pid` and `comm` labels on its samples, so
 //! the processes of a `--follow` session stay apart; its frames' mappings come from its own
-//! layout.
+//! layout. Each program's folded processes are one more root (`comm (N exited, folded)`,
+//! labelled with the first one's pid), their mappings without addresses.
 
 use std::{collections::HashMap, io::Write as _};
 
 use flate2::{write::GzEncoder, Compression};
 use prost::Message;
 
-use crate::report::export::held::{self, ProfileStack, NO_STACK};
-use crate::report::schema::{FrameReport, ProcessReport, Report};
+use crate::report::export::held::{self, Owner, ProfileStack, NO_STACK};
+use crate::report::schema::{FrameReport, Report};
 
 /// The messages of github.com/google/pprof's proto/profile.proto (field numbers from there),
 /// written as prost derives: five messages do not justify a protoc build step.
@@ -159,7 +160,7 @@ fn profile(report: &Report) -> proto::Profile {
         report.events,
         report.source.as_str()
     ));
-    for stack in held::profile_stacks(&report.processes) {
+    for stack in held::profile_stacks(report) {
         builder.sample(&stack);
     }
     proto::Profile {
@@ -187,12 +188,12 @@ struct Builder {
     string_ids: HashMap<String, i64>,
     functions: Vec<proto::Function>,
     function_ids: HashMap<(String, String), u64>,
-    /// Per process: a module's mapping.
+    /// Per owner (by its root frame's name): a module's mapping.
     mappings: Vec<proto::Mapping>,
-    mapping_ids: HashMap<(u32, String), u64>,
-    /// Per process and address (the same address in two processes is two places).
+    mapping_ids: HashMap<(String, String), u64>,
+    /// Per owner and address (the same address in two processes is two places).
     locations: Vec<proto::Location>,
-    location_ids: HashMap<(u32, u64, String), u64>,
+    location_ids: HashMap<(String, u64, String), u64>,
     samples: Vec<proto::Sample>,
 }
 
@@ -225,12 +226,12 @@ impl Builder {
     }
 
     /// The mapping of a frame's module in this process: the span of its file mappings.
-    fn mapping(&mut self, process: &ProcessReport, module: &str) -> u64 {
-        let key = (process.pid, module.to_string());
+    fn mapping(&mut self, owner: &Owner<'_>, module: &str) -> u64 {
+        let key = (owner.label.clone(), module.to_string());
         if let Some(&id) = self.mapping_ids.get(&key) {
             return id;
         }
-        let pieces = process
+        let pieces = owner
             .layout
             .iter()
             .filter(|entry| entry.kind == "file" && entry.name == module);
@@ -267,19 +268,19 @@ impl Builder {
     /// [`NO_STACK`]).
     fn location(
         &mut self,
-        process: &ProcessReport,
+        owner: &Owner<'_>,
         frame: Option<&FrameReport>,
         name: &str,
     ) -> u64 {
         let address = frame.map_or(0, |frame| frame.address);
-        let key = (process.pid, address, name.to_string());
+        let key = (owner.label.clone(), address, name.to_string());
         if let Some(&id) = self.location_ids.get(&key) {
             return id;
         }
         let file = frame.and_then(|frame| frame.file.as_deref()).unwrap_or("");
         let function_id = self.function(name, file);
         let mapping_id = match frame.and_then(|frame| frame.module.as_deref()) {
-            Some(module) => self.mapping(process, module),
+            Some(module) => self.mapping(owner, module),
             None => 0,
         };
         let id = self.locations.len() as u64 + 1;
@@ -297,26 +298,26 @@ impl Builder {
     }
 
     fn sample(&mut self, stack: &ProfileStack<'_>) {
-        let process = stack.process;
+        let owner = &stack.owner;
         // Leaf first, as pprof orders a sample's locations.
         let mut location_id: Vec<u64> = stack
             .frames
             .iter()
-            .map(|frame| self.location(process, Some(frame), &held::label(frame)))
+            .map(|frame| self.location(owner, Some(frame), &held::label(frame)))
             .collect();
         if stack.frames.is_empty() {
-            location_id.push(self.location(process, None, NO_STACK));
+            location_id.push(self.location(owner, None, NO_STACK));
         }
-        location_id.push(self.location(process, None, &held::process_label(process)));
+        location_id.push(self.location(owner, None, &owner.label));
         let label = vec![
             proto::Label {
                 key: self.string("pid"),
                 str: 0,
-                num: i64::from(process.pid),
+                num: i64::from(owner.pid),
             },
             proto::Label {
                 key: self.string("comm"),
-                str: self.string(&process.comm),
+                str: self.string(owner.comm),
                 num: 0,
             },
         ];

@@ -52,7 +52,7 @@ pub fn render(report: &Report) -> String {
         out.push_str("</section>");
     }
     for process in &report.processes {
-        let prefix = format!("{};", held::process_label(process));
+        let prefix = format!("{};", held::process_owner(process).label);
         let lines: Vec<&str> = folded
             .iter()
             .filter(|line| line.starts_with(&prefix))
