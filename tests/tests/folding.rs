@@ -193,10 +193,7 @@ fn spawner_session(abi: Abi) {
     assert_eq!(pids(&chosen), [folded_child]);
     assert!(chosen["exited"].as_array().unwrap().is_empty());
     let child = &chosen["processes"][0];
-    assert_eq!(
-        child["unreleased"]["total_bytes"].as_u64().unwrap() >= 2 * MIB,
-        true
-    );
+    assert!(child["unreleased"]["total_bytes"].as_u64().unwrap() >= 2 * MIB);
 }
 
 #[test]
