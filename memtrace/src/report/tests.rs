@@ -952,7 +952,9 @@ fn exited_processes_past_the_most_recent_are_folded_by_program() {
         )),
         "{folded}"
     );
-    assert!(!crate::report::export::pprof::render(&report).unwrap().is_empty());
+    assert!(!crate::report::export::pprof::render(&report)
+        .unwrap()
+        .is_empty());
     // `--pid` reports the chosen processes only.
     let mut chosen = report.clone();
     chosen.filter_pids(&[CHILDREN + 9]);

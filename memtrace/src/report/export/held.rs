@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::report::call_sites::{frame_label, is_allocator_frame};
 use crate::report::schema::{
-    AllocatedSite, ExitedProgramReport, FrameReport, LayoutEntry, ProcessReport, Report,
-    Unreleased,
+    AllocatedSite, ExitedProgramReport, FrameReport, LayoutEntry, ProcessReport, Report, Unreleased,
 };
 
 /// The frame standing for unreleased regions created without a sampled stack (smaller than

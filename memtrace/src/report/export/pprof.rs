@@ -266,12 +266,7 @@ impl Builder {
 
     /// A frame's location; `frame` `None` for a pseudo-frame named `name` (the process root,
     /// [`NO_STACK`]).
-    fn location(
-        &mut self,
-        owner: &Owner<'_>,
-        frame: Option<&FrameReport>,
-        name: &str,
-    ) -> u64 {
+    fn location(&mut self, owner: &Owner<'_>, frame: Option<&FrameReport>, name: &str) -> u64 {
         let address = frame.map_or(0, |frame| frame.address);
         let key = (owner.label.clone(), address, name.to_string());
         if let Some(&id) = self.location_ids.get(&key) {
