@@ -119,13 +119,12 @@ fn folded_block(out: &mut String, report: &Report, program: &ExitedProgramReport
     if allocated.is_empty() {
         out.push_str("  allocated and unreleased at exit: nothing\n");
     } else {
-        let _ = writeln!(
+        group_section(
             out,
-            "  allocated and unreleased at exit, all processes: {}, {}",
-            count(allocated.iter().map(|group| group.count).sum(), "region"),
-            bytes(allocated.iter().map(|group| group.bytes).sum()),
+            report,
+            "allocated and unreleased at exit, all processes",
+            &allocated,
         );
-        group_table(out, report, &allocated);
     }
     call_site_lines(
         out,
@@ -384,34 +383,31 @@ fn unreleased(out: &mut String, report: &Report, process: &ProcessReport) {
         .groups
         .iter()
         .partition(|group| group.is_loaded());
-    let total = |groups: &[&UnreleasedGroup]| {
-        (
-            groups.iter().map(|group| group.count).sum::<u64>(),
-            groups.iter().map(|group| group.bytes).sum::<u64>(),
-        )
-    };
-    let (regions, held) = total(&allocated);
     if allocated.is_empty() {
         out.push_str("  allocated and unreleased: nothing\n");
     } else {
-        let _ = writeln!(
-            out,
-            "  allocated and unreleased: {}, {}",
-            count(regions, "region"),
-            bytes(held),
-        );
-        group_table(out, report, &allocated);
+        group_section(out, report, "allocated and unreleased", &allocated);
     }
     call_site_lines(out, unreleased, "allocated and unreleased, by call site");
     if !loaded.is_empty() {
-        let (regions, held) = total(&loaded);
         let _ = writeln!(
             out,
             "  loaded (libraries, loader mappings, thread stacks): {}, {}",
-            count(regions, "region"),
-            bytes(held),
+            count(loaded.iter().map(|group| group.count).sum(), "region"),
+            bytes(loaded.iter().map(|group| group.bytes).sum()),
         );
     }
+}
+
+/// A heading with the groups' totals, then their table.
+fn group_section(out: &mut String, report: &Report, heading: &str, groups: &[&UnreleasedGroup]) {
+    let _ = writeln!(
+        out,
+        "  {heading}: {}, {}",
+        count(groups.iter().map(|group| group.count).sum(), "region"),
+        bytes(groups.iter().map(|group| group.bytes).sum()),
+    );
+    group_table(out, report, groups);
 }
 
 /// The call sites of what was allocated, largest first: the loader's file mappings have a call
@@ -458,13 +454,7 @@ fn held_since_attach(out: &mut String, report: &Report, process: &ProcessReport)
     if groups.is_empty() {
         return;
     }
-    let _ = writeln!(
-        out,
-        "  held since attach: {}, {}",
-        count(groups.iter().map(|group| group.count).sum(), "region"),
-        bytes(groups.iter().map(|group| group.bytes).sum()),
-    );
-    group_table(out, report, &groups);
+    group_section(out, report, "held since attach", &groups);
 }
 
 /// The whole process's live bytes from the first to the last point of its timeline.
