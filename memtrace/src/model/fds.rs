@@ -23,6 +23,11 @@ impl FdTable {
         self.memfds.get(&fd).map(|entry| entry.memfd)
     }
 
+    /// The memfds its fds refer to.
+    pub(crate) fn memfds(&self) -> impl Iterator<Item = MemfdId> + '_ {
+        self.memfds.values().map(|entry| entry.memfd)
+    }
+
     pub fn len(&self) -> usize {
         self.memfds.len()
     }

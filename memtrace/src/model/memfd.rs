@@ -35,16 +35,28 @@ impl Memfd {
     }
 }
 
+/// Memfds are swept once there are this many (and then whenever their number doubles).
+const SWEEP_FLOOR: usize = 1024;
+
 #[derive(Clone, Debug, Default)]
 pub struct MemfdRegistry {
-    memfds: Vec<Memfd>,
+    /// By id; `None` for a slot swept and not taken again.
+    memfds: Vec<Option<Memfd>>,
+    free: Vec<u32>,
+    /// Memfds held, and how many were held after the last sweep.
+    held: usize,
+    held_after_sweep: usize,
     /// The latest memfd with each inode: a freed memfd's inode number can be reused.
     by_inode: HashMap<u64, MemfdId>,
 }
 
 impl MemfdRegistry {
     pub fn get(&self, id: MemfdId) -> Option<&Memfd> {
-        self.memfds.get(id.0 as usize)
+        self.memfds.get(id.0 as usize)?.as_ref()
+    }
+
+    fn get_mut(&mut self, id: MemfdId) -> Option<&mut Memfd> {
+        self.memfds.get_mut(id.0 as usize)?.as_mut()
     }
 
     pub fn by_inode(&self, inode: u64) -> Option<MemfdId> {
@@ -55,7 +67,34 @@ impl MemfdRegistry {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Memfd> {
-        self.memfds.iter()
+        self.memfds.iter().flatten()
+    }
+
+    /// Whether enough memfds came since the last sweep to sweep again: a program that creates,
+    /// maps, unmaps and closes a memfd per frame (a Wayland client's buffers) would otherwise
+    /// grow the registry with every one, for as long as it is traced.
+    pub(crate) fn sweep_due(&self) -> bool {
+        self.held >= 2 * self.held_after_sweep.max(SWEEP_FLOOR)
+    }
+
+    /// Forgets the memfds no fd refers to and `referenced` does not hold (no region maps
+    /// them): nothing can name them again. Their ids are given to the next memfds.
+    pub(crate) fn sweep(&mut self, referenced: &std::collections::HashSet<MemfdId>) {
+        for (slot, entry) in self.memfds.iter_mut().enumerate() {
+            let Some(memfd) = entry else {
+                continue;
+            };
+            if memfd.open_fds > 0 || referenced.contains(&memfd.id) {
+                continue;
+            }
+            if self.by_inode.get(&memfd.inode) == Some(&memfd.id) {
+                self.by_inode.remove(&memfd.inode);
+            }
+            *entry = None;
+            self.free.push(slot as u32);
+            self.held -= 1;
+        }
+        self.held_after_sweep = self.held;
     }
 
     /// Registers a memfd_create; the caller accounts for the fd it returned.
@@ -67,8 +106,14 @@ impl MemfdRegistry {
         created_by_pid: u32,
         names: &mut Names,
     ) -> MemfdId {
-        let id = MemfdId(self.memfds.len() as u32);
-        self.memfds.push(Memfd {
+        let id = match self.free.pop() {
+            Some(slot) => MemfdId(slot),
+            None => {
+                self.memfds.push(None);
+                MemfdId(self.memfds.len() as u32 - 1)
+            }
+        };
+        self.memfds[id.0 as usize] = Some(Memfd {
             id,
             name: names.intern(&region_name(bare_name)),
             inode,
@@ -77,6 +122,7 @@ impl MemfdRegistry {
             open_fds: 0,
             seen_at_attach: false,
         });
+        self.held += 1;
         if inode != 0 {
             self.by_inode.insert(inode, id);
         }
@@ -97,18 +143,20 @@ impl MemfdRegistry {
         }
         let bare_name = region_name.strip_prefix("memfd:").unwrap_or(region_name);
         let id = self.create(bare_name, inode, time_ns, pid, names);
-        self.memfds[id.0 as usize].seen_at_attach = true;
+        if let Some(memfd) = self.get_mut(id) {
+            memfd.seen_at_attach = true;
+        }
         id
     }
 
     pub(crate) fn fd_opened(&mut self, id: MemfdId) {
-        if let Some(memfd) = self.memfds.get_mut(id.0 as usize) {
+        if let Some(memfd) = self.get_mut(id) {
             memfd.open_fds += 1;
         }
     }
 
     pub(crate) fn fd_closed(&mut self, id: MemfdId) {
-        if let Some(memfd) = self.memfds.get_mut(id.0 as usize) {
+        if let Some(memfd) = self.get_mut(id) {
             memfd.open_fds = memfd.open_fds.saturating_sub(1);
         }
     }

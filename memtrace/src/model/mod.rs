@@ -27,7 +27,7 @@ pub(crate) mod testing;
 mod tests;
 pub mod timeline;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 pub use address_space::{AddressSpace, CoverageEntry};
 pub use anomaly::{Anomalies, Anomaly};
@@ -94,6 +94,9 @@ impl Model {
     }
 
     pub fn apply(&mut self, event: &Event) {
+        if self.memfds.sweep_due() {
+            self.sweep_memfds();
+        }
         self.events += 1;
         self.first_event_ns.get_or_insert(event.time_ns);
         self.last_event_ns = self.last_event_ns.max(event.time_ns);
@@ -244,6 +247,19 @@ impl Model {
             }
         }
         forgotten
+    }
+
+    /// Forgets the memfds nothing refers to any more: no fd, no region of any process's
+    /// layout (live or at exit), no exited process's record of them.
+    fn sweep_memfds(&mut self) {
+        let mut referenced = HashSet::new();
+        for process in self.processes.iter() {
+            let regions = self.mms[process.mm].space.iter();
+            referenced.extend(regions.filter_map(|region| region.memfd));
+            referenced.extend(process.fds.memfds());
+            referenced.extend(process.memfds_closed_at_exit.iter().map(|(id, _)| *id));
+        }
+        self.memfds.sweep(&referenced);
     }
 
     /// The step the timeline samples at now.

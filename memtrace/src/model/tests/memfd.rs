@@ -133,3 +133,57 @@ fn exec_closes_cloexec_memfds() {
         .fds()
         .is_empty());
 }
+
+/// A Wayland client's buffers: a memfd per frame, mapped, unmapped and closed. The registry
+/// must not grow with them, while the memfds still mapped or open stay known.
+#[test]
+fn memfds_nothing_refers_to_are_forgotten() {
+    let mut feed = Feed::new();
+    // One leaked (mapped, fd closed) and one open (fd kept, not mapped), before the churn.
+    create_and_map_twice(&mut feed);
+    feed.close(PID, FD as u64);
+    feed.memfd_create(PID, "kept-open", INODE + 1, 8);
+    let frame = A + 0x1000_0000;
+    for index in 0..10_000u64 {
+        let inode = 100_000 + index;
+        feed.memfd_create(PID, "wl_shm", inode, 9)
+            .mmap_memfd(PID, frame, MIB, RW, ("wl_shm", inode, 9))
+            .munmap(PID, frame, MIB)
+            .close(PID, 9);
+    }
+    let held = feed.model.memfds().iter().count();
+    assert!(
+        held <= 2 * 1024,
+        "{held} memfds held after 10000 freed ones"
+    );
+    let names: Vec<&str> = feed.model.memfds().iter().map(|m| &*m.name).collect();
+    assert!(names.contains(&"memfd:doublemapper"), "{names:?}");
+    assert!(names.contains(&"memfd:kept-open"), "{names:?}");
+    // The leak is still named and still known to have lost its fd.
+    assert_eq!(fd_closed(&feed, PID)[..2], [Some(true), Some(true)]);
+    feed.assert_layout(
+        PID,
+        &[
+            (A, A + 4 * MIB, "rw-s", Memfd, "memfd:doublemapper"),
+            (
+                A + 4 * MIB,
+                A + 8 * MIB,
+                "r-xs",
+                Memfd,
+                "memfd:doublemapper",
+            ),
+        ],
+    );
+    // A memfd made after a sweep (its id taken from a swept one) is its own.
+    feed.memfd_create(PID, "after", 777_777, 9).mmap_memfd(
+        PID,
+        frame,
+        MIB,
+        RW,
+        ("after", 777_777, 9),
+    );
+    let view = feed.model.process(PID).unwrap();
+    let region = view.layout().region_at(frame).unwrap();
+    assert_eq!(region.name.as_deref(), Some("memfd:after"));
+    assert_eq!(view.memfd_fd_closed(region), Some(false));
+}
