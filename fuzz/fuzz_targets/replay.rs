@@ -39,7 +39,6 @@ fuzz_target!(|data: &[u8]| {
         &pipeline.model,
         &pipeline.exited,
         &info,
-        pipeline.exited.options(),
         &mut report::NoNames,
     );
     let _ = report::json::render(&report);

@@ -251,7 +251,6 @@ fn report_of(pipeline: &Pipeline) -> memtrace::report::Report {
         &pipeline.model,
         &pipeline.exited,
         &session_of(pipeline),
-        pipeline.exited.options(),
         &mut memtrace::report::NoNames,
     )
 }
@@ -328,7 +327,6 @@ fn phases(path: &str) -> Result<(), Box<dyn std::error::Error>> {
         &pipeline.model,
         &pipeline.exited,
         &session,
-        pipeline.exited.options(),
         &mut memtrace::report::NoNames,
         &[],
         &mut std::io::sink(),

@@ -125,12 +125,8 @@ pub struct TraceArgs {
     /// most, with deltas and rates (on stderr).
     #[arg(long, value_name = "SECONDS")]
     pub interval: Option<f64>,
-    /// List this many of the most recent exited processes in full; older ones are folded into
-    /// one entry per program (counts, exits, syscalls, unreleased memory, call sites,
-    /// findings), so memtrace's memory and the report follow what runs, not every process
-    /// that ran. A program's first process with each kind of finding stays listed in full.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP_EXITED)]
-    pub keep_exited: usize,
+    #[command(flatten)]
+    pub exited: ExitedArgs,
     /// Write the whole event stream to FILE, to replay it later (`memtrace replay FILE`).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
@@ -187,14 +183,21 @@ pub struct ReplayArgs {
     /// Print one line per event (on stderr), as `--events` did live.
     #[arg(long)]
     pub events: bool,
+    #[command(flatten)]
+    pub exited: ExitedArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `--keep-exited`, live and in replay.
+#[derive(Debug, Args)]
+pub struct ExitedArgs {
     /// List this many of the most recent exited processes in full; older ones are folded into
     /// one entry per program (counts, exits, syscalls, unreleased memory, call sites,
     /// findings), so memtrace's memory and the report follow what runs, not every process
     /// that ran. A program's first process with each kind of finding stays listed in full.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP_EXITED)]
     pub keep_exited: usize,
-    #[command(flatten)]
-    pub output: OutputArgs,
 }
 
 #[derive(Debug, Args)]
@@ -325,7 +328,7 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
         record: args.record.clone(),
         command_line: std::env::args().collect(),
         interval: interval_option(args.interval)?,
-        keep_exited: args.keep_exited,
+        keep_exited: args.exited.keep_exited,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -409,7 +412,7 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         print_events: args.events,
         interval: interval_option(args.interval)?,
         since,
-        keep_exited: args.keep_exited,
+        keep_exited: args.exited.keep_exited,
         pids: args.pids.clone(),
     })?;
     // A damaged recording still gets its report (nothing read is lost), then a non-zero exit
@@ -613,13 +616,10 @@ fn report_model(
     pids: &[u32],
     output: &OutputArgs,
 ) -> anyhow::Result<()> {
-    // The thresholds and `--since` the exited processes were folded with.
-    let options = exited.options();
     let exports = output.pprof.is_some() || output.folded.is_some() || output.html.is_some();
     if output.format == Format::Json && !exports {
-        let mut write = |out: &mut dyn Write| {
-            report::stream::write_json(model, exited, info, options, namer, pids, out)
-        };
+        let mut write =
+            |out: &mut dyn Write| report::stream::write_json(model, exited, info, namer, pids, out);
         return match &output.output {
             Some(path) => Ok(output::write_atomic_with(path, write)?),
             None => {
@@ -630,7 +630,7 @@ fn report_model(
             }
         };
     }
-    let mut report = report::build_with(model, exited, info, options, namer);
+    let mut report = report::build_with(model, exited, info, namer);
     if !pids.is_empty() {
         report.filter_pids(pids);
     }

@@ -66,35 +66,24 @@ impl Default for ReportOptions {
 
 /// The report with frames shown as module+offset.
 pub fn build(model: &Model, session: &SessionInfo) -> Report {
-    build_with(
-        model,
-        &ExitedPrograms::default(),
-        session,
-        &ReportOptions::default(),
-        &mut NoNames,
-    )
+    build_with(model, &ExitedPrograms::default(), session, &mut NoNames)
 }
 
 /// The report with frames named by `namer` (function, file and line where it knows them).
 pub fn build_named(model: &Model, session: &SessionInfo, namer: &mut dyn FrameNamer) -> Report {
-    build_with(
-        model,
-        &ExitedPrograms::default(),
-        session,
-        &ReportOptions::default(),
-        namer,
-    )
+    build_with(model, &ExitedPrograms::default(), session, namer)
 }
 
-/// The report of `model` and of the processes folded out of it into `exited` (`build` and
-/// `build_named` are for a model nothing was folded out of).
+/// The report of `model` and of the processes folded out of it into `exited`, with the
+/// options they were folded with (`build` and `build_named` are for a model nothing was
+/// folded out of, with the default options).
 pub fn build_with(
     model: &Model,
     exited: &ExitedPrograms,
     session: &SessionInfo,
-    options: &ReportOptions,
     namer: &mut dyn FrameNamer,
 ) -> Report {
+    let options = exited.options();
     let processes: Vec<ProcessReport> = model
         .processes()
         // A child forked by a traced parent without --follow was never traced itself.

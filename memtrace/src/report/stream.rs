@@ -18,17 +18,17 @@ use crate::report::exited::ExitedPrograms;
 use crate::report::schema::{BackendInfo, Finding, LostCounts, Source, REPORT_VERSION};
 use crate::report::{findings, processes, FrameNamer, ReportOptions, SessionInfo};
 
-/// Writes what `json::render(&build_with(model, exited, session, options, namer))` would, with
+/// Writes what `json::render(&build_with(model, exited, session, namer))` would, with
 /// [`Report::filter_pids`](crate::report::Report::filter_pids) applied for a non-empty `pids`.
 pub fn write_json(
     model: &Model,
     exited: &ExitedPrograms,
     session: &SessionInfo,
-    options: &ReportOptions,
     namer: &mut dyn FrameNamer,
     pids: &[u32],
     out: &mut dyn Write,
 ) -> io::Result<()> {
+    let options = exited.options();
     let lost = super::lost_counts(model, session);
     let findings = RefCell::new(Vec::new());
     let cgroups = RefCell::new(CgroupTotals::default());

@@ -763,16 +763,14 @@ fn streamed_json_is_the_rendered_report() {
                 why: Some("no fentry here".to_owned()),
             });
             for pids in [vec![], vec![BASH], vec![12345], vec![CHILDREN]] {
-                let options = crate::report::ReportOptions::default();
                 let mut report =
-                    crate::report::build_with(&feed.model, exited, &info, &options, &mut NoNames);
+                    crate::report::build_with(&feed.model, exited, &info, &mut NoNames);
                 report.filter_pids(&pids);
                 let mut streamed = Vec::new();
                 crate::report::stream::write_json(
                     &feed.model,
                     exited,
                     &info,
-                    &options,
                     &mut NoNames,
                     &pids,
                     &mut streamed,
@@ -868,7 +866,6 @@ fn folded_report(feed: &Feed, exited: &ExitedPrograms) -> Report {
         &feed.model,
         exited,
         &session(feed.model.events()),
-        &ReportOptions::default(),
         &mut NoNames,
     )
 }
