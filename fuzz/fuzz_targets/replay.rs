@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use memtrace::{
-    record::RecordingReader,
+    recording::RecordingReader,
     replay::{replay_from, ReplayOptions},
     report::{self, SessionInfo, Source},
 };

@@ -22,7 +22,7 @@ use memtrace::event::{
 };
 use memtrace::model::Model;
 use memtrace::pipeline::Pipeline;
-use memtrace::record::{ClockBase, RecordingHeader, RecordingWriter, WriterOptions};
+use memtrace::recording::{ClockBase, RecordingHeader, RecordingWriter, WriterOptions};
 
 const PARENT: u32 = 1000;
 const START_NS: u64 = 1_000_000_000_000;
@@ -308,7 +308,7 @@ fn regions(count: u64) {
 
 /// Where a replay's memory goes: the pipeline fed, the report streamed, built, rendered.
 fn phases(path: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let reader = memtrace::record::RecordingReader::open(path)?;
+    let reader = memtrace::recording::RecordingReader::open(path)?;
     let start = rss_kib();
     let options = memtrace::replay::ReplayOptions {
         path: path.into(),
@@ -316,7 +316,7 @@ fn phases(path: &str) -> Result<(), Box<dyn std::error::Error>> {
         print_events: false,
         interval: None,
         since: None,
-        keep_exited: memtrace::report::exited::DEFAULT_KEEP_EXITED,
+        keep_exited: memtrace::report::folded::DEFAULT_KEEP_EXITED,
         pids: Vec::new(),
     };
     let pipeline = memtrace::replay::replay_from(reader, &options, None)?.pipeline;

@@ -14,14 +14,14 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use memtrace_common::{DEFAULT_RING_BUFFER_BYTES, DEFAULT_STACK_MIN_BYTES};
 
 use crate::{
-    kernel::{
+    kernel_mode::{
         self,
         live::{KernelOptions, KernelTarget},
     },
     launch, output,
     probes::{backend::BackendChoice, floor::HookFloor, ProbeError, ProbeOptions},
     replay::{self, ReplayOptions},
-    report::exited::{ExitedPrograms, DEFAULT_KEEP_EXITED},
+    report::folded::{ExitedPrograms, DEFAULT_KEEP_EXITED},
     report::{self, text::TextOptions, FrameName, FrameNamer, Report, SessionInfo, Source},
     session::{self, LiveOptions, SessionError, Target},
     stacks::Symbolizer,
@@ -432,7 +432,7 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if !replayed.pipeline.kernel.is_empty() {
-        let report = kernel::report::build(&replayed.pipeline.kernel, Source::Replay);
+        let report = kernel_mode::report::build(&replayed.pipeline.kernel, Source::Replay);
         write_kernel_report(&report, &args.output)?;
         // As for a user-space recording: damage fails the replay, --until or not.
         return Ok(if damaged {
@@ -531,8 +531,8 @@ fn run_kernel(args: KernelArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let outcome = runtime.block_on(kernel::live::run(options))?;
-    let report = kernel::report::build(&outcome.pipeline.kernel, Source::Live);
+    let outcome = runtime.block_on(kernel_mode::live::run(options))?;
+    let report = kernel_mode::report::build(&outcome.pipeline.kernel, Source::Live);
     write_kernel_report(&report, &args.output)?;
     let recording_failed = outcome.pipeline.recording_failure();
     if let Some(failure) = &recording_failed {
@@ -552,12 +552,12 @@ fn run_kernel(args: KernelArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn write_kernel_report(
-    report: &kernel::report::KernelReportFile,
+    report: &kernel_mode::report::KernelReportFile,
     output: &OutputArgs,
 ) -> anyhow::Result<()> {
     let rendered = match output.format {
-        Format::Json => kernel::report::render_json(report),
-        Format::Text => kernel::report::render_text(report),
+        Format::Json => kernel_mode::report::render_json(report),
+        Format::Text => kernel_mode::report::render_text(report),
     };
     write_rendered(&rendered, output)
 }
@@ -672,7 +672,7 @@ fn write_exports(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing the pprof profile to {}", path.display()))?;
     }
     if let Some(path) = &output.folded {
-        let folded = report::export::folded::render(report);
+        let folded = report::export::collapsed::render(report);
         output::write_atomic(path, folded.as_bytes())
             .with_context(|| format!("writing the collapsed stacks to {}", path.display()))?;
     }

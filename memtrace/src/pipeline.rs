@@ -12,10 +12,10 @@ use crate::{
     event::{Event, EventBody, LostRecord, ModuleRecord, StackRecord},
     event_line,
     interval::IntervalPrinter,
-    kernel::model::KernelModel,
+    kernel_mode::model::KernelModel,
     model::{AddressSpace, Model, RegionKind},
-    record::{RecordError, RecordingWriter},
-    report::exited::{ExitedPrograms, DEFAULT_KEEP_EXITED},
+    recording::{RecordError, RecordingWriter},
+    report::folded::{ExitedPrograms, DEFAULT_KEEP_EXITED},
     stacks::{FileView, MappedFile, ModuleCache, ModuleMap, Symbolizer, Unwinder},
 };
 

@@ -4,8 +4,8 @@ use std::{path::PathBuf, time::Duration};
 
 use crate::{
     pipeline::Pipeline,
-    record::{RecordError, RecordingHeader, RecordingReader, ReplayOutcome},
-    report::{exited::ExitedPrograms, ReportOptions},
+    recording::{RecordError, RecordingHeader, RecordingReader, ReplayOutcome},
+    report::{folded::ExitedPrograms, ReportOptions},
 };
 
 pub struct ReplayOptions {

@@ -21,8 +21,8 @@ use crate::{
     pipeline::Pipeline,
     probes::{backend::Attached, preflight, ProbeError, ProbeOptions, Probes},
     procfs,
-    record::{ClockBase, RecordError, RecordingHeader, RecordingWriter, WriterOptions},
-    report::exited::ExitedPrograms,
+    recording::{ClockBase, RecordError, RecordingHeader, RecordingWriter, WriterOptions},
+    report::folded::ExitedPrograms,
 };
 
 #[derive(Clone, Debug)]

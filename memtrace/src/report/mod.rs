@@ -7,9 +7,9 @@
 
 pub mod call_sites;
 pub mod cgroups;
-pub mod exited;
 pub mod export;
 mod findings;
+pub mod folded;
 pub mod format;
 mod growth;
 pub mod json;
@@ -28,7 +28,7 @@ pub use text::TextOptions;
 
 use crate::event::LostRecord;
 use crate::model::Model;
-use crate::report::exited::ExitedPrograms;
+use crate::report::folded::ExitedPrograms;
 
 /// What the report says about the session itself.
 #[derive(Clone, Debug, PartialEq, Eq)]

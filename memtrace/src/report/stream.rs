@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::model::Model;
 use crate::report::cgroups::CgroupTotals;
-use crate::report::exited::ExitedPrograms;
+use crate::report::folded::ExitedPrograms;
 use crate::report::schema::{BackendInfo, Finding, LostCounts, Source, REPORT_VERSION};
 use crate::report::{findings, processes, FrameNamer, ReportOptions, SessionInfo};
 

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::event::{Abi, LostRecord, SnapshotRecord, Syscall};
 use crate::model::testing::*;
-use crate::report::exited::ExitedPrograms;
+use crate::report::folded::ExitedPrograms;
 use crate::report::schema::{Evidence, FindingKind, Report};
 use crate::report::{build, json, text, NoNames, ReportOptions, SessionInfo, Source, TextOptions};
 
@@ -941,7 +941,7 @@ fn exited_processes_past_the_most_recent_are_folded_by_program() {
     );
     // The stack formats have the folded processes too, under a root of their own; what they
     // held at exit was made without a sampled stack here.
-    let folded = crate::report::export::folded::render(&report);
+    let folded = crate::report::export::collapsed::render(&report);
     assert!(
         folded.contains(&format!(
             "spawner (7 exited, folded);[no call stack sampled] {}\n",

@@ -5,7 +5,7 @@
 //! from, and the two stack formats from the same [`held::profile_stacks`], so their totals
 //! agree with `unreleased` in the JSON report.
 
-pub mod folded;
+pub mod collapsed;
 mod held;
 pub mod html;
 pub mod pprof;

@@ -11,14 +11,14 @@ mod palette;
 
 use std::fmt::Write as _;
 
-use crate::report::export::folded;
+use crate::report::export::collapsed;
 use crate::report::export::held;
 use crate::report::format;
 use crate::report::schema::{Finding, ProcessReport, Report};
 
 /// The page.
 pub fn render(report: &Report) -> String {
-    let folded = folded::lines(report);
+    let collapsed = collapsed::lines(report);
     let mut out = String::with_capacity(64 * 1024);
     out.push_str(HEAD);
     out.push_str(&palette::defs());
@@ -53,7 +53,7 @@ pub fn render(report: &Report) -> String {
     }
     for process in &report.processes {
         let prefix = format!("{};", held::process_owner(process).label);
-        let lines: Vec<&str> = folded
+        let lines: Vec<&str> = collapsed
             .iter()
             .filter(|line| line.starts_with(&prefix))
             .map(String::as_str)

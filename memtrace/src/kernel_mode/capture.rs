@@ -1,4 +1,4 @@
-//! Turning the kernel side's outstanding table into a [`KernelSnapshotRecord`]: allocations
+//! Turning the kernel side's outstanding table into a [`KernelSnapshot`]: allocations
 //! grouped by allocator, call site, cache and stack, with every address named here and now
 //! (kallsyms and KASLR are this machine's), and the kernel's own totals.
 
@@ -6,11 +6,8 @@ use std::collections::HashMap;
 
 use memtrace_common::kmem::{KmemSiteKey, KmemSiteStats, KmemSource};
 
-use super::{
-    kallsyms::KernelSymbols,
-    procfs,
-    record::{KernelCounters, KernelGroup, KernelSnapshotRecord},
-};
+use super::{kallsyms::KernelSymbols, procfs};
+use crate::event::kernel_snapshot::{KernelCounters, KernelGroup, KernelSnapshot};
 use crate::probes::{kmem::KmemProbes, ProbeError};
 
 /// The slab cache a kmalloc of `bytes` (the allocator's `bytes_alloc`) was served from.
@@ -105,7 +102,7 @@ impl SnapshotTaker {
         }
     }
 
-    pub fn take(&mut self, probes: &KmemProbes) -> Result<KernelSnapshotRecord, ProbeError> {
+    pub fn take(&mut self, probes: &KmemProbes) -> Result<KernelSnapshot, ProbeError> {
         let sites = probes.sites()?;
         if sites
             .iter()
@@ -148,7 +145,7 @@ impl SnapshotTaker {
         );
         let counters = probes.counters()?;
         let (meminfo, slabs) = procfs::read_totals();
-        Ok(KernelSnapshotRecord {
+        Ok(KernelSnapshot {
             groups,
             counters: KernelCounters {
                 allocs: counters.allocs,

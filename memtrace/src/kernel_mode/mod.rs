@@ -16,5 +16,4 @@ pub mod kallsyms;
 pub mod live;
 pub mod model;
 pub mod procfs;
-pub mod record;
 pub mod report;

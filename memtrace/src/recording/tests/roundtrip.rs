@@ -2,7 +2,7 @@
 //! frames, through memory and through a file.
 
 use super::*;
-use crate::record::MAX_FRAME_PAYLOAD;
+use crate::recording::MAX_FRAME_PAYLOAD;
 
 #[test]
 fn every_variant_round_trips_in_every_framing() {

@@ -13,7 +13,7 @@ use crate::{
     pipeline::Pipeline,
     probes::kmem::{KmemOptions, KmemProbes},
     procfs,
-    record::{RecordingWriter, WriterOptions},
+    recording::{RecordingWriter, WriterOptions},
     session::{self, monotonic_ns},
 };
 

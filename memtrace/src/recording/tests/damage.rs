@@ -3,9 +3,9 @@
 use bytes::{BufMut, BytesMut};
 
 use super::*;
-use crate::record::codec::EventDecoder;
-use crate::record::frame::{begin_frame, end_frame, FORMAT_VERSION, MAGIC};
-use crate::record::wire::{get_uvarint, put_uvarint};
+use crate::recording::codec::EventDecoder;
+use crate::recording::frame::{begin_frame, end_frame, FORMAT_VERSION, MAGIC};
+use crate::recording::wire::{get_uvarint, put_uvarint};
 
 /// A small recording of several frames (three events each) and its events. Small, because the
 /// tests below replay it once per byte: every variant but the ones with kilobytes of strings.
@@ -425,7 +425,7 @@ fn version_1_recordings_still_replay_and_check_their_event_count() {
         .into_iter()
         .find(|event| matches!(event.body, EventBody::Snapshot(_)))
         .unwrap();
-    let mut encoder = crate::record::codec::EventEncoder::default();
+    let mut encoder = crate::recording::codec::EventEncoder::default();
     let mut payload = BytesMut::new();
     encoder.encode(&snapshot, &mut payload);
     // Version 2 ends a snapshot with its memfd count (0 here): version 1 has no such byte.

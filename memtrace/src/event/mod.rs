@@ -4,6 +4,8 @@
 //! them back, and the model consumes them. Nothing downstream of this module knows where an
 //! event came from.
 
+pub mod kernel_snapshot;
+
 pub use memtrace_common::{Abi, ImageLayout, Syscall};
 
 /// A task's `comm`, kept as the kernel's fixed 16 bytes so events stay `Copy`-cheap.
@@ -84,7 +86,7 @@ pub enum EventBody {
     Module(ModuleRecord),
     /// Kernel mode (`memtrace kernel`): the outstanding kernel allocations at one instant.
     /// Boxed: large, and one per interval.
-    KernelSnapshot(Box<crate::kernel::record::KernelSnapshotRecord>),
+    KernelSnapshot(Box<kernel_snapshot::KernelSnapshot>),
     /// Who the process is in its container (read from /proc when memtrace first sees it), so
     /// the report and a replay elsewhere name it as the container does.
     Container(ContainerRecord),

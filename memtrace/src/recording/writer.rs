@@ -332,7 +332,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::record::tests::{sample_header, scratch_path};
+    use crate::recording::tests::{sample_header, scratch_path};
 
     #[test]
     fn files_are_created_owner_only_even_over_an_open_file() {
@@ -408,7 +408,9 @@ mod tests {
             ..WriterOptions::default()
         };
         let mut writer = RecordingWriter::new(disk, &sample_header(), options).unwrap();
-        let event = crate::record::workload::mmap_munmap_loop(1).next().unwrap();
+        let event = crate::recording::workload::mmap_munmap_loop(1)
+            .next()
+            .unwrap();
         let mut result = Ok(());
         for _ in 0..100 {
             result = writer.write_event(&event);
@@ -432,7 +434,9 @@ mod tests {
         };
         let mut writer = RecordingWriter::new(Vec::new(), &sample_header(), options).unwrap();
         let header_bytes = writer.bytes_written();
-        let event = crate::record::workload::mmap_munmap_loop(1).next().unwrap();
+        let event = crate::recording::workload::mmap_munmap_loop(1)
+            .next()
+            .unwrap();
         writer.write_event(&event).unwrap();
         let start = writer.last_flush;
         assert!(!writer

@@ -1,7 +1,7 @@
 //! The kernel's own memory totals, read at each snapshot like WinDbg's `!vm`: selected
 //! `/proc/meminfo` lines and every cache's active objects from `/proc/slabinfo`.
 
-use super::record::{MeminfoValue, SlabCache};
+use crate::event::kernel_snapshot::{MeminfoValue, SlabCache};
 
 /// The `/proc/meminfo` lines about kernel memory, in the order reports show them.
 pub const MEMINFO_FIELDS: [&str; 7] = [

@@ -1,4 +1,4 @@
-//! What kernel mode puts into the event stream: one [`KernelSnapshotRecord`] per interval.
+//! What kernel mode puts into the event stream: one [`KernelSnapshot`] per interval.
 //!
 //! Allocations are far too many to stream one by one, so the stream carries the outstanding
 //! set as the kernel side's table held it at each interval, grouped and already named (call
@@ -9,7 +9,7 @@ pub use memtrace_common::kmem::KmemSource;
 
 /// The outstanding kernel allocations at one instant, and the kernel's own totals then.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KernelSnapshotRecord {
+pub struct KernelSnapshot {
     pub groups: Vec<KernelGroup>,
     pub counters: KernelCounters,
     /// Selected `/proc/meminfo` values, in bytes.

@@ -6,7 +6,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use super::*;
-use crate::record::frame::MAGIC;
+use crate::recording::frame::MAGIC;
 
 fn edge_u64() -> impl Strategy<Value = u64> {
     prop_oneof![
@@ -311,10 +311,10 @@ proptest! {
         let mut bytes = write_recording(&[], WriterOptions::default(), None);
         for (frame_type, payload) in &payloads {
             let mut frame = bytes::BytesMut::new();
-            let start = crate::record::frame::begin_frame(&mut frame, FrameType::Events);
-            frame[start + crate::record::frame::FRAME_HEAD_LEN - 1] = *frame_type;
+            let start = crate::recording::frame::begin_frame(&mut frame, FrameType::Events);
+            frame[start + crate::recording::frame::FRAME_HEAD_LEN - 1] = *frame_type;
             bytes::BufMut::put_slice(&mut frame, payload);
-            crate::record::frame::end_frame(&mut frame, start);
+            crate::recording::frame::end_frame(&mut frame, start);
             bytes.extend_from_slice(&frame);
         }
         read_everything(&bytes);

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::record::{
-    KernelCounters, KernelGroup, KernelSnapshotRecord, KmemSource, MeminfoValue, SlabCache,
+use crate::event::kernel_snapshot::{
+    KernelCounters, KernelGroup, KernelSnapshot, KmemSource, MeminfoValue, SlabCache,
 };
 
 /// What identifies a call site in the report: the allocator, the address (named), the cache.
@@ -58,7 +58,7 @@ impl KernelModel {
         self.times.is_empty()
     }
 
-    pub fn apply(&mut self, time_ns: u64, snapshot: &KernelSnapshotRecord) {
+    pub fn apply(&mut self, time_ns: u64, snapshot: &KernelSnapshot) {
         let index = self.times.len();
         self.times.push(time_ns);
         if index == 0 {
@@ -162,8 +162,8 @@ mod tests {
         }
     }
 
-    fn snapshot(groups: Vec<KernelGroup>) -> KernelSnapshotRecord {
-        KernelSnapshotRecord {
+    fn snapshot(groups: Vec<KernelGroup>) -> KernelSnapshot {
+        KernelSnapshot {
             groups,
             ..Default::default()
         }

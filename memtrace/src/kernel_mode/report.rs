@@ -6,10 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{
-    model::{is_growing, KernelModel, Point},
-    record::source_name,
-};
+use super::model::{is_growing, KernelModel, Point};
+use crate::event::kernel_snapshot::source_name;
 use crate::report::{format, Source, REPORT_VERSION};
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -146,7 +144,7 @@ pub fn build(model: &KernelModel, source: Source) -> KernelReportFile {
             .then_with(|| a.call_site.cmp(&b.call_site))
     });
     let (first_slabs, last_slabs) = model.slabs();
-    let active = |slabs: &[super::record::SlabCache], name: &str| {
+    let active = |slabs: &[crate::event::kernel_snapshot::SlabCache], name: &str| {
         slabs
             .iter()
             .find(|slab| slab.name == name)
@@ -374,10 +372,10 @@ pub fn render_text(report: &KernelReportFile) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::record::{KernelGroup, KernelSnapshotRecord, KmemSource, MeminfoValue};
+    use crate::event::kernel_snapshot::{KernelGroup, KernelSnapshot, KmemSource, MeminfoValue};
 
-    fn snapshot(count: u64) -> KernelSnapshotRecord {
-        KernelSnapshotRecord {
+    fn snapshot(count: u64) -> KernelSnapshot {
+        KernelSnapshot {
             groups: vec![KernelGroup {
                 source: KmemSource::Kmalloc,
                 call_site: 0xffff_ffff_8123_454d,
@@ -429,7 +427,7 @@ mod tests {
     fn freed_call_sites_leave_the_report() {
         let mut model = KernelModel::default();
         model.apply(0, &snapshot(5));
-        model.apply(1, &KernelSnapshotRecord::default());
+        model.apply(1, &KernelSnapshot::default());
         assert!(build(&model, Source::Live).kernel.call_sites.is_empty());
     }
 }

@@ -5,11 +5,11 @@
 use bytes::BufMut;
 
 use super::wire::{get_string, get_u8, get_uvarint, put_str, put_uvarint, Malformed};
-use crate::kernel::record::{
-    KernelCounters, KernelGroup, KernelSnapshotRecord, KmemSource, MeminfoValue, SlabCache,
+use crate::event::kernel_snapshot::{
+    KernelCounters, KernelGroup, KernelSnapshot, KmemSource, MeminfoValue, SlabCache,
 };
 
-pub(crate) fn encode(record: &KernelSnapshotRecord, buf: &mut impl BufMut) {
+pub(crate) fn encode(record: &KernelSnapshot, buf: &mut impl BufMut) {
     let counters = &record.counters;
     for value in [
         counters.allocs,
@@ -58,7 +58,7 @@ fn get_count(buf: &mut &[u8], min_len: usize) -> Result<usize, Malformed> {
     Ok(count as usize)
 }
 
-pub(crate) fn decode(buf: &mut &[u8]) -> Result<KernelSnapshotRecord, Malformed> {
+pub(crate) fn decode(buf: &mut &[u8]) -> Result<KernelSnapshot, Malformed> {
     let counters = KernelCounters {
         allocs: get_uvarint(buf)?,
         frees: get_uvarint(buf)?,
@@ -107,7 +107,7 @@ pub(crate) fn decode(buf: &mut &[u8]) -> Result<KernelSnapshotRecord, Malformed>
             stack,
         });
     }
-    Ok(KernelSnapshotRecord {
+    Ok(KernelSnapshot {
         groups,
         counters,
         meminfo,
@@ -119,8 +119,8 @@ pub(crate) fn decode(buf: &mut &[u8]) -> Result<KernelSnapshotRecord, Malformed>
 mod tests {
     use super::*;
 
-    fn sample() -> KernelSnapshotRecord {
-        KernelSnapshotRecord {
+    fn sample() -> KernelSnapshot {
+        KernelSnapshot {
             groups: vec![KernelGroup {
                 source: KmemSource::Kmalloc,
                 call_site: 0xffff_ffff_8123_4567,
