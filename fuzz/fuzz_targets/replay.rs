@@ -1,4 +1,4 @@
-//! Any bytes, read as a recording and replayed through the pipeline into a report, as
+//! Any bytes, read as a recording and replayed through the stream into a report, as
 //! `memtrace replay` does: nothing may panic, hang or allocate without bound. Frames are named
 //! without reading files (the fuzzer must not open paths a crafted recording names).
 #![no_main]
@@ -6,7 +6,8 @@
 use libfuzzer_sys::fuzz_target;
 use memtrace::{
     recording::RecordingReader,
-    replay::{replay_from, ReplayOptions},
+    kernel_mode,
+    replay::{replay_from, ReplayOptions, Replayed},
     report::{self, SessionInfo, Source},
 };
 
@@ -30,16 +31,23 @@ fuzz_target!(|data: &[u8]| {
     let _ = replayed.outcome.problems();
     let info = SessionInfo {
         source: Source::Replay,
-        events: replayed.pipeline.events,
-        lost: replayed.pipeline.lost,
-        backend: None,
+        events: replayed.stream.events(),
+        lost: replayed.stream.lost(),
+        backend: replayed.header.backend.clone(),
     };
-    let pipeline = &replayed.pipeline;
-    let report = report::build_with(
-        &pipeline.model,
-        &pipeline.exited,
-        &info,
-        &mut report::NoNames,
-    );
-    let _ = report::json::render(&report);
+    match &replayed.consumer {
+        Replayed::User(user_mode) => {
+            let report = report::build_with(
+                &user_mode.model,
+                user_mode.exited(),
+                &info,
+                &mut report::NoNames,
+            );
+            let _ = report::json::render(&report);
+        }
+        Replayed::Kernel(model) => {
+            let report = kernel_mode::report::build(model, Source::Replay);
+            let _ = kernel_mode::report::render_json(&report);
+        }
+    }
 });

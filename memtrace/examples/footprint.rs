@@ -3,14 +3,14 @@
 //!
 //! - `footprint forks N FILE`: writes a recording of N short-lived processes (each forked by
 //!   one long-lived parent, maps 64 KiB it never frees, and exits), for `memtrace replay`.
-//! - `footprint churn HOURS`: feeds the pipeline (the model, and the folding of exited
+//! - `footprint churn HOURS`: feeds the stream and user mode (the model, and the folding of exited
 //!   processes) a compressed-time attach to a process with steady churn (a 4 MiB buffer mapped
 //!   and freed 20 times a second, a short-lived child every 10 seconds), prints memtrace's RSS
 //!   after every simulated hour (it must stay flat), then after its JSON and text reports.
-//! - `footprint pipeline-forks N`: the pipeline alone fed N short-lived processes; prints the
+//! - `footprint pipeline-forks N`: user mode alone fed N short-lived processes; prints the
 //!   RSS per process.
 //! - `footprint phases FILE`: replays a recording and prints memtrace's RSS after each phase
-//!   (the pipeline fed, the report streamed as JSON, the report built whole, its JSON and its
+//!   (user mode fed, the report streamed as JSON, the report built whole, its JSON and its
 //!   text rendered), to tell which one holds the bytes.
 //! - `footprint regions N`: one process leaking N pages; prints the RSS per live region.
 
@@ -21,8 +21,11 @@ use memtrace::event::{
     SyscallRecord,
 };
 use memtrace::model::Model;
-use memtrace::pipeline::Pipeline;
 use memtrace::recording::{ClockBase, RecordingHeader, RecordingWriter, WriterOptions};
+use memtrace::{
+    stream::Stream,
+    user_mode::{UserMode, UserModeOptions},
+};
 
 const PARENT: u32 = 1000;
 const START_NS: u64 = 1_000_000_000_000;
@@ -163,6 +166,8 @@ fn write_forks(count: u64, path: &str) -> Result<(), Box<dyn std::error::Error>>
             realtime_ns: 0,
         },
         started_by: "memtrace footprint example".to_owned(),
+        mode: Some(memtrace::recording::Mode::User),
+        backend: None,
     };
     let _ = fs::remove_file(path);
     let mut writer = RecordingWriter::create(path, &header, WriterOptions::default())?;
@@ -196,8 +201,8 @@ fn status_kib(field: &str) -> u64 {
 
 fn churn(hours: u64) {
     const PER_SECOND: u64 = 20;
-    let mut pipeline = Pipeline::new(None, None);
-    let mut feed = |event: &Event| pipeline.feed(event).expect("no recorder to fail");
+    let (mut stream, mut user_mode) = consumers();
+    let mut feed = |event: &Event| stream.feed(event, &mut user_mode);
     feed(&parent_snapshot(START_NS));
     let buffer = 0x7e00_0000_0000u64;
     let mut child = 2000u32;
@@ -226,62 +231,68 @@ fn churn(hours: u64) {
         }
         println!("churn hour {hour} rss_kib {}", rss_kib());
     }
-    let (json, text) = reports(&pipeline);
+    let (json, text) = reports(&stream, &user_mode);
     println!(
         "churn events {} processes {} folded {} json_bytes {json} text_bytes {text} after_reports_rss_kib {} peak_kib {}",
-        pipeline.events,
-        pipeline.model.process_count(),
-        pipeline.exited.folded_processes(),
+        stream.events(),
+        user_mode.model.process_count(),
+        user_mode.exited().folded_processes(),
         rss_kib(),
         status_kib("VmHWM:")
     );
 }
 
+/// The stream and user mode's consumer, as a session without recorder or printer has them.
+fn consumers() -> (Stream, UserMode) {
+    (
+        Stream::new(None, None),
+        UserMode::new(UserModeOptions::default()),
+    )
+}
+
 /// The session's JSON and text reports, built and dropped: their sizes.
-fn reports(pipeline: &Pipeline) -> (usize, usize) {
-    let report = report_of(pipeline);
+fn reports(stream: &Stream, user_mode: &UserMode) -> (usize, usize) {
+    let report = report_of(stream, user_mode);
     let json = memtrace::report::json::render(&report).len();
     let text = memtrace::report::text::render(&report, &Default::default()).len();
     (json, text)
 }
 
-/// The report of the pipeline's session, built whole, frames unnamed.
-fn report_of(pipeline: &Pipeline) -> memtrace::report::Report {
+/// The report of the session, built whole, frames unnamed.
+fn report_of(stream: &Stream, user_mode: &UserMode) -> memtrace::report::Report {
     memtrace::report::build_with(
-        &pipeline.model,
-        &pipeline.exited,
-        &session_of(pipeline),
+        &user_mode.model,
+        user_mode.exited(),
+        &session_of(stream),
         &mut memtrace::report::NoNames,
     )
 }
 
-fn session_of(pipeline: &Pipeline) -> memtrace::report::SessionInfo {
+fn session_of(stream: &Stream) -> memtrace::report::SessionInfo {
     memtrace::report::SessionInfo {
         source: memtrace::report::Source::Replay,
-        events: pipeline.events,
-        lost: pipeline.lost,
+        events: stream.events(),
+        lost: stream.lost(),
         backend: None,
     }
 }
 
-/// The pipeline alone (no decoding, no report) fed N short-lived processes.
+/// The stream and user mode alone (no decoding, no report) fed N short-lived processes.
 fn pipeline_forks(count: u64) {
-    let mut pipeline = Pipeline::new(None, None);
-    pipeline
-        .feed(&parent_snapshot(START_NS))
-        .expect("no recorder to fail");
+    let (mut stream, mut user_mode) = consumers();
+    stream.feed(&parent_snapshot(START_NS), &mut user_mode);
     let before = rss_kib();
     for index in 0..count {
         let child = 2000 + (index % 4_000_000) as u32;
         for event in short_lived_child(START_NS + 10_000 + index * 10_000, child) {
-            pipeline.feed(&event).expect("no recorder to fail");
+            stream.feed(&event, &mut user_mode);
         }
     }
     let after = rss_kib();
     println!(
         "pipeline-forks {count} rss_kib {after} bytes_per_process {} processes_kept {}",
         (after.saturating_sub(before) * 1024) / count.max(1),
-        pipeline.model.process_count()
+        user_mode.model.process_count()
     );
 }
 
@@ -306,7 +317,7 @@ fn regions(count: u64) {
     );
 }
 
-/// Where a replay's memory goes: the pipeline fed, the report streamed, built, rendered.
+/// Where a replay's memory goes: user mode fed, the report streamed, built, rendered.
 fn phases(path: &str) -> Result<(), Box<dyn std::error::Error>> {
     let reader = memtrace::recording::RecordingReader::open(path)?;
     let start = rss_kib();
@@ -316,23 +327,27 @@ fn phases(path: &str) -> Result<(), Box<dyn std::error::Error>> {
         print_events: false,
         interval: None,
         since: None,
-        keep_exited: memtrace::report::folded::DEFAULT_KEEP_EXITED,
+        keep_exited: memtrace::user_mode::DEFAULT_KEEP_EXITED,
         pids: Vec::new(),
     };
-    let pipeline = memtrace::replay::replay_from(reader, &options, None)?.pipeline;
-    let processes = pipeline.model.process_count();
+    let replay = memtrace::replay::replay_from(reader, &options, None)?;
+    let memtrace::replay::Replayed::User(user_mode) = replay.consumer else {
+        return Err("not a user-mode recording".into());
+    };
+    let stream = replay.stream;
+    let processes = user_mode.model.process_count();
     let after_model = rss_kib();
-    let session = session_of(&pipeline);
+    let session = session_of(&stream);
     memtrace::report::stream::write_json(
-        &pipeline.model,
-        &pipeline.exited,
+        &user_mode.model,
+        user_mode.exited(),
         &session,
         &mut memtrace::report::NoNames,
         &[],
         &mut std::io::sink(),
     )?;
     let streamed_peak = status_kib("VmHWM:");
-    let report = report_of(&pipeline);
+    let report = report_of(&stream, &user_mode);
     let after_report = rss_kib();
     let json = memtrace::report::json::render(&report);
     let after_json = rss_kib();
@@ -340,7 +355,7 @@ fn phases(path: &str) -> Result<(), Box<dyn std::error::Error>> {
     let after_text = rss_kib();
     println!(
         "phases processes_kept {processes} folded {} start_kib {start} model_kib {after_model} streamed_peak_kib {streamed_peak} report_kib {after_report} json_kib {after_json} text_kib {after_text} json_bytes {} text_bytes {} peak_kib {}",
-        pipeline.exited.folded_processes(),
+        user_mode.exited().folded_processes(),
         json.len(),
         text.len(),
         status_kib("VmHWM:")

@@ -15,16 +15,16 @@
 pub mod capture;
 pub mod cgroup;
 pub mod cli;
+pub mod clock;
 pub mod event;
 pub mod event_line;
 pub mod file_access;
-pub mod interval;
+
 pub mod kernel_mode;
 pub mod launch;
 pub mod linux_abi;
 pub mod model;
 pub mod output;
-pub mod pipeline;
 pub mod probes;
 pub mod procfs;
 pub mod recording;
@@ -32,3 +32,5 @@ pub mod replay;
 pub mod report;
 pub mod session;
 pub mod stacks;
+pub mod stream;
+pub mod user_mode;

@@ -17,3 +17,9 @@ pub const MREMAP_FIXED: u64 = 2;
 pub const MREMAP_DONTUNMAP: u64 = 4;
 
 pub const MFD_CLOEXEC: u64 = 1;
+
+/// Prefix of a memfd's path in `/proc/PID/maps` and in the file names the kernel side reports.
+pub const MEMFD_PATH_PREFIX: &str = "/memfd:";
+
+/// The page size of x86_64, the only architecture memtrace traces (both of its ABIs use it).
+pub const PAGE_SIZE: u64 = 4096;

@@ -4,7 +4,7 @@
 use std::{fs, io, path::Path};
 
 use crate::event::{ContainerRecord, SnapshotFd, SnapshotRecord, SnapshotRegion};
-use crate::model::memfd::MEMFD_PATH_PREFIX;
+use crate::linux_abi::MEMFD_PATH_PREFIX;
 
 pub fn process_exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()

@@ -1,11 +1,15 @@
-//! Replaying a recording through the same pipeline a live session uses.
+//! Replaying a recording: its events through the same stream a live session uses, into the
+//! consumer of the mode its header names.
 
 use std::{path::PathBuf, time::Duration};
 
 use crate::{
-    pipeline::Pipeline,
-    recording::{RecordError, RecordingHeader, RecordingReader, ReplayOutcome},
-    report::{folded::ExitedPrograms, ReportOptions},
+    event::{Event, EventBody},
+    kernel_mode::model::KernelModel,
+    recording::{Mode, RecordError, RecordingHeader, RecordingReader, ReplayOutcome},
+    report::ReportOptions,
+    stream::{self, Consumer, Stream},
+    user_mode::{interval, UserMode, UserModeOptions},
 };
 
 pub struct ReplayOptions {
@@ -23,8 +27,15 @@ pub struct ReplayOptions {
     pub pids: Vec<u32>,
 }
 
-pub struct Replayed {
-    pub pipeline: Pipeline,
+/// The consumer a replay fed, by the recording's mode.
+pub enum Replayed {
+    User(Box<UserMode>),
+    Kernel(KernelModel),
+}
+
+pub struct Replay {
+    pub consumer: Replayed,
+    pub stream: Stream,
     pub header: RecordingHeader,
     pub outcome: ReplayOutcome,
     /// Why reading stopped early, if it did; everything before it was replayed.
@@ -33,44 +44,57 @@ pub struct Replayed {
 
 /// Opening errors (not a recording, another version) are returned; an error in the middle
 /// ends the replay but keeps what was read, so the report still shows it.
-pub fn run(options: &ReplayOptions) -> Result<Replayed, RecordError> {
+pub fn run(options: &ReplayOptions) -> Result<Replay, RecordError> {
     let reader = RecordingReader::open(&options.path)?;
-    let printer = options.print_events.then(|| {
-        Box::new(std::io::LineWriter::new(std::io::stderr())) as Box<dyn std::io::Write + Send>
-    });
-    replay_from(reader, options, printer)
+    replay_from(
+        reader,
+        options,
+        stream::stderr_printer(options.print_events),
+    )
 }
 
 /// The replay of a recording already opened, from any source (a file; bytes in `cargo xtask
-/// fuzz`).
-/// `options.path` is not read.
+/// fuzz`). `options.path` is not read.
 pub fn replay_from<R: std::io::Read>(
     mut reader: RecordingReader<R>,
     options: &ReplayOptions,
     printer: Option<Box<dyn std::io::Write + Send>>,
-) -> Result<Replayed, RecordError> {
+) -> Result<Replay, RecordError> {
     let header = reader.header().clone();
-    let mut pipeline = Pipeline::new(printer, None);
     let from_start = |since: Duration| {
         header
             .clock_base
             .monotonic_ns
             .saturating_add(since.as_nanos() as u64)
     };
-    let report_options = ReportOptions {
-        since_ns: options.since.map_or(0, from_start),
-        ..ReportOptions::default()
-    };
-    pipeline.fold_exited(
-        options.keep_exited,
-        ExitedPrograms::new(report_options, options.pids.clone()),
-    );
-    if let Some(period) = options.interval {
-        pipeline.print_intervals(crate::session::interval_printer(period));
-    }
     let stop_at = options.until.map(from_start);
+    let mut stream = Stream::new(printer, None);
     let mut stopped_by = None;
-    for item in &mut reader {
+    let mut first = None;
+    match reader.next() {
+        Some(Ok(event)) => first = Some(event),
+        Some(Err(error)) => stopped_by = Some(error),
+        None => {}
+    }
+    let mut consumer = match mode_of(&header, first.as_ref()) {
+        Mode::Kernel => Replayed::Kernel(KernelModel::default()),
+        Mode::User | Mode::Agent => {
+            let mut user_mode = UserMode::new(UserModeOptions {
+                keep_exited: options.keep_exited,
+                report: ReportOptions {
+                    since_ns: options.since.map_or(0, from_start),
+                    ..ReportOptions::default()
+                },
+                keep_pids: options.pids.clone(),
+            });
+            if let Some(period) = options.interval {
+                user_mode.print_intervals(interval::stderr_printer(period));
+            }
+            Replayed::User(Box::new(user_mode))
+        }
+    };
+    let events = first.map(Ok).into_iter().chain(&mut reader);
+    for item in events {
         match item {
             Ok(event) => {
                 // Past --until the rest is still read, not modelled: damage after that point
@@ -78,7 +102,7 @@ pub fn replay_from<R: std::io::Read>(
                 if stop_at.is_some_and(|stop_at| event.time_ns > stop_at) {
                     continue;
                 }
-                pipeline.feed(&event)?;
+                stream.feed(&event, consumer.as_consumer());
             }
             Err(error) => {
                 stopped_by = Some(error);
@@ -86,11 +110,32 @@ pub fn replay_from<R: std::io::Read>(
             }
         }
     }
-    pipeline.finish_recording()?;
-    Ok(Replayed {
-        pipeline,
+    stream.finish();
+    Ok(Replay {
+        consumer,
+        stream,
         header,
         outcome: reader.outcome(),
         stopped_by,
     })
+}
+
+impl Replayed {
+    fn as_consumer(&mut self) -> &mut dyn Consumer {
+        match self {
+            Self::User(user_mode) => user_mode.as_mut(),
+            Self::Kernel(model) => model,
+        }
+    }
+}
+
+/// The mode the header names. Recordings made before the header named it are told by their
+/// first event: kernel mode's first event is always the snapshot of the kernel's totals at
+/// the start, which no user-mode session records.
+fn mode_of(header: &RecordingHeader, first: Option<&Event>) -> Mode {
+    match (header.mode, first) {
+        (Some(mode), _) => mode,
+        (None, Some(event)) if matches!(event.body, EventBody::KernelSnapshot(_)) => Mode::Kernel,
+        (None, _) => Mode::User,
+    }
 }

@@ -1,28 +1,28 @@
 //! A live tracing session: load the probes, start or attach to the target, pump the ring
-//! buffer through the pipeline until the session ends, and hand back what it saw.
+//! buffer through the stream into user mode's consumer until the session ends, and hand back
+//! what it saw.
 
 use std::{
     collections::{HashMap, HashSet},
     ffi::OsString,
-    io::Write,
     path::PathBuf,
     process::{Child, ExitStatus},
     time::{Duration, Instant},
 };
 
-use nix::time::{clock_gettime, ClockId};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     capture::{Capture, Captured},
     cgroup::Cgroup,
+    clock::{monotonic_ns, next_tick, sleep_until},
     event::{Abi, Comm, ContainerRecord, Event, EventBody, LostRecord},
     launch::{self, GatedCommand, LaunchError},
-    pipeline::Pipeline,
-    probes::{backend::Attached, preflight, ProbeError, ProbeOptions, Probes},
+    probes::{backend::Attached, ProbeError, ProbeOptions, Probes},
     procfs,
-    recording::{ClockBase, RecordError, RecordingHeader, RecordingWriter, WriterOptions},
-    report::folded::ExitedPrograms,
+    recording::{Mode, RecordError, RecordingHeader, RecordingWriter, WriterOptions},
+    stream::{self, Stream},
+    user_mode::{interval, UserMode, UserModeOptions},
 };
 
 #[derive(Clone, Debug)]
@@ -49,8 +49,8 @@ pub struct LiveOptions {
     pub command_line: Vec<String>,
     /// `--interval`: print a block of growth on stderr every this long.
     pub interval: Option<Duration>,
-    /// `--keep-exited`: exited processes listed in full; older ones are folded by program.
-    pub keep_exited: usize,
+    /// How user mode folds and reports.
+    pub user_mode: UserModeOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,8 @@ impl SessionError {
 
 /// What a finished session leaves behind.
 pub struct LiveOutcome {
-    pub pipeline: Pipeline,
+    pub stream: Stream,
+    pub user_mode: UserMode,
     /// The command's exit status, for `memtrace -- CMD`.
     pub command_status: Option<ExitStatus>,
     /// Ring records that could not be decoded.
@@ -96,19 +97,6 @@ pub struct LiveOutcome {
     pub unreadable_images: u64,
     /// The syscall hooks the session used.
     pub backend: Attached,
-}
-
-/// The time of day on the kernel's event clock (`bpf_ktime_get_ns` is CLOCK_MONOTONIC).
-pub fn monotonic_ns() -> u64 {
-    clock_gettime(ClockId::CLOCK_MONOTONIC)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
-}
-
-pub fn realtime_ns() -> u64 {
-    clock_gettime(ClockId::CLOCK_REALTIME)
-        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
-        .unwrap_or(0)
 }
 
 pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
@@ -143,15 +131,18 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
         _ => None,
     };
     let mut feed = Feed {
-        pipeline: Pipeline::new(printer(options.print_events), recorder(&options)?),
+        stream: Stream::new(
+            stream::stderr_printer(options.print_events),
+            recorder(&options, probes.backend())?,
+        ),
+        user_mode: UserMode::new(options.user_mode.clone()),
         snapshot_taken_at: HashMap::new(),
         containers: HashMap::new(),
         known: cgroup.as_ref().map(|_| HashSet::new()),
     };
-    feed.pipeline
-        .fold_exited(options.keep_exited, ExitedPrograms::default());
     let mut interval_ticks = options.interval.map(|period| {
-        feed.pipeline.print_intervals(interval_printer(period));
+        feed.user_mode
+            .print_intervals(interval::stderr_printer(period));
         tokio::time::interval(period)
     });
     let mut command = None;
@@ -212,7 +203,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
     loop {
         tokio::select! {
             batch = reader.next_batch() => match batch {
-                Some(batch) => feed.batch(batch)?,
+                Some(batch) => feed.batch(batch),
                 None => break,
             },
             _ = interrupt.recv() => {
@@ -224,7 +215,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
             }
             _ = terminate.recv() => break,
             _ = sleep_until(deadline) => break,
-            _ = next_tick(&mut interval_ticks) => feed.pipeline.tick_interval(monotonic_ns()),
+            _ = next_tick(&mut interval_ticks) => feed.user_mode.tick_interval(monotonic_ns()),
             // A quiet cgroup sends no events: its removal is noticed on this tick.
             _ = next_tick(&mut cgroup_check) => {}
             _ = child_signal.recv() => {}
@@ -233,8 +224,8 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
             command_status = Some(status);
         }
         probes.flush_logs();
-        lost = report_new_losses(&probes, reader.stacks_dropped(), &mut feed.pipeline, lost)?;
-        feed.pipeline.flush_recording_if_due(Instant::now());
+        lost = feed.report_new_losses(&probes, reader.stacks_dropped(), lost)?;
+        feed.stream.flush_recording_if_due(Instant::now());
         let command_done = command_status.is_some() && !options.probes.follow_children;
         if command_done {
             break;
@@ -256,14 +247,15 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
 
     // Whatever the kernel wrote before the end still belongs to the session.
     let (rest, counts) = reader.finish();
-    feed.batch(rest)?;
+    feed.batch(rest);
     probes.flush_logs();
-    report_new_losses(&probes, counts.stacks_dropped, &mut feed.pipeline, lost)?;
-    feed.pipeline.finish_recording()?;
+    feed.report_new_losses(&probes, counts.stacks_dropped, lost)?;
+    feed.stream.finish();
     // A command still running when the session ends (SIGTERM, Ctrl-C, --duration) keeps
     // running untraced, as a process strace detaches from; nobody here waits for it.
     Ok(LiveOutcome {
-        pipeline: feed.pipeline,
+        stream: feed.stream,
+        user_mode: feed.user_mode,
         command_status,
         undecodable: counts.undecodable,
         unreadable_images: counts.unreadable_images,
@@ -309,11 +301,12 @@ fn pid_list(pids: &[u32]) -> String {
         .join(", ")
 }
 
-/// The pipeline and what the session keeps per process to feed it: when each seeded process
-/// was read from `/proc`, who each is in its container, and under `--cgroup` which processes
-/// memtrace knows from their beginning.
+/// The stream, user mode's consumer, and what the session keeps per process to feed them:
+/// when each seeded process was read from `/proc`, who each is in its container, and under
+/// `--cgroup` which processes memtrace knows from their beginning.
 struct Feed {
-    pipeline: Pipeline,
+    stream: Stream,
+    user_mode: UserMode,
     /// Events a process made before its snapshot are already part of the snapshot.
     snapshot_taken_at: HashMap<u32, u64>,
     /// The container identity last told for each process.
@@ -357,41 +350,42 @@ impl Feed {
         let snapshot = procfs::snapshot(pid)?;
         self.snapshot_taken_at.insert(pid, taken_at);
         let event = snapshot_event(pid, taken_at, snapshot);
-        self.identify(&event).map_err(std::io::Error::other)?;
-        self.pipeline.feed(&event).map_err(std::io::Error::other)
+        self.identify(&event);
+        self.stream.feed(&event, &mut self.user_mode);
+        Ok(())
     }
 
     /// Feeds what the reader captured, in order; under `--cgroup`, processes that joined
     /// the cgroup while running are seeded first ([`Self::seed_joiners`]).
-    fn batch(&mut self, batch: Vec<Captured>) -> Result<(), RecordError> {
+    fn batch(&mut self, batch: Vec<Captured>) {
         self.seed_joiners(&batch);
         for captured in batch {
             match captured {
                 Captured::Event(event) if !self.before_snapshot(event.pid, event.time_ns) => {
                     let exec = matches!(event.body, EventBody::Exec(_));
                     if !exec {
-                        self.identify(&event)?;
+                        self.identify(&event);
                     }
-                    self.pipeline.feed(&event)?;
+                    self.stream.feed(&event, &mut self.user_mode);
                     if exec {
                         // A new image may come with a new root (`chroot DIR cmd`) or cgroup.
-                        self.identify(&event)?;
+                        self.identify(&event);
                     }
                 }
                 Captured::Stack(stack) if !self.before_snapshot(stack.pid, stack.time_ns) => {
-                    self.pipeline.feed_stack(&stack)?;
+                    let told = self.user_mode.unwind(&stack);
+                    self.stream.feed_all(&told, &mut self.user_mode);
                 }
                 _ => {}
             }
         }
         self.forget_folded();
-        Ok(())
     }
 
-    /// Drops what is kept about processes the pipeline folded away: memtrace's memory follows
+    /// Drops what is kept about processes user mode folded away: memtrace's memory follows
     /// the processes that run, not all those that ran.
     fn forget_folded(&mut self) {
-        for pid in self.pipeline.take_forgotten() {
+        for pid in self.user_mode.take_forgotten() {
             self.snapshot_taken_at.remove(&pid);
             self.containers.remove(&pid);
             if let Some(known) = &mut self.known {
@@ -431,52 +425,61 @@ impl Feed {
         self.known = Some(known);
     }
 
-    /// Tells the pipeline who the process of `event` is in its container, when memtrace first
+    /// Tells the stream who the process of `event` is in its container, when memtrace first
     /// sees it and after an exec (when that changed), read from `/proc` while it runs: the
     /// recording then carries it, and a replay elsewhere names the process the same way.
-    fn identify(&mut self, event: &Event) -> Result<(), RecordError> {
+    fn identify(&mut self, event: &Event) {
         let exec = matches!(event.body, EventBody::Exec(_));
         if event.pid == 0 || (!exec && self.containers.contains_key(&event.pid)) {
-            return Ok(());
+            return;
         }
         let Some(container) = procfs::container_identity(event.pid) else {
-            return Ok(());
+            return;
         };
         if self.containers.get(&event.pid) == Some(&container) {
-            return Ok(());
+            return;
         }
         self.containers.insert(event.pid, container.clone());
-        self.pipeline.feed(&Event {
-            tid: event.pid,
-            body: EventBody::Container(container),
-            ..event.clone()
-        })
+        self.stream.feed(
+            &Event {
+                tid: event.pid,
+                body: EventBody::Container(container),
+                ..event.clone()
+            },
+            &mut self.user_mode,
+        );
+    }
+
+    /// Turns a change in the kernel's loss counters into a `Lost` event, so the loss is in the
+    /// report and in the recording at the point where it happened: the kernel's losses, plus
+    /// the stack samples the reader dropped (`stacks_dropped`), which both mean a call stack is
+    /// unknown, never a lost event.
+    fn report_new_losses(
+        &mut self,
+        probes: &Probes,
+        stacks_dropped: u64,
+        previous: LostRecord,
+    ) -> Result<LostRecord, SessionError> {
+        let mut lost = probes.lost()?;
+        lost.stacks_not_sampled += stacks_dropped;
+        if lost != previous {
+            self.stream.feed(
+                &Event::of_session(monotonic_ns(), EventBody::Lost(lost)),
+                &mut self.user_mode,
+            );
+        }
+        Ok(lost)
     }
 }
 
-fn printer(enabled: bool) -> Option<Box<dyn Write + Send>> {
-    enabled.then(|| Box::new(std::io::LineWriter::new(std::io::stderr())) as Box<dyn Write + Send>)
-}
-
-/// The header of a recording started now, by this memtrace, on this kernel (user and kernel
-/// mode alike).
-pub fn recording_header(command_line: &[String]) -> RecordingHeader {
-    RecordingHeader {
-        kernel_release: preflight::kernel_release(),
-        command_line: command_line.to_vec(),
-        clock_base: ClockBase {
-            monotonic_ns: monotonic_ns(),
-            realtime_ns: realtime_ns(),
-        },
-        started_by: format!("memtrace {}", env!("CARGO_PKG_VERSION")),
-    }
-}
-
-fn recorder(options: &LiveOptions) -> Result<Option<RecordingWriter>, RecordError> {
+fn recorder(
+    options: &LiveOptions,
+    backend: &Attached,
+) -> Result<Option<RecordingWriter>, RecordError> {
     let Some(path) = &options.record else {
         return Ok(None);
     };
-    let header = recording_header(&options.command_line);
+    let header = RecordingHeader::now(Mode::User, &options.command_line, Some(backend.info()));
     RecordingWriter::create(path, &header, WriterOptions::default()).map(Some)
 }
 
@@ -496,47 +499,5 @@ fn snapshot_event(pid: u32, time_ns: u64, snapshot: crate::event::SnapshotRecord
         comm,
         abi,
         body: EventBody::Snapshot(snapshot),
-    }
-}
-
-/// Turns a change in the kernel's loss counters into a `Lost` event, so the loss is in the
-/// report and in the recording at the point where it happened.
-/// The kernel's losses, plus the stack samples the reader dropped (`stacks_dropped`): both
-/// mean a call stack is unknown, never a lost event.
-fn report_new_losses(
-    probes: &Probes,
-    stacks_dropped: u64,
-    pipeline: &mut Pipeline,
-    previous: LostRecord,
-) -> Result<LostRecord, SessionError> {
-    let mut lost = probes.lost()?;
-    lost.stacks_not_sampled += stacks_dropped;
-    if lost != previous {
-        pipeline.feed(&Event::of_session(monotonic_ns(), EventBody::Lost(lost)))?;
-    }
-    Ok(lost)
-}
-
-/// The `--interval` blocks go to stderr, like `--events`.
-pub fn interval_printer(period: Duration) -> crate::interval::IntervalPrinter {
-    crate::interval::IntervalPrinter::new(
-        period.as_nanos().min(u64::MAX.into()) as u64,
-        Box::new(std::io::LineWriter::new(std::io::stderr())),
-    )
-}
-
-async fn next_tick(ticks: &mut Option<tokio::time::Interval>) {
-    match ticks {
-        Some(ticks) => {
-            ticks.tick().await;
-        }
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }

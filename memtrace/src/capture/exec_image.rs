@@ -22,7 +22,7 @@ use crate::event::{ExecMappingKind, ExecMappingRecord, FileRef};
 use crate::file_access::{open_regular, Links};
 use crate::linux_abi::{MAP_FIXED, MAP_PRIVATE, PROT_EXEC, PROT_READ, PROT_WRITE};
 
-const PAGE: u64 = 4096;
+use crate::linux_abi::PAGE_SIZE as PAGE;
 
 /// Where the loader put the new image: from the exec event.
 #[derive(Clone, Debug)]

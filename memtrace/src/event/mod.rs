@@ -10,12 +10,12 @@ pub use memtrace_common::{Abi, ImageLayout, Syscall};
 
 /// A task's `comm`, kept as the kernel's fixed 16 bytes so events stay `Copy`-cheap.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Comm(pub [u8; 16]);
+pub struct Comm(pub [u8; memtrace_common::COMM_LEN]);
 
 impl Comm {
     pub fn from_str_lossy(name: &str) -> Self {
-        let mut bytes = [0u8; 16];
-        let len = name.len().min(15);
+        let mut bytes = [0u8; memtrace_common::COMM_LEN];
+        let len = name.len().min(memtrace_common::COMM_LEN - 1);
         bytes[..len].copy_from_slice(&name.as_bytes()[..len]);
         Self(bytes)
     }

@@ -1,20 +1,20 @@
 //! A live kernel-mode session: attach the allocator programs, snapshot their outstanding
-//! table at each interval into the pipeline (and the recording), until the duration ends,
-//! Ctrl-C or SIGTERM, or the traced processes are gone.
+//! table once per snapshot period through the stream (into the recording, if any) into kernel
+//! mode's model, until the duration ends, Ctrl-C or SIGTERM, or the traced processes are gone.
 
 use std::{ffi::OsString, path::PathBuf, process::ExitStatus, time::Duration};
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::{capture::SnapshotTaker, kallsyms::KernelSymbols};
+use super::{capture::SnapshotTaker, kallsyms::KernelSymbols, model::KernelModel};
 use crate::{
+    clock::{monotonic_ns, sleep_until},
     event::{Event, EventBody},
     launch::GatedCommand,
-    pipeline::Pipeline,
     probes::kmem::{KmemOptions, KmemProbes},
     procfs,
-    recording::{RecordingWriter, WriterOptions},
-    session::{self, monotonic_ns},
+    recording::{Mode, RecordingHeader, RecordingWriter, WriterOptions},
+    stream::Stream,
 };
 
 /// Whose allocations count.
@@ -33,7 +33,8 @@ pub struct KernelOptions {
     pub target: KernelTarget,
     pub follow: bool,
     pub stacks: bool,
-    pub interval: Duration,
+    /// Time between two kernel snapshots.
+    pub snapshot_period: Duration,
     pub duration: Option<Duration>,
     pub record: Option<PathBuf>,
     pub max_outstanding: u32,
@@ -42,7 +43,8 @@ pub struct KernelOptions {
 }
 
 pub struct KernelOutcome {
-    pub pipeline: Pipeline,
+    pub stream: Stream,
+    pub model: KernelModel,
     pub command_status: Option<ExitStatus>,
 }
 
@@ -71,12 +73,13 @@ pub async fn run(options: KernelOptions) -> anyhow::Result<KernelOutcome> {
     let recorder = match &options.record {
         Some(path) => Some(RecordingWriter::create(
             path,
-            &session::recording_header(&options.command_line),
+            &RecordingHeader::now(Mode::Kernel, &options.command_line, None),
             WriterOptions::default(),
         )?),
         None => None,
     };
-    let mut pipeline = Pipeline::new(None, recorder);
+    let mut stream = Stream::new(None, recorder);
+    let mut model = KernelModel::default();
     let page_size = u64::from(probes.layout.config.page_size);
     let mut taker = SnapshotTaker::new(symbols, page_size);
 
@@ -100,7 +103,7 @@ pub async fn run(options: KernelOptions) -> anyhow::Result<KernelOutcome> {
         probes.trace(pid)?;
     }
     // The first snapshot holds the kernel's totals at the start: the baseline of the report.
-    feed_snapshot(&mut pipeline, &mut taker, &probes)?;
+    feed_snapshot(&mut stream, &mut model, &mut taker, &probes)?;
     // Scripts wait for this line before they make the target act.
     eprintln!(
         "memtrace: attached to the kernel's allocators ({}); Ctrl-C to stop",
@@ -128,7 +131,7 @@ pub async fn run(options: KernelOptions) -> anyhow::Result<KernelOutcome> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut next_snapshot = tokio::time::Instant::now() + options.interval;
+    let mut next_snapshot = tokio::time::Instant::now() + options.snapshot_period;
     // How often to check that the traced processes are still there.
     let mut poll = tokio::time::interval(Duration::from_millis(200));
     let mut command_status = None;
@@ -146,11 +149,11 @@ pub async fn run(options: KernelOptions) -> anyhow::Result<KernelOutcome> {
                 if !options.follow { break; }
             }
             _ = tokio::time::sleep_until(next_snapshot) => {
-                feed_snapshot(&mut pipeline, &mut taker, &probes)?;
-                next_snapshot += options.interval;
+                feed_snapshot(&mut stream, &mut model, &mut taker, &probes)?;
+                next_snapshot += options.snapshot_period;
             }
             _ = poll.tick() => {
-                pipeline.flush_recording_if_due(std::time::Instant::now());
+                stream.flush_recording_if_due(std::time::Instant::now());
                 if !pids.is_empty() && !pids.iter().any(|&pid| procfs::process_exists(pid))
                     && (!options.follow || probes.traced_count()? == 0)
                 {
@@ -159,32 +162,30 @@ pub async fn run(options: KernelOptions) -> anyhow::Result<KernelOutcome> {
             }
         }
     }
-    feed_snapshot(&mut pipeline, &mut taker, &probes)?;
-    pipeline.finish_recording()?;
+    feed_snapshot(&mut stream, &mut model, &mut taker, &probes)?;
+    stream.finish();
     Ok(KernelOutcome {
-        pipeline,
+        stream,
+        model,
         command_status,
     })
 }
 
 fn feed_snapshot(
-    pipeline: &mut Pipeline,
+    stream: &mut Stream,
+    model: &mut KernelModel,
     taker: &mut SnapshotTaker,
     probes: &KmemProbes,
 ) -> anyhow::Result<()> {
     let snapshot = taker.take(probes)?;
-    pipeline.feed(&Event::of_session(
-        monotonic_ns(),
-        EventBody::KernelSnapshot(Box::new(snapshot)),
-    ))?;
+    stream.feed(
+        &Event::of_session(
+            monotonic_ns(),
+            EventBody::KernelSnapshot(Box::new(snapshot)),
+        ),
+        model,
+    );
     Ok(())
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
-    }
 }
 
 type CommandWait = tokio::task::JoinHandle<std::io::Result<ExitStatus>>;

@@ -4,8 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use crate::event::kernel_snapshot::{
-    KernelCounters, KernelGroup, KernelSnapshot, KmemSource, MeminfoValue, SlabCache,
+use crate::{
+    event::{
+        kernel_snapshot::{
+            KernelCounters, KernelGroup, KernelSnapshot, KmemSource, MeminfoValue, SlabCache,
+        },
+        Event, EventBody,
+    },
+    stream::Consumer,
 };
 
 /// What identifies a call site in the report: the allocator, the address (named), the cache.
@@ -52,12 +58,17 @@ pub struct KernelModel {
     last_slabs: Vec<SlabCache>,
 }
 
-impl KernelModel {
-    /// Whether any kernel-mode snapshot was fed: tells a kernel recording from a user one.
-    pub fn is_empty(&self) -> bool {
-        self.times.is_empty()
+/// Kernel mode's consumer: it takes the kernel snapshots; a kernel-mode stream carries
+/// nothing else that counts here (losses are the stream's).
+impl Consumer for KernelModel {
+    fn consume(&mut self, event: &Event) {
+        if let EventBody::KernelSnapshot(snapshot) = &event.body {
+            self.apply(event.time_ns, snapshot);
+        }
     }
+}
 
+impl KernelModel {
     pub fn apply(&mut self, time_ns: u64, snapshot: &KernelSnapshot) {
         let index = self.times.len();
         self.times.push(time_ns);

@@ -6,8 +6,7 @@ use std::sync::Arc;
 
 use crate::model::names::Names;
 
-/// Prefix of a memfd's path in `/proc/PID/maps` and in the file names the kernel side reports.
-pub const MEMFD_PATH_PREFIX: &str = "/memfd:";
+pub use crate::linux_abi::MEMFD_PATH_PREFIX;
 /// How `/proc/PID/maps` marks a file whose last name is gone (every memfd).
 pub const DELETED_SUFFIX: &str = " (deleted)";
 

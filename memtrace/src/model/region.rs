@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::event::Syscall;
 use crate::model::memfd::MemfdId;
 
-pub const PAGE_SIZE: u64 = 4096;
+pub use crate::linux_abi::PAGE_SIZE;
 
 /// Rounds up to the next page boundary, as the kernel does with every mapping length.
 pub fn page_align_up(value: u64) -> u64 {

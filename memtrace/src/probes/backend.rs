@@ -17,7 +17,16 @@ use aya::{
 };
 
 use super::{program_of, ProbeError};
-use crate::report::BackendInfo;
+
+/// The syscall hooks a live session used, as its report and its recording tell them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct BackendInfo {
+    /// `fentry` or `raw-tracepoint`.
+    pub name: String,
+    /// Why it is not the preferred one (fentry), when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
 
 /// What the user asked for (`--backend`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

@@ -93,7 +93,7 @@ mod fork_flags {
     pub const RESERVED: u8 = !(THREAD | SHARES_MM | UNTRACED);
 }
 
-const COMM_LEN: usize = 16;
+use memtrace_common::COMM_LEN;
 
 /// Who a thread is, as far as events repeat it.
 #[derive(Clone, Copy, PartialEq, Eq)]

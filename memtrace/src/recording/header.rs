@@ -3,8 +3,40 @@
 
 use bytes::BufMut;
 
-use super::wire::{get_string, get_uvarint, put_str, put_uvarint, Malformed};
-use crate::event::LostRecord;
+use super::wire::{
+    get_bool, get_string, get_u8, get_uvarint, put_bool, put_str, put_uvarint, Malformed,
+};
+use crate::{clock, event::LostRecord, probes::backend::BackendInfo};
+
+/// Which mode wrote a recording, and so which consumer replays it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `memtrace` tracing processes' syscalls.
+    User,
+    /// `memtrace kernel`: kernel snapshots.
+    Kernel,
+    /// `memtrace agent`: a capture of its flight recorder; replays as user mode does.
+    Agent,
+}
+
+impl Mode {
+    fn code(self) -> u8 {
+        match self {
+            Self::User => 1,
+            Self::Kernel => 2,
+            Self::Agent => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Result<Self, Malformed> {
+        match code {
+            1 => Ok(Self::User),
+            2 => Ok(Self::Kernel),
+            3 => Ok(Self::Agent),
+            _ => Err(Malformed("unknown recording mode")),
+        }
+    }
+}
 
 /// What a replay needs to know about the session that recorded the events.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -16,6 +48,28 @@ pub struct RecordingHeader {
     pub clock_base: ClockBase,
     /// The program that wrote the recording, e.g. `memtrace 0.1.0`.
     pub started_by: String,
+    /// The mode that wrote it; `None` in recordings made before the header said (replay then
+    /// tells the mode by the first event).
+    pub mode: Option<Mode>,
+    /// How a live user-mode session hooked the syscalls, so that a replay reports it too.
+    pub backend: Option<BackendInfo>,
+}
+
+impl RecordingHeader {
+    /// The header of a recording started now, by this memtrace, on this kernel.
+    pub fn now(mode: Mode, command_line: &[String], backend: Option<BackendInfo>) -> Self {
+        Self {
+            kernel_release: crate::probes::preflight::kernel_release(),
+            command_line: command_line.to_vec(),
+            clock_base: ClockBase {
+                monotonic_ns: clock::monotonic_ns(),
+                realtime_ns: clock::realtime_ns(),
+            },
+            started_by: format!("memtrace {}", env!("CARGO_PKG_VERSION")),
+            mode: Some(mode),
+            backend,
+        }
+    }
 }
 
 /// One instant read on both clocks, so that replay can turn event times (CLOCK_MONOTONIC) into
@@ -57,6 +111,19 @@ pub(crate) fn encode_header(header: &RecordingHeader, buf: &mut impl BufMut) {
     for argument in &header.command_line {
         put_str(buf, argument);
     }
+    // Appended within version 2 (older readers ignore bytes after the fields they know): the
+    // mode, then the backend if there was one.
+    if let Some(mode) = header.mode {
+        buf.put_u8(mode.code());
+        put_bool(buf, header.backend.is_some());
+        if let Some(backend) = &header.backend {
+            put_str(buf, &backend.name);
+            put_bool(buf, backend.why.is_some());
+            if let Some(why) = &backend.why {
+                put_str(buf, why);
+            }
+        }
+    }
 }
 
 /// Bytes after the known fields are ignored, so a later writer may append fields without a new
@@ -75,11 +142,26 @@ pub(crate) fn decode_header(mut buf: &[u8]) -> Result<RecordingHeader, Malformed
     for _ in 0..count {
         command_line.push(get_string(buf)?);
     }
+    let (mut mode, mut backend) = (None, None);
+    if !buf.is_empty() {
+        mode = Some(Mode::from_code(get_u8(buf)?)?);
+        if get_bool(buf)? {
+            let name = get_string(buf)?;
+            let why = if get_bool(buf)? {
+                Some(get_string(buf)?)
+            } else {
+                None
+            };
+            backend = Some(BackendInfo { name, why });
+        }
+    }
     Ok(RecordingHeader {
         kernel_release,
         command_line,
         clock_base,
         started_by,
+        mode,
+        backend,
     })
 }
 
@@ -139,11 +221,40 @@ mod tests {
                 realtime_ns: 0,
             },
             started_by: "memtrace 0.1.0".into(),
+            mode: Some(Mode::User),
+            backend: Some(BackendInfo {
+                name: "raw-tracepoint".into(),
+                why: Some("fentry unavailable: ftrace is locked down".into()),
+            }),
         };
         let mut buf = Vec::new();
         encode_header(&header, &mut buf);
-        assert_eq!(decode_header(&buf), Ok(header));
+        assert_eq!(decode_header(&buf), Ok(header.clone()));
         assert!(decode_header(&buf[..buf.len() - 1]).is_err());
+        for (mode, backend) in [(Some(Mode::Kernel), None), (None, None)] {
+            let header = RecordingHeader {
+                mode,
+                backend,
+                ..header.clone()
+            };
+            let mut buf = Vec::new();
+            encode_header(&header, &mut buf);
+            assert_eq!(decode_header(&buf), Ok(header));
+        }
+    }
+
+    /// A header written before the mode existed ends after the command line: it still reads,
+    /// with no mode, and a reader of that time ignores the new fields.
+    #[test]
+    fn a_header_without_mode_is_from_before_the_mode() {
+        let mut buf = Vec::new();
+        put_str(&mut buf, "6.1.0");
+        put_str(&mut buf, "memtrace 0.1.0");
+        put_uvarint(&mut buf, 5);
+        put_uvarint(&mut buf, 6);
+        put_uvarint(&mut buf, 0);
+        let header = decode_header(&buf).unwrap();
+        assert_eq!((header.mode, header.backend), (None, None));
     }
 
     #[test]

@@ -26,6 +26,6 @@ mod tests;
 
 pub use error::RecordError;
 pub use frame::{FORMAT_VERSION, MAGIC, MAX_FRAME_PAYLOAD};
-pub use header::{ClockBase, RecordingHeader, Trailer};
+pub use header::{ClockBase, Mode, RecordingHeader, Trailer};
 pub use reader::{RecordingReader, ReplayOutcome, Truncation};
 pub use writer::{RecordingSink, RecordingWriter, WriterOptions};

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::event::{Abi, Comm, Event, EventBody, LostRecord, Syscall, SyscallRecord};
 
-const PAGE: u64 = 4096;
+use crate::linux_abi::PAGE_SIZE as PAGE;
 const PROT_READ_WRITE: u64 = 0x3;
 const MAP_PRIVATE_ANONYMOUS: u64 = 0x22;
 /// The fd argument of an anonymous mmap: -1 as the register holds it.
@@ -63,6 +63,8 @@ pub fn record_in_memory(events: impl IntoIterator<Item = Event>) -> Result<Vec<u
             realtime_ns: 1_700_000_000_000_000_000,
         },
         started_by: "memtrace bench".into(),
+        mode: Some(crate::recording::Mode::User),
+        backend: None,
     };
     let mut writer = RecordingWriter::new(Vec::new(), &header, WriterOptions::default())?;
     for event in events {

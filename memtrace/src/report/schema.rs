@@ -122,15 +122,8 @@ pub struct FoldedFindings {
     pub example_pid: u32,
 }
 
-/// The syscall hooks a live session used (`probes::backend`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct BackendInfo {
-    /// `fentry` or `raw-tracepoint`.
-    pub name: String,
-    /// Why it is not the preferred one (fentry), when it is not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub why: Option<String>,
-}
+/// The syscall hooks a live session used.
+pub use crate::probes::backend::BackendInfo;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct LostCounts {

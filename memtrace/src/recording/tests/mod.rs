@@ -35,6 +35,8 @@ pub(crate) fn sample_header() -> RecordingHeader {
             realtime_ns: 1_700_000_000_000_000_000,
         },
         started_by: "memtrace 0.1.0".into(),
+        mode: Some(crate::recording::Mode::User),
+        backend: None,
     }
 }
 

@@ -26,6 +26,14 @@ pub struct IntervalPrinter {
     out: Option<Box<dyn Write + Send>>,
 }
 
+/// The `--interval` blocks on stderr, like `--events`.
+pub fn stderr_printer(period: std::time::Duration) -> IntervalPrinter {
+    IntervalPrinter::new(
+        period.as_nanos().min(u64::MAX.into()) as u64,
+        Box::new(std::io::LineWriter::new(std::io::stderr())),
+    )
+}
+
 impl IntervalPrinter {
     pub fn new(interval_ns: u64, out: Box<dyn Write + Send>) -> Self {
         Self {
