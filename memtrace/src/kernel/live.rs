@@ -11,7 +11,7 @@ use crate::{
     event::{Event, EventBody},
     launch::GatedCommand,
     pipeline::Pipeline,
-    probes::kmem::{KmemOptions, KmemProbes},
+    probes::kernel_mode::{KernelModeOptions, KernelModeProbes},
     procfs,
     record::{RecordingWriter, WriterOptions},
     session::{self, monotonic_ns},
@@ -56,7 +56,7 @@ pub async fn run(options: KernelOptions) -> anyhow::Result<KernelOutcome> {
             "memtrace: /proc/kallsyms shows no addresses (kernel.kptr_restrict?): call sites stay addresses"
         );
     }
-    let mut probes = KmemProbes::load(&KmemOptions {
+    let mut probes = KernelModeProbes::load(&KernelModeOptions {
         filter_pids: !matches!(options.target, KernelTarget::System),
         follow_children: options.follow,
         stacks: options.stacks,
@@ -170,7 +170,7 @@ pub async fn run(options: KernelOptions) -> anyhow::Result<KernelOutcome> {
 fn feed_snapshot(
     pipeline: &mut Pipeline,
     taker: &mut SnapshotTaker,
-    probes: &KmemProbes,
+    probes: &KernelModeProbes,
 ) -> anyhow::Result<()> {
     let snapshot = taker.take(probes)?;
     pipeline.feed(&Event::of_session(

@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 
 use super::record::{
-    KernelCounters, KernelGroup, KernelSnapshotRecord, KmemSource, MeminfoValue, SlabCache,
+    KernelCounters, KernelGroup, KernelModeSource, KernelSnapshotRecord, MeminfoValue, SlabCache,
 };
 
 /// What identifies a call site in the report: the allocator, the address (named), the cache.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SiteKey {
-    pub source: KmemSource,
+    pub source: KernelModeSource,
     pub call_site: u64,
     pub function: String,
     pub module: String,
@@ -151,7 +151,7 @@ mod tests {
 
     fn group(function: &str, count: u64) -> KernelGroup {
         KernelGroup {
-            source: KmemSource::Kmalloc,
+            source: KernelModeSource::Kmalloc,
             call_site: 0x1000,
             function: function.into(),
             module: String::new(),

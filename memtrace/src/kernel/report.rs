@@ -374,12 +374,14 @@ pub fn render_text(report: &KernelReportFile) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernel::record::{KernelGroup, KernelSnapshotRecord, KmemSource, MeminfoValue};
+    use crate::kernel::record::{
+        KernelGroup, KernelModeSource, KernelSnapshotRecord, MeminfoValue,
+    };
 
     fn snapshot(count: u64) -> KernelSnapshotRecord {
         KernelSnapshotRecord {
             groups: vec![KernelGroup {
-                source: KmemSource::Kmalloc,
+                source: KernelModeSource::Kmalloc,
                 call_site: 0xffff_ffff_8123_454d,
                 function: "alloc_pipe_info+0x4d".into(),
                 module: String::new(),
