@@ -1,12 +1,12 @@
 //! The event ABI between memtrace's eBPF programs and its userspace.
 //!
-//! Every record the kernel side writes into the ring buffer starts with an [`EventHeader`]
+//! Every record the kernel side writes into the ring buffer starts with an [`MessageHeader`]
 //! whose `kind` says which of the `#[repr(C)]` structs below follows. Both sides compile this one
 //! definition, so the layouts cannot drift apart. Fields are sized and padded explicitly (no
 //! `bool`, no implicit padding) so that the bytes are the same on both sides.
 #![no_std]
 
-pub mod kmem;
+pub mod kernel_mode;
 
 /// Length of the fixed buffers that carry a path or a name (memfd name, exec filename).
 pub const PATH_LEN: usize = 256;
@@ -69,18 +69,18 @@ impl Abi {
 /// Which record follows the header.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventKind {
+pub enum MessageKind {
     Syscall = 1,
     Fork = 2,
     Exec = 3,
     Exit = 4,
-    /// A [`SyscallDetailEvent`].
+    /// A [`SyscallDetailMessage`].
     SyscallDetail = 6,
-    /// A [`StackSampleEvent`]: the user stack of the syscall just reported by the same thread.
+    /// A [`StackSampleMessage`]: the user stack of the syscall just reported by the same thread.
     StackSample = 7,
 }
 
-impl EventKind {
+impl MessageKind {
     pub fn from_u32(value: u32) -> Option<Self> {
         Some(match value {
             1 => Self::Syscall,
@@ -202,11 +202,11 @@ impl Syscall {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
-pub struct EventHeader {
-    /// An [`EventKind`].
+pub struct MessageHeader {
+    /// An [`MessageKind`].
     pub kind: u32,
     /// An [`Abi`]: the ABI of the syscall being made (for process events, of the task; for
-    /// an exec, of the task before the exec: `ExecEvent::new_abi` is the one after).
+    /// an exec, of the task before the exec: `ExecMessage::new_abi` is the one after).
     pub abi: u32,
     /// `bpf_ktime_get_ns`: CLOCK_MONOTONIC, nanoseconds.
     pub timestamp_ns: u64,
@@ -230,7 +230,7 @@ pub struct FilePath {
     pub components: [[u8; COMPONENT_LEN]; PATH_COMPONENTS],
 }
 
-/// Flags in [`SyscallEvent::flags`].
+/// Flags in [`SyscallMessage::flags`].
 pub mod syscall_flags {
     /// `path` holds a string the syscall passed (memfd name, exec filename).
     pub const HAS_STRING: u32 = 1;
@@ -242,8 +242,8 @@ pub mod syscall_flags {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
-pub struct SyscallEvent {
-    pub header: EventHeader,
+pub struct SyscallMessage {
+    pub header: MessageHeader,
     /// A [`Syscall`].
     pub syscall: u32,
     /// [`syscall_flags`].
@@ -257,13 +257,13 @@ pub struct SyscallEvent {
     pub entry_ns: u64,
 }
 
-/// A syscall that also carries a string argument or a file: [`EventKind::SyscallDetail`]. Kept
-/// apart from [`SyscallEvent`] so the common anonymous mmap/munmap stays small in the ring.
+/// A syscall that also carries a string argument or a file: [`MessageKind::SyscallDetail`]. Kept
+/// apart from [`SyscallMessage`] so the common anonymous mmap/munmap stays small in the ring.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
-pub struct SyscallDetailEvent {
-    pub syscall: SyscallEvent,
+pub struct SyscallDetailMessage {
+    pub syscall: SyscallMessage,
     pub string: [u8; PATH_LEN],
     pub file: FilePath,
 }
@@ -274,8 +274,8 @@ pub struct SyscallDetailEvent {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
-pub struct StackSampleEvent {
-    pub header: EventHeader,
+pub struct StackSampleMessage {
+    pub header: MessageHeader,
     /// Where the syscall returns to, and the stack and frame pointers at that point.
     pub ip: u64,
     pub sp: u64,
@@ -304,7 +304,7 @@ pub struct PendingSyscall {
     pub args: [u64; 6],
 }
 
-/// Flags in [`ForkEvent::flags`].
+/// Flags in [`ForkMessage::flags`].
 pub mod fork_flags {
     /// The child is a thread of the parent's process (same tgid).
     pub const THREAD: u32 = 1;
@@ -318,9 +318,9 @@ pub mod fork_flags {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
-pub struct ForkEvent {
+pub struct ForkMessage {
     /// The parent's identity is in the header.
-    pub header: EventHeader,
+    pub header: MessageHeader,
     pub child_tgid: u32,
     pub child_tid: u32,
     /// [`fork_flags`].
@@ -358,8 +358,8 @@ pub struct ImageLayout {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
-pub struct ExecEvent {
-    pub header: EventHeader,
+pub struct ExecMessage {
+    pub header: MessageHeader,
     /// The tid that called exec (a non-leader thread's exec takes over the tgid).
     pub old_tid: u32,
     /// `task_struct.personality`.
@@ -382,8 +382,8 @@ pub struct ExecEvent {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
-pub struct ExitEvent {
-    pub header: EventHeader,
+pub struct ExitMessage {
+    pub header: MessageHeader,
     /// `task_struct.exit_code`: wait status (code << 8, or the signal).
     pub exit_code: u32,
     /// Non-zero when the last thread of the process exits.
@@ -485,7 +485,7 @@ pub mod names {
     pub const EVENTS_MAP: &str = "EVENTS";
     pub const TRACED_MAP: &str = "TRACED";
     pub const LOST_MAP: &str = "LOST";
-    /// The ring of [`super::StackSampleEvent`]s, apart from [`EVENTS_MAP`].
+    /// The ring of [`super::StackSampleMessage`]s, apart from [`EVENTS_MAP`].
     pub const STACKS_MAP: &str = "STACKS";
     /// Syscalls between entry and exit that did not fit the per-CPU slot
     /// ([`super::PendingSyscall`] by tid).

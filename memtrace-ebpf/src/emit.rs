@@ -7,7 +7,7 @@ use aya_ebpf::{
     },
     maps::ring_buf::RingBufEntry,
 };
-use memtrace_common::{lost_slot, Abi, EventHeader, EventKind};
+use memtrace_common::{lost_slot, Abi, MessageHeader, MessageKind};
 
 use crate::{CONFIG, EVENTS, LOST, TRACED};
 
@@ -69,8 +69,8 @@ pub fn submit_flags() -> u64 {
 }
 
 /// The header for an event of the current task.
-pub fn header(kind: EventKind, abi: Abi, tgid: u32, tid: u32) -> EventHeader {
-    EventHeader {
+pub fn header(kind: MessageKind, abi: Abi, tgid: u32, tid: u32) -> MessageHeader {
+    MessageHeader {
         kind: kind as u32,
         abi: abi as u32,
         // SAFETY: no arguments; returns CLOCK_MONOTONIC.

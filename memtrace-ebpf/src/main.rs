@@ -10,7 +10,7 @@
 //!   traced processes and tell userspace where each new image was put (which file, at which
 //!   bases, with which stack and vdso), so it can rebuild the layout the program starts with.
 //! - `floor`: two empty programs, the benchmark's measure of the tracepoints' own cost.
-//! - `kmem`: the slab, page and per-CPU allocators' tracepoints, for `memtrace kernel` only.
+//! - `kernel_mode`: the slab, page and per-CPU allocators' tracepoints, for `memtrace kernel` only.
 //!
 //! Only processes in [`TRACED`] produce events. On the tracepoints, every other syscall is
 //! turned away on its number alone; a traced syscall of an untraced process costs one hash
@@ -22,8 +22,8 @@ mod emit;
 mod fentry;
 mod floor;
 mod in_flight;
-mod kernel;
-mod kmem;
+mod kernel_mode;
+mod kernel_structs;
 mod process;
 mod syscalls;
 

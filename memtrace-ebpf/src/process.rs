@@ -2,12 +2,12 @@
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use aya_log_ebpf::debug;
-use memtrace_common::{fork_flags, Abi, EventKind, ExecEvent, ExitEvent, ForkEvent};
+use memtrace_common::{fork_flags, Abi, ExecMessage, ExitMessage, ForkMessage, MessageKind};
 
 use crate::{
     emit::{current_ids, header, is_traced, log_enabled, reserve, submit_flags},
     in_flight,
-    kernel::{current_abi, fill_file_path, offset, read, read_kernel_string, KernelPtr},
+    kernel_structs::{current_abi, fill_file_path, offset, read, read_kernel_string, KernelPtr},
     CONFIG, EXEC_FILENAMES, PENDING, TRACED,
 };
 
@@ -48,9 +48,9 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         }
     }
 
-    let mut entry = reserve::<ForkEvent>().ok_or(0i64)?;
-    entry.write(ForkEvent {
-        header: header(EventKind::Fork, current_abi(), tgid, tid),
+    let mut entry = reserve::<ForkMessage>().ok_or(0i64)?;
+    entry.write(ForkMessage {
+        header: header(MessageKind::Fork, current_abi(), tgid, tid),
         child_tgid,
         child_tid,
         flags,
@@ -111,11 +111,11 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
     // discarded on every path.
     let mm: KernelPtr = read(task, offset!(task_mm))?;
     let new_abi = image_abi(bprm);
-    let mut entry = reserve::<ExecEvent>().ok_or(0i64)?;
+    let mut entry = reserve::<ExecMessage>().ok_or(0i64)?;
     let event = entry.as_mut_ptr();
-    // SAFETY: `event` is a reservation of an ExecEvent; every field is written.
+    // SAFETY: `event` is a reservation of an ExecMessage; every field is written.
     unsafe {
-        (*event).header = header(EventKind::Exec, calling_abi, tgid, tid);
+        (*event).header = header(MessageKind::Exec, calling_abi, tgid, tid);
         (*event).old_tid = old_tid;
         (*event).personality = read(task, offset!(task_personality)).unwrap_or(0);
         (*event).new_abi = new_abi as u32;
@@ -178,8 +178,8 @@ fn image_abi(bprm: KernelPtr) -> Abi {
 /// the loop's exits it would otherwise carry, unmerged, through the rest of the program.
 ///
 /// # Safety
-/// `event` must point to writable memory for an `ExecEvent` (a ring-buffer reservation).
-unsafe fn fill_auxv_points<W: Copy + Into<u64>>(mm: KernelPtr, event: *mut ExecEvent) {
+/// `event` must point to writable memory for an `ExecMessage` (a ring-buffer reservation).
+unsafe fn fill_auxv_points<W: Copy + Into<u64>>(mm: KernelPtr, event: *mut ExecMessage) {
     const AT_NULL: u64 = 0;
     const AT_PHDR: u64 = 3;
     const AT_BASE: u64 = 7;
@@ -253,9 +253,9 @@ fn try_exit(
         let _ = TRACED.remove(tgid);
     }
     let exit_code: u32 = read(task, offset!(task_exit_code)).unwrap_or(0);
-    let mut entry = reserve::<ExitEvent>().ok_or(0i64)?;
-    entry.write(ExitEvent {
-        header: header(EventKind::Exit, current_abi(), tgid, tid),
+    let mut entry = reserve::<ExitMessage>().ok_or(0i64)?;
+    entry.write(ExitMessage {
+        header: header(MessageKind::Exit, current_abi(), tgid, tid),
         exit_code,
         group_dead: u32::from(group_dead),
     });

@@ -19,14 +19,14 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use memtrace_common::{
-    lost_slot, syscall_errno, syscall_flags, Abi, EventKind, StackSampleEvent, Syscall,
-    SyscallDetailEvent, SyscallEvent, STACK_RING_BYTES,
+    lost_slot, syscall_errno, syscall_flags, Abi, MessageKind, StackSampleMessage, Syscall,
+    SyscallDetailMessage, SyscallMessage, STACK_RING_BYTES,
 };
 
 use crate::{
     emit::{count_lost, current_ids, header, is_traced, log_enabled, reserve, submit_flags},
     in_flight,
-    kernel::{current_abi, file_of_fd, fill_file_path, read, KernelPtr},
+    kernel_structs::{current_abi, file_of_fd, fill_file_path, read, KernelPtr},
     PendingSyscall, CONFIG, EXEC_FILENAMES, FILENAME_SCRATCH, STACKS,
 };
 
@@ -316,7 +316,7 @@ fn wants_stack_sample(pending: &PendingSyscall, ret: i64) -> bool {
 /// Inlined: see [`exit_syscall`].
 #[inline(always)]
 fn emit_stack_sample(regs: *const pt_regs, abi: Abi, tgid: u32, tid: u32, timestamp_ns: u64) {
-    let Some(mut entry) = STACKS.reserve::<StackSampleEvent>(0) else {
+    let Some(mut entry) = STACKS.reserve::<StackSampleMessage>(0) else {
         count_lost(lost_slot::STACK_NOT_SAMPLED);
         return;
     };
@@ -326,10 +326,10 @@ fn emit_stack_sample(regs: *const pt_regs, abi: Abi, tgid: u32, tid: u32, timest
         user_reg!(regs, rsp),
         user_reg!(regs, rbp),
     );
-    // SAFETY: `event` is a reservation of a StackSampleEvent; userspace reads `len` bytes of
+    // SAFETY: `event` is a reservation of a StackSampleMessage; userspace reads `len` bytes of
     // `stack`, which are written here, and every other field.
     unsafe {
-        (*event).header = header(EventKind::StackSample, abi, tgid, tid);
+        (*event).header = header(MessageKind::StackSample, abi, tgid, tid);
         (*event).header.timestamp_ns = timestamp_ns;
         (*event).ip = ip;
         (*event).sp = sp;
@@ -362,8 +362,8 @@ fn emit_stack_sample(regs: *const pt_regs, abi: Abi, tgid: u32, tid: u32, timest
 fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Result<u64, i64> {
     let abi = Abi::from_u32(pending.abi);
     let file_fd = file_descriptor_of_interest(pending, ret);
-    let core = SyscallEvent {
-        header: header(EventKind::Syscall, abi, tgid, tid),
+    let core = SyscallMessage {
+        header: header(MessageKind::Syscall, abi, tgid, tid),
         syscall: pending.syscall,
         flags: pending.flags,
         args: pending.args,
@@ -374,13 +374,13 @@ fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Resu
     let read_at_exit = string_to_read_at_exit(pending, ret);
     let has_string = pending.flags & syscall_flags::HAS_STRING != 0 || read_at_exit != NO_STRING;
     if file_fd == NO_FILE && !has_string {
-        let mut entry = reserve::<SyscallEvent>().ok_or(0i64)?;
+        let mut entry = reserve::<SyscallMessage>().ok_or(0i64)?;
         entry.write(core);
         entry.submit(submit_flags());
         return Ok(core.header.timestamp_ns);
     }
 
-    let mut entry = reserve::<SyscallDetailEvent>().ok_or(0i64)?;
+    let mut entry = reserve::<SyscallDetailMessage>().ok_or(0i64)?;
     let event = entry.as_mut_ptr();
     // SAFETY: `event` points to a reservation of the right size; every field we hand to
     // userspace is written below (`file.components` beyond `file.depth` are never read).
@@ -414,7 +414,7 @@ fn emit_syscall(pending: &PendingSyscall, tgid: u32, tid: u32, ret: i64) -> Resu
                 }
             }
         }
-        (*event).syscall.header.kind = EventKind::SyscallDetail as u32;
+        (*event).syscall.header.kind = MessageKind::SyscallDetail as u32;
     }
     entry.submit(submit_flags());
     Ok(core.header.timestamp_ns)

@@ -2,8 +2,8 @@
 //! bytes come from another program.
 
 use memtrace_common::{
-    fork_flags, read_record, syscall_flags, Abi, EventHeader, EventKind, ExecEvent, ExitEvent,
-    FilePath, ForkEvent, StackSampleEvent, Syscall, SyscallDetailEvent, SyscallEvent,
+    fork_flags, read_record, syscall_flags, Abi, ExecMessage, ExitMessage, FilePath, ForkMessage,
+    MessageHeader, MessageKind, StackSampleMessage, Syscall, SyscallDetailMessage, SyscallMessage,
 };
 
 use super::exec_image::LoadedImage;
@@ -47,13 +47,13 @@ pub struct StackCapture {
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
-    let header: EventHeader = read_record(bytes).ok_or(DecodeError::Short(bytes.len()))?;
-    let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
+    let header: MessageHeader = read_record(bytes).ok_or(DecodeError::Short(bytes.len()))?;
+    let kind = MessageKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
     let short = || DecodeError::Short(bytes.len());
     let mut loaded_image = None;
     let body = match kind {
-        EventKind::StackSample => {
-            let sample: StackSampleEvent = read_record(bytes).ok_or_else(short)?;
+        MessageKind::StackSample => {
+            let sample: StackSampleMessage = read_record(bytes).ok_or_else(short)?;
             let len = (sample.len as usize).min(sample.stack.len());
             return Ok(Decoded::Stack(StackCapture {
                 time_ns: header.timestamp_ns,
@@ -73,19 +73,19 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                 },
             }));
         }
-        EventKind::Syscall => {
-            let event: SyscallEvent = read_record(bytes).ok_or_else(short)?;
+        MessageKind::Syscall => {
+            let event: SyscallMessage = read_record(bytes).ok_or_else(short)?;
             EventBody::Syscall(syscall_record(&event, None, None)?)
         }
-        EventKind::SyscallDetail => {
-            let event: SyscallDetailEvent = read_record(bytes).ok_or_else(short)?;
+        MessageKind::SyscallDetail => {
+            let event: SyscallDetailMessage = read_record(bytes).ok_or_else(short)?;
             let flags = event.syscall.flags;
             let string = (flags & syscall_flags::HAS_STRING != 0).then(|| c_string(&event.string));
             let file = (flags & syscall_flags::HAS_FILE != 0).then(|| file_ref(&event.file));
             EventBody::Syscall(syscall_record(&event.syscall, string, file)?)
         }
-        EventKind::Fork => {
-            let event: ForkEvent = read_record(bytes).ok_or_else(short)?;
+        MessageKind::Fork => {
+            let event: ForkMessage = read_record(bytes).ok_or_else(short)?;
             EventBody::Fork(ForkRecord {
                 child_pid: event.child_tgid,
                 child_tid: event.child_tid,
@@ -94,8 +94,8 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
                 untraced: event.flags & fork_flags::UNTRACED != 0,
             })
         }
-        EventKind::Exec => {
-            let event: ExecEvent = read_record(bytes).ok_or_else(short)?;
+        MessageKind::Exec => {
+            let event: ExecMessage = read_record(bytes).ok_or_else(short)?;
             if event.exe.depth > 0 {
                 loaded_image = Some(LoadedImage {
                     exe: file_ref(&event.exe),
@@ -106,8 +106,8 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             }
             EventBody::Exec(Box::new(exec_record(&event)))
         }
-        EventKind::Exit => {
-            let event: ExitEvent = read_record(bytes).ok_or_else(short)?;
+        MessageKind::Exit => {
+            let event: ExitMessage = read_record(bytes).ok_or_else(short)?;
             EventBody::Exit(ExitRecord {
                 status: event.exit_code,
                 group_dead: event.group_dead != 0,
@@ -129,7 +129,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
 }
 
 fn syscall_record(
-    event: &SyscallEvent,
+    event: &SyscallMessage,
     string: Option<String>,
     file: Option<FileRef>,
 ) -> Result<SyscallRecord, DecodeError> {
@@ -145,7 +145,7 @@ fn syscall_record(
     })
 }
 
-fn exec_record(event: &ExecEvent) -> ExecRecord {
+fn exec_record(event: &ExecMessage) -> ExecRecord {
     ExecRecord {
         old_tid: event.old_tid,
         personality: event.personality,
@@ -224,9 +224,9 @@ mod tests {
     fn ia32_mmap2_record_round_trips() {
         let mut comm = [0u8; 16];
         comm[..4].copy_from_slice(b"prog");
-        let record = SyscallEvent {
-            header: EventHeader {
-                kind: EventKind::Syscall as u32,
+        let record = SyscallMessage {
+            header: MessageHeader {
+                kind: MessageKind::Syscall as u32,
                 abi: Abi::I386 as u32,
                 timestamp_ns: 2_000,
                 tgid: 42,

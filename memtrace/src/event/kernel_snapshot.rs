@@ -5,7 +5,7 @@
 //! sites symbolized from this machine's /proc/kallsyms, caches by their names): a replay on
 //! another machine, with another kernel and another KASLR offset, shows the same names.
 
-pub use memtrace_common::kmem::KmemSource;
+pub use memtrace_common::kernel_mode::KernelModeSource;
 
 /// The outstanding kernel allocations at one instant, and the kernel's own totals then.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,7 +21,7 @@ pub struct KernelSnapshot {
 /// Outstanding allocations from one call site, of one cache, through one kernel stack.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelGroup {
-    pub source: KmemSource,
+    pub source: KernelModeSource,
     /// The return address into the allocating function (0: the tracepoint does not say).
     pub call_site: u64,
     /// `alloc_pipe_info+0x4d`; empty when the address has no symbol.
@@ -62,11 +62,11 @@ pub struct SlabCache {
 }
 
 /// The allocator's name as reports show it.
-pub fn source_name(source: KmemSource) -> &'static str {
+pub fn source_name(source: KernelModeSource) -> &'static str {
     match source {
-        KmemSource::Kmalloc => "kmalloc",
-        KmemSource::Cache => "kmem_cache",
-        KmemSource::Pages => "pages",
-        KmemSource::Percpu => "percpu",
+        KernelModeSource::Kmalloc => "kmalloc",
+        KernelModeSource::Cache => "kmem_cache",
+        KernelModeSource::Pages => "pages",
+        KernelModeSource::Percpu => "percpu",
     }
 }

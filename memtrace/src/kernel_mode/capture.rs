@@ -4,11 +4,11 @@
 
 use std::collections::HashMap;
 
-use memtrace_common::kmem::{KmemSiteKey, KmemSiteStats, KmemSource};
+use memtrace_common::kernel_mode::{KernelModeSiteKey, KernelModeSiteStats, KernelModeSource};
 
 use super::{kallsyms::KernelSymbols, procfs};
 use crate::event::kernel_snapshot::{KernelCounters, KernelGroup, KernelSnapshot};
-use crate::probes::{kmem::KmemProbes, ProbeError};
+use crate::probes::{kernel_mode::KernelModeProbes, ProbeError};
 
 /// The slab cache a kmalloc of `bytes` (the allocator's `bytes_alloc`) was served from.
 /// kmalloc's caches are named by object size; beyond two pages kmalloc goes to the page
@@ -29,7 +29,7 @@ pub fn kmalloc_cache_name(bytes: u64, page_size: u64) -> String {
 /// `cache_name` (a `struct kmem_cache *`) or kmalloc's size class, the stack from `stack_of`.
 /// Sums that fell back to zero (everything from there was freed) are left out.
 pub fn group(
-    sites: &[(KmemSiteKey, KmemSiteStats)],
+    sites: &[(KernelModeSiteKey, KernelModeSiteStats)],
     symbols: &KernelSymbols,
     page_size: u64,
     cache_name: impl Fn(u64) -> String,
@@ -40,14 +40,14 @@ pub fn group(
     sites
         .into_iter()
         .filter_map(|(key, stats)| {
-            let source = KmemSource::from_u32(key.source)?;
+            let source = KernelModeSource::from_u32(key.source)?;
             let cache = match source {
-                KmemSource::Kmalloc => kmalloc_cache_name(key.size_class, page_size),
-                KmemSource::Cache if key.cache != 0 => cache_name(key.cache),
+                KernelModeSource::Kmalloc => kmalloc_cache_name(key.size_class, page_size),
+                KernelModeSource::Cache if key.cache != 0 => cache_name(key.cache),
                 // Before Linux 6.1 the tracepoint named no cache: its object size tells most.
-                KmemSource::Cache => format!("kmem_cache ({} B objects)", key.size_class),
-                KmemSource::Pages => "pages".to_owned(),
-                KmemSource::Percpu => "percpu".to_owned(),
+                KernelModeSource::Cache => format!("kmem_cache ({} B objects)", key.size_class),
+                KernelModeSource::Pages => "pages".to_owned(),
+                KernelModeSource::Percpu => "percpu".to_owned(),
             };
             let name = (key.call_site != 0)
                 .then(|| symbols.name(key.call_site))
@@ -102,7 +102,7 @@ impl SnapshotTaker {
         }
     }
 
-    pub fn take(&mut self, probes: &KmemProbes) -> Result<KernelSnapshot, ProbeError> {
+    pub fn take(&mut self, probes: &KernelModeProbes) -> Result<KernelSnapshot, ProbeError> {
         let sites = probes.sites()?;
         if sites
             .iter()
@@ -165,21 +165,21 @@ mod tests {
     use super::*;
 
     fn site(
-        source: KmemSource,
+        source: KernelModeSource,
         call_site: u64,
         size_class: u64,
         count: i64,
         bytes: i64,
-    ) -> (KmemSiteKey, KmemSiteStats) {
+    ) -> (KernelModeSiteKey, KernelModeSiteStats) {
         (
-            KmemSiteKey {
+            KernelModeSiteKey {
                 call_site,
                 size_class,
                 source: source as u32,
                 stack_id: -1,
                 ..Default::default()
             },
-            KmemSiteStats { count, bytes },
+            KernelModeSiteStats { count, bytes },
         )
     }
 
@@ -215,17 +215,29 @@ mod tests {
         let symbols = KernelSymbols::parse(
             "ffffffff81234500 t alloc_pipe_info\nffffffffc0000000 t loop_add [loop]\n",
         );
-        let mut filp = site(KmemSource::Cache, 0xffff_ffff_8123_4510, 0, 1, 256);
+        let mut filp = site(KernelModeSource::Cache, 0xffff_ffff_8123_4510, 0, 1, 256);
         filp.0.cache = 0xdead_0000;
-        let mut stacked = site(KmemSource::Kmalloc, 0xffff_ffff_c000_0020, 64, 1, 64);
+        let mut stacked = site(KernelModeSource::Kmalloc, 0xffff_ffff_c000_0020, 64, 1, 64);
         stacked.0.stack_id = 7;
         let sites = [
-            site(KmemSource::Kmalloc, 0xffff_ffff_8123_454d, 1024, 2, 2048),
-            site(KmemSource::Kmalloc, 0xffff_ffff_8123_4560, 192, 1, 192),
-            site(KmemSource::Kmalloc, 0xffff_ffff_8123_4570, 512, 0, 0),
+            site(
+                KernelModeSource::Kmalloc,
+                0xffff_ffff_8123_454d,
+                1024,
+                2,
+                2048,
+            ),
+            site(
+                KernelModeSource::Kmalloc,
+                0xffff_ffff_8123_4560,
+                192,
+                1,
+                192,
+            ),
+            site(KernelModeSource::Kmalloc, 0xffff_ffff_8123_4570, 512, 0, 0),
             stacked,
             filp,
-            site(KmemSource::Pages, 0, 1, 1, 8192),
+            site(KernelModeSource::Pages, 0, 1, 1, 8192),
         ];
         let groups = group(
             &sites,

@@ -11,7 +11,7 @@ use crate::{
     clock::{monotonic_ns, sleep_until},
     event::{Event, EventBody},
     launch::GatedCommand,
-    probes::kmem::{KmemOptions, KmemProbes},
+    probes::kernel_mode::{KernelModeOptions, KernelModeProbes},
     procfs,
     recording::{Mode, RecordingHeader, RecordingWriter, WriterOptions},
     stream::Stream,
@@ -58,7 +58,7 @@ pub async fn run(options: KernelOptions) -> anyhow::Result<KernelOutcome> {
             "memtrace: /proc/kallsyms shows no addresses (kernel.kptr_restrict?): call sites stay addresses"
         );
     }
-    let mut probes = KmemProbes::load(&KmemOptions {
+    let mut probes = KernelModeProbes::load(&KernelModeOptions {
         filter_pids: !matches!(options.target, KernelTarget::System),
         follow_children: options.follow,
         stacks: options.stacks,
@@ -175,7 +175,7 @@ fn feed_snapshot(
     stream: &mut Stream,
     model: &mut KernelModel,
     taker: &mut SnapshotTaker,
-    probes: &KmemProbes,
+    probes: &KernelModeProbes,
 ) -> anyhow::Result<()> {
     let snapshot = taker.take(probes)?;
     stream.feed(

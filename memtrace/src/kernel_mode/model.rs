@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use crate::{
     event::{
         kernel_snapshot::{
-            KernelCounters, KernelGroup, KernelSnapshot, KmemSource, MeminfoValue, SlabCache,
+            KernelCounters, KernelGroup, KernelSnapshot, KernelModeSource, MeminfoValue, SlabCache,
         },
         Event, EventBody,
     },
@@ -17,7 +17,7 @@ use crate::{
 /// What identifies a call site in the report: the allocator, the address (named), the cache.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct SiteKey {
-    pub source: KmemSource,
+    pub source: KernelModeSource,
     pub call_site: u64,
     pub function: String,
     pub module: String,
@@ -162,7 +162,7 @@ mod tests {
 
     fn group(function: &str, count: u64) -> KernelGroup {
         KernelGroup {
-            source: KmemSource::Kmalloc,
+            source: KernelModeSource::Kmalloc,
             call_site: 0x1000,
             function: function.into(),
             module: String::new(),

@@ -372,12 +372,12 @@ pub fn render_text(report: &KernelReportFile) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::kernel_snapshot::{KernelGroup, KernelSnapshot, KmemSource, MeminfoValue};
+    use crate::event::kernel_snapshot::{KernelGroup, KernelSnapshot, KernelModeSource, MeminfoValue};
 
     fn snapshot(count: u64) -> KernelSnapshot {
         KernelSnapshot {
             groups: vec![KernelGroup {
-                source: KmemSource::Kmalloc,
+                source: KernelModeSource::Kmalloc,
                 call_site: 0xffff_ffff_8123_454d,
                 function: "alloc_pipe_info+0x4d".into(),
                 module: String::new(),

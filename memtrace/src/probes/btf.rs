@@ -475,7 +475,7 @@ fn resolve(path: &str) -> impl Fn(btf_rs::Error) -> BtfError + '_ {
 /// Tracepoint prototypes (`btf_trace_<name>`), for kernel mode.
 pub mod tracepoints;
 
-/// Test helpers shared with `offsets.rs`, `kmem.rs` and `kernel_differences.rs`.
+/// Test helpers shared with `offsets.rs`, `kernel_mode.rs` and `kernel_differences.rs`.
 #[cfg(test)]
 pub(crate) mod test_support;
 

@@ -9,7 +9,7 @@ pub mod btf;
 pub mod floor;
 pub mod kernel_btf;
 pub mod kernel_differences;
-pub mod kmem;
+pub mod kernel_mode;
 pub mod offsets;
 pub mod preflight;
 
@@ -19,8 +19,8 @@ use aya::{
     Btf, Ebpf,
 };
 use memtrace_common::{
-    kmem::names as kmem_names, lost_slot, names, ProbeConfig, DEFAULT_RING_BUFFER_BYTES,
-    DEFAULT_STACK_MIN_BYTES, STACK_RING_BYTES,
+    kernel_mode::names as kernel_mode_names, lost_slot, names, ProbeConfig,
+    DEFAULT_RING_BUFFER_BYTES, DEFAULT_STACK_MIN_BYTES, STACK_RING_BYTES,
 };
 
 use self::backend::{Attached, BackendChoice};
@@ -51,7 +51,7 @@ pub enum ProbeError {
     #[error("the eBPF object has no {0}")]
     Missing(&'static str),
     #[error(transparent)]
-    Kmem(#[from] kmem::KmemError),
+    KernelMode(#[from] kernel_mode::KernelModeError),
     #[error("--backend fentry: {0}")]
     Fentry(#[source] backend::FentryError),
     #[error("--ring-buffer-size {0} must be a power of two and at least 4096")]
@@ -246,10 +246,10 @@ fn load_object(
         .map_max_entries(names::EVENTS_MAP, size)
         .map_max_entries(names::STACKS_MAP, stack_ring_bytes(options))
         // Kernel mode's tables: user mode never attaches the programs that fill them.
-        .map_max_entries(kmem_names::OUTSTANDING_MAP, 1)
-        .map_max_entries(kmem_names::SITES_MAP, 1)
-        .map_max_entries(kmem_names::CACHE_NAMES_MAP, 1)
-        .map_max_entries(kmem_names::KMEM_STACKS_MAP, 1)
+        .map_max_entries(kernel_mode_names::OUTSTANDING_MAP, 1)
+        .map_max_entries(kernel_mode_names::SITES_MAP, 1)
+        .map_max_entries(kernel_mode_names::CACHE_NAMES_MAP, 1)
+        .map_max_entries(kernel_mode_names::KMEM_STACKS_MAP, 1)
         .load(EBPF_OBJECT)?;
     Ok((ebpf, aya_btf, differences))
 }

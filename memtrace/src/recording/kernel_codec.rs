@@ -6,7 +6,7 @@ use bytes::BufMut;
 
 use super::wire::{get_string, get_u8, get_uvarint, put_str, put_uvarint, Malformed};
 use crate::event::kernel_snapshot::{
-    KernelCounters, KernelGroup, KernelSnapshot, KmemSource, MeminfoValue, SlabCache,
+    KernelCounters, KernelGroup, KernelSnapshot, KernelModeSource, MeminfoValue, SlabCache,
 };
 
 pub(crate) fn encode(record: &KernelSnapshot, buf: &mut impl BufMut) {
@@ -84,7 +84,7 @@ pub(crate) fn decode(buf: &mut &[u8]) -> Result<KernelSnapshot, Malformed> {
     let mut groups = Vec::new();
     // source, call site, three strings, count, bytes, stack length: a byte each at least.
     for _ in 0..get_count(buf, 8)? {
-        let source = KmemSource::from_u32(get_u8(buf)?.into())
+        let source = KernelModeSource::from_u32(get_u8(buf)?.into())
             .ok_or(Malformed("a kernel allocation has an unknown source"))?;
         let call_site = get_uvarint(buf)?;
         let function = get_string(buf)?;
@@ -122,7 +122,7 @@ mod tests {
     fn sample() -> KernelSnapshot {
         KernelSnapshot {
             groups: vec![KernelGroup {
-                source: KmemSource::Kmalloc,
+                source: KernelModeSource::Kmalloc,
                 call_site: 0xffff_ffff_8123_4567,
                 function: "alloc_pipe_info+0x4d".into(),
                 module: String::new(),

@@ -12,30 +12,30 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
     programs::{tracing::StackIdContext, RawTracePointContext},
 };
-use memtrace_common::kmem::{
-    counter, KmemAlloc, KmemConfig, KmemSiteKey, KmemSiteStats, KmemSource, ARG_ABSENT,
-    CACHE_NAME_LEN,
+use memtrace_common::kernel_mode::{
+    counter, KernelModeAlloc, KernelModeConfig, KernelModeSiteKey, KernelModeSiteStats,
+    KernelModeSource, ARG_ABSENT, CACHE_NAME_LEN,
 };
 
 use crate::{
     emit::{current_ids, is_traced},
-    kernel::{read, KernelPtr},
+    kernel_structs::{read, KernelPtr},
 };
 
 /// Argument positions and options, written by userspace from the kernel's BTF before load.
 #[unsafe(no_mangle)]
-static KMEM_CONFIG: KmemConfig = KmemConfig::UNSET;
+static KMEM_CONFIG: KernelModeConfig = KernelModeConfig::UNSET;
 
 /// Allocations made during the trace and not yet freed, by pointer (`struct page *` for
 /// pages). Userspace sizes it; an insert into a full table is counted, not silently lost.
 #[map]
-static KMEM_OUTSTANDING: HashMap<u64, KmemAlloc> = HashMap::with_max_entries(1 << 18, 0);
+static KMEM_OUTSTANDING: HashMap<u64, KernelModeAlloc> = HashMap::with_max_entries(1 << 18, 0);
 
 /// Outstanding allocations summed by call site, cache, size class and stack: what userspace
 /// reads at each interval. Per CPU, so that the sums need no atomics (a CPU's share goes
 /// negative when it frees what another allocated; userspace adds the CPUs up).
 #[map]
-static KMEM_SITES: PerCpuHashMap<KmemSiteKey, KmemSiteStats> =
+static KMEM_SITES: PerCpuHashMap<KernelModeSiteKey, KernelModeSiteStats> =
     PerCpuHashMap::with_max_entries(1 << 14, 0);
 
 /// Slab cache names by `struct kmem_cache *`, read once per cache.
@@ -97,7 +97,7 @@ fn wanted() -> Option<u32> {
 }
 
 /// Remembers an allocation until it is freed.
-fn remember(ctx: &RawTracePointContext, pointer: u64, mut alloc: KmemAlloc) {
+fn remember(ctx: &RawTracePointContext, pointer: u64, mut alloc: KernelModeAlloc) {
     // NULL and ZERO_SIZE_PTR (16) are failures and empty allocations, never freed.
     if pointer <= 16 {
         return;
@@ -138,15 +138,15 @@ fn forget(pointer: u64) {
 }
 
 /// The call-site sum an allocation belongs to.
-fn site_key(alloc: &KmemAlloc) -> KmemSiteKey {
+fn site_key(alloc: &KernelModeAlloc) -> KernelModeSiteKey {
     let page_size = u64::from(config(&raw const KMEM_CONFIG.page_size));
     let size_class = match alloc.source {
-        s if s == KmemSource::Kmalloc as u32 && alloc.bytes <= 2 * page_size => alloc.bytes,
-        s if s == KmemSource::Cache as u32 && alloc.cache == 0 => alloc.bytes,
-        s if s == KmemSource::Pages as u32 => u64::from(alloc.order),
+        s if s == KernelModeSource::Kmalloc as u32 && alloc.bytes <= 2 * page_size => alloc.bytes,
+        s if s == KernelModeSource::Cache as u32 && alloc.cache == 0 => alloc.bytes,
+        s if s == KernelModeSource::Pages as u32 => u64::from(alloc.order),
         _ => 0,
     };
-    KmemSiteKey {
+    KernelModeSiteKey {
         call_site: alloc.call_site,
         cache: alloc.cache,
         size_class,
@@ -156,14 +156,14 @@ fn site_key(alloc: &KmemAlloc) -> KmemSiteKey {
 }
 
 /// Adds (`sign` 1) or takes away (-1) an allocation from its call site's sum.
-fn account(alloc: &KmemAlloc, sign: i64) {
+fn account(alloc: &KernelModeAlloc, sign: i64) {
     let key = site_key(alloc);
     let stats = match KMEM_SITES.get_ptr_mut(key) {
         Some(stats) => stats,
         None => {
             // Another CPU may add the same key first: NOEXIST then fails, and the lookup
             // finds its entry (with this CPU's share zeroed).
-            let _ = KMEM_SITES.insert(key, KmemSiteStats::default(), BPF_NOEXIST as u64);
+            let _ = KMEM_SITES.insert(key, KernelModeSiteStats::default(), BPF_NOEXIST as u64);
             match KMEM_SITES.get_ptr_mut(key) {
                 Some(stats) => stats,
                 None => {
@@ -182,8 +182,8 @@ fn account(alloc: &KmemAlloc, sign: i64) {
     }
 }
 
-fn new_alloc(tgid: u32, source: KmemSource, call_site: u64, bytes: u64) -> KmemAlloc {
-    KmemAlloc {
+fn new_alloc(tgid: u32, source: KernelModeSource, call_site: u64, bytes: u64) -> KernelModeAlloc {
+    KernelModeAlloc {
         call_site,
         cache: 0,
         bytes,
@@ -201,7 +201,7 @@ fn new_alloc(tgid: u32, source: KmemSource, call_site: u64, bytes: u64) -> KmemA
 pub fn kmem_kmalloc(ctx: RawTracePointContext) -> i32 {
     if let Some(tgid) = wanted() {
         let bytes = arg(&ctx, config(&raw const KMEM_CONFIG.kmalloc_bytes_arg));
-        let alloc = new_alloc(tgid, KmemSource::Kmalloc, ctx.arg(0), bytes);
+        let alloc = new_alloc(tgid, KernelModeSource::Kmalloc, ctx.arg(0), bytes);
         remember(&ctx, ctx.arg(1), alloc);
     }
     0
@@ -214,7 +214,7 @@ pub fn kmem_kmalloc(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "kmem_cache_alloc")]
 pub fn kmem_cache_alloc(ctx: RawTracePointContext) -> i32 {
     if let Some(tgid) = wanted() {
-        let mut alloc = new_alloc(tgid, KmemSource::Cache, ctx.arg(0), 0);
+        let mut alloc = new_alloc(tgid, KernelModeSource::Cache, ctx.arg(0), 0);
         let cache_arg = config(&raw const KMEM_CONFIG.cache_alloc_cache_arg);
         if cache_arg != ARG_ABSENT {
             let cache = arg(&ctx, cache_arg);
@@ -266,7 +266,7 @@ pub fn kmem_page_alloc(ctx: RawTracePointContext) -> i32 {
     if let Some(tgid) = wanted() {
         let order = ctx.arg::<u64>(1) as u32 & 0x1f;
         let page_size = u64::from(config(&raw const KMEM_CONFIG.page_size));
-        let mut alloc = new_alloc(tgid, KmemSource::Pages, 0, page_size << order);
+        let mut alloc = new_alloc(tgid, KernelModeSource::Pages, 0, page_size << order);
         alloc.order = order;
         remember(&ctx, ctx.arg(0), alloc);
     }
@@ -296,7 +296,7 @@ pub fn kmem_percpu_alloc(ctx: RawTracePointContext) -> i32 {
         remember(
             &ctx,
             pointer,
-            new_alloc(tgid, KmemSource::Percpu, call_site, bytes),
+            new_alloc(tgid, KernelModeSource::Percpu, call_site, bytes),
         );
     }
     0

@@ -2,7 +2,7 @@
 //! their arguments are, loading and attaching them, and reading their tables back.
 //!
 //! Every difference between kernel versions that kernel mode meets is decided here, from the
-//! running kernel's BTF, and handed to the programs as read-only data ([`KmemConfig`]).
+//! running kernel's BTF, and handed to the programs as read-only data ([`KernelModeConfig`]).
 
 use std::collections::HashMap as StdHashMap;
 
@@ -12,7 +12,10 @@ use aya::{
     Ebpf,
 };
 use memtrace_common::{
-    kmem::{counter, names as kmem_names, KmemConfig, KmemSiteKey, KmemSiteStats, CACHE_NAME_LEN},
+    kernel_mode::{
+        counter, names as kernel_mode_names, KernelModeConfig, KernelModeSiteKey,
+        KernelModeSiteStats, CACHE_NAME_LEN,
+    },
     names, ProbeConfig,
 };
 
@@ -44,7 +47,7 @@ const PROGRAMS: [(&str, &[&str]); 8] = [
 const REQUIRED: [&str; 4] = ["kmalloc", "kfree", "kmem_cache_alloc", "kmem_cache_free"];
 
 #[derive(Clone, Debug)]
-pub struct KmemOptions {
+pub struct KernelModeOptions {
     /// Count only allocations made in the context of traced processes (`--pid`, a command).
     pub filter_pids: bool,
     /// With `filter_pids`: children of traced processes become traced (`--follow`).
@@ -58,10 +61,10 @@ pub struct KmemOptions {
     pub pages: bool,
 }
 
-/// The kmem tracepoints' argument positions on this kernel, and which tracepoints exist.
+/// The kernel-mode tracepoints' argument positions on this kernel, and which tracepoints exist.
 #[derive(Clone, Debug)]
-pub struct KmemLayout {
-    pub config: KmemConfig,
+pub struct KernelModeLayout {
+    pub config: KernelModeConfig,
     /// Tracepoints this kernel has (of those kernel mode knows).
     pub available: Vec<&'static str>,
     /// Optional tracepoints this kernel lacks or declares differently, for the report's notes.
@@ -69,7 +72,7 @@ pub struct KmemLayout {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum KmemError {
+pub enum KernelModeError {
     #[error("this kernel has no '{0}' tracepoint, which `memtrace kernel` needs")]
     MissingTracepoint(&'static str),
     #[error(
@@ -95,24 +98,25 @@ fn describe(params: &[ParamType]) -> String {
 }
 
 /// Reads the tracepoints' prototypes and places their arguments.
-pub fn kmem_layout(btf: &Btf) -> Result<KmemLayout, ProbeError> {
-    let mut config = KmemConfig {
+pub fn kernel_mode_layout(btf: &Btf) -> Result<KernelModeLayout, ProbeError> {
+    let mut config = KernelModeConfig {
         page_size: page_size(),
         ignore_tgid: std::process::id(),
-        ..KmemConfig::UNSET
+        ..KernelModeConfig::UNSET
     };
     let mut available = Vec::new();
     let mut unsupported = Vec::new();
-    let unknown = |tracepoint: &'static str, params: &[ParamType]| KmemError::UnknownPrototype {
-        tracepoint,
-        found: describe(params),
-    };
+    let unknown =
+        |tracepoint: &'static str, params: &[ParamType]| KernelModeError::UnknownPrototype {
+            tracepoint,
+            found: describe(params),
+        };
     let word = ParamType::Integer(8);
     for (_, tracepoints) in PROGRAMS {
         for &tracepoint in tracepoints {
             let Some(params) = btf.raw_tracepoint_params(tracepoint)? else {
                 if REQUIRED.contains(&tracepoint) {
-                    return Err(KmemError::MissingTracepoint(tracepoint).into());
+                    return Err(KernelModeError::MissingTracepoint(tracepoint).into());
                 }
                 continue;
             };
@@ -188,7 +192,7 @@ pub fn kmem_layout(btf: &Btf) -> Result<KmemLayout, ProbeError> {
             }
         }
     }
-    Ok(KmemLayout {
+    Ok(KernelModeLayout {
         config,
         available,
         unsupported,
@@ -204,14 +208,14 @@ fn page_size() -> u32 {
 }
 
 /// Kernel mode's loaded and attached programs. Dropping it detaches everything.
-pub struct KmemProbes {
+pub struct KernelModeProbes {
     ebpf: Ebpf,
-    pub layout: KmemLayout,
+    pub layout: KernelModeLayout,
 }
 
 /// The kernel side's counters, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KmemCounters {
+pub struct KernelModeCounters {
     pub allocs: u64,
     pub frees: u64,
     pub table_full: u64,
@@ -219,8 +223,8 @@ pub struct KmemCounters {
     pub sites_full: u64,
 }
 
-impl KmemProbes {
-    pub fn load(options: &KmemOptions) -> Result<Self, ProbeError> {
+impl KernelModeProbes {
+    pub fn load(options: &KernelModeOptions) -> Result<Self, ProbeError> {
         if EBPF_OBJECT.is_empty() {
             return Err(ProbeError::NoObject);
         }
@@ -229,7 +233,7 @@ impl KmemProbes {
         let (offsets, mut layout, differences) = kernel_btf::answers(|btf| {
             Ok((
                 offsets::kernel_offsets(btf)?,
-                kmem_layout(btf)?,
+                kernel_mode_layout(btf)?,
                 KernelDifferences::of(btf),
             ))
         })?;
@@ -246,15 +250,18 @@ impl KmemProbes {
             .btf(Some(&aya_btf))
             .override_global(names::OFFSETS_GLOBAL, &offsets, true)
             .override_global(names::CONFIG_GLOBAL, &config, true)
-            .override_global(kmem_names::KMEM_CONFIG_GLOBAL, &layout.config, true)
+            .override_global(kernel_mode_names::KMEM_CONFIG_GLOBAL, &layout.config, true)
             // Kernel mode streams nothing: the fork and exit programs it may use write into
             // the event ring, which nobody reads here, so it is as small as it can be, and so
             // is the user-stack ring, which no program of kernel mode writes.
             .map_max_entries(names::EVENTS_MAP, EMPTY_RING_BYTES)
             .map_max_entries(names::STACKS_MAP, EMPTY_RING_BYTES)
-            .map_max_entries(kmem_names::OUTSTANDING_MAP, options.max_outstanding.max(1))
             .map_max_entries(
-                kmem_names::KMEM_STACKS_MAP,
+                kernel_mode_names::OUTSTANDING_MAP,
+                options.max_outstanding.max(1),
+            )
+            .map_max_entries(
+                kernel_mode_names::KMEM_STACKS_MAP,
                 if options.stacks { 16384 } else { 1 },
             )
             .load(EBPF_OBJECT)?;
@@ -302,10 +309,10 @@ impl KmemProbes {
 
     /// The outstanding allocations made since attaching, summed by call site, cache, size
     /// class and stack (sums that fell back to zero included), over all CPUs.
-    pub fn sites(&self) -> Result<Vec<(KmemSiteKey, KmemSiteStats)>, ProbeError> {
-        let name = kmem_names::SITES_MAP;
+    pub fn sites(&self) -> Result<Vec<(KernelModeSiteKey, KernelModeSiteStats)>, ProbeError> {
+        let name = kernel_mode_names::SITES_MAP;
         let map = self.ebpf.map(name).ok_or(ProbeError::Missing(name))?;
-        let table: PerCpuHashMap<_, KmemSiteKey, KmemSiteStats> =
+        let table: PerCpuHashMap<_, KernelModeSiteKey, KernelModeSiteStats> =
             PerCpuHashMap::try_from(map).map_err(|e| ProbeError::Map(name, e))?;
         Ok(table
             .iter()
@@ -313,9 +320,11 @@ impl KmemProbes {
             .map(|(key, per_cpu)| {
                 let sum = per_cpu
                     .iter()
-                    .fold(KmemSiteStats::default(), |sum, cpu| KmemSiteStats {
-                        count: sum.count + cpu.count,
-                        bytes: sum.bytes + cpu.bytes,
+                    .fold(KernelModeSiteStats::default(), |sum, cpu| {
+                        KernelModeSiteStats {
+                            count: sum.count + cpu.count,
+                            bytes: sum.bytes + cpu.bytes,
+                        }
                     });
                 (key, sum)
             })
@@ -324,7 +333,7 @@ impl KmemProbes {
 
     /// The names of the slab caches seen so far, by `struct kmem_cache *`.
     pub fn cache_names(&self) -> Result<StdHashMap<u64, String>, ProbeError> {
-        let name = kmem_names::CACHE_NAMES_MAP;
+        let name = kernel_mode_names::CACHE_NAMES_MAP;
         let map = self.ebpf.map(name).ok_or(ProbeError::Missing(name))?;
         let table: HashMap<_, u64, [u8; CACHE_NAME_LEN]> =
             HashMap::try_from(map).map_err(|e| ProbeError::Map(name, e))?;
@@ -340,7 +349,7 @@ impl KmemProbes {
 
     /// The return addresses of a stack the programs stored, innermost first.
     pub fn stack(&self, stack_id: i32) -> Result<Vec<u64>, ProbeError> {
-        let name = kmem_names::KMEM_STACKS_MAP;
+        let name = kernel_mode_names::KMEM_STACKS_MAP;
         let map = self.ebpf.map(name).ok_or(ProbeError::Missing(name))?;
         let stacks = StackTraceMap::try_from(map).map_err(|e| ProbeError::Map(name, e))?;
         let Ok(id) = u32::try_from(stack_id) else {
@@ -352,8 +361,8 @@ impl KmemProbes {
             .unwrap_or_default())
     }
 
-    pub fn counters(&self) -> Result<KmemCounters, ProbeError> {
-        let name = kmem_names::KMEM_COUNTERS_MAP;
+    pub fn counters(&self) -> Result<KernelModeCounters, ProbeError> {
+        let name = kernel_mode_names::KMEM_COUNTERS_MAP;
         let map = self.ebpf.map(name).ok_or(ProbeError::Missing(name))?;
         let counters: PerCpuArray<_, u64> =
             PerCpuArray::try_from(map).map_err(|e| ProbeError::Map(name, e))?;
@@ -363,7 +372,7 @@ impl KmemProbes {
                 .map_err(|e| ProbeError::Map(name, e))?;
             Ok(values.iter().sum())
         };
-        Ok(KmemCounters {
+        Ok(KernelModeCounters {
             allocs: total(counter::ALLOCS)?,
             frees: total(counter::FREES)?,
             table_full: total(counter::TABLE_FULL)?,
@@ -375,7 +384,7 @@ impl KmemProbes {
 
 #[cfg(test)]
 mod tests {
-    use memtrace_common::kmem::ARG_ABSENT;
+    use memtrace_common::kernel_mode::ARG_ABSENT;
 
     use super::super::btf::test_support::{kernel_btf, BtfBuilder};
     use super::*;
@@ -415,7 +424,7 @@ mod tests {
 
     #[test]
     fn before_6_1_the_cache_size_is_an_argument() {
-        let layout = kmem_layout(&slab_kernel(false, true)).unwrap();
+        let layout = kernel_mode_layout(&slab_kernel(false, true)).unwrap();
         assert_eq!(layout.config.kmalloc_bytes_arg, 3);
         assert_eq!(layout.config.cache_alloc_bytes_arg, 3);
         assert_eq!(layout.config.cache_alloc_cache_arg, ARG_ABSENT);
@@ -426,7 +435,7 @@ mod tests {
 
     #[test]
     fn since_6_1_the_cache_is_an_argument_and_its_size_a_field() {
-        let layout = kmem_layout(&slab_kernel(true, true)).unwrap();
+        let layout = kernel_mode_layout(&slab_kernel(true, true)).unwrap();
         assert_eq!(layout.config.cache_alloc_cache_arg, 2);
         assert_eq!(layout.config.cache_alloc_bytes_arg, ARG_ABSENT);
         assert_eq!(layout.config.kmem_cache_size_offset, 24);
@@ -435,7 +444,7 @@ mod tests {
 
     #[test]
     fn a_kernel_without_kmalloc_is_refused_in_one_line() {
-        let error = kmem_layout(&slab_kernel(true, false))
+        let error = kernel_mode_layout(&slab_kernel(true, false))
             .unwrap_err()
             .to_string();
         assert_eq!(
@@ -447,7 +456,7 @@ mod tests {
     #[test]
     fn the_running_kernel_has_every_tracepoint_kernel_mode_knows() {
         let Some(btf) = kernel_btf() else { return };
-        let layout = kmem_layout(btf).unwrap();
+        let layout = kernel_mode_layout(btf).unwrap();
         for tracepoint in REQUIRED.iter().chain(&["mm_page_alloc", "mm_page_free"]) {
             assert!(
                 layout.available.contains(tracepoint),

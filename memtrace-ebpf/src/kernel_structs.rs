@@ -16,7 +16,7 @@ use crate::OFFSETS;
 /// `read_volatile` keeps the compiler from folding the all-zero initial value into the code.
 macro_rules! offset {
     ($field:ident) => {
-        $crate::kernel::load_offset(&raw const $crate::OFFSETS.$field)
+        $crate::kernel_structs::load_offset(&raw const $crate::OFFSETS.$field)
     };
 }
 pub(crate) use offset;

@@ -1,14 +1,14 @@
-//! Kernel mode (`memtrace kernel`): the records shared by the kmem programs and userspace.
+//! Kernel mode (`memtrace kernel`): the records shared by the kernel-mode programs and userspace.
 //!
 //! Allocation tracepoints fire up to millions of times a second system-wide, so nothing is
 //! streamed per event: the programs keep every allocation made during the trace that is still
-//! outstanding in a hash map ([`names::OUTSTANDING_MAP`], pointer → [`KmemAlloc`]), as bcc's
+//! outstanding in a hash map ([`names::OUTSTANDING_MAP`], pointer → [`KernelModeAlloc`]), as bcc's
 //! memleak does, and userspace reads that map at each interval.
 
 /// Which allocator an outstanding allocation came from.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum KmemSource {
+pub enum KernelModeSource {
     /// `kmalloc` and friends (the `kmalloc` tracepoint).
     Kmalloc = 0,
     /// `kmem_cache_alloc` from a named slab cache.
@@ -19,8 +19,8 @@ pub enum KmemSource {
     Percpu = 3,
 }
 
-impl KmemSource {
-    pub const ALL: [KmemSource; 4] = [Self::Kmalloc, Self::Cache, Self::Pages, Self::Percpu];
+impl KernelModeSource {
+    pub const ALL: [KernelModeSource; 4] = [Self::Kmalloc, Self::Cache, Self::Pages, Self::Percpu];
 
     pub fn from_u32(value: u32) -> Option<Self> {
         Self::ALL.into_iter().find(|source| *source as u32 == value)
@@ -30,7 +30,7 @@ impl KmemSource {
 /// One outstanding allocation, the value of [`names::OUTSTANDING_MAP`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KmemAlloc {
+pub struct KernelModeAlloc {
     /// The return address into the allocating function (`_RET_IP_`); 0 when the tracepoint
     /// does not say (pages, per-CPU memory on old kernels).
     pub call_site: u64,
@@ -44,7 +44,7 @@ pub struct KmemAlloc {
     pub tgid: u32,
     /// The kernel stack in [`names::KMEM_STACKS_MAP`], or negative when none was taken.
     pub stack_id: i32,
-    /// A [`KmemSource`].
+    /// A [`KernelModeSource`].
     pub source: u32,
     /// Page allocations: the order (pages = 1 << order); 0 otherwise.
     pub order: u32,
@@ -54,22 +54,22 @@ pub struct KmemAlloc {
 /// userspace reads a few thousand sums per interval instead of every allocation.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KmemSiteKey {
+pub struct KernelModeSiteKey {
     pub call_site: u64,
     /// The `struct kmem_cache *` of cache allocations.
     pub cache: u64,
     /// kmalloc's object size (0 for kmalloc-large), a cache's object size when the tracepoint
     /// names no cache, the order of page allocations; 0 otherwise.
     pub size_class: u64,
-    /// A [`KmemSource`].
+    /// A [`KernelModeSource`].
     pub source: u32,
     pub stack_id: i32,
 }
 
-/// The outstanding allocations of one [`KmemSiteKey`], updated atomically by every CPU.
+/// The outstanding allocations of one [`KernelModeSiteKey`], updated atomically by every CPU.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KmemSiteStats {
+pub struct KernelModeSiteStats {
     pub count: i64,
     pub bytes: i64,
 }
@@ -80,7 +80,7 @@ pub struct KmemSiteStats {
 /// tracepoint does not have.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KmemConfig {
+pub struct KernelModeConfig {
     /// Non-zero: count only allocations made in the context of a tgid in the `TRACED` map.
     pub filter_pids: u32,
     /// Non-zero: take the kernel stack of every allocation (`--stacks`).
@@ -108,10 +108,10 @@ pub struct KmemConfig {
     pub ignore_tgid: u32,
 }
 
-/// A [`KmemConfig`] argument the running kernel's tracepoint does not have.
+/// A [`KernelModeConfig`] argument the running kernel's tracepoint does not have.
 pub const ARG_ABSENT: u32 = u32::MAX;
 
-impl KmemConfig {
+impl KernelModeConfig {
     /// Nothing known yet: every argument absent, no filter. The eBPF object's initial value,
     /// and where userspace starts before it fills in what the running kernel's BTF says.
     pub const UNSET: Self = Self {
@@ -164,11 +164,11 @@ pub mod counter {
 mod pod {
     use super::*;
     // SAFETY: `#[repr(C)]` integers only, no implicit padding: every bit pattern is valid.
-    unsafe impl aya::Pod for KmemAlloc {}
+    unsafe impl aya::Pod for KernelModeAlloc {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for KmemConfig {}
+    unsafe impl aya::Pod for KernelModeConfig {}
     // SAFETY: as above (two u64 pairs, then two 32-bit fields: no padding).
-    unsafe impl aya::Pod for KmemSiteKey {}
+    unsafe impl aya::Pod for KernelModeSiteKey {}
     // SAFETY: as above.
-    unsafe impl aya::Pod for KmemSiteStats {}
+    unsafe impl aya::Pod for KernelModeSiteStats {}
 }
