@@ -17,8 +17,7 @@
 use std::{env, fs, process::ExitCode};
 
 use memtrace::event::{
-    Abi, Comm, Event, EventBody, ExitRecord, ForkRecord, SnapshotRecord, SnapshotRegion, Syscall,
-    SyscallRecord,
+    Abi, AttachEvent, Comm, Event, EventBody, ExitEvent, ForkEvent, MapsLine, Syscall, SyscallEvent,
 };
 use memtrace::model::Model;
 use memtrace::recording::{ClockBase, RecordingHeader, RecordingWriter, WriterOptions};
@@ -94,7 +93,7 @@ fn syscall(time_ns: u64, pid: u32, syscall: Syscall, args: [u64; 6], ret: i64) -
     event(
         time_ns,
         pid,
-        EventBody::Syscall(SyscallRecord {
+        EventBody::Syscall(SyscallEvent {
             syscall,
             args,
             ret,
@@ -106,9 +105,9 @@ fn syscall(time_ns: u64, pid: u32, syscall: Syscall, args: [u64; 6], ret: i64) -
 }
 
 /// A parent as memtrace finds it at attach: 40 regions of libraries, heap, stack.
-fn parent_snapshot(time_ns: u64) -> Event {
+fn parent_attach(time_ns: u64) -> Event {
     let regions = (0..40u64)
-        .map(|index| SnapshotRegion {
+        .map(|index| MapsLine {
             start: 0x7f00_0000_0000 + index * 0x10_0000,
             end: 0x7f00_0000_0000 + index * 0x10_0000 + 0x8_0000,
             perms: if index % 2 == 0 { "r-xp" } else { "rw-p" }.to_owned(),
@@ -120,7 +119,7 @@ fn parent_snapshot(time_ns: u64) -> Event {
     event(
         time_ns,
         PARENT,
-        EventBody::Snapshot(SnapshotRecord {
+        EventBody::Attach(AttachEvent {
             regions,
             start_brk: 0x5600_0000_0000,
             brk: 0x5600_0002_1000,
@@ -137,7 +136,7 @@ fn short_lived_child(time_ns: u64, child: u32) -> [Event; 3] {
         event(
             time_ns,
             PARENT,
-            EventBody::Fork(ForkRecord {
+            EventBody::Fork(ForkEvent {
                 child_pid: child,
                 child_tid: child,
                 thread: false,
@@ -149,7 +148,7 @@ fn short_lived_child(time_ns: u64, child: u32) -> [Event; 3] {
         event(
             time_ns + 2_000,
             child,
-            EventBody::Exit(ExitRecord {
+            EventBody::Exit(ExitEvent {
                 status: 0,
                 group_dead: true,
             }),
@@ -171,7 +170,7 @@ fn write_forks(count: u64, path: &str) -> Result<(), Box<dyn std::error::Error>>
     };
     let _ = fs::remove_file(path);
     let mut writer = RecordingWriter::create(path, &header, WriterOptions::default())?;
-    writer.write_event(&parent_snapshot(START_NS))?;
+    writer.write_event(&parent_attach(START_NS))?;
     for index in 0..count {
         // Pids wrap as the kernel's do, so that reuse is part of the workload.
         let child = 2000 + (index % 4_000_000) as u32;
@@ -203,7 +202,7 @@ fn churn(hours: u64) {
     const PER_SECOND: u64 = 20;
     let (mut stream, mut user_mode) = consumers();
     let mut feed = |event: &Event| stream.feed(event, &mut user_mode);
-    feed(&parent_snapshot(START_NS));
+    feed(&parent_attach(START_NS));
     let buffer = 0x7e00_0000_0000u64;
     let mut child = 2000u32;
     let baseline = rss_kib();
@@ -280,7 +279,7 @@ fn session_of(stream: &Stream) -> memtrace::report::SessionInfo {
 /// The stream and user mode alone (no decoding, no report) fed N short-lived processes.
 fn pipeline_forks(count: u64) {
     let (mut stream, mut user_mode) = consumers();
-    stream.feed(&parent_snapshot(START_NS), &mut user_mode);
+    stream.feed(&parent_attach(START_NS), &mut user_mode);
     let before = rss_kib();
     for index in 0..count {
         let child = 2000 + (index % 4_000_000) as u32;
@@ -298,7 +297,7 @@ fn pipeline_forks(count: u64) {
 
 fn regions(count: u64) {
     let mut model = Model::new();
-    model.apply(&parent_snapshot(START_NS));
+    model.apply(&parent_attach(START_NS));
     let before = rss_kib();
     for index in 0..count {
         // Every other page, so that no two regions touch.

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::event::{Abi, Event, EventBody, Syscall, SyscallRecord};
+use crate::event::{Abi, Event, EventBody, Syscall, SyscallEvent};
 
 pub fn abi_name(abi: Abi) -> &'static str {
     match abi {
@@ -64,7 +64,7 @@ pub fn format(event: &Event) -> Option<String> {
     Some(format!("{prefix} {text}"))
 }
 
-fn syscall(call: &SyscallRecord) -> String {
+fn syscall(call: &SyscallEvent) -> String {
     let a = &call.args;
     let name = call.syscall.name();
     let args = match call.syscall {
@@ -115,7 +115,7 @@ fn syscall(call: &SyscallRecord) -> String {
     format!("{name}({args}) = {}", result(call))
 }
 
-fn result(call: &SyscallRecord) -> String {
+fn result(call: &SyscallEvent) -> String {
     if let Some(errno) = call.errno() {
         let description = nix::errno::Errno::from_raw(errno).desc();
         return format!("-1 {} ({description})", errno_name(errno));
@@ -241,7 +241,7 @@ mod tests {
             tid: 4242,
             comm: Comm::from_str_lossy("prog"),
             abi,
-            body: EventBody::Syscall(SyscallRecord {
+            body: EventBody::Syscall(SyscallEvent {
                 syscall,
                 args,
                 ret,

@@ -1,16 +1,17 @@
 //! memtrace: trace memory-mapping syscalls with eBPF and rebuild each process's address space.
 //!
-//! The flow, one module per stage:
+//! The layers, each using only those below it (docs/glossary.md names every concept):
 //! - [`probes`] load the kernel side (memtrace-ebpf) and the offsets it needs from BTF;
-//! - [`capture`] reads its ring buffer and decodes records into the [`event`] stream;
-//! - [`pipeline`] feeds every event to the [`model`] (per-process address spaces), to the
-//!   `--events` printer ([`event_line`]) and to the recorder ([`record`]);
-//! - [`report`] turns the model into text or JSON.
-//!
-//! [`kernel`] is kernel mode (`memtrace kernel`): kernel allocations by call site and cache.
-//!
-//! [`session`] runs a live trace ([`launch`] starts the command, [`procfs`] snapshots attached
-//! processes); [`replay`] feeds a recording through the same pipeline.
+//!   [`capture`] reads its rings and decodes the messages into [`event`]s;
+//! - [`stream`] is mode-free: every event, live or replayed, passes it once, to the `--events`
+//!   printer ([`event_line`]), to the recorder ([`recording`]), into the counts, and on to the
+//!   consumer of the session's mode;
+//! - the consumers: [`user_mode`] (the address-space [`model`], call [`stacks`], folding,
+//!   `--interval`; its reports in [`report`]) and [`kernel_mode`] (kernel allocations by call
+//!   site and cache);
+//! - [`session`] runs a live user-mode session ([`launch`] starts the command, [`procfs`]
+//!   reads the layouts of attached processes); [`replay`] feeds a recording to the consumer
+//!   its header names; [`cli`] parses the command line and runs one of them.
 
 pub mod capture;
 pub mod cgroup;
@@ -19,7 +20,6 @@ pub mod clock;
 pub mod event;
 pub mod event_line;
 pub mod file_access;
-
 pub mod kernel_mode;
 pub mod launch;
 pub mod linux_abi;

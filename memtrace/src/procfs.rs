@@ -3,7 +3,7 @@
 
 use std::{fs, io, path::Path};
 
-use crate::event::{ContainerRecord, SnapshotFd, SnapshotRecord, SnapshotRegion};
+use crate::event::{AttachEvent, AttachFd, ContainerIdentity, MapsLine};
 use crate::linux_abi::MEMFD_PATH_PREFIX;
 
 pub fn process_exists(pid: u32) -> bool {
@@ -13,10 +13,10 @@ pub fn process_exists(pid: u32) -> bool {
 /// The layout of a live process as `/proc/PID/maps` shows it, with paths as the process sees
 /// them (as the kernel side names files): the maps name them from memtrace's root, so a
 /// process in a chroot or container has its root's prefix cut off.
-pub fn snapshot(pid: u32) -> io::Result<SnapshotRecord> {
+pub fn attach_layout(pid: u32) -> io::Result<AttachEvent> {
     let maps = fs::read_to_string(format!("/proc/{pid}/maps"))?;
     let container = container_identity(pid).unwrap_or_default();
-    let regions: Vec<SnapshotRegion> = maps
+    let regions: Vec<MapsLine> = maps
         .lines()
         .filter_map(parse_maps_line)
         .map(|mut region| {
@@ -31,7 +31,7 @@ pub fn snapshot(pid: u32) -> io::Result<SnapshotRecord> {
         .iter()
         .find(|r| r.name == "[heap]")
         .map_or(start_brk, |heap| heap.end);
-    Ok(SnapshotRecord {
+    Ok(AttachEvent {
         regions,
         start_brk,
         brk,
@@ -46,12 +46,12 @@ pub fn snapshot(pid: u32) -> io::Result<SnapshotRecord> {
 /// The process's open fds that refer to memfds: their link reads `/memfd:NAME (deleted)`, and
 /// the inode the link leads to is the one its mappings show in `/proc/PID/maps`. An fd closed
 /// while we look is simply not there.
-pub fn memfd_fds(pid: u32) -> Vec<SnapshotFd> {
+pub fn memfd_fds(pid: u32) -> Vec<AttachFd> {
     use std::os::unix::fs::MetadataExt;
     let Ok(entries) = fs::read_dir(format!("/proc/{pid}/fd")) else {
         return Vec::new();
     };
-    let mut fds: Vec<SnapshotFd> = entries
+    let mut fds: Vec<AttachFd> = entries
         .flatten()
         .filter_map(|entry| {
             let fd: u32 = entry.file_name().to_str()?.parse().ok()?;
@@ -60,7 +60,7 @@ pub fn memfd_fds(pid: u32) -> Vec<SnapshotFd> {
                 return None;
             }
             let inode = fs::metadata(entry.path()).ok()?.ino();
-            Some(SnapshotFd {
+            Some(AttachFd {
                 fd,
                 inode,
                 cloexec: fd_cloexec(pid, fd),
@@ -84,7 +84,7 @@ fn fd_cloexec(pid: u32, fd: u32) -> bool {
 }
 
 /// One `/proc/PID/maps` line: `start-end perms offset dev inode [name]`.
-pub fn parse_maps_line(line: &str) -> Option<SnapshotRegion> {
+pub fn parse_maps_line(line: &str) -> Option<MapsLine> {
     let mut fields = line.splitn(6, ' ');
     let (start, end) = fields.next()?.split_once('-')?;
     let perms = fields.next()?.to_string();
@@ -92,7 +92,7 @@ pub fn parse_maps_line(line: &str) -> Option<SnapshotRegion> {
     let _device = fields.next()?;
     let inode = fields.next()?.parse().ok()?;
     let name = fields.next().unwrap_or("").trim_start().to_string();
-    Some(SnapshotRegion {
+    Some(MapsLine {
         start: u64::from_str_radix(start, 16).ok()?,
         end: u64::from_str_radix(end, 16).ok()?,
         perms,
@@ -174,7 +174,7 @@ pub fn descendants(pid: u32) -> Vec<u32> {
 }
 
 /// The container identity of a live process; `None` once it is gone.
-pub fn container_identity(pid: u32) -> Option<ContainerRecord> {
+pub fn container_identity(pid: u32) -> Option<ContainerIdentity> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let ns_pid = status
         .lines()
@@ -188,7 +188,7 @@ pub fn container_identity(pid: u32) -> Option<ContainerRecord> {
     let root = fs::read_link(format!("/proc/{pid}/root"))
         .map(|root| root.to_string_lossy().into_owned())
         .unwrap_or_default();
-    Some(ContainerRecord {
+    Some(ContainerIdentity {
         cgroup,
         ns_pid,
         root,
@@ -240,12 +240,12 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_of_self_has_stack_and_parent() {
+    fn attach_layout_of_self_has_stack_and_parent() {
         let me = std::process::id();
-        let snapshot = snapshot(me).unwrap();
-        assert!(snapshot.regions.iter().any(|r| r.name == "[stack]"));
-        assert_eq!(snapshot.ppid, std::os::unix::process::parent_id());
-        assert!(snapshot.start_brk > 0);
+        let layout = attach_layout(me).unwrap();
+        assert!(layout.regions.iter().any(|r| r.name == "[stack]"));
+        assert_eq!(layout.ppid, std::os::unix::process::parent_id());
+        assert!(layout.start_brk > 0);
     }
 
     #[test]
@@ -277,9 +277,9 @@ mod tests {
 
     #[test]
     fn paths_inside_a_root_are_shown_as_the_process_sees_them() {
-        let identity = ContainerRecord {
+        let identity = ContainerIdentity {
             root: "/srv/roots/deb11".into(),
-            ..ContainerRecord::default()
+            ..ContainerIdentity::default()
         };
         assert_eq!(
             identity.process_view("/srv/roots/deb11/usr/bin/bash"),

@@ -16,7 +16,7 @@ use crate::{
     capture::{Capture, Captured},
     cgroup::Cgroup,
     clock::{monotonic_ns, next_tick, sleep_until},
-    event::{Abi, Comm, ContainerRecord, Event, EventBody, LostRecord},
+    event::{Abi, Comm, ContainerIdentity, Event, EventBody, Losses},
     launch::{self, GatedCommand, LaunchError},
     probes::{backend::Attached, ProbeError, ProbeOptions, Probes},
     procfs,
@@ -67,8 +67,8 @@ pub enum SessionError {
     Record(#[from] RecordError),
     #[error("reading the ring buffer: {0}")]
     Ring(std::io::Error),
-    #[error("snapshot of process {0}: {1}")]
-    Snapshot(u32, std::io::Error),
+    #[error("reading the layout of process {0}: {1}")]
+    Attach(u32, std::io::Error),
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("--cgroup {0}: reading its processes: {1}")]
@@ -136,7 +136,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
             recorder(&options, probes.backend())?,
         ),
         user_mode: UserMode::new(options.user_mode.clone()),
-        snapshot_taken_at: HashMap::new(),
+        attached_at: HashMap::new(),
         containers: HashMap::new(),
         known: cgroup.as_ref().map(|_| HashSet::new()),
     };
@@ -197,7 +197,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
     let mut child_signal = signal(SignalKind::child()).map_err(SessionError::Signals)?;
     let mut deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
     let mut command_status = None;
-    let mut lost = LostRecord::default();
+    let mut lost = Losses::default();
     let mut cgroup_check = cgroup.as_ref().map(|_| tokio::time::interval(CGROUP_CHECK));
 
     loop {
@@ -307,10 +307,10 @@ fn pid_list(pids: &[u32]) -> String {
 struct Feed {
     stream: Stream,
     user_mode: UserMode,
-    /// Events a process made before its snapshot are already part of the snapshot.
-    snapshot_taken_at: HashMap<u32, u64>,
+    /// Events a process made before its attach layout was read are already part of it.
+    attached_at: HashMap<u32, u64>,
     /// The container identity last told for each process.
-    containers: HashMap<u32, ContainerRecord>,
+    containers: HashMap<u32, ContainerIdentity>,
     /// With `--cgroup`: the processes seeded, or born in a fork memtrace saw; any other one
     /// joined the cgroup while running and is seeded when first seen.
     known: Option<HashSet<u32>>,
@@ -329,10 +329,10 @@ impl Feed {
             probes.trace(pid)?;
         }
         for &pid in pids {
-            match self.snapshot(pid) {
+            match self.attach(pid) {
                 Ok(()) => {}
                 Err(error) if Some(pid) == required => {
-                    return Err(SessionError::Snapshot(pid, error))
+                    return Err(SessionError::Attach(pid, error))
                 }
                 Err(_) => {}
             }
@@ -345,11 +345,11 @@ impl Feed {
 
     /// Feeds the layout of a running process as `/proc` shows it now; its events from before
     /// this moment are part of it and are skipped.
-    fn snapshot(&mut self, pid: u32) -> Result<(), std::io::Error> {
+    fn attach(&mut self, pid: u32) -> Result<(), std::io::Error> {
         let taken_at = monotonic_ns();
-        let snapshot = procfs::snapshot(pid)?;
-        self.snapshot_taken_at.insert(pid, taken_at);
-        let event = snapshot_event(pid, taken_at, snapshot);
+        let layout = procfs::attach_layout(pid)?;
+        self.attached_at.insert(pid, taken_at);
+        let event = attach_event(pid, taken_at, layout);
         self.identify(&event);
         self.stream.feed(&event, &mut self.user_mode);
         Ok(())
@@ -361,7 +361,7 @@ impl Feed {
         self.seed_joiners(&batch);
         for captured in batch {
             match captured {
-                Captured::Event(event) if !self.before_snapshot(event.pid, event.time_ns) => {
+                Captured::Event(event) if !self.before_attach(event.pid, event.time_ns) => {
                     let exec = matches!(event.body, EventBody::Exec(_));
                     if !exec {
                         self.identify(&event);
@@ -372,7 +372,7 @@ impl Feed {
                         self.identify(&event);
                     }
                 }
-                Captured::Stack(stack) if !self.before_snapshot(stack.pid, stack.time_ns) => {
+                Captured::Stack(stack) if !self.before_attach(stack.pid, stack.time_ns) => {
                     let told = self.user_mode.unwind(&stack);
                     self.stream.feed_all(&told, &mut self.user_mode);
                 }
@@ -386,7 +386,7 @@ impl Feed {
     /// the processes that run, not all those that ran.
     fn forget_folded(&mut self) {
         for pid in self.user_mode.take_forgotten() {
-            self.snapshot_taken_at.remove(&pid);
+            self.attached_at.remove(&pid);
             self.containers.remove(&pid);
             if let Some(known) = &mut self.known {
                 known.remove(&pid);
@@ -394,8 +394,8 @@ impl Feed {
         }
     }
 
-    fn before_snapshot(&self, pid: u32, time_ns: u64) -> bool {
-        self.snapshot_taken_at
+    fn before_attach(&self, pid: u32, time_ns: u64) -> bool {
+        self.attached_at
             .get(&pid)
             .is_some_and(|&taken_at| time_ns < taken_at)
     }
@@ -419,7 +419,7 @@ impl Feed {
                 continue;
             }
             if !matches!(event.body, EventBody::Exec(_)) {
-                let _ = self.snapshot(event.pid);
+                let _ = self.attach(event.pid);
             }
         }
         self.known = Some(known);
@@ -458,8 +458,8 @@ impl Feed {
         &mut self,
         probes: &Probes,
         stacks_dropped: u64,
-        previous: LostRecord,
-    ) -> Result<LostRecord, SessionError> {
+        previous: Losses,
+    ) -> Result<Losses, SessionError> {
         let mut lost = probes.lost()?;
         lost.stacks_not_sampled += stacks_dropped;
         if lost != previous {
@@ -483,7 +483,7 @@ fn recorder(
     RecordingWriter::create(path, &header, WriterOptions::default()).map(Some)
 }
 
-fn snapshot_event(pid: u32, time_ns: u64, snapshot: crate::event::SnapshotRecord) -> Event {
+fn attach_event(pid: u32, time_ns: u64, layout: crate::event::AttachEvent) -> Event {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|c| Comm::from_str_lossy(c.trim_end()))
         .unwrap_or_default();
@@ -498,6 +498,6 @@ fn snapshot_event(pid: u32, time_ns: u64, snapshot: crate::event::SnapshotRecord
         tid: pid,
         comm,
         abi,
-        body: EventBody::Snapshot(snapshot),
+        body: EventBody::Attach(layout),
     }
 }

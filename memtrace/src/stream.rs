@@ -7,7 +7,7 @@
 use std::{fs::File, io::Write, time::Instant};
 
 use crate::{
-    event::{Event, EventBody, LostRecord},
+    event::{Event, EventBody, Losses},
     event_line,
     recording::{RecordError, RecordingSink, RecordingWriter},
 };
@@ -29,7 +29,7 @@ pub struct Stream<W: RecordingSink = File> {
     /// Events fed, not counting loss reports.
     events: u64,
     /// The latest loss totals.
-    lost: LostRecord,
+    lost: Losses,
 }
 
 impl<W: RecordingSink> Stream<W> {
@@ -43,7 +43,7 @@ impl<W: RecordingSink> Stream<W> {
             recording_failure: None,
             stream_events: 0,
             events: 0,
-            lost: LostRecord::default(),
+            lost: Losses::default(),
         }
     }
 
@@ -85,7 +85,7 @@ impl<W: RecordingSink> Stream<W> {
     }
 
     /// The latest loss totals the stream carried.
-    pub fn lost(&self) -> LostRecord {
+    pub fn lost(&self) -> Losses {
         self.lost
     }
 

@@ -8,7 +8,7 @@ use memtrace_common::{
 
 use super::exec_image::LoadedImage;
 use crate::event::{
-    Comm, Event, EventBody, ExecRecord, ExitRecord, FileRef, ForkRecord, SyscallRecord,
+    Comm, Event, EventBody, ExecEvent, ExitEvent, FileRef, ForkEvent, SyscallEvent,
 };
 use crate::stacks::{StackAbi, StackSample};
 
@@ -31,12 +31,12 @@ pub enum Decoded {
         loaded_image: Option<LoadedImage>,
     },
     /// Not an event yet: it becomes one once unwound against the process's layout.
-    Stack(StackCapture),
+    Stack(RawStack),
 }
 
 /// The registers and stack bytes the kernel copied at a syscall that created memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StackCapture {
+pub struct RawStack {
     pub time_ns: u64,
     pub pid: u32,
     pub tid: u32,
@@ -55,7 +55,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         MessageKind::StackSample => {
             let sample: StackSampleMessage = read_record(bytes).ok_or_else(short)?;
             let len = (sample.len as usize).min(sample.stack.len());
-            return Ok(Decoded::Stack(StackCapture {
+            return Ok(Decoded::Stack(RawStack {
                 time_ns: header.timestamp_ns,
                 pid: header.tgid,
                 tid: header.tid,
@@ -86,7 +86,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         }
         MessageKind::Fork => {
             let event: ForkMessage = read_record(bytes).ok_or_else(short)?;
-            EventBody::Fork(ForkRecord {
+            EventBody::Fork(ForkEvent {
                 child_pid: event.child_tgid,
                 child_tid: event.child_tid,
                 thread: event.flags & fork_flags::THREAD != 0,
@@ -108,7 +108,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         }
         MessageKind::Exit => {
             let event: ExitMessage = read_record(bytes).ok_or_else(short)?;
-            EventBody::Exit(ExitRecord {
+            EventBody::Exit(ExitEvent {
                 status: event.exit_code,
                 group_dead: event.group_dead != 0,
             })
@@ -132,10 +132,10 @@ fn syscall_record(
     event: &SyscallMessage,
     string: Option<String>,
     file: Option<FileRef>,
-) -> Result<SyscallRecord, DecodeError> {
+) -> Result<SyscallEvent, DecodeError> {
     let syscall =
         Syscall::from_u32(event.syscall).ok_or(DecodeError::UnknownSyscall(event.syscall))?;
-    Ok(SyscallRecord {
+    Ok(SyscallEvent {
         syscall,
         args: event.args,
         ret: event.ret,
@@ -145,8 +145,8 @@ fn syscall_record(
     })
 }
 
-fn exec_record(event: &ExecMessage) -> ExecRecord {
-    ExecRecord {
+fn exec_record(event: &ExecMessage) -> ExecEvent {
+    ExecEvent {
         old_tid: event.old_tid,
         personality: event.personality,
         new_abi: Abi::from_u32(event.new_abi),

@@ -18,7 +18,7 @@ use object::{
     Endianness, FileKind,
 };
 
-use crate::event::{ExecMappingKind, ExecMappingRecord, FileRef};
+use crate::event::{ExecMappingEvent, ExecMappingKind, FileRef};
 use crate::file_access::{open_regular, Links};
 use crate::linux_abi::{MAP_FIXED, MAP_PRIVATE, PROT_EXEC, PROT_READ, PROT_WRITE};
 
@@ -62,7 +62,7 @@ pub fn kernel_mappings(
     image: &LoadedImage,
     pid: u32,
     root: Option<&Path>,
-) -> Result<Vec<ExecMappingRecord>, ImageError> {
+) -> Result<Vec<ExecMappingEvent>, ImageError> {
     // A short-lived process may be gone before its exec event is read: then the files are
     // read by path from the root it was last known to have (memtrace's own if none), the
     // executable still checked by its inode (a match also shows that root is its).
@@ -225,13 +225,13 @@ fn mapped_file_at(pid: u32, start: u64) -> Option<(FileRef, std::path::PathBuf)>
 
 /// `elf_load`: each PT_LOAD maps its file pages; memory beyond the file part (bss) that does
 /// not fit in the last file page becomes anonymous memory.
-fn place_segments(elf: &ElfFile, bias: u64, file: &FileRef, out: &mut Vec<ExecMappingRecord>) {
+fn place_segments(elf: &ElfFile, bias: u64, file: &FileRef, out: &mut Vec<ExecMappingEvent>) {
     for segment in elf.segments.iter().filter(|s| s.kind == PT_LOAD) {
         let prot = segment.prot();
         let start = bias.wrapping_add(page_down(segment.vaddr));
         let file_end = bias.wrapping_add(page_up(segment.vaddr + segment.filesz));
         if segment.filesz > 0 && file_end > start {
-            out.push(ExecMappingRecord {
+            out.push(ExecMappingEvent {
                 kind: ExecMappingKind::Mmap,
                 start,
                 len: file_end - start,
@@ -246,7 +246,7 @@ fn place_segments(elf: &ElfFile, bias: u64, file: &FileRef, out: &mut Vec<ExecMa
             let zero_start = page_up(bias.wrapping_add(segment.vaddr + segment.filesz));
             let zero_end = page_up(bias.wrapping_add(segment.vaddr + segment.memsz));
             if zero_end > zero_start {
-                out.push(ExecMappingRecord {
+                out.push(ExecMappingEvent {
                     kind: ExecMappingKind::Bss,
                     start: zero_start,
                     len: zero_end - zero_start,
@@ -264,10 +264,10 @@ fn place_segments(elf: &ElfFile, bias: u64, file: &FileRef, out: &mut Vec<ExecMa
 
 /// The vdso and the data pages right below it. Their sizes are the kernel's, not the
 /// program's, so memtrace's own layout (same kernel) tells them.
-fn special_mappings(vdso_base: u64) -> Vec<ExecMappingRecord> {
+fn special_mappings(vdso_base: u64) -> Vec<ExecMappingEvent> {
     special_layout()
         .iter()
-        .map(|special| ExecMappingRecord {
+        .map(|special| ExecMappingEvent {
             kind: ExecMappingKind::Special,
             start: vdso_base.wrapping_add_signed(special.offset_from_vdso),
             len: special.len,

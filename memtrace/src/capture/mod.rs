@@ -2,7 +2,7 @@
 //! handing decoded batches to the session.
 //!
 //! The reader thread does nothing but drain and decode, so the rings empty as fast as the
-//! kernel fills them whatever the pipeline costs (unwinding a stack sample costs far more than
+//! kernel fills them whatever the consumer costs (unwinding a stack sample costs far more than
 //! decoding an event). It waits for the kernel's wakeup (sent when a quarter of a ring is
 //! full: one wakeup per event would cost more than the event) or a short timer, which is
 //! what delivers a quiet stream.
@@ -28,7 +28,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use decode::Decoded;
-pub use decode::StackCapture;
+pub use decode::RawStack;
 use pairing::StackPairing;
 
 use crate::event::{Event, EventBody};
@@ -37,7 +37,7 @@ use crate::event::{Event, EventBody};
 #[derive(Debug)]
 pub enum Captured {
     Event(Event),
-    Stack(StackCapture),
+    Stack(RawStack),
 }
 
 /// How long a record may wait in a quiet ring before it is read anyway.
@@ -62,7 +62,7 @@ struct Backlog {
 
 impl Backlog {
     /// Whether a sample just read may go on (then it counts as in flight).
-    fn admit(&self, sample: &StackCapture) -> bool {
+    fn admit(&self, sample: &RawStack) -> bool {
         let bytes = held_bytes(sample);
         if self.bytes_in_flight.load(Ordering::Relaxed) + bytes > MAX_SAMPLE_BYTES_IN_FLIGHT {
             self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -86,7 +86,7 @@ impl Backlog {
 }
 
 /// The memory a sample holds until the session takes it: its stack bytes and its capture.
-fn held_bytes(sample: &StackCapture) -> u64 {
+fn held_bytes(sample: &RawStack) -> u64 {
     (sample.sample.stack.len() + std::mem::size_of::<Captured>()) as u64
 }
 
@@ -289,8 +289,8 @@ mod tests {
         stacks::{StackAbi, StackSample},
     };
 
-    fn sample(stack_bytes: usize) -> StackCapture {
-        StackCapture {
+    fn sample(stack_bytes: usize) -> RawStack {
+        RawStack {
             time_ns: 1,
             pid: 2,
             tid: 2,
@@ -313,7 +313,7 @@ mod tests {
         let backlog = Backlog::default();
         let full = sample(8192);
         let fitting = MAX_SAMPLE_BYTES_IN_FLIGHT / held_bytes(&full);
-        let admitted: Vec<StackCapture> = (0..fitting + 10)
+        let admitted: Vec<RawStack> = (0..fitting + 10)
             .map(|_| full.clone())
             .filter(|sample| backlog.admit(sample))
             .collect();

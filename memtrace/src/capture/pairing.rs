@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::StackCapture;
+use super::RawStack;
 use crate::event::{Event, EventBody};
 
 /// How long a sample waits for its syscall's record. The record was submitted before the
@@ -19,20 +19,20 @@ const MAX_WAIT: Duration = Duration::from_millis(200);
 /// Samples read but not yet placed, by (tid, syscall time), with when they were read.
 #[derive(Default)]
 pub struct StackPairing {
-    waiting: HashMap<(u32, u64), (StackCapture, Instant)>,
+    waiting: HashMap<(u32, u64), (RawStack, Instant)>,
     /// The time of the last syscall record read for each thread: a sample no later than it
     /// has missed its record (read in an earlier drain) and need not wait.
     last_record: HashMap<u32, u64>,
 }
 
 impl StackPairing {
-    pub fn sampled(&mut self, stack: StackCapture) {
+    pub fn sampled(&mut self, stack: RawStack) {
         self.waiting
             .insert((stack.tid, stack.time_ns), (stack, Instant::now()));
     }
 
     /// The sample of this syscall, if it was read.
-    pub fn take_for(&mut self, event: &Event) -> Option<StackCapture> {
+    pub fn take_for(&mut self, event: &Event) -> Option<RawStack> {
         match event.body {
             EventBody::Syscall(_) => {
                 self.last_record.insert(event.tid, event.time_ns);
@@ -54,7 +54,7 @@ impl StackPairing {
     /// The samples whose record has not come within [`MAX_WAIT`] (every one left, on the last
     /// drain), in time order (so that the stream does not depend on hashing). The model still
     /// attaches them by their time, if their regions exist.
-    pub fn take_unpaired(&mut self, last: bool) -> impl Iterator<Item = StackCapture> {
+    pub fn take_unpaired(&mut self, last: bool) -> impl Iterator<Item = RawStack> {
         let now = Instant::now();
         let due: Vec<(u32, u64)> = self
             .waiting
@@ -68,7 +68,7 @@ impl StackPairing {
             })
             .map(|(&key, _)| key)
             .collect();
-        let mut rest: Vec<StackCapture> = due
+        let mut rest: Vec<RawStack> = due
             .iter()
             .filter_map(|key| self.waiting.remove(key))
             .map(|(stack, _)| stack)

@@ -5,7 +5,7 @@
 //! forks it.
 //!
 //! Capture learns roots from `/proc` at first sight (exec layouts are read on the reader
-//! thread, before the session knows who a process is); the pipeline learns them from the
+//! thread, before the session knows who a process is); user mode learns them from the
 //! container identity the session tells it. Both keep them in this one map.
 
 use std::{collections::HashMap, path::Path, sync::Arc};

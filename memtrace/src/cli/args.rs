@@ -74,7 +74,7 @@ pub struct KernelArgs {
     /// mostly the page cache of file I/O, which can fill the outstanding table.
     #[arg(long)]
     pub pages: bool,
-    /// Write the snapshots to FILE, to replay them later (`memtrace replay FILE`).
+    /// Write the kernel snapshots to FILE, to replay them later (`memtrace replay FILE`).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
     #[command(flatten)]

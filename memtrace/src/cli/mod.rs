@@ -1,5 +1,5 @@
 //! The command line: parse, run the mode asked for, write its report, and turn the outcome
-//! into an exit code. One file per mode's runner; the argument types in [`args`].
+//! into an exit code. One file per mode's runner; the argument types in `args.rs`.
 
 mod args;
 mod kernel;

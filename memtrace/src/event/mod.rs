@@ -64,37 +64,37 @@ impl Event {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum EventBody {
-    Syscall(SyscallRecord),
-    Fork(ForkRecord),
+    Syscall(SyscallEvent),
+    Fork(ForkEvent),
     /// Boxed: it is large and rare, and every event is as large as its largest variant.
-    Exec(Box<ExecRecord>),
-    Exit(ExitRecord),
+    Exec(Box<ExecEvent>),
+    Exit(ExitEvent),
     /// A mapping change the kernel made while loading a new image, before it ran. Arrives
     /// before the [`EventBody::Exec`] it belongs to.
-    ExecMapping(ExecMappingRecord),
+    ExecMapping(ExecMappingEvent),
     /// The layout of a process memtrace attached to, from `/proc/PID/maps`.
-    Snapshot(SnapshotRecord),
+    Attach(AttachEvent),
     /// The kernel side could not deliver some events. Totals so far, not increments.
-    Lost(LostRecord),
+    Lost(Losses),
     /// The user call stack of this thread's preceding syscall (one that created memory),
     /// unwound at capture time so that a replay needs neither the stack bytes nor the
     /// binaries' unwind tables.
-    Stack(StackRecord),
+    Stack(StackEvent),
     /// A file that call stacks run through, as it was when they were unwound: announced once,
     /// before the first stack that needs it, so a replay elsewhere names frames only from the
     /// same build.
-    Module(ModuleRecord),
+    Module(ModuleEvent),
     /// Kernel mode (`memtrace kernel`): the outstanding kernel allocations at one instant.
     /// Boxed: large, and one per interval.
     KernelSnapshot(Box<kernel_snapshot::KernelSnapshot>),
     /// Who the process is in its container (read from /proc when memtrace first sees it), so
     /// the report and a replay elsewhere name it as the container does.
-    Container(ContainerRecord),
+    Container(ContainerIdentity),
 }
 
 /// A process's container identity, as the host reads it from `/proc/PID`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct ContainerRecord {
+pub struct ContainerIdentity {
     /// Its cgroup v2 path (`0::PATH` in `/proc/PID/cgroup`).
     pub cgroup: String,
     /// Its pid in its own (innermost) pid namespace: the last `NSpid` of its status; the host
@@ -105,7 +105,7 @@ pub struct ContainerRecord {
     pub root: String,
 }
 
-impl ContainerRecord {
+impl ContainerIdentity {
     /// A path the host shows (`/proc/PID/maps` read by memtrace) as the process sees it:
     /// without its root's prefix. A path outside its root is shown unchanged.
     pub fn process_view<'p>(&self, host_path: &'p str) -> &'p str {
@@ -120,7 +120,7 @@ impl ContainerRecord {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct ModuleRecord {
+pub struct ModuleEvent {
     pub path: String,
     /// The ELF build-id; empty when the file has none (or could not be read).
     pub build_id: Vec<u8>,
@@ -128,7 +128,7 @@ pub struct ModuleRecord {
 
 /// Return addresses, innermost first: the first is where the syscall returns to (in libc).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct StackRecord {
+pub struct StackEvent {
     pub frames: Vec<u64>,
 }
 
@@ -142,7 +142,7 @@ pub struct FileRef {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub struct SyscallRecord {
+pub struct SyscallEvent {
     pub syscall: Syscall,
     /// Arguments as passed (ia32 values zero-extended; old_mmap's block already read).
     pub args: [u64; 6],
@@ -155,7 +155,7 @@ pub struct SyscallRecord {
     pub file: Option<FileRef>,
 }
 
-impl SyscallRecord {
+impl SyscallEvent {
     pub fn failed(&self) -> bool {
         self.errno().is_some()
     }
@@ -167,7 +167,7 @@ impl SyscallRecord {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ForkRecord {
+pub struct ForkEvent {
     pub child_pid: u32,
     pub child_tid: u32,
     /// The child is a thread of the same process.
@@ -180,7 +180,7 @@ pub struct ForkRecord {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExecRecord {
+pub struct ExecEvent {
     pub old_tid: u32,
     pub personality: u32,
     /// The ABI of the new image (from its ELF header).
@@ -193,14 +193,14 @@ pub struct ExecRecord {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ExitRecord {
+pub struct ExitEvent {
     /// The wait status as the kernel keeps it (`exit_code`): `code << 8`, or a signal number.
     pub status: u32,
     /// The last thread of the process.
     pub group_dead: bool,
 }
 
-impl ExitRecord {
+impl ExitEvent {
     /// The exit code, when the process exited rather than being killed.
     pub fn exit_code(&self) -> Option<i32> {
         (self.status & 0x7f == 0).then_some(((self.status >> 8) & 0xff) as i32)
@@ -224,7 +224,7 @@ pub enum ExecMappingKind {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExecMappingRecord {
+pub struct ExecMappingEvent {
     pub kind: ExecMappingKind,
     pub start: u64,
     pub len: u64,
@@ -241,7 +241,7 @@ pub struct ExecMappingRecord {
 
 /// One line of `/proc/PID/maps`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SnapshotRegion {
+pub struct MapsLine {
     pub start: u64,
     pub end: u64,
     /// `r-xp` as the kernel prints it.
@@ -253,8 +253,8 @@ pub struct SnapshotRegion {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SnapshotRecord {
-    pub regions: Vec<SnapshotRegion>,
+pub struct AttachEvent {
+    pub regions: Vec<MapsLine>,
     /// The kernel's `start_brk` (field 47 of `/proc/PID/stat`).
     pub start_brk: u64,
     /// The break: the end of the `[heap]` line of `/proc/PID/maps` (the kernel does not
@@ -266,12 +266,12 @@ pub struct SnapshotRecord {
     pub exe: String,
     /// The process's open fds that refer to memfds (from `/proc/PID/fd`), so that a memfd
     /// mapping found at attach can tell whether its fd was closed.
-    pub memfd_fds: Vec<SnapshotFd>,
+    pub memfd_fds: Vec<AttachFd>,
 }
 
 /// An open fd of a process at attach that refers to a memfd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SnapshotFd {
+pub struct AttachFd {
     pub fd: u32,
     /// The memfd's inode, as `/proc/PID/maps` shows it for its mappings.
     pub inode: u64,
@@ -280,7 +280,7 @@ pub struct SnapshotFd {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LostRecord {
+pub struct Losses {
     /// Events dropped because the ring buffer was full.
     pub ring_full: u64,
     /// Syscalls whose entry could not be remembered (in-flight table full).
@@ -290,7 +290,7 @@ pub struct LostRecord {
     pub stacks_not_sampled: u64,
 }
 
-impl LostRecord {
+impl Losses {
     /// Lost events: what the layout and the counts miss. Unsampled stacks are not among them.
     pub fn total(&self) -> u64 {
         self.ring_full + self.pending_full

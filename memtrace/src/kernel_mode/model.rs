@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use crate::{
     event::{
         kernel_snapshot::{
-            KernelCounters, KernelGroup, KernelSnapshot, KernelModeSource, MeminfoValue, SlabCache,
+            KernelCounters, KernelGroup, KernelModeSource, KernelSnapshot, MeminfoValue, SlabCache,
         },
         Event, EventBody,
     },

@@ -372,7 +372,9 @@ pub fn render_text(report: &KernelReportFile) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::kernel_snapshot::{KernelGroup, KernelSnapshot, KernelModeSource, MeminfoValue};
+    use crate::event::kernel_snapshot::{
+        KernelGroup, KernelModeSource, KernelSnapshot, MeminfoValue,
+    };
 
     fn snapshot(count: u64) -> KernelSnapshot {
         KernelSnapshot {

@@ -2,7 +2,7 @@
 //! exit paired with another syscall's entry: a futex's `munmap(0x119518b4, 393) = 0`), so the
 //! model refuses it: the layout stays as it was, and the report counts it.
 
-use crate::event::{Abi, Syscall, SyscallRecord};
+use crate::event::{Abi, Syscall, SyscallEvent};
 use crate::model::region::PAGE_SIZE;
 
 /// Examples kept per process; the count goes on.
@@ -39,7 +39,7 @@ impl Anomalies {
 
 /// Why a successful `record` is impossible, if it is: the kernel checks these before it
 /// changes anything and fails with EINVAL.
-pub(crate) fn impossible_success(abi: Abi, record: &SyscallRecord) -> Option<&'static str> {
+pub(crate) fn impossible_success(abi: Abi, record: &SyscallEvent) -> Option<&'static str> {
     let unaligned = |address: u64| !address.is_multiple_of(PAGE_SIZE);
     let result = match abi {
         Abi::I386 => record.ret as u64 & u64::from(u32::MAX),

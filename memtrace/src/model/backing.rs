@@ -1,5 +1,5 @@
 //! What a new region is a view of: a file, a memfd, anonymous memory. Shared by the syscall,
-//! exec and snapshot paths so they name and classify the same memory the same way.
+//! exec and attach paths so they name and classify the same memory the same way.
 
 use std::sync::Arc;
 

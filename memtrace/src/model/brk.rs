@@ -30,7 +30,7 @@ pub struct Headroom<'a> {
     pub bounded_by: &'a Region,
 }
 
-/// start_brk and brk are unknown only for a process memtrace met without an exec or snapshot;
+/// start_brk and brk are unknown only for a process memtrace met without an exec or attach;
 /// it learns the break from the first brk call then, but never the start.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BrkState {
@@ -66,7 +66,7 @@ impl BrkState {
         })
     }
 
-    /// A new image's break (exec, snapshot); its failures stay with the process.
+    /// A new image's break (exec, attach); its failures stay with the process.
     pub(crate) fn reset(&mut self, start: u64, current: u64) {
         self.start = Some(start);
         self.current = Some(current);

@@ -21,7 +21,7 @@ pub(crate) fn inherited_copy(
     brk: &BrkState,
     stacks: &CallStacks,
 ) {
-    let own = |origin: Origin, creator: u32| origin != Origin::Snapshot && creator == pid;
+    let own = |origin: Origin, creator: u32| origin != Origin::Attach && creator == pid;
     let mut keep: BTreeSet<u64> = BTreeSet::new();
     let mut frames: Vec<u64> = Vec::new();
     for region in space.iter() {

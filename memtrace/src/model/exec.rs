@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use crate::event::{Abi, ExecMappingKind, ExecMappingRecord, ExecRecord};
+use crate::event::{Abi, ExecEvent, ExecMappingEvent, ExecMappingKind};
 use crate::linux_abi::{MAP_ANONYMOUS, MAP_SHARED};
 use crate::model::address_space::AddressSpace;
 use crate::model::backing::Backing;
@@ -104,8 +104,8 @@ impl ExecInfo {
 /// A fresh address space for `record`: the kernel's own mappings in the order it made them,
 /// then the stack and the heap (when the break is already above its start).
 pub(crate) fn build_image(
-    mappings: &[ExecMappingRecord],
-    record: &ExecRecord,
+    mappings: &[ExecMappingEvent],
+    record: &ExecEvent,
     created: Creation,
     memfds: &MemfdRegistry,
     names: &mut Names,
@@ -139,7 +139,7 @@ pub(crate) fn build_image(
 
 fn apply_mapping(
     space: &mut AddressSpace,
-    mapping: &ExecMappingRecord,
+    mapping: &ExecMappingEvent,
     created: Creation,
     memfds: &MemfdRegistry,
     names: &mut Names,
@@ -192,7 +192,7 @@ pub(crate) fn special_kind(name: &str) -> RegionKind {
 /// executable is the file holding start_code (or the entry point, or the program headers),
 /// the interpreter the file at AT_BASE.
 pub(crate) fn exec_info(
-    record: &ExecRecord,
+    record: &ExecEvent,
     space: &AddressSpace,
     time_ns: u64,
     from_abi: Abi,

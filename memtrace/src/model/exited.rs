@@ -23,7 +23,7 @@ pub enum Fold {
 }
 
 /// How long after its exit an event of a folded process may still arrive: records wait in the
-/// rings for a drain (50 ms) and behind a busy pipeline, and stack samples travel in a ring of
+/// rings for a drain (50 ms) and behind a busy consumer, and stack samples travel in a ring of
 /// their own. Within this, an event of a folded pid is a straggler, not a new process.
 const STRAGGLER_NS: u64 = 10_000_000_000;
 

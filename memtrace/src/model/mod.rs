@@ -6,6 +6,7 @@
 
 pub mod address_space;
 pub mod anomaly;
+pub mod attach;
 mod backing;
 pub mod brk;
 pub mod call_stacks;
@@ -17,7 +18,6 @@ pub mod memfd;
 mod names;
 pub mod process;
 pub mod region;
-pub mod snapshot;
 pub mod stats;
 mod syscalls;
 mod tables;
@@ -31,6 +31,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 pub use address_space::{AddressSpace, CoverageEntry};
 pub use anomaly::{Anomalies, Anomaly};
+pub use attach::space_from_maps;
 pub use brk::{BrkFailure, BrkState, Headroom};
 pub use call_stacks::{Allocated, CallStacks, StackId};
 pub use exec::{ExecInfo, ImageFacts};
@@ -38,12 +39,9 @@ pub use exited::Fold;
 pub use memfd::{Memfd, MemfdId, MemfdRegistry};
 pub use process::{Birth, ExitInfo, Process, ProcessView};
 pub use region::{page_align_up, Creation, Origin, Perms, Region, RegionKind, PAGE_SIZE};
-pub use snapshot::space_from_maps;
 pub use stats::{CallCounts, Distribution, DistributionSummary, SyscallName, SyscallStats};
 
-use crate::event::{
-    Abi, Event, EventBody, ExecRecord, ExitRecord, ForkRecord, LostRecord, SnapshotRecord,
-};
+use crate::event::{Abi, AttachEvent, Event, EventBody, ExecEvent, ExitEvent, ForkEvent, Losses};
 use exited::Exited;
 use names::Names;
 use process::MmId;
@@ -62,7 +60,7 @@ pub struct Model {
     memfds: MemfdRegistry,
     names: Names,
     stacks: CallStacks,
-    lost: LostRecord,
+    lost: Losses,
     events: u64,
     ignored_events: u64,
     first_event_ns: Option<u64>,
@@ -126,13 +124,13 @@ impl Model {
             EventBody::Fork(record) => self.fork(event, record),
             EventBody::Exec(record) => self.exec(event, record),
             EventBody::Exit(record) => self.exit(event, record),
-            EventBody::Snapshot(record) => self.snapshot(event, record),
+            EventBody::Attach(record) => self.attach(event, record),
             EventBody::Stack(record) => self.attach_stack(event, &record.frames),
             EventBody::Module(record) => {
                 self.stacks
                     .record_module(event.pid, &record.path, &record.build_id)
             }
-            // Kernel allocations belong to no process: the pipeline's kernel model takes them.
+            // Kernel allocations belong to no process: kernel mode's model takes them.
             EventBody::KernelSnapshot(_) => {}
             EventBody::Container(record) => {
                 if let Some(id) = self.process_for(event, Birth::Lazy) {
@@ -177,7 +175,7 @@ impl Model {
     }
 
     /// The latest loss totals the event stream reported.
-    pub fn lost(&self) -> LostRecord {
+    pub fn lost(&self) -> Losses {
         self.lost
     }
 
@@ -359,7 +357,7 @@ impl Model {
         self.mms.add(space)
     }
 
-    /// Gives a process a new layout (exec, snapshot). A layout still used by a vfork parent
+    /// Gives a process a new layout (exec, attach). A layout still used by a vfork parent
     /// stays with the parent.
     fn install_space(&mut self, id: usize, space: AddressSpace) {
         let mm = self.processes[id].mm;
@@ -371,7 +369,7 @@ impl Model {
         }
     }
 
-    fn fork(&mut self, event: &Event, record: &ForkRecord) {
+    fn fork(&mut self, event: &Event, record: &ForkEvent) {
         // A parent that exited since still forked: its child is real.
         let parent = match self.lookup(event.pid, event.time_ns) {
             Lookup::Current(id) => {
@@ -399,7 +397,7 @@ impl Model {
         }
     }
 
-    fn spawn_child(&mut self, event: &Event, parent: usize, record: &ForkRecord) {
+    fn spawn_child(&mut self, event: &Event, parent: usize, record: &ForkEvent) {
         let parent_mm = self.processes[parent].mm;
         let mm = if record.shares_mm && self.processes[parent].alive() {
             self.mms[parent_mm].users += 1;
@@ -505,7 +503,7 @@ impl Model {
         &self.stacks
     }
 
-    fn exec(&mut self, event: &Event, record: &ExecRecord) {
+    fn exec(&mut self, event: &Event, record: &ExecEvent) {
         // An exec event carries the ABI execve was called from (the kernel has switched the
         // task to the new image's mode by then; the probe takes the caller's from the
         // syscall's entry). Fall back on what the process was known to be.
@@ -548,7 +546,7 @@ impl Model {
         process.fds.close_on_exec(&mut self.memfds);
     }
 
-    fn exit(&mut self, event: &Event, record: &ExitRecord) {
+    fn exit(&mut self, event: &Event, record: &ExitEvent) {
         let Some(id) = self.process_for(event, Birth::Lazy) else {
             return;
         };
@@ -613,12 +611,12 @@ impl Model {
         self.mms[process.mm].space.freeze();
     }
 
-    fn snapshot(&mut self, event: &Event, record: &SnapshotRecord) {
-        let Some(id) = self.process_for(event, Birth::Snapshot) else {
+    fn attach(&mut self, event: &Event, record: &AttachEvent) {
+        let Some(id) = self.process_for(event, Birth::Attach) else {
             return;
         };
         let created = Creation {
-            origin: Origin::Snapshot,
+            origin: Origin::Attach,
             time_ns: event.time_ns,
             syscall: None,
             pid: event.pid,
@@ -639,7 +637,7 @@ impl Model {
                 );
             }
         }
-        let space = snapshot::build_space(&record.regions, created, &self.memfds, &mut self.names);
+        let space = attach::build_space(&record.regions, created, &self.memfds, &mut self.names);
         self.install_space(id, space);
         let process = &mut self.processes[id];
         for fd in &record.memfd_fds {
@@ -648,7 +646,7 @@ impl Model {
             }
         }
         if process.birth == Birth::Lazy {
-            process.birth = Birth::Snapshot;
+            process.birth = Birth::Attach;
         }
         process.ppid = record.ppid;
         process.exe = record.exe.clone();

@@ -1,6 +1,6 @@
 //! One traced process (all its threads): identity, history and the state the reports need.
 
-use crate::event::{Abi, Comm, ExecMappingRecord};
+use crate::event::{Abi, Comm, ExecMappingEvent};
 use crate::model::address_space::AddressSpace;
 use crate::model::anomaly::Anomalies;
 use crate::model::brk::{BrkState, Headroom};
@@ -23,7 +23,7 @@ pub enum Birth {
     /// Its parent's fork: the layout is a copy of the parent's.
     Fork,
     /// Attached to: the layout came from `/proc/PID/maps`.
-    Snapshot,
+    Attach,
     /// An event for a pid never seen before: what it had before is unknown.
     Lazy,
 }
@@ -60,7 +60,7 @@ pub struct Process {
     pub(crate) fds: FdTable,
     pub(crate) mm: MmId,
     /// The kernel's mappings for an exec in progress, until its Exec event (or failure).
-    pub(crate) pending_exec: Vec<ExecMappingRecord>,
+    pub(crate) pending_exec: Vec<ExecMappingEvent>,
     /// For each memfd mapped at exit: whether all its fds were closed by then. Taken before
     /// exit closes the process's own fds, which would make every memfd look closed.
     pub(crate) memfds_closed_at_exit: Vec<(MemfdId, bool)>,
@@ -70,7 +70,7 @@ pub struct Process {
     pub(crate) allocated: std::collections::BTreeMap<StackId, Allocated>,
     /// Its container identity, once told (live: read from /proc at first sight). Boxed, like
     /// the anomalies: most processes have none, and every byte here is paid per process.
-    pub(crate) container: Option<Box<crate::event::ContainerRecord>>,
+    pub(crate) container: Option<Box<crate::event::ContainerIdentity>>,
     /// Successes the kernel cannot return, refused (see [`crate::model::anomaly`]).
     pub(crate) anomalies: Option<Box<Anomalies>>,
 }
@@ -132,11 +132,11 @@ impl Process {
     }
 
     /// Its container identity (cgroup, pid in its own namespace, root), when known.
-    pub fn container(&self) -> Option<&crate::event::ContainerRecord> {
+    pub fn container(&self) -> Option<&crate::event::ContainerIdentity> {
         self.container.as_deref()
     }
 
-    /// The last exec's filename or the snapshot's `/proc/PID/exe`; empty when unknown.
+    /// The last exec's filename or the attach layout's `/proc/PID/exe`; empty when unknown.
     pub fn exe(&self) -> &str {
         &self.exe
     }

@@ -152,7 +152,7 @@ pub enum Origin {
     /// Mapped by the kernel while loading an image.
     Exec,
     /// Already there when memtrace attached (`/proc/PID/maps`).
-    Snapshot,
+    Attach,
     /// Created by a traced syscall.
     Syscall,
 }
@@ -161,7 +161,8 @@ impl Origin {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Exec => "exec",
-            Self::Snapshot => "snapshot",
+            // The JSON word predates "attach" and stays, for the tools that read it.
+            Self::Attach => "snapshot",
             Self::Syscall => "syscall",
         }
     }

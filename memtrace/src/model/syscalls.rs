@@ -1,6 +1,6 @@
 //! What each traced syscall does to a process's layout, fds and statistics.
 
-use crate::event::{Abi, Event, Syscall, SyscallRecord};
+use crate::event::{Abi, Event, Syscall, SyscallEvent};
 use crate::model::address_space::AddressSpace;
 use crate::model::anomaly::{impossible_success, Anomaly};
 use crate::model::backing::Backing;
@@ -39,7 +39,7 @@ fn creates_memory(syscall: Syscall) -> bool {
     )
 }
 
-pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallRecord) {
+pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallEvent) {
     let name = SyscallName::of(record.syscall);
     let failed = match record.syscall {
         Syscall::Brk => brk_refused(event.abi, record),
@@ -126,7 +126,7 @@ fn result_address(abi: Abi, ret: i64) -> u64 {
 }
 
 /// brk never returns -errno: it refused when asked to move and the break stayed elsewhere.
-fn brk_refused(abi: Abi, record: &SyscallRecord) -> bool {
+fn brk_refused(abi: Abi, record: &SyscallEvent) -> bool {
     let requested = record.args[0];
     requested != 0 && result_address(abi, record.ret) != requested
 }
@@ -163,7 +163,7 @@ fn brk(
     }
 }
 
-fn mmap(mut target: SyscallTarget<'_>, record: &SyscallRecord, start: u64, created: Creation) {
+fn mmap(mut target: SyscallTarget<'_>, record: &SyscallEvent, start: u64, created: Creation) {
     let [_, len, prot, flags, fd, offset] = record.args;
     let len = page_align_up(len);
     let Some(end) = start.checked_add(len).filter(|_| len > 0) else {
@@ -188,7 +188,7 @@ fn mmap(mut target: SyscallTarget<'_>, record: &SyscallRecord, start: u64, creat
 
 /// What a file mapping through `fd` shows: the file the kernel side named, else the memfd the
 /// process got that fd from.
-fn file_backing(target: &mut SyscallTarget<'_>, record: &SyscallRecord, fd: u32) -> Backing {
+fn file_backing(target: &mut SyscallTarget<'_>, record: &SyscallEvent, fd: u32) -> Backing {
     let fd_memfd = target.process.fds.memfd(fd);
     match &record.file {
         Some(file) => Backing::of_file(file, fd_memfd, target.memfds, target.names),
@@ -198,7 +198,7 @@ fn file_backing(target: &mut SyscallTarget<'_>, record: &SyscallRecord, fd: u32)
     }
 }
 
-fn mremap(target: SyscallTarget<'_>, record: &SyscallRecord, new_start: u64, created: Creation) {
+fn mremap(target: SyscallTarget<'_>, record: &SyscallEvent, new_start: u64, created: Creation) {
     let [old_start, old_len, new_len, flags, ..] = record.args;
     let (old_len, new_len) = (page_align_up(old_len), page_align_up(new_len));
     let keep_old = flags & MREMAP_DONTUNMAP != 0;
@@ -217,7 +217,7 @@ fn mremap(target: SyscallTarget<'_>, record: &SyscallRecord, new_start: u64, cre
         .record_size(SyscallName::Mremap, new_len);
 }
 
-fn memfd_create(target: SyscallTarget<'_>, record: &SyscallRecord, time_ns: u64) {
+fn memfd_create(target: SyscallTarget<'_>, record: &SyscallEvent, time_ns: u64) {
     let bare_name = record.string.as_deref().unwrap_or_else(|| {
         record
             .file

@@ -1,8 +1,8 @@
 //! Builders for synthetic event streams, shared by the model's and the reports' tests.
 
 use crate::event::{
-    Abi, Comm, Event, EventBody, ExecMappingKind, ExecMappingRecord, ExecRecord, ExitRecord,
-    FileRef, ForkRecord, ImageLayout, SnapshotRecord, SnapshotRegion, Syscall, SyscallRecord,
+    Abi, AttachEvent, Comm, Event, EventBody, ExecEvent, ExecMappingEvent, ExecMappingKind,
+    ExitEvent, FileRef, ForkEvent, ImageLayout, MapsLine, Syscall, SyscallEvent,
 };
 use crate::model::{Model, RegionKind};
 
@@ -79,7 +79,7 @@ impl Feed {
         string: Option<&str>,
         file: Option<FileRef>,
     ) -> &mut Self {
-        let record = SyscallRecord {
+        let record = SyscallEvent {
             syscall,
             args,
             ret,
@@ -182,7 +182,7 @@ impl Feed {
     }
 
     pub fn fork(&mut self, parent: u32, child: u32, thread: bool, shares_mm: bool) -> &mut Self {
-        let record = ForkRecord {
+        let record = ForkEvent {
             child_pid: if thread { parent } else { child },
             child_tid: child,
             thread,
@@ -192,24 +192,24 @@ impl Feed {
         self.send(parent, parent, EventBody::Fork(record))
     }
 
-    pub fn exec_mapping(&mut self, pid: u32, record: ExecMappingRecord) -> &mut Self {
+    pub fn exec_mapping(&mut self, pid: u32, record: ExecMappingEvent) -> &mut Self {
         self.send(pid, pid, EventBody::ExecMapping(record))
     }
 
-    pub fn exec(&mut self, pid: u32, record: ExecRecord) -> &mut Self {
+    pub fn exec(&mut self, pid: u32, record: ExecEvent) -> &mut Self {
         self.send(pid, pid, EventBody::Exec(Box::new(record)))
     }
 
     pub fn exit(&mut self, pid: u32, status: u32) -> &mut Self {
-        let record = ExitRecord {
+        let record = ExitEvent {
             status,
             group_dead: true,
         };
         self.send(pid, pid, EventBody::Exit(record))
     }
 
-    pub fn snapshot(&mut self, pid: u32, record: SnapshotRecord) -> &mut Self {
-        self.send(pid, pid, EventBody::Snapshot(record))
+    pub fn attach(&mut self, pid: u32, record: AttachEvent) -> &mut Self {
+        self.send(pid, pid, EventBody::Attach(record))
     }
 
     /// The process's layout as comparable tuples.
@@ -261,8 +261,8 @@ pub fn exec_mmap(
     prot: u32,
     offset: u64,
     backing: FileRef,
-) -> ExecMappingRecord {
-    ExecMappingRecord {
+) -> ExecMappingEvent {
+    ExecMappingEvent {
         kind: ExecMappingKind::Mmap,
         start,
         len,
@@ -274,8 +274,8 @@ pub fn exec_mmap(
     }
 }
 
-pub fn exec_special(start: u64, len: u64, prot: u32, name: &str) -> ExecMappingRecord {
-    ExecMappingRecord {
+pub fn exec_special(start: u64, len: u64, prot: u32, name: &str) -> ExecMappingEvent {
+    ExecMappingEvent {
         kind: ExecMappingKind::Special,
         start,
         len,
@@ -287,8 +287,8 @@ pub fn exec_special(start: u64, len: u64, prot: u32, name: &str) -> ExecMappingR
     }
 }
 
-pub fn exec_other(kind: ExecMappingKind, start: u64, len: u64, prot: u32) -> ExecMappingRecord {
-    ExecMappingRecord {
+pub fn exec_other(kind: ExecMappingKind, start: u64, len: u64, prot: u32) -> ExecMappingEvent {
+    ExecMappingEvent {
         kind,
         start,
         len,
@@ -301,8 +301,8 @@ pub fn exec_other(kind: ExecMappingKind, start: u64, len: u64, prot: u32) -> Exe
 }
 
 /// An exec record with the fields tests care about; the rest zero.
-pub fn exec_record(filename: &str, new_abi: Abi, start_brk: u64, stack: (u64, u64)) -> ExecRecord {
-    ExecRecord {
+pub fn exec_record(filename: &str, new_abi: Abi, start_brk: u64, stack: (u64, u64)) -> ExecEvent {
+    ExecEvent {
         old_tid: 0,
         personality: 0,
         new_abi,
@@ -326,8 +326,8 @@ pub fn exec_record(filename: &str, new_abi: Abi, start_brk: u64, stack: (u64, u6
     }
 }
 
-pub fn maps_line(start: u64, end: u64, perms: &str, inode: u64, name: &str) -> SnapshotRegion {
-    SnapshotRegion {
+pub fn maps_line(start: u64, end: u64, perms: &str, inode: u64, name: &str) -> MapsLine {
+    MapsLine {
         start,
         end,
         perms: perms.to_owned(),

@@ -24,7 +24,7 @@ use memtrace_common::{
 };
 
 use self::backend::{Attached, BackendChoice};
-use crate::event::LostRecord;
+use crate::event::Losses;
 
 /// The eBPF object built from memtrace-ebpf by build.rs.
 static EBPF_OBJECT: &[u8] =
@@ -185,7 +185,7 @@ impl Probes {
     }
 
     /// Events the kernel side could not deliver so far, summed over CPUs.
-    pub fn lost(&self) -> Result<LostRecord, ProbeError> {
+    pub fn lost(&self) -> Result<Losses, ProbeError> {
         let map = self
             .ebpf
             .map(names::LOST_MAP)
@@ -198,7 +198,7 @@ impl Probes {
                 .map_err(|e| ProbeError::Map(names::LOST_MAP, e))?;
             Ok(values.iter().sum())
         };
-        Ok(LostRecord {
+        Ok(Losses {
             ring_full: total(lost_slot::RING_FULL)?,
             pending_full: total(lost_slot::PENDING_FULL)?,
             stacks_not_sampled: total(lost_slot::STACK_NOT_SAMPLED)?,

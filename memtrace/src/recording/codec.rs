@@ -17,9 +17,9 @@ use super::wire::{
     put_bytes, put_ivarint, put_str, put_uvarint, Malformed,
 };
 use crate::event::{
-    Abi, Comm, ContainerRecord, Event, EventBody, ExecMappingKind, ExecMappingRecord, ExecRecord,
-    ExitRecord, FileRef, ForkRecord, LostRecord, ModuleRecord, SnapshotFd, SnapshotRecord,
-    SnapshotRegion, StackRecord, Syscall, SyscallRecord,
+    Abi, AttachEvent, AttachFd, Comm, ContainerIdentity, Event, EventBody, ExecEvent,
+    ExecMappingEvent, ExecMappingKind, ExitEvent, FileRef, ForkEvent, Losses, MapsLine,
+    ModuleEvent, StackEvent, Syscall, SyscallEvent,
 };
 
 /// The tag byte that starts every event: body kind, ABI, and which optional parts follow.
@@ -42,7 +42,7 @@ mod kind {
     pub const EXEC: u8 = 2;
     pub const EXIT: u8 = 3;
     pub const EXEC_MAPPING: u8 = 4;
-    pub const SNAPSHOT: u8 = 5;
+    pub const ATTACH: u8 = 5;
     pub const LOST: u8 = 6;
     /// The kind continues in the next byte ([`extended`]): the tag has no bits left.
     pub const EXTENDED: u8 = 7;
@@ -54,7 +54,7 @@ mod extended {
     pub const MODULE: u8 = 1;
     pub const KERNEL_SNAPSHOT: u8 = 2;
     pub const CONTAINER: u8 = 3;
-    /// A [`LostRecord`] that counts call stacks not sampled; one that does not keeps the
+    /// A [`Losses`] that counts call stacks not sampled; one that does not keeps the
     /// shorter [`kind::LOST`] form older readers know.
     pub const LOST_WITH_STACKS: u8 = 4;
 }
@@ -190,7 +190,7 @@ impl EventEncoder {
 #[derive(Default)]
 pub(crate) struct EventDecoder {
     context: FrameContext,
-    /// Reading a format version 1 recording, whose snapshots end after their regions.
+    /// Reading a format version 1 recording, whose attach layouts end after their regions.
     version_1: bool,
 }
 
@@ -244,7 +244,7 @@ impl EventDecoder {
         self.context.previous_time_ns = time_ns;
 
         let body = match tag & tag::KIND {
-            kind::SNAPSHOT => EventBody::Snapshot(decode_snapshot(buf, !self.version_1)?),
+            kind::ATTACH => EventBody::Attach(decode_attach(buf, !self.version_1)?),
             kind => decode_body(kind, time_ns, &mut self.context, buf)?,
         };
         Ok(Event {
@@ -265,7 +265,7 @@ fn body_kind(body: &EventBody) -> u8 {
         EventBody::Exec(_) => kind::EXEC,
         EventBody::Exit(_) => kind::EXIT,
         EventBody::ExecMapping(_) => kind::EXEC_MAPPING,
-        EventBody::Snapshot(_) => kind::SNAPSHOT,
+        EventBody::Attach(_) => kind::ATTACH,
         EventBody::Lost(record) if record.stacks_not_sampled == 0 => kind::LOST,
         EventBody::Lost(_)
         | EventBody::Stack(_)
@@ -335,7 +335,7 @@ fn encode_body(body: &EventBody, time_ns: u64, context: &mut FrameContext, buf: 
             put_bool(buf, record.group_dead);
         }
         EventBody::ExecMapping(record) => encode_exec_mapping(record, buf),
-        EventBody::Snapshot(record) => encode_snapshot(record, buf),
+        EventBody::Attach(record) => encode_attach(record, buf),
         EventBody::Lost(record) => {
             if record.stacks_not_sampled != 0 {
                 buf.put_u8(extended::LOST_WITH_STACKS);
@@ -371,7 +371,7 @@ fn encode_body(body: &EventBody, time_ns: u64, context: &mut FrameContext, buf: 
 /// A stack already spelled out in this frame is its index plus one; a new one is 0, then
 /// its frames as zigzag deltas from the previous frame (return addresses in one module are
 /// close, so most take two or three bytes).
-fn encode_stack(record: &StackRecord, context: &mut FrameContext, buf: &mut impl BufMut) {
+fn encode_stack(record: &StackEvent, context: &mut FrameContext, buf: &mut impl BufMut) {
     if let Some(&index) = context.stack_ids.get(&record.frames) {
         put_uvarint(buf, index + 1);
         return;
@@ -388,14 +388,14 @@ fn encode_stack(record: &StackRecord, context: &mut FrameContext, buf: &mut impl
     }
 }
 
-fn decode_stack(context: &mut FrameContext, buf: &mut &[u8]) -> Result<StackRecord, Malformed> {
+fn decode_stack(context: &mut FrameContext, buf: &mut &[u8]) -> Result<StackEvent, Malformed> {
     let reference = get_uvarint(buf)?;
     if reference > 0 {
         let frames = usize::try_from(reference - 1)
             .ok()
             .and_then(|index| context.stacks.get(index))
             .ok_or(Malformed("a stack refers to one its frame has not given"))?;
-        return Ok(StackRecord {
+        return Ok(StackEvent {
             frames: frames.clone(),
         });
     }
@@ -411,7 +411,7 @@ fn decode_stack(context: &mut FrameContext, buf: &mut &[u8]) -> Result<StackReco
         frames.push(previous);
     }
     context.stacks.push(frames.clone());
-    Ok(StackRecord { frames })
+    Ok(StackEvent { frames })
 }
 
 #[inline]
@@ -430,7 +430,7 @@ fn decode_body(
             if flags & fork_flags::RESERVED != 0 {
                 return Err(Malformed("fork flags have reserved bits set"));
             }
-            EventBody::Fork(ForkRecord {
+            EventBody::Fork(ForkEvent {
                 child_pid,
                 child_tid,
                 thread: flags & fork_flags::THREAD != 0,
@@ -439,31 +439,31 @@ fn decode_body(
             })
         }
         kind::EXEC => EventBody::Exec(Box::new(decode_exec(buf)?)),
-        kind::EXIT => EventBody::Exit(ExitRecord {
+        kind::EXIT => EventBody::Exit(ExitEvent {
             status: get_u32_varint(buf)?,
             group_dead: get_bool(buf)?,
         }),
         kind::EXEC_MAPPING => EventBody::ExecMapping(decode_exec_mapping(buf)?),
-        kind::LOST => EventBody::Lost(LostRecord {
+        kind::LOST => EventBody::Lost(Losses {
             ring_full: get_uvarint(buf)?,
             pending_full: get_uvarint(buf)?,
             stacks_not_sampled: 0,
         }),
         kind::EXTENDED => match get_u8(buf)? {
             extended::STACK => EventBody::Stack(decode_stack(context, buf)?),
-            extended::LOST_WITH_STACKS => EventBody::Lost(LostRecord {
+            extended::LOST_WITH_STACKS => EventBody::Lost(Losses {
                 ring_full: get_uvarint(buf)?,
                 pending_full: get_uvarint(buf)?,
                 stacks_not_sampled: get_uvarint(buf)?,
             }),
-            extended::MODULE => EventBody::Module(ModuleRecord {
+            extended::MODULE => EventBody::Module(ModuleEvent {
                 path: get_string(buf)?,
                 build_id: get_bytes(buf)?.to_vec(),
             }),
             extended::KERNEL_SNAPSHOT => {
                 EventBody::KernelSnapshot(Box::new(kernel_codec::decode(buf)?))
             }
-            extended::CONTAINER => EventBody::Container(ContainerRecord {
+            extended::CONTAINER => EventBody::Container(ContainerIdentity {
                 ns_pid: get_u32_varint(buf)?,
                 cgroup: get_string(buf)?,
                 root: get_string(buf)?,
@@ -477,7 +477,7 @@ fn decode_body(
 /// The hot path: an anonymous mmap/munmap is a head byte, six arguments, the result and the
 /// duration, all varints. Arguments and result are zigzag-coded because -1 (fd) and -errno are
 /// common and would otherwise take ten bytes.
-fn encode_syscall(record: &SyscallRecord, time_ns: u64, buf: &mut impl BufMut) {
+fn encode_syscall(record: &SyscallEvent, time_ns: u64, buf: &mut impl BufMut) {
     let mut head = record.syscall as u8;
     if record.string.is_some() {
         head |= syscall_head::STRING;
@@ -500,7 +500,7 @@ fn encode_syscall(record: &SyscallRecord, time_ns: u64, buf: &mut impl BufMut) {
 }
 
 #[inline]
-fn decode_syscall(time_ns: u64, buf: &mut &[u8]) -> Result<SyscallRecord, Malformed> {
+fn decode_syscall(time_ns: u64, buf: &mut &[u8]) -> Result<SyscallEvent, Malformed> {
     let head = get_u8(buf)?;
     if head & syscall_head::RESERVED != 0 {
         return Err(Malformed("a syscall head has its reserved bit set"));
@@ -523,7 +523,7 @@ fn decode_syscall(time_ns: u64, buf: &mut &[u8]) -> Result<SyscallRecord, Malfor
     } else {
         None
     };
-    Ok(SyscallRecord {
+    Ok(SyscallEvent {
         syscall,
         args,
         ret,
@@ -533,7 +533,7 @@ fn decode_syscall(time_ns: u64, buf: &mut &[u8]) -> Result<SyscallRecord, Malfor
     })
 }
 
-fn encode_exec(record: &ExecRecord, buf: &mut impl BufMut) {
+fn encode_exec(record: &ExecEvent, buf: &mut impl BufMut) {
     put_uvarint(buf, record.old_tid.into());
     put_uvarint(buf, record.personality.into());
     buf.put_u8(record.new_abi as u8);
@@ -546,7 +546,7 @@ fn encode_exec(record: &ExecRecord, buf: &mut impl BufMut) {
     }
 }
 
-fn decode_exec(buf: &mut &[u8]) -> Result<ExecRecord, Malformed> {
+fn decode_exec(buf: &mut &[u8]) -> Result<ExecEvent, Malformed> {
     let old_tid = get_u32_varint(buf)?;
     let personality = get_u32_varint(buf)?;
     let new_abi = decode_abi(u32::from(get_u8(buf)?))?;
@@ -556,7 +556,7 @@ fn decode_exec(buf: &mut &[u8]) -> Result<ExecRecord, Malformed> {
     for value in &mut layout {
         *value = get_uvarint(buf)?;
     }
-    Ok(ExecRecord {
+    Ok(ExecEvent {
         old_tid,
         personality,
         new_abi,
@@ -566,7 +566,7 @@ fn decode_exec(buf: &mut &[u8]) -> Result<ExecRecord, Malformed> {
     })
 }
 
-fn encode_exec_mapping(record: &ExecMappingRecord, buf: &mut impl BufMut) {
+fn encode_exec_mapping(record: &ExecMappingEvent, buf: &mut impl BufMut) {
     let mut head = match record.kind {
         ExecMappingKind::Mmap => 0,
         ExecMappingKind::Bss => 2,
@@ -592,7 +592,7 @@ fn encode_exec_mapping(record: &ExecMappingRecord, buf: &mut impl BufMut) {
     }
 }
 
-fn decode_exec_mapping(buf: &mut &[u8]) -> Result<ExecMappingRecord, Malformed> {
+fn decode_exec_mapping(buf: &mut &[u8]) -> Result<ExecMappingEvent, Malformed> {
     let head = get_u8(buf)?;
     if head & mapping_head::RESERVED != 0 {
         return Err(Malformed("an exec-mapping head has reserved bits set"));
@@ -618,7 +618,7 @@ fn decode_exec_mapping(buf: &mut &[u8]) -> Result<ExecMappingRecord, Malformed> 
     } else {
         None
     };
-    Ok(ExecMappingRecord {
+    Ok(ExecMappingEvent {
         kind,
         start,
         len,
@@ -630,10 +630,10 @@ fn decode_exec_mapping(buf: &mut &[u8]) -> Result<ExecMappingRecord, Malformed> 
     })
 }
 
-/// The fewest bytes a snapshot region can take (four one-byte varints, two empty strings).
+/// The fewest bytes a maps line of an attach layout can take (four one-byte varints, two empty strings).
 const MIN_REGION_LEN: usize = 6;
 
-fn encode_snapshot(record: &SnapshotRecord, buf: &mut impl BufMut) {
+fn encode_attach(record: &AttachEvent, buf: &mut impl BufMut) {
     put_uvarint(buf, record.start_brk);
     put_uvarint(buf, record.brk);
     put_uvarint(buf, record.ppid.into());
@@ -647,7 +647,7 @@ fn encode_snapshot(record: &SnapshotRecord, buf: &mut impl BufMut) {
         put_str(buf, &region.perms);
         put_str(buf, &region.name);
     }
-    // Added in format version 2, after the regions; version 1 snapshots have none.
+    // Added in format version 2, after the regions; version 1 attach layouts have none.
     put_uvarint(buf, record.memfd_fds.len() as u64);
     for fd in &record.memfd_fds {
         put_uvarint(buf, fd.fd.into());
@@ -658,7 +658,7 @@ fn encode_snapshot(record: &SnapshotRecord, buf: &mut impl BufMut) {
 
 /// `with_memfds`: the memfd descriptors follow the regions (format version 2 on). The body is
 /// not length-prefixed and other events follow it, so only the version can tell.
-fn decode_snapshot(buf: &mut &[u8], with_memfds: bool) -> Result<SnapshotRecord, Malformed> {
+fn decode_attach(buf: &mut &[u8], with_memfds: bool) -> Result<AttachEvent, Malformed> {
     let start_brk = get_uvarint(buf)?;
     let brk = get_uvarint(buf)?;
     let ppid = get_u32_varint(buf)?;
@@ -668,7 +668,7 @@ fn decode_snapshot(buf: &mut &[u8], with_memfds: bool) -> Result<SnapshotRecord,
     let capacity = count.min((buf.len() / MIN_REGION_LEN) as u64) as usize;
     let mut regions = Vec::with_capacity(capacity);
     for _ in 0..count {
-        regions.push(SnapshotRegion {
+        regions.push(MapsLine {
             start: get_uvarint(buf)?,
             end: get_uvarint(buf)?,
             offset: get_uvarint(buf)?,
@@ -683,14 +683,14 @@ fn decode_snapshot(buf: &mut &[u8], with_memfds: bool) -> Result<SnapshotRecord,
         // Three varints of one byte at least per fd.
         memfd_fds.reserve(count.min((buf.len() / 3) as u64) as usize);
         for _ in 0..count {
-            memfd_fds.push(SnapshotFd {
+            memfd_fds.push(AttachFd {
                 fd: get_u32_varint(buf)?,
                 inode: get_uvarint(buf)?,
                 cloexec: get_bool(buf)?,
             });
         }
     }
-    Ok(SnapshotRecord {
+    Ok(AttachEvent {
         regions,
         start_brk,
         brk,
@@ -711,7 +711,7 @@ mod tests {
             tid,
             comm: Comm::from_str_lossy("worker"),
             abi: Abi::X86_64,
-            body: EventBody::Syscall(SyscallRecord {
+            body: EventBody::Syscall(SyscallEvent {
                 syscall: Syscall::Munmap,
                 args: [0x7f12_3456_7000, 4096, 0, 0, 0, 0],
                 ret: 0,

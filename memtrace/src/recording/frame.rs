@@ -24,7 +24,7 @@ pub(crate) const FRAME_HEAD_LEN: usize = FRAME_SYNC.len() + 4 + 1;
 /// CRC-32 after the payload.
 pub(crate) const FRAME_CHECKSUM_LEN: usize = 4;
 /// The largest payload a writer produces and a reader accepts. A length above it cannot come
-/// from a writer, so it marks the structure as broken. Big enough for a snapshot of a process
+/// from a writer, so it marks the structure as broken. Big enough for the attach layout of a process
 /// with far more mappings than the kernel's default `vm.max_map_count` allows.
 pub const MAX_FRAME_PAYLOAD: usize = 64 << 20;
 

@@ -6,7 +6,7 @@ use bytes::BufMut;
 use super::wire::{
     get_bool, get_string, get_u8, get_uvarint, put_bool, put_str, put_uvarint, Malformed,
 };
-use crate::{clock, event::LostRecord, probes::backend::BackendInfo};
+use crate::{clock, event::Losses, probes::backend::BackendInfo};
 
 /// Which mode wrote a recording, and so which consumer replays it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +83,7 @@ pub struct ClockBase {
 
 impl ClockBase {
     /// The wall-clock time (ns since the epoch) of an event's monotonic timestamp. Events
-    /// before the base are handled too (snapshots can predate it).
+    /// before the base are handled too (attach layouts can predate it).
     pub fn wall_time_ns(&self, monotonic_ns: u64) -> u64 {
         let offset = monotonic_ns as i128 - self.monotonic_ns as i128;
         (self.realtime_ns as i128 + offset).clamp(0, u64::MAX as i128) as u64
@@ -97,7 +97,7 @@ pub struct Trailer {
     /// How many events the writer wrote.
     pub events: u64,
     /// The kernel side's loss totals at the end of the session.
-    pub lost: LostRecord,
+    pub lost: Losses,
     /// How many events frames the writer wrote; `None` in a version 1 recording.
     pub frames: Option<u64>,
 }
@@ -193,7 +193,7 @@ pub(crate) fn decode_trailer(mut buf: &[u8]) -> Result<Trailer, Malformed> {
     };
     Ok(Trailer {
         events,
-        lost: LostRecord {
+        lost: Losses {
             ring_full,
             pending_full,
             stacks_not_sampled,
@@ -272,7 +272,7 @@ mod tests {
     fn trailer_round_trips() {
         let trailer = Trailer {
             events: u64::MAX,
-            lost: LostRecord {
+            lost: Losses {
                 ring_full: 3,
                 pending_full: u64::MAX,
                 stacks_not_sampled: 7,

@@ -6,7 +6,7 @@ use bytes::BufMut;
 
 use super::wire::{get_string, get_u8, get_uvarint, put_str, put_uvarint, Malformed};
 use crate::event::kernel_snapshot::{
-    KernelCounters, KernelGroup, KernelSnapshot, KernelModeSource, MeminfoValue, SlabCache,
+    KernelCounters, KernelGroup, KernelModeSource, KernelSnapshot, MeminfoValue, SlabCache,
 };
 
 pub(crate) fn encode(record: &KernelSnapshot, buf: &mut impl BufMut) {

@@ -6,7 +6,7 @@
 use super::{
     ClockBase, RecordError, RecordingHeader, RecordingReader, RecordingWriter, WriterOptions,
 };
-use crate::event::{Abi, Comm, Event, EventBody, LostRecord, Syscall, SyscallRecord};
+use crate::event::{Abi, Comm, Event, EventBody, Losses, Syscall, SyscallEvent};
 
 use crate::linux_abi::PAGE_SIZE as PAGE;
 const PROT_READ_WRITE: u64 = 0x3;
@@ -41,7 +41,7 @@ pub fn mmap_munmap_loop(count: usize) -> impl Iterator<Item = Event> {
             tid: 48_213,
             comm,
             abi: Abi::X86_64,
-            body: EventBody::Syscall(SyscallRecord {
+            body: EventBody::Syscall(SyscallEvent {
                 syscall,
                 args,
                 ret,
@@ -70,7 +70,7 @@ pub fn record_in_memory(events: impl IntoIterator<Item = Event>) -> Result<Vec<u
     for event in events {
         writer.write_event(&event)?;
     }
-    writer.finish(LostRecord::default())
+    writer.finish(Losses::default())
 }
 
 #[cfg(test)]

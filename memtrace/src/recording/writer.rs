@@ -18,7 +18,7 @@ use super::frame::{
 };
 use super::header::{encode_header, encode_trailer, RecordingHeader, Trailer};
 use super::wire::put_uvarint;
-use crate::event::{Event, LostRecord};
+use crate::event::{Event, Losses};
 
 /// Where a recording goes. A file is synced to disk when the recording finishes; memory
 /// (tests, benchmarks) has nothing to sync.
@@ -214,7 +214,7 @@ impl<W: RecordingSink> RecordingWriter<W> {
 
     /// Writes the open frame and the trailer, syncs the file to disk, and hands the sink back.
     /// `lost` is the kernel side's final loss totals.
-    pub fn finish(mut self, lost: LostRecord) -> Result<W, RecordError> {
+    pub fn finish(mut self, lost: Losses) -> Result<W, RecordError> {
         self.close_frame()?;
         let start = begin_frame(&mut self.frame, FrameType::Trailer);
         encode_trailer(
@@ -341,7 +341,7 @@ mod tests {
         fs::set_permissions(&path, Permissions::from_mode(0o666)).unwrap();
         let writer =
             RecordingWriter::create(&path, &sample_header(), WriterOptions::default()).unwrap();
-        writer.finish(LostRecord::default()).unwrap();
+        writer.finish(Losses::default()).unwrap();
         let metadata = fs::metadata(&path).unwrap();
         assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
         assert!(fs::read(&path).unwrap().starts_with(b"MEMTRACE"));

@@ -141,7 +141,7 @@ fn top_call_site(timeline: &TimelineReport, kind: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use crate::event::{SnapshotFd, SnapshotRecord};
+    use crate::event::{AttachEvent, AttachFd};
     use crate::model::testing::*;
     use crate::report::schema::{Evidence, FindingKind};
     use crate::report::{build, SessionInfo, Source};
@@ -183,15 +183,15 @@ mod tests {
             let start = BASE + 0x200_0000 + index * 2 * MIB;
             regions.push(maps_line(start, start + MIB, "rw-p", 0, ""));
         }
-        feed.snapshot(
+        feed.attach(
             PID,
-            SnapshotRecord {
+            AttachEvent {
                 regions,
                 start_brk: 0x1000,
                 brk: 0x1000,
                 ppid: 1,
                 exe: "/srv/leaky".to_owned(),
-                memfd_fds: vec![SnapshotFd {
+                memfd_fds: vec![AttachFd {
                     fd: 4,
                     inode: 600,
                     cloexec: true,

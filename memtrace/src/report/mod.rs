@@ -26,7 +26,7 @@ pub use call_sites::{FrameName, FrameNamer, NoNames};
 pub use schema::*;
 pub use text::TextOptions;
 
-use crate::event::LostRecord;
+use crate::event::Losses;
 use crate::model::Model;
 use crate::report::folded::ExitedPrograms;
 
@@ -37,7 +37,7 @@ pub struct SessionInfo {
     /// Events read from the kernel or the recording.
     pub events: u64,
     /// The loss totals the session knows of; the model's own (from Lost events) are merged in.
-    pub lost: LostRecord,
+    pub lost: Losses,
     /// How the live session hooked the syscalls (`None` for a replay).
     pub backend: Option<BackendInfo>,
 }

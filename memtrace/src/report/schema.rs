@@ -375,7 +375,7 @@ pub struct MemfdReport {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct BrkReport {
-    /// start_brk; `null` only for a process memtrace met without exec or snapshot.
+    /// start_brk; `null` only for a process memtrace met without exec or attach.
     pub start: Option<u64>,
     /// The current break.
     pub end: Option<u64>,

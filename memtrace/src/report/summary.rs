@@ -63,7 +63,7 @@ pub(crate) fn held_since_attach(view: &ProcessView<'_>, since_ns: u64) -> Vec<Un
     let pid = view.process().pid();
     // A forked child's copies of its parent's regions stay the parent's.
     let regions = view.layout().iter().filter(move |region| {
-        region.created.origin == Origin::Snapshot
+        region.created.origin == Origin::Attach
             && region.created.pid == pid
             && region.created.time_ns >= since_ns
             && !matches!(

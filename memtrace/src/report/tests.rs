@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::event::{Abi, LostRecord, SnapshotRecord, Syscall};
+use crate::event::{Abi, AttachEvent, Losses, Syscall};
 use crate::model::testing::*;
 use crate::report::folded::ExitedPrograms;
 use crate::report::schema::{Evidence, FindingKind, Report};
@@ -16,7 +16,7 @@ fn session(events: u64) -> SessionInfo {
     SessionInfo {
         source: Source::Replay,
         events,
-        lost: LostRecord::default(),
+        lost: Losses::default(),
         backend: None,
     }
 }
@@ -194,9 +194,9 @@ fn sshd_bash_feed(from_abi: Abi) -> Feed {
     let mut feed = Feed::new();
     feed.comm = "sshd";
     feed.abi = from_abi;
-    feed.snapshot(
+    feed.attach(
         SSHD,
-        SnapshotRecord {
+        AttachEvent {
             regions: vec![maps_line(
                 0x0804_8000,
                 0x0810_0000,
@@ -600,7 +600,7 @@ fn a_report_can_be_built_mid_stream() {
 fn text_shows_groups_findings_and_lost_events() {
     let feed = doublemapper_feed();
     let mut info = session(feed.model.events());
-    info.lost = LostRecord {
+    info.lost = Losses {
         ring_full: 120,
         pending_full: 3,
         stacks_not_sampled: 5,
@@ -786,7 +786,7 @@ fn streamed_json_is_the_rendered_report() {
 fn two_containers_feed() -> Feed {
     let mut feed = Feed::new();
     let container = |cgroup: &str, ns_pid: u32, root: &str| {
-        crate::event::EventBody::Container(crate::event::ContainerRecord {
+        crate::event::EventBody::Container(crate::event::ContainerIdentity {
             cgroup: cgroup.to_owned(),
             ns_pid,
             root: root.to_owned(),

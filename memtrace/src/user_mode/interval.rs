@@ -2,7 +2,7 @@
 //! or `top`: per traced process its live totals and the groups that grew most, with deltas
 //! and rates over the interval.
 //!
-//! Driven by time, not by a timer of its own: the pipeline ticks it with each event's time
+//! Driven by time, not by a timer of its own: user mode ticks it with each event's time
 //! before applying the event (so a replay prints the state at each boundary exactly), and a
 //! live session also ticks it with the clock, so a quiet process still gets its blocks.
 

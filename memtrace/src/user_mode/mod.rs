@@ -10,8 +10,8 @@ use std::collections::{HashMap, HashSet};
 use interval::IntervalPrinter;
 
 use crate::{
-    capture::{roots::Roots, StackCapture},
-    event::{Event, EventBody, ModuleRecord, StackRecord},
+    capture::{roots::Roots, RawStack},
+    event::{Event, EventBody, ModuleEvent, StackEvent},
     model::{AddressSpace, Model, RegionKind},
     report::{
         self, folded::ExitedPrograms, FrameName, FrameNamer, Report, ReportOptions, SessionInfo,
@@ -181,7 +181,7 @@ impl UserMode {
     /// events that tell it, for the stream to record and feed back: the modules it runs
     /// through that the stream has not announced yet, then the `Stack` event. Recordings carry
     /// frames, not stack bytes.
-    pub fn unwind(&mut self, capture: &StackCapture) -> Vec<Event> {
+    pub fn unwind(&mut self, capture: &RawStack) -> Vec<Event> {
         let sample = &capture.sample;
         let Some(process) = self.model.process(capture.pid) else {
             return Vec::new();
@@ -240,14 +240,14 @@ impl UserMode {
             if let Some(build_id) = tell {
                 events.push(event_of(
                     capture,
-                    EventBody::Module(ModuleRecord {
+                    EventBody::Module(ModuleEvent {
                         path: mapping.path,
                         build_id,
                     }),
                 ));
             }
         }
-        events.push(event_of(capture, EventBody::Stack(StackRecord { frames })));
+        events.push(event_of(capture, EventBody::Stack(StackEvent { frames })));
         events
     }
 
@@ -303,7 +303,7 @@ impl FrameNamer for SymbolNames<'_> {
 }
 
 /// An event about the thread and moment of a stack sample.
-fn event_of(capture: &StackCapture, body: EventBody) -> Event {
+fn event_of(capture: &RawStack, body: EventBody) -> Event {
     Event {
         time_ns: capture.time_ns,
         pid: capture.pid,

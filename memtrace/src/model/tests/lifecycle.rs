@@ -1,7 +1,7 @@
 //! fork, threads, vfork, exec and exit.
 
 use crate::event::{
-    Abi, Comm, Event, EventBody, ExecMappingKind, ExitRecord, Syscall, SyscallRecord,
+    Abi, Comm, Event, EventBody, ExecMappingKind, ExitEvent, Syscall, SyscallEvent,
 };
 use crate::model::testing::*;
 use crate::model::RegionKind::{Anon, File, Heap, Stack, Vdso};
@@ -63,7 +63,7 @@ fn threads_share_their_process() {
     let thread = PARENT + 7;
     feed.mmap_anon(PARENT, A, PAGE, RW)
         .fork(PARENT, thread, true, true);
-    let record = SyscallRecord {
+    let record = SyscallEvent {
         syscall: Syscall::Mmap,
         args: [0, PAGE, RW, ANON, u64::MAX, 0],
         ret: (A + PAGE) as i64,
@@ -309,7 +309,7 @@ fn exit_freezes_the_layout_and_records_code_or_signal() {
         tid: PARENT,
         comm: Comm::from_str_lossy("test"),
         abi: Abi::X86_64,
-        body: EventBody::Syscall(SyscallRecord {
+        body: EventBody::Syscall(SyscallEvent {
             syscall: Syscall::Munmap,
             args: [A, PAGE, 0, 0, 0, 0],
             ret: 0,
@@ -328,7 +328,7 @@ fn exit_freezes_the_layout_and_records_code_or_signal() {
     feed.fork(PARENT + 1, CHILD, false, false).send(
         CHILD,
         CHILD,
-        EventBody::Exit(ExitRecord {
+        EventBody::Exit(ExitEvent {
             status: 9,
             group_dead: true,
         }),
@@ -363,7 +363,7 @@ fn thread_exit_is_not_process_exit() {
     feed.mmap_anon(PARENT, A, PAGE, RW).send(
         PARENT,
         PARENT + 1,
-        EventBody::Exit(ExitRecord {
+        EventBody::Exit(ExitEvent {
             status: 0,
             group_dead: false,
         }),
@@ -450,7 +450,7 @@ fn a_stack_read_after_its_process_exit_still_names_its_region() {
         tid: PARENT,
         comm: Comm::from_str_lossy("test"),
         abi: Abi::X86_64,
-        body: EventBody::Stack(crate::event::StackRecord {
+        body: EventBody::Stack(crate::event::StackEvent {
             frames: vec![0x401000, 0x402000],
         }),
     };
@@ -461,7 +461,7 @@ fn a_stack_read_after_its_process_exit_still_names_its_region() {
     assert!(!stacked(A + 0x100000));
 }
 
-/// Forks and ends `count` children of PARENT, folding after each exit as the pipeline does;
+/// Forks and ends `count` children of PARENT, folding after each exit as user mode does;
 /// returns the pids shown to `fold` and those forgotten.
 fn churn_children(
     feed: &mut Feed,
@@ -545,7 +545,7 @@ fn a_folded_pids_late_events_are_ignored_and_a_new_process_may_take_it() {
         tid: 1002,
         comm: Comm::from_str_lossy("late"),
         abi: Abi::X86_64,
-        body: EventBody::Syscall(SyscallRecord {
+        body: EventBody::Syscall(SyscallEvent {
             syscall: Syscall::Mmap,
             args: [0, PAGE, RW, ANON, u64::MAX, 0],
             ret: (A + 0x100000) as i64,
@@ -570,7 +570,7 @@ fn a_folded_pids_late_events_are_ignored_and_a_new_process_may_take_it() {
 fn a_child_memtrace_does_not_trace_is_not_kept() {
     let mut feed = Feed::new();
     feed.mmap_anon(PARENT, A, PAGE, RW);
-    let fork = crate::event::ForkRecord {
+    let fork = crate::event::ForkEvent {
         child_pid: CHILD,
         child_tid: CHILD,
         thread: false,

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use crate::event::{Abi, Comm, Event, EventBody, Syscall, SyscallRecord};
+use crate::event::{Abi, Comm, Event, EventBody, Syscall, SyscallEvent};
 use crate::model::testing::*;
 use crate::model::Model;
 
@@ -25,7 +25,7 @@ fn loop_events(count: usize) -> Vec<Event> {
                 tid: 42,
                 comm,
                 abi: Abi::X86_64,
-                body: EventBody::Syscall(SyscallRecord {
+                body: EventBody::Syscall(SyscallEvent {
                     syscall,
                     args,
                     ret: if syscall == Syscall::Mmap {

@@ -22,7 +22,7 @@ fn small_recording() -> (Vec<u8>, Vec<Event>) {
     let bytes = write_recording(
         &events,
         options,
-        Some(LostRecord {
+        Some(Losses {
             ring_full: 1,
             pending_full: 2,
             stacks_not_sampled: 0,
@@ -379,18 +379,18 @@ fn a_trailer_with_wrong_totals_is_reported() {
 #[test]
 fn version_1_recordings_still_replay_and_check_their_event_count() {
     // A version 1 recording: no sequence prefix in events frames, a three-field trailer, and
-    // snapshots without memfd descriptors (so this one has no snapshot, which version 2
+    // attach layouts without memfd descriptors (so this one has no attach layout, which version 2
     // encodes differently).
     let (_, events) = small_recording();
     let events: Vec<Event> = events
         .into_iter()
-        .filter(|event| !matches!(event.body, EventBody::Snapshot(_)))
+        .filter(|event| !matches!(event.body, EventBody::Attach(_)))
         .collect();
     let options = WriterOptions {
         max_frame_events: 3,
         ..WriterOptions::default()
     };
-    let bytes = write_recording(&events, options, Some(LostRecord::default()));
+    let bytes = write_recording(&events, options, Some(Losses::default()));
     let spans = frame_spans(&bytes);
     let mut old = bytes[..spans[0].end].to_vec();
     old[MAGIC.len()..PREAMBLE_LEN].copy_from_slice(&1u32.to_le_bytes());
@@ -419,21 +419,21 @@ fn version_1_recordings_still_replay_and_check_their_event_count() {
         replayed.outcome
     );
 
-    // A version 1 snapshot followed by another event in the same frame: the next event is not
+    // A version 1 attach layout followed by another event in the same frame: the next event is not
     // taken for memfd descriptors.
-    let snapshot = every_variant()
+    let attach = every_variant()
         .into_iter()
-        .find(|event| matches!(event.body, EventBody::Snapshot(_)))
+        .find(|event| matches!(event.body, EventBody::Attach(_)))
         .unwrap();
     let mut encoder = crate::recording::codec::EventEncoder::default();
     let mut payload = BytesMut::new();
-    encoder.encode(&snapshot, &mut payload);
-    // Version 2 ends a snapshot with its memfd count (0 here): version 1 has no such byte.
+    encoder.encode(&attach, &mut payload);
+    // Version 2 ends an attach layout with its memfd count (0 here): version 1 has no such byte.
     assert_eq!(payload.last(), Some(&0));
     payload.truncate(payload.len() - 1);
     encoder.encode(&events[0], &mut payload);
     let mut v1 = old[..spans[0].end].to_vec();
     append_frame(&mut v1, FrameType::Events as u8, &payload);
     let replayed = replay(&v1).unwrap();
-    assert_eq!(replayed.events, vec![snapshot, events[0].clone()]);
+    assert_eq!(replayed.events, vec![attach, events[0].clone()]);
 }

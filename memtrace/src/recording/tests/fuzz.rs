@@ -47,7 +47,7 @@ fn file() -> impl Strategy<Value = FileRef> {
     (edge_u64(), text()).prop_map(|(inode, path)| FileRef { inode, path })
 }
 
-fn syscall_record() -> impl Strategy<Value = SyscallRecord> {
+fn syscall_record() -> impl Strategy<Value = SyscallEvent> {
     (
         proptest::sample::select(Syscall::ALL.to_vec()),
         any::<[u64; 6]>(),
@@ -57,7 +57,7 @@ fn syscall_record() -> impl Strategy<Value = SyscallRecord> {
         proptest::option::of(file()),
     )
         .prop_map(
-            |(syscall, args, ret, entry_ns, string, file)| SyscallRecord {
+            |(syscall, args, ret, entry_ns, string, file)| SyscallEvent {
                 syscall,
                 args,
                 ret,
@@ -68,7 +68,7 @@ fn syscall_record() -> impl Strategy<Value = SyscallRecord> {
         )
 }
 
-fn exec_record() -> impl Strategy<Value = ExecRecord> {
+fn exec_record() -> impl Strategy<Value = ExecEvent> {
     (
         edge_u32(),
         edge_u32(),
@@ -79,7 +79,7 @@ fn exec_record() -> impl Strategy<Value = ExecRecord> {
         any::<[u64; 9]>(),
     )
         .prop_map(
-            |(old_tid, personality, new_abi, filename, interp, a, b)| ExecRecord {
+            |(old_tid, personality, new_abi, filename, interp, a, b)| ExecEvent {
                 old_tid,
                 personality,
                 new_abi,
@@ -104,7 +104,7 @@ fn exec_record() -> impl Strategy<Value = ExecRecord> {
         )
 }
 
-fn exec_mapping_record() -> impl Strategy<Value = ExecMappingRecord> {
+fn exec_mapping_record() -> impl Strategy<Value = ExecMappingEvent> {
     (
         prop_oneof![
             Just(ExecMappingKind::Mmap),
@@ -116,7 +116,7 @@ fn exec_mapping_record() -> impl Strategy<Value = ExecMappingRecord> {
         proptest::option::of(text()),
     )
         .prop_map(
-            |(kind, (start, len, prot, flags, offset), file, name)| ExecMappingRecord {
+            |(kind, (start, len, prot, flags, offset), file, name)| ExecMappingEvent {
                 kind,
                 start,
                 len,
@@ -129,7 +129,7 @@ fn exec_mapping_record() -> impl Strategy<Value = ExecMappingRecord> {
         )
 }
 
-fn snapshot_record() -> impl Strategy<Value = SnapshotRecord> {
+fn attach_event() -> impl Strategy<Value = AttachEvent> {
     let region = (
         edge_u64(),
         edge_u64(),
@@ -138,7 +138,7 @@ fn snapshot_record() -> impl Strategy<Value = SnapshotRecord> {
         edge_u64(),
         text(),
     )
-        .prop_map(|(start, end, perms, offset, inode, name)| SnapshotRegion {
+        .prop_map(|(start, end, perms, offset, inode, name)| MapsLine {
             start,
             end,
             perms,
@@ -153,7 +153,7 @@ fn snapshot_record() -> impl Strategy<Value = SnapshotRecord> {
         edge_u32(),
         text(),
     )
-        .prop_map(|(regions, start_brk, brk, ppid, exe)| SnapshotRecord {
+        .prop_map(|(regions, start_brk, brk, ppid, exe)| AttachEvent {
             regions,
             start_brk,
             brk,
@@ -167,17 +167,17 @@ fn body() -> impl Strategy<Value = EventBody> {
     prop_oneof![
         4 => syscall_record().prop_map(EventBody::Syscall),
         1 => (edge_u32(), edge_u32(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(child_pid, child_tid, thread, shares_mm, untraced)| {
-            EventBody::Fork(ForkRecord { child_pid, child_tid, thread, shares_mm, untraced })
+            EventBody::Fork(ForkEvent { child_pid, child_tid, thread, shares_mm, untraced })
         }),
         1 => exec_record().prop_map(|record| EventBody::Exec(Box::new(record))),
-        1 => (any::<u32>(), any::<bool>()).prop_map(|(status, group_dead)| EventBody::Exit(ExitRecord { status, group_dead })),
+        1 => (any::<u32>(), any::<bool>()).prop_map(|(status, group_dead)| EventBody::Exit(ExitEvent { status, group_dead })),
         1 => exec_mapping_record().prop_map(EventBody::ExecMapping),
-        1 => snapshot_record().prop_map(EventBody::Snapshot),
+        1 => attach_event().prop_map(EventBody::Attach),
         // Unsampled stacks (the longer form of a Lost record) round-trip in roundtrip.rs: a
         // third value here makes this strategy overflow the test thread's stack in debug.
-        1 => (edge_u64(), edge_u64()).prop_map(|(ring_full, pending_full)| EventBody::Lost(LostRecord { ring_full, pending_full, stacks_not_sampled: 0 })),
-        1 => proptest::collection::vec(edge_u64(), 0..40).prop_map(|frames| EventBody::Stack(StackRecord { frames })),
-        1 => (text(), proptest::collection::vec(any::<u8>(), 0..24)).prop_map(|(path, build_id)| EventBody::Module(ModuleRecord { path, build_id })),
+        1 => (edge_u64(), edge_u64()).prop_map(|(ring_full, pending_full)| EventBody::Lost(Losses { ring_full, pending_full, stacks_not_sampled: 0 })),
+        1 => proptest::collection::vec(edge_u64(), 0..40).prop_map(|frames| EventBody::Stack(StackEvent { frames })),
+        1 => (text(), proptest::collection::vec(any::<u8>(), 0..24)).prop_map(|(path, build_id)| EventBody::Module(ModuleEvent { path, build_id })),
     ]
 }
 
@@ -272,7 +272,7 @@ proptest! {
 
     #[test]
     fn arbitrary_events_round_trip(events in vec(event(), 0..40), options in options()) {
-        let bytes = write_recording(&events, options, Some(LostRecord::default()));
+        let bytes = write_recording(&events, options, Some(Losses::default()));
         let replay = replay(&bytes).unwrap();
         prop_assert_eq!(replay.events, events);
         prop_assert!(replay.outcome.complete);
@@ -296,7 +296,7 @@ proptest! {
         options in options(),
         mutations in vec(mutation(), 1..6),
     ) {
-        let mut bytes = write_recording(&events, options, Some(LostRecord::default()));
+        let mut bytes = write_recording(&events, options, Some(Losses::default()));
         for mutation in &mutations {
             apply(&mut bytes, mutation);
         }

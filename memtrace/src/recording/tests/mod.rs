@@ -16,9 +16,9 @@ use super::{
     WriterOptions,
 };
 use crate::event::{
-    Abi, Comm, Event, EventBody, ExecMappingKind, ExecMappingRecord, ExecRecord, ExitRecord,
-    FileRef, ForkRecord, ImageLayout, LostRecord, ModuleRecord, SnapshotRecord, SnapshotRegion,
-    StackRecord, Syscall, SyscallRecord,
+    Abi, AttachEvent, Comm, Event, EventBody, ExecEvent, ExecMappingEvent, ExecMappingKind,
+    ExitEvent, FileRef, ForkEvent, ImageLayout, Losses, MapsLine, ModuleEvent, StackEvent, Syscall,
+    SyscallEvent,
 };
 
 pub(crate) fn sample_header() -> RecordingHeader {
@@ -53,7 +53,7 @@ pub(crate) fn scratch_path(name: &str) -> PathBuf {
 pub(crate) fn write_recording(
     events: &[Event],
     options: WriterOptions,
-    lost: Option<LostRecord>,
+    lost: Option<Losses>,
 ) -> Vec<u8> {
     let mut out = Vec::new();
     let mut writer = RecordingWriter::new(&mut out, &sample_header(), options).unwrap();
@@ -142,8 +142,8 @@ fn event(time_ns: u64, tid: u32, body: EventBody) -> Event {
     }
 }
 
-fn syscall(syscall: Syscall, args: [u64; 6], ret: i64) -> SyscallRecord {
-    SyscallRecord {
+fn syscall(syscall: Syscall, args: [u64; 6], ret: i64) -> SyscallEvent {
+    SyscallEvent {
         syscall,
         args,
         ret,
@@ -161,7 +161,7 @@ pub(crate) fn every_variant() -> Vec<Event> {
         event(
             1_000,
             4000,
-            EventBody::Syscall(SyscallRecord {
+            EventBody::Syscall(SyscallEvent {
                 entry_ns: 900,
                 ..syscall(
                     Syscall::Mmap,
@@ -173,7 +173,7 @@ pub(crate) fn every_variant() -> Vec<Event> {
         event(
             u64::MAX,
             u32::MAX,
-            EventBody::Syscall(SyscallRecord {
+            EventBody::Syscall(SyscallEvent {
                 entry_ns: 0,
                 string: Some(String::new()),
                 file: Some(FileRef {
@@ -187,7 +187,7 @@ pub(crate) fn every_variant() -> Vec<Event> {
         event(
             0,
             0,
-            EventBody::Syscall(SyscallRecord {
+            EventBody::Syscall(SyscallEvent {
                 entry_ns: u64::MAX,
                 string: Some(long.clone()),
                 ..syscall(Syscall::Execve, [1, 2, 3, 4, 5, 6], i64::MAX)
@@ -196,7 +196,7 @@ pub(crate) fn every_variant() -> Vec<Event> {
         event(
             2_000,
             4001,
-            EventBody::Syscall(SyscallRecord {
+            EventBody::Syscall(SyscallEvent {
                 entry_ns: 1_999,
                 file: Some(FileRef {
                     inode: 1234,
@@ -208,7 +208,7 @@ pub(crate) fn every_variant() -> Vec<Event> {
         event(
             2_100,
             4001,
-            EventBody::Fork(ForkRecord {
+            EventBody::Fork(ForkEvent {
                 child_pid: u32::MAX,
                 child_tid: 0,
                 thread: true,
@@ -219,7 +219,7 @@ pub(crate) fn every_variant() -> Vec<Event> {
         event(
             2_200,
             4001,
-            EventBody::Fork(ForkRecord {
+            EventBody::Fork(ForkEvent {
                 child_pid: 5,
                 child_tid: 6,
                 thread: false,
@@ -230,7 +230,7 @@ pub(crate) fn every_variant() -> Vec<Event> {
         event(
             2_300,
             4000,
-            EventBody::Exec(Box::new(ExecRecord {
+            EventBody::Exec(Box::new(ExecEvent {
                 old_tid: u32::MAX,
                 personality: 0x0800_0000,
                 new_abi: Abi::I386,
@@ -256,7 +256,7 @@ pub(crate) fn every_variant() -> Vec<Event> {
         event(
             2_400,
             4000,
-            EventBody::Exit(ExitRecord {
+            EventBody::Exit(ExitEvent {
                 status: u32::MAX,
                 group_dead: true,
             }),
@@ -264,7 +264,7 @@ pub(crate) fn every_variant() -> Vec<Event> {
         event(
             2_500,
             4002,
-            EventBody::Exit(ExitRecord {
+            EventBody::Exit(ExitEvent {
                 status: 0,
                 group_dead: false,
             }),
@@ -272,7 +272,7 @@ pub(crate) fn every_variant() -> Vec<Event> {
         event(
             2_600,
             4002,
-            EventBody::Snapshot(SnapshotRecord {
+            EventBody::Attach(AttachEvent {
                 regions: Vec::new(),
                 start_brk: 0,
                 brk: 0,
@@ -284,9 +284,9 @@ pub(crate) fn every_variant() -> Vec<Event> {
         event(
             2_700,
             4002,
-            EventBody::Snapshot(SnapshotRecord {
+            EventBody::Attach(AttachEvent {
                 regions: (0..300)
-                    .map(|index| SnapshotRegion {
+                    .map(|index| MapsLine {
                         start: index * 0x1000,
                         end: u64::MAX - index,
                         perms: ["r-xp", "rw-p", "", "---s"][index as usize % 4].into(),
@@ -309,13 +309,13 @@ pub(crate) fn every_variant() -> Vec<Event> {
         event(
             2_800,
             4003,
-            EventBody::Lost(LostRecord {
+            EventBody::Lost(Losses {
                 ring_full: u64::MAX,
                 pending_full: 0,
                 stacks_not_sampled: 0,
             }),
         ),
-        event(2_900, 4003, EventBody::Lost(LostRecord::default())),
+        event(2_900, 4003, EventBody::Lost(Losses::default())),
     ];
     for (kind, file, name) in [
         (ExecMappingKind::Mmap, true, false),
@@ -325,7 +325,7 @@ pub(crate) fn every_variant() -> Vec<Event> {
         events.push(event(
             3_000,
             4000,
-            EventBody::ExecMapping(ExecMappingRecord {
+            EventBody::ExecMapping(ExecMappingEvent {
                 kind,
                 start: u64::MAX,
                 len: 0,
@@ -354,7 +354,7 @@ pub(crate) fn every_variant() -> Vec<Event> {
             let mut renamed = event(
                 4_000 + index as u64,
                 4000,
-                EventBody::Lost(LostRecord {
+                EventBody::Lost(Losses {
                     ring_full: 1,
                     pending_full: 2,
                     stacks_not_sampled: 3,
@@ -368,7 +368,7 @@ pub(crate) fn every_variant() -> Vec<Event> {
     let mut other_process = event(
         5_000,
         4000,
-        EventBody::Exit(ExitRecord {
+        EventBody::Exit(ExitEvent {
             status: 9,
             group_dead: true,
         }),

@@ -7,7 +7,7 @@ use crate::recording::MAX_FRAME_PAYLOAD;
 #[test]
 fn every_variant_round_trips_in_every_framing() {
     let events = every_variant();
-    let lost = LostRecord {
+    let lost = Losses {
         ring_full: 17,
         pending_full: u64::MAX,
         stacks_not_sampled: 9,
@@ -71,7 +71,7 @@ fn every_variant_round_trips_in_every_framing() {
 
 #[test]
 fn a_session_without_events_is_a_valid_recording() {
-    let bytes = write_recording(&[], WriterOptions::default(), Some(LostRecord::default()));
+    let bytes = write_recording(&[], WriterOptions::default(), Some(Losses::default()));
     let replay = replay(&bytes).unwrap();
     assert!(replay.events.is_empty());
     assert!(replay.outcome.complete);
@@ -116,7 +116,7 @@ fn recordings_round_trip_through_files() {
         writer.write_event(event).unwrap();
     }
     assert_eq!(writer.events_written(), events.len() as u64);
-    writer.finish(LostRecord::default()).unwrap();
+    writer.finish(Losses::default()).unwrap();
 
     let mut reader = RecordingReader::open(&path).unwrap();
     assert_eq!(reader.header(), &sample_header());
@@ -135,7 +135,7 @@ fn an_event_too_large_for_any_frame_is_refused_and_the_recording_goes_on() {
     let huge = event(
         10,
         1,
-        EventBody::Syscall(SyscallRecord {
+        EventBody::Syscall(SyscallEvent {
             string: Some("x".repeat(MAX_FRAME_PAYLOAD)),
             ..syscall(Syscall::Execve, [0; 6], 0)
         }),
@@ -153,7 +153,7 @@ fn an_event_too_large_for_any_frame_is_refused_and_the_recording_goes_on() {
         writer.write_event(event).unwrap();
     }
     assert_eq!(writer.events_written(), events.len() as u64);
-    writer.finish(LostRecord::default()).unwrap();
+    writer.finish(Losses::default()).unwrap();
     let replay = replay(&out).unwrap();
     assert_eq!(replay.events, events);
     assert!(replay.outcome.complete);
@@ -169,7 +169,7 @@ fn repeated_stacks_are_references() {
         event(
             time_ns,
             7,
-            EventBody::Stack(StackRecord {
+            EventBody::Stack(StackEvent {
                 frames: call_site.clone(),
             }),
         )
@@ -177,14 +177,14 @@ fn repeated_stacks_are_references() {
     let once = write_recording(
         &[stack(1)],
         WriterOptions::default(),
-        Some(LostRecord::default()),
+        Some(Losses::default()),
     );
     let many: Vec<Event> = (1..=1000).map(stack).collect();
     let options = WriterOptions {
         max_frame_events: 250,
         ..WriterOptions::default()
     };
-    let bytes = write_recording(&many, options, Some(LostRecord::default()));
+    let bytes = write_recording(&many, options, Some(Losses::default()));
     let per_repeat = (bytes.len() - once.len()) as f64 / 999.0;
     assert!(per_repeat < 8.0, "{per_repeat:.1} bytes per repeated stack");
     let replayed = replay(&bytes).unwrap();

@@ -1,7 +1,7 @@
 //! A layout from `/proc/PID/maps` lines: how a process looked when memtrace attached, and the
 //! reference the model's own layouts are compared with.
 
-use crate::event::SnapshotRegion;
+use crate::event::MapsLine;
 use crate::model::address_space::AddressSpace;
 use crate::model::backing::Backing;
 use crate::model::exec::special_kind;
@@ -16,9 +16,9 @@ const SYSV_PREFIX: &str = "/SYSV";
 
 /// Builds a layout from maps lines, for comparing with a model's
 /// [`AddressSpace::coverage`]. Creation records are zero.
-pub fn space_from_maps(lines: &[SnapshotRegion]) -> AddressSpace {
+pub fn space_from_maps(lines: &[MapsLine]) -> AddressSpace {
     let created = Creation {
-        origin: Origin::Snapshot,
+        origin: Origin::Attach,
         time_ns: 0,
         syscall: None,
         pid: 0,
@@ -32,7 +32,7 @@ pub fn space_from_maps(lines: &[SnapshotRegion]) -> AddressSpace {
 }
 
 pub(crate) fn build_space(
-    lines: &[SnapshotRegion],
+    lines: &[MapsLine],
     created: Creation,
     memfds: &MemfdRegistry,
     names: &mut Names,

@@ -1,13 +1,13 @@
 //! Layouts from `/proc/PID/maps`.
 
-use crate::event::SnapshotRecord;
+use crate::event::AttachEvent;
 use crate::model::testing::*;
 use crate::model::RegionKind::{Anon, File, Heap, Memfd, Other, SharedAnon, Stack, Vdso};
 use crate::model::{space_from_maps, Birth, Origin};
 
 const PID: u32 = 500;
 
-fn maps() -> Vec<crate::event::SnapshotRegion> {
+fn maps() -> Vec<crate::event::MapsLine> {
     vec![
         maps_line(0x40_0000, 0x40_1000, "r-xp", 11, "/usr/sbin/sshd"),
         maps_line(0x60_0000, 0x62_1000, "rw-p", 0, "[heap]"),
@@ -69,11 +69,11 @@ fn maps() -> Vec<crate::event::SnapshotRegion> {
 }
 
 #[test]
-fn snapshot_builds_a_classified_layout() {
+fn attach_builds_a_classified_layout() {
     let mut feed = Feed::new();
-    feed.snapshot(
+    feed.attach(
         PID,
-        SnapshotRecord {
+        AttachEvent {
             regions: maps(),
             start_brk: 0x60_0000,
             brk: 0x62_0800,
@@ -139,7 +139,7 @@ fn snapshot_builds_a_classified_layout() {
     );
     let view = feed.model.process(PID).unwrap();
     let process = view.process();
-    assert_eq!(process.birth(), Birth::Snapshot);
+    assert_eq!(process.birth(), Birth::Attach);
     assert_eq!((process.ppid(), process.exe()), (1, "/usr/sbin/sshd"));
     assert_eq!(
         (process.brk().start(), process.brk().current()),
@@ -148,7 +148,7 @@ fn snapshot_builds_a_classified_layout() {
     assert!(view
         .layout()
         .iter()
-        .all(|region| region.created.origin == Origin::Snapshot));
+        .all(|region| region.created.origin == Origin::Attach));
     assert_eq!(view.unreleased().count(), 0, "nothing the session created");
     assert_eq!(view.layout().region_at(0x40_0000).unwrap().inode, 11);
 }
