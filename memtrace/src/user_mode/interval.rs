@@ -112,11 +112,16 @@ impl IntervalPrinter {
                 ));
             }
         }
-        for pid in self
+        // In pid order: a hash map's order would differ from run to run, and a replay must
+        // print what the live session printed.
+        let mut gone: Vec<u32> = self
             .previous
             .keys()
+            .copied()
             .filter(|pid| !current.contains_key(pid))
-        {
+            .collect();
+        gone.sort_unstable();
+        for pid in gone {
             block.push_str(&format!("pid {pid} gone\n"));
         }
         block
@@ -169,5 +174,61 @@ fn signed(value: i64) -> String {
         format!("-{}", bytes(value.unsigned_abs()))
     } else {
         format!("+{}", bytes(value as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io,
+        sync::{Arc, Mutex},
+    };
+
+    use super::*;
+    use crate::model::testing::Feed;
+
+    /// A writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Processes gone in one interval are listed in pid order, whatever order a hash map
+    /// keeps them in: a replay prints the blocks the live session printed.
+    #[test]
+    fn processes_gone_are_listed_in_pid_order() {
+        let out = Shared::default();
+        let mut printer = IntervalPrinter::new(1_000_000_000, Box::new(out.clone()));
+        let mut feed = Feed::new();
+        let pids: Vec<u32> = (0..40).map(|i| 1000 + (i * 7919) % 4001).collect();
+        for &pid in &pids {
+            feed.mmap_anon(pid, 0x7f00_0000_0000, 4096, 3);
+        }
+        printer.tick(feed.time_ns, &feed.model);
+        for &pid in &pids {
+            feed.exit(pid, 0);
+        }
+        printer.tick(feed.time_ns + 2_000_000_000, &feed.model);
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let gone: Vec<u32> = text
+            .lines()
+            .filter_map(|line| {
+                line.strip_prefix("pid ")?
+                    .strip_suffix(" gone")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        let mut sorted = pids.clone();
+        sorted.sort_unstable();
+        assert_eq!(gone, sorted, "{text}");
     }
 }
