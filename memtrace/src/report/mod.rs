@@ -28,7 +28,7 @@ pub use text::TextOptions;
 
 use crate::event::Losses;
 use crate::model::Model;
-use crate::report::folded::ExitedPrograms;
+use crate::report::folded::FoldedPrograms;
 
 /// What the report says about the session itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,12 +66,12 @@ impl Default for ReportOptions {
 
 /// The report with frames shown as module+offset.
 pub fn build(model: &Model, session: &SessionInfo) -> Report {
-    build_with(model, &ExitedPrograms::default(), session, &mut NoNames)
+    build_with(model, &FoldedPrograms::default(), session, &mut NoNames)
 }
 
 /// The report with frames named by `namer` (function, file and line where it knows them).
 pub fn build_named(model: &Model, session: &SessionInfo, namer: &mut dyn FrameNamer) -> Report {
-    build_with(model, &ExitedPrograms::default(), session, namer)
+    build_with(model, &FoldedPrograms::default(), session, namer)
 }
 
 /// The report of `model` and of the processes folded out of it into `exited`, with the
@@ -79,7 +79,7 @@ pub fn build_named(model: &Model, session: &SessionInfo, namer: &mut dyn FrameNa
 /// folded out of, with the default options).
 pub fn build_with(
     model: &Model,
-    exited: &ExitedPrograms,
+    exited: &FoldedPrograms,
     session: &SessionInfo,
     namer: &mut dyn FrameNamer,
 ) -> Report {

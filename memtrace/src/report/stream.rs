@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::model::Model;
 use crate::report::cgroups::CgroupTotals;
-use crate::report::folded::ExitedPrograms;
+use crate::report::folded::FoldedPrograms;
 use crate::report::schema::{BackendInfo, Finding, LostCounts, Source, REPORT_VERSION};
 use crate::report::{findings, processes, FrameNamer, ReportOptions, SessionInfo};
 
@@ -22,7 +22,7 @@ use crate::report::{findings, processes, FrameNamer, ReportOptions, SessionInfo}
 /// [`Report::filter_pids`](crate::report::Report::filter_pids) applied for a non-empty `pids`.
 pub fn write_json(
     model: &Model,
-    exited: &ExitedPrograms,
+    exited: &FoldedPrograms,
     session: &SessionInfo,
     namer: &mut dyn FrameNamer,
     pids: &[u32],
@@ -127,7 +127,7 @@ impl Serialize for Processes<'_, '_> {
 
 /// The folded programs (none when `--pid` chose processes), summed into the cgroups too.
 struct Exited<'a, 'n> {
-    exited: Option<&'a ExitedPrograms>,
+    exited: Option<&'a FoldedPrograms>,
     namer: &'a RefCell<&'n mut dyn FrameNamer>,
     cgroups: &'a RefCell<CgroupTotals>,
 }
@@ -158,7 +158,7 @@ impl Serialize for Cgroups<'_> {
 /// folded processes had the same.
 struct Findings<'a> {
     findings: &'a RefCell<Vec<Finding>>,
-    exited: &'a ExitedPrograms,
+    exited: &'a FoldedPrograms,
 }
 
 impl Serialize for Findings<'_> {

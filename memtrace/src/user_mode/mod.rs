@@ -14,7 +14,7 @@ use crate::{
     event::{Event, EventBody, ModuleEvent, StackEvent},
     model::{AddressSpace, Model, RegionKind},
     report::{
-        self, folded::ExitedPrograms, FrameName, FrameNamer, Report, ReportOptions, SessionInfo,
+        self, folded::FoldedPrograms, FrameName, FrameNamer, Report, ReportOptions, SessionInfo,
     },
     stacks::{FileView, MappedFile, ModuleCache, ModuleMap, Symbolizer, Unwinder},
     stream::Consumer,
@@ -85,7 +85,7 @@ pub struct UserMode {
     announced: HashMap<u32, HashSet<String>>,
     /// Exited processes folded out of the model past the `keep_exited` most recent, summed by
     /// program for the report.
-    exited: ExitedPrograms,
+    exited: FoldedPrograms,
     keep_exited: usize,
     /// Pids folded away since the session last asked ([`Self::take_forgotten`]).
     forgotten: Vec<u32>,
@@ -124,7 +124,7 @@ impl UserMode {
             unwinder: Unwinder::with_modules(modules.clone()),
             symbolizer: Symbolizer::with_modules(modules),
             announced: HashMap::new(),
-            exited: ExitedPrograms::new(options.report, options.keep_pids),
+            exited: FoldedPrograms::new(options.report, options.keep_pids),
             keep_exited: options.keep_exited,
             forgotten: Vec::new(),
             unreadable_modules: 0,
@@ -157,7 +157,7 @@ impl UserMode {
     }
 
     /// The exited processes folded by program.
-    pub fn exited(&self) -> &ExitedPrograms {
+    pub fn exited(&self) -> &FoldedPrograms {
         &self.exited
     }
 

@@ -107,7 +107,7 @@ fn folding_keeps_what_was_asked_for_and_the_most_recent() {
     assert_eq!(exited.folded_processes(), 9);
     // Processes asked for (`replay --pid`) are never folded.
     let mut feed = Feed::new();
-    let mut exited = ExitedPrograms::new(ReportOptions::default(), vec![CHILDREN + 3]);
+    let mut exited = FoldedPrograms::new(ReportOptions::default(), vec![CHILDREN + 3]);
     for child in 0..5 {
         feed.fork(SPAWNER, CHILDREN + child, false, false)
             .exit(CHILDREN + child, 0);

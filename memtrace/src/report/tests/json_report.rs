@@ -221,7 +221,7 @@ fn a_report_can_be_built_mid_stream() {
 fn streamed_json_is_the_rendered_report() {
     let mut sshd = sshd_bash_feed(Abi::I386);
     sshd.exit(BASH, 0);
-    let nothing = ExitedPrograms::default();
+    let nothing = FoldedPrograms::default();
     let (children, folded) = folded_children_feed(2);
     let feeds = [
         (doublemapper_feed(), &nothing),

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::event::{Abi, AttachEvent, Losses, Syscall};
 use crate::model::testing::*;
-use crate::report::folded::ExitedPrograms;
+use crate::report::folded::FoldedPrograms;
 use crate::report::schema::{Evidence, FindingKind, Report};
 use crate::report::{build, json, text, NoNames, ReportOptions, SessionInfo, Source, TextOptions};
 
@@ -168,10 +168,10 @@ const CHILDREN: u32 = 601;
 /// A spawner starting ten children one after the other: each maps 2 MiB it never unmaps
 /// (a finding), a 64 KiB block it frees, and exits 0 (the sixth is killed by signal 9). The
 /// exited children past the `keep` most recent are folded.
-fn folded_children_feed(keep: usize) -> (Feed, ExitedPrograms) {
+fn folded_children_feed(keep: usize) -> (Feed, FoldedPrograms) {
     let mut feed = Feed::new();
     feed.comm = "spawner";
-    let mut exited = ExitedPrograms::new(ReportOptions::default(), Vec::new());
+    let mut exited = FoldedPrograms::new(ReportOptions::default(), Vec::new());
     feed.mmap_anon(SPAWNER, JIT_BASE, MIB, RW);
     for child in 0..10u32 {
         let pid = CHILDREN + child;
@@ -188,7 +188,7 @@ fn folded_children_feed(keep: usize) -> (Feed, ExitedPrograms) {
     (feed, exited)
 }
 
-fn folded_report(feed: &Feed, exited: &ExitedPrograms) -> Report {
+fn folded_report(feed: &Feed, exited: &FoldedPrograms) -> Report {
     crate::report::build_with(
         &feed.model,
         exited,

@@ -5,7 +5,7 @@
 //! its report would make memtrace's memory grow with every process come and gone. So past the
 //! most recent exits ([`DEFAULT_KEEP_EXITED`], `--keep-exited`), the model hands each exited
 //! process over ([`Model::fold_exited`](crate::model::Model::fold_exited)) and
-//! [`ExitedPrograms::fold`] adds what its report says to its program's totals: how many, how
+//! [`FoldedPrograms::fold`] adds what its report says to its program's totals: how many, how
 //! they ended, their syscalls, what they still had mapped at exit (by group and by call site),
 //! what their call sites allocated, and their findings. The first process of a program with
 //! each kind of finding is not folded: it stays listed in full, as the example, and its
@@ -19,14 +19,19 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::model::{Fold, ProcessView};
-use crate::report::call_sites::{self, FrameName, FrameNamer};
+use crate::report::call_sites::{self, FrameNamer};
 use crate::report::processes::{self, Moment};
 use crate::report::schema::{
     AllocatedSite, CallSiteGroup, ExitCount, ExitedProgramReport, Finding, FindingKind,
-    FoldedFindings, FrameReport, ProcessReport, SizeGroup, SyscallTable, Unreleased,
-    UnreleasedGroup,
+    FoldedFindings, ProcessReport, SizeGroup, SyscallTable, Unreleased, UnreleasedGroup,
 };
 use crate::report::{findings, ReportOptions};
+
+mod capped;
+mod frames;
+
+use capped::{Capped, Sum};
+use frames::{frame_keys, named, FoldedFrame, FrameKey, ToldModules};
 
 /// Exited processes listed in full, the most recent exits, unless told otherwise.
 pub const DEFAULT_KEEP_EXITED: usize = 256;
@@ -42,7 +47,7 @@ const OTHER: &str = "(other)";
 
 /// The folded programs of a session.
 #[derive(Debug, Default)]
-pub struct ExitedPrograms {
+pub struct FoldedPrograms {
     options: ReportOptions,
     /// Processes never folded (`replay --pid`: the ones asked for).
     keep_pids: Vec<u32>,
@@ -50,7 +55,7 @@ pub struct ExitedPrograms {
     index: HashMap<ProgramKey, usize>,
 }
 
-impl ExitedPrograms {
+impl FoldedPrograms {
     /// Folds with the report's thresholds (and its `--since`), keeping `keep_pids` in full.
     pub fn new(options: ReportOptions, keep_pids: Vec<u32>) -> Self {
         Self {
@@ -424,52 +429,6 @@ fn add_calls(total: &mut SyscallTable, calls: &SyscallTable) {
     }
 }
 
-/// A map that tells at most [`MAX_ENTRIES`] keys apart and sums the values of any more in one
-/// entry: what a program's processes created is bounded by their code, not by how many ran,
-/// but a program mapping a fresh temporary file each time would otherwise grow without end.
-#[derive(Debug)]
-struct Capped<K, V> {
-    entries: BTreeMap<K, V>,
-    other: Option<V>,
-}
-
-impl<K, V> Default for Capped<K, V> {
-    fn default() -> Self {
-        Self {
-            entries: BTreeMap::new(),
-            other: None,
-        }
-    }
-}
-
-/// A value [`Capped`] sums.
-trait Sum {
-    fn add(&mut self, other: Self);
-}
-
-impl<K: Ord, V: Sum> Capped<K, V> {
-    fn add(&mut self, key: K, value: V) {
-        if let Some(sum) = self.entries.get_mut(&key) {
-            sum.add(value);
-        } else if self.entries.len() < MAX_ENTRIES {
-            self.entries.insert(key, value);
-        } else {
-            match &mut self.other {
-                Some(sum) => sum.add(value),
-                None => self.other = Some(value),
-            }
-        }
-    }
-
-    /// Each entry, then the sum of the rest (key `None`).
-    fn iter(&self) -> impl Iterator<Item = (Option<&K>, &V)> + '_ {
-        self.entries
-            .iter()
-            .map(|(key, value)| (Some(key), value))
-            .chain(self.other.iter().map(|value| (None, value)))
-    }
-}
-
 #[derive(Debug)]
 struct GroupSum {
     count: u64,
@@ -530,81 +489,4 @@ impl Sum for AllocatedSum {
         self.count += other.count;
         self.bytes += other.bytes;
     }
-}
-
-/// What tells a folded frame from another: its module and offset in it (or its address, when
-/// outside any file), and the build it ran.
-type FrameKey = (Option<String>, u64, Option<Vec<u8>>);
-
-/// A frame as a folded process left it: what naming it at the end of the session needs.
-#[derive(Clone, Debug)]
-struct FoldedFrame {
-    report: FrameReport,
-    build_id: Option<Vec<u8>>,
-    /// The process's report would have named it (its module's build was known to match).
-    nameable: bool,
-}
-
-fn frame_keys(frames: &[FoldedFrame]) -> Vec<FrameKey> {
-    frames
-        .iter()
-        .map(|frame| {
-            let place = frame.report.offset.unwrap_or(frame.report.address);
-            (frame.report.module.clone(), place, frame.build_id.clone())
-        })
-        .collect()
-}
-
-/// A [`FrameNamer`] that names nothing and remembers what it was asked: the frames the
-/// process's report would have named, and the build each ran.
-#[derive(Default)]
-struct ToldModules {
-    asked: HashMap<(String, u64), Option<Vec<u8>>>,
-}
-
-impl FrameNamer for ToldModules {
-    fn name(&mut self, module: &str, build_id: Option<&[u8]>, file_offset: u64) -> FrameName {
-        self.asked
-            .entry((module.to_owned(), file_offset))
-            .or_insert_with(|| build_id.map(<[u8]>::to_vec));
-        FrameName::default()
-    }
-}
-
-impl ToldModules {
-    fn folded(&self, frames: &[FrameReport]) -> Vec<FoldedFrame> {
-        frames
-            .iter()
-            .map(|frame| {
-                let asked = match (&frame.module, frame.offset) {
-                    (Some(module), Some(offset)) => self.asked.get(&(module.clone(), offset)),
-                    _ => None,
-                };
-                FoldedFrame {
-                    report: frame.clone(),
-                    build_id: asked.cloned().flatten(),
-                    nameable: asked.is_some(),
-                }
-            })
-            .collect()
-    }
-}
-
-/// Folded frames named now, as the process's report would have named them.
-fn named(frames: &[FoldedFrame], namer: &mut dyn FrameNamer) -> Vec<FrameReport> {
-    frames
-        .iter()
-        .map(|frame| {
-            let mut report = frame.report.clone();
-            if let (true, Some(module), Some(offset)) =
-                (frame.nameable, &frame.report.module, frame.report.offset)
-            {
-                let name = namer.name(module, frame.build_id.as_deref(), offset);
-                report.function = name.function;
-                report.file = name.file;
-                report.line = name.line;
-            }
-            report
-        })
-        .collect()
 }
