@@ -17,6 +17,7 @@ pub mod capture;
 pub mod cgroup;
 pub mod cli;
 pub mod clock;
+pub mod escape;
 pub mod event;
 pub mod event_line;
 pub mod file_access;
