@@ -90,6 +90,11 @@ pub enum EventBody {
     /// Who the process is in its container (read from /proc when memtrace first sees it), so
     /// the report and a replay elsewhere name it as the container does.
     Container(ContainerIdentity),
+    /// The agent's keyframe of a live process: its layout as the model held it at that point
+    /// of the stream, in the attach layout's form. Recorded, never fed to the live model: a
+    /// window cut from the middle of a recording replays alone from the last keyframe before
+    /// it. A replay that already knows the process ignores it.
+    Keyframe(AttachEvent),
 }
 
 /// A process's container identity, as the host reads it from `/proc/PID`.

@@ -14,6 +14,7 @@ mod compact;
 pub mod exec;
 mod exited;
 pub mod fds;
+mod keyframe;
 mod lifecycle;
 pub mod memfd;
 mod names;
@@ -37,6 +38,7 @@ pub use brk::{BrkFailure, BrkState, Headroom};
 pub use call_stacks::{Allocated, CallStacks, StackId};
 pub use exec::{ExecInfo, ImageFacts};
 pub use exited::Fold;
+pub use keyframe::Keyframe;
 pub use memfd::{Memfd, MemfdId, MemfdRegistry};
 pub use process::{Birth, ExitInfo, Process, ProcessView};
 pub use region::{page_align_up, Creation, Origin, Perms, Region, RegionKind, PAGE_SIZE};
@@ -114,6 +116,12 @@ impl Model {
             EventBody::Exec(record) => self.exec(event, record),
             EventBody::Exit(record) => self.exit(event, record),
             EventBody::Attach(record) => self.attach(event, record),
+            // A keyframe repeats what the stream before it told: only a replay that starts at
+            // it (a capture) learns the process from it.
+            EventBody::Keyframe(record) if !self.knows_live(event.pid) => {
+                self.attach(event, record)
+            }
+            EventBody::Keyframe(_) => {}
             EventBody::Stack(record) => self.attach_stack(event, &record.frames),
             EventBody::Module(record) => {
                 self.stacks

@@ -57,6 +57,8 @@ mod extended {
     /// A [`Losses`] that counts call stacks not sampled; one that does not keeps the
     /// shorter [`kind::LOST`] form older readers know.
     pub const LOST_WITH_STACKS: u8 = 4;
+    /// The agent's keyframe of a process: an attach layout's body.
+    pub const KEYFRAME: u8 = 5;
 }
 
 /// The byte that starts a syscall body: the [`Syscall`] number and which optional parts follow.
@@ -271,7 +273,8 @@ fn body_kind(body: &EventBody) -> u8 {
         | EventBody::Stack(_)
         | EventBody::Module(_)
         | EventBody::KernelSnapshot(_)
-        | EventBody::Container(_) => kind::EXTENDED,
+        | EventBody::Container(_)
+        | EventBody::Keyframe(_) => kind::EXTENDED,
     }
 }
 
@@ -364,6 +367,10 @@ fn encode_body(body: &EventBody, time_ns: u64, context: &mut FrameContext, buf: 
         EventBody::KernelSnapshot(record) => {
             buf.put_u8(extended::KERNEL_SNAPSHOT);
             kernel_codec::encode(record, buf);
+        }
+        EventBody::Keyframe(record) => {
+            buf.put_u8(extended::KEYFRAME);
+            encode_attach(record, buf);
         }
     }
 }
@@ -463,6 +470,7 @@ fn decode_body(
             extended::KERNEL_SNAPSHOT => {
                 EventBody::KernelSnapshot(Box::new(kernel_codec::decode(buf)?))
             }
+            extended::KEYFRAME => EventBody::Keyframe(decode_attach(buf, true)?),
             extended::CONTAINER => EventBody::Container(ContainerIdentity {
                 ns_pid: get_u32_varint(buf)?,
                 cgroup: get_string(buf)?,

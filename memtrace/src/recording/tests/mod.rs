@@ -16,9 +16,9 @@ use super::{
     WriterOptions,
 };
 use crate::event::{
-    Abi, AttachEvent, Comm, Event, EventBody, ExecEvent, ExecMappingEvent, ExecMappingKind,
-    ExitEvent, FileRef, ForkEvent, ImageLayout, Losses, MapsLine, ModuleEvent, StackEvent, Syscall,
-    SyscallEvent,
+    Abi, AttachEvent, AttachFd, Comm, Event, EventBody, ExecEvent, ExecMappingEvent,
+    ExecMappingKind, ExitEvent, FileRef, ForkEvent, ImageLayout, Losses, MapsLine, ModuleEvent,
+    StackEvent, Syscall, SyscallEvent,
 };
 
 pub(crate) fn sample_header() -> RecordingHeader {
@@ -316,6 +316,29 @@ pub(crate) fn every_variant() -> Vec<Event> {
             }),
         ),
         event(2_900, 4003, EventBody::Lost(Losses::default())),
+        event(
+            2_950,
+            4003,
+            EventBody::Keyframe(AttachEvent {
+                regions: vec![MapsLine {
+                    start: 0x7f00_0000_0000,
+                    end: 0x7f00_0040_0000,
+                    perms: "rw-s".into(),
+                    offset: 0,
+                    inode: 5555,
+                    name: "/memfd:doublemapper (deleted)".into(),
+                }],
+                start_brk: 0x55_0000,
+                brk: 0x56_0000,
+                ppid: 1,
+                exe: "/usr/bin/dotnet".into(),
+                memfd_fds: vec![AttachFd {
+                    fd: 7,
+                    inode: 5555,
+                    cloexec: true,
+                }],
+            }),
+        ),
     ];
     for (kind, file, name) in [
         (ExecMappingKind::Mmap, true, false),
