@@ -233,8 +233,13 @@ impl<W: RecordingSink> RecordingWriter<W> {
         Ok(out)
     }
 
+    /// What the sink holds so far (every frame flushed): a recording kept in memory is read
+    /// from here while it is still being written.
+    pub fn sink(&self) -> Option<&W> {
+        self.out.as_ref()
+    }
+
     /// Events accepted so far.
-    #[cfg(test)]
     pub fn events_written(&self) -> u64 {
         self.events
     }

@@ -11,7 +11,7 @@ pub mod export;
 mod findings;
 pub mod folded;
 pub mod format;
-mod growth;
+pub(crate) mod growth;
 pub mod json;
 mod processes;
 pub mod schema;
