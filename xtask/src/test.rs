@@ -20,7 +20,7 @@ pub fn test(
     // Before the build, so a mistyped label fails at once.
     let kernels = vm_matrix::select(kernels)?;
     let memtrace_binary = build::build(workspace)?;
-    // tests/tests/static_binary.rs runs the shipped static binary in an old userland.
+    // tests/tests/it/static_binary.rs runs the shipped static binary in an old userland.
     let dist = dist::dist(workspace)?;
     if !privilege::is_root()? {
         cmd::step("note: not root, so tests that load BPF programs cannot run for real");
