@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{build, cmd, privilege, workspace::Workspace};
+use crate::{build, cmd, privilege, setup, workspace::Workspace};
 
 mod hook_cost;
 
@@ -148,6 +148,7 @@ struct Summary {
 }
 
 pub fn bench(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
+    setup::setup(workspace, setup::Purpose::Bench)?;
     let memtrace = build::build(workspace)?;
     let scratch = ScratchDir::create()?;
     if options.footprint_only {

@@ -5,7 +5,12 @@ use std::{ffi::OsString, process::Command};
 
 use anyhow::{bail, Result};
 
-use crate::{build, cmd, dist, privilege, vm_matrix, workspace::Workspace};
+use crate::{
+    build, cmd, dist, privilege,
+    setup::{self, Purpose},
+    vm_matrix,
+    workspace::Workspace,
+};
 
 /// Built for bpfel-unknown-none only (through memtrace/build.rs): a `no_std` crate that cannot
 /// build for the host ("unwinding panics are not supported without std"), so the host's clippy
@@ -19,6 +24,7 @@ pub fn test(
 ) -> Result<()> {
     // Before the build, so a mistyped label fails at once.
     let kernels = vm_matrix::select(kernels)?;
+    setup::setup(workspace, Purpose::Test)?;
     let memtrace_binary = build::build(workspace)?;
     // tests/tests/it/static_binary.rs runs the shipped static binary in an old userland.
     let dist = dist::dist(workspace)?;

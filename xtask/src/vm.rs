@@ -78,6 +78,7 @@ pub fn vm(workspace: &Workspace, options: &VmOptions) -> Result<()> {
         return Ok(());
     }
     let kernel = vm_fetch::find(options.kernel.as_deref().unwrap_or_default())?;
+    crate::setup::setup(workspace, crate::setup::Purpose::Vm)?;
     let mut environment = Vec::new();
     for pair in &options.env {
         let (key, value) = pair
