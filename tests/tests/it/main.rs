@@ -17,4 +17,5 @@ mod replay_files;
 mod sshd;
 mod stacks;
 mod static_binary;
+mod text_report;
 mod tracing;
