@@ -2,12 +2,10 @@
 //! Every command sets up what it needs first, so a fresh machine needs nothing done by hand.
 
 mod bench;
-mod bench_kernel;
 mod build;
 mod cmd;
 mod demo;
 mod dist;
-mod footprint;
 mod fuzz;
 mod privilege;
 mod run;
