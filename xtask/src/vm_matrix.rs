@@ -88,11 +88,12 @@ const PARALLEL_GUESTS: usize = 2;
 /// One guest's whole run: boot, loading under emulation (minutes on a busy machine), the tests.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(1500);
 
-/// The kernels `cargo xtask test` boots when not told which: the whole matrix. Measured in a
-/// clean-clone CI run on a 2-core machine, two guests at once, with the smoke subset on both
-/// backends where fentry loads: 5.10 180 s, 6.1 237 s, 6.12 135 s, 6.18 128 s, 7.2 103 s; 418 s
-/// of wall time. What costs is the verifier under emulation, fentry most: keep an eye on it
-/// when the programs grow (probes/kernel_differences.rs).
+/// The kernels `cargo xtask test` boots when not told which: the whole matrix. Measured on a
+/// 2-core machine shared with other work, two guests at once, with the smoke subset on both
+/// backends where fentry loads: 5.10 120 s, 6.1 179 s, 6.12 122 s, 6.18 117 s, 7.2 95 s; 338 s
+/// of wall time (with one test binary, 5.10 and 6.18 alone: 166 s and 130 s, 169 s of wall
+/// time). What costs is the verifier under emulation, fentry most: keep an eye on it when the
+/// programs grow (probes/kernel_differences.rs).
 const DEFAULT_KERNELS: [&str; 5] = ["5.10", "6.1", "6.12", "6.18", "7.2"];
 
 /// Which kernels `--kernels` selects: the default set, all of the matrix, some by label, or
