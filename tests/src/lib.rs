@@ -115,6 +115,33 @@ impl Drop for Scratch {
     }
 }
 
+/// A cgroup v2 directory for one test, removed when dropped (once its processes are gone).
+pub struct TestCgroup {
+    pub path: PathBuf,
+    /// As `/proc/PID/cgroup` names it.
+    pub name: String,
+}
+
+impl TestCgroup {
+    pub fn new(test: &str) -> Self {
+        // The v2 hierarchy: /sys/fs/cgroup itself, or .../unified on a hybrid setup.
+        let mount = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .find(|dir| Path::new(dir).join("cgroup.procs").exists())
+            .expect("a cgroup v2 hierarchy");
+        let name = format!("/memtrace-test-{test}-{}", std::process::id());
+        let path = Path::new(mount).join(name.trim_start_matches('/'));
+        std::fs::create_dir_all(&path).unwrap();
+        Self { path, name }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
 /// Where tests/build.rs put the built test programs.
 pub fn programs_dir() -> PathBuf {
     Path::new(env!("OUT_DIR")).join("programs")
@@ -354,4 +381,33 @@ pub fn assert_one_line_error(output: &Output, expected: &str) {
         "expected {expected:?} in {stderr:?}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Where two JSON values differ, as `path: left vs right` lines.
+pub fn json_differences(path: &str, left: &Value, right: &Value) -> Vec<String> {
+    match (left, right) {
+        (Value::Object(l), Value::Object(r)) => {
+            let mut keys: Vec<&String> = l.keys().chain(r.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter()
+                .flat_map(|key| {
+                    let (l, r) = (&l.get(key), &r.get(key));
+                    json_differences(
+                        &format!("{path}.{key}"),
+                        l.unwrap_or(&Value::Null),
+                        r.unwrap_or(&Value::Null),
+                    )
+                })
+                .collect()
+        }
+        (Value::Array(l), Value::Array(r)) if l.len() == r.len() => l
+            .iter()
+            .zip(r)
+            .enumerate()
+            .flat_map(|(i, (l, r))| json_differences(&format!("{path}[{i}]"), l, r))
+            .collect(),
+        _ if left == right => Vec::new(),
+        _ => vec![format!("{path}: {left} vs {right}")],
+    }
 }

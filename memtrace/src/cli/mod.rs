@@ -1,6 +1,7 @@
 //! The command line: parse, run the mode asked for, write its report, and turn the outcome
 //! into an exit code. One file per mode's runner; the argument types in `args.rs`.
 
+mod agent;
 mod args;
 mod kernel;
 mod replay;
@@ -28,7 +29,7 @@ pub fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     // --ebpf-log asks for the programs' own messages, which they log at debug level.
-    let default_filter = if cli.trace.ebpf_log {
+    let default_filter = if cli.trace.probes.ebpf_log {
         "warn,memtrace=debug"
     } else {
         "warn"
@@ -61,6 +62,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(Command::Replay(args)) => replay::run(args),
         Some(Command::Kernel(args)) => kernel::run(args),
+        Some(Command::Agent(args)) => agent::run(args),
         Some(Command::HookFloor { command }) => run_hook_floor(&command),
         None => trace::run(cli.trace),
     }

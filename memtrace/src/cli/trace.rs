@@ -10,7 +10,6 @@ use super::{
     report_output::{refuse_shared_outputs, write_user_report},
 };
 use crate::{
-    probes::ProbeOptions,
     report::{SessionInfo, Source},
     session::{self, LiveOptions, Target},
     user_mode::UserModeOptions,
@@ -32,14 +31,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     refuse_shared_outputs(args.record.as_deref(), &args.output)?;
     let options = LiveOptions {
         target,
-        probes: ProbeOptions {
-            follow_children: args.follow,
-            ring_buffer_bytes: args.ring_buffer_size,
-            ebpf_log: args.ebpf_log,
-            stack_min_bytes: (!args.no_stacks).then_some(args.stack_min_size),
-            backend: args.backend,
-            cgroup_id,
-        },
+        probes: args.probes.options(args.follow, cgroup_id),
         print_events: args.events,
         duration: positive_seconds("--duration", args.duration)?,
         record: args.record.clone(),

@@ -83,11 +83,25 @@ pub fn build_with(
     session: &SessionInfo,
     namer: &mut dyn FrameNamer,
 ) -> Report {
+    build_for(model, exited, session, namer, &[])
+}
+
+/// [`build_with`] for these processes only (all when `pids` is empty), built as
+/// [`Report::filter_pids`] would leave it but without building, or naming the frames of, the
+/// others: the agent's captures report the process a trigger is about and its family.
+pub fn build_for(
+    model: &Model,
+    exited: &FoldedPrograms,
+    session: &SessionInfo,
+    namer: &mut dyn FrameNamer,
+    pids: &[u32],
+) -> Report {
     let options = exited.options();
     let processes: Vec<ProcessReport> = model
         .processes()
         // A child forked by a traced parent without --follow was never traced itself.
         .filter(|view| view.process().traced())
+        .filter(|view| pids.is_empty() || pids.contains(&view.process().pid()))
         .map(|view| {
             let moment = processes::Moment {
                 now_ns: model.last_event_ns(),
@@ -102,7 +116,12 @@ pub fn build_with(
         .flat_map(|process| findings::for_process(process, options))
         .collect();
     exited.annotate(&mut findings);
-    let exited = exited.reports(namer);
+    // Chosen processes are reported alone: the folded programs are not among them.
+    let exited = if pids.is_empty() {
+        exited.reports(namer)
+    } else {
+        Vec::new()
+    };
     let lost = lost_counts(model, session);
     Report {
         version: REPORT_VERSION,

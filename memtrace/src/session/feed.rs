@@ -213,7 +213,6 @@ impl<C: LiveConsumer, W: RecordingSink> Feed<C, W> {
     }
 }
 
-
 fn attach_event(pid: u32, time_ns: u64, layout: crate::event::AttachEvent) -> Event {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|c| Comm::from_str_lossy(c.trim_end()))

@@ -312,4 +312,3 @@ fn recorder(
     let header = RecordingHeader::now(Mode::User, &options.command_line, Some(backend.info()));
     RecordingWriter::create(path, &header, WriterOptions::default()).map(Some)
 }
-

@@ -254,11 +254,17 @@ impl UserMode {
     /// The report of everything fed so far, frames named from the binaries as the symbolizer
     /// first saw them.
     pub fn report(&mut self, session: &SessionInfo) -> Report {
-        report::build_with(
+        self.report_for(session, &[])
+    }
+
+    /// The report of these processes only (all when `pids` is empty).
+    pub fn report_for(&mut self, session: &SessionInfo, pids: &[u32]) -> Report {
+        report::build_for(
             &self.model,
             &self.exited,
             session,
             &mut SymbolNames(&mut self.symbolizer),
+            pids,
         )
     }
 

@@ -12,36 +12,9 @@ use std::{
 
 use memtrace_tests::{
     built_program, debian_root::debian_root, maps::agreement, memtrace_json, processes,
-    replay_json, require_root, Scratch, Tracer,
+    replay_json, require_root, Scratch, TestCgroup, Tracer,
 };
 use serde_json::Value;
-
-/// A cgroup v2 directory for one test, removed when dropped (once its processes are gone).
-struct Cgroup {
-    path: std::path::PathBuf,
-    /// As `/proc/PID/cgroup` names it.
-    name: String,
-}
-
-impl Cgroup {
-    fn new(test: &str) -> Self {
-        // The v2 hierarchy: /sys/fs/cgroup itself, or .../unified on a hybrid setup.
-        let mount = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-            .into_iter()
-            .find(|dir| std::path::Path::new(dir).join("cgroup.procs").exists())
-            .expect("a cgroup v2 hierarchy");
-        let name = format!("/memtrace-test-{test}-{}", std::process::id());
-        let path = std::path::Path::new(mount).join(name.trim_start_matches('/'));
-        std::fs::create_dir_all(&path).unwrap();
-        Self { path, name }
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.path);
-    }
-}
 
 #[test]
 fn a_process_in_a_container_is_traced_with_its_own_files_and_names() {
@@ -49,7 +22,7 @@ fn a_process_in_a_container_is_traced_with_its_own_files_and_names() {
     // As the kernel names it: the cached root may be reached through a link.
     let root = std::fs::canonicalize(debian_root()).unwrap();
     let scratch = Scratch::new("container");
-    let cgroup = Cgroup::new("container");
+    let cgroup = TestCgroup::new("container");
     let inside = format!("/tmp/memtrace-container-{}", std::process::id());
     let dir = root.join(inside.trim_start_matches('/'));
     let _ = std::fs::remove_dir_all(&dir);
@@ -185,7 +158,7 @@ fn build_inside_program(shared: &SharedPath) -> String {
 
 /// The shell command that enters `cgroup`, then the container: new mount and pid namespaces
 /// rooted at `root`, running `inner` (a bash script, `$0`) as its pid 1.
-fn enter_command(cgroup: &Cgroup, root: &Path) -> String {
+fn enter_command(cgroup: &TestCgroup, root: &Path) -> String {
     format!(
         "echo $$ > {}/cgroup.procs && exec unshare --mount --pid --fork --mount-proc={}/proc chroot {} /bin/bash -c \"$0\"",
         cgroup.path.display(),
@@ -196,7 +169,7 @@ fn enter_command(cgroup: &Cgroup, root: &Path) -> String {
 
 /// Starts the container in the background: `sh` becomes `unshare`, whose child is the
 /// container's pid 1.
-fn start_container(cgroup: &Cgroup, root: &Path, inner: &str) -> Child {
+fn start_container(cgroup: &TestCgroup, root: &Path, inner: &str) -> Child {
     Command::new("/bin/sh")
         .args(["-c", &enter_command(cgroup, root), inner])
         .spawn()
@@ -237,7 +210,7 @@ fn finish(tracer: Tracer) {
 
 /// Waits until a process of `cgroup` runs a file named `exe_name`.
 #[track_caller]
-fn wait_for_member(cgroup: &Cgroup, exe_name: &str) {
+fn wait_for_member(cgroup: &TestCgroup, exe_name: &str) {
     let give_up = Instant::now() + Duration::from_secs(10);
     loop {
         let members = std::fs::read_to_string(cgroup.path.join("cgroup.procs")).unwrap();
@@ -310,7 +283,7 @@ fn a_program_in_a_container_is_attached_to_by_its_host_pid() {
     require_root();
     let root = std::fs::canonicalize(debian_root()).unwrap();
     let scratch = Scratch::new("container-attach");
-    let cgroup = Cgroup::new("attach");
+    let cgroup = TestCgroup::new("attach");
     let shared = SharedPath::new(&root, "attach");
     let program = build_inside_program(&shared);
 
@@ -364,7 +337,7 @@ fn a_whole_cgroup_is_traced_and_nothing_outside_it() {
     require_root();
     let root = std::fs::canonicalize(debian_root()).unwrap();
     let scratch = Scratch::new("container-cgroup");
-    let cgroup = Cgroup::new("cgroup");
+    let cgroup = TestCgroup::new("cgroup");
     let shared = SharedPath::new(&root, "cgroup");
     let program = build_inside_program(&shared);
 

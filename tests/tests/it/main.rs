@@ -2,6 +2,7 @@
 //! links once and the kernel matrix runs its smoke tests by their module paths
 //! (`tracing::exact_counts::case_1_x86_64`).
 
+mod agent;
 mod backend;
 mod containers;
 mod errors;
