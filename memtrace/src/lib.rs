@@ -12,6 +12,7 @@
 //! [`session`] runs a live trace ([`launch`] starts the command, [`procfs`] snapshots attached
 //! processes); [`replay`] feeds a recording through the same pipeline.
 
+pub mod agent;
 pub mod capture;
 pub mod cgroup;
 pub mod cli;

@@ -1,0 +1,5 @@
+//! The agent (`memtrace agent`): its consumer, flight recorder, triggers, captures, and the
+//! fleet-facing HTTP server.
+
+pub mod metrics;
+pub mod metrics_bench;
