@@ -945,4 +945,4 @@ impl Collector for Exposition {
 
 #[cfg(test)]
 #[path = "metrics_tests.rs"]
-mod tests;
+pub(crate) mod tests;
