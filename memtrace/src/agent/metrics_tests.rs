@@ -521,6 +521,107 @@ pub(crate) fn run_with_stdin(command: &mut Command, stdin: &str) -> std::process
     child.wait_with_output().unwrap()
 }
 
+/// The metrics the shipped dashboard and alerting rules query are ones /metrics exposes.
+#[test]
+fn the_dashboard_and_the_rules_query_only_exposed_metrics() {
+    let deploy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let dashboard = std::fs::read_to_string(deploy.join("grafana/memtrace.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let mut queries = Vec::new();
+    collect_exprs(&dashboard, &mut queries);
+    assert!(queries.len() >= 8, "{queries:?}");
+    let rules = std::fs::read_to_string(deploy.join("prometheus/rules.yml")).unwrap();
+    let exprs = rule_exprs(&rules);
+    assert!(exprs.len() >= 6, "{exprs:?}");
+    queries.extend(exprs);
+    let known = |name: &str| FAMILIES.contains(&name) || ["up", "absent"].contains(&name);
+    for query in &queries {
+        let names = metric_names(query);
+        assert!(!names.is_empty(), "{query}");
+        for name in names {
+            assert!(
+                known(&name),
+                "{name} (in {query}) is not a family /metrics exposes"
+            );
+        }
+    }
+}
+
+/// The PromQL of a dashboard: its panels' targets and its query variables.
+pub(crate) fn collect_exprs(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if map.get("type").and_then(|t| t.as_str()) == Some("query") {
+                if let Some(definition) = map.get("definition").and_then(|d| d.as_str()) {
+                    out.push(definition.to_string());
+                }
+            }
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("expr", serde_json::Value::String(expr)) => out.push(expr.clone()),
+                    _ => collect_exprs(value, out),
+                }
+            }
+        }
+        serde_json::Value::Array(values) => values.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
+}
+
+/// The metric names a PromQL expression names: identifiers starting memtrace_, process_, or
+/// `up`, outside label matchers and strings.
+fn metric_names(query: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut depth = 0;
+    let mut quoted = false;
+    let mut word = String::new();
+    for c in query.chars().chain(std::iter::once(' ')) {
+        match c {
+            '"' => quoted = !quoted,
+            '{' if !quoted => depth += 1,
+            '}' if !quoted => depth -= 1,
+            _ => {}
+        }
+        if !quoted && depth == 0 && (c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+            word.push(c);
+            continue;
+        }
+        if word.starts_with("memtrace_") || word.starts_with("process_") || word == "up" {
+            names.push(std::mem::take(&mut word));
+        }
+        word.clear();
+    }
+    names
+}
+
+/// The `expr:` of each rule in a rules file, inline or a block scalar (`>-`, `|`) on the
+/// lines below it. The crate has no YAML parser, and this is the one shape rules.yml uses
+/// (tests/tests/deploy_files.rs parses it as YAML and runs promtool on it).
+fn rule_exprs(rules: &str) -> Vec<String> {
+    let mut exprs = Vec::new();
+    let mut lines = rules.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some(expr) = line.trim_start().strip_prefix("expr:") else {
+            continue;
+        };
+        let indent = line.len() - line.trim_start().len();
+        let expr = expr.trim();
+        if ![">", ">-", "|", "|-"].contains(&expr) {
+            exprs.push(expr.to_string());
+            continue;
+        }
+        let mut block = String::new();
+        while let Some(next) = lines
+            .next_if(|next| next.trim().is_empty() || next.len() - next.trim_start().len() > indent)
+        {
+            block.push_str(next.trim());
+            block.push(' ');
+        }
+        exprs.push(block);
+    }
+    exprs
+}
+
 /// Processes that come, go, grow and shrink past the top, scrape after scrape: every counter
 /// series goes up or stays while it lasts.
 #[derive(Clone, Debug)]
