@@ -615,3 +615,154 @@ fn prometheus_scrapes_the_server_and_sees_the_growth() {
         );
     }
 }
+
+/// The few messages of pprof's profile.proto a profile of two functions needs (field numbers
+/// from github.com/google/pprof's proto/profile.proto).
+mod profile_proto {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Profile {
+        #[prost(message, repeated, tag = "1")]
+        pub sample_type: Vec<ValueType>,
+        #[prost(message, repeated, tag = "2")]
+        pub sample: Vec<Sample>,
+        #[prost(message, repeated, tag = "4")]
+        pub location: Vec<Location>,
+        #[prost(message, repeated, tag = "5")]
+        pub function: Vec<Function>,
+        #[prost(string, repeated, tag = "6")]
+        pub string_table: Vec<String>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ValueType {
+        #[prost(int64, tag = "1")]
+        pub r#type: i64,
+        #[prost(int64, tag = "2")]
+        pub unit: i64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Sample {
+        #[prost(uint64, repeated, tag = "1")]
+        pub location_id: Vec<u64>,
+        #[prost(int64, repeated, tag = "2")]
+        pub value: Vec<i64>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Location {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(message, repeated, tag = "4")]
+        pub line: Vec<Line>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Line {
+        #[prost(uint64, tag = "1")]
+        pub function_id: u64,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Function {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(int64, tag = "2")]
+        pub name: i64,
+    }
+}
+
+/// An agent serving a gzipped profile where `leak_16mib_blocks` holds 64 MiB and
+/// `small_helper` 1 MiB.
+struct ProfileAgent;
+
+impl Scrape for ProfileAgent {
+    fn metrics(&self) -> Result<MetricsInput, Unavailable> {
+        Ok(MetricsInput::default())
+    }
+
+    fn heap_profile(&self) -> Result<Vec<u8>, Unavailable> {
+        use profile_proto::*;
+        use prost::Message as _;
+        let strings = [
+            "",
+            "inuse_space",
+            "bytes",
+            "leak_16mib_blocks",
+            "small_helper",
+        ];
+        let profile = Profile {
+            sample_type: vec![ValueType { r#type: 1, unit: 2 }],
+            sample: vec![
+                Sample {
+                    location_id: vec![1],
+                    value: vec![64 << 20],
+                },
+                Sample {
+                    location_id: vec![2],
+                    value: vec![1 << 20],
+                },
+            ],
+            location: (1..=2)
+                .map(|id| Location {
+                    id,
+                    line: vec![Line { function_id: id }],
+                })
+                .collect(),
+            function: (1..=2)
+                .map(|id| Function {
+                    id,
+                    name: 2 + id as i64,
+                })
+                .collect(),
+            string_table: strings.iter().map(|s| s.to_string()).collect(),
+        };
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(&profile.encode_to_vec()).unwrap();
+        Ok(encoder.finish().unwrap())
+    }
+
+    fn allocs_profile(&self) -> Result<Vec<u8>, Unavailable> {
+        self.heap_profile()
+    }
+}
+
+/// `go tool pprof` fetches the heap endpoint as it fetches Go's own (path, content type,
+/// gzipped body) and ranks what it holds.
+#[test]
+fn go_tool_pprof_reads_the_heap_endpoint() {
+    let Some(go) = tool("go") else {
+        return;
+    };
+    let server = start(Arc::new(ProfileAgent), ServerOptions::default());
+    let scratch = TempDir::new("pprof");
+    for path in ["/debug/pprof/heap", "/debug/pprof/allocs"] {
+        let output = Command::new(&go)
+            .args(["tool", "pprof", "-top"])
+            .arg(format!("http://{}{path}", server.address))
+            // pprof saves what it fetched under $PPROF_TMPDIR (else $HOME/pprof).
+            .env("PPROF_TMPDIR", &scratch.0)
+            .env("HOME", &scratch.0)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        // The table's first row after its header ("flat  flat%  sum%  cum  cum%").
+        let rows: Vec<&str> = stdout
+            .lines()
+            .skip_while(|line| !line.trim_start().starts_with("flat"))
+            .skip(1)
+            .collect();
+        assert!(
+            rows[0].trim_end().ends_with("leak_16mib_blocks"),
+            "{stdout}"
+        );
+        assert!(rows[0].trim_start().starts_with("64MB"), "{stdout}");
+        assert!(rows[1].trim_end().ends_with("small_helper"), "{stdout}");
+    }
+}
