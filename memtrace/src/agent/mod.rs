@@ -8,13 +8,20 @@
 //! - [`capture`]: the capture directory and what a capture holds;
 //! - [`kernel_watch`]: kernel memory watched from `/proc/meminfo`, and kernel mode run for a
 //!   window when it rises with no process behind it;
-//! - [`live`]: the loop that ties them to the probes and the signals.
+//! - [`live`]: the loop that ties them to the probes and the signals;
+//! - [`metrics`] and [`http`]: what a fleet reads of it (Prometheus' /metrics, the pprof
+//!   endpoints of the continuous profilers), served on a thread of their own and answered
+//!   from the model between batches ([`http_handoff`]).
 
 pub mod capture;
 pub mod flight;
 pub mod growth;
+pub mod http;
+pub mod http_handoff;
 pub mod kernel_watch;
 pub mod live;
+pub mod metrics;
+pub mod metrics_bench;
 pub mod mode;
 pub mod triggers;
 
