@@ -29,9 +29,11 @@ mod dwarf;
 mod elf;
 mod frame_pointer;
 pub mod mapped_file;
+mod module_symbols;
 mod modules;
 pub mod symbolize;
 pub mod unwind;
+mod unwind_sections;
 
 #[cfg(test)]
 mod tests;
