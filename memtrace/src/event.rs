@@ -82,6 +82,10 @@ pub enum EventBody {
     /// before the first stack that needs it, so a replay elsewhere names frames only from the
     /// same build.
     Module(ModuleRecord),
+    /// A function of JIT code that call stacks run through, as the process's perf map
+    /// (`/tmp/perf-PID.map`) named it when they were unwound: announced once, before the
+    /// first stack that needs it, so a replay names the frame though the map is gone.
+    JitSymbol(JitSymbolRecord),
     /// Kernel mode (`memtrace kernel`): the outstanding kernel allocations at one instant.
     /// Boxed: large, and one per interval.
     KernelSnapshot(Box<crate::kernel::record::KernelSnapshotRecord>),
@@ -122,6 +126,14 @@ pub struct ModuleRecord {
     pub path: String,
     /// The ELF build-id; empty when the file has none (or could not be read).
     pub build_id: Vec<u8>,
+}
+
+/// A JIT-compiled function of the process: `[start, start + len)` is its code.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct JitSymbolRecord {
+    pub start: u64,
+    pub len: u64,
+    pub name: String,
 }
 
 /// Return addresses, innermost first: the first is where the syscall returns to (in libc).

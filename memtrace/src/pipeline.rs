@@ -9,14 +9,14 @@ use std::{
 
 use crate::{
     capture::{roots::Roots, StackCapture},
-    event::{Event, EventBody, LostRecord, ModuleRecord, StackRecord},
+    event::{Event, EventBody, JitSymbolRecord, LostRecord, ModuleRecord, StackRecord},
     event_line,
     interval::IntervalPrinter,
     kernel::model::KernelModel,
     model::{AddressSpace, Model, RegionKind},
     record::{RecordError, RecordingWriter},
     report::exited::{ExitedPrograms, DEFAULT_KEEP_EXITED},
-    stacks::{FileView, MappedFile, ModuleCache, ModuleMap, Symbolizer, Unwinder},
+    stacks::{FileView, MappedFile, ModuleCache, ModuleMap, PerfMaps, Symbolizer, Unwinder},
 };
 
 /// Deep enough for an allocation inside an interpreter; deeper frames rarely tell more.
@@ -57,6 +57,10 @@ pub struct Pipeline {
     /// Modules already announced in the stream, by process and path: a container's file at a
     /// path is not the host's.
     announced: HashMap<u32, HashSet<String>>,
+    /// The perf maps of processes whose stacks run through JIT code, and the JIT symbols
+    /// already announced in the stream, by process and start.
+    perf_maps: PerfMaps,
+    announced_jit: HashMap<u32, HashMap<u64, std::sync::Arc<str>>>,
     /// Exited processes folded out of the model past the `keep_exited` most recent, summed by
     /// program for the report.
     pub exited: ExitedPrograms,
@@ -97,6 +101,8 @@ impl Pipeline {
             unwinder: Unwinder::with_modules(modules.clone()),
             symbolizer: Symbolizer::with_modules(modules),
             announced: HashMap::new(),
+            perf_maps: PerfMaps::default(),
+            announced_jit: HashMap::new(),
             exited: ExitedPrograms::default(),
             keep_exited: DEFAULT_KEEP_EXITED,
             forgotten: Vec::new(),
@@ -187,6 +193,8 @@ impl Pipeline {
             .fold_exited(self.keep_exited, &mut |view| exited.fold(view, step_ns));
         for pid in forgotten {
             self.announced.remove(&pid);
+            self.announced_jit.remove(&pid);
+            self.perf_maps.forget(pid);
             self.roots.forget(pid);
             self.forgotten.push(pid);
         }
@@ -197,7 +205,7 @@ impl Pipeline {
     /// result as a `Stack` event: recordings carry frames, not stack bytes.
     pub fn feed_stack(&mut self, capture: &StackCapture) -> Result<(), RecordError> {
         let sample = &capture.sample;
-        let (frames, new_modules) = match self.model.process(capture.pid) {
+        let (frames, new_modules, jit_symbols) = match self.model.process(capture.pid) {
             Some(process) => {
                 let root = self.roots.shared_root_of(capture.pid);
                 let modules = ProcessModules {
@@ -220,7 +228,13 @@ impl Pipeline {
                     .collect();
                 new_modules.sort_by(|a, b| a.path.cmp(&b.path));
                 new_modules.dedup_by(|a, b| a.path == b.path);
-                (frames, new_modules)
+                let jit_symbols = jit_symbols_of(
+                    &frames,
+                    process.layout(),
+                    &modules.view,
+                    &mut self.perf_maps,
+                );
+                (frames, new_modules, jit_symbols)
             }
             None => return Ok(()),
         };
@@ -262,7 +276,29 @@ impl Pipeline {
                 ))?;
             }
         }
+        for symbol in jit_symbols {
+            let announced = self.announced_jit.entry(capture.pid).or_default();
+            if announced.get(&symbol.start) == Some(&symbol.name) {
+                continue;
+            }
+            announced.insert(symbol.start, std::sync::Arc::clone(&symbol.name));
+            self.feed(&event_of(
+                capture,
+                EventBody::JitSymbol(JitSymbolRecord {
+                    start: symbol.start,
+                    len: symbol.len,
+                    name: symbol.name.to_string(),
+                }),
+            ))?;
+        }
         self.feed(&event_of(capture, EventBody::Stack(StackRecord { frames })))
+    }
+
+    /// The processes whose frames were named from their perf maps.
+    pub fn processes_with_perf_maps(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.perf_maps.processes_with_maps().collect();
+        pids.sort_unstable();
+        pids
     }
 
     /// Writes the recorder's open frame when its flush interval has passed (see
@@ -316,6 +352,40 @@ struct RecordingFailure {
     error: RecordError,
     /// Events in the frames that reached the file: a replay gives these.
     events_kept: u64,
+}
+
+/// The perf-map names of the frames in anonymous executable memory (JIT code), looked up
+/// as the frames are named: a return address one byte back, inside its call.
+fn jit_symbols_of(
+    frames: &[u64],
+    layout: &AddressSpace,
+    view: &FileView,
+    perf_maps: &mut PerfMaps,
+) -> Vec<crate::stacks::JitSymbol> {
+    let mut symbols: Vec<crate::stacks::JitSymbol> = Vec::new();
+    for (index, &address) in frames.iter().enumerate() {
+        let lookup = if index == 0 {
+            address
+        } else {
+            address.saturating_sub(1)
+        };
+        let jit_code = layout.region_at(lookup).is_some_and(|region| {
+            region.perms.executable()
+                && !matches!(
+                    region.kind,
+                    RegionKind::File | RegionKind::Stack | RegionKind::Vdso
+                )
+        });
+        if !jit_code
+            || symbols
+                .iter()
+                .any(|s| (s.start..s.start + s.len).contains(&lookup))
+        {
+            continue;
+        }
+        symbols.extend(perf_maps.symbol_at(view, lookup));
+    }
+    symbols
 }
 
 /// An event about the thread and moment of a stack sample.

@@ -132,6 +132,7 @@ impl Model {
                 self.stacks
                     .record_module(event.pid, &record.path, &record.build_id)
             }
+            EventBody::JitSymbol(record) => self.stacks.record_jit_symbol(event.pid, record),
             // Kernel allocations belong to no process: the pipeline's kernel model takes them.
             EventBody::KernelSnapshot(_) => {}
             EventBody::Container(record) => {

@@ -18,8 +18,8 @@ use super::wire::{
 };
 use crate::event::{
     Abi, Comm, ContainerRecord, Event, EventBody, ExecMappingKind, ExecMappingRecord, ExecRecord,
-    ExitRecord, FileRef, ForkRecord, LostRecord, ModuleRecord, SnapshotFd, SnapshotRecord,
-    SnapshotRegion, StackRecord, Syscall, SyscallRecord,
+    ExitRecord, FileRef, ForkRecord, JitSymbolRecord, LostRecord, ModuleRecord, SnapshotFd,
+    SnapshotRecord, SnapshotRegion, StackRecord, Syscall, SyscallRecord,
 };
 
 /// The tag byte that starts every event: body kind, ABI, and which optional parts follow.
@@ -57,6 +57,8 @@ mod extended {
     /// A [`LostRecord`] that counts call stacks not sampled; one that does not keeps the
     /// shorter [`kind::LOST`] form older readers know.
     pub const LOST_WITH_STACKS: u8 = 4;
+    /// A [`JitSymbolRecord`]: start, length, name.
+    pub const JIT_SYMBOL: u8 = 5;
 }
 
 /// The byte that starts a syscall body: the [`Syscall`] number and which optional parts follow.
@@ -270,6 +272,7 @@ fn body_kind(body: &EventBody) -> u8 {
         EventBody::Lost(_)
         | EventBody::Stack(_)
         | EventBody::Module(_)
+        | EventBody::JitSymbol(_)
         | EventBody::KernelSnapshot(_)
         | EventBody::Container(_) => kind::EXTENDED,
     }
@@ -360,6 +363,12 @@ fn encode_body(body: &EventBody, time_ns: u64, context: &mut FrameContext, buf: 
             buf.put_u8(extended::MODULE);
             put_str(buf, &record.path);
             put_bytes(buf, &record.build_id);
+        }
+        EventBody::JitSymbol(record) => {
+            buf.put_u8(extended::JIT_SYMBOL);
+            put_uvarint(buf, record.start);
+            put_uvarint(buf, record.len);
+            put_str(buf, &record.name);
         }
         EventBody::KernelSnapshot(record) => {
             buf.put_u8(extended::KERNEL_SNAPSHOT);
@@ -459,6 +468,11 @@ fn decode_body(
             extended::MODULE => EventBody::Module(ModuleRecord {
                 path: get_string(buf)?,
                 build_id: get_bytes(buf)?.to_vec(),
+            }),
+            extended::JIT_SYMBOL => EventBody::JitSymbol(JitSymbolRecord {
+                start: get_uvarint(buf)?,
+                len: get_uvarint(buf)?,
+                name: get_string(buf)?,
             }),
             extended::KERNEL_SNAPSHOT => {
                 EventBody::KernelSnapshot(Box::new(kernel_codec::decode(buf)?))

@@ -256,6 +256,12 @@ fn process_block(
             container.ns_pid, container.cgroup, container.root
         );
     }
+    if process.perf_map {
+        let _ = writeln!(
+            out,
+            "  JIT frames named from its perf map (/tmp/perf-PID.map)"
+        );
+    }
     for exec in &process.execs {
         exec_lines(out, report, exec);
     }

@@ -31,6 +31,7 @@ mod frame_pointer;
 pub mod mapped_file;
 mod module_symbols;
 mod modules;
+pub mod perf_map;
 pub mod symbolize;
 pub mod unwind;
 mod unwind_sections;
@@ -40,6 +41,7 @@ mod tests;
 
 pub use mapped_file::FileView;
 pub use modules::{ModuleCache, SharedModules};
+pub use perf_map::{JitSymbol, PerfMaps};
 pub use symbolize::Symbolizer;
 pub use unwind::Unwinder;
 

@@ -17,8 +17,8 @@ use super::{
 };
 use crate::event::{
     Abi, Comm, Event, EventBody, ExecMappingKind, ExecMappingRecord, ExecRecord, ExitRecord,
-    FileRef, ForkRecord, ImageLayout, LostRecord, ModuleRecord, SnapshotRecord, SnapshotRegion,
-    StackRecord, Syscall, SyscallRecord,
+    FileRef, ForkRecord, ImageLayout, JitSymbolRecord, LostRecord, ModuleRecord, SnapshotRecord,
+    SnapshotRegion, StackRecord, Syscall, SyscallRecord,
 };
 
 pub(crate) fn sample_header() -> RecordingHeader {
@@ -314,6 +314,15 @@ pub(crate) fn every_variant() -> Vec<Event> {
             }),
         ),
         event(2_900, 4003, EventBody::Lost(LostRecord::default())),
+        event(
+            2_950,
+            4003,
+            EventBody::JitSymbol(JitSymbolRecord {
+                start: u64::MAX,
+                len: 0x204,
+                name: "JS:^makeBuffers /app/jit.js:3:21".into(),
+            }),
+        ),
     ];
     for (kind, file, name) in [
         (ExecMappingKind::Mmap, true, false),
