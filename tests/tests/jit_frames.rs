@@ -9,6 +9,13 @@ use std::{
 };
 
 use memtrace_tests::{replay_json, require_root, workspace_root, Scratch, Tracer};
+
+/// Reads lines from a child's stdout until one that is `expected`.
+fn wait_for_line(stdout: &mut impl BufRead, expected: &str) {
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim_end(), expected);
+}
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
@@ -47,13 +54,14 @@ fn group_of_at_least<'r>(report: &'r Value, pid: u64, bytes: u64) -> &'r Value {
         .unwrap_or_else(|| panic!("no call site of {bytes} bytes: {process:#}"))
 }
 
-/// The group names makeBuffers at its call site, from a frame in anonymous memory (JIT code,
-/// no module) that the perf map named.
+/// The group names makeBuffers at its call site (the runtime's frames above it skipped),
+/// from a frame in anonymous memory (JIT code, no module) that the perf map named.
 fn assert_names_make_buffers(report: &Value, pid: u64, when: &str) {
     let group = group_of_at_least(report, pid, 40 * 4 * MIB);
     let call_site = group["call_site"].as_str().unwrap();
+    let first = call_site.split(" ← ").next().unwrap();
     assert!(
-        call_site.starts_with("JS:") && call_site.contains("makeBuffers"),
+        first.contains("makeBuffers"),
         "{when}: the call site is {call_site:?}"
     );
     let jit_frame = group["frames"].as_array().unwrap().iter().find(|frame| {
@@ -89,9 +97,7 @@ fn node_frames_are_named_from_its_perf_map_live_and_in_a_replay() {
         .expect("starting node");
     let pid = child.id();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
+    wait_for_line(&mut stdout, "ready");
 
     let report_path = scratch.file("report.json");
     let recording = scratch.file("node.mtrace");
@@ -106,9 +112,7 @@ fn node_frames_are_named_from_its_perf_map_live_and_in_a_replay() {
         report_path.to_str().unwrap(),
     ]);
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    line.clear();
-    stdout.read_line(&mut line).unwrap();
-    assert_eq!(line, "kept 40\n");
+    wait_for_line(&mut stdout, "kept 40");
     assert!(child.wait().unwrap().success());
     let (status, stderr) = tracer.wait(Duration::from_secs(60));
     assert!(status.success(), "memtrace failed: {stderr}");
@@ -128,4 +132,67 @@ fn node_frames_are_named_from_its_perf_map_live_and_in_a_replay() {
     let (output, replayed) = replay_json(&scratch, &recording, &[]);
     assert!(output.status.success(), "{output:?}");
     assert_names_make_buffers(&replayed, pid.into(), "replay");
+}
+
+/// A JVM's compiled Java method, named from the perf map `jcmd PID Compiler.perfmap` writes.
+/// The JIT code keeps frame pointers (-XX:+PreserveFramePointer, what profiling a JVM with
+/// perf maps asks for: compiled Java frames have no CFI), and C1 compiles makeBuffers (C2
+/// would drop the paths 4 MiB buffers take that the warm-up did not, and run them in the
+/// interpreter).
+#[test]
+fn a_jvm_method_is_named_from_its_perf_map() {
+    require_root();
+    let (Some(java), Some(javac), Some(jcmd)) = (tool("java"), tool("javac"), tool("jcmd")) else {
+        return;
+    };
+    let scratch = Scratch::new("jit-jvm");
+    let source = workspace_root().join("tests/programs/Retainer.java");
+    let compiled = Command::new(javac)
+        .arg("-d")
+        .arg(scratch.path())
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(compiled.success());
+    let mut child = Command::new(java)
+        .args([
+            "-XX:+PreserveFramePointer",
+            "-XX:TieredStopAtLevel=1",
+            "-cp",
+        ])
+        .arg(scratch.path())
+        .arg("Retainer")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting java");
+    let pid = child.id();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    wait_for_line(&mut stdout, "ready");
+    let perfmap = Command::new(jcmd)
+        .args([&pid.to_string(), "Compiler.perfmap"])
+        .output()
+        .unwrap();
+    assert!(perfmap.status.success(), "{perfmap:?}");
+    let perf_map = format!("/tmp/perf-{pid}.map");
+    assert!(Path::new(&perf_map).exists(), "jcmd wrote no {perf_map}");
+
+    let report_path = scratch.file("report.json");
+    let tracer = Tracer::attach(&[
+        "--pid",
+        &pid.to_string(),
+        "--format",
+        "json",
+        "-o",
+        report_path.to_str().unwrap(),
+    ]);
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    wait_for_line(&mut stdout, "kept 40");
+    assert!(child.wait().unwrap().success());
+    let (status, stderr) = tracer.wait(Duration::from_secs(60));
+    assert!(status.success(), "memtrace failed: {stderr}");
+    let _ = std::fs::remove_file(&perf_map);
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    assert_names_make_buffers(&report, pid.into(), "live");
 }
