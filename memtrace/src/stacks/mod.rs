@@ -26,7 +26,7 @@
 //! and callers that name frames one by one should do the same.
 
 mod dwarf;
-mod elf;
+pub(crate) mod elf;
 mod frame_pointer;
 pub mod mapped_file;
 mod module_symbols;
