@@ -14,6 +14,7 @@ use anyhow::{bail, Context as _, Result};
 use crate::{build, cmd, privilege, workspace::Workspace};
 
 mod hook_cost;
+mod stacks;
 
 #[derive(clap::Args)]
 pub struct BenchOptions {
@@ -35,6 +36,9 @@ pub struct BenchOptions {
     /// Only measure the highest event rate memtrace takes with nothing lost.
     #[arg(long)]
     rate_only: bool,
+    /// Only measure call stacks at scale: peak RSS on a large executable, samples/s.
+    #[arg(long)]
+    stacks_only: bool,
 }
 
 /// Each iteration of the workload makes two syscalls (mmap, munmap).
@@ -156,6 +160,9 @@ pub fn bench(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
     if options.rate_only {
         return sustained_rate(workspace, &memtrace, &scratch.path, options.rate_rounds);
     }
+    if options.stacks_only {
+        return stacks::measure(workspace, &memtrace, &scratch.path);
+    }
     let workload = compile_workload(workspace)?;
     if options.hook_only {
         return hook_cost::measure(
@@ -227,7 +234,8 @@ pub fn bench(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
         options.runs,
         &scratch,
     )?;
-    sustained_rate(workspace, &memtrace, &scratch.path, options.rate_rounds)
+    sustained_rate(workspace, &memtrace, &scratch.path, options.rate_rounds)?;
+    stacks::measure(workspace, &memtrace, &scratch.path)
 }
 
 /// Stack settings the sustained-rate measurement compares: every call sampled (the most a
