@@ -140,6 +140,9 @@ pub struct JitSymbolRecord {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct StackRecord {
     pub frames: Vec<u64>,
+    /// The walk stopped before the outermost frame (the entry point): the stack is cut
+    /// short, not whole.
+    pub truncated: bool,
 }
 
 /// A file the kernel named by walking its dentries (a mapping's backing file, a memfd).

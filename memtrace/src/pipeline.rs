@@ -205,7 +205,7 @@ impl Pipeline {
     /// result as a `Stack` event: recordings carry frames, not stack bytes.
     pub fn feed_stack(&mut self, capture: &StackCapture) -> Result<(), RecordError> {
         let sample = &capture.sample;
-        let (frames, new_modules, jit_symbols) = match self.model.process(capture.pid) {
+        let (frames, truncated, new_modules, jit_symbols) = match self.model.process(capture.pid) {
             Some(process) => {
                 let root = self.roots.shared_root_of(capture.pid);
                 let modules = ProcessModules {
@@ -215,7 +215,8 @@ impl Pipeline {
                         root,
                     },
                 };
-                let frames = self.unwinder.unwind(sample, &modules, MAX_FRAMES);
+                let walk = self.unwinder.walk(sample, &modules, MAX_FRAMES);
+                let frames = walk.frames;
                 let mut new_modules: Vec<MappedFile> = frames
                     .iter()
                     .filter_map(|&address| modules.mapping_at(address.saturating_sub(1)))
@@ -234,7 +235,7 @@ impl Pipeline {
                     &modules.view,
                     &mut self.perf_maps,
                 );
-                (frames, new_modules, jit_symbols)
+                (frames, walk.truncated, new_modules, jit_symbols)
             }
             None => return Ok(()),
         };
@@ -291,7 +292,10 @@ impl Pipeline {
                 }),
             ))?;
         }
-        self.feed(&event_of(capture, EventBody::Stack(StackRecord { frames })))
+        self.feed(&event_of(
+            capture,
+            EventBody::Stack(StackRecord { frames, truncated }),
+        ))
     }
 
     /// The processes whose frames were named from their perf maps.

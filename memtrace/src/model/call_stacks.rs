@@ -26,6 +26,8 @@ pub struct CallStacks {
     /// The JIT functions each process's stacks run through, by start: what its perf map named
     /// them when they were unwound.
     jit_symbols: HashMap<u32, BTreeMap<u64, (u64, String)>>,
+    /// Stacks whose walk stopped before the outermost frame.
+    truncated: std::collections::HashSet<StackId>,
 }
 
 impl CallStacks {
@@ -38,6 +40,19 @@ impl CallStacks {
         self.stacks.push(Arc::clone(&frames));
         self.ids.insert(frames, id);
         id
+    }
+
+    /// The stack with these frames was cut short (its walk stopped before the entry point).
+    pub(crate) fn mark_truncated(&mut self, frames: &[u64]) {
+        let id = self.intern(frames);
+        self.truncated.insert(id);
+    }
+
+    /// Whether the stack with these frames was cut short.
+    pub fn is_truncated(&self, frames: &[u64]) -> bool {
+        self.ids
+            .get(frames)
+            .is_some_and(|id| self.truncated.contains(id))
     }
 
     /// Return addresses, innermost first.

@@ -127,7 +127,12 @@ impl Model {
             EventBody::Exec(record) => self.exec(event, record),
             EventBody::Exit(record) => self.exit(event, record),
             EventBody::Snapshot(record) => self.snapshot(event, record),
-            EventBody::Stack(record) => self.attach_stack(event, &record.frames),
+            EventBody::Stack(record) => {
+                self.attach_stack(event, &record.frames);
+                if record.truncated {
+                    self.stacks.mark_truncated(&record.frames);
+                }
+            }
             EventBody::Module(record) => {
                 self.stacks
                     .record_module(event.pid, &record.path, &record.build_id)

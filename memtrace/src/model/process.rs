@@ -218,6 +218,11 @@ impl<'m> ProcessView<'m> {
         self.stacks.jit_function(self.process.pid, address)
     }
 
+    /// Whether the stack with these frames was cut short before the entry point.
+    pub fn stack_truncated(&self, frames: &[u64]) -> bool {
+        self.stacks.is_truncated(frames)
+    }
+
     /// Whether any of this process's frames was named from its perf map.
     pub fn has_jit_symbols(&self) -> bool {
         self.stacks.has_jit_symbols(self.process.pid)

@@ -59,6 +59,8 @@ mod extended {
     pub const LOST_WITH_STACKS: u8 = 4;
     /// A [`JitSymbolRecord`]: start, length, name.
     pub const JIT_SYMBOL: u8 = 5;
+    /// A [`StackRecord`] cut short (`truncated`), written as [`STACK`] is.
+    pub const STACK_TRUNCATED: u8 = 6;
 }
 
 /// The byte that starts a syscall body: the [`Syscall`] number and which optional parts follow.
@@ -350,7 +352,11 @@ fn encode_body(body: &EventBody, time_ns: u64, context: &mut FrameContext, buf: 
             }
         }
         EventBody::Stack(record) => {
-            buf.put_u8(extended::STACK);
+            buf.put_u8(if record.truncated {
+                extended::STACK_TRUNCATED
+            } else {
+                extended::STACK
+            });
             encode_stack(record, context, buf);
         }
         EventBody::Container(record) => {
@@ -406,6 +412,7 @@ fn decode_stack(context: &mut FrameContext, buf: &mut &[u8]) -> Result<StackReco
             .ok_or(Malformed("a stack refers to one its frame has not given"))?;
         return Ok(StackRecord {
             frames: frames.clone(),
+            truncated: false,
         });
     }
     let count = get_uvarint(buf)?;
@@ -420,7 +427,10 @@ fn decode_stack(context: &mut FrameContext, buf: &mut &[u8]) -> Result<StackReco
         frames.push(previous);
     }
     context.stacks.push(frames.clone());
-    Ok(StackRecord { frames })
+    Ok(StackRecord {
+        frames,
+        truncated: false,
+    })
 }
 
 #[inline]
@@ -460,6 +470,10 @@ fn decode_body(
         }),
         kind::EXTENDED => match get_u8(buf)? {
             extended::STACK => EventBody::Stack(decode_stack(context, buf)?),
+            extended::STACK_TRUNCATED => EventBody::Stack(StackRecord {
+                truncated: true,
+                ..decode_stack(context, buf)?
+            }),
             extended::LOST_WITH_STACKS => EventBody::Lost(LostRecord {
                 ring_full: get_uvarint(buf)?,
                 pending_full: get_uvarint(buf)?,

@@ -60,9 +60,11 @@ pub(crate) fn unreleased_by_stack(
     let mut groups: Vec<CallSiteGroup> = by_stack
         .into_iter()
         .map(|(frames, (bytes, sizes, kinds))| {
+            let truncated = view.stack_truncated(frames);
             let frames = frame_reports(view, frames, namer);
             let sizes = SizeGroup::from_counts(sizes);
             CallSiteGroup {
+                truncated,
                 count: sizes.iter().map(|s| s.count).sum(),
                 bytes,
                 call_site: call_site(&frames),

@@ -355,6 +355,8 @@ impl Program {
                     kinds: site.kinds.clone(),
                     sizes: SizeGroup::from_counts(site.sizes.iter().map(|(&s, &c)| (s, c))),
                     frames,
+                    // Folded sites keep their frames, not how their walks ended.
+                    truncated: false,
                 }
             })
             .collect();

@@ -320,6 +320,9 @@ pub struct CallSiteGroup {
     pub sizes: Vec<SizeGroup>,
     /// Innermost first.
     pub frames: Vec<FrameReport>,
+    /// The stack was cut short before the program's entry point: its outer frames are
+    /// unknown.
+    pub truncated: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

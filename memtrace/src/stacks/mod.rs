@@ -86,6 +86,16 @@ impl StackSample {
     }
 }
 
+/// The return addresses of one walk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Walk {
+    /// Innermost first; the first is the syscall's ip.
+    pub frames: Vec<u64>,
+    /// The walk stopped before the outermost frame: at `max_frames`, at stack bytes it
+    /// lacked, or at an address it could not unwind.
+    pub truncated: bool,
+}
+
 /// A file mapping of the process at the time of the sample, as memtrace's model knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MappedFile {

@@ -21,7 +21,7 @@ use super::{
     frame_pointer,
     modules::{Module, ModuleCache, SharedModules},
     unwind_sections::{SectionData, UnwindSections},
-    FileView, MappedFile, ModuleMap, StackAbi, StackSample,
+    FileView, MappedFile, ModuleMap, StackAbi, StackSample, Walk,
 };
 
 /// Unwinds stack samples with the unwind sections of the modules in its [`ModuleCache`].
@@ -80,8 +80,21 @@ impl Unwinder {
         modules: &dyn ModuleMap,
         max_frames: usize,
     ) -> Vec<u64> {
+        self.walk(sample, modules, max_frames).frames
+    }
+
+    /// [`Self::unwind`], and whether the walk was cut short.
+    pub fn walk(
+        &mut self,
+        sample: &StackSample,
+        modules: &dyn ModuleMap,
+        max_frames: usize,
+    ) -> Walk {
         if max_frames == 0 {
-            return Vec::new();
+            return Walk {
+                frames: Vec::new(),
+                truncated: true,
+            };
         }
         match sample.abi {
             StackAbi::X86_64 => self.unwind_x86_64(sample, modules, max_frames),
@@ -101,7 +114,7 @@ impl Unwinder {
         sample: &StackSample,
         modules: &dyn ModuleMap,
         max_frames: usize,
-    ) -> Vec<u64> {
+    ) -> Walk {
         // A fresh framehop unwinder per sample: module addresses differ between processes, and
         // `ModuleMap` speaks for one process only. The parsed sections are shared (`Arc`), so
         // this costs a few allocations, not a parse.
@@ -112,7 +125,13 @@ impl Unwinder {
 
         let mut frames = vec![sample.ip];
         let mut address = FrameAddress::from_instruction_pointer(sample.ip);
-        while frames.len() < max_frames {
+        loop {
+            if frames.len() >= max_frames {
+                return Walk {
+                    frames,
+                    truncated: true,
+                };
+            }
             let lookup = address.address_for_lookup();
             if !registered.iter().any(|range| range.contains(&lookup)) {
                 if let Some(module) = self.framehop_module(lookup, modules, &registered) {
@@ -122,18 +141,33 @@ impl Unwinder {
             }
             let caller =
                 framehop.unwind_frame(address, &mut regs, &mut self.rule_cache, &mut read_stack);
-            // `Ok(None)` is the outermost frame; an error is a read past the captured stack or
-            // an address no rule could unwind: either way nothing more can be trusted.
-            let Ok(Some(return_address)) = caller else {
-                break;
+            // `Ok(None)` is the outermost frame (`_start`, a thread's start, whose CFI says
+            // there is no caller); an error is a read past the captured stack or an address
+            // no rule could unwind: nothing more can be trusted, and the stack is cut short.
+            let return_address = match caller {
+                Ok(Some(return_address)) => return_address,
+                Ok(None) => {
+                    return Walk {
+                        frames,
+                        truncated: false,
+                    }
+                }
+                Err(_) => {
+                    return Walk {
+                        frames,
+                        truncated: true,
+                    }
+                }
             };
             let Some(next) = FrameAddress::from_return_address(return_address) else {
-                break;
+                return Walk {
+                    frames,
+                    truncated: true,
+                };
             };
             frames.push(return_address);
             address = next;
         }
-        frames
     }
 
     /// The framehop module for the executable file mapping that holds `address`, if its file
