@@ -39,7 +39,7 @@ fn tool(name: &str) -> Option<String> {
 }
 
 /// The call-site group of the process's unreleased memory that holds `bytes` or more.
-fn group_of_at_least<'r>(report: &'r Value, pid: u64, bytes: u64) -> &'r Value {
+fn group_of_at_least(report: &Value, pid: u64, bytes: u64) -> &Value {
     let process = report["processes"]
         .as_array()
         .unwrap()
@@ -91,6 +91,8 @@ fn node_frames_are_named_from_its_perf_map_live_and_in_a_replay() {
     let mut child = Command::new(node)
         .args(["--perf-basic-prof", "--always-sparkplug"])
         .arg(&script)
+        // Where node writes its isolate log.
+        .current_dir(scratch.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
