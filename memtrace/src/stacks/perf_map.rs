@@ -16,12 +16,13 @@
 //! ([`crate::file_access`]), and at most [`MAX_MAP_BYTES`] of it are read.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     fs::File,
     io::{self, BufRead, BufReader, Read as _, Seek, SeekFrom},
     os::unix::fs::MetadataExt,
     path::PathBuf,
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 use crate::file_access::{open_regular, Links};
@@ -46,15 +47,34 @@ pub struct PerfMaps {
     maps: HashMap<u32, PerfMap>,
 }
 
+/// How long a process whose perf map could not be opened goes without another look: a
+/// process that writes none would otherwise cost a status read and two opens per frame of
+/// its JIT code.
+const RETRY_MISSING: Duration = Duration::from_secs(1);
+
 /// One process's perf map, as far as it was read.
 #[derive(Debug, Default)]
 struct PerfMap {
+    /// Its pid in its own namespace, which names the file.
+    ns_pid: Option<u32>,
+    /// When the map could not be opened last, if it could not.
+    missing_since: Option<Instant>,
     /// The file read, by device and inode: another file there is read from the start.
     identity: Option<(u64, u64)>,
     /// Bytes parsed so far (up to the end of the last whole line).
     consumed: u64,
-    /// By start address.
-    symbols: BTreeMap<u64, (u64, Arc<str>)>,
+    /// By start address; of two at one start, the later line last (the runtime reused the
+    /// address). Names are in `names`: a large JVM's map has tens of thousands of lines.
+    symbols: Vec<Symbol>,
+    names: String,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Symbol {
+    start: u64,
+    len: u64,
+    name_start: u32,
+    name_len: u32,
 }
 
 impl PerfMaps {
@@ -69,7 +89,20 @@ impl PerfMaps {
         if let Some(found) = map.lookup(address) {
             return Some(found);
         }
-        let (file, path) = open_map(*pid, root.as_deref())?;
+        if map
+            .missing_since
+            .is_some_and(|since| since.elapsed() < RETRY_MISSING)
+        {
+            return None;
+        }
+        let ns_pid = *map
+            .ns_pid
+            .get_or_insert_with(|| namespace_pid(*pid).unwrap_or(*pid));
+        let Some((file, path)) = open_map(*pid, ns_pid, root.as_deref()) else {
+            map.missing_since = Some(Instant::now());
+            return None;
+        };
+        map.missing_since = None;
         if let Err(error) = map.read_on(file) {
             log::debug!("{}: {error}", path.display());
         }
@@ -93,11 +126,16 @@ impl PerfMaps {
 
 impl PerfMap {
     fn lookup(&self, address: u64) -> Option<JitSymbol> {
-        let (&start, (len, name)) = self.symbols.range(..=address).next_back()?;
-        (address - start < *len).then(|| JitSymbol {
-            start,
-            len: *len,
-            name: Arc::clone(name),
+        let after = self
+            .symbols
+            .partition_point(|symbol| symbol.start <= address);
+        let symbol = self.symbols.get(after.checked_sub(1)?)?;
+        let start = symbol.name_start as usize;
+        let name = self.names.get(start..start + symbol.name_len as usize)?;
+        (address - symbol.start < symbol.len).then(|| JitSymbol {
+            start: symbol.start,
+            len: symbol.len,
+            name: Arc::from(name),
         })
     }
 
@@ -110,6 +148,7 @@ impl PerfMap {
             self.identity = identity;
             self.consumed = 0;
             self.symbols.clear();
+            self.names.clear();
         }
         let end = metadata.len().min(MAX_MAP_BYTES);
         if end <= self.consumed {
@@ -119,25 +158,45 @@ impl PerfMap {
         reader.seek(SeekFrom::Start(self.consumed))?;
         let mut reader = reader.take(end - self.consumed);
         let mut line = Vec::new();
-        loop {
+        let result = loop {
             line.clear();
-            let read = reader.read_until(b'\n', &mut line)?;
+            let read = match reader.read_until(b'\n', &mut line) {
+                Ok(read) => read,
+                Err(error) => break Err(error),
+            };
             // A line still being written (no newline yet) is read next time, whole.
             if read == 0 || line.last() != Some(&b'\n') {
-                return Ok(());
+                break Ok(());
             }
             self.consumed += read as u64;
             if let Some((start, len, name)) = parse_line(&line) {
-                self.symbols.insert(start, (len, Arc::from(name)));
+                self.push(start, len, &name);
             }
-        }
+        };
+        // Stable: of two lines at one start, the later stays after the earlier.
+        self.symbols.sort_by_key(|symbol| symbol.start);
+        result
+    }
+
+    fn push(&mut self, start: u64, len: u64, name: &str) {
+        let (Ok(name_start), Ok(name_len)) =
+            (u32::try_from(self.names.len()), u32::try_from(name.len()))
+        else {
+            return;
+        };
+        self.names.push_str(name);
+        self.symbols.push(Symbol {
+            start,
+            len,
+            name_start,
+            name_len,
+        });
     }
 }
 
 /// The perf map of live process `pid`: in its own `/tmp`, under its pid in its own namespace;
 /// once it is gone, under the root it was last known to have.
-fn open_map(pid: u32, root: Option<&str>) -> Option<(File, PathBuf)> {
-    let ns_pid = namespace_pid(pid).unwrap_or(pid);
+fn open_map(pid: u32, ns_pid: u32, root: Option<&str>) -> Option<(File, PathBuf)> {
     let name = format!("tmp/perf-{ns_pid}.map");
     let mut candidates = vec![PathBuf::from(format!("/proc/{pid}/root/{name}"))];
     candidates.extend(root.map(|root| PathBuf::from(root).join(&name)));
@@ -205,7 +264,15 @@ mod tests {
         let view = FileView::Process { pid, root: None };
         let mut maps = PerfMaps::default();
         assert_eq!(maps.symbol_at(&view, 0x1000), None, "no map yet");
+        let mut file = File::create(&path).unwrap();
+        file.write_all(b"1000 100 first\n").unwrap();
+        assert_eq!(
+            maps.symbol_at(&view, 0x1000),
+            None,
+            "not looked for again at once"
+        );
 
+        let mut maps = PerfMaps::default();
         let mut file = File::create(&path).unwrap();
         file.write_all(b"1000 100 first\n2000 10 sec").unwrap();
         let first = maps.symbol_at(&view, 0x10ff).unwrap();
