@@ -335,17 +335,34 @@ fn emit_stack_sample(regs: *const pt_regs, abi: Abi, tgid: u32, tid: u32, timest
         (*event).sp = sp;
         (*event).bp = bp;
         (*event)._pad = 0;
-        let sp = sp as *const u8;
+        // All of the stack from `sp` up to the buffer's size, or as much as lies before the
+        // end of the stack's mapping. A read that crosses the mapping's end fails whole, and
+        // where main's frame sits within the buffer's size of the stack's top (ASLR and the
+        // environment's size decide) a fixed shorter fallback cut the stack before `_start`
+        // in some runs and not in others. A mapping ends on a page boundary, so the readable
+        // length is one of the page ends above `sp`: trying those, longest first, copies
+        // exactly up to the end.
+        use memtrace_common::STACK_SAMPLE_BYTES as BYTES;
+        const PAGE: u64 = 4096;
+        const PAGES: u64 = BYTES as u64 / PAGE;
+        let source = sp as *const u8;
         let stack = &mut (*event).stack;
-        (*event).len = if bpf_probe_read_user_buf(sp, &mut stack[..8192]).is_ok() {
-            8192
-        } else if bpf_probe_read_user_buf(sp, &mut stack[..4096]).is_ok() {
-            4096
-        } else if bpf_probe_read_user_buf(sp, &mut stack[..1024]).is_ok() {
-            1024
-        } else {
-            0
-        };
+        let mut copied = 0;
+        // The page ends above `sp`, from the first beyond the buffer down to the nearest.
+        let mut end = PAGE - (sp & (PAGE - 1)) + PAGES * PAGE;
+        for _ in 0..=PAGES {
+            // Masked as well as bounded, so the verifier knows the length stays in `stack`.
+            let len = (end.min(BYTES as u64) as usize) & (2 * BYTES - 1);
+            if len == 0 || len > BYTES {
+                break;
+            }
+            if bpf_probe_read_user_buf(source, &mut stack[..len]).is_ok() {
+                copied = len as u32;
+                break;
+            }
+            end = end.wrapping_sub(PAGE);
+        }
+        (*event).len = copied;
     }
     // Like the event ring, wake the reader only once a quarter of the ring waits.
     let flags = if STACKS.query(BPF_RB_AVAIL_DATA as u64) >= u64::from(STACK_RING_BYTES / 4) {

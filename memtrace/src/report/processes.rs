@@ -58,6 +58,7 @@ pub(crate) fn process_report(
             ns_pid: container.ns_pid,
             root: container.root.clone(),
         }),
+        perf_map: view.has_jit_symbols(),
         anomalies: anomaly_report(process.anomalies()),
     }
 }
