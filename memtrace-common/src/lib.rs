@@ -1,6 +1,6 @@
 //! The event ABI between memtrace's eBPF programs and its userspace.
 //!
-//! Every record the kernel side writes into the ring buffer starts with an [`MessageHeader`]
+//! Every message the kernel side writes into the ring buffer starts with a [`MessageHeader`]
 //! whose `kind` says which of the `#[repr(C)]` structs below follows. Both sides compile this one
 //! definition, so the layouts cannot drift apart. Fields are sized and padded explicitly (no
 //! `bool`, no implicit padding) so that the bytes are the same on both sides.
@@ -78,6 +78,8 @@ pub enum MessageKind {
     SyscallDetail = 6,
     /// A [`StackSampleMessage`]: the user stack of the syscall just reported by the same thread.
     StackSample = 7,
+    /// A [`CommMessage`]: a thread's name, when it changed or when the thread was first seen.
+    Comm = 8,
 }
 
 impl MessageKind {
@@ -89,6 +91,7 @@ impl MessageKind {
             4 => Self::Exit,
             6 => Self::SyscallDetail,
             7 => Self::StackSample,
+            8 => Self::Comm,
             _ => return None,
         })
     }
@@ -128,8 +131,24 @@ impl Syscall {
         Self::Close,
     ];
 
+    /// A match rather than a search of [`Self::ALL`]: the eBPF programs call it on their hot
+    /// path, where a search is a loop.
+    #[inline(always)]
     pub fn from_u32(value: u32) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| *s as u32 == value)
+        Some(match value {
+            1 => Self::Mmap,
+            2 => Self::Mmap2,
+            3 => Self::OldMmap,
+            4 => Self::Munmap,
+            5 => Self::Brk,
+            6 => Self::Mremap,
+            7 => Self::Mprotect,
+            8 => Self::MemfdCreate,
+            9 => Self::Execve,
+            10 => Self::Execveat,
+            11 => Self::Close,
+            _ => return None,
+        })
     }
 
     /// The kernel's own name for the syscall, as strace prints it; the report's rows fold
@@ -198,12 +217,17 @@ impl Syscall {
     }
 }
 
-/// Starts every record in the ring buffer.
+/// Starts every message in the ring buffer.
+///
+/// It carries no comm: `bpf_get_current_comm` cost a fifth of a traced syscall's program time,
+/// and the comm changes only at exec and rename. A thread's comm comes once, when the thread is
+/// first seen ([`CommMessage`]) or born ([`ForkMessage::comm`]), and again when it changes
+/// ([`ExecMessage::comm`], a [`CommMessage`] from `task_rename`); userspace keeps it per thread.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct MessageHeader {
-    /// An [`MessageKind`].
+    /// A [`MessageKind`].
     pub kind: u32,
     /// An [`Abi`]: the ABI of the syscall being made (for process events, of the task; for
     /// an exec, of the task before the exec: `ExecMessage::new_abi` is the one after).
@@ -212,6 +236,17 @@ pub struct MessageHeader {
     pub timestamp_ns: u64,
     pub tgid: u32,
     pub tid: u32,
+}
+
+/// A thread's comm: sent when a traced thread is first seen by the syscall programs (one that
+/// was there before tracing began, or joined the `--cgroup`) and when a traced thread is
+/// renamed (`task_rename`: prctl(PR_SET_NAME), a write to /proc/PID/comm, exec's own rename).
+/// The header names the thread, which for a rename is not always the one that renamed it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct CommMessage {
+    pub header: MessageHeader,
     pub comm: [u8; COMM_LEN],
 }
 
@@ -326,6 +361,8 @@ pub struct ForkMessage {
     /// [`fork_flags`].
     pub flags: u32,
     pub _pad: u32,
+    /// The parent's comm, which the child inherits.
+    pub comm: [u8; COMM_LEN],
 }
 
 /// Where a new image's pieces are, as the kernel set them up at exec: `mm_struct`'s bounds,
@@ -367,6 +404,8 @@ pub struct ExecMessage {
     /// The ABI of the new image, from its ELF header (`bprm->buf`).
     pub new_abi: u32,
     pub _pad: u32,
+    /// The comm the exec gave the task (the new file's name).
+    pub comm: [u8; COMM_LEN],
     pub layout: ImageLayout,
     /// Where the vdso is (auxv AT_SYSINFO_EHDR): userspace places the special mappings by it.
     pub vdso_base: u64,
@@ -484,6 +523,10 @@ impl ProbeConfig {
 pub mod names {
     pub const EVENTS_MAP: &str = "EVENTS";
     pub const TRACED_MAP: &str = "TRACED";
+    /// The threads of traced processes the programs have seen (tid → unused): a syscall of a
+    /// thread found here costs one lookup; one not found is checked against [`TRACED_MAP`],
+    /// added, and its comm sent.
+    pub const THREADS_MAP: &str = "THREADS";
     pub const LOST_MAP: &str = "LOST";
     /// The ring of [`super::StackSampleMessage`]s, apart from [`EVENTS_MAP`].
     pub const STACKS_MAP: &str = "STACKS";
@@ -535,6 +578,15 @@ pub fn record_as_bytes<T: bytemuck::Pod>(value: &T) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn from_u32_inverts_the_discriminant() {
+        for syscall in Syscall::ALL {
+            assert_eq!(Syscall::from_u32(syscall as u32), Some(syscall));
+        }
+        assert_eq!(Syscall::from_u32(0), None);
+        assert_eq!(Syscall::from_u32(Syscall::ALL.len() as u32 + 1), None);
+    }
 
     /// The tracepoints' first filter lets through exactly the numbers of both ABIs.
     #[test]

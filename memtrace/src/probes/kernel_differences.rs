@@ -67,12 +67,13 @@ impl KernelDifferences {
     }
 
     /// The process events' programs to attach as raw tracepoints, as (program, tracepoint): the
-    /// same on every backend and kernel, then the kernel-specific one. (The syscalls' programs
+    /// same on every backend and kernel (fork, exec, rename), then the kernel-specific one. (The syscalls' programs
     /// are chosen by `backend`.)
-    pub fn process_tracepoints(&self) -> [(&'static str, &'static str); 3] {
+    pub fn process_tracepoints(&self) -> [(&'static str, &'static str); 4] {
         [
             ("sched_process_fork", "sched_process_fork"),
             ("sched_process_exec", "sched_process_exec"),
+            ("task_rename", "task_rename"),
             (self.exit_program, EXIT_TRACEPOINT),
         ]
     }
