@@ -10,7 +10,10 @@ use aya_ebpf::{
 };
 use memtrace_common::{lost_slot, Abi, CommMessage, MessageHeader, MessageKind, COMM_LEN};
 
-use crate::{CONFIG, EVENTS, LOST, THREADS, TRACED};
+use crate::{
+    kernel_structs::{current_task, identity, KernelPtr},
+    CONFIG, EVENTS, LOST, THREADS, TRACED,
+};
 
 /// The current task's (tgid, tid).
 #[inline(always)]
@@ -66,18 +69,25 @@ fn first_seen(tgid: u32, tid: u32) -> bool {
     // A full table costs a comm message per syscall of the threads that did not fit, never a
     // wrong name.
     let _ = THREADS.insert(tid, 0, 0);
-    emit_comm(tgid, tid, bpf_get_current_comm().unwrap_or([0; COMM_LEN]));
+    emit_comm(
+        current_task(),
+        tgid,
+        tid,
+        bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+    );
     true
 }
 
-/// Tells userspace a thread's comm.
-pub fn emit_comm(tgid: u32, tid: u32, comm: [u8; COMM_LEN]) {
+/// Tells userspace the comm and identity of `task`, thread `tid` of process `tgid`.
+pub fn emit_comm(task: KernelPtr, tgid: u32, tid: u32, comm: [u8; COMM_LEN]) {
+    let identity = identity(task);
     let Some(mut entry) = reserve::<CommMessage>() else {
         return;
     };
     entry.write(CommMessage {
         header: header(MessageKind::Comm, Abi::Unknown, tgid, tid),
         comm,
+        identity,
     });
     entry.submit(submit_flags());
 }

@@ -7,13 +7,16 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use memtrace_common::{
-    fork_flags, Abi, ExecMessage, ExitMessage, ForkMessage, MessageKind, COMM_LEN,
+    fork_flags, Abi, ExecMessage, ExitMessage, ForkMessage, Identity, MessageKind,
+    OomVictimMessage, COMM_LEN, UNKNOWN_UID,
 };
 
 use crate::{
     emit::{current_ids, emit_comm, header, is_traced, log_enabled, reserve, submit_flags},
     in_flight,
-    kernel_structs::{current_abi, fill_file_path, offset, read, read_kernel_string, KernelPtr},
+    kernel_structs::{
+        current_abi, fill_file_path, identity, offset, read, read_kernel_string, KernelPtr,
+    },
     CONFIG, EXEC_FILENAMES, PENDING, THREADS, TRACED,
 };
 
@@ -59,6 +62,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         let _ = THREADS.insert(child_tid, 0, 0);
     }
 
+    let child_identity = identity(child);
     let mut entry = reserve::<ForkMessage>().ok_or(0i64)?;
     entry.write(ForkMessage {
         header: header(MessageKind::Fork, current_abi(), tgid, tid),
@@ -67,6 +71,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         flags,
         _pad: 0,
         comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+        child: child_identity,
     });
     entry.submit(submit_flags());
     Ok(())
@@ -126,6 +131,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
     // discarded on every path.
     let mm: KernelPtr = read(task, offset!(task_mm))?;
     let new_abi = image_abi(bprm);
+    let task_identity = identity(task);
     let mut entry = reserve::<ExecMessage>().ok_or(0i64)?;
     let event = entry.as_mut_ptr();
     // SAFETY: `event` is a reservation of an ExecMessage; every field is written.
@@ -136,6 +142,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
         (*event).new_abi = new_abi as u32;
         (*event)._pad = 0;
         (*event).comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+        (*event).identity = task_identity;
         (*event).layout.start_code = read(mm, offset!(mm_start_code)).unwrap_or(0);
         (*event).layout.end_code = read(mm, offset!(mm_end_code)).unwrap_or(0);
         (*event).layout.start_data = read(mm, offset!(mm_start_data)).unwrap_or(0);
@@ -302,6 +309,58 @@ fn try_rename(ctx: &RawTracePointContext) -> Result<(), i64> {
     let mut comm = [0u8; COMM_LEN];
     // SAFETY: the helper checks the kernel address and bounds the copy by `comm`.
     unsafe { bpf_probe_read_kernel_str_bytes(source, &mut comm) }.map_err(|e| e as i64)?;
-    emit_comm(tgid, tid, comm);
+    emit_comm(task, tgid, tid, comm);
+    Ok(())
+}
+
+/// `oom:mark_victim(struct task_struct *task, uid_t uid)`, the tracepoint's form since Linux
+/// 6.8: the victim, with its comm, identity and uid. Attached only when asked for
+/// (`ProbeOptions::oom_victims`); userspace picks this program or the older forms' from the
+/// kernel's BTF, as for `sched_process_exit`.
+#[raw_tracepoint(tracepoint = "mark_victim")]
+pub fn oom_victim(ctx: RawTracePointContext) -> i32 {
+    let uid = ctx.arg::<u64>(1) as u32;
+    let _ = emit_oom_victim_task(ctx.arg(0), uid);
+    0
+}
+
+/// `oom:mark_victim(struct task_struct *task)`.
+#[raw_tracepoint(tracepoint = "mark_victim")]
+pub fn oom_victim_no_uid(ctx: RawTracePointContext) -> i32 {
+    let _ = emit_oom_victim_task(ctx.arg(0), UNKNOWN_UID);
+    0
+}
+
+/// `oom:mark_victim(int pid)`: older kernels name the victim by its pid alone.
+#[raw_tracepoint(tracepoint = "mark_victim")]
+pub fn oom_victim_pid(ctx: RawTracePointContext) -> i32 {
+    let pid = ctx.arg::<u64>(0) as u32;
+    if let Some(mut entry) = reserve::<OomVictimMessage>() {
+        entry.write(OomVictimMessage {
+            header: header(MessageKind::OomVictim, Abi::Unknown, 0, pid),
+            uid: UNKNOWN_UID,
+            has_task: 0,
+            comm: [0; COMM_LEN],
+            identity: Identity::default(),
+        });
+        entry.submit(submit_flags());
+    }
+    0
+}
+
+fn emit_oom_victim_task(task: KernelPtr, uid: u32) -> Result<(), i64> {
+    let tgid: u32 = read(task, offset!(task_tgid))?;
+    let tid: u32 = read(task, offset!(task_pid))?;
+    let comm: [u8; COMM_LEN] = read(task, offset!(task_comm)).unwrap_or([0; COMM_LEN]);
+    let victim = identity(task);
+    let mut entry = reserve::<OomVictimMessage>().ok_or(0i64)?;
+    entry.write(OomVictimMessage {
+        header: header(MessageKind::OomVictim, Abi::Unknown, tgid, tid),
+        uid,
+        has_task: 1,
+        comm,
+        identity: victim,
+    });
+    entry.submit(submit_flags());
     Ok(())
 }

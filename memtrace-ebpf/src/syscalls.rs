@@ -19,8 +19,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use memtrace_common::{
-    lost_slot, syscall_errno, syscall_flags, Abi, MessageKind, StackSampleMessage, Syscall,
-    SyscallDetailMessage, SyscallMessage, STACK_RING_BYTES,
+    ipc_call, lost_slot, syscall_errno, syscall_flags, Abi, MessageKind, StackSampleMessage,
+    Syscall, SyscallDetailMessage, SyscallMessage, IO_SETUP_RING_ARG, STACK_RING_BYTES,
 };
 
 use crate::{
@@ -258,7 +258,11 @@ pub fn exit_syscall(regs: *const pt_regs, number: i64, ret: i64, abi: impl FnOnc
         in_flight::forget_exec(tid);
     }
     // An old_mmap block out of reach: the call is not reported.
-    if let Ok(args) = args {
+    if let Ok(mut args) = args {
+        let mut ret = ret;
+        if !results_in_user_memory(&mut parked, &mut args, &mut ret) {
+            return;
+        }
         if let Ok(timestamp_ns) = emit_syscall(&parked, &args, tgid, tid, ret) {
             if wants_stack_sample(&parked, &args, ret) {
                 emit_stack_sample(regs, Abi::from_u32(parked.abi), tgid, tid, timestamp_ns);
@@ -267,6 +271,56 @@ pub fn exit_syscall(regs: *const pt_regs, number: i64, ret: i64, abi: impl FnOnc
     }
     if parked.flags & syscall_flags::HAS_STRING != 0 {
         let _ = EXEC_FILENAMES.remove(tid);
+    }
+}
+
+/// What the syscalls that answer through user memory made, read at exit into the message: the
+/// ring address io_setup wrote through `ctx_idp` (into `args[2]`), and ia32's ipc(2) turned
+/// into the shmat or shmdt it made (shmat's address is written through its fourth argument).
+/// False for an ipc call memtrace does not report.
+#[inline(always)]
+fn results_in_user_memory(parked: &mut Parked, args: &mut [u64; 6], ret: &mut i64) -> bool {
+    let ia32 = parked.abi == Abi::I386 as u32;
+    if parked.syscall == Syscall::IoSetup as u32 {
+        args[IO_SETUP_RING_ARG] = 0;
+        if *ret == 0 {
+            args[IO_SETUP_RING_ARG] = read_user_word(args[1], ia32);
+        }
+        return true;
+    }
+    if parked.syscall != Syscall::Ipc as u32 {
+        return true;
+    }
+    let [call, first, second, third, ptr, _] = *args;
+    // The call's low 16 bits; the high ones carry a version (ipc/syscall.c).
+    match call & 0xffff {
+        ipc_call::SHMAT => {
+            parked.syscall = Syscall::Shmat as u32;
+            *args = [first, ptr, second, 0, 0, 0];
+            if *ret == 0 {
+                *ret = read_user_word(third, true) as i64;
+            }
+        }
+        ipc_call::SHMDT => {
+            parked.syscall = Syscall::Shmdt as u32;
+            *args = [ptr, 0, 0, 0, 0, 0];
+        }
+        _ => return false,
+    }
+    parked.flags |= syscall_flags::VIA_IPC;
+    true
+}
+
+/// A `u32` (ia32) or `u64` the syscall wrote at `address` in user memory; 0 if out of reach.
+#[inline(always)]
+fn read_user_word(address: u64, ia32: bool) -> u64 {
+    // SAFETY: the helper checks the user address.
+    unsafe {
+        if ia32 {
+            bpf_probe_read_user(address as *const u32).map_or(0, u64::from)
+        } else {
+            bpf_probe_read_user(address as *const u64).unwrap_or(0)
+        }
     }
 }
 

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 
 use memtrace_common::{
     fork_flags, read_record, syscall_flags, Abi, CommMessage, ExecMessage, ExitMessage, FilePath,
-    ForkMessage, MessageHeader, MessageKind, StackSampleMessage, Syscall, SyscallDetailMessage,
-    SyscallMessage,
+    ForkMessage, Identity, MessageHeader, MessageKind, OomVictimMessage, StackSampleMessage,
+    Syscall, SyscallDetailMessage, SyscallMessage, UNKNOWN_UID,
 };
 
 use super::exec_image::LoadedImage;
@@ -29,18 +29,66 @@ pub enum DecodeError {
     UnknownSyscall(u32),
 }
 
-/// A decoded record. An exec also says where its image was loaded, so capture can rebuild
+/// A decoded message. An exec also says where its image was loaded, so capture can rebuild
 /// the mappings the kernel made for it.
 #[derive(Debug)]
 pub enum Decoded {
     Event {
         event: Event,
         loaded_image: Option<LoadedImage>,
+        /// Who the task is, as the kernel said in the message: a fork's child, an exec's task
+        /// (the event types carry no such field yet).
+        identity: Option<TaskIdentity>,
     },
     /// Not an event yet: it becomes one once unwound against the process's layout.
     Stack(StackCapture),
-    /// A thread's comm, now known to the decoder: nothing to deliver.
-    Comm,
+    /// Something the kernel told that is not (yet) an event.
+    Noted(Note),
+}
+
+/// What a message told besides events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// A thread's comm (now known to the decoder, which fills it into the thread's events),
+    /// with its identity: when a traced thread is first seen or renamed.
+    Comm(TaskIdentity),
+    /// The OOM killer chose a victim (`oom:mark_victim`, with `ProbeOptions::oom_victims`).
+    OomVictim(OomVictim),
+}
+
+/// A task's identity from the kernel at the message, so that nothing need read `/proc` after
+/// the fact: `pid` and `tid` as the host sees them, its cgroup v2 id (`bpf_get_current_cgroup_id`'s
+/// value; 0: unknown), and its pid and tid in its own pid namespace (equal to `pid` and `tid`
+/// outside containers; 0: unknown).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskIdentity {
+    pub pid: u32,
+    pub tid: u32,
+    pub cgroup_id: u64,
+    pub ns_pid: u32,
+    pub ns_tid: u32,
+}
+
+impl TaskIdentity {
+    fn new(pid: u32, tid: u32, identity: &Identity) -> Self {
+        Self {
+            pid,
+            tid,
+            cgroup_id: identity.cgroup_id,
+            ns_pid: identity.ns_tgid,
+            ns_tid: identity.ns_tid,
+        }
+    }
+}
+
+/// The OOM killer's victim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OomVictim {
+    pub time_ns: u64,
+    /// 0 on kernels whose tracepoint gives only the victim's pid (then `identity.tid`).
+    pub identity: TaskIdentity,
+    pub comm: Option<Comm>,
+    pub uid: Option<u32>,
 }
 
 /// The registers and stack bytes the kernel copied at a syscall that created memory.
@@ -79,11 +127,26 @@ impl Decoder {
             MessageKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
         let short = || DecodeError::Short(bytes.len());
         let mut loaded_image = None;
+        let mut identity = None;
         let body = match kind {
             MessageKind::Comm => {
                 let message: CommMessage = read_record(bytes).ok_or_else(short)?;
                 self.comms.insert(header.tid, Comm(message.comm));
-                return Ok(Decoded::Comm);
+                return Ok(Decoded::Noted(Note::Comm(TaskIdentity::new(
+                    header.tgid,
+                    header.tid,
+                    &message.identity,
+                ))));
+            }
+            MessageKind::OomVictim => {
+                let message: OomVictimMessage = read_record(bytes).ok_or_else(short)?;
+                let has_task = message.has_task != 0;
+                return Ok(Decoded::Noted(Note::OomVictim(OomVictim {
+                    time_ns: header.timestamp_ns,
+                    identity: TaskIdentity::new(header.tgid, header.tid, &message.identity),
+                    comm: has_task.then_some(Comm(message.comm)),
+                    uid: (message.uid != UNKNOWN_UID).then_some(message.uid),
+                })));
             }
             MessageKind::StackSample => {
                 let sample: StackSampleMessage = read_record(bytes).ok_or_else(short)?;
@@ -125,6 +188,11 @@ impl Decoder {
                 if message.flags & fork_flags::UNTRACED == 0 {
                     self.comms.insert(message.child_tid, comm);
                 }
+                identity = Some(TaskIdentity::new(
+                    message.child_tgid,
+                    message.child_tid,
+                    &message.child,
+                ));
                 EventBody::Fork(ForkRecord {
                     child_pid: message.child_tgid,
                     child_tid: message.child_tid,
@@ -146,6 +214,11 @@ impl Decoder {
                 // A non-leader thread's exec takes over the leader's tid; the others are gone.
                 self.comms.remove(&message.old_tid);
                 self.comms.insert(header.tid, Comm(message.comm));
+                identity = Some(TaskIdentity::new(
+                    header.tgid,
+                    header.tid,
+                    &message.identity,
+                ));
                 EventBody::Exec(Box::new(exec_record(&message)))
             }
             MessageKind::Exit => {
@@ -178,6 +251,7 @@ impl Decoder {
         Ok(Decoded::Event {
             event,
             loaded_image,
+            identity,
         })
     }
 }
@@ -300,6 +374,11 @@ mod tests {
         CommMessage {
             header: header(MessageKind::Comm, Abi::Unknown, 1, tgid, tid),
             comm: comm(name),
+            identity: Identity {
+                cgroup_id: 7,
+                ns_tgid: 1,
+                ns_tid: tid - tgid + 1,
+            },
         }
     }
 
@@ -332,7 +411,13 @@ mod tests {
         let mut decoder = Decoder::default();
         assert!(matches!(
             fed(&mut decoder, &comm_message(42, 43, "prog")),
-            Decoded::Comm
+            Decoded::Noted(Note::Comm(TaskIdentity {
+                pid: 42,
+                tid: 43,
+                cgroup_id: 7,
+                ns_pid: 1,
+                ns_tid: 2
+            }))
         ));
         let record = SyscallMessage {
             header: header(MessageKind::Syscall, Abi::I386, 2_000, 42, 43),
@@ -384,9 +469,32 @@ mod tests {
             flags: fork_flags::THREAD | fork_flags::SHARES_MM,
             _pad: 0,
             comm: comm("server"),
+            child: Identity {
+                cgroup_id: 9,
+                ns_tgid: 1,
+                ns_tid: 2,
+            },
         };
-        let forked = event(&mut decoder, memtrace_common::record_as_bytes(&fork));
+        let Decoded::Event {
+            event: forked,
+            identity,
+            ..
+        } = fed(&mut decoder, &fork)
+        else {
+            panic!("a fork decodes to an event");
+        };
         assert_eq!(forked.comm.as_string(), "server");
+        // The child's identity, as the kernel gave it.
+        assert_eq!(
+            identity,
+            Some(TaskIdentity {
+                pid: 10,
+                tid: 11,
+                cgroup_id: 9,
+                ns_pid: 1,
+                ns_tid: 2
+            })
+        );
         assert_eq!(comm_at(&mut decoder, 10, 11), "server");
         fed(&mut decoder, &comm_message(10, 11, "worker-1"));
         assert_eq!(comm_at(&mut decoder, 10, 11), "worker-1");
@@ -409,8 +517,21 @@ mod tests {
         exec.header = header(MessageKind::Exec, Abi::X86_64, 8_000, 10, 10);
         exec.old_tid = 10;
         exec.comm = comm("true");
-        let execed = event(&mut decoder, memtrace_common::record_as_bytes(&exec));
+        exec.identity = Identity {
+            cgroup_id: 3,
+            ns_tgid: 5,
+            ns_tid: 5,
+        };
+        let Decoded::Event {
+            event: execed,
+            identity,
+            ..
+        } = fed(&mut decoder, &exec)
+        else {
+            panic!("an exec decodes to an event");
+        };
         assert_eq!(execed.comm.as_string(), "true");
+        assert_eq!(identity.map(|i| (i.cgroup_id, i.ns_pid)), Some((3, 5)));
         assert_eq!(comm_at(&mut decoder, 10, 10), "true");
 
         // The whole process exits: nothing of it is kept.
@@ -421,5 +542,106 @@ mod tests {
         };
         event(&mut decoder, memtrace_common::record_as_bytes(&exit));
         assert!(decoder.comms.is_empty(), "{:?}", decoder.comms);
+    }
+
+    fn syscall_of(decoder: &mut Decoder, message: &SyscallMessage) -> SyscallRecord {
+        match event(decoder, memtrace_common::record_as_bytes(message)).body {
+            EventBody::Syscall(syscall) => syscall,
+            other => panic!("expected a syscall, got {other:?}"),
+        }
+    }
+
+    /// #23's syscalls decode like the others: their arguments and result as the kernel side
+    /// put them (ia32's ipc shmat as a shmat, io_setup's ring address in args[2]).
+    #[test]
+    fn every_way_a_mapping_is_made_decodes_to_a_syscall() {
+        let mut decoder = Decoder::default();
+        for (syscall, args, ret) in [
+            (
+                Syscall::Shmat,
+                [5, 0, 0o10000, 0, 0, 0],
+                0x7f12_3400_0000_i64,
+            ),
+            (Syscall::Shmdt, [0x7f12_3400_0000, 0, 0, 0, 0, 0], 0),
+            (
+                Syscall::IoSetup,
+                [128, 0x7ffd_0000_1000, 0x7f55_0000_0000, 0, 0, 0],
+                0,
+            ),
+            (Syscall::IoDestroy, [0x7f55_0000_0000, 0, 0, 0, 0, 0], 0),
+            (
+                Syscall::PkeyMprotect,
+                [0x7f00_0000_0000, 8192, 1, 3, 0, 0],
+                0,
+            ),
+            (Syscall::Mseal, [0x7f00_0000_0000, 8192, 0, 0, 0, 0], -38),
+            (
+                Syscall::RemapFilePages,
+                [0x7f00_0000_0000, 8192, 0, 1, 0, 0],
+                0,
+            ),
+        ] {
+            let message = SyscallMessage {
+                syscall: syscall as u32,
+                args,
+                ret,
+                ..munmap(20, 20, 1_000)
+            };
+            let record = syscall_of(&mut decoder, &message);
+            assert_eq!(
+                (record.syscall, record.args, record.ret),
+                (syscall, args, ret)
+            );
+        }
+        let via_ipc = SyscallMessage {
+            header: header(MessageKind::Syscall, Abi::I386, 2_000, 21, 21),
+            syscall: Syscall::Shmat as u32,
+            flags: syscall_flags::VIA_IPC,
+            args: [3, 0, 0, 0, 0, 0],
+            ret: 0xf7c0_0000,
+            entry_ns: 1_900,
+        };
+        let record = syscall_of(&mut decoder, &via_ipc);
+        assert_eq!((record.syscall, record.ret), (Syscall::Shmat, 0xf7c0_0000));
+        assert_eq!(record.args[0], 3);
+    }
+
+    #[test]
+    fn an_oom_victim_is_noted_with_what_the_kernel_gave() {
+        let mut decoder = Decoder::default();
+        let with_task = OomVictimMessage {
+            header: header(MessageKind::OomVictim, Abi::Unknown, 9_000, 300, 301),
+            uid: 1000,
+            has_task: 1,
+            comm: comm("hog"),
+            identity: Identity {
+                cgroup_id: 77,
+                ns_tgid: 1,
+                ns_tid: 2,
+            },
+        };
+        let Decoded::Noted(Note::OomVictim(victim)) = fed(&mut decoder, &with_task) else {
+            panic!("an OOM victim is a note");
+        };
+        assert_eq!(victim.time_ns, 9_000);
+        assert_eq!((victim.identity.pid, victim.identity.tid), (300, 301));
+        assert_eq!(victim.identity.cgroup_id, 77);
+        assert_eq!(victim.comm.map(|c| c.as_string()), Some("hog".to_owned()));
+        assert_eq!(victim.uid, Some(1000));
+        // Older kernels: the pid alone.
+        let pid_only = OomVictimMessage {
+            header: header(MessageKind::OomVictim, Abi::Unknown, 9_500, 0, 302),
+            uid: UNKNOWN_UID,
+            has_task: 0,
+            comm: [0; 16],
+            identity: Identity::default(),
+        };
+        let Decoded::Noted(Note::OomVictim(victim)) = fed(&mut decoder, &pid_only) else {
+            panic!("an OOM victim is a note");
+        };
+        assert_eq!(
+            (victim.identity.tid, victim.comm, victim.uid),
+            (302, None, None)
+        );
     }
 }

@@ -187,7 +187,9 @@ impl Capture {
                         self.pairing.sampled(stack);
                     }
                 }
-                Ok(Decoded::Event { .. } | Decoded::Comm) | Err(_) => self.counts.undecodable += 1,
+                Ok(Decoded::Event { .. } | Decoded::Noted(_)) | Err(_) => {
+                    self.counts.undecodable += 1
+                }
             }
         }
         while let Some(record) = self.events.next() {
@@ -195,6 +197,7 @@ impl Capture {
                 Ok(Decoded::Event {
                     event,
                     loaded_image,
+                    ..
                 }) => {
                     self.roots.observe(&event);
                     if let Some(image) = &loaded_image {
@@ -206,7 +209,8 @@ impl Capture {
                     out.push(Captured::Event(event));
                     out.extend(sample.map(Captured::Stack));
                 }
-                Ok(Decoded::Comm) => {}
+                // Comms are kept by the decoder; identities and OOM victims have no event yet.
+                Ok(Decoded::Noted(_)) => {}
                 // Samples have a ring of their own; one here would be a kernel-side bug.
                 Ok(Decoded::Stack(_)) => self.counts.undecodable += 1,
                 Err(error) => {
