@@ -119,15 +119,27 @@ pub fn measure(
             results.push((hook, [traced, bystander]));
         }
     }
-    stats.restore()?;
+    drop(stats);
     print(&results, rounds, mmap_iterations, getppid_calls);
     print_program_times(&program_times, rounds);
     Ok(())
 }
 
-/// `kernel.bpf_stats_enabled` switched on, and its value before.
+/// `kernel.bpf_stats_enabled` switched on, and its value before, put back when dropped (also
+/// when a round fails).
 struct BpfStats {
     before: String,
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if let Err(error) = set_sysctl(&self.before) {
+            println!(
+                "xtask: could not restore kernel.bpf_stats_enabled={}: {error:#}",
+                self.before
+            );
+        }
+    }
 }
 
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
@@ -140,10 +152,6 @@ impl BpfStats {
             .to_owned();
         set_sysctl("1")?;
         Ok(Self { before })
-    }
-
-    fn restore(self) -> Result<()> {
-        set_sysctl(&self.before)
     }
 }
 
