@@ -112,6 +112,8 @@ pub struct Capture {
     events: RingBuf<MapData>,
     stacks: RingBuf<MapData>,
     pairing: StackPairing,
+    /// Decodes the messages, and knows each thread's comm.
+    decoder: decode::Decoder,
     /// Each traced process's root, for the images of those gone before their exec is read.
     roots: roots::Roots,
     counts: CaptureCounts,
@@ -124,6 +126,7 @@ impl Capture {
             events,
             stacks,
             pairing: StackPairing::default(),
+            decoder: decode::Decoder::default(),
             roots: roots::Roots::default(),
             counts: CaptureCounts::default(),
             backlog: Arc::default(),
@@ -183,20 +186,23 @@ impl Capture {
     /// waits for it, unless this is the `last` drain.
     pub fn drain(&mut self, out: &mut Vec<Captured>, last: bool) {
         while let Some(record) = self.stacks.next() {
-            match decode::decode(&record) {
+            match self.decoder.decode(&record) {
                 Ok(Decoded::Stack(stack)) => {
                     if self.backlog.admit(&stack) {
                         self.pairing.sampled(stack);
                     }
                 }
-                Ok(Decoded::Event { .. }) | Err(_) => self.counts.undecodable += 1,
+                Ok(Decoded::Event { .. } | Decoded::Noted(_)) | Err(_) => {
+                    self.counts.undecodable += 1
+                }
             }
         }
         while let Some(record) = self.events.next() {
-            match decode::decode(&record) {
+            match self.decoder.decode(&record) {
                 Ok(Decoded::Event {
                     event,
                     loaded_image,
+                    ..
                 }) => {
                     self.roots.observe(&event);
                     if let Some(image) = &loaded_image {
@@ -208,6 +214,8 @@ impl Capture {
                     out.push(Captured::Event(event));
                     out.extend(sample.map(Captured::Stack));
                 }
+                // Comms are kept by the decoder; identities and OOM victims have no event yet.
+                Ok(Decoded::Noted(_)) => {}
                 // Samples have a ring of their own; one here would be a kernel-side bug.
                 Ok(Decoded::Stack(_)) => self.counts.undecodable += 1,
                 Err(error) => {

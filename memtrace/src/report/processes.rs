@@ -72,7 +72,7 @@ fn anomaly_report(anomalies: &Anomalies) -> AnomalyReport {
             .map(|anomaly| {
                 format!(
                     "{}({:#x}, {}, {}) = {:#x}: {}",
-                    SyscallName::of(anomaly.syscall).as_str(),
+                    SyscallName::of(anomaly.syscall).map_or("?", SyscallName::as_str),
                     anomaly.args[0],
                     anomaly.args[1],
                     anomaly.args[2],
