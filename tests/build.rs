@@ -60,10 +60,16 @@ impl Bits {
 
 const BOTH: &[Bits] = &[Bits::B64, Bits::B32];
 
-const EXTRA_VARIANTS: [ExtraVariant; 4] = [
+const EXTRA_VARIANTS: [ExtraVariant; 5] = [
     // The stack tests: frame pointers kept, and omitted (only DWARF CFI unwinds it).
     ("bigalloc", "fp", BOTH, &["-fno-omit-frame-pointer"]),
     ("bigalloc", "nofp", BOTH, &["-fomit-frame-pointer"]),
+    (
+        "stack_depth",
+        "nofp",
+        &[Bits::B64],
+        &["-fomit-frame-pointer"],
+    ),
     // The container test: a static program the container's older glibc can run, and a decoy
     // with other functions at the same path on the host (see inside.c).
     (

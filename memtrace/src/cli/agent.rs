@@ -32,7 +32,11 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or(65_530);
     let options = AgentOptions {
         target,
-        probes: args.probes.options(true, 0),
+        probes: crate::probes::ProbeOptions {
+            // The OOM killer's choice is the oom trigger's; the program loads only for it.
+            oom_victims: enabled.contains(&TriggerKind::Oom),
+            ..args.probes.options(true, 0)
+        },
         capture_dir: args.capture_dir.clone(),
         history: seconds("--history", args.history)?,
         history_bytes: args.history_bytes,

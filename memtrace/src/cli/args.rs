@@ -258,6 +258,7 @@ impl ProbeArgs {
             stack_min_bytes: (!self.no_stacks).then_some(self.stack_min_size),
             backend: self.backend,
             cgroup_id,
+            oom_victims: false,
         }
     }
 }

@@ -122,11 +122,17 @@ impl Model {
                 self.attach(event, record)
             }
             EventBody::Keyframe(_) => {}
-            EventBody::Stack(record) => self.attach_stack(event, &record.frames),
+            EventBody::Stack(record) => {
+                self.attach_stack(event, &record.frames);
+                if record.truncated {
+                    self.stacks.mark_truncated(&record.frames);
+                }
+            }
             EventBody::Module(record) => {
                 self.stacks
                     .record_module(event.pid, &record.path, &record.build_id)
             }
+            EventBody::JitSymbol(record) => self.stacks.record_jit_symbol(event.pid, record),
             // Kernel allocations belong to no process: kernel mode's model takes them.
             EventBody::KernelSnapshot(_) => {}
             EventBody::Container(record) => {

@@ -256,6 +256,12 @@ fn process_block(
             container.ns_pid, container.cgroup, container.root
         );
     }
+    if process.perf_map {
+        let _ = writeln!(
+            out,
+            "  JIT frames named from its perf map (/tmp/perf-PID.map)"
+        );
+    }
     for exec in &process.execs {
         exec_lines(out, report, exec);
     }
@@ -423,7 +429,18 @@ fn call_site_lines(out: &mut String, unreleased: &Unreleased, heading: &str) {
     }
     let _ = writeln!(out, "  {heading}:");
     for site in sites.into_iter().take(LISTED_GROUPS) {
-        let _ = writeln!(out, "    {}  {}", call_sites::amount(site), site.call_site);
+        // A stack cut short does not pass for whole: its outer callers are unknown.
+        let cut = if site.truncated {
+            " ← … (stack cut short)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "    {}  {}{cut}",
+            call_sites::amount(site),
+            site.call_site
+        );
     }
 }
 

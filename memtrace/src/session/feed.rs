@@ -41,6 +41,9 @@ pub(crate) struct Feed<C, W: RecordingSink = File> {
     attached_at: HashMap<u32, u64>,
     /// The container identity last told for each process.
     containers: HashMap<u32, ContainerIdentity>,
+    /// The parent of each child seen forked and not identified yet: a child gone before its
+    /// `/proc` entry could be read is in its parent's cgroup and root, as the kernel forks it.
+    forked_from: HashMap<u32, u32>,
     /// With `--cgroup`: the processes seeded, or born in a fork memtrace saw; any other one
     /// joined the cgroup while running and is seeded when first seen.
     known: Option<HashSet<u32>>,
@@ -54,6 +57,7 @@ impl<C: LiveConsumer, W: RecordingSink> Feed<C, W> {
             consumer,
             attached_at: HashMap::new(),
             containers: HashMap::new(),
+            forked_from: HashMap::new(),
             known: cgroup.then(HashSet::new),
         }
     }
@@ -129,6 +133,7 @@ impl<C: LiveConsumer, W: RecordingSink> Feed<C, W> {
         for pid in self.consumer.user_mode().take_forgotten() {
             self.attached_at.remove(&pid);
             self.containers.remove(&pid);
+            self.forked_from.remove(&pid);
             if let Some(known) = &mut self.known {
                 known.remove(&pid);
             }
@@ -170,13 +175,35 @@ impl<C: LiveConsumer, W: RecordingSink> Feed<C, W> {
     /// sees it and after an exec (when that changed), read from `/proc` while it runs: the
     /// recording then carries it, and a replay elsewhere names the process the same way.
     fn identify(&mut self, event: &Event) {
+        if let EventBody::Fork(fork) = &event.body {
+            if !fork.thread {
+                self.forked_from.insert(fork.child_pid, event.pid);
+            }
+        }
         let exec = matches!(event.body, EventBody::Exec(_));
         if event.pid == 0 || (!exec && self.containers.contains_key(&event.pid)) {
             return;
         }
-        let Some(container) = procfs::container_identity(event.pid) else {
-            return;
+        let container = match procfs::container_identity(event.pid) {
+            Some(container) => container,
+            // Gone already (a short-lived child often is): its parent's cgroup and root, when
+            // the parent is in the host's pid namespace, where the child's pid is its own.
+            // Otherwise whether a process is told apart would depend on how fast memtrace ran.
+            None => match self
+                .forked_from
+                .get(&event.pid)
+                .and_then(|parent| Some((*parent, self.containers.get(parent)?)))
+            {
+                Some((parent, inherited)) if !exec && inherited.ns_pid == parent => {
+                    ContainerIdentity {
+                        ns_pid: event.pid,
+                        ..inherited.clone()
+                    }
+                }
+                _ => return,
+            },
         };
+        self.forked_from.remove(&event.pid);
         if self.containers.get(&event.pid) == Some(&container) {
             return;
         }

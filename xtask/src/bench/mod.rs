@@ -24,6 +24,7 @@ mod hook_cost;
 mod kernel_mode;
 mod overhead;
 mod proc;
+mod stacks;
 mod sustained_rate;
 
 #[derive(clap::Args)]
@@ -46,6 +47,9 @@ pub struct BenchOptions {
     /// Only measure the highest event rate memtrace takes with nothing lost.
     #[arg(long)]
     rate_only: bool,
+    /// Only measure call stacks at scale: peak RSS on a large executable, samples/s.
+    #[arg(long)]
+    stacks_only: bool,
 }
 
 pub fn bench(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
@@ -57,6 +61,9 @@ pub fn bench(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
     }
     if options.rate_only {
         return sustained_rate::measure(workspace, &memtrace, &scratch.path, options.rate_rounds);
+    }
+    if options.stacks_only {
+        return stacks::measure(workspace, &memtrace, &scratch.path);
     }
     let workload = compile_workload(workspace)?;
     if options.hook_only {
@@ -87,7 +94,8 @@ pub fn bench(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
         options.runs,
         &scratch,
     )?;
-    sustained_rate::measure(workspace, &memtrace, &scratch.path, options.rate_rounds)
+    sustained_rate::measure(workspace, &memtrace, &scratch.path, options.rate_rounds)?;
+    stacks::measure(workspace, &memtrace, &scratch.path)
 }
 
 /// Builds the workload, tests/programs/mmap_loop.c, into target/xtask/.

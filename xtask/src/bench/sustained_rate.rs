@@ -87,18 +87,18 @@ pub fn measure(workspace: &Workspace, memtrace: &Path, scratch: &Path, rounds: u
 }
 
 /// What was seen of one memtrace run.
-struct Observed {
+pub(super) struct Observed {
     /// The workload's flood, as it measured it.
-    loop_time: Duration,
+    pub(super) loop_time: Duration,
     /// memtrace's user + system time, at the last look before it exited.
-    cpu: Duration,
+    pub(super) cpu: Duration,
     /// memtrace's VmHWM.
-    peak_rss_bytes: u64,
+    pub(super) peak_rss_bytes: u64,
 }
 
 /// Runs `command` (memtrace, perhaps under sudo), sampling memtrace's /proc entry until it
 /// exits.
-fn observe(command: &mut Command, memtrace: &Path) -> Result<Observed> {
+pub(super) fn observe(command: &mut Command, memtrace: &Path) -> Result<Observed> {
     let mut child = command.spawn()?;
     let mut cpu = Duration::ZERO;
     let mut peak_rss_bytes = 0;
