@@ -240,6 +240,20 @@ pub fn errno_name(errno: i32) -> String {
     }
 }
 
+/// [`errno_name`] as a `&'static str`, for labels kept by value (the agent's metrics): each
+/// name is made once and kept, and there are at most 4095 errnos.
+pub fn errno_label(errno: i32) -> &'static str {
+    use std::{collections::HashMap, sync::Mutex, sync::OnceLock};
+    static NAMES: OnceLock<Mutex<HashMap<i32, &'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    names
+        .entry(errno)
+        .or_insert_with(|| Box::leak(errno_name(errno).into_boxed_str()))
+}
+
 fn signal_name(signal: i32) -> String {
     match nix::sys::signal::Signal::try_from(signal) {
         Ok(signal) => signal.as_str().to_string(),

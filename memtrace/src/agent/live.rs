@@ -17,6 +17,9 @@ use tokio::{
 use super::{
     capture::{write_capture, CaptureDir, CaptureError, CaptureInput, Stored},
     flight::FlightRecorder,
+    http::{Server, ServerOptions},
+    http_handoff::{handoff, Queue},
+    scrape::{answer, AgentCounters},
     kernel_watch::{run_kernel_window, KernelWatch},
     mode::{allocated_bytes, AgentMode, TriggerOptions},
     triggers::{Fired, RateLimit, TriggerKind, Verdict},
@@ -68,6 +71,12 @@ pub struct AgentOptions {
     pub duration: Option<Duration>,
     pub keep_exited: usize,
     pub command_line: Vec<String>,
+    /// `--listen`: where /metrics and the pprof endpoints are served (none: not served).
+    pub listen: Option<std::net::SocketAddr>,
+    /// `--metrics-top`: processes with series of their own, by allocated bytes.
+    pub metrics_top: usize,
+    /// `vm.max_map_count`, for the metrics.
+    pub max_map_count: Option<u64>,
 }
 
 /// What the agent did, when it stops.
@@ -84,6 +93,11 @@ const EVALUATION_PERIOD: Duration = Duration::from_secs(1);
 const MAX_QUEUED_CAPTURES: usize = 8;
 /// How long a stopping agent waits for the captures it is writing.
 const STOP_WAIT: Duration = Duration::from_secs(30);
+/// How often scrapes waiting for the model are answered, at least (they are also answered
+/// after every batch of events).
+const SCRAPE_PERIOD: Duration = Duration::from_millis(100);
+/// How long a scrape waits for the model before it gets 503.
+const SCRAPE_DEADLINE: Duration = Duration::from_secs(5);
 
 fn log(line: impl AsRef<str>) {
     // One line per thing worth a person's attention, on stderr: journald keeps it with the
@@ -108,6 +122,11 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<AgentOutcome> {
     // Refused before anything is traced: a capture directory that cannot be written safely
     // makes the agent pointless.
     let captures = Arc::new(CaptureDir::open(&options.capture_dir)?);
+    // Bound before anything is traced too: an address that cannot be served is refused now.
+    let server = match options.listen {
+        Some(address) => Some(HttpThread::start(address, options.metrics_top)?),
+        None => None,
+    };
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut user1 = signal(SignalKind::user_defined1())?;
@@ -171,6 +190,18 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<AgentOutcome> {
         options.capture_dir.display()
     ));
 
+    if let Some(server) = &server {
+        log(format!(
+            "serving http://{}/metrics, /debug/pprof/heap and /debug/pprof/allocs",
+            server.address
+        ));
+    }
+    let mut counters = AgentCounters {
+        max_map_count: options.max_map_count,
+        backend: Some(backend.clone()),
+        ..AgentCounters::default()
+    };
+    let mut scrapes = tokio::time::interval(SCRAPE_PERIOD);
     let mut reader = capture.spawn()?;
     let started = Instant::now();
     let deadline = options.duration.map(|d| tokio::time::Instant::now() + d);
@@ -240,6 +271,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<AgentOutcome> {
                 probes.flush_logs();
             }
             _ = keyframes.tick() => feed.consumer.keyframe(monotonic_ns()),
+            _ = scrapes.tick() => {}
             _ = user1.recv() => feed.consumer.fire(Fired {
                 kind: TriggerKind::Signal,
                 pid: 0,
@@ -257,6 +289,7 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<AgentOutcome> {
                 match done.result {
                     Ok((stored, removed)) => {
                         outcome.captures += 1;
+                        *counters.captures.entry(done.fired.kind).or_default() += 1;
                         log(format!(
                             "capture {} pid {}{}: {} ({} KiB){}",
                             done.fired.kind.as_str(),
@@ -326,6 +359,13 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<AgentOutcome> {
         for pid in feed.consumer.user_mode.take_forgotten() {
             limit.forget(pid);
         }
+        if let Some(server) = &server {
+            counters.events = feed.stream.events();
+            counters.lost = lost;
+            server
+                .queue
+                .answer_pending(|query| answer(query, &mut feed.consumer, &counters));
+        }
         if let AgentTarget::Cgroup(cgroup) = &options.target {
             if !cgroup.exists() {
                 log(format!("cgroup {} is gone", escape::terminal(&cgroup.name)));
@@ -382,6 +422,9 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<AgentOutcome> {
                 break;
             }
         }
+    }
+    if let Some(server) = server {
+        server.stop();
     }
     outcome.events = feed.stream.events();
     log(format!(
@@ -477,4 +520,75 @@ fn spawn_kernel_window(
             extra,
         });
     });
+}
+
+/// The HTTP server on a thread of its own, with a runtime of its own: a scrape is served while
+/// the model's thread is busy, and waits only for the model's answer, which comes between two
+/// batches of events.
+struct HttpThread {
+    address: std::net::SocketAddr,
+    queue: Queue,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpThread {
+    fn start(address: std::net::SocketAddr, metrics_top: usize) -> anyhow::Result<Self> {
+        let (requests, queue) = handoff(SCRAPE_DEADLINE);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, bound) = std::sync::mpsc::channel();
+        let options = ServerOptions {
+            metrics_top,
+            scrape_timeout: SCRAPE_DEADLINE,
+            ..ServerOptions::default()
+        };
+        let thread = std::thread::Builder::new()
+            .name("memtrace-http".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = ready.send(Err(error));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let server = match Server::bind(address, options).await {
+                        Ok(server) => server,
+                        Err(error) => {
+                            let _ = ready.send(Err(error));
+                            return;
+                        }
+                    };
+                    let _ = ready.send(server.local_addr());
+                    server
+                        .run(Arc::new(requests), async move {
+                            let _ = stopped.await;
+                        })
+                        .await;
+                });
+            })?;
+        let address = bound
+            .recv()
+            .map_err(|_| anyhow::anyhow!("--listen {address}: the server thread ended"))?
+            .map_err(|error| anyhow::anyhow!("--listen {address}: {error}"))?;
+        Ok(Self {
+            address,
+            queue,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }

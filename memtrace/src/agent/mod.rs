@@ -23,6 +23,7 @@ pub mod live;
 pub mod metrics;
 pub mod metrics_bench;
 pub mod mode;
+pub mod scrape;
 pub mod triggers;
 
 pub use live::{run, AgentOptions, AgentTarget};

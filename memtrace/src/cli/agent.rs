@@ -56,6 +56,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         duration: positive_seconds("--duration", args.duration)?,
         keep_exited: args.keep_exited,
         command_line: std::env::args().collect(),
+        listen: args.listen,
+        metrics_top: args.metrics_top,
+        max_map_count: Some(max_map_count),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -194,6 +194,21 @@ pub struct AgentArgs {
     /// Exited processes listed in full in the model; older ones are folded by program.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP_EXITED)]
     pub keep_exited: usize,
+    /// Serve /metrics (Prometheus, OpenMetrics) and /debug/pprof/heap and /allocs (go tool
+    /// pprof, Parca, Pyroscope) on ADDR; without ADDR, 127.0.0.1:9464. Only an address named
+    /// here is other than loopback.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        num_args = 0..=1,
+        default_missing_value = "127.0.0.1:9464",
+        value_parser = crate::agent::http::parse_listen
+    )]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Processes with /metrics series of their own, by allocated bytes (and every process
+    /// with a finding); the rest are summed per program and cgroup.
+    #[arg(long, value_name = "N", default_value_t = crate::agent::metrics::DEFAULT_TOP)]
+    pub metrics_top: usize,
     #[command(flatten)]
     pub probes: ProbeArgs,
 }

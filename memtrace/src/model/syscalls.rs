@@ -18,6 +18,9 @@ use crate::linux_abi::{
 /// mmap2 counts its offset in pages of this size, whatever the page size.
 const MMAP2_OFFSET_UNIT: u64 = 4096;
 
+/// What a refused brk would have returned, had it returned an errno.
+const ENOMEM: i32 = 12;
+
 /// Everything one syscall may change.
 pub(crate) struct SyscallTarget<'a> {
     pub(crate) process: &'a mut Process,
@@ -69,7 +72,9 @@ pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallEv
     // An entry time of 0: the probe saw only the exit (attached mid-call, or the task moved
     // CPUs); the call counts, its latency is unknown.
     let latency_ns = (record.entry_ns != 0).then(|| event.time_ns.saturating_sub(record.entry_ns));
-    target.process.stats.record_call(name, failed, latency_ns);
+    // brk never returns -errno: a break left where it was is the kernel's ENOMEM.
+    let errno = failed.then(|| record.errno().unwrap_or(ENOMEM));
+    target.process.stats.record_call(name, errno, latency_ns);
     let created = Creation {
         origin: Origin::Syscall,
         time_ns: event.time_ns,

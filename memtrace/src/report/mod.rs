@@ -138,6 +138,22 @@ pub fn build_for(
     }
 }
 
+/// One process's findings, as its report would state them (frames unnamed): for the agent's
+/// metrics, which say what the reports say.
+pub fn findings_of(
+    model: &Model,
+    view: &crate::model::ProcessView<'_>,
+    options: &ReportOptions,
+) -> Vec<Finding> {
+    let moment = processes::Moment {
+        now_ns: model.last_event_ns(),
+        step_ns: model.timeline_step_ns(),
+        since_ns: options.since_ns,
+    };
+    let report = processes::process_report(view, &moment, &mut NoNames);
+    findings::for_process(&report, options)
+}
+
 /// The loss totals of the session and of the model's own Lost events.
 fn lost_counts(model: &Model, session: &SessionInfo) -> LostCounts {
     let model_lost = model.lost();
