@@ -69,6 +69,21 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A program a test needs, found on PATH. A test without it cannot mean anything, so it fails
+/// saying which package brings it (`cargo xtask test` installs them all).
+#[track_caller]
+pub fn require_tool(name: &str, package: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(name))
+                .find(|path| path.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!("{name} is missing: install Debian's {package} package (`cargo xtask setup`)")
+        })
+}
+
 /// The tests load BPF programs: without root they cannot mean anything.
 #[track_caller]
 pub fn require_root() {

@@ -160,6 +160,11 @@ const DEBIAN_PACKAGES: &[(&str, &str, &[Purpose])] = &[
     ),
     ("redis-server", "a real Redis server to trace", &[Test]),
     (
+        "systemd",
+        "systemd-analyze verifies the agent's unit (deploy/systemd)",
+        &[Test],
+    ),
+    (
         "redis-tools",
         "redis-cli and redis-benchmark drive it",
         &[Test],

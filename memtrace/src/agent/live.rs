@@ -19,9 +19,9 @@ use super::{
     flight::FlightRecorder,
     http::{Server, ServerOptions},
     http_handoff::{handoff, Queue},
-    scrape::{answer, AgentCounters},
     kernel_watch::{run_kernel_window, KernelWatch},
     mode::{allocated_bytes, AgentMode, TriggerOptions},
+    scrape::{answer, AgentCounters},
     triggers::{Fired, RateLimit, TriggerKind, Verdict},
 };
 use crate::{

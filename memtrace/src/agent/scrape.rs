@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 use super::{
     http::Unavailable,
     http_handoff::{Answer, Query},
-    metrics::{
-        FailureCount, GroupGrowth, KindFigures, MetricsInput, ProcessFigures, SyscallCount,
-    },
+    metrics::{FailureCount, GroupGrowth, KindFigures, MetricsInput, ProcessFigures, SyscallCount},
     mode::{AgentMode, ALLOCATED_KINDS},
     triggers::TriggerKind,
 };
@@ -161,7 +159,10 @@ pub fn metrics_input(agent: &AgentMode, counters: &AgentCounters) -> MetricsInpu
 }
 
 /// Regions and bytes by kind of the regions `keep` keeps, in the order kinds are listed.
-fn by_kind(view: &ProcessView<'_>, keep: impl Fn(&crate::model::Region) -> bool) -> Vec<KindFigures> {
+fn by_kind(
+    view: &ProcessView<'_>,
+    keep: impl Fn(&crate::model::Region) -> bool,
+) -> Vec<KindFigures> {
     let mut figures: Vec<KindFigures> = Vec::new();
     for region in view.layout().iter().filter(|region| keep(region)) {
         let kind = region.kind.as_str();
@@ -177,6 +178,10 @@ fn by_kind(view: &ProcessView<'_>, keep: impl Fn(&crate::model::Region) -> bool)
             }),
         }
     }
-    figures.sort_by_key(|figure| RegionKind::ALL.iter().position(|kind| kind.as_str() == figure.kind));
+    figures.sort_by_key(|figure| {
+        RegionKind::ALL
+            .iter()
+            .position(|kind| kind.as_str() == figure.kind)
+    });
     figures
 }

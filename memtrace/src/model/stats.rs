@@ -278,7 +278,11 @@ mod tests {
     fn compacted_stats_keep_every_figure() {
         let mut stats = SyscallStats::default();
         for value in 1..=1000 {
-            stats.record_call(SyscallName::Mmap, (value % 7 == 0).then_some(12), Some(value * 10));
+            stats.record_call(
+                SyscallName::Mmap,
+                (value % 7 == 0).then_some(12),
+                Some(value * 10),
+            );
             stats.record_size(SyscallName::Mmap, value * 4096);
         }
         stats.record_call(SyscallName::Munmap, Some(22), None);

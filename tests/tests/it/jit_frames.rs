@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use memtrace_tests::{replay_json, require_root, workspace_root, Scratch, Tracer};
+use memtrace_tests::{replay_json, require_root, require_tool, workspace_root, Scratch, Tracer};
 
 /// Reads lines from a child's stdout until one that is `expected`.
 fn wait_for_line(stdout: &mut impl BufRead, expected: &str) {
@@ -19,24 +19,6 @@ fn wait_for_line(stdout: &mut impl BufRead, expected: &str) {
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
-
-/// A tool a test needs: with CI=true its absence fails the test, elsewhere it skips it.
-fn tool(name: &str) -> Option<String> {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .ok()
-        .filter(|output| output.status.success())
-        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but {name} is not installed (cargo xtask setup installs it)"
-        );
-        eprintln!("{name} is not installed: skipped");
-    }
-    found
-}
 
 /// The call-site group of the process's unreleased memory that holds `bytes` or more.
 fn group_of_at_least(report: &Value, pid: u64, bytes: u64) -> &Value {
@@ -83,9 +65,7 @@ fn assert_names_make_buffers(report: &Value, pid: u64, when: &str) {
 #[test]
 fn node_frames_are_named_from_its_perf_map_live_and_in_a_replay() {
     require_root();
-    let Some(node) = tool("node") else {
-        return;
-    };
+    let node = require_tool("node", "nodejs");
     let scratch = Scratch::new("jit-node");
     let script = workspace_root().join("tests/programs/jit_buffers.js");
     let mut child = Command::new(node)
@@ -144,9 +124,11 @@ fn node_frames_are_named_from_its_perf_map_live_and_in_a_replay() {
 #[test]
 fn a_jvm_method_is_named_from_its_perf_map() {
     require_root();
-    let (Some(java), Some(javac), Some(jcmd)) = (tool("java"), tool("javac"), tool("jcmd")) else {
-        return;
-    };
+    let (java, javac, jcmd) = (
+        require_tool("java", "default-jdk-headless"),
+        require_tool("javac", "default-jdk-headless"),
+        require_tool("jcmd", "default-jdk-headless"),
+    );
     let scratch = Scratch::new("jit-jvm");
     let source = workspace_root().join("tests/programs/Retainer.java");
     let compiled = Command::new(javac)

@@ -5,6 +5,7 @@
 mod agent;
 mod backend;
 mod containers;
+mod deploy_files;
 mod errors;
 mod fidelity;
 mod folding;

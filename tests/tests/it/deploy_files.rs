@@ -10,7 +10,7 @@ use std::{
     process::Command,
 };
 
-use memtrace_tests::{memtrace_bin, workspace_root, Scratch};
+use memtrace_tests::{memtrace_bin, require_tool, workspace_root, Scratch};
 use serde_json::Value;
 
 fn deploy() -> PathBuf {
@@ -20,24 +20,6 @@ fn deploy() -> PathBuf {
 fn read(relative: &str) -> String {
     let path = deploy().join(relative);
     std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
-}
-
-/// A tool these tests need; None outside CI when it is missing (the test says so and
-/// passes); in CI (CI=true) a missing tool fails the test.
-fn tool(name: &str, package: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(name))
-            .find(|path| path.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{name} is missing: install Debian's {package} package (cargo xtask setup)"
-        );
-        eprintln!("{name} is missing: skipping (CI=true makes this a failure)");
-    }
-    found
 }
 
 /// Runs `command`; panics with its output unless it succeeds.
@@ -55,9 +37,7 @@ fn succeeds(command: &mut Command) -> String {
 
 #[test]
 fn promtool_accepts_the_prometheus_config_and_the_rules_and_their_tests_pass() {
-    let Some(promtool) = tool("promtool", "prometheus") else {
-        return;
-    };
+    let promtool = require_tool("promtool", "prometheus");
     let prometheus = deploy().join("prometheus");
     let config = succeeds(
         Command::new(&promtool)
@@ -140,9 +120,7 @@ fn the_dashboard_parses_and_its_queries_are_valid_promql() {
     assert!(by_kind_per_process("memtrace_mapped_bytes"));
     assert!(by_kind_per_process("memtrace_allocated_bytes"));
 
-    let Some(promtool) = tool("promtool", "prometheus") else {
-        return;
-    };
+    let promtool = require_tool("promtool", "prometheus");
     // Grafana's variables, as Grafana would expand them, and each query as a recording rule
     // for promtool to parse.
     let variables = dashboard["templating"]["list"].as_array().unwrap();
@@ -381,9 +359,7 @@ fn the_systemd_unit_runs_the_agent_confined_and_verifies() {
     // Logs on stderr, into the journal: nothing sends them elsewhere.
     assert!(unit_setting(&unit, "StandardError").is_none());
 
-    let Some(analyze) = tool("systemd-analyze", "systemd") else {
-        return;
-    };
+    let analyze = require_tool("systemd-analyze", "systemd");
     // verify checks that ExecStart's binary exists: point it at the one under test.
     let scratch = Scratch::new("systemd-unit");
     let copy = scratch.file("memtrace-agent.service");
