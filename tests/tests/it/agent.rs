@@ -19,10 +19,10 @@ use serde_json::Value;
 
 /// One system-wide agent at a time: each traces every process of the machine, the other
 /// tests' included, and two would each capture the other's triggers.
-static ONE_AGENT: Mutex<()> = Mutex::new(());
+pub(crate) static ONE_AGENT: Mutex<()> = Mutex::new(());
 
 /// A running agent, stopped (SIGTERM) when dropped.
-struct Agent {
+pub(crate) struct Agent {
     child: Child,
     lines: mpsc::Receiver<String>,
     log: Vec<String>,
@@ -31,7 +31,7 @@ struct Agent {
 
 impl Agent {
     #[track_caller]
-    fn start(captures: &Path, args: &[&str]) -> Self {
+    pub(crate) fn start(captures: &Path, args: &[&str]) -> Self {
         let mut child = Command::new(memtrace_bin())
             .arg("agent")
             .arg("--capture-dir")
@@ -108,7 +108,12 @@ impl Agent {
     }
 
     /// SIGTERM, then its status and everything it said.
-    fn stop(mut self) -> (std::process::ExitStatus, String) {
+    /// What it said so far.
+    pub(crate) fn said(&self) -> String {
+        self.log.join("\n")
+    }
+
+    pub(crate) fn stop(mut self) -> (std::process::ExitStatus, String) {
         signal(&self.child, "TERM");
         let status = self.child.wait().unwrap();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
@@ -322,7 +327,7 @@ fn a_slow_memfd_leak_is_captured_as_growing_at_its_true_rate() {
 }
 
 /// The bytes of `/memfd:doublemapper` mappings in a process's /proc/PID/maps.
-fn doublemapper_bytes(pid: u32) -> Option<u64> {
+pub(crate) fn doublemapper_bytes(pid: u32) -> Option<u64> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     Some(
         maps.lines()
@@ -336,14 +341,14 @@ fn doublemapper_bytes(pid: u32) -> Option<u64> {
 }
 
 /// CLOCK_MONOTONIC now, in ns: the clock of memtrace's events.
-fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
     now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64
 }
 
 /// Bytes per second between the samples nearest to `from_ns` and `to_ns`.
 #[track_caller]
-fn rate_between(samples: &[(u64, u64)], from_ns: u64, to_ns: u64) -> f64 {
+pub(crate) fn rate_between(samples: &[(u64, u64)], from_ns: u64, to_ns: u64) -> f64 {
     let nearest = |at: u64| {
         *samples
             .iter()

@@ -8,6 +8,7 @@ mod containers;
 mod deploy_files;
 mod errors;
 mod fidelity;
+mod fleet;
 mod folding;
 mod growth;
 mod hardening;
