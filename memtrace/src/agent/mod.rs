@@ -25,5 +25,9 @@ pub mod metrics_bench;
 pub mod mode;
 pub mod scrape;
 pub mod triggers;
+pub mod workload;
+
+#[cfg(test)]
+mod tests;
 
 pub use live::{run, AgentOptions, AgentTarget};
