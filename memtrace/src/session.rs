@@ -5,7 +5,6 @@
 use std::{
     collections::{HashMap, HashSet},
     ffi::OsString,
-    path::PathBuf,
     process::{Child, ExitStatus},
     time::{Duration, Instant},
 };
@@ -43,8 +42,9 @@ pub struct LiveOptions {
     pub print_events: bool,
     /// Stop after this long.
     pub duration: Option<Duration>,
-    /// Write the event stream to this file.
-    pub record: Option<PathBuf>,
+    /// Write the event stream to this file, checked before the session (its directory is
+    /// not looked up again).
+    pub record: Option<crate::output::Output>,
     /// memtrace's own command line, kept in the recording.
     pub command_line: Vec<String>,
     /// `--interval`: print a block of growth on stderr every this long.

@@ -5,7 +5,6 @@
 use std::{
     fs::File,
     io::{self, Write},
-    path::Path,
     time::{Duration, Instant},
 };
 
@@ -94,14 +93,14 @@ pub struct RecordingWriter<W: RecordingSink = File> {
 }
 
 impl RecordingWriter<File> {
-    /// Creates `path` as a new owner-only file (see [`crate::output`] for what it refuses)
-    /// and writes the preamble and header. Recordings hold command lines, paths and addresses.
+    /// Creates the checked `output` as a new owner-only file (see [`crate::output`]) and
+    /// writes the preamble and header. Recordings hold command lines, paths and addresses.
     pub fn create(
-        path: impl AsRef<Path>,
+        output: &crate::output::Output,
         header: &RecordingHeader,
         options: WriterOptions,
     ) -> Result<Self, RecordError> {
-        let file = crate::output::create_streaming(path.as_ref())?;
+        let file = output.create_streaming()?;
         Self::new(file, header, options)
     }
 }
@@ -328,6 +327,7 @@ impl<W: RecordingSink> Drop for RecordingWriter<W> {
 mod tests {
     use std::{
         fs::{self, Permissions},
+        path::Path,
         os::unix::fs::PermissionsExt,
     };
 
@@ -340,7 +340,7 @@ mod tests {
         fs::write(&path, b"old contents").unwrap();
         fs::set_permissions(&path, Permissions::from_mode(0o666)).unwrap();
         let writer =
-            RecordingWriter::create(&path, &sample_header(), WriterOptions::default()).unwrap();
+            RecordingWriter::create(&crate::output::check(&path).unwrap(), &sample_header(), WriterOptions::default()).unwrap();
         writer.finish(Losses::default()).unwrap();
         let metadata = fs::metadata(&path).unwrap();
         assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
@@ -348,7 +348,7 @@ mod tests {
         fs::remove_file(&path).unwrap();
 
         let writer =
-            RecordingWriter::create(&path, &sample_header(), WriterOptions::default()).unwrap();
+            RecordingWriter::create(&crate::output::check(&path).unwrap(), &sample_header(), WriterOptions::default()).unwrap();
         drop(writer);
         assert_eq!(
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
@@ -359,13 +359,7 @@ mod tests {
 
     #[test]
     fn creating_in_a_missing_directory_names_the_path() {
-        let error = RecordingWriter::create(
-            "/nonexistent-memtrace-dir/rec",
-            &sample_header(),
-            WriterOptions::default(),
-        )
-        .err()
-        .unwrap();
+        let error = crate::output::check(Path::new("/nonexistent-memtrace-dir/rec")).unwrap_err();
         assert!(error
             .to_string()
             .starts_with("cannot write /nonexistent-memtrace-dir/rec: "));

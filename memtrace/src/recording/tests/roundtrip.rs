@@ -111,7 +111,7 @@ fn recordings_round_trip_through_files() {
     let path = scratch_path("roundtrip");
     let events = every_variant();
     let mut writer =
-        RecordingWriter::create(&path, &sample_header(), WriterOptions::default()).unwrap();
+        RecordingWriter::create(&crate::output::check(&path).unwrap(), &sample_header(), WriterOptions::default()).unwrap();
     for event in &events {
         writer.write_event(event).unwrap();
     }
