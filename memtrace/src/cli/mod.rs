@@ -2,6 +2,7 @@
 //! into an exit code. One file per mode's runner; the argument types in `args.rs`.
 
 mod args;
+mod exhaustion;
 mod kernel;
 mod replay;
 mod report_output;
@@ -27,6 +28,7 @@ pub fn main() -> ExitCode {
         let command = arguments.get(3..).unwrap_or_default();
         return ExitCode::from(launch::run_gate(command) as u8);
     }
+    exhaustion::install_panic_hook();
     let cli = Cli::parse();
     // --ebpf-log asks for the programs' own messages, which they log at debug level.
     let default_filter = if cli.trace.ebpf_log {
