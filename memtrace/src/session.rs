@@ -150,6 +150,10 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
         Target::Command(argv) => {
             let gated = GatedCommand::spawn(argv)?;
             probes.trace(gated.pid)?;
+            // The gate's attach layout, read while it waits: it tells the command's parent
+            // (memtrace) and its container, which no event of the command would; the exec
+            // that follows replaces the layout itself.
+            let _ = feed.attach(gated.pid);
             gated.release()?;
             command = Some(gated);
         }
