@@ -72,9 +72,7 @@ use std::{
 
 use nix::{
     errno::Errno,
-    fcntl::{
-        fcntl, openat, readlinkat, renameat, renameat2, AtFlags, FcntlArg, OFlag, RenameFlags,
-    },
+    fcntl::{fcntl, openat, readlinkat, renameat, AtFlags, FcntlArg, OFlag},
     sys::{
         stat::{fstat, fstatat, mkdirat, FileStat, Mode, SFlag},
         statfs::fstatfs,
@@ -132,7 +130,7 @@ pub enum OutputError {
 /// mean here.
 fn describe_io(error: &std::io::Error) -> String {
     match error.raw_os_error().map(Errno::from_raw) {
-        Some(Errno::EISDIR | Errno::ENOTEMPTY | Errno::EEXIST) => {
+        Some(Errno::EISDIR | Errno::ENOTEMPTY) => {
             format!("{error} (a directory is at its name now)")
         }
         _ => error.to_string(),
@@ -477,18 +475,26 @@ impl Staged {
         Ok(())
     }
 
-    /// Syncs the staged directory, renames it to `name` in its parent (refusing to replace
-    /// an entry already there) and syncs the parent: after this returns, a crash leaves the
-    /// directory complete under `name`.
+    /// Syncs the staged directory, renames it to `name` in its parent (refusing an entry
+    /// already there) and syncs the parent: after this returns, a crash leaves the directory
+    /// complete under `name`.
     pub fn commit(mut self, name: &OsStr) -> Result<(), OutputError> {
         let path = self.parent.path.join(name);
         nix::unistd::fsync(self.dir.fd.as_fd()).map_err(io_error(&path))?;
-        renameat2(
+        // renameat2's RENAME_NOREPLACE would make this one call, but nix offers it only with
+        // glibc, and the static build links musl: the name is looked at first. A rename over
+        // a file or a directory with anything in it fails anyway; only an empty directory
+        // made at the name in between could be replaced, and that loses nothing.
+        match fstatat(self.parent.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Err(Errno::ENOENT) => {}
+            Ok(_) => return Err(io_error(&path)(Errno::EEXIST)),
+            Err(errno) => return Err(io_error(&path)(errno)),
+        }
+        renameat(
             self.parent.fd.as_fd(),
             self.temporary.as_os_str(),
             self.parent.fd.as_fd(),
             name,
-            RenameFlags::RENAME_NOREPLACE,
         )
         .map_err(io_error(&path))?;
         self.committed = true;
