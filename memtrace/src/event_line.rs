@@ -115,6 +115,26 @@ fn syscall(call: &SyscallEvent) -> String {
             quoted(call.string.as_deref())
         ),
         Syscall::Close => format!("{}", a[0] as u32 as i32),
+        Syscall::Shmat => format!("{}, {}, {:#x}", a[0] as u32 as i32, address(a[1]), a[2]),
+        Syscall::Shmdt | Syscall::IoDestroy => address(a[0]),
+        Syscall::IoSetup => format!("{}, [{:#x}]", a[0] as u32, a[2]),
+        Syscall::PkeyMprotect => format!(
+            "{}, {}, {}, {}",
+            address(a[0]),
+            a[1],
+            prot(a[2]),
+            a[3] as u32 as i32
+        ),
+        Syscall::Mseal => format!("{}, {}, {:#x}", address(a[0]), a[1], a[2]),
+        Syscall::RemapFilePages => format!(
+            "{}, {}, {}, {}, {:#x}",
+            address(a[0]),
+            a[1],
+            prot(a[2]),
+            a[3],
+            a[4]
+        ),
+        Syscall::Ipc => format!("{}, ...", a[0]),
     };
     format!("{name}({args}) = {}", result(call))
 }
@@ -134,7 +154,12 @@ fn result(call: &SyscallEvent) -> String {
         return format!("-1 {} ({description})", errno_name(errno));
     }
     match call.syscall {
-        Syscall::Mmap | Syscall::Mmap2 | Syscall::OldMmap | Syscall::Brk | Syscall::Mremap => {
+        Syscall::Mmap
+        | Syscall::Mmap2
+        | Syscall::OldMmap
+        | Syscall::Brk
+        | Syscall::Mremap
+        | Syscall::Shmat => {
             format!("{:#x}", call.ret)
         }
         _ => call.ret.to_string(),

@@ -138,6 +138,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
         user_mode: UserMode::new(options.user_mode.clone()),
         attached_at: HashMap::new(),
         containers: HashMap::new(),
+        forked_from: HashMap::new(),
         known: cgroup.as_ref().map(|_| HashSet::new()),
     };
     let mut interval_ticks = options.interval.map(|period| {
@@ -315,6 +316,9 @@ struct Feed {
     attached_at: HashMap<u32, u64>,
     /// The container identity last told for each process.
     containers: HashMap<u32, ContainerIdentity>,
+    /// The parent of each child seen forked and not identified yet: a child gone before its
+    /// `/proc` entry could be read is in its parent's cgroup and root, as the kernel forks it.
+    forked_from: HashMap<u32, u32>,
     /// With `--cgroup`: the processes seeded, or born in a fork memtrace saw; any other one
     /// joined the cgroup while running and is seeded when first seen.
     known: Option<HashSet<u32>>,
@@ -392,6 +396,7 @@ impl Feed {
         for pid in self.user_mode.take_forgotten() {
             self.attached_at.remove(&pid);
             self.containers.remove(&pid);
+            self.forked_from.remove(&pid);
             if let Some(known) = &mut self.known {
                 known.remove(&pid);
             }
@@ -433,13 +438,35 @@ impl Feed {
     /// sees it and after an exec (when that changed), read from `/proc` while it runs: the
     /// recording then carries it, and a replay elsewhere names the process the same way.
     fn identify(&mut self, event: &Event) {
+        if let EventBody::Fork(fork) = &event.body {
+            if !fork.thread {
+                self.forked_from.insert(fork.child_pid, event.pid);
+            }
+        }
         let exec = matches!(event.body, EventBody::Exec(_));
         if event.pid == 0 || (!exec && self.containers.contains_key(&event.pid)) {
             return;
         }
-        let Some(container) = procfs::container_identity(event.pid) else {
-            return;
+        let container = match procfs::container_identity(event.pid) {
+            Some(container) => container,
+            // Gone already (a short-lived child often is): its parent's cgroup and root, when
+            // the parent is in the host's pid namespace, where the child's pid is its own.
+            // Otherwise whether a process is told apart would depend on how fast memtrace ran.
+            None => match self
+                .forked_from
+                .get(&event.pid)
+                .and_then(|parent| Some((*parent, self.containers.get(parent)?)))
+            {
+                Some((parent, inherited)) if !exec && inherited.ns_pid == parent => {
+                    ContainerIdentity {
+                        ns_pid: event.pid,
+                        ..inherited.clone()
+                    }
+                }
+                _ => return,
+            },
         };
+        self.forked_from.remove(&event.pid);
         if self.containers.get(&event.pid) == Some(&container) {
             return;
         }

@@ -39,6 +39,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
             stack_min_bytes: (!args.no_stacks).then_some(args.stack_min_size),
             backend: args.backend,
             cgroup_id,
+            oom_victims: false,
         },
         print_events: args.events,
         duration: positive_seconds("--duration", args.duration)?,

@@ -84,6 +84,10 @@ pub enum EventBody {
     /// before the first stack that needs it, so a replay elsewhere names frames only from the
     /// same build.
     Module(ModuleEvent),
+    /// A function of JIT code that call stacks run through, as the process's perf map
+    /// (`/tmp/perf-PID.map`) named it when they were unwound: announced once, before the
+    /// first stack that needs it, so a replay names the frame though the map is gone.
+    JitSymbol(JitSymbolEvent),
     /// Kernel mode (`memtrace kernel`): the outstanding kernel allocations at one instant.
     /// Boxed: large, and one per interval.
     KernelSnapshot(Box<kernel_snapshot::KernelSnapshot>),
@@ -126,10 +130,21 @@ pub struct ModuleEvent {
     pub build_id: Vec<u8>,
 }
 
+/// A JIT-compiled function of the process: `[start, start + len)` is its code.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct JitSymbolEvent {
+    pub start: u64,
+    pub len: u64,
+    pub name: String,
+}
+
 /// Return addresses, innermost first: the first is where the syscall returns to (in libc).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct StackEvent {
     pub frames: Vec<u64>,
+    /// The walk stopped before the outermost frame (the entry point): the stack is cut
+    /// short, not whole.
+    pub truncated: bool,
 }
 
 /// A file the kernel named by walking its dentries (a mapping's backing file, a memfd).

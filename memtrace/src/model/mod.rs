@@ -114,11 +114,17 @@ impl Model {
             EventBody::Exec(record) => self.exec(event, record),
             EventBody::Exit(record) => self.exit(event, record),
             EventBody::Attach(record) => self.attach(event, record),
-            EventBody::Stack(record) => self.attach_stack(event, &record.frames),
+            EventBody::Stack(record) => {
+                self.attach_stack(event, &record.frames);
+                if record.truncated {
+                    self.stacks.mark_truncated(&record.frames);
+                }
+            }
             EventBody::Module(record) => {
                 self.stacks
                     .record_module(event.pid, &record.path, &record.build_id)
             }
+            EventBody::JitSymbol(record) => self.stacks.record_jit_symbol(event.pid, record),
             // Kernel allocations belong to no process: kernel mode's model takes them.
             EventBody::KernelSnapshot(_) => {}
             EventBody::Container(record) => {

@@ -40,7 +40,9 @@ fn creates_memory(syscall: Syscall) -> bool {
 }
 
 pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallEvent) {
-    let name = SyscallName::of(record.syscall);
+    let Some(name) = SyscallName::of(record.syscall) else {
+        return;
+    };
     let failed = match record.syscall {
         Syscall::Brk => brk_refused(event.abi, record),
         _ => record.failed(),
@@ -113,6 +115,15 @@ pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallEv
             let fd = record.args[0] as u32;
             target.process.fds.close(fd, target.memfds);
         }
+        // Not applied yet: `SyscallName::of` returned before.
+        Syscall::Shmat
+        | Syscall::Shmdt
+        | Syscall::IoSetup
+        | Syscall::IoDestroy
+        | Syscall::PkeyMprotect
+        | Syscall::Mseal
+        | Syscall::RemapFilePages
+        | Syscall::Ipc => {}
     }
 }
 

@@ -18,8 +18,8 @@ use super::wire::{
 };
 use crate::event::{
     Abi, AttachEvent, AttachFd, Comm, ContainerIdentity, Event, EventBody, ExecEvent,
-    ExecMappingEvent, ExecMappingKind, ExitEvent, FileRef, ForkEvent, Losses, MapsLine,
-    ModuleEvent, StackEvent, Syscall, SyscallEvent,
+    ExecMappingEvent, ExecMappingKind, ExitEvent, FileRef, ForkEvent, JitSymbolEvent, Losses,
+    MapsLine, ModuleEvent, StackEvent, Syscall, SyscallEvent,
 };
 
 /// The tag byte that starts every event: body kind, ABI, and which optional parts follow.
@@ -57,6 +57,10 @@ mod extended {
     /// A [`Losses`] that counts call stacks not sampled; one that does not keeps the
     /// shorter [`kind::LOST`] form older readers know.
     pub const LOST_WITH_STACKS: u8 = 4;
+    /// A [`JitSymbolEvent`]: start, length, name.
+    pub const JIT_SYMBOL: u8 = 5;
+    /// A [`StackEvent`] cut short (`truncated`), written as [`STACK`] is.
+    pub const STACK_TRUNCATED: u8 = 6;
 }
 
 /// The byte that starts a syscall body: the [`Syscall`] number and which optional parts follow.
@@ -280,6 +284,7 @@ fn body_kind(body: &EventBody) -> u8 {
         EventBody::Lost(_)
         | EventBody::Stack(_)
         | EventBody::Module(_)
+        | EventBody::JitSymbol(_)
         | EventBody::KernelSnapshot(_)
         | EventBody::Container(_) => kind::EXTENDED,
     }
@@ -357,7 +362,11 @@ fn encode_body(body: &EventBody, time_ns: u64, context: &mut FrameContext, buf: 
             }
         }
         EventBody::Stack(record) => {
-            buf.put_u8(extended::STACK);
+            buf.put_u8(if record.truncated {
+                extended::STACK_TRUNCATED
+            } else {
+                extended::STACK
+            });
             encode_stack(record, context, buf);
         }
         EventBody::Container(record) => {
@@ -370,6 +379,12 @@ fn encode_body(body: &EventBody, time_ns: u64, context: &mut FrameContext, buf: 
             buf.put_u8(extended::MODULE);
             put_str(buf, &record.path);
             put_bytes(buf, &record.build_id);
+        }
+        EventBody::JitSymbol(record) => {
+            buf.put_u8(extended::JIT_SYMBOL);
+            put_uvarint(buf, record.start);
+            put_uvarint(buf, record.len);
+            put_str(buf, &record.name);
         }
         EventBody::KernelSnapshot(record) => {
             buf.put_u8(extended::KERNEL_SNAPSHOT);
@@ -407,6 +422,7 @@ fn decode_stack(context: &mut FrameContext, buf: &mut &[u8]) -> Result<StackEven
             .ok_or(Malformed("a stack refers to one its frame has not given"))?;
         return Ok(StackEvent {
             frames: frames.clone(),
+            truncated: false,
         });
     }
     let count = get_uvarint(buf)?;
@@ -421,7 +437,10 @@ fn decode_stack(context: &mut FrameContext, buf: &mut &[u8]) -> Result<StackEven
         frames.push(previous);
     }
     context.stacks.push(frames.clone());
-    Ok(StackEvent { frames })
+    Ok(StackEvent {
+        frames,
+        truncated: false,
+    })
 }
 
 #[inline]
@@ -461,6 +480,10 @@ fn decode_body(
         }),
         kind::EXTENDED => match get_u8(buf)? {
             extended::STACK => EventBody::Stack(decode_stack(context, buf)?),
+            extended::STACK_TRUNCATED => EventBody::Stack(StackEvent {
+                truncated: true,
+                ..decode_stack(context, buf)?
+            }),
             extended::LOST_WITH_STACKS => EventBody::Lost(Losses {
                 ring_full: get_uvarint(buf)?,
                 pending_full: get_uvarint(buf)?,
@@ -469,6 +492,11 @@ fn decode_body(
             extended::MODULE => EventBody::Module(ModuleEvent {
                 path: get_string(buf)?,
                 build_id: get_bytes(buf)?.to_vec(),
+            }),
+            extended::JIT_SYMBOL => EventBody::JitSymbol(JitSymbolEvent {
+                start: get_uvarint(buf)?,
+                len: get_uvarint(buf)?,
+                name: get_string(buf)?,
             }),
             extended::KERNEL_SNAPSHOT => {
                 EventBody::KernelSnapshot(Box::new(kernel_codec::decode(buf)?))

@@ -58,6 +58,7 @@ pub(crate) fn process_report(
             ns_pid: container.ns_pid,
             root: container.root.clone(),
         }),
+        perf_map: view.has_jit_symbols(),
         anomalies: anomaly_report(process.anomalies()),
     }
 }
@@ -71,7 +72,7 @@ fn anomaly_report(anomalies: &Anomalies) -> AnomalyReport {
             .map(|anomaly| {
                 format!(
                     "{}({:#x}, {}, {}) = {:#x}: {}",
-                    SyscallName::of(anomaly.syscall).as_str(),
+                    SyscallName::of(anomaly.syscall).map_or("?", SyscallName::as_str),
                     anomaly.args[0],
                     anomaly.args[1],
                     anomaly.args[2],

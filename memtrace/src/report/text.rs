@@ -275,6 +275,12 @@ fn process_block(
             terminal(&container.root)
         );
     }
+    if process.perf_map {
+        let _ = writeln!(
+            out,
+            "  JIT frames named from its perf map (/tmp/perf-PID.map)"
+        );
+    }
     for exec in &process.execs {
         exec_lines(out, report, exec);
     }
@@ -442,9 +448,15 @@ fn call_site_lines(out: &mut String, unreleased: &Unreleased, heading: &str) {
     }
     let _ = writeln!(out, "  {heading}:");
     for site in sites.into_iter().take(LISTED_GROUPS) {
+        // A stack cut short does not pass for whole: its outer callers are unknown.
+        let cut = if site.truncated {
+            " ← … (stack cut short)"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "    {}  {}",
+            "    {}  {}{cut}",
             call_sites::amount(site),
             terminal(&site.call_site)
         );

@@ -176,7 +176,7 @@ fn body() -> impl Strategy<Value = EventBody> {
         // Unsampled stacks (the longer form of a Lost record) round-trip in roundtrip.rs: a
         // third value here makes this strategy overflow the test thread's stack in debug.
         1 => (edge_u64(), edge_u64()).prop_map(|(ring_full, pending_full)| EventBody::Lost(Losses { ring_full, pending_full, stacks_not_sampled: 0 })),
-        1 => proptest::collection::vec(edge_u64(), 0..40).prop_map(|frames| EventBody::Stack(StackEvent { frames })),
+        1 => proptest::collection::vec(edge_u64(), 0..40).prop_map(|frames| EventBody::Stack(StackEvent { frames, truncated: false })),
         1 => (text(), proptest::collection::vec(any::<u8>(), 0..24)).prop_map(|(path, build_id)| EventBody::Module(ModuleEvent { path, build_id })),
     ]
 }

@@ -24,8 +24,8 @@ use super::{
 };
 use crate::event::{
     Abi, AttachEvent, Comm, Event, EventBody, ExecEvent, ExecMappingEvent, ExecMappingKind,
-    ExitEvent, FileRef, ForkEvent, ImageLayout, Losses, MapsLine, ModuleEvent, StackEvent, Syscall,
-    SyscallEvent,
+    ExitEvent, FileRef, ForkEvent, ImageLayout, JitSymbolEvent, Losses, MapsLine, ModuleEvent,
+    StackEvent, Syscall, SyscallEvent,
 };
 
 pub(crate) fn sample_header() -> RecordingHeader {
@@ -442,6 +442,15 @@ pub(crate) fn every_variant() -> Vec<Event> {
             }),
         ),
         event(2_900, 4003, EventBody::Lost(Losses::default())),
+        event(
+            2_950,
+            4003,
+            EventBody::JitSymbol(JitSymbolEvent {
+                start: u64::MAX,
+                len: 0x204,
+                name: "JS:^makeBuffers /app/jit.js:3:21".into(),
+            }),
+        ),
     ];
     for (kind, file, name) in [
         (ExecMappingKind::Mmap, true, false),

@@ -1,41 +1,18 @@
-//! `cargo xtask bench`: how much memtrace slows down a syscall-heavy process, next to strace,
-//! how compact and fast its recordings are, and how much memory it takes (`footprint`). A measurement, never a pass/fail test: the
-//! targets are printed next to the numbers for a human to judge.
+//! The overhead benchmark: the workload (tests/programs/mmap_loop.c) untraced, under memtrace
+//! in several configurations and under strace; the size of a recording, and how fast it
+//! replays.
 
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{build, cmd, privilege, workspace::Workspace};
-
-mod hook_cost;
-
-#[derive(clap::Args)]
-pub struct BenchOptions {
-    /// mmap+munmap pairs per run of the workload.
-    #[arg(long, default_value_t = 2_000_000)]
-    iterations: u64,
-    /// Runs per configuration; the median is reported.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
-    runs: u32,
-    /// Only measure the hook's cost (memtrace against empty programs on its hooks).
-    #[arg(long)]
-    hook_only: bool,
-    /// mmap+munmap pairs per thread in the sustained-rate runs.
-    #[arg(long, default_value_t = 200_000)]
-    rate_rounds: u64,
-    /// Only measure memtrace's memory footprint (not the overhead and replay speed).
-    #[arg(long)]
-    footprint_only: bool,
-    /// Only measure the highest event rate memtrace takes with nothing lost.
-    #[arg(long)]
-    rate_only: bool,
-}
+use super::{median, read_event_counts, slug, EventCounts, ScratchDir};
+use crate::{cmd, privilege};
 
 /// Each iteration of the workload makes two syscalls (mmap, munmap).
 const SYSCALLS_PER_ITERATION: u64 = 2;
@@ -125,12 +102,6 @@ struct Run {
     recording: Option<Recording>,
 }
 
-#[derive(Clone, Copy)]
-struct EventCounts {
-    events: u64,
-    lost_events: u64,
-}
-
 struct Recording {
     path: PathBuf,
     bytes: u64,
@@ -149,36 +120,24 @@ struct Summary {
     lost_events: Option<u64>,
 }
 
-pub fn bench(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
-    let memtrace = build::build(workspace)?;
-    let scratch = ScratchDir::create()?;
-    if options.footprint_only {
-        return crate::footprint::measure(workspace, &memtrace, &scratch.path);
-    }
-    if options.rate_only {
-        return sustained_rate(workspace, &memtrace, &scratch.path, options.rate_rounds);
-    }
-    let workload = compile_workload(workspace)?;
-    if options.hook_only {
-        return hook_cost::measure(
-            workspace,
-            &memtrace,
-            &workload,
-            options.iterations,
-            options.runs,
-            &scratch,
-        );
-    }
-
+/// Times every configuration, then the replay of the recording one of them made, and prints
+/// the table.
+pub fn measure(
+    memtrace: &Path,
+    workload: &Path,
+    total_iterations: u64,
+    repeats: u32,
+    scratch: &ScratchDir,
+) -> Result<()> {
     let mut summaries = Vec::new();
     let mut recording = None;
     for configuration in CONFIGURATIONS {
-        let iterations = (options.iterations / configuration.iteration_divisor).max(1);
+        let iterations = (total_iterations / configuration.iteration_divisor).max(1);
         let scaled = configuration.iteration_divisor > 1;
         cmd::step(format!(
             "timing {} ({} x {iterations} iterations{})",
             configuration.name,
-            options.runs,
+            repeats,
             if scaled {
                 format!(
                     ", 1/{} of the others, times scaled up",
@@ -189,22 +148,22 @@ pub fn bench(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
             }
         ));
         let mut runs = Vec::new();
-        for run_index in 0..options.runs {
+        for run_index in 0..repeats {
             let run_dir = scratch
                 .path
                 .join(format!("{}-{run_index}", slug(configuration.name)));
             fs::create_dir_all(&run_dir)
                 .with_context(|| format!("creating {}", run_dir.display()))?;
-            let mut run = run_once(configuration, &memtrace, &workload, iterations, &run_dir)
+            let mut run = run_once(configuration, memtrace, workload, iterations, &run_dir)
                 .with_context(|| format!("benchmarking {}", configuration.name))?;
             run.wall = run
                 .wall
-                .mul_f64(options.iterations as f64 / iterations as f64);
+                .mul_f64(total_iterations as f64 / iterations as f64);
             runs.push(run);
         }
         summaries.push(summarise(
             configuration,
-            options.iterations,
+            total_iterations,
             iterations,
             &runs,
         ));
@@ -214,204 +173,12 @@ pub fn bench(workspace: &Workspace, options: &BenchOptions) -> Result<()> {
     }
 
     let replay = match &recording {
-        Some(recording) => Some(time_replay(&memtrace, recording, options.runs)?),
+        Some(recording) => Some(time_replay(memtrace, recording, repeats)?),
         None => None,
     };
 
-    print_report(&summaries, recording.as_ref(), replay, options.runs);
-    crate::footprint::measure(workspace, &memtrace, &scratch.path)?;
-    crate::bench_kernel::bench_kernel(workspace, &memtrace)?;
-    hook_cost::measure(
-        workspace,
-        &memtrace,
-        &workload,
-        options.iterations,
-        options.runs,
-        &scratch,
-    )?;
-    sustained_rate(workspace, &memtrace, &scratch.path, options.rate_rounds)
-}
-
-/// Stack settings the sustained-rate measurement compares: every call sampled (the most a
-/// stack can cost, since the 4 KiB mappings are below the default threshold), and none.
-const RATE_STACK_SETTINGS: [(&str, &str); 2] = [
-    ("stacks on every call", "--stack-min-size=0"),
-    ("stacks off", "--no-stacks"),
-];
-/// Flooding threads per run: from one CPU's worth to more threads than the machine's CPUs.
-const RATE_THREADS: [u32; 3] = [1, 2, 4];
-
-/// The highest event rate memtrace takes with nothing lost, at default ring sizes: several
-/// threads flood mmap/munmap (tests/programs/rate.c) while memtrace's CPU time and peak RSS
-/// are read from /proc until it exits.
-fn sustained_rate(
-    workspace: &Workspace,
-    memtrace: &Path,
-    scratch: &Path,
-    rounds: u64,
-) -> Result<()> {
-    let source = workspace.root.join("tests/programs/rate.c");
-    let workload = workspace.xtask_dir().join("rate");
-    cmd::step("compiling the sustained-rate workload (tests/programs/rate.c)");
-    cmd::run(
-        Command::new("gcc")
-            .args(["-O2", "-Wall", "-Wextra", "-pthread", "-o"])
-            .arg(&workload)
-            .arg(&source),
-    )?;
-    println!();
-    println!(
-        "Sustained rate: THREADS threads x {rounds} mmap+munmap pairs of one page, default \
-         ring sizes; rate = events / the flood's own time; memtrace's CPU and peak RSS from \
-         /proc (noisy on a shared machine: compare ratios)."
-    );
-    println!(
-        "{:<22} {:>7} {:>12} {:>6} {:>12} {:>16} {:>9}",
-        "stacks", "threads", "events", "lost", "M events/s", "CPU s/M events", "RSS MiB"
-    );
-    for (label, flag) in RATE_STACK_SETTINGS {
-        let mut best: Option<f64> = None;
-        for threads in RATE_THREADS {
-            let report = scratch.join(format!("rate-{}-{threads}.json", slug(label)));
-            let mut command = privilege::root_command(memtrace)?;
-            command
-                .arg(flag)
-                .args(["--format", "json", "-o"])
-                .arg(&report)
-                .arg("--")
-                .arg(&workload)
-                .arg(threads.to_string())
-                .arg(rounds.to_string())
-                .stdout(Stdio::piped());
-            let observed = observe(&mut command, memtrace)
-                .with_context(|| format!("running {}", cmd::describe(&command)))?;
-            let counts = read_event_counts(&report)?;
-            let rate = counts.events as f64 / observed.loop_time.as_secs_f64().max(1e-9);
-            if counts.lost_events == 0 {
-                best = Some(best.map_or(rate, |b: f64| b.max(rate)));
-            }
-            println!(
-                "{:<22} {:>7} {:>12} {:>6} {:>12.2} {:>16.3} {:>9.1}",
-                label,
-                threads,
-                counts.events,
-                counts.lost_events,
-                rate / 1e6,
-                observed.cpu.as_secs_f64() / (counts.events.max(1) as f64 / 1e6),
-                observed.peak_rss_bytes as f64 / f64::from(1u32 << 20),
-            );
-        }
-        match best {
-            Some(rate) => println!(
-                "{label}: highest sustained rate with 0 lost: {:.2} M events/s",
-                rate / 1e6
-            ),
-            None => println!("{label}: every run lost events"),
-        }
-    }
+    print_report(&summaries, recording.as_ref(), replay, repeats);
     Ok(())
-}
-
-/// What was seen of one memtrace run.
-struct Observed {
-    /// The workload's flood, as it measured it.
-    loop_time: Duration,
-    /// memtrace's user + system time, at the last look before it exited.
-    cpu: Duration,
-    /// memtrace's VmHWM.
-    peak_rss_bytes: u64,
-}
-
-/// Runs `command` (memtrace, perhaps under sudo), sampling memtrace's /proc entry until it
-/// exits.
-fn observe(command: &mut Command, memtrace: &Path) -> Result<Observed> {
-    let mut child = command.spawn()?;
-    let ticks_per_second = 100.0; // USER_HZ on Linux.
-    let mut cpu = Duration::ZERO;
-    let mut peak_rss_bytes = 0;
-    let mut pid = None;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        pid = pid.or_else(|| process_running(child.id(), memtrace));
-        if let Some(pid) = pid {
-            if let Some(ticks) = cpu_ticks(pid) {
-                cpu = Duration::from_secs_f64(ticks as f64 / ticks_per_second);
-            }
-            peak_rss_bytes = peak_rss_bytes.max(vm_hwm(pid).unwrap_or(0));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut stdout = String::new();
-    if let Some(mut out) = child.stdout.take() {
-        use std::io::Read as _;
-        out.read_to_string(&mut stdout)?;
-    }
-    if !status.success() {
-        bail!("failed ({status}): {stdout}");
-    }
-    let loop_ns = stdout
-        .lines()
-        .find_map(|line| line.strip_prefix("loop_ns ")?.trim().parse::<u64>().ok())
-        .context("the workload printed no loop_ns")?;
-    Ok(Observed {
-        loop_time: Duration::from_nanos(loop_ns),
-        cpu,
-        peak_rss_bytes,
-    })
-}
-
-/// `pid` itself if it runs `program`, else its child that does (under sudo).
-fn process_running(pid: u32, program: &Path) -> Option<u32> {
-    let runs = |pid: u32| {
-        fs::read_link(format!("/proc/{pid}/exe"))
-            .ok()
-            .zip(fs::canonicalize(program).ok())
-            .is_some_and(|(exe, program)| exe == program)
-    };
-    if runs(pid) {
-        return Some(pid);
-    }
-    let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-    children
-        .split_whitespace()
-        .filter_map(|child| child.parse().ok())
-        .find(|&child| runs(child))
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    // After the command name: state is field 3, utime 14 and stime 15 (1-based).
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-fn vm_hwm(pid: u32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// Builds the workload, tests/programs/mmap_loop.c, into target/xtask/.
-fn compile_workload(workspace: &Workspace) -> Result<PathBuf> {
-    let source = workspace.root.join("tests/programs/mmap_loop.c");
-    let output_dir = workspace.xtask_dir();
-    fs::create_dir_all(&output_dir)
-        .with_context(|| format!("creating {}", output_dir.display()))?;
-    let binary = output_dir.join("mmap_loop");
-    cmd::step("compiling the workload (tests/programs/mmap_loop.c)");
-    cmd::run(
-        Command::new("gcc")
-            .args(["-O2", "-Wall", "-Wextra", "-o"])
-            .arg(&binary)
-            .arg(&source),
-    )?;
-    Ok(binary)
 }
 
 fn run_once(
@@ -492,23 +259,6 @@ fn time_command(command: &mut Command) -> Result<Duration> {
         );
     }
     Ok(wall)
-}
-
-/// The top-level "events" and "lost_events" of a memtrace JSON report.
-fn read_event_counts(report: &Path) -> Result<EventCounts> {
-    let text = fs::read_to_string(report)
-        .with_context(|| format!("reading memtrace's report {}", report.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("parsing memtrace's report {}", report.display()))?;
-    let field = |name: &str| {
-        json.get(name)
-            .and_then(serde_json::Value::as_u64)
-            .with_context(|| format!("{} has no top-level number {name:?}", report.display()))
-    };
-    Ok(EventCounts {
-        events: field("events")?,
-        lost_events: field("lost_events")?,
-    })
 }
 
 /// How long a replay takes: the whole command, and its fixed start-up (process start,
@@ -616,38 +366,5 @@ fn print_report(
                 TARGET_REPLAY_EVENTS_PER_SECOND / 1e6
             );
         }
-    }
-}
-
-fn median<T: Ord + Copy>(mut values: Vec<T>) -> T {
-    values.sort_unstable();
-    values[values.len() / 2]
-}
-
-/// "memtrace --record" -> "memtrace-record", for per-run directory names.
-fn slug(name: &str) -> String {
-    name.split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|part| !part.is_empty())
-        .collect::<Vec<_>>()
-        .join("-")
-}
-
-/// A per-invocation temporary directory for reports and recordings, removed when done.
-struct ScratchDir {
-    path: PathBuf,
-}
-
-impl ScratchDir {
-    fn create() -> Result<Self> {
-        let path = std::env::temp_dir().join(format!("memtrace-bench-{}", std::process::id()));
-        fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(Self { path })
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        // Best effort: a leftover directory in /tmp is harmless.
-        let _ = fs::remove_dir_all(&self.path);
     }
 }

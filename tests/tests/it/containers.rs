@@ -11,8 +11,8 @@ use std::{
 };
 
 use memtrace_tests::{
-    debian_root::debian_root, maps::agreement, memtrace_json, processes, replay_json, require_root,
-    workspace_root, Scratch, Tracer,
+    built_program, debian_root::debian_root, maps::agreement, memtrace_json, processes,
+    replay_json, require_root, Scratch, Tracer,
 };
 use serde_json::Value;
 
@@ -167,33 +167,18 @@ impl Drop for SharedPath {
     }
 }
 
-/// Builds tests/programs/inside.c statically (the container's glibc is older than the host's,
-/// so only a static program built here runs there) into `inside` in the container's root, and
-/// a decoy with other functions at the same path on the host: reading the host's file would
-/// name the container program's frames `host_decoy_*`.
+/// Puts tests/programs/inside.c, as tests/build.rs built it statically (the container's glibc
+/// is older than the host's, so only a static program runs there), into `inside` in the
+/// container's root, and its decoy with other functions at the same path on the host: reading
+/// the host's file would name the container program's frames `host_decoy_*`.
 #[track_caller]
 fn build_inside_program(shared: &SharedPath) -> String {
     let program = format!("{}/inside", shared.inside);
-    let source = workspace_root().join("tests/programs/inside.c");
-    for (output, prefix, decoy) in [
-        (shared.in_root.join("inside"), "memtrace_inside", false),
-        (PathBuf::from(&program), "host_decoy", true),
+    for (output, built) in [
+        (shared.in_root.join("inside"), "inside-64-static"),
+        (PathBuf::from(&program), "inside-64-static-decoy"),
     ] {
-        let mut gcc = Command::new("gcc");
-        gcc.args(["-static", "-g", "-O1", "-Wall"])
-            .arg(format!("-DPREFIX={prefix}"))
-            .arg("-o")
-            .arg(&output)
-            .arg(&source);
-        if decoy {
-            gcc.arg("-DDECOY");
-        }
-        let built = gcc.output().expect("running gcc");
-        assert!(
-            built.status.success(),
-            "gcc -static (libc6-dev): {}",
-            String::from_utf8_lossy(&built.stderr)
-        );
+        std::fs::copy(built_program(built), &output).unwrap();
     }
     program
 }
