@@ -6,6 +6,9 @@
 //! `bool`, no implicit padding) so that the bytes are the same on both sides.
 #![no_std]
 
+/// User space only: the global allocator wrapper memtrace uses to end cleanly when memory runs out.
+#[cfg(feature = "user")]
+pub mod alloc;
 pub mod kernel_mode;
 
 /// Length of the fixed buffers that carry a path or a name (memfd name, exec filename).

@@ -177,7 +177,8 @@ fn write_forks(count: u64, path: &str) -> Result<(), Box<dyn std::error::Error>>
         backend: None,
     };
     let _ = fs::remove_file(path);
-    let mut writer = RecordingWriter::create(path, &header, WriterOptions::default())?;
+    let output = memtrace::output::check(std::path::Path::new(path))?;
+    let mut writer = RecordingWriter::create(&output, &header, WriterOptions::default())?;
     writer.write_event(&parent_attach(START_NS))?;
     for index in 0..count {
         // Pids wrap as the kernel's do, so that reuse is part of the workload.

@@ -246,10 +246,10 @@ pub struct ProbeArgs {
     pub ebpf_log: bool,
     /// Record who allocated: the user call stack of every mmap, mremap, brk and memfd_create
     /// that creates at least --stack-min-size bytes (on by default).
-    #[arg(long, overrides_with = "no_stacks")]
+    #[arg(long, conflicts_with = "no_stacks")]
     pub stacks: bool,
     /// Do not sample call stacks.
-    #[arg(long, overrides_with = "stacks")]
+    #[arg(long, conflicts_with_all = ["stacks", "stack_min_size"])]
     pub no_stacks: bool,
     /// Smallest mapping whose call stack is sampled; 0 samples every call (see
     /// `cargo xtask bench` for the cost).

@@ -90,7 +90,7 @@ impl<C: LiveConsumer, W: RecordingSink> Feed<C, W> {
 
     /// Feeds the layout of a running process as `/proc` shows it now; its events from before
     /// this moment are part of it and are skipped.
-    fn attach(&mut self, pid: u32) -> Result<(), std::io::Error> {
+    pub(crate) fn attach(&mut self, pid: u32) -> Result<(), std::io::Error> {
         let taken_at = monotonic_ns();
         let layout = procfs::attach_layout(pid)?;
         self.attached_at.insert(pid, taken_at);

@@ -8,7 +8,6 @@ pub(crate) use feed::{Feed, LiveConsumer};
 
 use std::{
     ffi::OsString,
-    path::PathBuf,
     process::{Child, ExitStatus},
     time::{Duration, Instant},
 };
@@ -46,8 +45,9 @@ pub struct LiveOptions {
     pub print_events: bool,
     /// Stop after this long.
     pub duration: Option<Duration>,
-    /// Write the event stream to this file.
-    pub record: Option<PathBuf>,
+    /// Write the event stream to this file, checked before the session (its directory is
+    /// not looked up again).
+    pub record: Option<crate::output::Output>,
     /// memtrace's own command line, kept in the recording.
     pub command_line: Vec<String>,
     /// `--interval`: print a block of growth on stderr every this long.
@@ -151,6 +151,10 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
         Target::Command(argv) => {
             let gated = GatedCommand::spawn(argv)?;
             probes.trace(gated.pid)?;
+            // The gate's attach layout, read while it waits: it tells the command's parent
+            // (memtrace) and its container, which no event of the command would; the exec
+            // that follows replaces the layout itself.
+            let _ = feed.attach(gated.pid);
             gated.release()?;
             command = Some(gated);
         }

@@ -203,14 +203,18 @@ fn event() -> impl Strategy<Value = Event> {
 
 fn options() -> impl Strategy<Value = WriterOptions> {
     (
-        1..6usize,
+        prop_oneof![1..6usize, Just(4096usize)],
         prop_oneof![Just(64usize), Just(1024usize), Just(64 << 10)],
+        any::<bool>(),
     )
-        .prop_map(|(max_frame_events, max_frame_bytes)| WriterOptions {
-            max_frame_events,
-            max_frame_bytes,
-            ..WriterOptions::default()
-        })
+        .prop_map(
+            |(max_frame_events, max_frame_bytes, compress)| WriterOptions {
+                max_frame_events,
+                max_frame_bytes,
+                compress,
+                ..WriterOptions::default()
+            },
+        )
 }
 
 /// A way to damage a recording.
@@ -314,7 +318,7 @@ proptest! {
             let start = crate::recording::frame::begin_frame(&mut frame, FrameType::Events);
             frame[start + crate::recording::frame::FRAME_HEAD_LEN - 1] = *frame_type;
             bytes::BufMut::put_slice(&mut frame, payload);
-            crate::recording::frame::end_frame(&mut frame, start);
+            crate::recording::frame::end_frame(&mut frame, start, session_of(&bytes).as_ref());
             bytes.extend_from_slice(&frame);
         }
         read_everything(&bytes);
