@@ -17,6 +17,8 @@
 //!   keyframe a minute, the triggers evaluated every second) fed a busy server in compressed
 //!   time (memtrace::agent::workload); prints the RSS after every hour, the CPU per million
 //!   events, and how many minutes of that server 64 MiB of history holds.
+//! - `footprint scrape PROCESSES SCRAPES`: the agent's CPU per scrape of /metrics over
+//!   loopback HTTP, with that many synthetic processes.
 
 use std::{env, fs, process::ExitCode};
 
@@ -54,6 +56,16 @@ fn main() -> ExitCode {
             agent_day(hours);
             ExitCode::SUCCESS
         }
+        (Some("scrape"), Some(processes)) if args.len() == 3 => {
+            match number(2).map(|scrapes| scrape(processes, scrapes)) {
+                Some(Ok(())) => ExitCode::SUCCESS,
+                Some(Err(error)) => {
+                    eprintln!("footprint: {error}");
+                    ExitCode::FAILURE
+                }
+                None => ExitCode::from(2),
+            }
+        }
         (Some("pipeline-forks"), Some(count)) => {
             pipeline_forks(count);
             ExitCode::SUCCESS
@@ -70,7 +82,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("usage: footprint forks N FILE | churn HOURS | agent-day HOURS | pipeline-forks N | regions N | phases FILE");
+            eprintln!("usage: footprint forks N FILE | churn HOURS | agent-day HOURS | scrape PROCESSES SCRAPES | pipeline-forks N | regions N | phases FILE");
             ExitCode::from(2)
         }
     }
@@ -406,13 +418,10 @@ fn agent_day(hours: u64) {
     agent.keyframe(START_NS);
     stream.feed_all(&workload::start(START_NS), &mut agent);
     let cpu_start = cpu_seconds();
-    let mut history_per_minute = Vec::new();
     for hour in 1..=hours {
         for second in (hour - 1) * 3600..hour * 3600 {
             let now = workload::time_of(START_NS, second);
             if second > 0 && second % 60 == 0 {
-                // A minute of history, as it stood before its keyframe starts the next.
-                history_per_minute.push(agent.flight.bytes());
                 agent.keyframe(now - 1);
             }
             stream.feed_all(&workload::second(START_NS, second), &mut agent);
@@ -449,7 +458,14 @@ fn agent_day(hours: u64) {
         HISTORY_BYTES as f64 / bytes_per_minute,
         status_kib("VmHWM:")
     );
-    let _ = history_per_minute;
+}
+
+/// What a scrape of /metrics costs the agent (memtrace::agent::metrics_bench).
+fn scrape(processes: u64, scrapes: u64) -> Result<(), std::io::Error> {
+    let figures =
+        memtrace::agent::metrics_bench::bench_scrape(processes as usize, scrapes as usize)?;
+    println!("scrape {figures}");
+    Ok(())
 }
 
 /// This process's user and system CPU time so far, in seconds.

@@ -7,7 +7,10 @@
 //!   example, memtrace/examples/footprint.rs);
 //! - a compressed-time 24-hour attach to a process with steady churn, fed to the model by the
 //!   example, with memtrace's RSS after every simulated hour;
-//! - the cost of one live region.
+//! - the cost of one live region;
+//! - the agent: a compressed-time day of a busy server through its pipeline (RSS at hour 1
+//!   and hour 24, CPU per million events, minutes of history in 64 MiB), and the CPU of a
+//!   scrape of /metrics with 300 traced processes.
 
 use std::{
     fs,
@@ -27,6 +30,10 @@ const TARGET_FOLLOW_MIB: f64 = 64.0;
 const REPLAY_PROCESSES: u64 = 1_000_000;
 const TARGET_REPLAY_MIB: f64 = 1024.0;
 const CHURN_HOURS: u32 = 24;
+const AGENT_HOURS: u32 = 24;
+/// A busy host's traced processes, for the cost of a scrape.
+const SCRAPE_PROCESSES: u32 = 300;
+const SCRAPES: u32 = 40;
 
 pub fn measure(workspace: &Workspace, memtrace: &Path, scratch: &Path) -> Result<()> {
     let example = build_example(workspace)?;
@@ -144,6 +151,60 @@ pub fn measure(workspace: &Workspace, memtrace: &Path, scratch: &Path) -> Result
         kib_as_mib(total("peak_kib")),
     );
     println!("footprint: one live region costs {per_region} bytes");
+    agent(&example)
+}
+
+/// The agent's figures (#26, #27), from the example's `agent-day` and `scrape` modes.
+fn agent(example: &Path) -> Result<()> {
+    cmd::step(format!(
+        "agent: a {AGENT_HOURS}-hour day of a busy server through the agent's pipeline, compressed"
+    ));
+    let day =
+        cmd::read_stdout(Command::new(example).args(["agent-day", &AGENT_HOURS.to_string()]))?;
+    // `agent-day hour H rss_kib R history_bytes B regions N`
+    let hourly: Vec<u64> = day
+        .lines()
+        .filter_map(|line| line.strip_prefix("agent-day hour "))
+        .filter_map(|rest| rest.split_whitespace().nth(2)?.parse().ok())
+        .collect();
+    let (Some(&first_hour), Some(&last_hour)) = (hourly.first(), hourly.last()) else {
+        bail!("the agent-day workload printed no hourly RSS:\n{day}");
+    };
+    // `agent-day events N cpu_s C cpu_s_per_million_events M history_bytes B bytes_per_minute P
+    // minutes_in_64_mib K peak_kib P`
+    let totals: Vec<&str> = day
+        .lines()
+        .find_map(|line| line.strip_prefix("agent-day events "))
+        .unwrap_or("?")
+        .split_whitespace()
+        .collect();
+    let total = |name: &str| -> &str {
+        totals
+            .iter()
+            .position(|word| *word == name)
+            .and_then(|at| totals.get(at + 1))
+            .copied()
+            .unwrap_or("?")
+    };
+    println!(
+        "agent: {AGENT_HOURS} h ({} events): RSS hour 1 {:.1} MiB -> hour {AGENT_HOURS} {:.1} MiB (x{:.2}, goal: within 10%); {} CPU s per million events; {} minutes of that server in 64 MiB of history ({} bytes a minute)",
+        totals.first().copied().unwrap_or("?"),
+        first_hour as f64 / 1024.0,
+        last_hour as f64 / 1024.0,
+        last_hour as f64 / first_hour.max(1) as f64,
+        total("cpu_s_per_million_events"),
+        total("minutes_in_64_mib"),
+        total("bytes_per_minute"),
+    );
+    cmd::step(format!(
+        "agent: {SCRAPES} scrapes of /metrics with {SCRAPE_PROCESSES} traced processes"
+    ));
+    let scrape = cmd::read_stdout(Command::new(example).args([
+        "scrape",
+        &SCRAPE_PROCESSES.to_string(),
+        &SCRAPES.to_string(),
+    ]))?;
+    println!("agent: {}", scrape.trim().trim_start_matches("scrape "));
     Ok(())
 }
 
