@@ -16,7 +16,8 @@
 //! - `footprint agent-day HOURS`: the agent's pipeline (user mode, the flight recorder with a
 //!   keyframe a minute, the triggers evaluated every second) fed a busy server in compressed
 //!   time (memtrace::agent::workload); prints the RSS after every hour, the CPU per million
-//!   events, and how many minutes of that server 64 MiB of history holds.
+//!   events, and how many minutes of that server 64 MiB of history holds; with `no-leak`, the
+//!   same day without its slow leak (the live processes' needs constant).
 //! - `footprint scrape PROCESSES SCRAPES`: the agent's CPU per scrape of /metrics over
 //!   loopback HTTP, with that many synthetic processes.
 
@@ -52,8 +53,8 @@ fn main() -> ExitCode {
             churn(hours);
             ExitCode::SUCCESS
         }
-        (Some("agent-day"), Some(hours)) => {
-            agent_day(hours);
+        (Some("agent-day"), Some(hours)) if args.len() <= 3 => {
+            agent_day(hours, args.get(2).map(String::as_str) != Some("no-leak"));
             ExitCode::SUCCESS
         }
         (Some("scrape"), Some(processes)) if args.len() == 3 => {
@@ -82,7 +83,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("usage: footprint forks N FILE | churn HOURS | agent-day HOURS | scrape PROCESSES SCRAPES | pipeline-forks N | regions N | phases FILE");
+            eprintln!("usage: footprint forks N FILE | churn HOURS | agent-day HOURS [no-leak] | scrape PROCESSES SCRAPES | pipeline-forks N | regions N | phases FILE");
             ExitCode::from(2)
         }
     }
@@ -384,7 +385,7 @@ fn phases(path: &str) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// The agent's pipeline, a compressed day of a busy server.
-fn agent_day(hours: u64) {
+fn agent_day(hours: u64, leak: bool) {
     use memtrace::agent::{
         flight::FlightRecorder,
         mode::{AgentMode, TriggerOptions},
@@ -424,7 +425,7 @@ fn agent_day(hours: u64) {
             if second > 0 && second % 60 == 0 {
                 agent.keyframe(now - 1);
             }
-            stream.feed_all(&workload::second(START_NS, second), &mut agent);
+            stream.feed_all(&workload::second_of(START_NS, second, leak), &mut agent);
             agent.evaluate(now);
             let _ = agent.take_fired();
             let _ = agent.user_mode.take_forgotten();

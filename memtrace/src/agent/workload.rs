@@ -109,6 +109,12 @@ pub fn start(start_ns: u64) -> Vec<Event> {
 
 /// Second `second` of the day (from 0), which starts at `start_ns`.
 pub fn second(start_ns: u64, second: u64) -> Vec<Event> {
+    second_of(start_ns, second, true)
+}
+
+/// [`second`], with or without the slow leak: without it, what the agent holds for the
+/// live processes does not change over the day, so its memory must not either.
+pub fn second_of(start_ns: u64, second: u64, leak: bool) -> Vec<Event> {
     let now = start_ns + SECOND + second * SECOND;
     let mut events = Vec::with_capacity(64);
     // Churn: 4 MiB mapped and freed, twenty times a second.
@@ -195,7 +201,7 @@ pub fn second(start_ns: u64, second: u64) -> Vec<Event> {
         }),
     ));
     // The leak, every five minutes: a memfd mapped twice, its fd closed, never unmapped.
-    if second % 300 != 30 {
+    if !leak || second % 300 != 30 {
         return events;
     }
     let leak_at = now + 600_000_000;

@@ -159,43 +159,14 @@ fn agent(example: &Path) -> Result<()> {
     cmd::step(format!(
         "agent: a {AGENT_HOURS}-hour day of a busy server through the agent's pipeline, compressed"
     ));
-    let day =
-        cmd::read_stdout(Command::new(example).args(["agent-day", &AGENT_HOURS.to_string()]))?;
-    // `agent-day hour H rss_kib R history_bytes B regions N`
-    let hourly: Vec<u64> = day
-        .lines()
-        .filter_map(|line| line.strip_prefix("agent-day hour "))
-        .filter_map(|rest| rest.split_whitespace().nth(2)?.parse().ok())
-        .collect();
-    let (Some(&first_hour), Some(&last_hour)) = (hourly.first(), hourly.last()) else {
-        bail!("the agent-day workload printed no hourly RSS:\n{day}");
-    };
-    // `agent-day events N cpu_s C cpu_s_per_million_events M history_bytes B bytes_per_minute P
-    // minutes_in_64_mib K peak_kib P`
-    let totals: Vec<&str> = day
-        .lines()
-        .find_map(|line| line.strip_prefix("agent-day events "))
-        .unwrap_or("?")
-        .split_whitespace()
-        .collect();
-    let total = |name: &str| -> &str {
-        totals
-            .iter()
-            .position(|word| *word == name)
-            .and_then(|at| totals.get(at + 1))
-            .copied()
-            .unwrap_or("?")
-    };
-    println!(
-        "agent: {AGENT_HOURS} h ({} events): RSS hour 1 {:.1} MiB -> hour {AGENT_HOURS} {:.1} MiB (x{:.2}, goal: within 10%); {} CPU s per million events; {} minutes of that server in 64 MiB of history ({} bytes a minute)",
-        totals.first().copied().unwrap_or("?"),
-        first_hour as f64 / 1024.0,
-        last_hour as f64 / 1024.0,
-        last_hour as f64 / first_hour.max(1) as f64,
-        total("cpu_s_per_million_events"),
-        total("minutes_in_64_mib"),
-        total("bytes_per_minute"),
-    );
+    for leak in [true, false] {
+        let mut day = Command::new(example);
+        day.args(["agent-day", &AGENT_HOURS.to_string()]);
+        if !leak {
+            day.arg("no-leak");
+        }
+        agent_day(&cmd::read_stdout(&mut day)?, leak)?;
+    }
     cmd::step(format!(
         "agent: {SCRAPES} scrapes of /metrics with {SCRAPE_PROCESSES} traced processes"
     ));
@@ -248,4 +219,63 @@ fn peak_rss_kib(command: &mut Command) -> Result<u64> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// One `agent-day` run's figures, printed with the goal.
+fn agent_day(day: &str, leak: bool) -> Result<()> {
+    // `agent-day hour H rss_kib R history_bytes B regions N`
+    let hourly: Vec<(u64, u64)> = day
+        .lines()
+        .filter_map(|line| line.strip_prefix("agent-day hour "))
+        .filter_map(|rest| {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            Some((words.get(2)?.parse().ok()?, words.get(6)?.parse().ok()?))
+        })
+        .collect();
+    let (Some(&(first_hour, first_regions)), Some(&(last_hour, last_regions))) =
+        (hourly.first(), hourly.last())
+    else {
+        bail!("the agent-day workload printed no hourly RSS:\n{day}");
+    };
+    // `agent-day events N cpu_s C cpu_s_per_million_events M history_bytes B bytes_per_minute P
+    // minutes_in_64_mib K peak_kib P`
+    let totals: Vec<&str> = day
+        .lines()
+        .find_map(|line| line.strip_prefix("agent-day events "))
+        .unwrap_or("?")
+        .split_whitespace()
+        .collect();
+    let total = |name: &str| -> &str {
+        totals
+            .iter()
+            .position(|word| *word == name)
+            .and_then(|at| totals.get(at + 1))
+            .copied()
+            .unwrap_or("?")
+    };
+    let what = if leak {
+        "with its slow leak"
+    } else {
+        "without the leak"
+    };
+    let per_region = if last_regions > first_regions {
+        format!(
+            ", {:.0} bytes per region the leak added",
+            (last_hour.saturating_sub(first_hour) * 1024) as f64
+                / (last_regions - first_regions) as f64
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "agent: {AGENT_HOURS} h {what} ({} events): RSS hour 1 {:.1} MiB -> hour {AGENT_HOURS} {:.1} MiB (x{:.2}; goal: within 10% when the live processes' regions stay the same: {first_regions} -> {last_regions}{per_region}); {} CPU s per million events; {} minutes of that server in 64 MiB of history ({} bytes a minute)",
+        totals.first().copied().unwrap_or("?"),
+        first_hour as f64 / 1024.0,
+        last_hour as f64 / 1024.0,
+        last_hour as f64 / first_hour.max(1) as f64,
+        total("cpu_s_per_million_events"),
+        total("minutes_in_64_mib"),
+        total("bytes_per_minute"),
+    );
+    Ok(())
 }
