@@ -16,7 +16,7 @@ use crate::{
     capture::{Capture, Captured},
     cgroup::Cgroup,
     clock::{monotonic_ns, next_tick, sleep_until},
-    event::{Abi, Comm, ContainerIdentity, Event, EventBody, Losses},
+    event::{Abi, Comm, ContainerIdentity, Event, EventBody, LimitsEvent, Losses},
     launch::{self, GatedCommand, LaunchError},
     probes::{backend::Attached, ProbeError, ProbeOptions, Probes},
     procfs,
@@ -138,6 +138,8 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
         user_mode: UserMode::new(options.user_mode.clone()),
         attached_at: HashMap::new(),
         containers: HashMap::new(),
+        limits: HashMap::new(),
+        max_map_count: procfs::max_map_count().unwrap_or(0),
         known: cgroup.as_ref().map(|_| HashSet::new()),
     };
     let mut interval_ticks = options.interval.map(|period| {
@@ -311,6 +313,9 @@ struct Feed {
     attached_at: HashMap<u32, u64>,
     /// The container identity last told for each process.
     containers: HashMap<u32, ContainerIdentity>,
+    /// The limits last told for each process, and `vm.max_map_count` (read once).
+    limits: HashMap<u32, LimitsEvent>,
+    max_map_count: u64,
     /// With `--cgroup`: the processes seeded, or born in a fork memtrace saw; any other one
     /// joined the cgroup while running and is seeded when first seen.
     known: Option<HashSet<u32>>,
@@ -388,6 +393,7 @@ impl Feed {
         for pid in self.user_mode.take_forgotten() {
             self.attached_at.remove(&pid);
             self.containers.remove(&pid);
+            self.limits.remove(&pid);
             if let Some(known) = &mut self.known {
                 known.remove(&pid);
             }
@@ -429,6 +435,7 @@ impl Feed {
     /// sees it and after an exec (when that changed), read from `/proc` while it runs: the
     /// recording then carries it, and a replay elsewhere names the process the same way.
     fn identify(&mut self, event: &Event) {
+        self.tell_limits(event);
         let exec = matches!(event.body, EventBody::Exec(_));
         if event.pid == 0 || (!exec && self.containers.contains_key(&event.pid)) {
             return;
@@ -444,6 +451,34 @@ impl Feed {
             &Event {
                 tid: event.pid,
                 body: EventBody::Container(container),
+                ..event.clone()
+            },
+            &mut self.user_mode,
+        );
+    }
+
+    /// Tells the stream what bounds the process's mappings, when memtrace first sees it and
+    /// after an exec (a shell's `ulimit -v` comes between its fork and the exec), read from
+    /// `/proc` while it runs: the findings of exhaustion judge against them, in a replay too.
+    fn tell_limits(&mut self, event: &Event) {
+        let exec = matches!(event.body, EventBody::Exec(_));
+        if event.pid == 0 || (!exec && self.limits.contains_key(&event.pid)) {
+            return;
+        }
+        let Some(address_space) = procfs::address_space_limit(event.pid) else {
+            return;
+        };
+        let limits = LimitsEvent {
+            max_map_count: self.max_map_count,
+            address_space,
+        };
+        if self.limits.insert(event.pid, limits) == Some(limits) {
+            return;
+        }
+        self.stream.feed(
+            &Event {
+                tid: event.pid,
+                body: EventBody::Limits(limits),
                 ..event.clone()
             },
             &mut self.user_mode,

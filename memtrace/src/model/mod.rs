@@ -15,6 +15,7 @@ pub mod exec;
 mod exited;
 pub mod fds;
 mod lifecycle;
+pub mod limits;
 pub mod memfd;
 mod names;
 pub mod process;
@@ -37,6 +38,7 @@ pub use brk::{BrkFailure, BrkState, Headroom};
 pub use call_stacks::{Allocated, CallStacks, StackId};
 pub use exec::{ExecInfo, ImageFacts};
 pub use exited::Fold;
+pub use limits::{Bounds, MapFailure, MapFailures};
 pub use memfd::{Memfd, MemfdId, MemfdRegistry};
 pub use process::{Birth, ExitInfo, Process, ProcessView};
 pub use region::{page_align_up, Creation, Origin, Perms, Region, RegionKind, PAGE_SIZE};
@@ -124,6 +126,12 @@ impl Model {
             EventBody::Container(record) => {
                 if let Some(id) = self.process_for(event, Birth::Lazy) {
                     self.processes[id].container = Some(Box::new(record.clone()));
+                }
+            }
+            EventBody::Limits(record) => {
+                if let Some(id) = self.process_for(event, Birth::Lazy) {
+                    let bounds = self.processes[id].bounds.get_or_insert_with(Box::default);
+                    bounds.limits = Some(*record);
                 }
             }
             EventBody::Lost(record) => {

@@ -18,8 +18,8 @@ use super::wire::{
 };
 use crate::event::{
     Abi, AttachEvent, AttachFd, Comm, ContainerIdentity, Event, EventBody, ExecEvent,
-    ExecMappingEvent, ExecMappingKind, ExitEvent, FileRef, ForkEvent, Losses, MapsLine,
-    ModuleEvent, StackEvent, Syscall, SyscallEvent,
+    ExecMappingEvent, ExecMappingKind, ExitEvent, FileRef, ForkEvent, LimitsEvent, Losses,
+    MapsLine, ModuleEvent, StackEvent, Syscall, SyscallEvent,
 };
 
 /// The tag byte that starts every event: body kind, ABI, and which optional parts follow.
@@ -57,6 +57,7 @@ mod extended {
     /// A [`Losses`] that counts call stacks not sampled; one that does not keeps the
     /// shorter [`kind::LOST`] form older readers know.
     pub const LOST_WITH_STACKS: u8 = 4;
+    pub const LIMITS: u8 = 5;
 }
 
 /// The byte that starts a syscall body: the [`Syscall`] number and which optional parts follow.
@@ -271,7 +272,8 @@ fn body_kind(body: &EventBody) -> u8 {
         | EventBody::Stack(_)
         | EventBody::Module(_)
         | EventBody::KernelSnapshot(_)
-        | EventBody::Container(_) => kind::EXTENDED,
+        | EventBody::Container(_)
+        | EventBody::Limits(_) => kind::EXTENDED,
     }
 }
 
@@ -355,6 +357,14 @@ fn encode_body(body: &EventBody, time_ns: u64, context: &mut FrameContext, buf: 
             put_uvarint(buf, record.ns_pid.into());
             put_str(buf, &record.cgroup);
             put_str(buf, &record.root);
+        }
+        EventBody::Limits(record) => {
+            buf.put_u8(extended::LIMITS);
+            put_uvarint(buf, record.max_map_count);
+            put_bool(buf, record.address_space.is_some());
+            if let Some(bytes) = record.address_space {
+                put_uvarint(buf, bytes);
+            }
         }
         EventBody::Module(record) => {
             buf.put_u8(extended::MODULE);
@@ -467,6 +477,14 @@ fn decode_body(
                 ns_pid: get_u32_varint(buf)?,
                 cgroup: get_string(buf)?,
                 root: get_string(buf)?,
+            }),
+            extended::LIMITS => EventBody::Limits(LimitsEvent {
+                max_map_count: get_uvarint(buf)?,
+                address_space: if get_bool(buf)? {
+                    Some(get_uvarint(buf)?)
+                } else {
+                    None
+                },
             }),
             _ => return Err(Malformed("an event has an unknown extended kind")),
         },

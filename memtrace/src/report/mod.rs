@@ -8,7 +8,7 @@
 pub mod call_sites;
 pub mod cgroups;
 pub mod export;
-mod findings;
+pub mod findings;
 pub mod folded;
 pub mod format;
 mod growth;

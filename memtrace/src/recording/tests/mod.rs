@@ -17,8 +17,8 @@ use super::{
 };
 use crate::event::{
     Abi, AttachEvent, Comm, Event, EventBody, ExecEvent, ExecMappingEvent, ExecMappingKind,
-    ExitEvent, FileRef, ForkEvent, ImageLayout, Losses, MapsLine, ModuleEvent, StackEvent, Syscall,
-    SyscallEvent,
+    ExitEvent, FileRef, ForkEvent, ImageLayout, LimitsEvent, Losses, MapsLine, ModuleEvent,
+    StackEvent, Syscall, SyscallEvent,
 };
 
 pub(crate) fn sample_header() -> RecordingHeader {
@@ -316,6 +316,15 @@ pub(crate) fn every_variant() -> Vec<Event> {
             }),
         ),
         event(2_900, 4003, EventBody::Lost(Losses::default())),
+        event(
+            2_950,
+            4003,
+            EventBody::Limits(LimitsEvent {
+                max_map_count: 65_530,
+                address_space: Some(u64::MAX),
+            }),
+        ),
+        event(2_960, 4003, EventBody::Limits(LimitsEvent::default())),
     ];
     for (kind, file, name) in [
         (ExecMappingKind::Mmap, true, false),

@@ -76,7 +76,8 @@ fn anon_leak_feed() -> Feed {
             Syscall::Mmap,
             [0, 8 * MIB, RW, ANON | 0x20000, u64::MAX, 0],
             (freed + 32 * MIB) as i64,
-        );
+        )
+        .exit(PID, 0);
     feed
 }
 
