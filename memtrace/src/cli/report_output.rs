@@ -44,7 +44,8 @@ pub fn write_user_report(
 ) -> anyhow::Result<()> {
     let exports = output.pprof.is_some() || output.folded.is_some() || output.html.is_some();
     if output.format == Format::Json && !exports {
-        let mut write = |out: &mut dyn Write| user_mode.write_json(info, pids, out);
+        let rows = output.ranked_rows();
+        let mut write = |out: &mut dyn Write| user_mode.write_json(info, pids, rows, out);
         return match &output.output {
             Some(path) => Ok(output::write_atomic_with(path, write)?),
             None => {
@@ -59,10 +60,12 @@ pub fn write_user_report(
     if !pids.is_empty() {
         report.filter_pids(pids);
     }
-    write_report(&report, output)
+    report.rank(output.ranked_rows());
+    write_report(&report, output, !pids.is_empty())
 }
 
-fn write_report(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
+/// `chosen`: the processes were chosen by pid, and are all detailed.
+fn write_report(report: &Report, output: &OutputArgs, chosen: bool) -> anyhow::Result<()> {
     // The exports first: a report on stdout may end in a closed pipe.
     write_exports(report, output)?;
     let rendered = match output.format {
@@ -71,6 +74,7 @@ fn write_report(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
             report,
             &TextOptions {
                 show_layout: output.show_layout,
+                all: output.all || chosen,
             },
         ),
     };

@@ -14,9 +14,11 @@ pub mod format;
 mod growth;
 pub mod json;
 mod processes;
+pub mod ranking;
 pub mod schema;
 pub mod stream;
 mod summary;
+pub mod summary_text;
 #[cfg(test)]
 mod tests;
 pub mod text;
@@ -84,6 +86,9 @@ pub fn build_with(
     namer: &mut dyn FrameNamer,
 ) -> Report {
     let options = exited.options();
+    let span_ns = model
+        .last_event_ns()
+        .saturating_sub(model.first_event_ns().unwrap_or(0));
     let processes: Vec<ProcessReport> = model
         .processes()
         // A child forked by a traced parent without --follow was never traced itself.
@@ -104,6 +109,13 @@ pub fn build_with(
     exited.annotate(&mut findings);
     let exited = exited.reports(namer);
     let lost = lost_counts(model, session);
+    let (summary, ranking) = ranking::of(
+        &processes,
+        &exited,
+        &findings,
+        span_ns,
+        ranking::DEFAULT_ROWS,
+    );
     Report {
         version: REPORT_VERSION,
         source: session.source,
@@ -116,6 +128,8 @@ pub fn build_with(
         processes,
         exited,
         findings,
+        summary,
+        ranking,
     }
 }
 
@@ -143,5 +157,19 @@ impl Report {
         self.exited.clear();
         self.cgroups = cgroups::of(&self.processes, &self.exited);
         self.findings.retain(|finding| pids.contains(&finding.pid));
+        self.rank(self.ranking.limit);
+    }
+
+    /// Ranks the processes again, keeping `rows` rows (`--top`; `usize::MAX` for all).
+    pub fn rank(&mut self, rows: usize) {
+        let (summary, ranking) = ranking::of(
+            &self.processes,
+            &self.exited,
+            &self.findings,
+            self.summary.span_ns,
+            rows,
+        );
+        self.summary = summary;
+        self.ranking = ranking;
     }
 }

@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::model::SyscallName;
 
+pub use crate::report::ranking::{RankedRest, RankedRow, Ranking, SessionSummary};
 pub use crate::report::timeline::{GroupSeries, TimelineReport};
 
 /// Bumped when a field changes meaning or goes away (new fields do not bump it).
@@ -45,6 +46,10 @@ pub struct Report {
     /// The processes grouped by cgroup (v2), in the order each cgroup first appears.
     pub cgroups: Vec<CgroupReport>,
     pub findings: Vec<Finding>,
+    /// The session's totals, and its processes and folded programs ranked (the first rows;
+    /// the rest summed): last, because the streamed JSON sums them as the processes go by.
+    pub summary: SessionSummary,
+    pub ranking: Ranking,
 }
 
 /// One cgroup's processes and what they hold (at exit, or now).

@@ -253,17 +253,21 @@ fn streamed_json_is_the_rendered_report() {
                 let mut report =
                     crate::report::build_with(&feed.model, exited, &info, &mut NoNames);
                 report.filter_pids(&pids);
-                let mut streamed = Vec::new();
-                crate::report::stream::write_json(
-                    &feed.model,
-                    exited,
-                    &info,
-                    &mut NoNames,
-                    &pids,
-                    &mut streamed,
-                )
-                .unwrap();
-                assert_eq!(String::from_utf8(streamed).unwrap(), json::render(&report));
+                for rows in [crate::report::ranking::DEFAULT_ROWS, 1, usize::MAX] {
+                    report.rank(rows);
+                    let mut streamed = Vec::new();
+                    crate::report::stream::write_json(
+                        &feed.model,
+                        exited,
+                        &info,
+                        &mut NoNames,
+                        &pids,
+                        rows,
+                        &mut streamed,
+                    )
+                    .unwrap();
+                    assert_eq!(String::from_utf8(streamed).unwrap(), json::render(&report));
+                }
             }
         }
     }
