@@ -67,7 +67,7 @@ pub fn write_user_report(
 /// `chosen`: the processes were chosen by pid, and are all detailed.
 fn write_report(report: &Report, output: &OutputArgs, chosen: bool) -> anyhow::Result<()> {
     // The exports first: a report on stdout may end in a closed pipe.
-    write_exports(report, output)?;
+    write_exports(report, output, chosen)?;
     let rendered = match output.format {
         Format::Json => report::json::render(report),
         Format::Text => report::text::render(
@@ -94,7 +94,7 @@ pub fn write_rendered(rendered: &str, output: &OutputArgs) -> anyhow::Result<()>
 }
 
 /// The files other tools read: each written whole, or not at all, with one line on error.
-fn write_exports(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
+fn write_exports(report: &Report, output: &OutputArgs, chosen: bool) -> anyhow::Result<()> {
     if let Some(path) = &output.pprof {
         let profile = report::export::pprof::render(report).context("compressing the profile")?;
         output::write_atomic(path, &profile)
@@ -106,7 +106,10 @@ fn write_exports(report: &Report, output: &OutputArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing the collapsed stacks to {}", path.display()))?;
     }
     if let Some(path) = &output.html {
-        let page = report::export::html::render(report);
+        let options = report::export::html::HtmlOptions {
+            all: output.all || chosen,
+        };
+        let page = report::export::html::render_with(report, &options);
         output::write_atomic(path, page.as_bytes())
             .with_context(|| format!("writing the HTML report to {}", path.display()))?;
     }
