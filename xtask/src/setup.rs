@@ -30,6 +30,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "chromium",
         "headless Chromium opens the --html report in tests",
     ),
+    (
+        "postgresql",
+        "the reports test traces a throw-away PostgreSQL cluster under pgbench",
+    ),
     ("openssh-server", "the sshd end-to-end test"),
     ("openssh-client", "the sshd end-to-end test"),
     ("binutils", "objcopy and readelf for cargo xtask dist"),

@@ -165,10 +165,9 @@ fn ranked_table(out: &mut String, report: &Report) {
     if rest.rows > 0 {
         let _ = writeln!(
             out,
-            "  … {} more ({}): mapped {}, held {}, change {}, {}",
+            "  … {} more ({}): held {}, change {}, {}",
             rest.rows,
             count_of(rest.processes, "process", "processes"),
-            bytes(rest.mapped_bytes),
             bytes(rest.held_bytes),
             signed_bytes(rest.change_bytes),
             count(rest.findings, "finding"),
