@@ -86,15 +86,19 @@ pub fn summary(out: &mut String, report: &Report) {
     let live = &summary.live;
     let exited = &summary.exited;
     out.push('\n');
-    let _ = write!(
-        out,
-        "Session: {:.1}s. Live: {} mapping {}, holding {} ({} over the session)",
-        summary.span_ns as f64 / 1e9,
-        count_of(live.processes, "process", "processes"),
-        bytes(live.mapped_bytes),
-        bytes(live.held_bytes),
-        signed_bytes(live.change_bytes),
-    );
+    let _ = write!(out, "Session: {:.1}s. ", summary.span_ns as f64 / 1e9);
+    if live.processes == 0 {
+        out.push_str("No process live at the end");
+    } else {
+        let _ = write!(
+            out,
+            "Live: {} mapping {}, holding {} ({} over the session)",
+            count_of(live.processes, "process", "processes"),
+            bytes(live.mapped_bytes),
+            bytes(live.held_bytes),
+            signed_bytes(live.change_bytes),
+        );
+    }
     if exited.processes + exited.folded_processes > 0 {
         let _ = write!(
             out,
