@@ -13,6 +13,7 @@ mod findings;
 mod folding;
 mod json_report;
 mod processes;
+mod ranking;
 mod text_report;
 
 const DOTNET: u32 = 4242;
