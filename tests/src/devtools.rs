@@ -124,8 +124,9 @@ impl Browser {
             json!({ "targetId": target["targetId"], "flatten": true }),
         );
         self.session = Some(attached["sessionId"].as_str().unwrap().to_owned());
+        // A new page is about:blank, complete, until the navigation replaces its document.
         self.wait_for(
-            "document.readyState === 'complete'",
+            &format!("location.href === {url:?} && document.readyState === 'complete'"),
             Duration::from_secs(20),
         );
     }
@@ -143,11 +144,15 @@ impl Browser {
         result["result"]["value"].clone()
     }
 
-    /// Waits until `condition` (JavaScript) holds in the page.
+    /// Waits until `condition` (JavaScript) holds in the page; one that throws (the document
+    /// is being replaced) does not hold yet.
     #[track_caller]
     pub fn wait_for(&mut self, condition: &str, timeout: Duration) {
         let give_up = Instant::now() + timeout;
-        while self.eval(&format!("!!({condition})")) != json!(true) {
+        let expression = format!(
+            "(function () {{ try {{ return !!({condition}); }} catch (e) {{ return false; }} }})()"
+        );
+        while self.eval(&expression) != json!(true) {
             assert!(
                 Instant::now() < give_up,
                 "{condition}: still false after {timeout:?}"

@@ -69,12 +69,19 @@ pub fn render_with(report: &Report, options: &HtmlOptions) -> String {
     );
     let live = &summary.live;
     let exited = &summary.exited;
+    let live_line = if live.processes == 0 {
+        "No process live at the end".to_owned()
+    } else {
+        format!(
+            "Live: {} mapping {}, holding {}",
+            format::count_of(live.processes, "process", "processes"),
+            format::bytes(live.mapped_bytes),
+            format::bytes(live.held_bytes),
+        )
+    };
     let _ = write!(
         out,
-        r#"<section class="card overview" id="overview"><h2>Session</h2><p class="meta">Live: {} mapping {}, holding {}. Exited: {}{}, holding {} at their exits.</p><div class="pair">"#,
-        format::count_of(live.processes, "process", "processes"),
-        format::bytes(live.mapped_bytes),
-        format::bytes(live.held_bytes),
+        r#"<section class="card overview" id="overview"><h2>Session</h2><p class="meta">{live_line}. Exited: {}{}, holding {} at their exits.</p><div class="pair">"#,
         format::count_of(
             exited.processes + exited.folded_processes,
             "process",
@@ -86,11 +93,19 @@ pub fn render_with(report: &Report, options: &HtmlOptions) -> String {
         },
         format::bytes(exited.held_bytes),
     );
-    for measure in [overview::Measure::Mapped, overview::Measure::Allocated] {
-        let (caption, chart) = overview::stacked_by_program(report, measure);
+    if overview::drawable(report) {
+        for measure in [overview::Measure::Mapped, overview::Measure::Allocated] {
+            let (caption, chart) = overview::stacked_by_program(report, measure);
+            let _ = write!(
+                out,
+                "<figure><figcaption>{caption}</figcaption>{chart}</figure>"
+            );
+        }
+    } else {
         let _ = write!(
             out,
-            "<figure><figcaption>{caption}</figcaption>{chart}</figure>"
+            r#"<p class="none">The session lasted {:.3} s: too short to draw over time. Each process's charts show what it created when.</p>"#,
+            summary.span_ns as f64 / 1e9
         );
     }
     out.push_str("</div>");

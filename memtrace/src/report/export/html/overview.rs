@@ -97,6 +97,14 @@ pub(crate) fn stacked_by_program(report: &Report, measure: Measure) -> (String, 
     (caption, draw(report, &times, &bands, what))
 }
 
+/// A session shorter than this has too few samples to draw over time.
+const MIN_DRAWN_SPAN_NS: u64 = 3 * crate::model::timeline::FIRST_STEP_NS;
+
+/// Whether the session lasted long enough to draw it over time.
+pub(crate) fn drawable(report: &Report) -> bool {
+    report.summary.span_ns >= MIN_DRAWN_SPAN_NS
+}
+
 fn draw(report: &Report, times: &[u64], bands: &[(String, Vec<u64>)], what: &str) -> String {
     let mut out = svg_open("overview", HEIGHT, what);
     let peak = (0..times.len())
