@@ -20,6 +20,45 @@ fn main() -> anyhow::Result<()> {
     let object = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR")?).join("memtrace-probes");
     if !object.exists() {
         fs::write(&object, []).context("writing the placeholder eBPF object")?;
+        return Ok(());
     }
+    strip_dwarf(&object)
+}
+
+/// Removes the DWARF sections (and their relocations) from the eBPF object. bpf-linker needs
+/// the debug info to write BTF, and the loader reads only BTF (`.BTF`, `.BTF.ext`): the DWARF
+/// is most of the object's bytes (5.7 of 7 MB), embedded in every memtrace binary for nothing.
+fn strip_dwarf(object: &std::path::Path) -> anyhow::Result<()> {
+    let data = fs::read(object).context("reading the eBPF object")?;
+    let mut builder =
+        object::build::elf::Builder::read(data.as_slice()).context("parsing the eBPF object")?;
+    let is_dwarf = |name: &[u8]| {
+        let name = name.strip_prefix(b".rel").unwrap_or(name);
+        let name = name.strip_prefix(b"a").unwrap_or(name);
+        name.starts_with(b".debug_")
+    };
+    for section in builder.sections.iter_mut() {
+        if is_dwarf(section.name.as_slice()) {
+            section.delete = true;
+        }
+    }
+    // bpf-linker names the sections from the symbols' string table; the writer keeps section
+    // names in a table of their own.
+    let has_section_names = builder
+        .sections
+        .iter()
+        .any(|section| matches!(section.data, object::build::elf::SectionData::SectionString));
+    if !has_section_names {
+        let names = builder.sections.add();
+        names.name = b".shstrtab"[..].into();
+        names.sh_type = object::elf::SHT_STRTAB;
+        names.sh_addralign = 1;
+        names.data = object::build::elf::SectionData::SectionString;
+    }
+    let mut stripped = Vec::with_capacity(data.len());
+    builder
+        .write(&mut stripped)
+        .context("writing the stripped eBPF object")?;
+    fs::write(object, stripped).context("replacing the eBPF object")?;
     Ok(())
 }

@@ -1,11 +1,14 @@
 //! The event ABI between memtrace's eBPF programs and its userspace.
 //!
-//! Every record the kernel side writes into the ring buffer starts with an [`MessageHeader`]
+//! Every message the kernel side writes into the ring buffer starts with a [`MessageHeader`]
 //! whose `kind` says which of the `#[repr(C)]` structs below follows. Both sides compile this one
 //! definition, so the layouts cannot drift apart. Fields are sized and padded explicitly (no
 //! `bool`, no implicit padding) so that the bytes are the same on both sides.
 #![no_std]
 
+/// User space only: the global allocator wrapper memtrace uses to end cleanly when memory runs out.
+#[cfg(feature = "user")]
+pub mod alloc;
 pub mod kernel_mode;
 
 /// Length of the fixed buffers that carry a path or a name (memfd name, exec filename).
@@ -78,6 +81,11 @@ pub enum MessageKind {
     SyscallDetail = 6,
     /// A [`StackSampleMessage`]: the user stack of the syscall just reported by the same thread.
     StackSample = 7,
+    /// A [`CommMessage`]: a thread's name, when it changed or when the thread was first seen.
+    Comm = 8,
+    /// An [`OomVictimMessage`]: the OOM killer chose a victim (`oom:mark_victim`; loaded only
+    /// when asked for).
+    OomVictim = 9,
 }
 
 impl MessageKind {
@@ -89,6 +97,8 @@ impl MessageKind {
             4 => Self::Exit,
             6 => Self::SyscallDetail,
             7 => Self::StackSample,
+            8 => Self::Comm,
+            9 => Self::OomVictim,
             _ => return None,
         })
     }
@@ -111,10 +121,41 @@ pub enum Syscall {
     Execve = 9,
     Execveat = 10,
     Close = 11,
+    /// SysV shared memory, attached: `shmat(shmid, shmaddr, shmflg)` returns the address. An
+    /// ia32 `ipc(SHMAT, ...)` is reported as this too, with these three arguments and the
+    /// address the kernel wrote through its fourth as the result ([`syscall_flags::VIA_IPC`]).
+    Shmat = 12,
+    /// `shmdt(shmaddr)`; also ia32's `ipc(SHMDT, ...)`.
+    Shmdt = 13,
+    /// `io_setup(nr_events, ctx_idp)` maps the AIO ring; the kernel writes the ring's address
+    /// (the context id) through `ctx_idp`: read at exit into `args[2]` ([`IO_SETUP_RING_ARG`]).
+    IoSetup = 14,
+    /// `io_destroy(ctx_id)` unmaps the ring at `ctx_id`.
+    IoDestroy = 15,
+    /// `pkey_mprotect(start, len, prot, pkey)`.
+    PkeyMprotect = 16,
+    /// `mseal(start, len, flags)` (Linux 6.10).
+    Mseal = 17,
+    /// `remap_file_pages(start, size, prot, pgoff, flags)`.
+    RemapFilePages = 18,
+    /// ia32 only: the SysV IPC multiplexer `ipc(call, first, second, third, ptr, fifth)`, as it
+    /// is parked at entry. Never in a message: its exit reports the shmat or shmdt it made as
+    /// that syscall, and drops the other calls (semaphores, messages, shmget, shmctl).
+    Ipc = 19,
+}
+
+/// `args[2]` of a successful `io_setup`: the context id the kernel wrote through `ctx_idp`,
+/// which is the ring's address (`aio_setup_ring`); 0 when it could not be read.
+pub const IO_SETUP_RING_ARG: usize = 2;
+
+/// ia32 `ipc(2)` calls memtrace reports (include/uapi/linux/ipc.h).
+pub mod ipc_call {
+    pub const SHMAT: u64 = 21;
+    pub const SHMDT: u64 = 22;
 }
 
 impl Syscall {
-    pub const ALL: [Syscall; 11] = [
+    pub const ALL: [Syscall; 19] = [
         Self::Mmap,
         Self::Mmap2,
         Self::OldMmap,
@@ -126,10 +167,42 @@ impl Syscall {
         Self::Execve,
         Self::Execveat,
         Self::Close,
+        Self::Shmat,
+        Self::Shmdt,
+        Self::IoSetup,
+        Self::IoDestroy,
+        Self::PkeyMprotect,
+        Self::Mseal,
+        Self::RemapFilePages,
+        Self::Ipc,
     ];
 
+    /// A match rather than a search of [`Self::ALL`]: the eBPF programs call it on their hot
+    /// path, where a search is a loop.
+    #[inline(always)]
     pub fn from_u32(value: u32) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| *s as u32 == value)
+        Some(match value {
+            1 => Self::Mmap,
+            2 => Self::Mmap2,
+            3 => Self::OldMmap,
+            4 => Self::Munmap,
+            5 => Self::Brk,
+            6 => Self::Mremap,
+            7 => Self::Mprotect,
+            8 => Self::MemfdCreate,
+            9 => Self::Execve,
+            10 => Self::Execveat,
+            11 => Self::Close,
+            12 => Self::Shmat,
+            13 => Self::Shmdt,
+            14 => Self::IoSetup,
+            15 => Self::IoDestroy,
+            16 => Self::PkeyMprotect,
+            17 => Self::Mseal,
+            18 => Self::RemapFilePages,
+            19 => Self::Ipc,
+            _ => return None,
+        })
     }
 
     /// The kernel's own name for the syscall, as strace prints it; the report's rows fold
@@ -147,6 +220,14 @@ impl Syscall {
             Self::Execve => "execve",
             Self::Execveat => "execveat",
             Self::Close => "close",
+            Self::Shmat => "shmat",
+            Self::Shmdt => "shmdt",
+            Self::IoSetup => "io_setup",
+            Self::IoDestroy => "io_destroy",
+            Self::PkeyMprotect => "pkey_mprotect",
+            Self::Mseal => "mseal",
+            Self::RemapFilePages => "remap_file_pages",
+            Self::Ipc => "ipc",
         }
     }
 
@@ -166,9 +247,16 @@ impl Syscall {
                 11 => Some(Self::Munmap),
                 12 => Some(Self::Brk),
                 25 => Some(Self::Mremap),
+                30 => Some(Self::Shmat),
                 59 => Some(Self::Execve),
+                67 => Some(Self::Shmdt),
+                206 => Some(Self::IoSetup),
+                207 => Some(Self::IoDestroy),
+                216 => Some(Self::RemapFilePages),
                 319 => Some(Self::MemfdCreate),
                 322 => Some(Self::Execveat),
+                329 => Some(Self::PkeyMprotect),
+                462 => Some(Self::Mseal),
                 _ => None,
             },
             Abi::I386 => match nr {
@@ -177,11 +265,20 @@ impl Syscall {
                 45 => Some(Self::Brk),
                 90 => Some(Self::OldMmap),
                 91 => Some(Self::Munmap),
+                117 => Some(Self::Ipc),
                 125 => Some(Self::Mprotect),
                 163 => Some(Self::Mremap),
                 192 => Some(Self::Mmap2),
+                245 => Some(Self::IoSetup),
+                246 => Some(Self::IoDestroy),
+                257 => Some(Self::RemapFilePages),
                 356 => Some(Self::MemfdCreate),
                 358 => Some(Self::Execveat),
+                380 => Some(Self::PkeyMprotect),
+                // The direct SysV IPC syscalls (Linux 5.1); older kernels only have ipc(2).
+                397 => Some(Self::Shmat),
+                398 => Some(Self::Shmdt),
+                462 => Some(Self::Mseal),
                 _ => None,
             },
             Abi::Unknown => None,
@@ -198,12 +295,17 @@ impl Syscall {
     }
 }
 
-/// Starts every record in the ring buffer.
+/// Starts every message in the ring buffer.
+///
+/// It carries no comm: `bpf_get_current_comm` cost a fifth of a traced syscall's program time,
+/// and the comm changes only at exec and rename. A thread's comm comes once, when the thread is
+/// first seen ([`CommMessage`]) or born ([`ForkMessage::comm`]), and again when it changes
+/// ([`ExecMessage::comm`], a [`CommMessage`] from `task_rename`); userspace keeps it per thread.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 #[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
 pub struct MessageHeader {
-    /// An [`MessageKind`].
+    /// A [`MessageKind`].
     pub kind: u32,
     /// An [`Abi`]: the ABI of the syscall being made (for process events, of the task; for
     /// an exec, of the task before the exec: `ExecMessage::new_abi` is the one after).
@@ -212,8 +314,53 @@ pub struct MessageHeader {
     pub timestamp_ns: u64,
     pub tgid: u32,
     pub tid: u32,
-    pub comm: [u8; COMM_LEN],
 }
+
+/// A thread's comm: sent when a traced thread is first seen by the syscall programs (one that
+/// was there before tracing began, or joined the `--cgroup`) and when a traced thread is
+/// renamed (`task_rename`: prctl(PR_SET_NAME), a write to /proc/PID/comm, exec's own rename).
+/// The header names the thread, which for a rename is not always the one that renamed it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct CommMessage {
+    pub header: MessageHeader,
+    pub comm: [u8; COMM_LEN],
+    /// The thread's identity at that moment.
+    pub identity: Identity,
+}
+
+/// Who a task is, as the kernel says at the message, so that userspace need not read `/proc`
+/// after the fact (when the task may be gone): its cgroup v2 (the id `bpf_get_current_cgroup_id`
+/// returns: its directory's inode number; 0 if unknown) and its ids in its own pid namespace
+/// (what the task itself sees as its pid and tid, `task->thread_pid->numbers[level].nr`; equal
+/// to the header's outside containers; 0 if unknown).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct Identity {
+    pub cgroup_id: u64,
+    pub ns_tgid: u32,
+    pub ns_tid: u32,
+}
+
+/// `oom:mark_victim`: the OOM killer picked a victim. The header names the victim (on kernels
+/// whose tracepoint passes only its pid, `tgid` is 0 and `tid` that pid); its timestamp is when.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct OomVictimMessage {
+    pub header: MessageHeader,
+    /// The victim's uid, on kernels whose tracepoint passes it; [`UNKNOWN_UID`] otherwise.
+    pub uid: u32,
+    /// Non-zero when the tracepoint passed the task, so `comm` and `identity` are filled.
+    pub has_task: u32,
+    pub comm: [u8; COMM_LEN],
+    pub identity: Identity,
+}
+
+/// [`OomVictimMessage::uid`] when the kernel does not say.
+pub const UNKNOWN_UID: u32 = u32::MAX;
 
 /// A file as the kernel's dentry chain names it: `components[0]` is the file's own name,
 /// `components[1]` its parent's, and so on up to the root, crossing mount points. An empty
@@ -236,6 +383,9 @@ pub mod syscall_flags {
     pub const HAS_STRING: u32 = 1;
     /// `file` holds the file behind the fd argument (mmap) or the result (memfd_create).
     pub const HAS_FILE: u32 = 2;
+    /// An ia32 shmat or shmdt made through `ipc(2)`: `args` and `ret` are given as the direct
+    /// syscall's (see [`super::Syscall::Shmat`]).
+    pub const VIA_IPC: u32 = 4;
 }
 
 /// One completed syscall: its arguments at entry and its result at exit.
@@ -326,6 +476,11 @@ pub struct ForkMessage {
     /// [`fork_flags`].
     pub flags: u32,
     pub _pad: u32,
+    /// The parent's comm, which the child inherits.
+    pub comm: [u8; COMM_LEN],
+    /// The child's identity: its cgroup (`CLONE_INTO_CGROUP` puts it elsewhere than its
+    /// parent) and its ids in its own pid namespace (a new one with `CLONE_NEWPID`).
+    pub child: Identity,
 }
 
 /// Where a new image's pieces are, as the kernel set them up at exec: `mm_struct`'s bounds,
@@ -367,6 +522,10 @@ pub struct ExecMessage {
     /// The ABI of the new image, from its ELF header (`bprm->buf`).
     pub new_abi: u32,
     pub _pad: u32,
+    /// The comm the exec gave the task (the new file's name).
+    pub comm: [u8; COMM_LEN],
+    /// The task's identity after the exec.
+    pub identity: Identity,
     pub layout: ImageLayout,
     /// Where the vdso is (auxv AT_SYSINFO_EHDR): userspace places the special mappings by it.
     pub vdso_base: u64,
@@ -444,6 +603,23 @@ pub struct KernelOffsets {
     /// kernels whose `sched_process_exit` lacks `group_dead` tell the last thread's exit.
     pub task_signal: u32,
     pub signal_live: u32,
+    /// The task's cgroup v2 id: `task->cgroups->dfl_cgrp->kn->id`.
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
+    /// Ids in the task's own pid namespace: `task->thread_pid` (the tid),
+    /// `task->signal->pids[PIDTYPE_TGID]` (the tgid), and in a `struct pid` its `level` and
+    /// `numbers[level].nr`.
+    pub task_thread_pid: u32,
+    pub signal_pids: u32,
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    /// `sizeof(struct upid)` and `upid.nr`.
+    pub upid_size: u32,
+    pub upid_nr: u32,
+    /// `task_struct.comm`, for a task that is not the current one (`oom:mark_victim`).
+    pub task_comm: u32,
 }
 
 /// Tunables written into the programs' read-only data before load.
@@ -484,6 +660,10 @@ impl ProbeConfig {
 pub mod names {
     pub const EVENTS_MAP: &str = "EVENTS";
     pub const TRACED_MAP: &str = "TRACED";
+    /// The threads of traced processes the programs have seen (tid → unused): a syscall of a
+    /// thread found here costs one lookup; one not found is checked against [`TRACED_MAP`],
+    /// added, and its comm sent.
+    pub const THREADS_MAP: &str = "THREADS";
     pub const LOST_MAP: &str = "LOST";
     /// The ring of [`super::StackSampleMessage`]s, apart from [`EVENTS_MAP`].
     pub const STACKS_MAP: &str = "STACKS";
@@ -536,6 +716,15 @@ pub fn record_as_bytes<T: bytemuck::Pod>(value: &T) -> &[u8] {
 mod tests {
     use super::*;
 
+    #[test]
+    fn from_u32_inverts_the_discriminant() {
+        for syscall in Syscall::ALL {
+            assert_eq!(Syscall::from_u32(syscall as u32), Some(syscall));
+        }
+        assert_eq!(Syscall::from_u32(0), None);
+        assert_eq!(Syscall::from_u32(Syscall::ALL.len() as u32 + 1), None);
+    }
+
     /// The tracepoints' first filter lets through exactly the numbers of both ABIs.
     #[test]
     fn may_be_traced_is_the_union_of_both_abis() {
@@ -547,5 +736,41 @@ mod tests {
         // getppid (x86_64 110, ia32 64), the benchmark's bystander, is not ours.
         assert!(!Syscall::may_be_traced(110) && !Syscall::may_be_traced(64));
         assert!(Syscall::may_be_traced(9) && Syscall::may_be_traced(192));
+    }
+
+    /// Every way a mapping is made (#23), in each ABI's own numbering
+    /// (arch/x86/entry/syscalls/syscall_{64,32}.tbl).
+    #[test]
+    fn the_mapping_syscalls_of_both_abis() {
+        let x86_64 = [
+            (30, Syscall::Shmat),
+            (67, Syscall::Shmdt),
+            (206, Syscall::IoSetup),
+            (207, Syscall::IoDestroy),
+            (216, Syscall::RemapFilePages),
+            (329, Syscall::PkeyMprotect),
+            (462, Syscall::Mseal),
+        ];
+        let i386 = [
+            (117, Syscall::Ipc),
+            (245, Syscall::IoSetup),
+            (246, Syscall::IoDestroy),
+            (257, Syscall::RemapFilePages),
+            (380, Syscall::PkeyMprotect),
+            (397, Syscall::Shmat),
+            (398, Syscall::Shmdt),
+            (462, Syscall::Mseal),
+        ];
+        for (nr, syscall) in x86_64 {
+            assert_eq!(Syscall::from_number(Abi::X86_64, nr), Some(syscall), "{nr}");
+        }
+        for (nr, syscall) in i386 {
+            assert_eq!(Syscall::from_number(Abi::I386, nr), Some(syscall), "{nr}");
+        }
+        // x86_64 117 is setresuid, ia32 30 is utime: not ours.
+        assert_eq!(Syscall::from_number(Abi::X86_64, 117), None);
+        assert_eq!(Syscall::from_number(Abi::I386, 30), None);
+        assert_eq!(Syscall::Mseal.name(), "mseal");
+        assert_eq!(Syscall::RemapFilePages.name(), "remap_file_pages");
     }
 }

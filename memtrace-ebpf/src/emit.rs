@@ -1,4 +1,5 @@
-//! Reserving ring-buffer records: headers, the traced-process check, and loss accounting.
+//! Reserving ring-buffer messages: headers, the traced-process and traced-thread checks, comms,
+//! and loss accounting.
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -7,9 +8,12 @@ use aya_ebpf::{
     },
     maps::ring_buf::RingBufEntry,
 };
-use memtrace_common::{lost_slot, Abi, MessageHeader, MessageKind};
+use memtrace_common::{lost_slot, Abi, CommMessage, MessageHeader, MessageKind, COMM_LEN};
 
-use crate::{CONFIG, EVENTS, LOST, TRACED};
+use crate::{
+    kernel_structs::{current_task, identity, KernelPtr},
+    CONFIG, EVENTS, LOST, THREADS, TRACED,
+};
 
 /// The current task's (tgid, tid).
 #[inline(always)]
@@ -41,6 +45,53 @@ pub fn is_traced(tgid: u32) -> bool {
     unsafe { TRACED.get(tgid) }.is_some()
 }
 
+/// Whether the current thread belongs to a traced process: the syscall programs' test, one
+/// lookup by tid for a thread already seen. A thread not in [`THREADS`] yet (one that was there
+/// before tracing began, or whose process just joined the `--cgroup`) is checked by its process
+/// ([`is_traced`]), added, and its comm sent, so that userspace knows every thread's name
+/// without the header carrying it.
+#[inline(always)]
+pub fn thread_is_traced(tgid: u32, tid: u32) -> bool {
+    // SAFETY: the value is only tested for presence, never read.
+    if unsafe { THREADS.get(tid) }.is_some() {
+        return true;
+    }
+    first_seen(tgid, tid)
+}
+
+/// A thread of a traced process seen for the first time. Kept out of line: it runs once per
+/// thread, and inlined it would grow every syscall program's hot path.
+#[inline(never)]
+fn first_seen(tgid: u32, tid: u32) -> bool {
+    if !is_traced(tgid) {
+        return false;
+    }
+    // A full table costs a comm message per syscall of the threads that did not fit, never a
+    // wrong name.
+    let _ = THREADS.insert(tid, 0, 0);
+    emit_comm(
+        current_task(),
+        tgid,
+        tid,
+        bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+    );
+    true
+}
+
+/// Tells userspace the comm and identity of `task`, thread `tid` of process `tgid`.
+pub fn emit_comm(task: KernelPtr, tgid: u32, tid: u32, comm: [u8; COMM_LEN]) {
+    let identity = identity(task);
+    let Some(mut entry) = reserve::<CommMessage>() else {
+        return;
+    };
+    entry.write(CommMessage {
+        header: header(MessageKind::Comm, Abi::Unknown, tgid, tid),
+        comm,
+        identity,
+    });
+    entry.submit(submit_flags());
+}
+
 /// Counts an event that could not be delivered, so userspace can report it.
 pub fn count_lost(slot: u32) {
     if let Some(counter) = LOST.get_ptr_mut(slot) {
@@ -68,7 +119,8 @@ pub fn submit_flags() -> u64 {
     }
 }
 
-/// The header for an event of the current task.
+/// The header for a message about the thread `tid`, stamped now.
+#[inline(always)]
 pub fn header(kind: MessageKind, abi: Abi, tgid: u32, tid: u32) -> MessageHeader {
     MessageHeader {
         kind: kind as u32,
@@ -77,7 +129,6 @@ pub fn header(kind: MessageKind, abi: Abi, tgid: u32, tid: u32) -> MessageHeader
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
         tgid,
         tid,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
     }
 }
 

@@ -56,4 +56,20 @@ syscall_function! {
     ia32_mmap2_enter, ia32_mmap2_exit, "__ia32_sys_mmap_pgoff", I386, 192;
     ia32_memfd_enter, ia32_memfd_exit, "__ia32_sys_memfd_create", I386, 356;
     ia32_execveat_enter, ia32_execveat_exit, "__ia32_compat_sys_execveat", I386, 358;
+    // Every way a mapping is made (#23).
+    x64_shmat_enter, x64_shmat_exit, "__x64_sys_shmat", X86_64, 30;
+    x64_shmdt_enter, x64_shmdt_exit, "__x64_sys_shmdt", X86_64, 67;
+    x64_io_setup_enter, x64_io_setup_exit, "__x64_sys_io_setup", X86_64, 206;
+    x64_io_destroy_enter, x64_io_destroy_exit, "__x64_sys_io_destroy", X86_64, 207;
+    x64_remap_enter, x64_remap_exit, "__x64_sys_remap_file_pages", X86_64, 216;
+    x64_pkey_mprot_enter, x64_pkey_mprot_exit, "__x64_sys_pkey_mprotect", X86_64, 329;
+    x64_mseal_enter, x64_mseal_exit, "__x64_sys_mseal", X86_64, 462;
+    ia32_ipc_enter, ia32_ipc_exit, "__ia32_compat_sys_ipc", I386, 117;
+    ia32_io_setup_enter, ia32_io_setup_exit, "__ia32_compat_sys_io_setup", I386, 245;
+    ia32_io_destroy_enter, ia32_io_destroy_exit, "__ia32_sys_io_destroy", I386, 246;
+    ia32_remap_enter, ia32_remap_exit, "__ia32_sys_remap_file_pages", I386, 257;
+    ia32_pkey_mprot_enter, ia32_pkey_mprot_exit, "__ia32_sys_pkey_mprotect", I386, 380;
+    ia32_shmat_enter, ia32_shmat_exit, "__ia32_compat_sys_shmat", I386, 397;
+    ia32_shmdt_enter, ia32_shmdt_exit, "__ia32_sys_shmdt", I386, 398;
+    ia32_mseal_enter, ia32_mseal_exit, "__ia32_sys_mseal", I386, 462;
 }

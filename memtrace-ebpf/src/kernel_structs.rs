@@ -7,7 +7,7 @@
 use aya_ebpf::helpers::{
     bpf_get_current_task, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
 };
-use memtrace_common::{Abi, FilePath, PATH_COMPONENTS};
+use memtrace_common::{Abi, FilePath, Identity, PATH_COMPONENTS};
 
 use crate::OFFSETS;
 
@@ -55,6 +55,43 @@ pub fn current_abi() -> Abi {
         Ok(_) => Abi::X86_64,
         Err(_) => Abi::Unknown,
     }
+}
+
+/// Who `task` is: its cgroup v2 id and its ids in its own pid namespace (0 where a read
+/// fails). Read through the task rather than with `bpf_get_current_cgroup_id`, so that it also
+/// serves a task that is not the current one (a fork's child, a renamed task).
+pub fn identity(task: KernelPtr) -> Identity {
+    let cgroup_id = (|| -> Result<u64, i64> {
+        let css_set: KernelPtr = read(task, offset!(task_cgroups))?;
+        let cgroup: KernelPtr = read(css_set, offset!(css_set_dfl_cgrp))?;
+        let node: KernelPtr = read(cgroup, offset!(cgroup_kn))?;
+        read(node, offset!(kernfs_node_id))
+    })()
+    .unwrap_or(0);
+    let thread_pid: KernelPtr = read(task, offset!(task_thread_pid)).unwrap_or(core::ptr::null());
+    let signal: KernelPtr = read(task, offset!(task_signal)).unwrap_or(core::ptr::null());
+    // `pids[PIDTYPE_TGID]`: PIDTYPE_PID is 0, PIDTYPE_TGID 1 (include/linux/pid_types.h).
+    let tgid_pid: KernelPtr = read(signal, offset!(signal_pids) + 8).unwrap_or(core::ptr::null());
+    Identity {
+        cgroup_id,
+        ns_tgid: pid_in_own_namespace(tgid_pid),
+        ns_tid: pid_in_own_namespace(thread_pid),
+    }
+}
+
+/// A `struct pid`'s number in the namespace it was made in, the innermost one:
+/// `numbers[level].nr` (what `pid_vnr` gives the task itself).
+fn pid_in_own_namespace(pid: KernelPtr) -> u32 {
+    if pid.is_null() {
+        return 0;
+    }
+    let Ok(level) = read::<u32>(pid, offset!(pid_level)) else {
+        return 0;
+    };
+    // Namespaces nest at most 32 deep (MAX_PID_NS_LEVEL).
+    let level = (level & 31) as usize;
+    let upid = offset!(pid_numbers) + level * offset!(upid_size) + offset!(upid_nr);
+    read::<u32>(pid, upid).unwrap_or(0)
 }
 
 /// The `struct file` behind a descriptor of the current task.

@@ -13,10 +13,14 @@
 //! - `kernel_mode`: the slab, page and per-CPU allocators' tracepoints, for `memtrace kernel` only.
 //!
 //! Only processes in [`TRACED`] produce events. On the tracepoints, every other syscall is
-//! turned away on its number alone; a traced syscall of an untraced process costs one hash
-//! lookup. With `--cgroup`, a process of that cgroup is traced on sight (`emit::is_traced`).
+//! turned away on its number alone; a syscall of a traced thread costs one hash lookup by tid
+//! ([`THREADS`]), one of an untraced process two. With `--cgroup`, a process of that cgroup is
+//! traced on sight (`emit::is_traced`).
 #![no_std]
 #![no_main]
+// `in_flight::thread_gone`'s atomic add.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod emit;
 mod fentry;
@@ -57,6 +61,12 @@ static STACKS: RingBuf = RingBuf::with_byte_size(STACK_RING_BYTES, 0);
 /// children; the last thread's exit removes the process.
 #[map]
 static TRACED: HashMap<u32, u32> = HashMap::with_max_entries(16384, 0);
+
+/// The threads of traced processes already seen (tid → unused), so that the syscall programs
+/// test a thread with one lookup (`emit::thread_is_traced`). Fork adds traced children and
+/// threads, the thread's exit removes it; a thread missing is added at its first syscall.
+#[map]
+static THREADS: HashMap<u32, u32> = HashMap::with_max_entries(32768, 0);
 
 /// Syscalls between entry and exit, by tid, when the per-CPU slot of `in_flight` cannot
 /// hold them (and always execve, which the exec tracepoint looks up).

@@ -1,14 +1,23 @@
 //! Process lifecycle: fork (who is traced next), exec (the new image), exit (who is gone).
 
-use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_probe_read_kernel_str_bytes},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
 use aya_log_ebpf::debug;
-use memtrace_common::{fork_flags, Abi, ExecMessage, ExitMessage, ForkMessage, MessageKind};
+use memtrace_common::{
+    fork_flags, Abi, ExecMessage, ExitMessage, ForkMessage, Identity, MessageKind,
+    OomVictimMessage, COMM_LEN, UNKNOWN_UID,
+};
 
 use crate::{
-    emit::{current_ids, header, is_traced, log_enabled, reserve, submit_flags},
+    emit::{current_ids, emit_comm, header, is_traced, log_enabled, reserve, submit_flags},
     in_flight,
-    kernel_structs::{current_abi, fill_file_path, offset, read, read_kernel_string, KernelPtr},
-    CONFIG, EXEC_FILENAMES, PENDING, TRACED,
+    kernel_structs::{
+        current_abi, fill_file_path, identity, offset, read, read_kernel_string, KernelPtr,
+    },
+    CONFIG, EXEC_FILENAMES, PENDING, THREADS, TRACED,
 };
 
 /// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`, run by the
@@ -47,7 +56,13 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
             flags |= fork_flags::UNTRACED;
         }
     }
+    // A traced child is known by its fork message, comm included: its syscalls need not
+    // announce it. (A child of the `--cgroup` is checked at its first syscall instead.)
+    if flags & fork_flags::THREAD != 0 || follow {
+        let _ = THREADS.insert(child_tid, 0, 0);
+    }
 
+    let child_identity = identity(child);
     let mut entry = reserve::<ForkMessage>().ok_or(0i64)?;
     entry.write(ForkMessage {
         header: header(MessageKind::Fork, current_abi(), tgid, tid),
@@ -55,6 +70,8 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         child_tid,
         flags,
         _pad: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+        child: child_identity,
     });
     entry.submit(submit_flags());
     Ok(())
@@ -88,6 +105,9 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
     // A non-leader thread that execs takes over the leader's tid: its execve will return
     // under the new tid, so its parked entry must move too.
     if old_tid != tid {
+        in_flight::thread_gone();
+        let _ = THREADS.remove(old_tid);
+        let _ = THREADS.insert(tid, 0, 0);
         if let Some(pending) = PENDING.get_ptr(old_tid) {
             // SAFETY: valid map value until removed; copied before removal.
             let moved = unsafe { *pending };
@@ -111,6 +131,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
     // discarded on every path.
     let mm: KernelPtr = read(task, offset!(task_mm))?;
     let new_abi = image_abi(bprm);
+    let task_identity = identity(task);
     let mut entry = reserve::<ExecMessage>().ok_or(0i64)?;
     let event = entry.as_mut_ptr();
     // SAFETY: `event` is a reservation of an ExecMessage; every field is written.
@@ -120,6 +141,8 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
         (*event).personality = read(task, offset!(task_personality)).unwrap_or(0);
         (*event).new_abi = new_abi as u32;
         (*event)._pad = 0;
+        (*event).comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+        (*event).identity = task_identity;
         (*event).layout.start_code = read(mm, offset!(mm_start_code)).unwrap_or(0);
         (*event).layout.end_code = read(mm, offset!(mm_end_code)).unwrap_or(0);
         (*event).layout.start_data = read(mm, offset!(mm_start_data)).unwrap_or(0);
@@ -249,6 +272,8 @@ fn try_exit(
     // A thread killed inside a syscall never reaches sys_exit.
     in_flight::forget(tid);
     let _ = EXEC_FILENAMES.remove(tid);
+    let _ = THREADS.remove(tid);
+    in_flight::thread_gone();
     if group_dead {
         let _ = TRACED.remove(tgid);
     }
@@ -258,6 +283,83 @@ fn try_exit(
         header: header(MessageKind::Exit, current_abi(), tgid, tid),
         exit_code,
         group_dead: u32::from(group_dead),
+    });
+    entry.submit(submit_flags());
+    Ok(())
+}
+
+/// `task_rename(struct task_struct *task, const char *comm)`: a task's comm changes
+/// (prctl(PR_SET_NAME), pthread_setname_np, a write to /proc/PID/comm, exec). Fires in the
+/// renamer's context, which need not be the renamed task: the message names the task.
+#[raw_tracepoint(tracepoint = "task_rename")]
+pub fn task_rename(ctx: RawTracePointContext) -> i32 {
+    let _ = try_rename(&ctx);
+    0
+}
+
+fn try_rename(ctx: &RawTracePointContext) -> Result<(), i64> {
+    let task: KernelPtr = ctx.arg(0);
+    let tgid: u32 = read(task, offset!(task_tgid))?;
+    // SAFETY: the value is only tested for presence, never read.
+    if unsafe { TRACED.get(tgid) }.is_none() {
+        return Ok(());
+    }
+    let tid: u32 = read(task, offset!(task_pid))?;
+    let source: KernelPtr = ctx.arg(1);
+    let mut comm = [0u8; COMM_LEN];
+    // SAFETY: the helper checks the kernel address and bounds the copy by `comm`.
+    unsafe { bpf_probe_read_kernel_str_bytes(source, &mut comm) }.map_err(|e| e as i64)?;
+    emit_comm(task, tgid, tid, comm);
+    Ok(())
+}
+
+/// `oom:mark_victim(struct task_struct *task, uid_t uid)`, the tracepoint's form since Linux
+/// 6.8: the victim, with its comm, identity and uid. Attached only when asked for
+/// (`ProbeOptions::oom_victims`); userspace picks this program or the older forms' from the
+/// kernel's BTF, as for `sched_process_exit`.
+#[raw_tracepoint(tracepoint = "mark_victim")]
+pub fn oom_victim(ctx: RawTracePointContext) -> i32 {
+    let uid = ctx.arg::<u64>(1) as u32;
+    let _ = emit_oom_victim_task(ctx.arg(0), uid);
+    0
+}
+
+/// `oom:mark_victim(struct task_struct *task)`.
+#[raw_tracepoint(tracepoint = "mark_victim")]
+pub fn oom_victim_no_uid(ctx: RawTracePointContext) -> i32 {
+    let _ = emit_oom_victim_task(ctx.arg(0), UNKNOWN_UID);
+    0
+}
+
+/// `oom:mark_victim(int pid)`: older kernels name the victim by its pid alone.
+#[raw_tracepoint(tracepoint = "mark_victim")]
+pub fn oom_victim_pid(ctx: RawTracePointContext) -> i32 {
+    let pid = ctx.arg::<u64>(0) as u32;
+    if let Some(mut entry) = reserve::<OomVictimMessage>() {
+        entry.write(OomVictimMessage {
+            header: header(MessageKind::OomVictim, Abi::Unknown, 0, pid),
+            uid: UNKNOWN_UID,
+            has_task: 0,
+            comm: [0; COMM_LEN],
+            identity: Identity::default(),
+        });
+        entry.submit(submit_flags());
+    }
+    0
+}
+
+fn emit_oom_victim_task(task: KernelPtr, uid: u32) -> Result<(), i64> {
+    let tgid: u32 = read(task, offset!(task_tgid))?;
+    let tid: u32 = read(task, offset!(task_pid))?;
+    let comm: [u8; COMM_LEN] = read(task, offset!(task_comm)).unwrap_or([0; COMM_LEN]);
+    let victim = identity(task);
+    let mut entry = reserve::<OomVictimMessage>().ok_or(0i64)?;
+    entry.write(OomVictimMessage {
+        header: header(MessageKind::OomVictim, Abi::Unknown, tgid, tid),
+        uid,
+        has_task: 1,
+        comm,
+        identity: victim,
     });
     entry.submit(submit_flags());
     Ok(())

@@ -13,6 +13,10 @@
 //!   (user mode fed, the report streamed as JSON, the report built whole, its JSON and its
 //!   text rendered), to tell which one holds the bytes.
 //! - `footprint regions N`: one process leaking N pages; prints the RSS per live region.
+//! - `footprint agent-day HOURS`: the agent's pipeline (user mode, the flight recorder with a
+//!   keyframe a minute, the triggers evaluated every second) fed a busy server in compressed
+//!   time (memtrace::agent::workload); prints the RSS after every hour, the CPU per million
+//!   events, and how many minutes of that server 64 MiB of history holds.
 
 use std::{env, fs, process::ExitCode};
 
@@ -46,6 +50,10 @@ fn main() -> ExitCode {
             churn(hours);
             ExitCode::SUCCESS
         }
+        (Some("agent-day"), Some(hours)) => {
+            agent_day(hours);
+            ExitCode::SUCCESS
+        }
         (Some("pipeline-forks"), Some(count)) => {
             pipeline_forks(count);
             ExitCode::SUCCESS
@@ -62,7 +70,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("usage: footprint forks N FILE | churn HOURS | pipeline-forks N | regions N | phases FILE");
+            eprintln!("usage: footprint forks N FILE | churn HOURS | agent-day HOURS | pipeline-forks N | regions N | phases FILE");
             ExitCode::from(2)
         }
     }
@@ -169,7 +177,8 @@ fn write_forks(count: u64, path: &str) -> Result<(), Box<dyn std::error::Error>>
         backend: None,
     };
     let _ = fs::remove_file(path);
-    let mut writer = RecordingWriter::create(path, &header, WriterOptions::default())?;
+    let output = memtrace::output::check(std::path::Path::new(path))?;
+    let mut writer = RecordingWriter::create(&output, &header, WriterOptions::default())?;
     writer.write_event(&parent_attach(START_NS))?;
     for index in 0..count {
         // Pids wrap as the kernel's do, so that reuse is part of the workload.
@@ -361,4 +370,94 @@ fn phases(path: &str) -> Result<(), Box<dyn std::error::Error>> {
         status_kib("VmHWM:")
     );
     Ok(())
+}
+
+/// The agent's pipeline, a compressed day of a busy server.
+fn agent_day(hours: u64) {
+    use memtrace::agent::{
+        flight::FlightRecorder,
+        mode::{AgentMode, TriggerOptions},
+        triggers::TriggerKind,
+        workload,
+    };
+    const SECOND: u64 = 1_000_000_000;
+    const HISTORY_BYTES: u64 = 64 << 20;
+    let header = RecordingHeader {
+        kernel_release: "footprint".to_owned(),
+        command_line: vec!["footprint".to_owned(), "agent-day".to_owned()],
+        clock_base: ClockBase {
+            monotonic_ns: START_NS,
+            realtime_ns: 0,
+        },
+        started_by: "memtrace footprint example".to_owned(),
+        mode: Some(memtrace::recording::Mode::Agent),
+        backend: None,
+    };
+    let mut agent = AgentMode::new(
+        UserMode::new(UserModeOptions::default()),
+        FlightRecorder::new(header, 600 * SECOND, HISTORY_BYTES),
+        TriggerOptions {
+            enabled: TriggerKind::ALL.into_iter().collect(),
+            growing_for_ns: 300 * SECOND,
+            size_bytes: None,
+            max_map_count: 65_530,
+        },
+    );
+    let mut stream: Stream = Stream::new(None, None);
+    agent.keyframe(START_NS);
+    stream.feed_all(&workload::start(START_NS), &mut agent);
+    let cpu_start = cpu_seconds();
+    let mut history_per_minute = Vec::new();
+    for hour in 1..=hours {
+        for second in (hour - 1) * 3600..hour * 3600 {
+            let now = workload::time_of(START_NS, second);
+            if second > 0 && second % 60 == 0 {
+                // A minute of history, as it stood before its keyframe starts the next.
+                history_per_minute.push(agent.flight.bytes());
+                agent.keyframe(now - 1);
+            }
+            stream.feed_all(&workload::second(START_NS, second), &mut agent);
+            agent.evaluate(now);
+            let _ = agent.take_fired();
+            let _ = agent.user_mode.take_forgotten();
+        }
+        println!(
+            "agent-day hour {hour} rss_kib {} history_bytes {} regions {}",
+            rss_kib(),
+            agent.flight.bytes(),
+            agent
+                .user_mode
+                .model
+                .live_processes()
+                .map(|view| view.layout().iter().count())
+                .sum::<usize>()
+        );
+    }
+    let cpu = cpu_seconds() - cpu_start;
+    let events = stream.events();
+    // What the history held for its ten minutes at the end, per minute: the bytes of a minute.
+    let bytes_per_minute = agent.flight.bytes() as f64
+        / ((agent.flight.oldest_ns().map_or(0, |oldest| {
+            workload::time_of(START_NS, hours * 3600).saturating_sub(oldest)
+        }) as f64
+            / 60e9)
+            .max(1.0));
+    println!(
+        "agent-day events {events} cpu_s {cpu:.2} cpu_s_per_million_events {:.3} history_bytes {} bytes_per_minute {:.0} minutes_in_64_mib {:.0} peak_kib {}",
+        cpu / (events as f64 / 1e6),
+        agent.flight.bytes(),
+        bytes_per_minute,
+        HISTORY_BYTES as f64 / bytes_per_minute,
+        status_kib("VmHWM:")
+    );
+    let _ = history_per_minute;
+}
+
+/// This process's user and system CPU time so far, in seconds.
+fn cpu_seconds() -> f64 {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .expect("getrusage");
+    let seconds =
+        |time: nix::sys::time::TimeVal| time.tv_sec() as f64 + time.tv_usec() as f64 / 1e6;
+    seconds(usage.user_time()) + seconds(usage.system_time())
 }

@@ -36,6 +36,10 @@ pub enum CgroupError {
     Unreadable(String, io::Error),
     #[error("--cgroup {0}: not a cgroup v2 directory (give a directory under the cgroup2 mount{1}, or a path relative to it)")]
     NotCgroup2(String, String),
+    #[error("--unit {0}: no cgroup of that name in the hierarchy (is the unit running?)")]
+    NoUnit(String),
+    #[error("--unit {0}: several cgroups have that name ({1}): give one with --cgroup")]
+    AmbiguousUnit(String, String),
 }
 
 impl Cgroup {
@@ -85,6 +89,44 @@ impl Cgroup {
             name,
             id,
         })
+    }
+
+    /// The cgroup of a systemd unit (`sshd.service`): systemd names a unit's cgroup after it,
+    /// under its slice (`/system.slice/sshd.service`), so it is the directory of that name in
+    /// the hierarchy. Found by walking the hierarchy rather than asking systemd, which a
+    /// container or an initramfs may not run.
+    pub fn of_unit(unit: &str) -> Result<Self, CgroupError> {
+        let mount = cgroup2_mount()
+            .ok_or_else(|| CgroupError::NotCgroup2(format!("--unit {unit}"), String::new()))?;
+        let mut found = Vec::new();
+        let mut pending = vec![(mount, 0usize)];
+        while let Some((directory, depth)) = pending.pop() {
+            let Ok(entries) = fs::read_dir(&directory) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if !entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                    continue;
+                }
+                if entry.file_name() == unit {
+                    found.push(entry.path());
+                } else if depth < 8 {
+                    pending.push((entry.path(), depth + 1));
+                }
+            }
+        }
+        match found.as_slice() {
+            [only] => Self::resolve(only),
+            [] => Err(CgroupError::NoUnit(unit.to_owned())),
+            several => Err(CgroupError::AmbiguousUnit(
+                unit.to_owned(),
+                several
+                    .iter()
+                    .map(|path| path.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )),
+        }
     }
 
     /// The processes in the cgroup now (`cgroup.procs`), in the order the kernel lists them.

@@ -1,8 +1,11 @@
 //! One line per event for `--events`, strace-like and decoded per ABI:
 //! `[4242 i386] mmap2(NULL, 1048576, rw-, private|anonymous, -1, 0) = 0xf7a00000`.
+//! Every string in a line comes from the traced program or the file system, and is escaped
+//! ([`crate::escape::terminal`]) wherever it appears.
 
 use std::fmt::Write as _;
 
+use crate::escape::terminal;
 use crate::event::{Abi, Event, EventBody, Syscall, SyscallEvent};
 
 pub fn abi_name(abi: Abi) -> &'static str {
@@ -29,7 +32,7 @@ pub fn format(event: &Event) -> Option<String> {
         }
         EventBody::Exec(exec) => format!(
             "+++ exec {} ({} → {}, personality {:#x}) +++",
-            exec.filename,
+            terminal(&exec.filename),
             abi_name(event.abi),
             abi_name(exec.new_abi),
             exec.personality
@@ -47,10 +50,11 @@ pub fn format(event: &Event) -> Option<String> {
                 .or_else(|| mapping.name.clone())
                 .unwrap_or_else(|| "[bss]".to_string());
             format!(
-                "    (kernel maps {:#x}-{:#x} {} {name})",
+                "    (kernel maps {:#x}-{:#x} {} {})",
                 mapping.start,
                 mapping.start + mapping.len,
-                prot(u64::from(mapping.prot))
+                prot(u64::from(mapping.prot)),
+                terminal(&name)
             )
         }
         EventBody::Lost(lost) if lost.total() > 0 => {
@@ -72,7 +76,7 @@ fn syscall(call: &SyscallEvent) -> String {
             let file = call
                 .file
                 .as_ref()
-                .map(|f| format!(" <{}>", f.path))
+                .map(|f| format!(" <{}>", terminal(&f.path)))
                 .unwrap_or_default();
             format!(
                 "{}, {}, {}, {}, {}{file}, {:#x}",
@@ -100,19 +104,48 @@ fn syscall(call: &SyscallEvent) -> String {
         ),
         Syscall::Mprotect => format!("{}, {}, {}", address(a[0]), a[1], prot(a[2])),
         Syscall::MemfdCreate => format!(
-            "{:?}, {}",
-            call.string.as_deref().unwrap_or("?"),
+            "{}, {}",
+            quoted(call.string.as_deref()),
             if a[1] & 1 != 0 { "MFD_CLOEXEC" } else { "0" }
         ),
-        Syscall::Execve => format!("{:?}, ...", call.string.as_deref().unwrap_or("?")),
+        Syscall::Execve => format!("{}, ...", quoted(call.string.as_deref())),
         Syscall::Execveat => format!(
-            "{}, {:?}, ...",
+            "{}, {}, ...",
             a[0] as u32 as i32,
-            call.string.as_deref().unwrap_or("?")
+            quoted(call.string.as_deref())
         ),
         Syscall::Close => format!("{}", a[0] as u32 as i32),
+        Syscall::Shmat => format!("{}, {}, {:#x}", a[0] as u32 as i32, address(a[1]), a[2]),
+        Syscall::Shmdt | Syscall::IoDestroy => address(a[0]),
+        Syscall::IoSetup => format!("{}, [{:#x}]", a[0] as u32, a[2]),
+        Syscall::PkeyMprotect => format!(
+            "{}, {}, {}, {}",
+            address(a[0]),
+            a[1],
+            prot(a[2]),
+            a[3] as u32 as i32
+        ),
+        Syscall::Mseal => format!("{}, {}, {:#x}", address(a[0]), a[1], a[2]),
+        Syscall::RemapFilePages => format!(
+            "{}, {}, {}, {}, {:#x}",
+            address(a[0]),
+            a[1],
+            prot(a[2]),
+            a[3],
+            a[4]
+        ),
+        Syscall::Ipc => format!("{}, ...", a[0]),
     };
     format!("{name}({args}) = {}", result(call))
+}
+
+/// A string argument as strace shows one: in quotes, escaped (a quote too, so the argument
+/// cannot seem to end early); `?` when it was not read.
+fn quoted(string: Option<&str>) -> String {
+    match string {
+        Some(string) => format!("\"{}\"", terminal(string).replace('"', "\\\"")),
+        None => "?".to_owned(),
+    }
 }
 
 fn result(call: &SyscallEvent) -> String {
@@ -121,7 +154,12 @@ fn result(call: &SyscallEvent) -> String {
         return format!("-1 {} ({description})", errno_name(errno));
     }
     match call.syscall {
-        Syscall::Mmap | Syscall::Mmap2 | Syscall::OldMmap | Syscall::Brk | Syscall::Mremap => {
+        Syscall::Mmap
+        | Syscall::Mmap2
+        | Syscall::OldMmap
+        | Syscall::Brk
+        | Syscall::Mremap
+        | Syscall::Shmat => {
             format!("{:#x}", call.ret)
         }
         _ => call.ret.to_string(),
@@ -215,6 +253,20 @@ pub fn errno_name(errno: i32) -> String {
     }
 }
 
+/// [`errno_name`] as a `&'static str`, for labels kept by value (the agent's metrics): each
+/// name is made once and kept, and there are at most 4095 errnos.
+pub fn errno_label(errno: i32) -> &'static str {
+    use std::{collections::HashMap, sync::Mutex, sync::OnceLock};
+    static NAMES: OnceLock<Mutex<HashMap<i32, &'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    names
+        .entry(errno)
+        .or_insert_with(|| Box::leak(errno_name(errno).into_boxed_str()))
+}
+
 fn signal_name(signal: i32) -> String {
     match nix::sys::signal::Signal::try_from(signal) {
         Ok(signal) => signal.as_str().to_string(),
@@ -278,6 +330,32 @@ mod tests {
             format(&event).unwrap(),
             "[4242 x86_64] munmap(0x1001, 4096) = -1 EINVAL (Invalid argument)"
         );
+    }
+
+    /// Names a program chose (a memfd's, a mapped file's) cannot forge a line or drive the
+    /// terminal, in any of the places a line shows them.
+    #[test]
+    fn program_strings_are_escaped() {
+        let hostile = "x\x1b]0;owned\x07\n[1 x86_64] fake\"";
+        let mut memfd = syscall_event(Abi::X86_64, Syscall::MemfdCreate, [0; 6], 3);
+        if let EventBody::Syscall(call) = &mut memfd.body {
+            call.string = Some(hostile.to_owned());
+        }
+        let mut mmap = syscall_event(Abi::X86_64, Syscall::Mmap, [0, 4096, 1, 1, 3, 0], 0x1000);
+        if let EventBody::Syscall(call) = &mut mmap.body {
+            call.file = Some(crate::event::FileRef {
+                inode: 1,
+                path: format!("/memfd:{hostile} (deleted)"),
+            });
+        }
+        for event in [memfd, mmap] {
+            let line = format(&event).unwrap();
+            assert!(!line.chars().any(char::is_control), "{line:?}");
+            assert!(
+                line.contains("x\\x1b]0;owned\\x07\\n[1 x86_64] fake"),
+                "{line}"
+            );
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //!   reads the layouts of attached processes); [`replay`] feeds a recording to the consumer
 //!   its header names; [`cli`] parses the command line and runs one of them.
 
+pub mod agent;
 pub mod capture;
 pub mod cgroup;
 pub mod cli;

@@ -113,12 +113,13 @@ fn stat_field(stat: &str, index: usize) -> Option<u64> {
         .ok()
 }
 
+/// `PF_KTHREAD` from include/linux/sched.h: the task is a kernel thread.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
 /// Why a running process cannot be traced, if it cannot: a kernel thread has no user address
 /// space and makes no system calls of its own; a zombie has exited and left its memory behind.
 /// Attaching to either would print an empty report as if nothing happened.
 pub fn untraceable_reason(pid: u32) -> Option<&'static str> {
-    /// `PF_KTHREAD` from include/linux/sched.h: the task is a kernel thread.
-    const PF_KTHREAD: u64 = 0x0020_0000;
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?;
     if stat_field(&stat, 9).is_some_and(|flags| flags & PF_KTHREAD != 0) {
@@ -137,6 +138,29 @@ pub fn is_ia32(pid: u32) -> bool {
         object::FileKind::parse(&object::read::ReadCache::new(exe))
             .is_ok_and(|kind| kind == object::FileKind::Elf32)
     })
+}
+
+/// Whether the task is a kernel thread (it has no address space, but may start processes:
+/// the kernel's usermode helpers are forked by kernel threads).
+pub fn is_kernel_thread(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat_field(&stat, 9))
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
+/// Every process in `/proc` now (memtrace's own pid namespace), in pid order.
+pub fn all_pids() -> Vec<u32> {
+    let mut pids: Vec<u32> = fs::read_dir("/proc")
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    pids.sort_unstable();
+    pids
 }
 
 pub fn parent_of(pid: u32) -> Option<u32> {

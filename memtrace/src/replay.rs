@@ -70,13 +70,15 @@ pub fn replay_from<R: std::io::Read>(
     let stop_at = options.until.map(from_start);
     let mut stream = Stream::new(printer, None);
     let mut stopped_by = None;
-    let mut first = None;
-    match reader.next() {
-        Some(Ok(event)) => first = Some(event),
+    // The first event tells the mode of recordings whose header does not; it stays lent by
+    // the reader until it is fed.
+    let mut first = false;
+    match reader.read_event() {
+        Some(Ok(_)) => first = true,
         Some(Err(error)) => stopped_by = Some(error),
         None => {}
     }
-    let mut consumer = match mode_of(&header, first.as_ref()) {
+    let mut consumer = match mode_of(&header, first.then(|| reader.current())) {
         Mode::Kernel => Replayed::Kernel(KernelModel::default()),
         Mode::User | Mode::Agent => {
             let mut user_mode = UserMode::new(UserModeOptions {
@@ -93,21 +95,22 @@ pub fn replay_from<R: std::io::Read>(
             Replayed::User(Box::new(user_mode))
         }
     };
-    let events = first.map(Ok).into_iter().chain(&mut reader);
-    for item in events {
-        match item {
-            Ok(event) => {
-                // Past --until the rest is still read, not modelled: damage after that point
-                // must fail the replay as it would without --until.
-                if stop_at.is_some_and(|stop_at| event.time_ns > stop_at) {
-                    continue;
-                }
-                stream.feed(&event, consumer.as_consumer());
-            }
-            Err(error) => {
-                stopped_by = Some(error);
-                break;
-            }
+    let feed = |event: &Event, stream: &mut Stream, consumer: &mut Replayed| {
+        // Past --until the rest is still read, not modelled: damage after that point must
+        // fail the replay as it would without --until.
+        if stop_at.is_none_or(|stop_at| event.time_ns <= stop_at) {
+            stream.feed(event, consumer.as_consumer());
+        }
+    };
+    if first {
+        feed(reader.current(), &mut stream, &mut consumer);
+    }
+    // Events are lent by the reader, not moved out: see `RecordingReader::read_event`.
+    while stopped_by.is_none() {
+        match reader.read_event() {
+            Some(Ok(event)) => feed(event, &mut stream, &mut consumer),
+            Some(Err(error)) => stopped_by = Some(error),
+            None => break,
         }
     }
     stream.finish();

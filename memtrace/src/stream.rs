@@ -116,6 +116,22 @@ impl<W: RecordingSink> Stream<W> {
         }
     }
 
+    /// Ends the recording and gives back its sink (a recording kept in memory); `None` when
+    /// there was no recorder or it failed.
+    pub fn finish_into_sink(&mut self) -> Option<W> {
+        let recorder = self.recorder.take()?;
+        match recorder.finish(self.lost) {
+            Ok(sink) => Some(sink),
+            Err(error) => {
+                self.recording_failure = Some(RecordingFailure {
+                    error,
+                    events_kept: 0,
+                });
+                None
+            }
+        }
+    }
+
     fn stop_recording(&mut self, error: RecordError) {
         let events_kept = self
             .recorder

@@ -1,6 +1,8 @@
 /* Scenario 2: blocks large enough to bypass the heap come straight from mmap. Each iteration
  * leaks one 16 MiB block through hx_alloc_tmp <- process_image <- main and frees an 8 MiB
- * one. Usage: bigalloc [ITERATIONS] [MAPS_DUMP_PATH] */
+ * one. With HOLD_SECONDS it then says "ready" and keeps its leak that long, as a service
+ * would. Usage: bigalloc [ITERATIONS] [MAPS_DUMP_PATH|-] [HOLD_SECONDS] */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -28,6 +30,11 @@ __attribute__((noinline)) void process_image(void) {
 int main(int argc, char **argv) {
     int iterations = argc > 1 ? atoi(argv[1]) : 6;
     for (int i = 0; i < iterations; i++) process_image();
-    dump_maps(argc > 2 ? argv[2] : NULL);
+    dump_maps(argc > 2 && strcmp(argv[2], "-") != 0 ? argv[2] : NULL);
+    if (argc > 3) {
+        printf("ready\n");
+        fflush(stdout);
+        sleep((unsigned)atoi(argv[3]));
+    }
     _exit(0);
 }

@@ -1,4 +1,4 @@
-/* A program "built inside" a container, for tests/tests/containers.rs: linked statically (it
+/* A program "built inside" a container, for tests/tests/it/containers.rs: linked statically (it
  * runs on the container's userland whatever the host's glibc), its functions named after
  * PREFIX. Built twice from this file: the container's copy (PREFIX=memtrace_inside) and a
  * decoy the host keeps at the same path (PREFIX=host_decoy, DECOY shifting its code), so that

@@ -1,14 +1,14 @@
-//! Shared by the integration tests: building the C test programs for either ABI, running the
-//! real memtrace binary, and reading its JSON report.
+//! Shared by the integration tests (tests/tests/it, one test binary): the C test programs
+//! tests/build.rs built for either ABI, running the real memtrace binary, and reading its JSON
+//! report.
 //!
 //! The tests load real BPF programs, so they run as root (`cargo xtask test` does, and sets
 //! `MEMTRACE_BIN` to the release binary it just built).
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
     process::{Command, Output},
-    sync::{Mutex, OnceLock},
+    sync::atomic::{AtomicU32, Ordering},
 };
 
 use serde_json::Value;
@@ -70,6 +70,21 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// A program a test needs, found on PATH. A test without it cannot mean anything, so it fails
+/// saying which package brings it (`cargo xtask test` installs them all).
+#[track_caller]
+pub fn require_tool(name: &str, package: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join(name))
+                .find(|path| path.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!("{name} is missing: install Debian's {package} package (`cargo xtask setup`)")
+        })
+}
+
 /// The tests load BPF programs: without root they cannot mean anything.
 #[track_caller]
 pub fn require_root() {
@@ -88,8 +103,14 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new(test: &str) -> Self {
-        let path =
-            std::env::temp_dir().join(format!("memtrace-test-{test}-{}", std::process::id()));
+        // Every test of the suite runs in one process: the count keeps two scratch
+        // directories of one name apart.
+        static MADE: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "memtrace-test-{test}-{}-{}",
+            std::process::id(),
+            MADE.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         Self { path }
@@ -110,70 +131,60 @@ impl Drop for Scratch {
     }
 }
 
-/// The test programs built so far by this test binary, by (name, ABI, runtime).
-type BuiltPrograms = Mutex<HashMap<(String, Abi, Runtime), PathBuf>>;
+/// A cgroup v2 directory for one test, removed when dropped (once its processes are gone).
+pub struct TestCgroup {
+    pub path: PathBuf,
+    /// As `/proc/PID/cgroup` names it.
+    pub name: String,
+}
 
-/// Builds `tests/programs/NAME.c` for `abi` (once per test binary) and returns its path.
+impl TestCgroup {
+    pub fn new(test: &str) -> Self {
+        // The v2 hierarchy: /sys/fs/cgroup itself, or .../unified on a hybrid setup.
+        let mount = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .into_iter()
+            .find(|dir| Path::new(dir).join("cgroup.procs").exists())
+            .expect("a cgroup v2 hierarchy");
+        let name = format!("/memtrace-test-{test}-{}", std::process::id());
+        let path = Path::new(mount).join(name.trim_start_matches('/'));
+        std::fs::create_dir_all(&path).unwrap();
+        Self { path, name }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// Where tests/build.rs put the built test programs.
+pub fn programs_dir() -> PathBuf {
+    Path::new(env!("OUT_DIR")).join("programs")
+}
+
+/// A test program tests/build.rs built, by its file name (`inside-64-static`).
+#[track_caller]
+pub fn built_program(file_name: &str) -> PathBuf {
+    let path = programs_dir().join(file_name);
+    assert!(
+        path.is_file(),
+        "tests/build.rs built no {file_name} (add its variant there)"
+    );
+    path
+}
+
+/// `tests/programs/NAME.c` as tests/build.rs built it for `abi` and `runtime`.
 #[track_caller]
 pub fn program(name: &str, abi: Abi, runtime: Runtime) -> PathBuf {
-    static BUILT: OnceLock<BuiltPrograms> = OnceLock::new();
-    let built = BUILT.get_or_init(Default::default);
-    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
-    let key = (name.to_string(), abi, runtime);
-    if let Some(path) = built.get(&key) {
-        return path.clone();
-    }
-    let source = workspace_root()
-        .join("tests/programs")
-        .join(format!("{name}.c"));
-    let out_dir =
-        std::env::temp_dir().join(format!("memtrace-test-programs-{}", std::process::id()));
-    std::fs::create_dir_all(&out_dir).unwrap();
     let bits = if abi == Abi::I386 { "32" } else { "64" };
     let suffix = match runtime {
-        Runtime::Libc => bits.to_string(),
-        Runtime::Bare => format!("{bits}-bare"),
-        Runtime::LibcFramePointers => format!("{bits}-fp"),
-        Runtime::LibcNoFramePointers => format!("{bits}-nofp"),
+        Runtime::Libc => "",
+        Runtime::Bare => "-bare",
+        Runtime::LibcFramePointers => "-fp",
+        Runtime::LibcNoFramePointers => "-nofp",
     };
-    let binary = out_dir.join(format!("{name}-{suffix}"));
-    let mut gcc = Command::new("gcc");
-    gcc.arg(if abi == Abi::I386 { "-m32" } else { "-m64" })
-        .args(["-O1", "-g", "-Wall"])
-        .arg("-o")
-        .arg(&binary)
-        .arg(&source);
-    if name == "threads" {
-        gcc.arg("-pthread");
-    }
-    match runtime {
-        Runtime::Bare => {
-            gcc.args([
-                "-static",
-                "-nostdlib",
-                "-fno-stack-protector",
-                "-fno-pie",
-                "-no-pie",
-            ]);
-        }
-        Runtime::LibcFramePointers => {
-            gcc.arg("-fno-omit-frame-pointer");
-        }
-        Runtime::LibcNoFramePointers => {
-            gcc.arg("-fomit-frame-pointer");
-        }
-        Runtime::Libc => {}
-    }
-    let output = gcc
-        .output()
-        .expect("running gcc (cargo xtask setup installs it)");
-    assert!(
-        output.status.success(),
-        "gcc failed for {name} ({abi:?}): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    built.insert(key, binary.clone());
-    binary
+    built_program(&format!("{name}-{bits}{suffix}"))
 }
 
 /// One run of memtrace.
@@ -386,4 +397,33 @@ pub fn assert_one_line_error(output: &Output, expected: &str) {
         "expected {expected:?} in {stderr:?}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// Where two JSON values differ, as `path: left vs right` lines.
+pub fn json_differences(path: &str, left: &Value, right: &Value) -> Vec<String> {
+    match (left, right) {
+        (Value::Object(l), Value::Object(r)) => {
+            let mut keys: Vec<&String> = l.keys().chain(r.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter()
+                .flat_map(|key| {
+                    let (l, r) = (&l.get(key), &r.get(key));
+                    json_differences(
+                        &format!("{path}.{key}"),
+                        l.unwrap_or(&Value::Null),
+                        r.unwrap_or(&Value::Null),
+                    )
+                })
+                .collect()
+        }
+        (Value::Array(l), Value::Array(r)) if l.len() == r.len() => l
+            .iter()
+            .zip(r)
+            .enumerate()
+            .flat_map(|(i, (l, r))| json_differences(&format!("{path}[{i}]"), l, r))
+            .collect(),
+        _ if left == right => Vec::new(),
+        _ => vec![format!("{path}: {left} vs {right}")],
+    }
 }

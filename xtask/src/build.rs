@@ -1,15 +1,14 @@
-//! `cargo xtask build`: set up, then build the release binary (memtrace/build.rs builds the eBPF
-//! programs it embeds).
+//! `cargo xtask build`: build the release binary (memtrace/build.rs builds the eBPF programs it
+//! embeds). Each command sets up what it needs first (setup.rs), the build's needs among them.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 
-use crate::{cmd, setup, workspace::Workspace};
+use crate::{cmd, workspace::Workspace};
 
 /// Builds target/release/memtrace and returns its path.
 pub fn build(workspace: &Workspace) -> Result<PathBuf> {
-    setup::setup(workspace)?;
     cmd::step("building memtrace (release, with its eBPF programs)");
     cmd::run(
         workspace

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use crate::{cmd, setup, workspace::Workspace};
+use crate::{cmd, workspace::Workspace};
 
 /// musl links statically by default (`crt-static`), and memtrace's dependencies are pure Rust.
 pub const TARGET: &str = "x86_64-unknown-linux-musl";
@@ -29,8 +29,8 @@ pub struct Dist {
     pub binary: PathBuf,
 }
 
+/// Builds the static binary; the caller has set up for [`crate::setup::Purpose::Dist`].
 pub fn dist(workspace: &Workspace) -> Result<Dist> {
-    setup::setup(workspace)?;
     ensure_target_installed()?;
     cmd::step(format!(
         "building the static memtrace ({TARGET}, release, with its eBPF programs)"

@@ -2,12 +2,10 @@
 //! Every command sets up what it needs first, so a fresh machine needs nothing done by hand.
 
 mod bench;
-mod bench_kernel;
 mod build;
 mod cmd;
 mod demo;
 mod dist;
-mod footprint;
 mod fuzz;
 mod privilege;
 mod run;
@@ -38,9 +36,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what the build and the tests need (nightly rust-src, bpf-linker, Debian packages),
-    /// skipping what is present.
-    Setup,
+    /// Install what a command needs (nightly rust-src, bpf-linker, Debian packages), skipping
+    /// what is present. Every command below does this for itself first.
+    Setup {
+        /// The command to set up for; the test suite's needs include every other's.
+        #[arg(
+            long = "for",
+            value_enum,
+            default_value = "test",
+            value_name = "COMMAND"
+        )]
+        purpose: setup::Purpose,
+        /// Only say what is needed and what is missing; install nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Set up, then build target/release/memtrace with its eBPF programs.
     Build,
     /// Build, then run memtrace as root with ARGS (default: the built-in demo workload).
@@ -85,15 +95,25 @@ fn main() -> ExitCode {
 fn run_task(task: Task) -> anyhow::Result<()> {
     let workspace = Workspace::locate()?;
     match task {
-        Task::Setup => setup::setup(&workspace),
-        Task::Build => build::build(&workspace).map(|_| ()),
+        Task::Setup {
+            purpose,
+            dry_run: true,
+        } => setup::explain(&workspace, purpose),
+        Task::Setup { purpose, .. } => setup::setup(&workspace, purpose),
+        Task::Build => {
+            setup::setup(&workspace, setup::Purpose::Build)?;
+            build::build(&workspace).map(|_| ())
+        }
         Task::Run { memtrace_args } => run::run(&workspace, memtrace_args),
         Task::Test {
             kernels,
             cargo_test_args,
         } => test::test(&workspace, &kernels, cargo_test_args),
         Task::Bench(options) => bench::bench(&workspace, &options),
-        Task::Dist => dist::dist(&workspace).map(|_| ()),
+        Task::Dist => {
+            setup::setup(&workspace, setup::Purpose::Dist)?;
+            dist::dist(&workspace).map(|_| ())
+        }
         Task::Vm(options) => vm::vm(&workspace, &options),
         Task::Fuzz(options) => fuzz::fuzz(&workspace, &options),
     }

@@ -5,9 +5,16 @@ use std::{ffi::OsString, os::unix::process::CommandExt as _};
 
 use anyhow::{Context as _, Result};
 
-use crate::{build, cmd, demo, privilege, workspace::Workspace};
+use crate::{
+    build, cmd, demo, privilege,
+    setup::{self, Purpose},
+    workspace::Workspace,
+};
 
 pub fn run(workspace: &Workspace, memtrace_args: Vec<OsString>) -> Result<()> {
+    // The demo's C compiler too, when ARGS are given: what `cargo xtask run` needs stays one
+    // list, whatever it is asked to trace.
+    setup::setup(workspace, Purpose::Run)?;
     let binary = build::build(workspace)?;
     let memtrace_args = if memtrace_args.is_empty() {
         demo::prepare(workspace)?

@@ -1,5 +1,7 @@
-//! `cargo xtask setup`: installs what building and testing memtrace need, skipping whatever is
-//! already there, so it is cheap to run before every build.
+//! `cargo xtask setup`: installs what a command needs, skipping whatever is already there, so it
+//! is cheap to run before every command. Each command asks for its own [`Purpose`]: building
+//! and running memtrace need the eBPF toolchain and a C compiler for the demo, not the test
+//! suite's browsers, emulators and language runtimes.
 
 use std::{
     fs,
@@ -18,51 +20,154 @@ const BPF_LINKER_VERSION: &str = "0.13";
 /// The LLVM majors bpf-linker 0.13 has a feature for (`llvm-21` ...).
 const BPF_LINKER_LLVM_MAJORS: [u32; 3] = [21, 22, 23];
 
-/// Debian packages the tests and the benchmark use, with why.
-const DEBIAN_PACKAGES: &[(&str, &str)] = &[
-    ("gcc-multilib", "32-bit test programs"),
-    ("strace", "the reference tracer in tests and the benchmark"),
+/// The commands that set up before they run, by what they need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Purpose {
+    /// `cargo xtask build`: the eBPF toolchain (nightly rust-src, bpf-linker).
+    Build,
+    /// `cargo xtask run`: the build, and a C compiler for the demo workload.
+    Run,
+    /// `cargo xtask dist`: the build, and binutils to split the debug info off.
+    Dist,
+    /// `cargo xtask vm`: qemu and busybox for the guests.
+    Vm,
+    /// `cargo xtask bench`: the build, the workloads' compiler, strace to compare with.
+    Bench,
+    /// `cargo xtask test`: everything the test suite and the kernel matrix use.
+    Test,
+}
+
+impl Purpose {
+    /// What else this purpose includes (the test suite builds, ships and boots guests).
+    fn includes(self, other: Self) -> bool {
+        self == other
+            || matches!(
+                (self, other),
+                (
+                    Self::Run | Self::Dist | Self::Bench | Self::Test,
+                    Self::Build
+                ) | (Self::Test, Self::Dist | Self::Vm)
+            )
+    }
+
+    /// Whether the eBPF toolchain is needed (everything but the guests' runner).
+    fn builds(self) -> bool {
+        self.includes(Self::Build)
+    }
+
+    /// The command, as `--for` takes it.
+    fn command(self) -> &'static str {
+        match self {
+            Self::Build => "build",
+            Self::Run => "run",
+            Self::Dist => "dist",
+            Self::Vm => "vm",
+            Self::Bench => "bench",
+            Self::Test => "test",
+        }
+    }
+}
+
+use Purpose::{Bench, Dist, Run, Test, Vm};
+
+/// Debian packages, with why and for which purposes ([`Purpose::Test`] takes every package it
+/// includes the purposes of, and its own).
+const DEBIAN_PACKAGES: &[(&str, &str, &[Purpose])] = &[
     (
-        "golang-go",
-        "`go tool pprof` reads the --pprof output in tests",
+        "gcc",
+        "the demo's and the benchmark's workloads, the tests' C programs; the fidelity test on gcc",
+        &[Run, Bench, Test],
     ),
     (
-        "chromium",
-        "headless Chromium opens the --html report in tests",
+        "libc6-dev",
+        "C headers and libc.a: the workloads, and gcc -static for the container test",
+        &[Run, Bench, Test],
     ),
     (
-        "postgresql",
-        "the reports test traces a throw-away PostgreSQL cluster under pgbench",
+        "gcc-multilib",
+        "32-bit programs: the demo's 32-bit parent, the tests' i386 builds",
+        &[Run, Test],
     ),
-    ("openssh-server", "the sshd end-to-end test"),
-    ("openssh-client", "the sshd end-to-end test"),
-    ("binutils", "objcopy and readelf for cargo xtask dist"),
     (
-        "debootstrap",
-        "the old Debian userland the static-binary and container tests run in",
+        "strace",
+        "the reference tracer in tests and the benchmark",
+        &[Bench, Test],
+    ),
+    (
+        "binutils",
+        "objcopy and readelf for cargo xtask dist",
+        &[Dist],
     ),
     (
         "qemu-system-x86",
         "the kernel matrix's guests (cargo xtask vm)",
+        &[Vm],
     ),
-    ("busybox-static", "the kernel matrix's initramfs"),
-    ("nodejs", "the fidelity test on node"),
-    ("default-jdk-headless", "the fidelity test on a JVM"),
-    ("python3-numpy", "the fidelity test on python3 with numpy"),
-    ("python3-pip", "installs wasmtime for the fidelity test"),
-    ("gcc", "the fidelity test on gcc"),
+    ("busybox-static", "the kernel matrix's initramfs", &[Vm]),
     (
-        "libc6-dev",
-        "gcc -static (libc.a): the container test's program built to run on an older glibc",
+        "golang-go",
+        "`go tool pprof` reads the --pprof output in tests",
+        &[Test],
     ),
-    ("git", "the fidelity test on git"),
+    (
+        "chromium",
+        "headless Chromium opens the --html report in tests",
+        &[Test],
+    ),
+    ("openssh-server", "the sshd end-to-end test", &[Test]),
+    ("openssh-client", "the sshd end-to-end test", &[Test]),
+    (
+        "debootstrap",
+        "the old Debian userland the static-binary and container tests run in",
+        &[Test],
+    ),
+    ("nodejs", "the fidelity test on node", &[Test]),
+    (
+        "default-jdk-headless",
+        "the fidelity test on a JVM",
+        &[Test],
+    ),
+    (
+        "python3-numpy",
+        "the fidelity test on python3 with numpy",
+        &[Test],
+    ),
+    (
+        "python3-pip",
+        "installs wasmtime for the fidelity test",
+        &[Test],
+    ),
+    ("git", "the fidelity test on git", &[Test]),
     (
         "libc6-dbg",
         "glibc's DWARF: the symbolizer's tests name libc's frames from it, unit by unit",
+        &[Test],
     ),
     (
         "bpftool",
         "the in-flight test plants a stale entry in a map",
+        &[Test],
+    ),
+    (
+        "prometheus",
+        "a real Prometheus to scrape memtrace's metrics, and promtool to check them",
+        &[Test],
+    ),
+    (
+        "postgresql",
+        "a real PostgreSQL 15 server to trace",
+        &[Test],
+    ),
+    ("redis-server", "a real Redis server to trace", &[Test]),
+    (
+        "systemd",
+        "systemd-analyze verifies the agent's unit (deploy/systemd)",
+        &[Test],
+    ),
+    (
+        "redis-tools",
+        "redis-cli and redis-benchmark drive it",
+        &[Test],
     ),
 ];
 
@@ -73,21 +178,91 @@ const WASMTIME_PYPI: &str = "wasmtime==50.0.1";
 /// (PEP 668), and a `--target` directory touches nothing else.
 pub const PYTHON_PACKAGES_DIR: &str = "python";
 
-pub fn setup(workspace: &Workspace) -> Result<()> {
-    let nightly_sysroot =
-        ensure_nightly_with_rust_src().context("setting up the nightly toolchain")?;
-    ensure_bpf_linker(workspace, &nightly_sysroot).context("setting up bpf-linker")?;
-    ensure_debian_packages().context("setting up Debian packages")?;
-    ensure_wasmtime(workspace).context("installing wasmtime from PyPI")?;
+/// The Debian packages `purpose` needs, with why.
+fn debian_packages(purpose: Purpose) -> Vec<(&'static str, &'static str)> {
+    DEBIAN_PACKAGES
+        .iter()
+        .filter(|(_, _, purposes)| purposes.iter().any(|&needed| purpose.includes(needed)))
+        .map(|(name, why, _)| (*name, *why))
+        .collect()
+}
+
+/// Installs what `purpose` needs.
+pub fn setup(workspace: &Workspace, purpose: Purpose) -> Result<()> {
+    if purpose.builds() {
+        let nightly_sysroot =
+            ensure_nightly_with_rust_src().context("setting up the nightly toolchain")?;
+        ensure_bpf_linker(workspace, &nightly_sysroot).context("setting up bpf-linker")?;
+    }
+    ensure_debian_packages(purpose).context("setting up Debian packages")?;
+    if purpose == Test {
+        ensure_wasmtime(workspace).context("installing wasmtime from PyPI")?;
+    }
     Ok(())
+}
+
+/// Says what [`setup`] would install for `purpose`, installing nothing.
+pub fn explain(workspace: &Workspace, purpose: Purpose) -> Result<()> {
+    cmd::step(format!(
+        "what `cargo xtask {}` sets up (--dry-run: nothing is installed):",
+        purpose.command()
+    ));
+    if purpose.builds() {
+        let nightly = cmd::probe(
+            Command::new("rustc")
+                .args(["+nightly", "--print", "sysroot"])
+                .env("RUSTUP_AUTO_INSTALL", "0"),
+        );
+        let rust_src = nightly.as_deref().is_some_and(|sysroot| {
+            Path::new(sysroot.trim())
+                .join("lib/rustlib/src/rust/library")
+                .is_dir()
+        });
+        println!("  nightly with rust-src: {}", present(rust_src));
+        let linker =
+            cmd::probe(Command::new("rustup").args(["run", "nightly", "bpf-linker", "--version"]))
+                .is_some_and(|version| {
+                    version.starts_with(&format!("bpf-linker {BPF_LINKER_VERSION}."))
+                });
+        println!("  bpf-linker {BPF_LINKER_VERSION}: {}", present(linker));
+    }
+    for (name, why) in debian_packages(purpose) {
+        println!(
+            "  Debian package {name}: {} ({why})",
+            present(debian_package_installed(name))
+        );
+    }
+    if purpose == Test {
+        println!(
+            "  {WASMTIME_PYPI} (PyPI): {}",
+            present(wasmtime_installed(workspace))
+        );
+    }
+    Ok(())
+}
+
+fn present(installed: bool) -> &'static str {
+    if installed {
+        "installed"
+    } else {
+        "missing, would be installed"
+    }
+}
+
+fn wasmtime_installed(workspace: &Workspace) -> bool {
+    let (name, version) = WASMTIME_PYPI
+        .split_once("==")
+        .unwrap_or((WASMTIME_PYPI, ""));
+    workspace
+        .xtask_dir()
+        .join(PYTHON_PACKAGES_DIR)
+        .join(format!("{name}-{version}.dist-info"))
+        .is_dir()
 }
 
 fn ensure_wasmtime(workspace: &Workspace) -> Result<()> {
     let target = workspace.xtask_dir().join(PYTHON_PACKAGES_DIR);
-    let (name, version) = WASMTIME_PYPI
-        .split_once("==")
-        .unwrap_or((WASMTIME_PYPI, ""));
-    if target.join(format!("{name}-{version}.dist-info")).is_dir() {
+    if wasmtime_installed(workspace) {
         cmd::step(format!("{WASMTIME_PYPI}: already installed"));
         return Ok(());
     }
@@ -276,22 +451,25 @@ fn link_nightly_llvm(
     Ok(prefix)
 }
 
-fn ensure_debian_packages() -> Result<()> {
+fn ensure_debian_packages(purpose: Purpose) -> Result<()> {
+    let packages = debian_packages(purpose);
+    if packages.is_empty() {
+        return Ok(());
+    }
+    let names = || packages.iter().map(|(name, _)| *name);
     if privilege::find_in_path("dpkg-query").is_none() {
         bail!(
             "this is not a Debian system (no dpkg-query): install {} by hand",
-            package_list(DEBIAN_PACKAGES.iter().map(|(name, _)| *name))
+            package_list(names())
         );
     }
-    let missing: Vec<&str> = DEBIAN_PACKAGES
-        .iter()
-        .map(|(name, _)| *name)
+    let missing: Vec<&str> = names()
         .filter(|name| !debian_package_installed(name))
         .collect();
     if missing.is_empty() {
         cmd::step(format!(
             "Debian packages {}: already installed",
-            package_list(DEBIAN_PACKAGES.iter().map(|(name, _)| *name))
+            package_list(names())
         ));
         return Ok(());
     }
@@ -304,7 +482,7 @@ fn ensure_debian_packages() -> Result<()> {
         );
     }
 
-    let reasons: Vec<String> = DEBIAN_PACKAGES
+    let reasons: Vec<String> = packages
         .iter()
         .filter(|(name, _)| missing.contains(name))
         .map(|(name, why)| format!("{name} ({why})"))

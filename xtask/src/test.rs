@@ -1,11 +1,16 @@
 //! `cargo xtask test`: what CI runs. Build, then formatting, lints and the test suite, the
 //! integration tests driving the freshly built binary.
 
-use std::{ffi::OsString, process::Command};
+use std::{ffi::OsString, process::Command, time::Instant};
 
 use anyhow::{bail, Result};
 
-use crate::{build, cmd, dist, privilege, vm_matrix, workspace::Workspace};
+use crate::{
+    build, cmd, dist, privilege,
+    setup::{self, Purpose},
+    vm_matrix,
+    workspace::Workspace,
+};
 
 /// Built for bpfel-unknown-none only (through memtrace/build.rs): a `no_std` crate that cannot
 /// build for the host ("unwinding panics are not supported without std"), so the host's clippy
@@ -17,10 +22,12 @@ pub fn test(
     kernels: &[String],
     cargo_test_args: Vec<OsString>,
 ) -> Result<()> {
+    let started = Instant::now();
     // Before the build, so a mistyped label fails at once.
     let kernels = vm_matrix::select(kernels)?;
+    setup::setup(workspace, Purpose::Test)?;
     let memtrace_binary = build::build(workspace)?;
-    // tests/tests/static_binary.rs runs the shipped static binary in an old userland.
+    // tests/tests/it/static_binary.rs runs the shipped static binary in an old userland.
     let dist = dist::dist(workspace)?;
     if !privilege::is_root()? {
         cmd::step("note: not root, so tests that load BPF programs cannot run for real");
@@ -92,19 +99,34 @@ pub fn test(
     ];
     // Every check runs even after one fails, so one CI run reports all of them.
     let mut failed = Vec::new();
+    // How long each step took, said at the end: where a slow CI run spent its time.
+    let mut took = vec![("setup, build and dist", started.elapsed())];
     for (name, description, mut command) in checks {
         cmd::step(description);
+        let step_started = Instant::now();
         if let Err(error) = cmd::run(&mut command) {
             println!("xtask: {name} failed: {error:#}");
             failed.push(name);
         }
+        took.push((name, step_started.elapsed()));
     }
     // The same tests on other kernels, in guests (vm_matrix.rs).
     cmd::step("running the kernel matrix");
+    let step_started = Instant::now();
     if let Err(error) = vm_matrix::run(workspace, &memtrace_binary, &kernels) {
         println!("xtask: kernel-matrix failed: {error:#}");
         failed.push("kernel-matrix");
     }
+    took.push(("kernel-matrix", step_started.elapsed()));
+    let took: Vec<String> = took
+        .iter()
+        .map(|(name, elapsed)| format!("{name} {} s", elapsed.as_secs()))
+        .collect();
+    cmd::step(format!(
+        "steps took: {} ({} s in all)",
+        took.join(", "),
+        started.elapsed().as_secs()
+    ));
     if !failed.is_empty() {
         bail!("failed steps: {}", failed.join(", "));
     }

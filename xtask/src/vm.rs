@@ -78,6 +78,7 @@ pub fn vm(workspace: &Workspace, options: &VmOptions) -> Result<()> {
         return Ok(());
     }
     let kernel = vm_fetch::find(options.kernel.as_deref().unwrap_or_default())?;
+    crate::setup::setup(workspace, crate::setup::Purpose::Vm)?;
     let mut environment = Vec::new();
     for pair in &options.env {
         let (key, value) = pair
@@ -92,7 +93,7 @@ pub fn vm(workspace: &Workspace, options: &VmOptions) -> Result<()> {
         timeout: Duration::from_secs(options.timeout),
         output_prefix: String::new(),
     };
-    let status = run_in_guest(workspace, &guest)?;
+    let status = run_in_guest(workspace, &guest)?.status;
     if status != 0 {
         // The guest's exit status becomes ours, as with any command runner.
         std::process::exit(status.clamp(1, 255));
@@ -110,9 +111,17 @@ pub struct Guest {
     pub output_prefix: String,
 }
 
-/// Boots the guest's kernel, runs its command, and returns the command's exit status. Fails if
-/// the guest did not report one.
-pub fn run_in_guest(workspace: &Workspace, guest: &Guest) -> Result<i32> {
+/// What a guest's command did.
+pub struct GuestRun {
+    /// The command's exit status.
+    pub status: i32,
+    /// Every line the guest printed (its command's output and the console), as printed.
+    pub output: Vec<String>,
+}
+
+/// Boots the guest's kernel, runs its command, and returns the command's exit status and
+/// output. Fails if the guest did not report a status.
+pub fn run_in_guest(workspace: &Workspace, guest: &Guest) -> Result<GuestRun> {
     vm_fetch::check_tools()?;
     if guest.command.is_empty() {
         bail!("no command to run in the guest");
@@ -157,8 +166,9 @@ pub fn run_in_guest(workspace: &Workspace, guest: &Guest) -> Result<i32> {
 
     let prefix = guest.output_prefix.clone();
     let stdout = child.stdout.take().context("qemu's stdout")?;
-    let reader = thread::spawn(move || -> Option<i32> {
+    let reader = thread::spawn(move || -> (Option<i32>, Vec<String>) {
         let mut status = None;
+        let mut output = Vec::new();
         for line in BufReader::new(stdout).split(b'\n') {
             let Ok(line) = line else { break };
             let line = String::from_utf8_lossy(&line);
@@ -167,8 +177,9 @@ pub fn run_in_guest(workspace: &Workspace, guest: &Guest) -> Result<i32> {
             if let Some(value) = line.trim().strip_prefix(EXIT_MARKER) {
                 status = value.trim().parse().ok();
             }
+            output.push(line.to_owned());
         }
-        status
+        (status, output)
     });
     let stderr = child.stderr.take().context("qemu's stderr")?;
     let prefix = guest.output_prefix.clone();
@@ -190,7 +201,7 @@ pub fn run_in_guest(workspace: &Workspace, guest: &Guest) -> Result<i32> {
         }
         thread::sleep(Duration::from_millis(200));
     };
-    let status = reader.join().ok().flatten();
+    let (status, output) = reader.join().unwrap_or_default();
     let _ = error_reader.join();
     let _ = fs::remove_file(&script);
     let elapsed = started.elapsed().as_secs();
@@ -207,7 +218,7 @@ pub fn run_in_guest(workspace: &Workspace, guest: &Guest) -> Result<i32> {
                 guest.kernel.label,
                 guest.kernel.package()
             ));
-            Ok(status)
+            Ok(GuestRun { status, output })
         }
         None => Err(GuestDied {
             label: guest.kernel.label,

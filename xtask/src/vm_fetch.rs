@@ -355,7 +355,7 @@ fn uris_in(text: &str) -> Vec<String> {
 pub fn check_tools() -> Result<()> {
     for tool in ["apt-get", "dpkg-deb", "qemu-system-x86_64", "busybox"] {
         if crate::privilege::find_in_path(tool).is_none() {
-            bail!("the VM runner needs {tool} (run `cargo xtask setup` on Debian)");
+            bail!("the VM runner needs {tool} (run `cargo xtask setup --for vm` on Debian)");
         }
     }
     Ok(())

@@ -1,13 +1,15 @@
 //! The kernel matrix of `cargo xtask test`: the smoke subset of the integration tests, run
 //! inside a guest of each Debian kernel of [`vm_fetch::KERNELS`] (see vm.rs for the guests).
 //!
-//! The test binaries are the ones cargo already built for this machine, run in the guest by
-//! path with a name filter: the guest shares this machine's root, so nothing is rebuilt.
+//! The test binary is the one cargo already built for this machine (tests/tests/it), run in the
+//! guest by path with exact test names: the guest shares this machine's root, so nothing is
+//! rebuilt. A name that matches no test would run nothing and pass, so the matrix guards
+//! itself twice: every name must be one the binary lists (checked here, before any guest
+//! boots), and each run in a guest must report exactly as many tests as it was given.
 //! At most two guests run at once: CI machines have two cores, and each guest is one emulated
 //! machine (TCG) busy mostly in the verifier.
 
 use std::{
-    collections::BTreeMap,
     ffi::OsString,
     path::{Path, PathBuf},
     sync::Mutex,
@@ -19,61 +21,79 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{
     cmd,
-    vm::{self, Guest},
+    vm::{self, Guest, GuestRun},
     vm_fetch::{self, Kernel, KERNELS},
     workspace::Workspace,
 };
 
-/// The smoke subset, by test binary: what differs between kernels (tracepoint prototypes, the
-/// verifier, struct layouts, compat syscalls) and the features users rely on most. Run on each
-/// backend by force (`MEMTRACE_BACKEND`): on the raw tracepoints, which every kernel has, and
-/// on fentry wherever it must load ([`Kernel::fentry`]), so that neither backend is only
-/// tried through the other's fallback.
-const SMOKE_TESTS: [(&str, &[&str]); 2] = [
-    (
-        "tracing",
-        &[
-            // Exact counts in both ABIs: sys_enter/sys_exit and TS_COMPAT.
-            "exact_counts::case_1_x86_64",
-            "exact_counts::case_2_i386",
-            // fork, exec across ABIs, exit.
-            "a_32_bit_parent_execs_a_64_bit_child",
-            // --pid attach.
-            "attach_sees_what_a_sleeping_process_does_next",
-        ],
-    ),
-    (
-        "layout",
-        &["doublemapper::case_1_x86_64", "doublemapper::case_2_i386"],
-    ),
+/// The integration-test binary (the `[[test]]` target of tests/Cargo.toml).
+const TEST_TARGET: &str = "it";
+
+/// The smoke subset: what differs between kernels (tracepoint prototypes, the verifier, struct
+/// layouts, compat syscalls) and the features users rely on most. Run on each backend by force
+/// (`MEMTRACE_BACKEND`): on the raw tracepoints, which every kernel has, and on fentry wherever
+/// it must load ([`Kernel::fentry`]), so that neither backend is only tried through the other's
+/// fallback.
+const SMOKE_TESTS: &[&str] = &[
+    // Exact counts in both ABIs: sys_enter/sys_exit and TS_COMPAT.
+    "tracing::exact_counts::case_1_x86_64",
+    "tracing::exact_counts::case_2_i386",
+    // fork, exec across ABIs, exit.
+    "tracing::a_32_bit_parent_execs_a_64_bit_child",
+    // --pid attach.
+    "tracing::attach_sees_what_a_sleeping_process_does_next",
+    "layout::doublemapper::case_1_x86_64",
+    "layout::doublemapper::case_2_i386",
 ];
 
 /// The backends compared, once per kernel, with the default backend choice: where fentry
 /// attaches (every Debian kernel booted here allows ftrace) the report must equal the raw
-/// tracepoints' one; where it does not, auto must fall back and say why.
-const BACKEND_TESTS: [(&str, &[&str]); 1] =
-    [("backend", &["counts_on_both_backends::case_1_x86_64"])];
+/// tracepoints' one; where it does not, auto must fall back and say why. Then kernel mode
+/// (#11): its tracepoints' prototypes and `sched_process_exit`'s arity differ between kernels
+/// (all four pass: 5.10 in 60 s, 6.1 32 s, 6.12 21 s of guest time).
+const DEFAULT_BACKEND_TESTS: &[&str] = &[
+    "backend::counts_on_both_backends::case_1_x86_64",
+    "kernel_allocs::pipes_are_counted_once_and_replayed_alike::case_1_x86_64",
+    "kernel_allocs::pipes_are_counted_once_and_replayed_alike::case_2_i386",
+];
 
-/// Kernel mode (#11): its tracepoints' prototypes and `sched_process_exit`'s arity differ
-/// between kernels (all four pass: 5.10 in 60 s, 6.1 32 s, 6.12 21 s of guest time).
-const KERNEL_MODE_TESTS: [(&str, &[&str]); 1] = [(
-    "kernel_allocs",
-    &[
-        "pipes_are_counted_once_and_replayed_alike::case_1_x86_64",
-        "pipes_are_counted_once_and_replayed_alike::case_2_i386",
-    ],
-)];
+/// One invocation of the test binary in a guest.
+struct SmokeRun {
+    /// `KEY=VALUE` in front of the command, or nothing.
+    environment: &'static str,
+    tests: &'static [&'static str],
+}
+
+/// The invocations a guest of `kernel` makes, in order.
+fn smoke_runs(kernel: &Kernel) -> Vec<SmokeRun> {
+    let mut runs = vec![SmokeRun {
+        environment: "MEMTRACE_BACKEND=raw-tracepoint",
+        tests: SMOKE_TESTS,
+    }];
+    if kernel.fentry {
+        runs.push(SmokeRun {
+            environment: "MEMTRACE_BACKEND=fentry",
+            tests: SMOKE_TESTS,
+        });
+    }
+    runs.push(SmokeRun {
+        environment: "",
+        tests: DEFAULT_BACKEND_TESTS,
+    });
+    runs
+}
 
 /// Guests at once.
 const PARALLEL_GUESTS: usize = 2;
 /// One guest's whole run: boot, loading under emulation (minutes on a busy machine), the tests.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(1500);
 
-/// The kernels `cargo xtask test` boots when not told which: the whole matrix. Measured in a
-/// clean-clone CI run on a 2-core machine, two guests at once, with the smoke subset on both
-/// backends where fentry loads: 5.10 180 s, 6.1 237 s, 6.12 135 s, 6.18 128 s, 7.2 103 s; 418 s
-/// of wall time. What costs is the verifier under emulation, fentry most: keep an eye on it
-/// when the programs grow (probes/kernel_differences.rs).
+/// The kernels `cargo xtask test` boots when not told which: the whole matrix. Measured on a
+/// 2-core machine shared with other work, two guests at once, with the smoke subset on both
+/// backends where fentry loads: 5.10 120 s, 6.1 179 s, 6.12 122 s, 6.18 117 s, 7.2 95 s; 338 s
+/// of wall time (with one test binary, 5.10 and 6.18 alone: 166 s and 130 s, 169 s of wall
+/// time). What costs is the verifier under emulation, fentry most: keep an eye on it when the
+/// programs grow (probes/kernel_differences.rs).
 const DEFAULT_KERNELS: [&str; 5] = ["5.10", "6.1", "6.12", "6.18", "7.2"];
 
 /// Which kernels `--kernels` selects: the default set, all of the matrix, some by label, or
@@ -104,7 +124,8 @@ pub fn run(
         cmd::step("kernel matrix: skipped (--kernels none)");
         return Ok(());
     }
-    let binaries = test_binaries(workspace)?;
+    let binary = test_binary(workspace)?;
+    check_names(&binary)?;
     let labels: Vec<&str> = kernels.iter().map(|kernel| kernel.label).collect();
     cmd::step(format!(
         "kernel matrix: the smoke subset in guests of Linux {} ({PARALLEL_GUESTS} at once)",
@@ -125,18 +146,10 @@ pub fn run(
         for _ in 0..PARALLEL_GUESTS {
             scope.spawn(|| {
                 while let Some(kernel) = next_kernel(&queue) {
-                    let command = match smoke_command(&binaries, kernel) {
-                        Ok(command) => command,
-                        Err(error) => {
-                            if let Ok(mut results) = results.lock() {
-                                results.push((kernel, Err(error), Duration::ZERO, false));
-                            }
-                            continue;
-                        }
-                    };
+                    let runs = smoke_runs(kernel);
                     let guest = Guest {
                         kernel,
-                        command,
+                        command: smoke_command(&binary, &runs),
                         environment: vec![
                             (
                                 "MEMTRACE_BIN".to_owned(),
@@ -171,8 +184,9 @@ pub fn run(
                         }
                     }
                     let elapsed = guest_started.elapsed();
+                    let verdict = verdict(&runs, outcome, rebooted);
                     if let Ok(mut results) = results.lock() {
-                        results.push((kernel, outcome, elapsed, rebooted));
+                        results.push((kernel, verdict, elapsed));
                     }
                 }
             });
@@ -180,24 +194,21 @@ pub fn run(
     });
 
     let mut results = results.into_inner().unwrap_or_default();
-    results.sort_by_key(|(kernel, _, _, _)| {
-        KERNELS.iter().position(|known| known.label == kernel.label)
-    });
+    results
+        .sort_by_key(|(kernel, _, _)| KERNELS.iter().position(|known| known.label == kernel.label));
     let mut failed = Vec::new();
     cmd::step(format!(
         "kernel matrix results ({} s in all):",
         started.elapsed().as_secs()
     ));
-    for (kernel, outcome, elapsed, rebooted) in &results {
-        let verdict = match outcome {
-            Ok(0) if *rebooted => "passed (on a second boot: the first guest died)".to_owned(),
-            Ok(0) => "passed".to_owned(),
-            Ok(status) => format!("FAILED (the tests exited with {status})"),
-            Err(error) => format!("FAILED ({error:#})"),
+    for (kernel, verdict, elapsed) in &results {
+        let verdict = match verdict {
+            Ok(passed) => passed.clone(),
+            Err(why) => {
+                failed.push(kernel.label);
+                format!("FAILED ({why})")
+            }
         };
-        if !matches!(outcome, Ok(0)) {
-            failed.push(kernel.label);
-        }
         println!(
             "  Linux {:5} {:36} {verdict} in {} s",
             kernel.label,
@@ -211,62 +222,244 @@ pub fn run(
     Ok(())
 }
 
+/// A guest's verdict: what passed, or why it failed.
+fn verdict(
+    runs: &[SmokeRun],
+    outcome: Result<GuestRun>,
+    rebooted: bool,
+) -> std::result::Result<String, String> {
+    let guest_run = outcome.map_err(|error| format!("{error:#}"))?;
+    if guest_run.status != 0 {
+        return Err(format!("the tests exited with {}", guest_run.status));
+    }
+    check_counts(runs, &guest_run.output)?;
+    let tests: usize = runs.iter().map(|run| run.tests.len()).sum();
+    Ok(if rebooted {
+        format!("passed, {tests} tests (on a second boot: the first guest died)")
+    } else {
+        format!("passed, {tests} tests")
+    })
+}
+
 fn next_kernel<I: Iterator<Item = &'static Kernel>>(queue: &Mutex<I>) -> Option<&'static Kernel> {
     queue.lock().ok()?.next()
 }
 
-/// The test binaries of memtrace-tests by name, as cargo built them for this machine.
-fn test_binaries(workspace: &Workspace) -> Result<BTreeMap<String, PathBuf>> {
+/// The integration-test binary, as cargo built it for this machine.
+fn test_binary(workspace: &Workspace) -> Result<PathBuf> {
     let mut build = workspace.cargo();
     build.args([
         "test",
         "--package",
         "memtrace-tests",
+        "--test",
+        TEST_TARGET,
         "--no-run",
         "--message-format=json",
     ]);
     let output = cmd::read_stdout(&mut build).context("building the integration tests")?;
-    let mut binaries = BTreeMap::new();
-    for line in output.lines() {
-        let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let is_test = message["reason"] == "compiler-artifact"
-            && message["target"]["kind"] == serde_json::json!(["test"]);
-        if let (true, Some(name), Some(path)) = (
-            is_test,
-            message["target"]["name"].as_str(),
-            message["executable"].as_str(),
-        ) {
-            binaries.insert(name.to_owned(), PathBuf::from(path));
-        }
-    }
-    Ok(binaries)
+    output
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|message| {
+            message["reason"] == "compiler-artifact"
+                && message["target"]["kind"] == serde_json::json!(["test"])
+                && message["target"]["name"] == TEST_TARGET
+        })
+        .and_then(|message| message["executable"].as_str().map(PathBuf::from))
+        .with_context(|| format!("cargo built no test binary named {TEST_TARGET}"))
 }
 
-/// One shell command that runs every smoke test binary (each even after another failed, so a
-/// guest reports everything) and exits non-zero if any failed.
-fn smoke_command(binaries: &BTreeMap<String, PathBuf>, kernel: &Kernel) -> Result<Vec<OsString>> {
-    let mut script = String::from("status=0\n");
-    let mut runs = vec![("MEMTRACE_BACKEND=raw-tracepoint", &SMOKE_TESTS[..])];
-    if kernel.fentry {
-        runs.push(("MEMTRACE_BACKEND=fentry", &SMOKE_TESTS[..]));
+/// Fails, before any guest boots, if the matrix names a test the binary does not have (a
+/// renamed or moved test would otherwise run nowhere).
+fn check_names(binary: &Path) -> Result<()> {
+    let listing =
+        cmd::read_stdout(std::process::Command::new(binary).args(["--list", "--format", "terse"]))
+            .context("listing the integration tests")?;
+    let known: Vec<&str> = listing
+        .lines()
+        .filter_map(|line| line.strip_suffix(": test"))
+        .collect();
+    let unknown: Vec<&str> = SMOKE_TESTS
+        .iter()
+        .chain(DEFAULT_BACKEND_TESTS)
+        .copied()
+        .filter(|name| !known.contains(name))
+        .collect();
+    if !unknown.is_empty() {
+        bail!(
+            "the kernel matrix names tests that {} does not have (renamed or moved? update \
+             xtask/src/vm_matrix.rs): {}",
+            binary.display(),
+            unknown.join(", ")
+        );
     }
-    runs.extend([("", &BACKEND_TESTS[..]), ("", &KERNEL_MODE_TESTS[..])]);
-    for (environment, groups) in runs {
-        for (binary, tests) in groups {
-            let path = binaries
-                .get(*binary)
-                .with_context(|| format!("cargo built no test binary named {binary}"))?;
-            // --exact: each name is one test; --test-threads=1: the guest has little to spare
-            // and the output stays readable.
-            script.push_str(&format!(
-                "{environment} '{}' --exact --test-threads=1 {} || status=1\n",
-                path.display(),
-                tests.join(" ")
-            ));
-        }
+    Ok(())
+}
+
+/// The line the guest prints before each run: `xtask-smoke: run 1: 6 tests`.
+const RUN_MARKER: &str = "xtask-smoke: run ";
+
+/// One shell command that makes every run (each even after another failed, so a guest reports
+/// everything) and exits non-zero if any failed. Each run is announced by a [`RUN_MARKER`]
+/// line, so that [`check_counts`] can tell whose summary is whose.
+fn smoke_command(binary: &Path, runs: &[SmokeRun]) -> Vec<OsString> {
+    let mut script = String::from("status=0\n");
+    for (index, run) in runs.iter().enumerate() {
+        script.push_str(&format!(
+            "echo '{RUN_MARKER}{}: {} tests'\n",
+            index + 1,
+            run.tests.len()
+        ));
+        // --exact: each name is one test; --test-threads=1: the guest has little to spare and
+        // the output stays readable; --color never: the summary is read back.
+        script.push_str(&format!(
+            "{} '{}' --exact --test-threads=1 --color never {} || status=1\n",
+            run.environment,
+            binary.display(),
+            run.tests.join(" ")
+        ));
     }
     script.push_str("exit $status\n");
-    Ok(vec!["sh".into(), "-c".into(), script.into()])
+    vec!["sh".into(), "-c".into(), script.into()]
+}
+
+/// Checks that each run's libtest summary (`test result: ok. 6 passed; 0 failed; ...`) counts
+/// exactly the tests the run was given, and names what did not run.
+fn check_counts(runs: &[SmokeRun], output: &[String]) -> std::result::Result<(), String> {
+    // Per run: the tests it reported as run (`test NAME ... ok`), and its summary's count.
+    let mut seen: Vec<(Vec<String>, Option<usize>)> = vec![(Vec::new(), None); runs.len()];
+    let mut current = None;
+    for line in output {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix(RUN_MARKER) {
+            current = rest
+                .split(':')
+                .next()
+                .and_then(|number| number.parse::<usize>().ok())
+                .and_then(|number| number.checked_sub(1))
+                .filter(|&index| index < runs.len());
+            continue;
+        }
+        let Some(index) = current else { continue };
+        if let Some(summary) = line.strip_prefix("test result: ") {
+            seen[index].1 = Some(count_in_summary(summary));
+        } else if let Some(name) = line
+            .strip_prefix("test ")
+            .and_then(|rest| rest.split(" ... ").next())
+        {
+            seen[index].0.push(name.to_owned());
+        }
+    }
+    let mut problems = Vec::new();
+    for (index, (run, (names, count))) in runs.iter().zip(&seen).enumerate() {
+        let given = run.tests.len();
+        let environment = if run.environment.is_empty() {
+            "default backend"
+        } else {
+            run.environment
+        };
+        match count {
+            Some(count) if *count == given => {}
+            Some(count) => {
+                let missing: Vec<&str> = run
+                    .tests
+                    .iter()
+                    .copied()
+                    .filter(|test| !names.iter().any(|name| name == test))
+                    .collect();
+                problems.push(format!(
+                    "run {} ({environment}) ran {count} of the {given} tests it was given; not \
+                     run: {}",
+                    index + 1,
+                    missing.join(", ")
+                ));
+            }
+            None => problems.push(format!(
+                "run {} ({environment}) printed no libtest summary",
+                index + 1
+            )),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// The tests a libtest summary says ran: passed + failed (`ok. 6 passed; 0 failed; 0 ignored;
+/// 0 measured; 80 filtered out; finished in 20.27s`).
+fn count_in_summary(summary: &str) -> usize {
+    summary
+        .split(';')
+        .filter_map(|part| {
+            let mut words = part.split_whitespace().rev();
+            let what = words.next()?;
+            let number = words.next()?.parse::<usize>().ok()?;
+            matches!(what, "passed" | "failed").then_some(number)
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RUNS: [SmokeRun; 2] = [
+        SmokeRun {
+            environment: "MEMTRACE_BACKEND=raw-tracepoint",
+            tests: &["a::one", "a::two"],
+        },
+        SmokeRun {
+            environment: "",
+            tests: &["b::three"],
+        },
+    ];
+
+    fn lines(text: &str) -> Vec<String> {
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn every_run_ran_what_it_was_given() {
+        let output = lines(
+            "xtask-smoke: run 1: 2 tests\n\nrunning 2 tests\ntest a::one ... ok\n\
+             test a::two ... ok\n\ntest result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; \
+             86 filtered out; finished in 2.01s\nxtask-smoke: run 2: 1 tests\n\
+             test b::three ... ok\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; \
+             87 filtered out; finished in 1.00s\n",
+        );
+        assert_eq!(check_counts(&RUNS, &output), Ok(()));
+    }
+
+    #[test]
+    fn a_renamed_test_is_named() {
+        let output = lines(
+            "xtask-smoke: run 1: 2 tests\ntest a::one ... ok\n\
+             test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 87 filtered out; \
+             finished in 2.01s\nxtask-smoke: run 2: 1 tests\ntest b::three ... ok\n\
+             test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 87 filtered out; \
+             finished in 1.00s\n",
+        );
+        assert_eq!(
+            check_counts(&RUNS, &output),
+            Err(
+                "run 1 (MEMTRACE_BACKEND=raw-tracepoint) ran 1 of the 2 tests it was given; \
+                 not run: a::two"
+                    .to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn a_run_without_a_summary_fails() {
+        let output = lines("xtask-smoke: run 1: 2 tests\nSegmentation fault\n");
+        let problems = check_counts(&RUNS, &output).unwrap_err();
+        assert!(
+            problems.contains("run 1 (MEMTRACE_BACKEND=raw-tracepoint) printed no libtest summary")
+                && problems.contains("run 2 (default backend) printed no libtest summary"),
+            "{problems}"
+        );
+    }
 }

@@ -7,20 +7,14 @@
 //! the segments the way `load_elf_binary` does. The result goes into the event stream as
 //! `ExecMapping` events, so recordings carry it and replay needs none of the files.
 
-use std::{fs::File, io, path::Path, sync::OnceLock};
+use std::{io, path::Path, sync::OnceLock};
 
-use object::{
-    elf::{FileHeader32, FileHeader64, ET_DYN, PF_R, PF_W, PF_X, PT_LOAD, PT_PHDR},
-    read::{
-        elf::{FileHeader, ProgramHeader},
-        ReadCache,
-    },
-    Endianness, FileKind,
-};
+use object::elf::{ET_DYN, PF_R, PF_W, PF_X, PT_LOAD, PT_PHDR};
 
 use crate::event::{ExecMappingEvent, ExecMappingKind, FileRef};
-use crate::file_access::{open_regular, Links};
+use crate::file_access::Links;
 use crate::linux_abi::{MAP_FIXED, MAP_PRIVATE, PROT_EXEC, PROT_READ, PROT_WRITE};
+use crate::stacks::elf::{ElfFile, LoadHeaders, Segment};
 
 use crate::linux_abi::PAGE_SIZE as PAGE;
 
@@ -67,7 +61,7 @@ pub fn kernel_mappings(
     // read by path from the root it was last known to have (memtrace's own if none), the
     // executable still checked by its inode (a match also shows that root is its).
     let root = root.unwrap_or(Path::new("/"));
-    let (exe, alive) = match ElfFile::read_checked(
+    let (exe, alive) = match LoadHeaders::read_checked(
         Path::new(&format!("/proc/{pid}/exe")),
         &image.exe.path,
         image.exe.inode,
@@ -76,7 +70,7 @@ pub fn kernel_mappings(
         Err(ImageError::Io(..)) => {
             let path = in_root(root, &image.exe.path);
             (
-                ElfFile::read_checked(&path, &image.exe.path, image.exe.inode)?,
+                LoadHeaders::read_checked(&path, &image.exe.path, image.exe.inode)?,
                 false,
             )
         }
@@ -111,7 +105,7 @@ pub fn kernel_mappings(
                 // its root is gone with it, so the interpreter is read by path, which is
                 // right only if memtrace sees the same files, as the executable's inode shows.
                 if alive {
-                    ElfFile::read_checked(
+                    LoadHeaders::read_checked(
                         &in_root(root, &image.exe.path),
                         &image.exe.path,
                         image.exe.inode,
@@ -130,11 +124,11 @@ pub fn kernel_mappings(
 }
 
 /// The interpreter as the live process maps it at AT_BASE; None when the process is gone.
-fn live_interpreter(pid: u32, base: u64) -> Result<Option<(FileRef, ElfFile)>, ImageError> {
+fn live_interpreter(pid: u32, base: u64) -> Result<Option<(FileRef, LoadHeaders)>, ImageError> {
     let Some((file, source)) = mapped_file_at(pid, base) else {
         return Ok(None);
     };
-    match ElfFile::read_checked(&source, &file.path, file.inode) {
+    match LoadHeaders::read_checked(&source, &file.path, file.inode) {
         Ok(elf) => Ok(Some((file, elf))),
         Err(ImageError::Io(..)) => Ok(None),
         Err(error) => Err(error),
@@ -143,12 +137,12 @@ fn live_interpreter(pid: u32, base: u64) -> Result<Option<(FileRef, ElfFile)>, I
 
 /// The interpreter named by PT_INTERP, read from the process's root (`root`, as this machine
 /// reaches it) and named as the process sees it.
-fn interpreter_by_path(interp: &str, root: &Path) -> Result<(FileRef, ElfFile), ImageError> {
+fn interpreter_by_path(interp: &str, root: &Path) -> Result<(FileRef, LoadHeaders), ImageError> {
     // The maps name the file behind the link (/lib64/ld-linux-x86-64.so.2 is one); a link's
     // absolute target is inside the process's root, not memtrace's.
     let path = resolve_in_root(root, interp).unwrap_or_else(|| interp.to_string());
     let source = in_root(root, &path);
-    let elf = ElfFile::read_checked(&source, &path, 0)?;
+    let elf = LoadHeaders::read_checked(&source, &path, 0)?;
     let inode = std::os::unix::fs::MetadataExt::ino(
         &std::fs::metadata(&source).map_err(|e| ImageError::Io(path.clone(), e))?,
     );
@@ -225,7 +219,7 @@ fn mapped_file_at(pid: u32, start: u64) -> Option<(FileRef, std::path::PathBuf)>
 
 /// `elf_load`: each PT_LOAD maps its file pages; memory beyond the file part (bss) that does
 /// not fit in the last file page becomes anonymous memory.
-fn place_segments(elf: &ElfFile, bias: u64, file: &FileRef, out: &mut Vec<ExecMappingEvent>) {
+fn place_segments(elf: &LoadHeaders, bias: u64, file: &FileRef, out: &mut Vec<ExecMappingEvent>) {
     for segment in elf.segments.iter().filter(|s| s.kind == PT_LOAD) {
         let prot = segment.prot();
         let start = bias.wrapping_add(page_down(segment.vaddr));
@@ -343,16 +337,6 @@ fn page_up(value: u64) -> u64 {
     value.wrapping_add(PAGE - 1) & !(PAGE - 1)
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Segment {
-    kind: u32,
-    flags: u32,
-    offset: u64,
-    vaddr: u64,
-    filesz: u64,
-    memsz: u64,
-}
-
 impl Segment {
     /// The segment's PF_R/PF_W/PF_X as the PROT_* bits `elf_map` gives its mapping.
     fn prot(&self) -> u32 {
@@ -363,16 +347,9 @@ impl Segment {
     }
 }
 
-/// The parts of an ELF file the loader looks at: type, program headers, interpreter.
-#[derive(Debug)]
-struct ElfFile {
-    elf_type: u16,
-    phoff: u64,
-    segments: Vec<Segment>,
-    interpreter: Option<String>,
-}
-
-impl ElfFile {
+/// The parts of an ELF file the loader looks at, read by the one ELF reader the call stacks
+/// use too ([`ElfFile`]).
+impl LoadHeaders {
     #[cfg(test)]
     fn read(path: &str) -> Result<Self, ImageError> {
         Self::read_checked(Path::new(path), path, 0)
@@ -381,9 +358,9 @@ impl ElfFile {
     /// Reads the file at `source` (a /proc link to it: followed), named `path` in errors, if
     /// its inode is `expected_inode` (0: not checked).
     fn read_checked(source: &Path, path: &str, expected_inode: u64) -> Result<Self, ImageError> {
-        let io_error = |e| ImageError::Io(path.to_string(), e);
-        let file = open_regular(source, Links::Follow).map_err(io_error)?;
-        let inode = std::os::unix::fs::MetadataExt::ino(&file.metadata().map_err(io_error)?);
+        let file = ElfFile::open(source, Links::Follow)
+            .map_err(|e| ImageError::Io(path.to_string(), e))?;
+        let inode = file.identity.inode();
         if expected_inode != 0 && inode != expected_inode {
             return Err(ImageError::NotTheMappedFile(
                 path.to_string(),
@@ -391,42 +368,8 @@ impl ElfFile {
                 expected_inode,
             ));
         }
-        let data = ReadCache::new(file);
-        let parsed = match FileKind::parse(&data) {
-            Ok(FileKind::Elf64) => Self::parse::<FileHeader64<Endianness>>(&data),
-            Ok(FileKind::Elf32) => Self::parse::<FileHeader32<Endianness>>(&data),
-            _ => None,
-        };
-        parsed.ok_or_else(|| ImageError::NotElf(path.to_string()))
-    }
-
-    /// The ELF header, the program headers and PT_INTERP's name, as `load_elf_binary` reads
-    /// them; `None` for a file the loader would refuse.
-    fn parse<Elf: FileHeader<Endian = Endianness>>(data: &ReadCache<File>) -> Option<Self> {
-        let header = Elf::parse(data).ok()?;
-        let endian = header.endian().ok()?;
-        let headers = header.program_headers(endian, data).ok()?;
-        let segments = headers
-            .iter()
-            .map(|segment| Segment {
-                kind: segment.p_type(endian),
-                flags: segment.p_flags(endian),
-                offset: segment.p_offset(endian).into(),
-                vaddr: segment.p_vaddr(endian).into(),
-                filesz: segment.p_filesz(endian).into(),
-                memsz: segment.p_memsz(endian).into(),
-            })
-            .collect();
-        let interpreter = headers
-            .iter()
-            .find_map(|segment| segment.interpreter(endian, data).ok().flatten())
-            .map(|name| String::from_utf8_lossy(name).into_owned());
-        Some(Self {
-            elf_type: header.e_type(endian),
-            phoff: header.e_phoff(endian).into(),
-            segments,
-            interpreter,
-        })
+        file.load_headers()
+            .ok_or_else(|| ImageError::NotElf(path.to_string()))
     }
 
     /// How far a position-independent image was moved: AT_PHDR minus where the program
@@ -500,7 +443,7 @@ mod tests {
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
         let regions: Vec<_> = maps.lines().filter_map(parse_maps_line).collect();
         let own: Vec<_> = regions.iter().filter(|r| r.name == exe_path).collect();
-        let elf = ElfFile::read(&exe_path).unwrap();
+        let elf = LoadHeaders::read(&exe_path).unwrap();
         let first_load = elf.segments.iter().find(|s| s.kind == PT_LOAD).unwrap();
         let bias = own[0].start - page_down(first_load.vaddr);
         let inode = own[0].inode;
@@ -550,12 +493,12 @@ mod tests {
 
     #[test]
     fn not_elf_is_an_error() {
-        let error = ElfFile::read("/proc/self/status").unwrap_err();
+        let error = LoadHeaders::read("/proc/self/status").unwrap_err();
         assert!(matches!(error, ImageError::NotElf(_)), "{error}");
     }
 
     fn image_of(path: &str, interp_base: u64) -> LoadedImage {
-        let exe = ElfFile::read(path).unwrap();
+        let exe = LoadHeaders::read(path).unwrap();
         let first_load = exe.segments.iter().find(|s| s.kind == PT_LOAD).unwrap();
         let phdr = exe
             .segments

@@ -47,10 +47,15 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// more than reading, so under a flood of sampled calls the samples (up to 8 KiB each) would
 /// pile up in memtrace's memory without bound (2.5 GB measured with every call sampled); past
 /// this the reader drops samples, counted as not sampled like a full stack ring, and never an
-/// event. As much as the default stack ring holds: a session that keeps up has a drain or two
-/// in flight (at most about 2 MiB for 5000 short-lived children on 2 cores). Counted in bytes,
-/// as samples differ in size (8192 samples could hold 64 MiB).
-const MAX_SAMPLE_BYTES_IN_FLIGHT: u64 = 8 << 20;
+/// event. Counted in bytes, as samples differ in size.
+///
+/// Sized from a start-up burst: node starting four workers that each allocate 500 blocks of
+/// 256 KiB or more makes some 1,500 samples (8.2 KiB each, 12 MiB) within the first second,
+/// while the session reads node's 99 MB executable at first sight (its unwind sections and
+/// 185,000 symbols, 0.1 s of CPU, several times that on a loaded machine): 8 MiB dropped
+/// 200 to 1,700 of them. Four times the burst leaves room for a slower machine; a session
+/// that keeps up holds a drain or two (about 2 MiB for 5000 short-lived children on 2 cores).
+const MAX_SAMPLE_BYTES_IN_FLIGHT: u64 = 48 << 20;
 
 /// The samples between the reader and the session, shared by both.
 #[derive(Debug, Default)]
@@ -107,6 +112,8 @@ pub struct Capture {
     events: RingBuf<MapData>,
     stacks: RingBuf<MapData>,
     pairing: StackPairing,
+    /// Decodes the messages, and knows each thread's comm.
+    decoder: decode::Decoder,
     /// Each traced process's root, for the images of those gone before their exec is read.
     roots: roots::Roots,
     counts: CaptureCounts,
@@ -119,6 +126,7 @@ impl Capture {
             events,
             stacks,
             pairing: StackPairing::default(),
+            decoder: decode::Decoder::default(),
             roots: roots::Roots::default(),
             counts: CaptureCounts::default(),
             backlog: Arc::default(),
@@ -178,20 +186,23 @@ impl Capture {
     /// waits for it, unless this is the `last` drain.
     pub fn drain(&mut self, out: &mut Vec<Captured>, last: bool) {
         while let Some(record) = self.stacks.next() {
-            match decode::decode(&record) {
+            match self.decoder.decode(&record) {
                 Ok(Decoded::Stack(stack)) => {
                     if self.backlog.admit(&stack) {
                         self.pairing.sampled(stack);
                     }
                 }
-                Ok(Decoded::Event { .. }) | Err(_) => self.counts.undecodable += 1,
+                Ok(Decoded::Event { .. } | Decoded::Noted(_)) | Err(_) => {
+                    self.counts.undecodable += 1
+                }
             }
         }
         while let Some(record) = self.events.next() {
-            match decode::decode(&record) {
+            match self.decoder.decode(&record) {
                 Ok(Decoded::Event {
                     event,
                     loaded_image,
+                    ..
                 }) => {
                     self.roots.observe(&event);
                     if let Some(image) = &loaded_image {
@@ -203,6 +214,8 @@ impl Capture {
                     out.push(Captured::Event(event));
                     out.extend(sample.map(Captured::Stack));
                 }
+                // Comms are kept by the decoder; identities and OOM victims have no event yet.
+                Ok(Decoded::Noted(_)) => {}
                 // Samples have a ring of their own; one here would be a kernel-side bug.
                 Ok(Decoded::Stack(_)) => self.counts.undecodable += 1,
                 Err(error) => {

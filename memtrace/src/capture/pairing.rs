@@ -46,9 +46,13 @@ impl StackPairing {
         if self.waiting.is_empty() {
             return None;
         }
+        // The sample may have been read before the message that told its thread's comm.
         self.waiting
             .remove(&(event.tid, event.time_ns))
-            .map(|(stack, _)| stack)
+            .map(|(stack, _)| RawStack {
+                comm: event.comm,
+                ..stack
+            })
     }
 
     /// The samples whose record has not come within [`MAX_WAIT`] (every one left, on the last

@@ -9,7 +9,11 @@ use std::{
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use memtrace_common::{DEFAULT_RING_BUFFER_BYTES, DEFAULT_STACK_MIN_BYTES};
 
-use crate::{probes::backend::BackendChoice, user_mode::DEFAULT_KEEP_EXITED};
+use crate::{
+    agent::triggers::TriggerKind,
+    probes::{backend::BackendChoice, ProbeOptions},
+    user_mode::DEFAULT_KEEP_EXITED,
+};
 
 /// Trace the memory-mapping syscalls of a command or a running process, rebuild each
 /// process's address space, and report what was never released and what looks wrong.
@@ -34,6 +38,9 @@ pub enum Command {
     /// Kernel allocations (slab, page, per-CPU) made during the trace and still outstanding,
     /// by call site and cache: the Linux `!poolused`.
     Kernel(KernelArgs),
+    /// Always on: watch every process of the host (or of a cgroup) for days, keep the last
+    /// minutes of history in memory, and save it with its reports when a trigger fires.
+    Agent(AgentArgs),
     /// For `cargo xtask bench`: run CMD with empty programs on the syscall hooks, the cost
     /// memtrace is compared with.
     #[command(hide = true)]
@@ -120,6 +127,117 @@ pub struct TraceArgs {
     /// Write the whole event stream to FILE, to replay it later (`memtrace replay FILE`).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
+    #[command(flatten)]
+    pub probes: ProbeArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// The command to start and trace: `memtrace [OPTIONS] -- CMD [ARGS...]`.
+    /// Options are not taken as the command (no `allow_hyphen_values`), so a mistyped option
+    /// is an error rather than a command to run; after the command's first word, its own
+    /// options are its own.
+    #[arg(trailing_var_arg = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Watch only the processes of this cgroup (v2), as `memtrace --cgroup` does; without it,
+    /// every process of the host.
+    #[arg(long, value_name = "PATH", conflicts_with = "unit")]
+    pub cgroup: Option<PathBuf>,
+    /// Watch only the processes of this systemd unit (its cgroup, e.g. `sshd.service`).
+    #[arg(long, value_name = "NAME")]
+    pub unit: Option<String>,
+    /// Where captures are written: one directory per capture, owner-only.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/memtrace/captures")]
+    pub capture_dir: PathBuf,
+    /// Seconds of history the flight recorder keeps.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600.0)]
+    pub history: f64,
+    /// The flight recorder's memory, at most (suffixes K, M, G: 64M).
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_bytes)]
+    pub history_bytes: u64,
+    /// Seconds between keyframes: a capture starts at the last one before its window.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub keyframe_interval: f64,
+    /// Seconds of history before the trigger a capture holds, at least (a growing trigger's
+    /// capture holds the whole rise).
+    #[arg(long, value_name = "SECONDS", default_value_t = 120.0)]
+    pub capture_window: f64,
+    /// Turn a trigger off (repeatable).
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub no_trigger: Vec<TriggerKind>,
+    /// How long a group must grow steadily before the growing trigger fires.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
+    pub growing_for: f64,
+    /// Capture when a process's allocated memory crosses this (off until given).
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub trigger_size: Option<u64>,
+    /// At most one capture per trigger and process in this many seconds; the rest is counted.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600.0)]
+    pub trigger_cooldown: f64,
+    /// How long kernel mode runs when the kernel trigger fires.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub kernel_window: f64,
+    /// The kernel trigger's least rise of kernel memory.
+    #[arg(long, value_name = "BYTES", default_value = "64M", value_parser = parse_bytes)]
+    pub kernel_growth: u64,
+    /// Captures kept, at most: the oldest go first.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub max_captures: usize,
+    /// Bytes the captures take, at most: the oldest go first.
+    #[arg(long, value_name = "BYTES", default_value = "1G", value_parser = parse_bytes)]
+    pub max_capture_bytes: u64,
+    /// Stop after this many seconds (otherwise at SIGTERM or Ctrl-C).
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+    /// Exited processes listed in full in the model; older ones are folded by program.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP_EXITED)]
+    pub keep_exited: usize,
+    /// Serve /metrics (Prometheus, OpenMetrics) and /debug/pprof/heap and /allocs (go tool
+    /// pprof, Parca, Pyroscope) on ADDR; without ADDR, 127.0.0.1:9464. Only an address named
+    /// here is other than loopback.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        num_args = 0..=1,
+        default_missing_value = "127.0.0.1:9464",
+        value_parser = crate::agent::http::parse_listen
+    )]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Processes with /metrics series of their own, by allocated bytes (and every process
+    /// with a finding); the rest are summed per program and cgroup.
+    #[arg(long, value_name = "N", default_value_t = crate::agent::metrics::DEFAULT_TOP)]
+    pub metrics_top: usize,
+    #[command(flatten)]
+    pub probes: ProbeArgs,
+}
+
+/// A size: a number of bytes, or one with a binary suffix (`64K`, `64M`, `1G`, `64MiB`).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let suffix = &text[digits.len()..];
+    let shift = match suffix.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" | "kb" => 10,
+        "m" | "mib" | "mb" => 20,
+        "g" | "gib" | "gb" => 30,
+        "t" | "tib" | "tb" => 40,
+        _ => return Err(format!("{text}: not a size (give bytes, or K, M, G, T)")),
+    };
+    let value: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text}: not a size (give bytes, or K, M, G, T)"))?;
+    value
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text}: too large"))
+}
+
+/// How the probes trace: live user mode and the agent alike.
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
     /// Size of the kernel's event ring buffer in bytes (a power of two).
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_RING_BUFFER_BYTES)]
     pub ring_buffer_size: u32,
@@ -128,10 +246,10 @@ pub struct TraceArgs {
     pub ebpf_log: bool,
     /// Record who allocated: the user call stack of every mmap, mremap, brk and memfd_create
     /// that creates at least --stack-min-size bytes (on by default).
-    #[arg(long, overrides_with = "no_stacks")]
+    #[arg(long, conflicts_with = "no_stacks")]
     pub stacks: bool,
     /// Do not sample call stacks.
-    #[arg(long, overrides_with = "stacks")]
+    #[arg(long, conflicts_with_all = ["stacks", "stack_min_size"])]
     pub no_stacks: bool,
     /// Smallest mapping whose call stack is sampled; 0 samples every call (see
     /// `cargo xtask bench` for the cost).
@@ -143,14 +261,21 @@ pub struct TraceArgs {
     /// the default (for a fleet or a test matrix that always wants one backend).
     #[arg(long, value_enum, env = "MEMTRACE_BACKEND", default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
-    #[command(flatten)]
-    pub output: OutputArgs,
-    /// The command to start and trace: `memtrace [OPTIONS] -- CMD [ARGS...]`.
-    /// Options are not taken as the command (no `allow_hyphen_values`), so a mistyped option
-    /// is an error rather than a command to run; after the command's first word, its own
-    /// options are its own.
-    #[arg(trailing_var_arg = true, value_name = "CMD")]
-    pub command: Vec<OsString>,
+}
+
+impl ProbeArgs {
+    /// The probes' options for these flags (`follow` and `cgroup_id` are the mode's).
+    pub fn options(&self, follow_children: bool, cgroup_id: u64) -> ProbeOptions {
+        ProbeOptions {
+            follow_children,
+            ring_buffer_bytes: self.ring_buffer_size,
+            ebpf_log: self.ebpf_log,
+            stack_min_bytes: (!self.no_stacks).then_some(self.stack_min_size),
+            backend: self.backend,
+            cgroup_id,
+            oom_victims: false,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use super::{
     args::{positive_seconds, seconds_option, Format, KernelArgs, OutputArgs},
     exit_code_of,
-    report_output::{refuse_shared_outputs, write_rendered},
+    report_output::{write_rendered, Outputs},
 };
 use crate::{
     kernel_mode::{
@@ -18,7 +18,7 @@ use crate::{
 };
 
 pub fn run(args: KernelArgs) -> anyhow::Result<ExitCode> {
-    refuse_shared_outputs(args.record.as_deref(), &args.output)?;
+    let mut outputs = Outputs::check(args.record.as_deref(), &args.output)?;
     let target = match (args.pid, args.command.is_empty()) {
         (Some(pid), _) => KernelTarget::Pid(pid),
         (None, false) => KernelTarget::Command(args.command.clone()),
@@ -38,7 +38,7 @@ pub fn run(args: KernelArgs) -> anyhow::Result<ExitCode> {
         stacks: args.stacks,
         snapshot_period: seconds_option("--snapshot-interval", args.snapshot_interval)?,
         duration: positive_seconds("--duration", args.duration)?,
-        record: args.record.clone(),
+        record: outputs.record.take(),
         max_outstanding: args.max_outstanding,
         pages: args.pages,
         command_line: std::env::args().collect(),
@@ -49,10 +49,10 @@ pub fn run(args: KernelArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     let outcome = runtime.block_on(kernel_mode::live::run(options))?;
     let report = kernel_mode::report::build(&outcome.model, Source::Live);
-    write_kernel_report(&report, &args.output)?;
+    let written = write_kernel_report(&report, &args.output, &outputs);
     let recording_failed = outcome.stream.recording_failure();
     if let Some(failure) = &recording_failed {
-        eprintln!("memtrace: {failure}");
+        eprintln!("memtrace: {}", crate::escape::terminal(failure));
     }
     if report.kernel.table_full > 0 {
         eprintln!(
@@ -60,6 +60,7 @@ pub fn run(args: KernelArgs) -> anyhow::Result<ExitCode> {
             report.kernel.table_full
         );
     }
+    written?;
     Ok(match outcome.command_status {
         _ if recording_failed.is_some() => ExitCode::FAILURE,
         Some(status) => exit_code_of(status),
@@ -70,10 +71,11 @@ pub fn run(args: KernelArgs) -> anyhow::Result<ExitCode> {
 pub fn write_kernel_report(
     report: &kernel_mode::report::KernelReportFile,
     output: &OutputArgs,
+    outputs: &Outputs,
 ) -> anyhow::Result<()> {
     let rendered = match output.format {
         Format::Json => kernel_mode::report::render_json(report),
         Format::Text => kernel_mode::report::render_text(report),
     };
-    write_rendered(&rendered, output)
+    write_rendered(&rendered, outputs)
 }

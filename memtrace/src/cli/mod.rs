@@ -1,11 +1,14 @@
 //! The command line: parse, run the mode asked for, write its report, and turn the outcome
 //! into an exit code. One file per mode's runner; the argument types in `args.rs`.
 
+mod agent;
 mod args;
+mod exhaustion;
 mod kernel;
 mod replay;
 mod report_output;
 mod trace;
+mod warnings;
 
 use std::{ffi::OsString, io, process::ExitCode};
 
@@ -26,17 +29,18 @@ pub fn main() -> ExitCode {
         let command = arguments.get(3..).unwrap_or_default();
         return ExitCode::from(launch::run_gate(command) as u8);
     }
+    exhaustion::install_panic_hook();
     let cli = Cli::parse();
     // --ebpf-log asks for the programs' own messages, which they log at debug level.
-    let default_filter = if cli.trace.ebpf_log {
+    let default_filter = if cli.trace.probes.ebpf_log {
         "warn,memtrace=debug"
     } else {
         "warn"
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
-        .format_timestamp(None)
-        .init();
-    match run(cli) {
+    warnings::init(default_filter);
+    let outcome = run(cli);
+    warnings::print_suppressed();
+    match outcome {
         Ok(code) => code,
         Err(error) => {
             if is_broken_pipe(&error) {
@@ -61,6 +65,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Some(Command::Replay(args)) => replay::run(args),
         Some(Command::Kernel(args)) => kernel::run(args),
+        Some(Command::Agent(args)) => agent::run(args),
         Some(Command::HookFloor { command }) => run_hook_floor(&command),
         None => trace::run(cli.trace),
     }
@@ -96,12 +101,19 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
         .any(|io| io.kind() == io::ErrorKind::BrokenPipe)
 }
 
-/// The error and its causes on one line, without repeating a cause a message already quotes.
+/// The error and its causes on one line, as the terminal shows it: escaped whole
+/// ([`crate::escape::terminal`]), so a newline in a path is shown as `\n` and the reason after
+/// it is kept.
 fn one_line(error: &anyhow::Error) -> String {
+    crate::escape::terminal(&chain_line(error)).into_owned()
+}
+
+/// The error and its causes joined, without repeating a cause a message already quotes; not
+/// escaped (for an error that quotes others, escaped once when printed).
+fn chain_line(error: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in error.chain() {
         let text = cause.to_string();
-        let text = text.lines().next().unwrap_or_default().to_string();
         if line.contains(&text) {
             continue;
         }

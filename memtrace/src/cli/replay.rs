@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use super::{
     args::{positive_seconds, seconds_option, ReplayArgs},
     kernel::write_kernel_report,
-    report_output::{refuse_shared_outputs, report_outputs, write_user_report},
+    report_output::{write_user_report, Outputs},
 };
 use crate::{
     kernel_mode, output,
@@ -18,8 +18,8 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         .until
         .map(|seconds| seconds_option("--until", seconds))
         .transpose()?;
-    refuse_shared_outputs(None, &args.output)?;
-    for output in report_outputs(&args.output) {
+    let outputs = Outputs::check(None, &args.output)?;
+    for output in outputs.reports() {
         output::refuse_input(output, ("the recording", &args.file))?;
     }
     let since = args
@@ -44,7 +44,10 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     // with one line per problem, --until or not.
     let mut damaged = false;
     if let Some(error) = &replay.stopped_by {
-        eprintln!("memtrace: replay stopped early: {error}");
+        eprintln!(
+            "memtrace: replay stopped early: {}",
+            crate::escape::terminal(&error.to_string())
+        );
         damaged = true;
     }
     for problem in replay.outcome.problems() {
@@ -59,7 +62,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     match replay.consumer {
         Replayed::Kernel(model) => {
             let report = kernel_mode::report::build(&model, Source::Replay);
-            write_kernel_report(&report, &args.output)?;
+            write_kernel_report(&report, &args.output, &outputs)?;
         }
         Replayed::User(mut user_mode) => {
             let info = SessionInfo {
@@ -69,7 +72,7 @@ pub fn run(args: ReplayArgs) -> anyhow::Result<ExitCode> {
                 // What the live session said of its hooks, as its recording carries it.
                 backend: replay.header.backend.clone(),
             };
-            write_user_report(&mut user_mode, &info, &args.pids, &args.output)?;
+            write_user_report(&mut user_mode, &info, &args.pids, &args.output, &outputs)?;
         }
     }
     Ok(if damaged {

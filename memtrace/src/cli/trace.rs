@@ -7,10 +7,9 @@ use anyhow::Context as _;
 use super::{
     args::{positive_seconds, TraceArgs},
     exit_code_of,
-    report_output::{refuse_shared_outputs, write_user_report},
+    report_output::{write_user_report, Outputs},
 };
 use crate::{
-    probes::ProbeOptions,
     report::{SessionInfo, Source},
     session::{self, LiveOptions, Target},
     user_mode::UserModeOptions,
@@ -29,20 +28,13 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         Target::Cgroup(cgroup) => cgroup.id,
         _ => 0,
     };
-    refuse_shared_outputs(args.record.as_deref(), &args.output)?;
+    let mut outputs = Outputs::check(args.record.as_deref(), &args.output)?;
     let options = LiveOptions {
         target,
-        probes: ProbeOptions {
-            follow_children: args.follow,
-            ring_buffer_bytes: args.ring_buffer_size,
-            ebpf_log: args.ebpf_log,
-            stack_min_bytes: (!args.no_stacks).then_some(args.stack_min_size),
-            backend: args.backend,
-            cgroup_id,
-        },
+        probes: args.probes.options(args.follow, cgroup_id),
         print_events: args.events,
         duration: positive_seconds("--duration", args.duration)?,
-        record: args.record.clone(),
+        record: outputs.record.take(),
         command_line: std::env::args().collect(),
         interval: positive_seconds("--interval", args.interval)?,
         user_mode: UserModeOptions {
@@ -75,7 +67,8 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
         lost: stream.lost(),
         backend: Some(outcome.backend.info()),
     };
-    write_user_report(&mut user_mode, &info, &[], &args.output)?;
+    // Whatever happens to the report, what the recording misses is said too.
+    let written = write_user_report(&mut user_mode, &info, &[], &args.output, &outputs);
     if user_mode.unreadable_modules() > 0 {
         eprintln!(
             "memtrace: {} module file(s) of traced processes could not be read as the process maps them (it was gone, or the file there is not the mapped one): frames in them show module+offset, and their stacks were walked by frame pointers only",
@@ -84,7 +77,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
     }
     let recording_failed = stream.recording_failure();
     if let Some(failure) = &recording_failed {
-        eprintln!("memtrace: {failure}");
+        eprintln!("memtrace: {}", crate::escape::terminal(failure));
     }
     let lost = stream.lost();
     if lost.total() > 0 {
@@ -95,6 +88,7 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
             lost.pending_full
         );
     }
+    written?;
     // A recording that misses events is a failure of memtrace's, whatever the command did.
     Ok(match outcome.command_status {
         _ if recording_failed.is_some() => ExitCode::FAILURE,

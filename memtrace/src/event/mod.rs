@@ -84,12 +84,21 @@ pub enum EventBody {
     /// before the first stack that needs it, so a replay elsewhere names frames only from the
     /// same build.
     Module(ModuleEvent),
+    /// A function of JIT code that call stacks run through, as the process's perf map
+    /// (`/tmp/perf-PID.map`) named it when they were unwound: announced once, before the
+    /// first stack that needs it, so a replay names the frame though the map is gone.
+    JitSymbol(JitSymbolEvent),
     /// Kernel mode (`memtrace kernel`): the outstanding kernel allocations at one instant.
     /// Boxed: large, and one per interval.
     KernelSnapshot(Box<kernel_snapshot::KernelSnapshot>),
     /// Who the process is in its container (read from /proc when memtrace first sees it), so
     /// the report and a replay elsewhere name it as the container does.
     Container(ContainerIdentity),
+    /// The agent's keyframe of a live process: its layout as the model held it at that point
+    /// of the stream, in the attach layout's form. Recorded, never fed to the live model: a
+    /// window cut from the middle of a recording replays alone from the last keyframe before
+    /// it. A replay that already knows the process ignores it.
+    Keyframe(AttachEvent),
     /// What bounds the process's mappings (read from /proc when memtrace first sees it, and
     /// again after an exec), so that a replay judges the same limits.
     Limits(LimitsEvent),
@@ -140,10 +149,21 @@ pub struct ModuleEvent {
     pub build_id: Vec<u8>,
 }
 
+/// A JIT-compiled function of the process: `[start, start + len)` is its code.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct JitSymbolEvent {
+    pub start: u64,
+    pub len: u64,
+    pub name: String,
+}
+
 /// Return addresses, innermost first: the first is where the syscall returns to (in libc).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct StackEvent {
     pub frames: Vec<u64>,
+    /// The walk stopped before the outermost frame (the entry point): the stack is cut
+    /// short, not whole.
+    pub truncated: bool,
 }
 
 /// A file the kernel named by walking its dentries (a mapping's backing file, a memfd).

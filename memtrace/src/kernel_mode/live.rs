@@ -2,7 +2,7 @@
 //! table once per snapshot period through the stream (into the recording, if any) into kernel
 //! mode's model, until the duration ends, Ctrl-C or SIGTERM, or the traced processes are gone.
 
-use std::{ffi::OsString, path::PathBuf, process::ExitStatus, time::Duration};
+use std::{ffi::OsString, process::ExitStatus, time::Duration};
 
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -36,7 +36,7 @@ pub struct KernelOptions {
     /// Time between two kernel snapshots.
     pub snapshot_period: Duration,
     pub duration: Option<Duration>,
-    pub record: Option<PathBuf>,
+    pub record: Option<crate::output::Output>,
     pub max_outstanding: u32,
     pub pages: bool,
     pub command_line: Vec<String>,

@@ -1,7 +1,12 @@
 //! Call stacks, interned: a leak is many regions allocated from one call site, so each distinct
 //! stack is stored once and regions point at it.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use crate::event::JitSymbolEvent;
 
 /// An index into [`CallStacks`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -18,6 +23,11 @@ pub struct CallStacks {
     /// with its own file of a host path): its own build-id, empty when its file cannot be
     /// found by one.
     differing: HashMap<(u32, String), Vec<u8>>,
+    /// The JIT functions each process's stacks run through, by start: what its perf map named
+    /// them when they were unwound.
+    jit_symbols: HashMap<u32, BTreeMap<u64, (u64, String)>>,
+    /// Stacks whose walk stopped before the outermost frame.
+    truncated: std::collections::HashSet<StackId>,
 }
 
 impl CallStacks {
@@ -30,6 +40,19 @@ impl CallStacks {
         self.stacks.push(Arc::clone(&frames));
         self.ids.insert(frames, id);
         id
+    }
+
+    /// The stack with these frames was cut short (its walk stopped before the entry point).
+    pub(crate) fn mark_truncated(&mut self, frames: &[u64]) {
+        let id = self.intern(frames);
+        self.truncated.insert(id);
+    }
+
+    /// Whether the stack with these frames was cut short.
+    pub fn is_truncated(&self, frames: &[u64]) -> bool {
+        self.ids
+            .get(frames)
+            .is_some_and(|id| self.truncated.contains(id))
     }
 
     /// Return addresses, innermost first.
@@ -80,9 +103,30 @@ impl CallStacks {
             .is_some_and(Vec::is_empty)
     }
 
+    /// A JIT symbol record of process `pid`; one at the same start replaces the one before
+    /// (the runtime freed that code and compiled other code there).
+    pub(crate) fn record_jit_symbol(&mut self, pid: u32, record: &JitSymbolEvent) {
+        self.jit_symbols
+            .entry(pid)
+            .or_default()
+            .insert(record.start, (record.len, record.name.clone()));
+    }
+
+    /// The JIT function process `pid` had at `address`, as its perf map named it.
+    pub fn jit_function(&self, pid: u32, address: u64) -> Option<&str> {
+        let (&start, (len, name)) = self.jit_symbols.get(&pid)?.range(..=address).next_back()?;
+        (address - start < *len).then_some(name.as_str())
+    }
+
+    /// Whether any of process `pid`'s frames was named from its perf map.
+    pub fn has_jit_symbols(&self, pid: u32) -> bool {
+        self.jit_symbols.contains_key(&pid)
+    }
+
     /// Process `pid` is gone for good (folded away, its pid free): what was told about its
     /// own files goes with it, or the next process with its pid would inherit it.
     pub(crate) fn forget_process(&mut self, pid: u32) {
+        self.jit_symbols.remove(&pid);
         if !self.differing.is_empty() {
             self.differing.retain(|(owner, _), _| *owner != pid);
         }

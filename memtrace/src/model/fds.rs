@@ -23,6 +23,13 @@ impl FdTable {
         self.memfds.get(&fd).map(|entry| entry.memfd)
     }
 
+    /// Each fd with the memfd it refers to and whether exec closes it.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (u32, MemfdId, bool)> + '_ {
+        self.memfds
+            .iter()
+            .map(|(&fd, entry)| (fd, entry.memfd, entry.cloexec))
+    }
+
     /// The memfds its fds refer to.
     pub(crate) fn memfds(&self) -> impl Iterator<Item = MemfdId> + '_ {
         self.memfds.values().map(|entry| entry.memfd)

@@ -14,6 +14,7 @@ mod compact;
 pub mod exec;
 mod exited;
 pub mod fds;
+mod keyframe;
 mod lifecycle;
 pub mod limits;
 pub mod memfd;
@@ -38,6 +39,7 @@ pub use brk::{BrkFailure, BrkState, Headroom};
 pub use call_stacks::{Allocated, CallStacks, StackId};
 pub use exec::{ExecInfo, ImageFacts};
 pub use exited::Fold;
+pub use keyframe::Keyframe;
 pub use limits::{Bounds, MapFailure, MapFailures};
 pub use memfd::{Memfd, MemfdId, MemfdRegistry};
 pub use process::{Birth, ExitInfo, Process, ProcessView};
@@ -116,11 +118,23 @@ impl Model {
             EventBody::Exec(record) => self.exec(event, record),
             EventBody::Exit(record) => self.exit(event, record),
             EventBody::Attach(record) => self.attach(event, record),
-            EventBody::Stack(record) => self.attach_stack(event, &record.frames),
+            // A keyframe repeats what the stream before it told: only a replay that starts at
+            // it (a capture) learns the process from it.
+            EventBody::Keyframe(record) if !self.knows_live(event.pid) => {
+                self.attach(event, record)
+            }
+            EventBody::Keyframe(_) => {}
+            EventBody::Stack(record) => {
+                self.attach_stack(event, &record.frames);
+                if record.truncated {
+                    self.stacks.mark_truncated(&record.frames);
+                }
+            }
             EventBody::Module(record) => {
                 self.stacks
                     .record_module(event.pid, &record.path, &record.build_id)
             }
+            EventBody::JitSymbol(record) => self.stacks.record_jit_symbol(event.pid, record),
             // Kernel allocations belong to no process: kernel mode's model takes them.
             EventBody::KernelSnapshot(_) => {}
             EventBody::Container(record) => {

@@ -237,6 +237,21 @@ impl<'m> ProcessView<'m> {
         self.stacks.build_id(self.process.pid, path)
     }
 
+    /// The JIT function at `address` of this process, as its perf map named it.
+    pub fn jit_function(&self, address: u64) -> Option<&'m str> {
+        self.stacks.jit_function(self.process.pid, address)
+    }
+
+    /// Whether the stack with these frames was cut short before the entry point.
+    pub fn stack_truncated(&self, frames: &[u64]) -> bool {
+        self.stacks.is_truncated(frames)
+    }
+
+    /// Whether any of this process's frames was named from its perf map.
+    pub fn has_jit_symbols(&self) -> bool {
+        self.stacks.has_jit_symbols(self.process.pid)
+    }
+
     /// Whether this process's frames in `path` may be named (see
     /// [`CallStacks::nameable`](crate::model::call_stacks::CallStacks::nameable)).
     pub fn module_nameable(&self, path: &str) -> bool {

@@ -42,7 +42,9 @@ fn creates_memory(syscall: Syscall) -> bool {
 }
 
 pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallEvent) {
-    let name = SyscallName::of(record.syscall);
+    let Some(name) = SyscallName::of(record.syscall) else {
+        return;
+    };
     let failed = match record.syscall {
         Syscall::Brk => brk_refused(event.abi, record),
         _ => record.failed(),
@@ -69,7 +71,9 @@ pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallEv
     // An entry time of 0: the probe saw only the exit (attached mid-call, or the task moved
     // CPUs); the call counts, its latency is unknown.
     let latency_ns = (record.entry_ns != 0).then(|| event.time_ns.saturating_sub(record.entry_ns));
-    target.process.stats.record_call(name, failed, latency_ns);
+    // brk never returns -errno: a break left where it was is the kernel's ENOMEM.
+    let errno = failed.then(|| record.errno().unwrap_or(ENOMEM));
+    target.process.stats.record_call(name, errno, latency_ns);
     let created = Creation {
         origin: Origin::Syscall,
         time_ns: event.time_ns,
@@ -118,6 +122,15 @@ pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallEv
             let fd = record.args[0] as u32;
             target.process.fds.close(fd, target.memfds);
         }
+        // Not applied yet: `SyscallName::of` returned before.
+        Syscall::Shmat
+        | Syscall::Shmdt
+        | Syscall::IoSetup
+        | Syscall::IoDestroy
+        | Syscall::PkeyMprotect
+        | Syscall::Mseal
+        | Syscall::RemapFilePages
+        | Syscall::Ipc => {}
     }
 }
 

@@ -76,8 +76,10 @@ impl Attached {
 /// `(kernel function, fentry program, fexit program)` for every syscall of both ABIs, as
 /// memtrace-ebpf's `fentry` module defines them. The ia32 functions are those of the ia32
 /// syscall table (arch/x86/entry/syscalls/syscall_32.tbl): mmap2 is `mmap_pgoff`, old_mmap
-/// and execve(at) are compat entry points.
-pub const FENTRY_FUNCTIONS: [(&str, &str, &str); 19] = [
+/// and execve(at) are compat entry points. The functions of [`OPTIONAL_FUNCTIONS`] may be
+/// missing from a kernel (an older one, or one built without SysV IPC or AIO): their programs
+/// are then left out and the others attach.
+pub const FENTRY_FUNCTIONS: [(&str, &str, &str); 34] = [
     ("__x64_sys_mmap", "x64_mmap_enter", "x64_mmap_exit"),
     (
         "__x64_sys_mprotect",
@@ -133,6 +135,80 @@ pub const FENTRY_FUNCTIONS: [(&str, &str, &str); 19] = [
         "ia32_execveat_enter",
         "ia32_execveat_exit",
     ),
+    // Every way a mapping is made (#23).
+    ("__x64_sys_shmat", "x64_shmat_enter", "x64_shmat_exit"),
+    ("__x64_sys_shmdt", "x64_shmdt_enter", "x64_shmdt_exit"),
+    (
+        "__x64_sys_io_setup",
+        "x64_io_setup_enter",
+        "x64_io_setup_exit",
+    ),
+    (
+        "__x64_sys_io_destroy",
+        "x64_io_destroy_enter",
+        "x64_io_destroy_exit",
+    ),
+    (
+        "__x64_sys_remap_file_pages",
+        "x64_remap_enter",
+        "x64_remap_exit",
+    ),
+    (
+        "__x64_sys_pkey_mprotect",
+        "x64_pkey_mprot_enter",
+        "x64_pkey_mprot_exit",
+    ),
+    ("__x64_sys_mseal", "x64_mseal_enter", "x64_mseal_exit"),
+    ("__ia32_compat_sys_ipc", "ia32_ipc_enter", "ia32_ipc_exit"),
+    (
+        "__ia32_compat_sys_io_setup",
+        "ia32_io_setup_enter",
+        "ia32_io_setup_exit",
+    ),
+    (
+        "__ia32_sys_io_destroy",
+        "ia32_io_destroy_enter",
+        "ia32_io_destroy_exit",
+    ),
+    (
+        "__ia32_sys_remap_file_pages",
+        "ia32_remap_enter",
+        "ia32_remap_exit",
+    ),
+    (
+        "__ia32_sys_pkey_mprotect",
+        "ia32_pkey_mprot_enter",
+        "ia32_pkey_mprot_exit",
+    ),
+    (
+        "__ia32_compat_sys_shmat",
+        "ia32_shmat_enter",
+        "ia32_shmat_exit",
+    ),
+    ("__ia32_sys_shmdt", "ia32_shmdt_enter", "ia32_shmdt_exit"),
+    ("__ia32_sys_mseal", "ia32_mseal_enter", "ia32_mseal_exit"),
+];
+
+/// Functions of [`FENTRY_FUNCTIONS`] a kernel may lack: mseal (6.10), ia32's direct shmat and
+/// shmdt (5.1), and the SysV IPC and AIO ones, which a kernel can be built without. On a
+/// kernel without one the syscall does not exist (ENOSYS, which the raw tracepoints would
+/// report), so nothing is missed.
+pub const OPTIONAL_FUNCTIONS: [&str; 15] = [
+    "__x64_sys_shmat",
+    "__x64_sys_shmdt",
+    "__x64_sys_io_setup",
+    "__x64_sys_io_destroy",
+    "__x64_sys_remap_file_pages",
+    "__x64_sys_pkey_mprotect",
+    "__x64_sys_mseal",
+    "__ia32_compat_sys_ipc",
+    "__ia32_compat_sys_io_setup",
+    "__ia32_sys_io_destroy",
+    "__ia32_sys_remap_file_pages",
+    "__ia32_sys_pkey_mprotect",
+    "__ia32_compat_sys_shmat",
+    "__ia32_sys_shmdt",
+    "__ia32_sys_mseal",
 ];
 
 /// Attaches the syscall programs of the backend `choice` asks for: the one place the backend
@@ -245,7 +321,14 @@ fn attach_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), FentryError> {
             |program| move |source: ProgramError| FentryError::new(program, function, &source);
         let fentry: &mut FEntry =
             program_of(ebpf, entry).map_err(|e| missing(&e, entry, function))?;
-        fentry.load(function, btf).map_err(error(entry))?;
+        match fentry.load(function, btf) {
+            // Not in this kernel's BTF: the kernel has no such function.
+            Err(ProgramError::Btf(_)) if OPTIONAL_FUNCTIONS.contains(&function) => {
+                log::debug!("fentry backend: this kernel has no {function}; {entry} left out");
+                continue;
+            }
+            loaded => loaded.map_err(error(entry))?,
+        }
         fentry.attach().map_err(error(entry))?;
         let fexit: &mut FExit = program_of(ebpf, exit).map_err(|e| missing(&e, exit, function))?;
         fexit.load(function, btf).map_err(error(exit))?;
@@ -318,6 +401,26 @@ mod tests {
         };
         assert_eq!(x64, traced(memtrace_common::Abi::X86_64));
         assert_eq!(ia32, traced(memtrace_common::Abi::I386));
+        for optional in OPTIONAL_FUNCTIONS {
+            assert!(functions.contains(&optional), "{optional}");
+        }
+    }
+
+    /// The running kernel has every function the fentry backend attaches to, optional ones
+    /// aside.
+    #[test]
+    fn fentry_functions_are_in_the_kernel_s_btf() {
+        let Some(btf) = super::super::btf::test_support::kernel_btf() else {
+            assert!(std::env::var_os("CI").is_none(), "CI kernels have BTF");
+            return;
+        };
+        let dump = |name: &str| btf.has_function(name);
+        for (function, _, _) in FENTRY_FUNCTIONS {
+            assert!(
+                dump(function) || OPTIONAL_FUNCTIONS.contains(&function),
+                "{function} is not in this kernel's BTF"
+            );
+        }
     }
 
     /// Logs as 5.10 and 6.12 ended them (tested in guests).

@@ -31,8 +31,14 @@
 //!   (`__x64_sys_mprotect`) as a forward declaration, so an fentry program may not read it
 //!   ("arg0 type FWD is not a struct"): the fentry backend does not load and `auto` uses the
 //!   raw tracepoints, saying why in the report (backend.rs).
+//! - `oom:mark_victim` passed the victim's pid alone (`int pid`) until it passed the task
+//!   (`struct task_struct *`), to which Linux 6.8 added its uid (6.18 passes both): one program
+//!   per form, as for `sched_process_exit`, chosen from the prototype.
+//! - The direct ia32 SysV IPC syscalls (shmat 397, shmdt 398) exist since Linux 5.1, mseal
+//!   since 6.10; a kernel without one's function (or built without SysV IPC or AIO) leaves
+//!   that fentry program out (backend.rs `OPTIONAL_FUNCTIONS`).
 
-use super::btf::Btf;
+use super::btf::{tracepoints::ParamType, Btf};
 
 /// The tracepoint whose prototype changed.
 const EXIT_TRACEPOINT: &str = "sched_process_exit";
@@ -44,7 +50,12 @@ const EXIT_ARGS_WITH_GROUP_DEAD: u32 = 2;
 pub struct KernelDifferences {
     /// The program to attach to `sched_process_exit`.
     pub exit_program: &'static str,
+    /// The program for `oom:mark_victim`'s form on this kernel (`None`: no such tracepoint).
+    pub oom_victim_program: Option<&'static str>,
 }
+
+/// The tracepoint the OOM killer fires for each victim.
+pub const OOM_VICTIM_TRACEPOINT: &str = "mark_victim";
 
 /// The program for kernels whose `sched_process_exit` passes `group_dead`.
 pub const EXIT_PROGRAM: &str = "sched_process_exit";
@@ -53,7 +64,15 @@ pub const EXIT_PROGRAM_LEGACY: &str = "sched_process_exit_legacy";
 
 impl KernelDifferences {
     pub fn of(btf: &Btf) -> Self {
-        Self::from_exit_arg_count(btf.tracepoint_arg_count(EXIT_TRACEPOINT))
+        Self {
+            oom_victim_program: oom_victim_program(
+                btf.raw_tracepoint_params(OOM_VICTIM_TRACEPOINT)
+                    .ok()
+                    .flatten()
+                    .as_deref(),
+            ),
+            ..Self::from_exit_arg_count(btf.tracepoint_arg_count(EXIT_TRACEPOINT))
+        }
     }
 
     /// `None`: the BTF does not describe the tracepoint (an unusual build); the one-argument
@@ -63,18 +82,33 @@ impl KernelDifferences {
             Some(count) if count >= EXIT_ARGS_WITH_GROUP_DEAD => EXIT_PROGRAM,
             _ => EXIT_PROGRAM_LEGACY,
         };
-        Self { exit_program }
+        Self {
+            exit_program,
+            oom_victim_program: None,
+        }
     }
 
     /// The process events' programs to attach as raw tracepoints, as (program, tracepoint): the
-    /// same on every backend and kernel, then the kernel-specific one. (The syscalls' programs
+    /// same on every backend and kernel (fork, exec, rename), then the kernel-specific one. (The syscalls' programs
     /// are chosen by `backend`.)
-    pub fn process_tracepoints(&self) -> [(&'static str, &'static str); 3] {
+    pub fn process_tracepoints(&self) -> [(&'static str, &'static str); 4] {
         [
             ("sched_process_fork", "sched_process_fork"),
             ("sched_process_exec", "sched_process_exec"),
+            ("task_rename", "task_rename"),
             (self.exit_program, EXIT_TRACEPOINT),
         ]
+    }
+}
+
+/// The `oom:mark_victim` program for the tracepoint's parameters.
+fn oom_victim_program(params: Option<&[ParamType]>) -> Option<&'static str> {
+    let task = |param: &ParamType| matches!(param, ParamType::StructPointer(name) if name == "task_struct");
+    match params? {
+        [first, ParamType::Integer(4)] if task(first) => Some("oom_victim"),
+        [first] if task(first) => Some("oom_victim_no_uid"),
+        [ParamType::Integer(4)] => Some("oom_victim_pid"),
+        _ => None,
     }
 }
 
@@ -97,6 +131,29 @@ mod tests {
             KernelDifferences::from_exit_arg_count(None).exit_program,
             EXIT_PROGRAM_LEGACY
         );
+    }
+
+    #[test]
+    fn the_oom_victim_program_follows_the_prototype() {
+        let task = || ParamType::StructPointer("task_struct".to_owned());
+        assert_eq!(
+            oom_victim_program(Some(&[task(), ParamType::Integer(4)])),
+            Some("oom_victim")
+        );
+        assert_eq!(
+            oom_victim_program(Some(&[task()])),
+            Some("oom_victim_no_uid")
+        );
+        assert_eq!(
+            oom_victim_program(Some(&[ParamType::Integer(4)])),
+            Some("oom_victim_pid")
+        );
+        assert_eq!(oom_victim_program(None), None);
+        assert_eq!(oom_victim_program(Some(&[ParamType::Pointer])), None);
+        // This 6.18 kernel passes (task, uid).
+        if let Some(btf) = kernel_btf() {
+            assert!(KernelDifferences::of(btf).oom_victim_program.is_some());
+        }
     }
 
     /// The running kernel's tracepoints read from its BTF: sched_process_fork has always passed

@@ -89,6 +89,9 @@ pub struct ProbeOptions {
     pub backend: BackendChoice,
     /// `--cgroup`: trace every process of the cgroup v2 with this id (0: none).
     pub cgroup_id: u64,
+    /// Report the OOM killer's victims (`oom:mark_victim`; for the agent). Off: the program is
+    /// not even loaded, so user mode pays nothing for it.
+    pub oom_victims: bool,
 }
 
 impl Default for ProbeOptions {
@@ -100,6 +103,7 @@ impl Default for ProbeOptions {
             stack_min_bytes: Some(DEFAULT_STACK_MIN_BYTES),
             backend: BackendChoice::default(),
             cgroup_id: 0,
+            oom_victims: false,
         }
     }
 }
@@ -130,12 +134,27 @@ impl Probes {
         // Syscalls first: with `--backend fentry` where fentry is forbidden, nothing else is
         // loaded before the one-line refusal.
         let attached = backend::attach_syscalls(&mut ebpf, &btf, options.backend)?;
-        for (program, tracepoint) in differences.process_tracepoints() {
+        let oom_victims = match differences.oom_victim_program {
+            Some(program) if options.oom_victims => {
+                Some((program, kernel_differences::OOM_VICTIM_TRACEPOINT))
+            }
+            _ => None,
+        };
+        for (program, tracepoint) in differences
+            .process_tracepoints()
+            .into_iter()
+            .chain(oom_victims)
+        {
             let raw: &mut RawTracePoint = program_of(&mut ebpf, program)?;
             raw.load()
                 .map_err(|source| ProbeError::Program { program, source })?;
             raw.attach(tracepoint)
                 .map_err(|source| ProbeError::Program { program, source })?;
+        }
+        if options.oom_victims && differences.oom_victim_program.is_none() {
+            log::warn!(
+                "this kernel has no oom:mark_victim tracepoint: OOM victims are not reported"
+            );
         }
         Ok(Self {
             ebpf,
@@ -298,4 +317,45 @@ pub(crate) fn count_traced(ebpf: &Ebpf) -> Result<usize, ProbeError> {
     let traced: HashMap<_, u32, u32> =
         HashMap::try_from(map).map_err(|e| ProbeError::Map(names::TRACED_MAP, e))?;
     Ok(traced.keys().filter(Result::is_ok).count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `oom:mark_victim`'s program is loaded and attached when asked for (the agent), and not
+    /// even loaded otherwise: user mode pays nothing for it.
+    #[test]
+    fn the_oom_victim_program_loads_only_when_asked() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var_os("CI").is_none_or(|ci| ci != "true"),
+                "CI runs as root"
+            );
+            eprintln!("not root: the programs cannot be loaded here");
+            return;
+        }
+        let options = |oom_victims| ProbeOptions {
+            backend: BackendChoice::RawTracepoint,
+            stack_min_bytes: None,
+            oom_victims,
+            ..ProbeOptions::default()
+        };
+        let program = kernel_btf::answers(|btf| {
+            Ok(kernel_differences::KernelDifferences::of(btf).oom_victim_program)
+        })
+        .expect("the kernel's BTF")
+        .expect("this kernel has oom:mark_victim");
+        let loaded = |probes: &Probes| {
+            probes
+                .ebpf
+                .program(program)
+                .is_some_and(|program| program.fd().is_ok())
+        };
+        let asked = Probes::load(&options(true)).expect("loading with OOM victims");
+        assert!(loaded(&asked), "{program} is not loaded");
+        drop(asked);
+        let not_asked = Probes::load(&options(false)).expect("loading without OOM victims");
+        assert!(!loaded(&not_asked), "{program} was loaded unasked");
+    }
 }

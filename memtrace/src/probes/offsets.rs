@@ -16,6 +16,10 @@ const POINTER_SIZE: u32 = 8;
 /// header, which is this long for 64-bit images (and shorter for 32-bit ones).
 const ELF64_HEADER_LEN: u32 = 64;
 
+/// `struct upid { int nr; struct pid_namespace *ns; }`: the element of `pid.numbers`, which
+/// `Use::WordArray` checks the kernel's array is made of.
+const UPID_SIZE: u32 = 16;
+
 /// What the programs do with a field, and so what the kernel's field has to be.
 #[derive(Debug, Clone, Copy)]
 enum Use {
@@ -149,6 +153,22 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         ts_compat: TS_COMPAT,
         task_signal: at("task_struct.signal", Use::Pointer)?,
         signal_live: at("signal_struct.live.counter", Use::Integer(4))?,
+        task_cgroups: at("task_struct.cgroups", Use::Pointer)?,
+        css_set_dfl_cgrp: at("css_set.dfl_cgrp", Use::Pointer)?,
+        cgroup_kn: at("cgroup.kn", Use::Pointer)?,
+        kernfs_node_id: at("kernfs_node.id", Use::Integer(8))?,
+        task_thread_pid: at("task_struct.thread_pid", Use::Pointer)?,
+        signal_pids: at("signal_struct.pids", Use::WordArray(POINTER_SIZE))?,
+        pid_level: at("pid.level", Use::Integer(4))?,
+        pid_numbers: at("pid.numbers", Use::WordArray(UPID_SIZE))?,
+        upid_size: UPID_SIZE,
+        upid_nr: at("upid.nr", Use::Integer(4))?,
+        task_comm: at(
+            "task_struct.comm",
+            Use::Bytes {
+                at_least: memtrace_common::COMM_LEN as u32,
+            },
+        )?,
     })
 }
 
@@ -204,6 +224,16 @@ mod tests {
             (o.vma_vm_start, "vm_area_struct.vm_start"),
             (o.vma_vm_end, "vm_area_struct.vm_end"),
             (o.task_signal, "task_struct.signal"),
+            (o.task_cgroups, "task_struct.cgroups"),
+            (o.css_set_dfl_cgrp, "css_set.dfl_cgrp"),
+            (o.cgroup_kn, "cgroup.kn"),
+            (o.kernfs_node_id, "kernfs_node.id"),
+            (o.task_thread_pid, "task_struct.thread_pid"),
+            (o.signal_pids, "signal_struct.pids"),
+            (o.pid_level, "pid.level"),
+            (o.pid_numbers, "pid.numbers"),
+            (o.upid_nr, "upid.nr"),
+            (o.task_comm, "task_struct.comm"),
             (o.signal_live, "signal_struct.live.counter"),
         ]
     }

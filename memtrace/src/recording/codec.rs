@@ -18,8 +18,8 @@ use super::wire::{
 };
 use crate::event::{
     Abi, AttachEvent, AttachFd, Comm, ContainerIdentity, Event, EventBody, ExecEvent,
-    ExecMappingEvent, ExecMappingKind, ExitEvent, FileRef, ForkEvent, LimitsEvent, Losses,
-    MapsLine, ModuleEvent, StackEvent, Syscall, SyscallEvent,
+    ExecMappingEvent, ExecMappingKind, ExitEvent, FileRef, ForkEvent, JitSymbolEvent, LimitsEvent,
+    Losses, MapsLine, ModuleEvent, StackEvent, Syscall, SyscallEvent,
 };
 
 /// The tag byte that starts every event: body kind, ABI, and which optional parts follow.
@@ -57,7 +57,14 @@ mod extended {
     /// A [`Losses`] that counts call stacks not sampled; one that does not keeps the
     /// shorter [`kind::LOST`] form older readers know.
     pub const LOST_WITH_STACKS: u8 = 4;
-    pub const LIMITS: u8 = 5;
+    /// A [`JitSymbolEvent`]: start, length, name.
+    pub const JIT_SYMBOL: u8 = 5;
+    /// A [`StackEvent`] cut short (`truncated`), written as [`STACK`] is.
+    pub const STACK_TRUNCATED: u8 = 6;
+    /// The agent's keyframe of a process: an attach layout's body.
+    pub const KEYFRAME: u8 = 7;
+    /// A [`LimitsEvent`]: what bounds the process's mappings.
+    pub const LIMITS: u8 = 8;
 }
 
 /// The byte that starts a syscall body: the [`Syscall`] number and which optional parts follow.
@@ -222,26 +229,36 @@ impl EventDecoder {
             .context
             .previous_time_ns
             .wrapping_add(get_ivarint(buf)? as u64);
-        let tid = if tag & tag::TID != 0 {
-            get_u32_varint(buf)?
-        } else {
-            self.context.current_tid().ok_or(Malformed(
+        let (tid, identity) = if tag & (tag::TID | tag::IDENTITY) == 0 {
+            // Most events: the previous event's thread and identity, read where they are
+            // kept. (Writing them back each time, as a whole, made every event wait on the
+            // store of the one before: a tenth of replay.)
+            self.context.current.ok_or(Malformed(
                 "the first event of a frame does not name its thread",
             ))?
-        };
-        let identity = if tag & tag::IDENTITY != 0 {
-            let identity = Identity {
-                pid: get_u32_varint(buf)?,
-                comm: get_comm(buf)?,
-            };
-            self.context.known.insert(tid, identity);
-            identity
         } else {
-            self.context.identity_of(tid).ok_or(Malformed(
-                "an event's thread has no pid and comm in this frame",
-            ))?
+            let tid = if tag & tag::TID != 0 {
+                get_u32_varint(buf)?
+            } else {
+                self.context.current_tid().ok_or(Malformed(
+                    "the first event of a frame does not name its thread",
+                ))?
+            };
+            let identity = if tag & tag::IDENTITY != 0 {
+                let identity = Identity {
+                    pid: get_u32_varint(buf)?,
+                    comm: get_comm(buf)?,
+                };
+                self.context.known.insert(tid, identity);
+                identity
+            } else {
+                self.context.identity_of(tid).ok_or(Malformed(
+                    "an event's thread has no pid and comm in this frame",
+                ))?
+            };
+            self.context.current = Some((tid, identity));
+            (tid, identity)
         };
-        self.context.current = Some((tid, identity));
         self.context.previous_time_ns = time_ns;
 
         let body = match tag & tag::KIND {
@@ -271,8 +288,10 @@ fn body_kind(body: &EventBody) -> u8 {
         EventBody::Lost(_)
         | EventBody::Stack(_)
         | EventBody::Module(_)
+        | EventBody::JitSymbol(_)
         | EventBody::KernelSnapshot(_)
         | EventBody::Container(_)
+        | EventBody::Keyframe(_)
         | EventBody::Limits(_) => kind::EXTENDED,
     }
 }
@@ -349,7 +368,11 @@ fn encode_body(body: &EventBody, time_ns: u64, context: &mut FrameContext, buf: 
             }
         }
         EventBody::Stack(record) => {
-            buf.put_u8(extended::STACK);
+            buf.put_u8(if record.truncated {
+                extended::STACK_TRUNCATED
+            } else {
+                extended::STACK
+            });
             encode_stack(record, context, buf);
         }
         EventBody::Container(record) => {
@@ -371,9 +394,19 @@ fn encode_body(body: &EventBody, time_ns: u64, context: &mut FrameContext, buf: 
             put_str(buf, &record.path);
             put_bytes(buf, &record.build_id);
         }
+        EventBody::JitSymbol(record) => {
+            buf.put_u8(extended::JIT_SYMBOL);
+            put_uvarint(buf, record.start);
+            put_uvarint(buf, record.len);
+            put_str(buf, &record.name);
+        }
         EventBody::KernelSnapshot(record) => {
             buf.put_u8(extended::KERNEL_SNAPSHOT);
             kernel_codec::encode(record, buf);
+        }
+        EventBody::Keyframe(record) => {
+            buf.put_u8(extended::KEYFRAME);
+            encode_attach(record, buf);
         }
     }
 }
@@ -407,6 +440,7 @@ fn decode_stack(context: &mut FrameContext, buf: &mut &[u8]) -> Result<StackEven
             .ok_or(Malformed("a stack refers to one its frame has not given"))?;
         return Ok(StackEvent {
             frames: frames.clone(),
+            truncated: false,
         });
     }
     let count = get_uvarint(buf)?;
@@ -421,7 +455,10 @@ fn decode_stack(context: &mut FrameContext, buf: &mut &[u8]) -> Result<StackEven
         frames.push(previous);
     }
     context.stacks.push(frames.clone());
-    Ok(StackEvent { frames })
+    Ok(StackEvent {
+        frames,
+        truncated: false,
+    })
 }
 
 #[inline]
@@ -461,6 +498,10 @@ fn decode_body(
         }),
         kind::EXTENDED => match get_u8(buf)? {
             extended::STACK => EventBody::Stack(decode_stack(context, buf)?),
+            extended::STACK_TRUNCATED => EventBody::Stack(StackEvent {
+                truncated: true,
+                ..decode_stack(context, buf)?
+            }),
             extended::LOST_WITH_STACKS => EventBody::Lost(Losses {
                 ring_full: get_uvarint(buf)?,
                 pending_full: get_uvarint(buf)?,
@@ -470,9 +511,15 @@ fn decode_body(
                 path: get_string(buf)?,
                 build_id: get_bytes(buf)?.to_vec(),
             }),
+            extended::JIT_SYMBOL => EventBody::JitSymbol(JitSymbolEvent {
+                start: get_uvarint(buf)?,
+                len: get_uvarint(buf)?,
+                name: get_string(buf)?,
+            }),
             extended::KERNEL_SNAPSHOT => {
                 EventBody::KernelSnapshot(Box::new(kernel_codec::decode(buf)?))
             }
+            extended::KEYFRAME => EventBody::Keyframe(decode_attach(buf, true)?),
             extended::CONTAINER => EventBody::Container(ContainerIdentity {
                 ns_pid: get_u32_varint(buf)?,
                 cgroup: get_string(buf)?,

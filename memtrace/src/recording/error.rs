@@ -28,6 +28,9 @@ pub enum RecordError {
     )]
     WriterFailed,
 
+    #[error("cannot copy a frame into the recording: {reason}")]
+    CopiedFrame { reason: &'static str },
+
     #[error("an event needs {size} bytes, more than the {MAX_FRAME_PAYLOAD} a frame can hold")]
     EventTooLarge { size: usize },
 
@@ -78,7 +81,7 @@ mod tests {
         }
         assert_eq!(
             RecordError::UnsupportedVersion { found: 7 }.to_string(),
-            "recording format version 7 is not supported (this memtrace reads versions 1 to 2)"
+            "recording format version 7 is not supported (this memtrace reads versions 1 to 3)"
         );
         assert_eq!(
             RecordError::BadMagic.to_string(),

@@ -1,16 +1,25 @@
 //! Reading the container: the preamble, then one frame after another, telling a complete frame
-//! from a cut-off one, a corrupt one, and lost structure. Knows nothing of what payloads mean.
+//! from a cut-off one, a corrupt one, and lost structure; and what follows the trailer. Knows
+//! nothing of what payloads mean.
+//!
+//! Every read is bounded by what the format allows, never by the size of the source: a pipe of
+//! zeros or a sparse file of a terabyte ends a replay as quickly as a short file does.
 
 use std::io::{self, BufReader, Read};
 
 use super::error::RecordError;
 use super::frame::{
-    checksum, FORMAT_VERSION, FRAME_CHECKSUM_LEN, FRAME_HEAD_LEN, FRAME_SYNC, MAGIC,
-    MAX_FRAME_PAYLOAD, OLDEST_READABLE_VERSION, PREAMBLE_LEN,
+    checksum, SessionId, FORMAT_VERSION, FRAME_CHECKSUM_LEN, FRAME_HEAD_LEN, FRAME_SYNC, MAGIC,
+    MAX_FRAME_PAYLOAD, OLDEST_READABLE_VERSION, PREAMBLE_LEN, SESSION_ID_LEN, SESSION_VERSION,
 };
 
 /// Large reads keep replay from being bound by syscalls; frames are read out of this buffer.
 const READ_BUFFER_BYTES: usize = 256 << 10;
+/// Where a frame should start, this many zero bytes are taken for the end of what was written
+/// (a file system can leave zeros after a crash: the file's size was updated, its data not),
+/// without reading on to the end: a pipe of zeros has none, and a sparse file's could be a
+/// terabyte away.
+pub(crate) const ZERO_TAIL_LIMIT: usize = 64 << 10;
 
 /// What the file holds at the current position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +37,37 @@ pub(crate) enum NextFrame {
     Broken { at: u64, reason: &'static str },
 }
 
+/// What follows a recording's trailer, when something does: none of it is part of the
+/// session, and a replay says so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterTrailer {
+    /// Another recording's preamble (`cat a.mtr b.mtr`).
+    Recording { at: u64 },
+    /// A frame.
+    Frame { at: u64 },
+    /// Zero bytes only (as far as the reader looked).
+    Zeros { at: u64 },
+    /// Anything else.
+    Garbage { at: u64 },
+}
+
+impl std::fmt::Display for AfterTrailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Self::Recording { at } => write!(
+                f,
+                "a second recording follows the trailer at byte {at}: it was not replayed (replay each recording on its own)"
+            ),
+            Self::Frame { at } => write!(
+                f,
+                "a frame follows the trailer at byte {at}: frames after a session's end are not part of it"
+            ),
+            Self::Zeros { at } => write!(f, "zero bytes follow the trailer at byte {at}"),
+            Self::Garbage { at } => write!(f, "unknown bytes follow the trailer at byte {at}"),
+        }
+    }
+}
+
 pub(crate) struct FrameReader<R> {
     source: BufReader<R>,
     /// End of the last complete frame.
@@ -38,6 +78,8 @@ pub(crate) struct FrameReader<R> {
     payload: Vec<u8>,
     /// The preamble's format version.
     version: u32,
+    /// Version 3 on: the session every frame is sealed with.
+    session: Option<SessionId>,
 }
 
 impl<R: Read> FrameReader<R> {
@@ -49,6 +91,7 @@ impl<R: Read> FrameReader<R> {
             bytes_read: 0,
             payload: Vec::new(),
             version: 0,
+            session: None,
         };
         let mut preamble = [0u8; PREAMBLE_LEN];
         let got = reader
@@ -72,11 +115,26 @@ impl<R: Read> FrameReader<R> {
         }
         reader.version = version;
         reader.offset = PREAMBLE_LEN as u64;
+        if version >= SESSION_VERSION {
+            let mut session = [0u8; SESSION_ID_LEN];
+            let got = reader.read_up_to(&mut session).map_err(RecordError::Read)?;
+            if got < SESSION_ID_LEN {
+                return Err(RecordError::TruncatedHeader {
+                    bytes: reader.bytes_read,
+                });
+            }
+            reader.session = Some(SessionId(session));
+            reader.offset += SESSION_ID_LEN as u64;
+        }
         Ok(reader)
     }
 
     pub(crate) fn version(&self) -> u32 {
         self.version
+    }
+
+    pub(crate) fn session(&self) -> Option<SessionId> {
+        self.session
     }
 
     pub(crate) fn payload(&self) -> &[u8] {
@@ -128,10 +186,33 @@ impl<R: Read> FrameReader<R> {
         let mut stored = [0u8; FRAME_CHECKSUM_LEN];
         stored.copy_from_slice(&self.payload[len..]);
         self.payload.truncate(len);
-        if checksum(frame_type, &self.payload) != u32::from_le_bytes(stored) {
+        if self.payload.capacity() > 4 * READ_BUFFER_BYTES && len < READ_BUFFER_BYTES {
+            // After a large frame (an attach layout), do not keep its buffer for the rest.
+            self.payload.shrink_to(READ_BUFFER_BYTES);
+        }
+        if checksum(self.session.as_ref(), frame_type, &self.payload) != u32::from_le_bytes(stored)
+        {
             return Ok(NextFrame::Corrupt { start });
         }
         Ok(NextFrame::Frame { frame_type, start })
+    }
+
+    /// What follows the trailer just read, if anything: a few bytes are looked at, never the
+    /// rest of the source.
+    pub(crate) fn after_trailer(&mut self) -> io::Result<Option<AfterTrailer>> {
+        let at = self.offset;
+        let mut next = [0u8; MAGIC.len()];
+        let got = self.read_up_to(&mut next)?;
+        let next = &next[..got];
+        Ok(match next {
+            [] => None,
+            _ if MAGIC.starts_with(next) => Some(AfterTrailer::Recording { at }),
+            _ if next.starts_with(&FRAME_SYNC) => Some(AfterTrailer::Frame { at }),
+            _ if next.iter().all(|&byte| byte == 0) && self.rest_is_zero()? => {
+                Some(AfterTrailer::Zeros { at })
+            }
+            _ => Some(AfterTrailer::Garbage { at }),
+        })
     }
 
     /// Where a frame should start there is something else: a tail of zeros means the file was
@@ -146,17 +227,22 @@ impl<R: Read> FrameReader<R> {
         Ok(NextFrame::Cut { at: start })
     }
 
+    /// Whether what follows is zeros, up to its end or [`ZERO_TAIL_LIMIT`] bytes, whichever
+    /// comes first.
     fn rest_is_zero(&mut self) -> io::Result<bool> {
         let mut chunk = [0u8; 4096];
-        loop {
+        let mut looked = 0;
+        while looked < ZERO_TAIL_LIMIT {
             let got = self.read_up_to(&mut chunk)?;
             if chunk[..got].iter().any(|&byte| byte != 0) {
                 return Ok(false);
             }
             if got < chunk.len() {
-                return Ok(true);
+                break;
             }
+            looked += got;
         }
+        Ok(true)
     }
 
     /// Fills `buf` unless the source ends first; returns how much it filled.

@@ -5,7 +5,6 @@
 use std::{
     fs::File,
     io::{self, Write},
-    path::Path,
     time::{Duration, Instant},
 };
 
@@ -13,12 +12,16 @@ use bytes::BytesMut;
 
 use super::codec::EventEncoder;
 use super::error::RecordError;
+use super::events_frame::{self, Encoding, Prefix};
 use super::frame::{
-    begin_frame, end_frame, payload_len, put_preamble, FrameType, MAX_FRAME_PAYLOAD,
+    begin_frame, end_frame, payload_len, put_preamble, FrameType, SessionId, MAX_FRAME_PAYLOAD,
 };
 use super::header::{encode_header, encode_trailer, RecordingHeader, Trailer};
-use super::wire::put_uvarint;
 use crate::event::{Event, Losses};
+
+/// The most the events of one frame may take, encoded: a frame's payload also holds its
+/// prefix (four varints at most 31 bytes) and the compressed length.
+pub(crate) const MAX_EVENTS_BYTES: usize = MAX_FRAME_PAYLOAD - 64;
 
 /// Where a recording goes. A file is synced to disk when the recording finishes; memory
 /// (tests, benchmarks) has nothing to sync.
@@ -43,27 +46,31 @@ impl<S: RecordingSink + ?Sized> RecordingSink for &mut S {
     }
 }
 
-/// When an events frame is closed and written.
+/// When an events frame is closed and written, and how it is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriterOptions {
     /// Close the frame once it holds this many events.
     pub max_frame_events: usize,
-    /// Close the frame once its payload reaches this many bytes (at most
+    /// Close the frame once its events take this many bytes, encoded (at most
     /// [`MAX_FRAME_PAYLOAD`]; one event larger than this still gets a frame of its own).
     pub max_frame_bytes: usize,
     /// [`RecordingWriter::flush_if_due`] writes the open frame when this much time has passed
     /// since the last flush: the most a crash can lose.
     pub flush_interval: Duration,
+    /// Compress each events frame (LZ4) when that makes it smaller.
+    pub compress: bool,
 }
 
 impl Default for WriterOptions {
-    /// Frames of a few thousand events amortise the 11 bytes of framing and the per-frame
-    /// restart of the delta coding to well under a byte per event.
+    /// Frames of a few thousand events amortise the framing and the per-frame restart of the
+    /// delta coding to well under a byte per event, and give LZ4 enough to find the repeats
+    /// in (64 KiB is its window).
     fn default() -> Self {
         Self {
             max_frame_events: 4096,
             max_frame_bytes: 64 << 10,
             flush_interval: Duration::from_secs(1),
+            compress: true,
         }
     }
 }
@@ -76,10 +83,16 @@ pub struct RecordingWriter<W: RecordingSink = File> {
     /// `None` once [`finish`](Self::finish) has taken it.
     out: Option<W>,
     options: WriterOptions,
-    /// The open events frame, assembled in place: head, then the events' encoding.
+    /// The recording's identity, in every frame's checksum.
+    session: SessionId,
+    /// What goes to the sink next, assembled in place: whole frames.
     frame: BytesMut,
-    /// Where the open frame starts in `frame`; `None` when no frame is open.
-    frame_start: Option<usize>,
+    /// The encoded events of the open events frame.
+    body: BytesMut,
+    /// The open frame's events compressed, reused from frame to frame.
+    scratch: Vec<u8>,
+    /// An events frame is open (its context started), even if it holds no event yet.
+    frame_open: bool,
     frame_events: usize,
     encoder: EventEncoder,
     events: u64,
@@ -94,37 +107,51 @@ pub struct RecordingWriter<W: RecordingSink = File> {
 }
 
 impl RecordingWriter<File> {
-    /// Creates `path` as a new owner-only file (see [`crate::output`] for what it refuses)
-    /// and writes the preamble and header. Recordings hold command lines, paths and addresses.
+    /// Creates the checked `output` as a new owner-only file (see [`crate::output`]) and
+    /// writes the preamble and header. Recordings hold command lines, paths and addresses.
     pub fn create(
-        path: impl AsRef<Path>,
+        output: &crate::output::Output,
         header: &RecordingHeader,
         options: WriterOptions,
     ) -> Result<Self, RecordError> {
-        let file = crate::output::create_streaming(path.as_ref())?;
+        let file = output.create_streaming()?;
         Self::new(file, header, options)
     }
 }
 
 impl<W: RecordingSink> RecordingWriter<W> {
     /// Writes the preamble and header to `out` at once, so even a session that records nothing
-    /// leaves a readable recording.
+    /// leaves a readable recording. The recording gets a new random session id.
     pub fn new(
         out: W,
         header: &RecordingHeader,
         options: WriterOptions,
     ) -> Result<Self, RecordError> {
+        Self::with_session(out, header, options, SessionId::random())
+    }
+
+    /// [`new`](Self::new) with a given session id (a copy of frames, tests).
+    pub(crate) fn with_session(
+        out: W,
+        header: &RecordingHeader,
+        options: WriterOptions,
+        session: SessionId,
+    ) -> Result<Self, RecordError> {
         let options = WriterOptions {
             max_frame_events: options.max_frame_events.max(1),
-            max_frame_bytes: options.max_frame_bytes.min(MAX_FRAME_PAYLOAD),
+            max_frame_bytes: options.max_frame_bytes.min(MAX_EVENTS_BYTES),
             ..options
         };
+        let typical = options.max_frame_bytes.min(1 << 20) + 1024;
         let mut writer = Self {
             out: Some(out),
             options,
-            // Room for a typical frame; an exceptional one grows the buffer when it comes.
-            frame: BytesMut::with_capacity(options.max_frame_bytes.min(1 << 20) + 1024),
-            frame_start: None,
+            session,
+            // Room for a typical frame; an exceptional one grows the buffers when it comes.
+            frame: BytesMut::with_capacity(typical),
+            body: BytesMut::with_capacity(typical),
+            scratch: Vec::new(),
+            frame_open: false,
             frame_events: 0,
             encoder: EventEncoder::default(),
             events: 0,
@@ -134,17 +161,22 @@ impl<W: RecordingSink> RecordingWriter<W> {
             last_flush: Instant::now(),
             failed: false,
         };
-        put_preamble(&mut writer.frame);
+        put_preamble(&mut writer.frame, &session);
         let start = begin_frame(&mut writer.frame, FrameType::Header);
         encode_header(header, &mut writer.frame);
         let size = payload_len(&writer.frame, start);
         if size > MAX_FRAME_PAYLOAD {
             return Err(RecordError::HeaderTooLarge { size });
         }
-        end_frame(&mut writer.frame, start);
+        end_frame(&mut writer.frame, start, Some(&session));
         writer.write_out()?;
         writer.flush()?;
         Ok(writer)
+    }
+
+    /// The recording's session id.
+    pub fn session(&self) -> SessionId {
+        self.session
     }
 
     /// Adds an event to the open frame, and writes the frame out if that fills it.
@@ -152,16 +184,16 @@ impl<W: RecordingSink> RecordingWriter<W> {
         if self.failed || self.out.is_none() {
             return Err(RecordError::WriterFailed);
         }
-        let start = self.open_frame();
-        let before = self.frame.len();
-        self.encoder.encode(event, &mut self.frame);
-        if payload_len(&self.frame, start) > MAX_FRAME_PAYLOAD {
+        self.open_frame();
+        let before = self.body.len();
+        self.encoder.encode(event, &mut self.body);
+        if self.body.len() > MAX_EVENTS_BYTES {
             return self.write_oversized(event, before);
         }
         self.frame_events += 1;
         self.events += 1;
         if self.frame_events >= self.options.max_frame_events
-            || payload_len(&self.frame, start) >= self.options.max_frame_bytes
+            || self.body.len() >= self.options.max_frame_bytes
         {
             self.close_frame()?;
         }
@@ -171,16 +203,16 @@ impl<W: RecordingSink> RecordingWriter<W> {
     /// The event did not fit the open frame: write the frame without it, then give the event a
     /// frame of its own, if it fits one at all.
     fn write_oversized(&mut self, event: &Event, before: usize) -> Result<(), RecordError> {
-        self.frame.truncate(before);
+        self.body.truncate(before);
         if self.frame_events > 0 {
             self.close_frame()?;
         } else {
             self.discard_frame();
         }
-        let start = self.open_frame();
-        self.encoder.encode(event, &mut self.frame);
-        let size = payload_len(&self.frame, start);
-        if size > MAX_FRAME_PAYLOAD {
+        self.open_frame();
+        self.encoder.encode(event, &mut self.body);
+        let size = self.body.len();
+        if size > MAX_EVENTS_BYTES {
             self.discard_frame();
             return Err(RecordError::EventTooLarge { size });
         }
@@ -225,7 +257,7 @@ impl<W: RecordingSink> RecordingWriter<W> {
             },
             &mut self.frame,
         );
-        end_frame(&mut self.frame, start);
+        end_frame(&mut self.frame, start, Some(&self.session));
         self.write_out()?;
         let mut out = self.out.take().ok_or(RecordError::WriterFailed)?;
         out.flush().map_err(RecordError::Write)?;
@@ -233,8 +265,57 @@ impl<W: RecordingSink> RecordingWriter<W> {
         Ok(out)
     }
 
+    /// What the sink holds so far (every frame flushed): a recording kept in memory is read
+    /// from here while it is still being written.
+    pub fn sink(&self) -> Option<&W> {
+        self.out.as_ref()
+    }
+
+    /// Appends an events frame of another recording (`frame`: its bytes from sync marker to
+    /// checksum, as that recording's writer handed them to its sink; `source`: the session it
+    /// was sealed with), without decoding its events: it is checked, renumbered into this
+    /// recording's sequence, and sealed with this recording's session id. The open frame, if
+    /// any, is written first. Returns how many events the frame held.
+    ///
+    /// This is how the agent's flight recorder saves a window of the frames it keeps in memory
+    /// as a recording of its own: each frame decodes on its own, so any run of them replays.
+    pub fn copy_frame(&mut self, frame: &[u8], source: &SessionId) -> Result<u64, RecordError> {
+        if self.failed || self.out.is_none() {
+            return Err(RecordError::WriterFailed);
+        }
+        let copied = |reason| RecordError::CopiedFrame { reason };
+        let (frame_type, payload) = super::frame::open_sealed(frame, source).map_err(copied)?;
+        if frame_type != FrameType::Events as u8 {
+            return Err(copied("it is not an events frame"));
+        }
+        let (prefix, start) = Prefix::read(payload, super::frame::FORMAT_VERSION)
+            .map_err(|super::wire::Malformed(reason)| copied(reason))?;
+        let events = prefix
+            .events
+            .filter(|&events| events > 0)
+            .ok_or(copied("it holds no events"))?;
+        self.close_frame()?;
+        let begin = begin_frame(&mut self.frame, FrameType::Events);
+        Prefix {
+            sequence: self.frames_written,
+            first_event: self.events_flushed,
+            ..prefix
+        }
+        .put(&mut self.frame);
+        bytes::BufMut::put_slice(&mut self.frame, &payload[start..]);
+        if payload_len(&self.frame, begin) > MAX_FRAME_PAYLOAD {
+            self.frame.truncate(begin);
+            return Err(copied("renumbered, it exceeds the frame size limit"));
+        }
+        end_frame(&mut self.frame, begin, Some(&self.session));
+        self.write_out()?;
+        self.events += events;
+        self.events_flushed += events;
+        self.frames_written += 1;
+        Ok(events)
+    }
+
     /// Events accepted so far.
-    #[cfg(test)]
     pub fn events_written(&self) -> u64 {
         self.events
     }
@@ -250,38 +331,50 @@ impl<W: RecordingSink> RecordingWriter<W> {
         self.bytes_written
     }
 
-    /// Starts an events frame unless one is open; returns where it starts.
-    fn open_frame(&mut self) -> usize {
-        if let Some(start) = self.frame_start {
-            return start;
+    /// Starts an events frame unless one is open: its coding context starts afresh.
+    fn open_frame(&mut self) {
+        if !self.frame_open {
+            self.encoder.start_frame();
+            self.frame_open = true;
         }
-        self.encoder.start_frame();
-        let start = begin_frame(&mut self.frame, FrameType::Events);
-        // The frame's place in the stream, so a reader can tell a missing, repeated or
-        // reordered frame, and how many events it lost.
-        put_uvarint(&mut self.frame, self.frames_written);
-        put_uvarint(&mut self.frame, self.events_flushed);
-        self.frame_start = Some(start);
-        start
     }
 
     fn discard_frame(&mut self) {
-        self.frame.clear();
-        self.frame_start = None;
+        self.body.clear();
+        self.frame_open = false;
         self.frame_events = 0;
     }
 
     /// Seals the open events frame, if it holds events, and writes it.
     fn close_frame(&mut self) -> Result<(), RecordError> {
-        let Some(start) = self.frame_start.take() else {
-            return Ok(());
-        };
-        if self.frame_events == 0 {
-            self.frame.truncate(start);
+        if !std::mem::take(&mut self.frame_open) {
             return Ok(());
         }
         let events = std::mem::take(&mut self.frame_events) as u64;
-        end_frame(&mut self.frame, start);
+        if events == 0 {
+            self.body.clear();
+            return Ok(());
+        }
+        let encoding =
+            events_frame::choose_encoding(&self.body, self.options.compress, &mut self.scratch);
+        let start = begin_frame(&mut self.frame, FrameType::Events);
+        // The frame's place in the stream, so a reader can tell a missing, repeated or
+        // reordered frame, and how many events it lost; and how many it holds, so that a copy
+        // of it can be renumbered without decoding it.
+        Prefix {
+            sequence: self.frames_written,
+            first_event: self.events_flushed,
+            events: Some(events),
+            encoding,
+        }
+        .put(&mut self.frame);
+        events_frame::put_body(&mut self.frame, &self.body, encoding, &self.scratch);
+        end_frame(&mut self.frame, start, Some(&self.session));
+        self.body.clear();
+        if encoding == Encoding::Lz4 && self.scratch.capacity() > 4 * self.options.max_frame_bytes {
+            // An oversized event's frame: do not keep its buffer for the whole session.
+            self.scratch = Vec::new();
+        }
         self.write_out()?;
         self.events_flushed += events;
         self.frames_written += 1;
@@ -329,6 +422,7 @@ mod tests {
     use std::{
         fs::{self, Permissions},
         os::unix::fs::PermissionsExt,
+        path::Path,
     };
 
     use super::*;
@@ -339,16 +433,24 @@ mod tests {
         let path = scratch_path("mode");
         fs::write(&path, b"old contents").unwrap();
         fs::set_permissions(&path, Permissions::from_mode(0o666)).unwrap();
-        let writer =
-            RecordingWriter::create(&path, &sample_header(), WriterOptions::default()).unwrap();
+        let writer = RecordingWriter::create(
+            &crate::output::check(&path).unwrap(),
+            &sample_header(),
+            WriterOptions::default(),
+        )
+        .unwrap();
         writer.finish(Losses::default()).unwrap();
         let metadata = fs::metadata(&path).unwrap();
         assert_eq!(metadata.permissions().mode() & 0o777, 0o600);
         assert!(fs::read(&path).unwrap().starts_with(b"MEMTRACE"));
         fs::remove_file(&path).unwrap();
 
-        let writer =
-            RecordingWriter::create(&path, &sample_header(), WriterOptions::default()).unwrap();
+        let writer = RecordingWriter::create(
+            &crate::output::check(&path).unwrap(),
+            &sample_header(),
+            WriterOptions::default(),
+        )
+        .unwrap();
         drop(writer);
         assert_eq!(
             fs::metadata(&path).unwrap().permissions().mode() & 0o777,
@@ -359,13 +461,7 @@ mod tests {
 
     #[test]
     fn creating_in_a_missing_directory_names_the_path() {
-        let error = RecordingWriter::create(
-            "/nonexistent-memtrace-dir/rec",
-            &sample_header(),
-            WriterOptions::default(),
-        )
-        .err()
-        .unwrap();
+        let error = crate::output::check(Path::new("/nonexistent-memtrace-dir/rec")).unwrap_err();
         assert!(error
             .to_string()
             .starts_with("cannot write /nonexistent-memtrace-dir/rec: "));

@@ -60,9 +60,11 @@ pub(crate) fn unreleased_by_stack(
     let mut groups: Vec<CallSiteGroup> = by_stack
         .into_iter()
         .map(|(frames, (bytes, sizes, kinds))| {
+            let truncated = view.stack_truncated(frames);
             let frames = frame_reports(view, frames, namer);
             let sizes = SizeGroup::from_counts(sizes);
             CallSiteGroup {
+                truncated,
                 count: sizes.iter().map(|s| s.count).sum(),
                 bytes,
                 call_site: call_site(&frames),
@@ -148,7 +150,11 @@ fn frame_report(
             namer.name(path, view.module_build_id(path), *offset)
         }
         Some(_) => FrameName::default(),
-        None => FrameName::default(),
+        // JIT code: named by the process's perf map, as the recording tells.
+        None => FrameName {
+            function: view.jit_function(lookup).map(str::to_string),
+            ..FrameName::default()
+        },
     };
     FrameReport {
         address,
@@ -160,17 +166,64 @@ fn frame_report(
     }
 }
 
-/// The allocator's own frames (in the C library and the loader) say nothing about who
-/// allocated: the call site starts at the first frame outside them.
+/// The allocator's own frames (in the C library and the loader), and the runtime's own
+/// allocation layers, say nothing about who allocated: the call site starts at the first
+/// frame outside them, and ends before the next (the C library's start-up code, a runtime's
+/// entry into the program's code).
 pub(crate) fn is_allocator_frame(frame: &FrameReport) -> bool {
-    let Some(module) = &frame.module else {
-        return false;
-    };
-    let file_name = module.rsplit('/').next().unwrap_or(module);
-    file_name.starts_with("libc.so")
-        || file_name.starts_with("libc-")
-        || file_name.starts_with("ld-linux")
-        || file_name.starts_with("ld-")
+    let in_module = frame.module.as_deref().map(|module| {
+        let file_name = module.rsplit('/').next().unwrap_or(module);
+        file_name.starts_with("libc.so")
+            || file_name.starts_with("libc-")
+            || file_name.starts_with("ld-linux")
+            || file_name.starts_with("ld-")
+            // The JVM itself (os::pd_reserve_memory, os::malloc, Unsafe_AllocateMemory0):
+            // the Java code that called it is the call site.
+            || file_name.starts_with("libjvm.")
+    });
+    in_module == Some(true)
+        || frame
+            .function
+            .as_deref()
+            .is_some_and(is_runtime_allocation_layer)
+}
+
+/// Functions of a language runtime's own allocation layers, by name (a runtime linked into
+/// the program, as V8 into node, has no module of its own to tell it by): V8 and node
+/// (`v8::base::OS::Allocate`, `v8::internal::BackingStore::Allocate`, the builtins that call
+/// them), the JDK's own classes above the JVM (`java.nio.ByteBuffer.allocateDirect`), Go's
+/// runtime (`runtime.sysAlloc`, `runtime.mallocgc`), CPython's allocators, and C++'s
+/// `operator new` (in libstdc++, which is no C library).
+fn is_runtime_allocation_layer(function: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "v8::",
+        "node::",
+        "Builtins_",
+        "cppgc::",
+        "partition_alloc::",
+        "runtime.",
+        "PyMem_",
+        "_PyMem_",
+        "PyObject_Malloc",
+        "PyObject_Calloc",
+        "_PyObject_Malloc",
+        "_PyObject_Calloc",
+    ];
+    // A JVM perf map names a method by its class, after its return type when it has one
+    // (`void java.nio.DirectByteBuffer.<init>(long, int)`).
+    const JDK_CLASSES: &[&str] = &["java.", "jdk.internal.", "sun."];
+    // A demangled C++ template function starts with its return type
+    // (`void v8::internal::MemoryChunk::ReleaseSlotSet<…>()`): the name is the first or the
+    // second word. A Java method's is the word with its parameters, whatever type it returns
+    // (`java.lang.String Main.name(int)` is the program's own).
+    let mut words = function.splitn(3, ' ').take(2);
+    let method = function
+        .split(' ')
+        .find(|word| word.contains('('))
+        .unwrap_or(function);
+    function.starts_with("operator new")
+        || words.any(|word| PREFIXES.iter().any(|prefix| word.starts_with(prefix)))
+        || JDK_CLASSES.iter().any(|prefix| method.starts_with(prefix))
 }
 
 /// `hx_alloc_tmp ← process_image ← main (bigalloc.c:9)`.
@@ -220,5 +273,76 @@ pub(crate) fn amount(group: &CallSiteGroup) -> String {
             format::bytes(group.bytes)
         ),
         _ => format!("{} regions {}", group.count, format::bytes(group.bytes)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(module: Option<&str>, function: &str) -> FrameReport {
+        FrameReport {
+            address: 0x1000,
+            module: module.map(str::to_string),
+            offset: module.map(|_| 0x10),
+            function: Some(function.to_string()),
+            file: None,
+            line: None,
+        }
+    }
+
+    /// The first frame past the C library and the runtime's own allocation layers names the
+    /// call site: a JS function of node's perf map, a Java method, a Go function.
+    #[test]
+    fn runtime_allocation_layers_are_not_the_call_site() {
+        let libc = Some("/usr/lib/x86_64-linux-gnu/libc.so.6");
+        let node = Some("/usr/bin/node");
+        let stack = [
+            frame(libc, "__libc_calloc"),
+            frame(
+                node,
+                "node::NodeArrayBufferAllocator::Allocate(unsigned long)",
+            ),
+            frame(
+                node,
+                "v8::internal::BackingStore::Allocate(v8::internal::Isolate*)",
+            ),
+            frame(node, "Builtins_JSBuiltinsConstructStub"),
+            frame(None, "JS:^makeBuffers /app/jit.js:3:21"),
+            frame(None, "JS:^main /app/jit.js:9:1"),
+            frame(node, "Builtins_JSEntry"),
+            frame(
+                node,
+                "v8::internal::Execution::Call(v8::internal::Isolate*)",
+            ),
+        ];
+        assert_eq!(
+            call_site(&stack),
+            "JS:^makeBuffers /app/jit.js:3:21 ← JS:^main /app/jit.js:9:1"
+        );
+
+        let jvm = Some("/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so");
+        let java = [
+            frame(libc, "malloc"),
+            frame(jvm, "os::malloc(unsigned long, MEMFLAGS)"),
+            frame(None, "void java.nio.DirectByteBuffer.<init>(int)"),
+            frame(
+                None,
+                "java.nio.ByteBuffer java.nio.ByteBuffer.allocateDirect(int)",
+            ),
+            frame(None, "java.lang.String Retainer.makeBuffers(int)"),
+            frame(jvm, "JavaCalls::call_helper(JavaValue*)"),
+        ];
+        assert_eq!(
+            call_site(&java),
+            "java.lang.String Retainer.makeBuffers(int)"
+        );
+
+        let go = [
+            frame(Some("/app/server"), "runtime.sysAlloc"),
+            frame(Some("/app/server"), "runtime.mallocgc"),
+            frame(Some("/app/server"), "main.handle"),
+        ];
+        assert_eq!(call_site(&go), "main.handle");
     }
 }

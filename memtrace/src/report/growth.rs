@@ -53,6 +53,12 @@ pub(crate) fn steady_rise(timeline: &TimelineReport, series: &GroupSeries) -> Op
         .copied()
         .zip(series.bytes.iter().copied())
         .collect();
+    rise_of(&points)
+}
+
+/// The steady rise of `(time_ns, bytes)` points, oldest first: the one test of growth, for the
+/// report's finding and the agent's trigger alike.
+pub(crate) fn rise_of(points: &[(u64, u64)]) -> Option<Rise> {
     let end = *points.last()?;
     // The rise starts where the series last stood at (or below) its starting level.
     let first = points.first()?.1;

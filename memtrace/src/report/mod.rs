@@ -11,7 +11,7 @@ pub mod export;
 pub mod findings;
 pub mod folded;
 pub mod format;
-mod growth;
+pub(crate) mod growth;
 pub mod json;
 mod processes;
 pub mod ranking;
@@ -85,6 +85,19 @@ pub fn build_with(
     session: &SessionInfo,
     namer: &mut dyn FrameNamer,
 ) -> Report {
+    build_for(model, exited, session, namer, &[])
+}
+
+/// [`build_with`] for these processes only (all when `pids` is empty), built as
+/// [`Report::filter_pids`] would leave it but without building, or naming the frames of, the
+/// others: the agent's captures report the process a trigger is about and its family.
+pub fn build_for(
+    model: &Model,
+    exited: &FoldedPrograms,
+    session: &SessionInfo,
+    namer: &mut dyn FrameNamer,
+    pids: &[u32],
+) -> Report {
     let options = exited.options();
     let span_ns = model
         .last_event_ns()
@@ -93,6 +106,7 @@ pub fn build_with(
         .processes()
         // A child forked by a traced parent without --follow was never traced itself.
         .filter(|view| view.process().traced())
+        .filter(|view| pids.is_empty() || pids.contains(&view.process().pid()))
         .map(|view| {
             let moment = processes::Moment {
                 now_ns: model.last_event_ns(),
@@ -107,7 +121,12 @@ pub fn build_with(
         .flat_map(|process| findings::for_process(process, options))
         .collect();
     exited.annotate(&mut findings);
-    let exited = exited.reports(namer);
+    // Chosen processes are reported alone: the folded programs are not among them.
+    let exited = if pids.is_empty() {
+        exited.reports(namer)
+    } else {
+        Vec::new()
+    };
     let lost = lost_counts(model, session);
     let (summary, ranking) = ranking::of(
         &processes,
@@ -131,6 +150,22 @@ pub fn build_with(
         summary,
         ranking,
     }
+}
+
+/// One process's findings, as its report would state them (frames unnamed): for the agent's
+/// metrics, which say what the reports say.
+pub fn findings_of(
+    model: &Model,
+    view: &crate::model::ProcessView<'_>,
+    options: &ReportOptions,
+) -> Vec<Finding> {
+    let moment = processes::Moment {
+        now_ns: model.last_event_ns(),
+        step_ns: model.timeline_step_ns(),
+        since_ns: options.since_ns,
+    };
+    let report = processes::process_report(view, &moment, &mut NoNames);
+    findings::for_process(&report, options)
 }
 
 /// The loss totals of the session and of the model's own Lost events.

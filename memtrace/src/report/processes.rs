@@ -59,6 +59,7 @@ pub(crate) fn process_report(
             ns_pid: container.ns_pid,
             root: container.root.clone(),
         }),
+        perf_map: view.has_jit_symbols(),
         anomalies: anomaly_report(process.anomalies()),
         map_count: view.map_count(),
         limits: process.limits().map(|limits| LimitsReport {
@@ -78,7 +79,8 @@ fn map_failures(failures: &MapFailures) -> MapFailuresReport {
             .iter()
             .map(|failure| MapFailureReport {
                 time_ns: failure.time_ns,
-                syscall: SyscallName::of(failure.syscall).as_str(),
+                // Only the mmap family is kept, and each has a name.
+                syscall: SyscallName::of(failure.syscall).map_or("other", SyscallName::as_str),
                 asked_bytes: failure.asked_bytes,
                 mapped_bytes: failure.mapped_bytes,
                 map_count: failure.map_count,
@@ -96,7 +98,7 @@ fn anomaly_report(anomalies: &Anomalies) -> AnomalyReport {
             .map(|anomaly| {
                 format!(
                     "{}({:#x}, {}, {}) = {:#x}: {}",
-                    SyscallName::of(anomaly.syscall).as_str(),
+                    SyscallName::of(anomaly.syscall).map_or("?", SyscallName::as_str),
                     anomaly.args[0],
                     anomaly.args[1],
                     anomaly.args[2],

@@ -171,6 +171,9 @@ pub struct ProcessReport {
     /// Who it is in its container, when known: paths in the report are as the process sees
     /// them, and `container.root` + path is where the host has the file.
     pub container: Option<ContainerReport>,
+    /// Whether frames in its JIT code were named from its perf map (`/tmp/perf-PID.map`,
+    /// which node, .NET, a JVM and CPython write when asked).
+    pub perf_map: bool,
     /// Successful results the kernel cannot return (a decoding fault), refused by the model:
     /// neither counted in `syscalls` nor applied to `layout`.
     pub anomalies: AnomalyReport,
@@ -348,6 +351,9 @@ pub struct CallSiteGroup {
     pub sizes: Vec<SizeGroup>,
     /// Innermost first.
     pub frames: Vec<FrameReport>,
+    /// The stack was cut short before the program's entry point: its outer frames are
+    /// unknown.
+    pub truncated: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

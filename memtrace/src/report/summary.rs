@@ -126,7 +126,8 @@ fn unreleased_region(view: &ProcessView<'_>, region: &Region) -> UnreleasedRegio
         syscall: region
             .created
             .syscall
-            .map_or("", |syscall| SyscallName::of(syscall).as_str()),
+            .and_then(SyscallName::of)
+            .map_or("", SyscallName::as_str),
         memfd_fd_closed: view.memfd_fd_closed(region),
         memfd: view.memfd(region).map(|memfd| MemfdReport {
             name: memfd.name.to_string(),

@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use crate::escape::terminal;
 use crate::report::call_sites;
 use crate::report::cgroups;
 use crate::report::format::{bytes, count, count_of, hex, since, table};
@@ -40,7 +41,12 @@ pub fn render(report: &Report, options: &TextOptions) -> String {
     if !report.findings.is_empty() {
         out.push_str("\nFindings\n");
         for finding in &report.findings {
-            let _ = writeln!(out, "  [{}] {}", finding.kind.as_str(), finding.message);
+            let _ = writeln!(
+                out,
+                "  [{}] {}",
+                finding.kind.as_str(),
+                terminal(&finding.message)
+            );
         }
     }
     summary_text::detail_heading(&mut out, report, &detailed);
@@ -102,13 +108,14 @@ fn folded_block(out: &mut String, report: &Report, program: &ExitedProgramReport
     };
     let _ = writeln!(
         out,
-        "{} ({})  {exe}: {}, {pids}, {}..{}",
-        program.comm,
-        if program.cgroup.is_empty() {
+        "{} ({})  {}: {}, {pids}, {}..{}",
+        terminal(&program.comm),
+        terminal(if program.cgroup.is_empty() {
             "cgroup unknown"
         } else {
             &program.cgroup
-        },
+        }),
+        terminal(exe),
         count_of(program.processes, "process", "processes"),
         since(report.start_ns, program.first_seen_ns),
         since(report.start_ns, program.last_exit_ns),
@@ -188,7 +195,8 @@ fn cgroup_heading(out: &mut String, group: &CgroupReport) {
     };
     let _ = writeln!(
         out,
-        "cgroup {name}: {}{} ({} running), {} in {}, unreleased {} in {}",
+        "cgroup {}: {}{} ({} running), {} in {}, unreleased {} in {}",
+        terminal(name),
         count_of(group.pids.len() as u64, "process", "processes"),
         match group.folded_processes {
             0 => String::new(),
@@ -222,8 +230,13 @@ fn header(out: &mut String, report: &Report) {
     );
     if let Some(backend) = &report.backend {
         let _ = match &backend.why {
-            Some(why) => writeln!(out, "backend: {} ({why})", backend.name),
-            None => writeln!(out, "backend: {}", backend.name),
+            Some(why) => writeln!(
+                out,
+                "backend: {} ({})",
+                terminal(&backend.name),
+                terminal(why)
+            ),
+            None => writeln!(out, "backend: {}", terminal(&backend.name)),
         };
     }
     if report.lost_events > 0 {
@@ -262,8 +275,12 @@ fn process_block(
     };
     let _ = writeln!(
         out,
-        "pid {} ({})  {exe}  {}  {state}  ppid {}",
-        process.pid, process.comm, process.abi, process.ppid,
+        "pid {} ({})  {}  {}  {state}  ppid {}",
+        process.pid,
+        terminal(&process.comm),
+        terminal(exe),
+        process.abi,
+        process.ppid,
     );
     // Only for a process in a container: on the host its pid and root say nothing new.
     let in_container = |c: &&ContainerReport| c.root != "/" || c.ns_pid != process.pid;
@@ -271,7 +288,15 @@ fn process_block(
         let _ = writeln!(
             out,
             "  container: pid {} in its namespace, cgroup {}, root {}",
-            container.ns_pid, container.cgroup, container.root
+            container.ns_pid,
+            terminal(&container.cgroup),
+            terminal(&container.root)
+        );
+    }
+    if process.perf_map {
+        let _ = writeln!(
+            out,
+            "  JIT frames named from its perf map (/tmp/perf-PID.map)"
         );
     }
     for exec in &process.execs {
@@ -299,7 +324,7 @@ fn exec_lines(out: &mut String, report: &Report, exec: &ExecReport) {
     let _ = writeln!(
         out,
         "  exec {}  {} → {}  personality {:#x}  {}",
-        exec.filename,
+        terminal(&exec.filename),
         exec.from_abi,
         exec.to_abi,
         exec.personality,
@@ -362,7 +387,7 @@ fn anomaly_lines(out: &mut String, process: &ProcessReport) {
         count_of(anomalies.count, "impossible call", "impossible calls"),
     );
     for example in &anomalies.examples {
-        let _ = writeln!(out, "    {example}");
+        let _ = writeln!(out, "    {}", terminal(example));
     }
 }
 
@@ -447,7 +472,18 @@ fn call_site_lines(out: &mut String, unreleased: &Unreleased, heading: &str) {
     }
     let _ = writeln!(out, "  {heading}:");
     for site in sites.into_iter().take(LISTED_GROUPS) {
-        let _ = writeln!(out, "    {}  {}", call_sites::amount(site), site.call_site);
+        // A stack cut short does not pass for whole: its outer callers are unknown.
+        let cut = if site.truncated {
+            " ← … (stack cut short)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "    {}  {}{cut}",
+            call_sites::amount(site),
+            terminal(&site.call_site)
+        );
     }
 }
 
@@ -513,7 +549,7 @@ fn group_row(report: &Report, group: &UnreleasedGroup) -> Vec<String> {
     let name = if group.name.is_empty() {
         format!("[{}]", group.kind)
     } else {
-        group.name.clone()
+        terminal(&group.name).into_owned()
     };
     let closed = group
         .regions
@@ -532,7 +568,7 @@ fn group_row(report: &Report, group: &UnreleasedGroup) -> Vec<String> {
     };
     vec![
         name,
-        group.perms.clone(),
+        terminal(&group.perms).into_owned(),
         count(group.count, "region"),
         bytes(group.bytes),
         created,
@@ -553,12 +589,12 @@ fn brk_lines(out: &mut String, report: &Report, process: &ProcessReport) {
             "room {} ({} left), bounded by {} {} at {}",
             bytes(total),
             bytes(left),
-            if bound.name.is_empty() {
+            terminal(if bound.name.is_empty() {
                 "anonymous memory"
             } else {
                 &bound.name
-            },
-            bound.perms,
+            }),
+            terminal(&bound.perms),
             hex(bound.start),
         ),
         _ => "nothing mapped above".to_owned(),
@@ -607,12 +643,12 @@ fn layout(out: &mut String, process: &ProcessReport) {
         .map(|region| {
             vec![
                 format!("{:016x}-{:016x}", region.start, region.end),
-                region.perms.clone(),
+                terminal(&region.perms).into_owned(),
                 format!("{:08x}", region.offset),
                 region.kind.to_owned(),
                 region.origin.to_owned(),
                 bytes(region.end - region.start),
-                region.name.clone(),
+                terminal(&region.name).into_owned(),
             ]
         })
         .collect();

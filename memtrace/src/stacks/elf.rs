@@ -1,4 +1,5 @@
-//! The ELF facts both the unwinder and the symbolizer need, and how a module file on disk is
+//! memtrace's one ELF reader: the facts the unwinder and the symbolizer need, the program
+//! headers the exec layout needs (`capture::exec_image`), and how a file on disk is
 //! recognised again.
 //!
 //! Files are read through `object::ReadCache` (plain reads, no mmap): a module may be
@@ -14,7 +15,13 @@ use std::{
     sync::Arc,
 };
 
-use object::{read::ReadCache, Object, ObjectSection, ObjectSegment};
+use object::{
+    read::{
+        elf::{FileHeader, ProgramHeader},
+        ReadCache,
+    },
+    Endianness, FileKind, Object, ObjectSection, ObjectSegment,
+};
 
 use crate::file_access::{open_regular, Links};
 
@@ -38,6 +45,73 @@ impl ElfFile {
     pub fn parse(&self) -> Option<object::File<'_, &ReadCache<File>>> {
         let parsed = object::File::parse(&self.data).ok()?;
         (parsed.format() == object::BinaryFormat::Elf).then_some(parsed)
+    }
+}
+
+impl ElfFile {
+    /// The ELF header's type and program headers, and PT_INTERP's name, as the kernel's
+    /// loader reads them (for the mappings it makes at exec, `capture::exec_image`); `None`
+    /// for a file the loader would refuse. Reads those alone: not the section headers, nor
+    /// the symbol tables a full parse reads.
+    pub fn load_headers(&self) -> Option<LoadHeaders> {
+        match FileKind::parse(&self.data) {
+            Ok(FileKind::Elf64) => {
+                LoadHeaders::parse::<object::elf::FileHeader64<Endianness>>(&self.data)
+            }
+            Ok(FileKind::Elf32) => {
+                LoadHeaders::parse::<object::elf::FileHeader32<Endianness>>(&self.data)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The parts of an ELF file the loader looks at: type, program headers, interpreter.
+#[derive(Debug)]
+pub(crate) struct LoadHeaders {
+    pub elf_type: u16,
+    pub phoff: u64,
+    pub segments: Vec<Segment>,
+    pub interpreter: Option<String>,
+}
+
+/// One program header.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Segment {
+    pub kind: u32,
+    pub flags: u32,
+    pub offset: u64,
+    pub vaddr: u64,
+    pub filesz: u64,
+    pub memsz: u64,
+}
+
+impl LoadHeaders {
+    fn parse<Elf: FileHeader<Endian = Endianness>>(data: &ReadCache<File>) -> Option<Self> {
+        let header = Elf::parse(data).ok()?;
+        let endian = header.endian().ok()?;
+        let headers = header.program_headers(endian, data).ok()?;
+        let segments = headers
+            .iter()
+            .map(|segment| Segment {
+                kind: segment.p_type(endian),
+                flags: segment.p_flags(endian),
+                offset: segment.p_offset(endian).into(),
+                vaddr: segment.p_vaddr(endian).into(),
+                filesz: segment.p_filesz(endian).into(),
+                memsz: segment.p_memsz(endian).into(),
+            })
+            .collect();
+        let interpreter = headers
+            .iter()
+            .find_map(|segment| segment.interpreter(endian, data).ok().flatten())
+            .map(|name| String::from_utf8_lossy(name).into_owned());
+        Some(Self {
+            elf_type: header.e_type(endian),
+            phoff: header.e_phoff(endian).into(),
+            segments,
+            interpreter,
+        })
     }
 }
 

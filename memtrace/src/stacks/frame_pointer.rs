@@ -13,7 +13,7 @@
 //! missing from the stack (its functions keep no records), but the program's frames, which
 //! decide who owns the memory, are there.
 
-use super::{ModuleMap, StackSample};
+use super::{ModuleMap, StackSample, Walk};
 
 const WORD: u64 = 4;
 
@@ -22,27 +22,32 @@ const WORD: u64 = 4;
 const MIN_SEARCHED_CHAIN: usize = 2;
 
 /// Return addresses, innermost first (the first is the syscall's ip), at most `max_frames`.
-pub(crate) fn walk_i386(
-    sample: &StackSample,
-    modules: &dyn ModuleMap,
-    max_frames: usize,
-) -> Vec<u64> {
+///
+/// The walk is whole when it ends at a record whose caller's frame pointer is 0 (`_start`
+/// clears `ebp`); anything else cuts it short.
+pub(crate) fn walk_i386(sample: &StackSample, modules: &dyn ModuleMap, max_frames: usize) -> Walk {
     let mut frames = vec![sample.ip];
     let Some(mut frame_pointer) = innermost_record(sample, modules) else {
-        return frames;
+        return Walk {
+            frames,
+            truncated: true,
+        };
     };
-    while frames.len() < max_frames {
+    let truncated = loop {
+        if frames.len() >= max_frames {
+            break true;
+        }
         let Some(record) = FrameRecord::read(sample, modules, frame_pointer) else {
-            break;
+            break true;
         };
         frames.push(record.return_address);
         // Records of callers sit higher up the stack; anything else is not a chain.
         if record.caller_frame_pointer <= frame_pointer {
-            break;
+            break record.caller_frame_pointer != 0;
         }
         frame_pointer = record.caller_frame_pointer;
-    }
-    frames
+    };
+    Walk { frames, truncated }
 }
 
 /// A `[caller's frame pointer, return address]` pair at `frame_pointer` whose return address
@@ -171,16 +176,17 @@ mod tests {
 
     #[test]
     fn the_chain_is_followed_from_bp() {
-        let frames = walk_i386(&sample(SP + 0x10, &three_records()), &program_code(), 16);
+        let walk = walk_i386(&sample(SP + 0x10, &three_records()), &program_code(), 16);
         assert_eq!(
-            frames,
+            walk.frames,
             [0xf7fc_4559, CODE + 0x111, CODE + 0x222, CODE + 0x333]
         );
+        assert!(!walk.truncated, "the outermost record's caller is 0");
     }
 
     #[test]
     fn a_clobbered_bp_is_replaced_by_the_innermost_saved_frame_pointer() {
-        let frames = walk_i386(&sample(0, &three_records()), &program_code(), 16);
+        let frames = walk_i386(&sample(0, &three_records()), &program_code(), 16).frames;
         assert_eq!(
             frames,
             [0xf7fc_4559, CODE + 0x111, CODE + 0x222, CODE + 0x333]
@@ -189,15 +195,17 @@ mod tests {
 
     #[test]
     fn max_frames_bounds_the_walk() {
-        let frames = walk_i386(&sample(SP + 0x10, &three_records()), &program_code(), 2);
-        assert_eq!(frames, [0xf7fc_4559, CODE + 0x111]);
+        let walk = walk_i386(&sample(SP + 0x10, &three_records()), &program_code(), 2);
+        assert_eq!(walk.frames, [0xf7fc_4559, CODE + 0x111]);
+        assert!(walk.truncated);
     }
 
     #[test]
     fn a_lone_record_is_not_trusted_when_searching() {
         let mut words = three_records();
         words[9] = 0x10; // record 2's return address is no code: no two records chain
-        let frames = walk_i386(&sample(0, &words), &program_code(), 16);
-        assert_eq!(frames, [0xf7fc_4559]);
+        let walk = walk_i386(&sample(0, &words), &program_code(), 16);
+        assert_eq!(walk.frames, [0xf7fc_4559]);
+        assert!(walk.truncated);
     }
 }

@@ -26,18 +26,22 @@
 //! and callers that name frames one by one should do the same.
 
 mod dwarf;
-mod elf;
+pub(crate) mod elf;
 mod frame_pointer;
 pub mod mapped_file;
+mod module_symbols;
 mod modules;
+pub mod perf_map;
 pub mod symbolize;
 pub mod unwind;
+mod unwind_sections;
 
 #[cfg(test)]
 mod tests;
 
 pub use mapped_file::FileView;
 pub use modules::{ModuleCache, SharedModules};
+pub use perf_map::{JitSymbol, PerfMaps};
 pub use symbolize::Symbolizer;
 pub use unwind::Unwinder;
 
@@ -80,6 +84,16 @@ impl StackSample {
     fn captures(&self, address: u64) -> bool {
         address >= self.sp && address - self.sp < self.stack.len() as u64
     }
+}
+
+/// The return addresses of one walk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Walk {
+    /// Innermost first; the first is the syscall's ip.
+    pub frames: Vec<u64>,
+    /// The walk stopped before the outermost frame: at `max_frames`, at stack bytes it
+    /// lacked, or at an address it could not unwind.
+    pub truncated: bool,
 }
 
 /// A file mapping of the process at the time of the sample, as memtrace's model knows it.

@@ -32,8 +32,8 @@ use crate::file_access::Links;
 use super::{
     elf::{self, ElfFile, FileIdentity},
     mapped_file,
-    symbolize::SymbolModule,
-    unwind::UnwindSections,
+    module_symbols::SymbolModule,
+    unwind_sections::UnwindSections,
     MappedFile,
 };
 

@@ -13,18 +13,16 @@ use std::{collections::HashMap, ops::Range, path::Path, rc::Rc, sync::Arc};
 
 use framehop::{
     x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64},
-    ExplicitModuleSectionInfo, FrameAddress, Module as FramehopModule, Unwinder as _,
+    FrameAddress, Module as FramehopModule, Unwinder as _,
 };
 
 use super::{
-    elf::{self, FileIdentity, LoadSegment},
+    elf::FileIdentity,
     frame_pointer,
     modules::{Module, ModuleCache, SharedModules},
-    FileView, MappedFile, ModuleMap, StackAbi, StackSample,
+    unwind_sections::{SectionData, UnwindSections},
+    FileView, MappedFile, ModuleMap, StackAbi, StackSample, Walk,
 };
-
-/// Section data as framehop holds it: shared, so one parse serves every sample.
-type SectionData = Arc<[u8]>;
 
 /// Unwinds stack samples with the unwind sections of the modules in its [`ModuleCache`].
 pub struct Unwinder {
@@ -82,8 +80,21 @@ impl Unwinder {
         modules: &dyn ModuleMap,
         max_frames: usize,
     ) -> Vec<u64> {
+        self.walk(sample, modules, max_frames).frames
+    }
+
+    /// [`Self::unwind`], and whether the walk was cut short.
+    pub fn walk(
+        &mut self,
+        sample: &StackSample,
+        modules: &dyn ModuleMap,
+        max_frames: usize,
+    ) -> Walk {
         if max_frames == 0 {
-            return Vec::new();
+            return Walk {
+                frames: Vec::new(),
+                truncated: true,
+            };
         }
         match sample.abi {
             StackAbi::X86_64 => self.unwind_x86_64(sample, modules, max_frames),
@@ -103,7 +114,7 @@ impl Unwinder {
         sample: &StackSample,
         modules: &dyn ModuleMap,
         max_frames: usize,
-    ) -> Vec<u64> {
+    ) -> Walk {
         // A fresh framehop unwinder per sample: module addresses differ between processes, and
         // `ModuleMap` speaks for one process only. The parsed sections are shared (`Arc`), so
         // this costs a few allocations, not a parse.
@@ -114,7 +125,13 @@ impl Unwinder {
 
         let mut frames = vec![sample.ip];
         let mut address = FrameAddress::from_instruction_pointer(sample.ip);
-        while frames.len() < max_frames {
+        loop {
+            if frames.len() >= max_frames {
+                return Walk {
+                    frames,
+                    truncated: true,
+                };
+            }
             let lookup = address.address_for_lookup();
             if !registered.iter().any(|range| range.contains(&lookup)) {
                 if let Some(module) = self.framehop_module(lookup, modules, &registered) {
@@ -124,18 +141,33 @@ impl Unwinder {
             }
             let caller =
                 framehop.unwind_frame(address, &mut regs, &mut self.rule_cache, &mut read_stack);
-            // `Ok(None)` is the outermost frame; an error is a read past the captured stack or
-            // an address no rule could unwind: either way nothing more can be trusted.
-            let Ok(Some(return_address)) = caller else {
-                break;
+            // `Ok(None)` is the outermost frame (`_start`, a thread's start, whose CFI says
+            // there is no caller); an error is a read past the captured stack or an address
+            // no rule could unwind: nothing more can be trusted, and the stack is cut short.
+            let return_address = match caller {
+                Ok(Some(return_address)) => return_address,
+                Ok(None) => {
+                    return Walk {
+                        frames,
+                        truncated: false,
+                    }
+                }
+                Err(_) => {
+                    return Walk {
+                        frames,
+                        truncated: true,
+                    }
+                }
             };
             let Some(next) = FrameAddress::from_return_address(return_address) else {
-                break;
+                return Walk {
+                    frames,
+                    truncated: true,
+                };
             };
             frames.push(return_address);
             address = next;
         }
-        frames
     }
 
     /// The framehop module for the executable file mapping that holds `address`, if its file
@@ -196,62 +228,5 @@ impl Unwinder {
         self.by_path
             .insert(path.to_string(), LastRead { identity, module });
         sections
-    }
-}
-
-/// The sections framehop unwinds with, plus the segments that place them in memory.
-pub(super) struct UnwindSections {
-    segments: Vec<LoadSegment>,
-    text: Option<elf::SectionBytes>,
-    eh_frame: Option<elf::SectionBytes>,
-    eh_frame_hdr: Option<elf::SectionBytes>,
-    /// Only read when there is no `.eh_frame`: framehop uses it as a last resort.
-    debug_frame: Option<SectionData>,
-    got_svma: Option<Range<u64>>,
-}
-
-impl UnwindSections {
-    pub(super) fn read<'data>(file: &impl object::Object<'data>) -> Self {
-        let eh_frame = elf::section_bytes(file, ".eh_frame");
-        let debug_frame = match eh_frame {
-            Some(_) => None,
-            None => elf::section_bytes(file, ".debug_frame").map(|section| section.data),
-        };
-        Self {
-            segments: elf::load_segments(file),
-            text: elf::section_bytes(file, ".text"),
-            eh_frame,
-            eh_frame_hdr: elf::section_bytes(file, ".eh_frame_hdr"),
-            debug_frame,
-            got_svma: elf::section_svma(file, ".got"),
-        }
-    }
-
-    /// The AVMA of SVMA 0, which framehop calls the module's base (ELF's base SVMA is 0).
-    ///
-    /// The mapping places file offset `file_offset` at `start`; the segment holding that
-    /// offset says which SVMA it has, so `start - svma` is the load bias. For a PIE or a
-    /// shared library the text segment's SVMA usually equals its file offset and this is
-    /// `start - file_offset`; for a non-PIE executable it is 0.
-    fn base_avma(&self, mapping: &MappedFile) -> Option<u64> {
-        let svma = elf::svma_of_file_offset(&self.segments, mapping.file_offset)?;
-        mapping.start.checked_sub(svma)
-    }
-
-    fn framehop_info(&self) -> ExplicitModuleSectionInfo<SectionData> {
-        let svma = |section: &Option<elf::SectionBytes>| section.as_ref().map(|s| s.svma.clone());
-        let data = |section: &Option<elf::SectionBytes>| section.as_ref().map(|s| s.data.clone());
-        ExplicitModuleSectionInfo {
-            base_svma: 0,
-            text_svma: svma(&self.text),
-            text: data(&self.text),
-            got_svma: self.got_svma.clone(),
-            eh_frame_svma: svma(&self.eh_frame),
-            eh_frame: data(&self.eh_frame),
-            eh_frame_hdr_svma: svma(&self.eh_frame_hdr),
-            eh_frame_hdr: data(&self.eh_frame_hdr),
-            debug_frame: self.debug_frame.clone(),
-            ..ExplicitModuleSectionInfo::default()
-        }
     }
 }

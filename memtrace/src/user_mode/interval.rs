@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 
+use crate::escape::terminal;
 use crate::model::timeline::{GroupKey, Totals};
 use crate::model::Model;
 use crate::report::format::bytes;
@@ -81,9 +82,10 @@ impl IntervalPrinter {
         pids.sort_unstable();
         for &pid in pids {
             let now = &current[&pid];
+            // The comm and group names are the program's choice: escaped.
             let comm = model
                 .process(pid)
-                .map(|view| view.process().comm())
+                .map(|view| terminal(&view.process().comm()).into_owned())
                 .unwrap_or_default();
             let Some(before) = self.previous.get(&pid) else {
                 // Met during this interval (attached, forked): what it holds, no delta.
@@ -155,7 +157,7 @@ fn top_groups(before: &Totals, now: &Totals) -> Vec<(String, u32, i64, u64, i64)
             let delta = group_bytes as i64 - old_bytes as i64;
             (delta != 0 || regions != old_regions).then(|| {
                 (
-                    key.label().unwrap_or_default(),
+                    terminal(&key.label().unwrap_or_default()).into_owned(),
                     regions,
                     regions as i64 - old_regions as i64,
                     group_bytes,

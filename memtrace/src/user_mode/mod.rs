@@ -11,12 +11,12 @@ use interval::IntervalPrinter;
 
 use crate::{
     capture::{roots::Roots, RawStack},
-    event::{Event, EventBody, ModuleEvent, StackEvent},
+    event::{Event, EventBody, JitSymbolEvent, ModuleEvent, StackEvent},
     model::{AddressSpace, Model, RegionKind},
     report::{
         self, folded::FoldedPrograms, FrameName, FrameNamer, Report, ReportOptions, SessionInfo,
     },
-    stacks::{FileView, MappedFile, ModuleCache, ModuleMap, Symbolizer, Unwinder},
+    stacks::{FileView, MappedFile, ModuleCache, ModuleMap, PerfMaps, Symbolizer, Unwinder},
     stream::Consumer,
 };
 
@@ -83,6 +83,10 @@ pub struct UserMode {
     /// Modules already announced in the stream, by process and path: a container's file at a
     /// path is not the host's.
     announced: HashMap<u32, HashSet<String>>,
+    /// The perf maps of processes whose stacks run through JIT code, and the JIT symbols
+    /// already announced in the stream, by process and start.
+    perf_maps: PerfMaps,
+    announced_jit: HashMap<u32, HashMap<u64, std::sync::Arc<str>>>,
     /// Exited processes folded out of the model past the `keep_exited` most recent, summed by
     /// program for the report.
     exited: FoldedPrograms,
@@ -124,6 +128,8 @@ impl UserMode {
             unwinder: Unwinder::with_modules(modules.clone()),
             symbolizer: Symbolizer::with_modules(modules),
             announced: HashMap::new(),
+            perf_maps: PerfMaps::default(),
+            announced_jit: HashMap::new(),
             exited: FoldedPrograms::new(options.report, options.keep_pids),
             keep_exited: options.keep_exited,
             forgotten: Vec::new(),
@@ -171,6 +177,8 @@ impl UserMode {
             .fold_exited(self.keep_exited, &mut |view| exited.fold(view, step_ns));
         for pid in forgotten {
             self.announced.remove(&pid);
+            self.announced_jit.remove(&pid);
+            self.perf_maps.forget(pid);
             self.roots.forget(pid);
             self.forgotten.push(pid);
         }
@@ -194,7 +202,8 @@ impl UserMode {
                 root,
             },
         };
-        let frames = self.unwinder.unwind(sample, &modules, MAX_FRAMES);
+        let walk = self.unwinder.walk(sample, &modules, MAX_FRAMES);
+        let frames = walk.frames;
         let mut new_modules: Vec<MappedFile> = frames
             .iter()
             .filter_map(|&address| modules.mapping_at(address.saturating_sub(1)))
@@ -207,7 +216,13 @@ impl UserMode {
             .collect();
         new_modules.sort_by(|a, b| a.path.cmp(&b.path));
         new_modules.dedup_by(|a, b| a.path == b.path);
-        let mut events = Vec::with_capacity(new_modules.len() + 1);
+        let jit_symbols = jit_symbols_of(
+            &frames,
+            process.layout(),
+            &modules.view,
+            &mut self.perf_maps,
+        );
+        let mut events = Vec::with_capacity(new_modules.len() + jit_symbols.len() + 1);
         for mapping in new_modules {
             self.announced
                 .entry(capture.pid)
@@ -247,18 +262,52 @@ impl UserMode {
                 ));
             }
         }
-        events.push(event_of(capture, EventBody::Stack(StackEvent { frames })));
+        for symbol in jit_symbols {
+            let announced = self.announced_jit.entry(capture.pid).or_default();
+            if announced.get(&symbol.start) == Some(&symbol.name) {
+                continue;
+            }
+            announced.insert(symbol.start, std::sync::Arc::clone(&symbol.name));
+            events.push(event_of(
+                capture,
+                EventBody::JitSymbol(JitSymbolEvent {
+                    start: symbol.start,
+                    len: symbol.len,
+                    name: symbol.name.to_string(),
+                }),
+            ));
+        }
+        events.push(event_of(
+            capture,
+            EventBody::Stack(StackEvent {
+                frames,
+                truncated: walk.truncated,
+            }),
+        ));
         events
+    }
+
+    /// The processes whose frames were named from their perf maps.
+    pub fn processes_with_perf_maps(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.perf_maps.processes_with_maps().collect();
+        pids.sort_unstable();
+        pids
     }
 
     /// The report of everything fed so far, frames named from the binaries as the symbolizer
     /// first saw them.
     pub fn report(&mut self, session: &SessionInfo) -> Report {
-        report::build_with(
+        self.report_for(session, &[])
+    }
+
+    /// The report of these processes only (all when `pids` is empty).
+    pub fn report_for(&mut self, session: &SessionInfo, pids: &[u32]) -> Report {
+        report::build_for(
             &self.model,
             &self.exited,
             session,
             &mut SymbolNames(&mut self.symbolizer),
+            pids,
         )
     }
 
@@ -302,6 +351,40 @@ impl FrameNamer for SymbolNames<'_> {
             line: frame.line,
         }
     }
+}
+
+/// The perf-map names of the frames in anonymous executable memory (JIT code), looked up
+/// as the frames are named: a return address one byte back, inside its call.
+fn jit_symbols_of(
+    frames: &[u64],
+    layout: &AddressSpace,
+    view: &FileView,
+    perf_maps: &mut PerfMaps,
+) -> Vec<crate::stacks::JitSymbol> {
+    let mut symbols: Vec<crate::stacks::JitSymbol> = Vec::new();
+    for (index, &address) in frames.iter().enumerate() {
+        let lookup = if index == 0 {
+            address
+        } else {
+            address.saturating_sub(1)
+        };
+        let jit_code = layout.region_at(lookup).is_some_and(|region| {
+            region.perms.executable()
+                && !matches!(
+                    region.kind,
+                    RegionKind::File | RegionKind::Stack | RegionKind::Vdso
+                )
+        });
+        if !jit_code
+            || symbols
+                .iter()
+                .any(|s| (s.start..s.start + s.len).contains(&lookup))
+        {
+            continue;
+        }
+        symbols.extend(perf_maps.symbol_at(view, lookup));
+    }
+    symbols
 }
 
 /// An event about the thread and moment of a stack sample.

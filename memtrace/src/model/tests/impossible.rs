@@ -22,7 +22,7 @@ fn refused(syscall: Syscall, args: [u64; 6], ret: i64, reason: &str) {
         .unwrap()
         .process()
         .stats()
-        .counts(SyscallName::of(syscall))
+        .counts(SyscallName::of(syscall).unwrap())
         .calls;
     feed.syscall(PID, syscall, args, ret);
     assert_eq!(feed.layout(PID), before, "{syscall:?} {args:x?} = {ret:#x}");
@@ -34,7 +34,7 @@ fn refused(syscall: Syscall, args: [u64; 6], ret: i64, reason: &str) {
     assert_eq!(
         view.process()
             .stats()
-            .counts(SyscallName::of(syscall))
+            .counts(SyscallName::of(syscall).unwrap())
             .calls,
         calls_before,
         "a refused record is not a call"

@@ -451,6 +451,7 @@ fn a_stack_read_after_its_process_exit_still_names_its_region() {
         comm: Comm::from_str_lossy("test"),
         abi: Abi::X86_64,
         body: EventBody::Stack(crate::event::StackEvent {
+            truncated: false,
             frames: vec![0x401000, 0x402000],
         }),
     };

@@ -3,6 +3,7 @@
 mod attach;
 mod heap;
 mod impossible;
+mod keyframe;
 mod lifecycle;
 mod mappings;
 mod memfd;

@@ -55,6 +55,13 @@ impl Btf {
             .map(Some)
     }
 
+    /// Whether the kernel has a function of this name (a `FUNC` in its BTF): fentry attaches
+    /// only to those.
+    pub fn has_function(&self, name: &str) -> bool {
+        self.types_named(name, name)
+            .is_ok_and(|types| types.iter().any(|ty| matches!(ty, Type::Func(_))))
+    }
+
     /// How many arguments `tracepoint` passes to its raw tracepoint programs, or `None` when
     /// this kernel has no such tracepoint (or describes it in a way this reader cannot follow).
     pub fn tracepoint_arg_count(&self, tracepoint: &str) -> Option<u32> {

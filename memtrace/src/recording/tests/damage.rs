@@ -1,11 +1,11 @@
 //! Recordings that were cut off, corrupted, or are not recordings at all.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
 use super::*;
 use crate::recording::codec::EventDecoder;
-use crate::recording::frame::{begin_frame, end_frame, FORMAT_VERSION, MAGIC};
-use crate::recording::wire::{get_uvarint, put_uvarint};
+use crate::recording::frame::FORMAT_VERSION;
+use crate::recording::AfterTrailer;
 
 /// A small recording of several frames (three events each) and its events. Small, because the
 /// tests below replay it once per byte: every variant but the ones with kilobytes of strings.
@@ -15,8 +15,11 @@ fn small_recording() -> (Vec<u8>, Vec<Event>) {
         .into_iter()
         .map(|index| all[index].clone())
         .collect();
+    // Frames of three events are too small to compress: stored as encoded, so that the tests
+    // below can craft frames from their events.
     let options = WriterOptions {
         max_frame_events: 3,
+        compress: false,
         ..WriterOptions::default()
     };
     let bytes = write_recording(
@@ -31,26 +34,21 @@ fn small_recording() -> (Vec<u8>, Vec<Event>) {
     (bytes, events)
 }
 
-/// How many events each frame holds, decoded frame by frame.
+/// How many events each frame holds, decoded frame by frame (and as its prefix says).
 fn events_in(bytes: &[u8], span: FrameSpan) -> usize {
     if span.frame_type != FrameType::Events {
         return 0;
     }
-    let mut payload = &bytes[span.start + FRAME_HEAD_LEN..span.end - FRAME_CHECKSUM_LEN];
-    skip_sequence(&mut payload);
+    let (prefix, events) = events_of(bytes, span);
+    let mut events = &events[..];
     let mut decoder = EventDecoder::default();
     let mut count = 0;
-    while !payload.is_empty() {
-        decoder.decode(&mut payload).unwrap();
+    while !events.is_empty() {
+        decoder.decode(&mut events).unwrap();
         count += 1;
     }
+    assert_eq!(prefix.events, Some(count as u64));
     count
-}
-
-/// Steps over an events frame's sequence number and first event index.
-fn skip_sequence(payload: &mut &[u8]) -> (u64, u64) {
-    let sequence = get_uvarint(payload).unwrap();
-    (sequence, get_uvarint(payload).unwrap())
 }
 
 #[test]
@@ -203,16 +201,6 @@ fn a_broken_sync_marker_stops_with_a_clear_error() {
     );
 }
 
-/// Appends a frame with a valid checksum around an arbitrary payload.
-fn append_frame(bytes: &mut Vec<u8>, frame_type: u8, payload: &[u8]) {
-    let mut frame = BytesMut::new();
-    let start = begin_frame(&mut frame, FrameType::Events);
-    frame[start + FRAME_HEAD_LEN - 1] = frame_type;
-    frame.put_slice(payload);
-    end_frame(&mut frame, start);
-    bytes.extend_from_slice(&frame);
-}
-
 #[test]
 fn frames_with_a_valid_checksum_but_bad_content_are_skipped() {
     let (bytes, events) = small_recording();
@@ -221,11 +209,11 @@ fn frames_with_a_valid_checksum_but_bad_content_are_skipped() {
     let mut crafted = bytes[..trailer.start].to_vec();
     // An event frame whose second event is garbage: the first is delivered, the rest dropped.
     // It is numbered as the next frame, so it is not taken for a repeat.
-    let mut events_part =
-        &bytes[spans[1].start + FRAME_HEAD_LEN..spans[1].end - FRAME_CHECKSUM_LEN];
-    skip_sequence(&mut events_part);
+    let session = session_of(&bytes);
+    let session = session.as_ref();
+    let (_, events_part) = events_of(&bytes, spans[1]);
     let first_event_len = events_part.len() - {
-        let mut rest = events_part;
+        let mut rest = &events_part[..];
         EventDecoder::default().decode(&mut rest).unwrap();
         rest.len()
     };
@@ -233,16 +221,14 @@ fn frames_with_a_valid_checksum_but_bad_content_are_skipped() {
         .iter()
         .filter(|s| s.frame_type == FrameType::Events)
         .count();
-    let mut payload = Vec::new();
-    put_uvarint(&mut payload, events_frames as u64);
-    put_uvarint(&mut payload, events.len() as u64);
-    payload.extend_from_slice(&events_part[..first_event_len]);
-    payload.push(0xff);
-    append_frame(&mut crafted, FrameType::Events as u8, &payload);
+    let mut garbage = events_part[..first_event_len].to_vec();
+    garbage.push(0xff);
+    let payload = events_payload(events_frames as u64, events.len() as u64, 2, &garbage);
+    append_frame(&mut crafted, session, FrameType::Events as u8, &payload);
     // A second header, a malformed trailer, and a frame type from the future.
-    append_frame(&mut crafted, FrameType::Header as u8, b"");
-    append_frame(&mut crafted, FrameType::Trailer as u8, &[0x80]);
-    append_frame(&mut crafted, 200, b"from a later format revision");
+    append_frame(&mut crafted, session, FrameType::Header as u8, b"");
+    append_frame(&mut crafted, session, FrameType::Trailer as u8, &[0x80]);
+    append_frame(&mut crafted, session, 200, b"from a later format revision");
     crafted.extend_from_slice(&bytes[trailer.start..]);
 
     let replay = replay(&crafted).unwrap();
@@ -260,14 +246,58 @@ fn frames_with_a_valid_checksum_but_bad_content_are_skipped() {
     );
 }
 
+/// Whatever follows the trailer is not replayed, and is said: a second recording
+/// (`cat a.mtr b.mtr`), a frame, zeros or garbage.
 #[test]
-fn bytes_after_the_trailer_are_not_part_of_the_session() {
-    let (mut bytes, events) = small_recording();
-    bytes.extend_from_slice(b"trailing garbage");
-    let replay = replay(&bytes).unwrap();
-    assert_eq!(replay.events, events);
-    assert!(replay.outcome.complete);
-    assert!(replay.error.is_none());
+fn bytes_after_the_trailer_are_reported() {
+    let (bytes, events) = small_recording();
+    let spans = frame_spans(&bytes);
+    let end = bytes.len() as u64;
+    let (second, _) = small_recording();
+    let frame = &bytes[spans[1].start..spans[1].end];
+    for (tail, expected) in [
+        (&second[..], AfterTrailer::Recording { at: end }),
+        (&second[..3], AfterTrailer::Recording { at: end }),
+        (frame, AfterTrailer::Frame { at: end }),
+        (&[0; 100_000][..], AfterTrailer::Zeros { at: end }),
+        (b"trailing garbage", AfterTrailer::Garbage { at: end }),
+        (&[0, 0, 1][..], AfterTrailer::Garbage { at: end }),
+    ] {
+        let replay = replay(&[&bytes[..], tail].concat()).unwrap();
+        assert_eq!(replay.events, events);
+        assert!(replay.outcome.complete);
+        assert!(replay.error.is_none());
+        assert_eq!(replay.outcome.after_trailer, Some(expected));
+        assert_eq!(replay.outcome.problems(), vec![expected.to_string()]);
+    }
+    assert!(AfterTrailer::Recording { at: 5 }
+        .to_string()
+        .starts_with("a second recording follows the trailer at byte 5"));
+    assert_eq!(replay(&bytes).unwrap().outcome.after_trailer, None);
+}
+
+/// The frames of one recording under another's header (a spliced file) fail their checksums:
+/// the session id seals every frame.
+#[test]
+fn frames_of_another_session_are_not_replayed_under_this_one() {
+    let (a, _) = small_recording();
+    let (b, _) = small_recording();
+    assert_ne!(session_of(&a), session_of(&b));
+    let a_header = frame_spans(&a)[0];
+    let b_spans = frame_spans(&b);
+    let spliced = [&a[..a_header.end], &b[b_spans[1].start..]].concat();
+    let replay = replay(&spliced).unwrap();
+    assert!(replay.events.is_empty());
+    assert_eq!(
+        replay.outcome.corrupt_frames_skipped,
+        b_spans.len() as u64 - 1
+    );
+    assert!(!replay.outcome.complete);
+    assert!(
+        replay.outcome.problems()[1].contains("frames spliced from another"),
+        "{:?}",
+        replay.outcome.problems()
+    );
 }
 
 #[test]
@@ -289,13 +319,21 @@ fn files_that_are_not_recordings_get_one_line_errors() {
     other_version[MAGIC.len()..PREAMBLE_LEN].copy_from_slice(&7u32.to_le_bytes());
     assert_eq!(
         message(&other_version),
-        "recording format version 7 is not supported (this memtrace reads versions 1 to 2)"
+        "recording format version 7 is not supported (this memtrace reads versions 1 to 3)"
     );
-    assert_eq!(FORMAT_VERSION, 2);
+    assert_eq!(FORMAT_VERSION, 3);
+    // Cut inside the session id.
+    assert_eq!(
+        message(&bytes[..PREAMBLE_LEN + 5]),
+        format!(
+            "recording is cut off after {} bytes, inside its header: it holds no events",
+            PREAMBLE_LEN + 5
+        )
+    );
 
     // A preamble followed by an events frame instead of the header.
     let spans = frame_spans(&bytes);
-    let mut headless = bytes[..PREAMBLE_LEN].to_vec();
+    let mut headless = bytes[..preamble_len(&bytes)].to_vec();
     headless.extend_from_slice(&bytes[spans[1].start..]);
     assert_eq!(
         message(&headless),
@@ -369,7 +407,12 @@ fn a_trailer_with_wrong_totals_is_reported() {
         put_uvarint(&mut payload, 1);
         put_uvarint(&mut payload, 2);
         put_uvarint(&mut payload, 4);
-        append_frame(&mut crafted, FrameType::Trailer as u8, &payload);
+        append_frame(
+            &mut crafted,
+            session_of(&bytes).as_ref(),
+            FrameType::Trailer as u8,
+            &payload,
+        );
         let outcome = replay(&crafted).unwrap().outcome;
         assert!(outcome.complete);
         assert_eq!(outcome.problems(), vec![expected.to_string()]);
@@ -391,28 +434,11 @@ fn version_1_recordings_still_replay_and_check_their_event_count() {
         ..WriterOptions::default()
     };
     let bytes = write_recording(&events, options, Some(Losses::default()));
-    let spans = frame_spans(&bytes);
-    let mut old = bytes[..spans[0].end].to_vec();
-    old[MAGIC.len()..PREAMBLE_LEN].copy_from_slice(&1u32.to_le_bytes());
-    for span in &spans[1..] {
-        let mut payload = &bytes[span.start + FRAME_HEAD_LEN..span.end - FRAME_CHECKSUM_LEN];
-        match span.frame_type {
-            FrameType::Events => {
-                skip_sequence(&mut payload);
-                append_frame(&mut old, FrameType::Events as u8, payload);
-            }
-            _ => {
-                let mut trailer = Vec::new();
-                put_uvarint(&mut trailer, events.len() as u64);
-                put_uvarint(&mut trailer, 0);
-                put_uvarint(&mut trailer, 0);
-                append_frame(&mut old, FrameType::Trailer as u8, &trailer);
-            }
-        }
-    }
+    let old = downgrade(&bytes, 1);
     let replayed = replay(&old).unwrap();
     assert_eq!(replayed.events, events);
     assert!(!replayed.outcome.sequenced);
+    assert!(!replayed.outcome.sealed);
     assert!(
         replayed.outcome.problems().is_empty(),
         "{:?}",
@@ -432,8 +458,95 @@ fn version_1_recordings_still_replay_and_check_their_event_count() {
     assert_eq!(payload.last(), Some(&0));
     payload.truncate(payload.len() - 1);
     encoder.encode(&events[0], &mut payload);
+    let spans = frame_spans(&old);
     let mut v1 = old[..spans[0].end].to_vec();
-    append_frame(&mut v1, FrameType::Events as u8, &payload);
+    append_frame(&mut v1, None, FrameType::Events as u8, &payload);
     let replayed = replay(&v1).unwrap();
     assert_eq!(replayed.events, vec![attach, events[0].clone()]);
+}
+
+/// Version 2 recordings (numbered frames, no session id, no compression) replay as before,
+/// with their checks: a frame dropped from one is still counted.
+#[test]
+fn version_2_recordings_still_replay_with_their_checks() {
+    let (bytes, events) = small_recording();
+    let old = downgrade(&bytes, 2);
+    let replayed = replay(&old).unwrap();
+    assert_eq!(replayed.events, events);
+    assert!(replayed.outcome.sequenced && !replayed.outcome.sealed);
+    assert!(
+        replayed.outcome.problems().is_empty(),
+        "{:?}",
+        replayed.outcome
+    );
+    let spans = frame_spans(&old);
+    let dropped = [&old[..spans[2].start], &old[spans[2].end..]].concat();
+    let outcome = replay(&dropped).unwrap().outcome;
+    assert_eq!((outcome.frames_missing, outcome.events_missing), (1, 3));
+}
+
+/// A recording the version 2 memtrace wrote of a real program (50 mmap/munmap pairs, with
+/// call stacks and modules): every event replays, and the model sees the syscalls it made.
+#[test]
+fn a_real_version_2_recording_replays_whole() {
+    let bytes = include_bytes!("v2.mtr");
+    assert_eq!(version_of(bytes), 2);
+    let replayed = replay(bytes).unwrap();
+    assert!(replayed.error.is_none());
+    assert_eq!(replayed.events.len(), 138);
+    assert!(replayed.outcome.complete);
+    assert!(
+        replayed.outcome.problems().is_empty(),
+        "{:?}",
+        replayed.outcome
+    );
+    let calls = |syscall: Syscall| {
+        replayed
+            .events
+            .iter()
+            .filter(
+                |event| matches!(&event.body, EventBody::Syscall(call) if call.syscall == syscall),
+            )
+            .count()
+    };
+    assert_eq!((calls(Syscall::Mmap), calls(Syscall::Munmap)), (58, 51));
+    assert!(replayed
+        .events
+        .iter()
+        .any(|event| matches!(event.body, EventBody::Stack(_))));
+}
+
+/// Compressed frames (what the writer makes of a real loop) damaged anywhere cost that frame
+/// at most, like plain ones.
+#[test]
+fn a_flipped_byte_in_a_compressed_frame_costs_that_frame() {
+    let events: Vec<Event> = crate::recording::workload::mmap_munmap_loop(20_000).collect();
+    let bytes = write_recording(&events, WriterOptions::default(), Some(Losses::default()));
+    let spans = frame_spans(&bytes);
+    let compressed: Vec<FrameSpan> = spans
+        .iter()
+        .copied()
+        .filter(|span| {
+            span.frame_type == FrameType::Events
+                && events_of(&bytes, *span).0.encoding
+                    == crate::recording::events_frame::Encoding::Lz4
+        })
+        .collect();
+    assert!(
+        compressed.len() >= 2,
+        "{} compressed frames",
+        compressed.len()
+    );
+    let span = compressed[1];
+    let lost = events_in(&bytes, span);
+    // Forty places across the frame (each replay decodes the whole loop).
+    let step = (span.end - span.start - FRAME_HEAD_LEN) / 40;
+    for at in (span.start + FRAME_HEAD_LEN..span.end).step_by(step.max(1)) {
+        let mut damaged = bytes.clone();
+        damaged[at] ^= 0x55;
+        let replayed = replay(&damaged).unwrap();
+        assert!(replayed.error.is_none(), "byte {at}");
+        assert_eq!(replayed.outcome.corrupt_frames_skipped, 1, "byte {at}");
+        assert_eq!(replayed.events.len(), events.len() - lost, "byte {at}");
+    }
 }

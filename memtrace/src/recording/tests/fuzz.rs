@@ -176,7 +176,7 @@ fn body() -> impl Strategy<Value = EventBody> {
         // Unsampled stacks (the longer form of a Lost record) round-trip in roundtrip.rs: a
         // third value here makes this strategy overflow the test thread's stack in debug.
         1 => (edge_u64(), edge_u64()).prop_map(|(ring_full, pending_full)| EventBody::Lost(Losses { ring_full, pending_full, stacks_not_sampled: 0 })),
-        1 => proptest::collection::vec(edge_u64(), 0..40).prop_map(|frames| EventBody::Stack(StackEvent { frames })),
+        1 => proptest::collection::vec(edge_u64(), 0..40).prop_map(|frames| EventBody::Stack(StackEvent { frames, truncated: false })),
         1 => (text(), proptest::collection::vec(any::<u8>(), 0..24)).prop_map(|(path, build_id)| EventBody::Module(ModuleEvent { path, build_id })),
     ]
 }
@@ -203,14 +203,18 @@ fn event() -> impl Strategy<Value = Event> {
 
 fn options() -> impl Strategy<Value = WriterOptions> {
     (
-        1..6usize,
+        prop_oneof![1..6usize, Just(4096usize)],
         prop_oneof![Just(64usize), Just(1024usize), Just(64 << 10)],
+        any::<bool>(),
     )
-        .prop_map(|(max_frame_events, max_frame_bytes)| WriterOptions {
-            max_frame_events,
-            max_frame_bytes,
-            ..WriterOptions::default()
-        })
+        .prop_map(
+            |(max_frame_events, max_frame_bytes, compress)| WriterOptions {
+                max_frame_events,
+                max_frame_bytes,
+                compress,
+                ..WriterOptions::default()
+            },
+        )
 }
 
 /// A way to damage a recording.
@@ -314,7 +318,7 @@ proptest! {
             let start = crate::recording::frame::begin_frame(&mut frame, FrameType::Events);
             frame[start + crate::recording::frame::FRAME_HEAD_LEN - 1] = *frame_type;
             bytes::BufMut::put_slice(&mut frame, payload);
-            crate::recording::frame::end_frame(&mut frame, start);
+            crate::recording::frame::end_frame(&mut frame, start, session_of(&bytes).as_ref());
             bytes.extend_from_slice(&frame);
         }
         read_everything(&bytes);

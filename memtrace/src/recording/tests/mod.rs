@@ -10,15 +10,22 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
-use super::frame::{FrameType, FRAME_CHECKSUM_LEN, FRAME_HEAD_LEN, PREAMBLE_LEN};
+use bytes::{BufMut, BytesMut};
+
+use super::events_frame::{self, Encoding, Prefix};
+use super::frame::{
+    begin_frame, end_frame, FrameType, SessionId, FRAME_CHECKSUM_LEN, FRAME_HEAD_LEN, MAGIC,
+    PREAMBLE_LEN, SESSION_ID_LEN, SESSION_VERSION,
+};
+use super::wire::put_uvarint;
 use super::{
     ClockBase, RecordError, RecordingHeader, RecordingReader, RecordingWriter, ReplayOutcome,
     WriterOptions,
 };
 use crate::event::{
-    Abi, AttachEvent, Comm, Event, EventBody, ExecEvent, ExecMappingEvent, ExecMappingKind,
-    ExitEvent, FileRef, ForkEvent, ImageLayout, LimitsEvent, Losses, MapsLine, ModuleEvent,
-    StackEvent, Syscall, SyscallEvent,
+    Abi, AttachEvent, AttachFd, Comm, Event, EventBody, ExecEvent, ExecMappingEvent,
+    ExecMappingKind, ExitEvent, FileRef, ForkEvent, ImageLayout, JitSymbolEvent, LimitsEvent,
+    Losses, MapsLine, ModuleEvent, StackEvent, Syscall, SyscallEvent,
 };
 
 pub(crate) fn sample_header() -> RecordingHeader {
@@ -106,10 +113,129 @@ pub(crate) struct FrameSpan {
     pub frame_type: FrameType,
 }
 
+/// The format version in a recording's preamble.
+pub(crate) fn version_of(bytes: &[u8]) -> u32 {
+    u32::from_le_bytes(bytes[MAGIC.len()..PREAMBLE_LEN].try_into().unwrap())
+}
+
+/// Where the first frame starts: after the session id from version 3 on.
+pub(crate) fn preamble_len(bytes: &[u8]) -> usize {
+    if version_of(bytes) >= SESSION_VERSION {
+        PREAMBLE_LEN + SESSION_ID_LEN
+    } else {
+        PREAMBLE_LEN
+    }
+}
+
+/// The session a recording's frames are sealed with (version 3 on).
+pub(crate) fn session_of(bytes: &[u8]) -> Option<SessionId> {
+    (version_of(bytes) >= SESSION_VERSION).then(|| {
+        SessionId(
+            bytes[PREAMBLE_LEN..PREAMBLE_LEN + SESSION_ID_LEN]
+                .try_into()
+                .unwrap(),
+        )
+    })
+}
+
+/// A frame's payload.
+pub(crate) fn payload_of(bytes: &[u8], span: FrameSpan) -> &[u8] {
+    &bytes[span.start + FRAME_HEAD_LEN..span.end - FRAME_CHECKSUM_LEN]
+}
+
+/// An events frame's prefix and its events as encoded (decompressed if need be).
+pub(crate) fn events_of(bytes: &[u8], span: FrameSpan) -> (Prefix, Vec<u8>) {
+    let payload = payload_of(bytes, span);
+    let (prefix, start) = Prefix::read(payload, version_of(bytes)).unwrap();
+    let events = match prefix.encoding {
+        Encoding::Plain => payload[start..].to_vec(),
+        Encoding::Lz4 => {
+            let mut out = Vec::new();
+            events_frame::decompress(&payload[start..], &mut out, usize::MAX).unwrap();
+            out
+        }
+    };
+    (prefix, events)
+}
+
+/// Appends a frame with a valid checksum (sealed with `session`) around an arbitrary payload.
+pub(crate) fn append_frame(
+    bytes: &mut Vec<u8>,
+    session: Option<&SessionId>,
+    frame_type: u8,
+    payload: &[u8],
+) {
+    let mut frame = BytesMut::new();
+    let start = begin_frame(&mut frame, FrameType::Events);
+    frame[start + FRAME_HEAD_LEN - 1] = frame_type;
+    frame.put_slice(payload);
+    end_frame(&mut frame, start, session);
+    bytes.extend_from_slice(&frame);
+}
+
+/// A version 3 events frame's payload around plain encoded events.
+pub(crate) fn events_payload(
+    sequence: u64,
+    first_event: u64,
+    events: u64,
+    encoded: &[u8],
+) -> Vec<u8> {
+    let mut payload = Vec::new();
+    Prefix {
+        sequence,
+        first_event,
+        events: Some(events),
+        encoding: Encoding::Plain,
+    }
+    .put(&mut payload);
+    payload.extend_from_slice(encoded);
+    payload
+}
+
+/// A recording of this version rewritten as a version 1 or 2 writer wrote it: the preamble
+/// without session id, checksums without it, events frames with their version's prefix, and
+/// (version 1) the trailer's first three fields only. Version 1 attach layouts also differ:
+/// `events` must hold none.
+pub(crate) fn downgrade(bytes: &[u8], version: u32) -> Vec<u8> {
+    assert!(version < SESSION_VERSION);
+    let mut old = MAGIC.to_vec();
+    old.extend_from_slice(&version.to_le_bytes());
+    for span in frame_spans(bytes) {
+        let payload = payload_of(bytes, span);
+        let payload = match span.frame_type {
+            FrameType::Header => payload.to_vec(),
+            FrameType::Events => {
+                let (prefix, events) = events_of(bytes, span);
+                let mut old_payload = Vec::new();
+                if version >= 2 {
+                    put_uvarint(&mut old_payload, prefix.sequence);
+                    put_uvarint(&mut old_payload, prefix.first_event);
+                }
+                old_payload.extend_from_slice(&events);
+                old_payload
+            }
+            FrameType::Trailer => {
+                let trailer = super::header::decode_trailer(payload).unwrap();
+                let mut old_payload = Vec::new();
+                put_uvarint(&mut old_payload, trailer.events);
+                put_uvarint(&mut old_payload, trailer.lost.ring_full);
+                put_uvarint(&mut old_payload, trailer.lost.pending_full);
+                if version >= 2 {
+                    put_uvarint(&mut old_payload, trailer.frames.unwrap());
+                    put_uvarint(&mut old_payload, trailer.lost.stacks_not_sampled);
+                }
+                old_payload
+            }
+        };
+        append_frame(&mut old, None, span.frame_type as u8, &payload);
+    }
+    old
+}
+
 /// The frames of an intact recording, by walking the lengths.
 pub(crate) fn frame_spans(bytes: &[u8]) -> Vec<FrameSpan> {
     let mut spans = Vec::new();
-    let mut start = PREAMBLE_LEN;
+    let mut start = preamble_len(bytes);
     while start < bytes.len() {
         let len = u32::from_le_bytes(bytes[start + 2..start + 6].try_into().unwrap()) as usize;
         let end = start + FRAME_HEAD_LEN + len + FRAME_CHECKSUM_LEN;
@@ -319,12 +445,44 @@ pub(crate) fn every_variant() -> Vec<Event> {
         event(
             2_950,
             4003,
+            EventBody::JitSymbol(JitSymbolEvent {
+                start: u64::MAX,
+                len: 0x204,
+                name: "JS:^makeBuffers /app/jit.js:3:21".into(),
+            }),
+        ),
+        event(
+            2_960,
+            4003,
+            EventBody::Keyframe(AttachEvent {
+                regions: vec![MapsLine {
+                    start: 0x7f00_0000_0000,
+                    end: 0x7f00_0040_0000,
+                    perms: "rw-s".into(),
+                    offset: 0,
+                    inode: 5555,
+                    name: "/memfd:doublemapper (deleted)".into(),
+                }],
+                start_brk: 0x55_0000,
+                brk: 0x56_0000,
+                ppid: 1,
+                exe: "/usr/bin/dotnet".into(),
+                memfd_fds: vec![AttachFd {
+                    fd: 7,
+                    inode: 5555,
+                    cloexec: true,
+                }],
+            }),
+        ),
+        event(
+            2_970,
+            4003,
             EventBody::Limits(LimitsEvent {
                 max_map_count: 65_530,
                 address_space: Some(u64::MAX),
             }),
         ),
-        event(2_960, 4003, EventBody::Limits(LimitsEvent::default())),
+        event(2_980, 4003, EventBody::Limits(LimitsEvent::default())),
     ];
     for (kind, file, name) in [
         (ExecMappingKind::Mmap, true, false),

@@ -15,6 +15,10 @@ fn every_variant_round_trips_in_every_framing() {
     let framings = [
         WriterOptions::default(),
         WriterOptions {
+            compress: false,
+            ..WriterOptions::default()
+        },
+        WriterOptions {
             max_frame_events: 1,
             ..WriterOptions::default()
         },
@@ -57,6 +61,7 @@ fn every_variant_round_trips_in_every_framing() {
                     frames: outcome.trailer.and_then(|t| t.frames),
                 }),
                 sequenced: true,
+                sealed: true,
                 ..ReplayOutcome::default()
             }
         );
@@ -110,8 +115,12 @@ fn a_writer_dropped_without_finish_keeps_its_events() {
 fn recordings_round_trip_through_files() {
     let path = scratch_path("roundtrip");
     let events = every_variant();
-    let mut writer =
-        RecordingWriter::create(&path, &sample_header(), WriterOptions::default()).unwrap();
+    let mut writer = RecordingWriter::create(
+        &crate::output::check(&path).unwrap(),
+        &sample_header(),
+        WriterOptions::default(),
+    )
+    .unwrap();
     for event in &events {
         writer.write_event(event).unwrap();
     }
@@ -171,6 +180,8 @@ fn repeated_stacks_are_references() {
             7,
             EventBody::Stack(StackEvent {
                 frames: call_site.clone(),
+                // Cut short: its kind is the other stack kind, its repeats references too.
+                truncated: time_ns % 2 == 0,
             }),
         )
     };
@@ -190,4 +201,104 @@ fn repeated_stacks_are_references() {
     let replayed = replay(&bytes).unwrap();
     assert_eq!(replayed.events, many);
     assert!(replayed.outcome.complete);
+}
+
+/// The agent's flight recorder keeps frames as the writer handed them out and later saves a
+/// window of them as a recording of its own: renumbered, sealed with the new session, and
+/// replayed whole, without decoding a single event on the way.
+#[test]
+fn a_window_of_frames_becomes_a_recording_of_its_own() {
+    let events: Vec<Event> = crate::recording::workload::mmap_munmap_loop(30_000).collect();
+    // The writer's sink keeps each write: the preamble and header, then one frame per write.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+    impl std::io::Write for Writes {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.push(bytes.to_vec());
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl super::super::RecordingSink for Writes {}
+    let mut writer = RecordingWriter::new(
+        Writes::default(),
+        &sample_header(),
+        WriterOptions::default(),
+    )
+    .unwrap();
+    for event in &events {
+        writer.write_event(event).unwrap();
+    }
+    let source = writer.session();
+    let writes = writer.finish(Losses::default()).unwrap().0;
+    let frames: Vec<&Vec<u8>> = writes[1..writes.len() - 1].iter().collect();
+    assert!(frames.len() >= 4, "{} frames", frames.len());
+    // Each write is exactly one frame, as frame_bounds finds it.
+    assert!(frames
+        .iter()
+        .all(|frame| super::super::frame_bounds(frame) == [(0, frame.len())]));
+
+    let window = &frames[1..3];
+    let mut copy =
+        RecordingWriter::new(Vec::new(), &sample_header(), WriterOptions::default()).unwrap();
+    assert_ne!(copy.session(), source);
+    let mut held = 0;
+    for frame in window {
+        held += copy.copy_frame(frame, &source).unwrap();
+    }
+    let bytes = copy.finish(Losses::default()).unwrap();
+    let replayed = super::replay(&bytes).unwrap();
+    assert!(replayed.error.is_none());
+    assert!(
+        replayed.outcome.problems().is_empty(),
+        "{:?}",
+        replayed.outcome
+    );
+    assert_eq!(replayed.events.len() as u64, held);
+    // The window's events, in order: those after the first frame's.
+    let first = super::super::events_frame::Prefix::read(
+        &window[0][super::FRAME_HEAD_LEN..window[0].len() - super::FRAME_CHECKSUM_LEN],
+        3,
+    )
+    .unwrap()
+    .0
+    .first_event as usize;
+    assert_eq!(replayed.events, events[first..first + held as usize]);
+    assert_eq!(replayed.outcome.trailer.unwrap().frames, Some(2));
+
+    // What cannot be copied is refused, and the copy goes on.
+    let mut copy =
+        RecordingWriter::new(Vec::new(), &sample_header(), WriterOptions::default()).unwrap();
+    let other = super::super::SessionId([1; 16]);
+    let header_and_preamble = &writes[0];
+    let trailer = writes.last().unwrap();
+    for (frame, session, reason) in [
+        (
+            &frames[0][..],
+            &other,
+            "its checksum does not match the session it came from",
+        ),
+        (
+            &frames[0][..frames[0].len() - 1],
+            &source,
+            "its length is not the frame's",
+        ),
+        (
+            &header_and_preamble[..],
+            &source,
+            "it does not start as a frame",
+        ),
+        (&trailer[..], &source, "it is not an events frame"),
+    ] {
+        let error = copy.copy_frame(frame, session).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("cannot copy a frame into the recording: {reason}")
+        );
+    }
+    copy.copy_frame(frames[0], &source).unwrap();
+    let bytes = copy.finish(Losses::default()).unwrap();
+    assert!(super::replay(&bytes).unwrap().outcome.problems().is_empty());
 }

@@ -41,7 +41,9 @@ fn line(stack: &ProfileStack<'_>) -> String {
     line
 }
 
-/// `;` separates frames and a newline ends the line: neither may appear inside one.
+/// `;` separates frames and a newline ends the line: neither may appear inside one, and no
+/// other control character either (a program names its comm, memfds and files): they are
+/// escaped as everywhere else ([`crate::escape::terminal`]).
 fn frame_text(name: &str) -> String {
-    name.replace([';', '\n', '\r'], ":")
+    crate::escape::terminal(&name.replace(';', ":")).into_owned()
 }

@@ -21,6 +21,8 @@ pub(crate) struct Owner<'r> {
     /// The process's pid; a folded program's first.
     pub pid: u32,
     pub comm: &'r str,
+    /// Its cgroup v2 path; "" when unknown.
+    pub cgroup: &'r str,
     /// Where its modules were mapped; empty for folded processes.
     pub layout: &'r [LayoutEntry],
 }
@@ -145,6 +147,10 @@ pub(crate) fn process_owner(process: &ProcessReport) -> Owner<'_> {
         label: format!("{}-{}", process.comm, process.pid),
         pid: process.pid,
         comm: &process.comm,
+        cgroup: process
+            .container
+            .as_ref()
+            .map_or("", |container| container.cgroup.as_str()),
         layout: &process.layout,
     }
 }
@@ -154,6 +160,7 @@ fn folded_owner(program: &ExitedProgramReport) -> Owner<'_> {
         label: format!("{} ({} exited, folded)", program.comm, program.processes),
         pid: program.first_pid,
         comm: &program.comm,
+        cgroup: &program.cgroup,
         layout: &[],
     }
 }

@@ -128,15 +128,29 @@ mod proto {
     }
 }
 
-/// The gzipped profile.
+/// Which of the profile's four values a viewer shows first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefaultSample {
+    /// What is still mapped: a heap profile (`--pprof`, `/debug/pprof/heap`).
+    InuseSpace,
+    /// Everything allocated since the start (`/debug/pprof/allocs`).
+    AllocSpace,
+}
+
+/// The gzipped profile, in-use space first.
 pub fn render(report: &Report) -> std::io::Result<Vec<u8>> {
-    let profile = profile(report);
+    render_as(report, DefaultSample::InuseSpace)
+}
+
+/// The gzipped profile, with `default` first.
+pub fn render_as(report: &Report, default: DefaultSample) -> std::io::Result<Vec<u8>> {
+    let profile = profile(report, default);
     let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
     encoder.write_all(&profile.encode_to_vec())?;
     encoder.finish()
 }
 
-fn profile(report: &Report) -> proto::Profile {
+fn profile(report: &Report, default: DefaultSample) -> proto::Profile {
     let mut builder = Builder::default();
     builder.string(""); // index 0 is the empty string, by the format's rule
     let bytes = builder.string("bytes");
@@ -153,7 +167,8 @@ fn profile(report: &Report) -> proto::Profile {
         r#type: builder.string(name),
         unit,
     })
-    .collect();
+    .collect::<Vec<_>>();
+    let (inuse_space, alloc_space) = (sample_type[0].r#type, sample_type[2].r#type);
     let space = builder.string("space");
     let comment = builder.string(&format!(
         "memtrace: memory-mapping syscalls; an object is a mapped region ({} events, source {})",
@@ -177,7 +192,12 @@ fn profile(report: &Report) -> proto::Profile {
         }),
         period: 1,
         comment: vec![comment],
-        default_sample_type: 0,
+        // The index of a type in `sample_type`, as the format says; 0 (the first) is what
+        // go tool pprof reads too, so the heap profile says so explicitly as well.
+        default_sample_type: match default {
+            DefaultSample::InuseSpace => inuse_space,
+            DefaultSample::AllocSpace => alloc_space,
+        },
     }
 }
 
@@ -313,6 +333,11 @@ impl Builder {
             proto::Label {
                 key: self.string("comm"),
                 str: self.string(owner.comm),
+                num: 0,
+            },
+            proto::Label {
+                key: self.string("cgroup"),
+                str: self.string(owner.cgroup),
                 num: 0,
             },
         ];

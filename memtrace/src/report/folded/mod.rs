@@ -293,6 +293,7 @@ impl Program {
                     frames,
                     count: site.count,
                     bytes: site.bytes,
+                    truncated: site.truncated,
                     kinds: site.kinds.clone(),
                     sizes: site
                         .sizes
@@ -360,6 +361,7 @@ impl Program {
                     kinds: site.kinds.clone(),
                     sizes: SizeGroup::from_counts(site.sizes.iter().map(|(&s, &c)| (s, c))),
                     frames,
+                    truncated: site.truncated,
                 }
             })
             .collect();
@@ -455,12 +457,15 @@ struct UnreleasedSite {
     /// Region size → regions; at most [`MAX_SIZES`] sizes are told apart (the site's count
     /// and bytes still hold every region).
     sizes: BTreeMap<u64, u64>,
+    /// Some process's stack of these frames was cut short.
+    truncated: bool,
 }
 
 impl Sum for UnreleasedSite {
     fn add(&mut self, other: Self) {
         self.count += other.count;
         self.bytes += other.bytes;
+        self.truncated |= other.truncated;
         for kind in other.kinds {
             if !self.kinds.contains(&kind) {
                 self.kinds.push(kind);

@@ -181,6 +181,28 @@ fn max_frames_bounds_the_stack() {
     );
 }
 
+/// A walk that reaches `_start` is whole; one stopped by `max_frames` or by the end of the
+/// captured bytes says it was cut short.
+#[test]
+fn a_stack_cut_short_says_so() {
+    let dir = TempDir::new("truncated");
+    let binary = build_leaker(&dir, "leaker", &["-fomit-frame-pointer"]);
+    let capture = capture_large_mmap(&binary, StackAbi::X86_64);
+    let mut unwinder = Unwinder::new();
+    let whole = unwinder.walk(&capture.sample, &capture.modules, MAX_FRAMES);
+    assert!(!whole.truncated, "{whole:x?}");
+    assert!(
+        unwinder
+            .walk(&capture.sample, &capture.modules, 2)
+            .truncated
+    );
+    let mut short = capture.sample.clone();
+    short.stack.truncate(64);
+    let cut = unwinder.walk(&short, &capture.modules, MAX_FRAMES);
+    assert!(cut.truncated, "{cut:x?}");
+    assert!(cut.frames.len() < whole.frames.len());
+}
+
 /// A program deleted after the unwinder first read it (an upgrade under a running process)
 /// still unwinds from the cache; without it, its frames would have no CFI.
 #[test]

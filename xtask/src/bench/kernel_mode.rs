@@ -1,4 +1,4 @@
-//! `cargo xtask bench`, kernel mode: what `memtrace kernel` (system-wide) costs the other
+//! The kernel-mode benchmark: what `memtrace kernel` (system-wide) costs the other
 //! processes on the machine. A pipe-heavy loop (tests/programs/pipe_loop.c) allocates and frees
 //! kernel memory on every iteration; it runs untraced and with `memtrace kernel` attached, in
 //! alternating pairs so that background load drifts hit both sides alike, and the median of
@@ -19,7 +19,7 @@ use crate::{cmd, privilege, workspace::Workspace};
 const ITERATIONS: u64 = 200_000;
 const PAIRS: usize = 5;
 
-pub fn bench_kernel(workspace: &Workspace, memtrace: &Path) -> Result<()> {
+pub fn measure(workspace: &Workspace, memtrace: &Path) -> Result<()> {
     let source = workspace.root.join("tests/programs/pipe_loop.c");
     let output_dir = workspace.xtask_dir();
     fs::create_dir_all(&output_dir)?;

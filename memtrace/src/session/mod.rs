@@ -2,10 +2,12 @@
 //! buffer through the stream into user mode's consumer until the session ends, and hand back
 //! what it saw.
 
+mod feed;
+
+pub(crate) use feed::{Feed, LiveConsumer};
+
 use std::{
-    collections::{HashMap, HashSet},
     ffi::OsString,
-    path::PathBuf,
     process::{Child, ExitStatus},
     time::{Duration, Instant},
 };
@@ -13,10 +15,10 @@ use std::{
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    capture::{Capture, Captured},
+    capture::Capture,
     cgroup::Cgroup,
     clock::{monotonic_ns, next_tick, sleep_until},
-    event::{Abi, Comm, ContainerIdentity, Event, EventBody, LimitsEvent, Losses},
+    event::Losses,
     launch::{self, GatedCommand, LaunchError},
     probes::{backend::Attached, ProbeError, ProbeOptions, Probes},
     procfs,
@@ -43,8 +45,9 @@ pub struct LiveOptions {
     pub print_events: bool,
     /// Stop after this long.
     pub duration: Option<Duration>,
-    /// Write the event stream to this file.
-    pub record: Option<PathBuf>,
+    /// Write the event stream to this file, checked before the session (its directory is
+    /// not looked up again).
+    pub record: Option<crate::output::Output>,
     /// memtrace's own command line, kept in the recording.
     pub command_line: Vec<String>,
     /// `--interval`: print a block of growth on stderr every this long.
@@ -130,20 +133,16 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
         Target::Cgroup(cgroup) => Some(cgroup.clone()),
         _ => None,
     };
-    let mut feed = Feed {
-        stream: Stream::new(
+    let mut feed = Feed::new(
+        Stream::new(
             stream::stderr_printer(options.print_events),
             recorder(&options, probes.backend())?,
         ),
-        user_mode: UserMode::new(options.user_mode.clone()),
-        attached_at: HashMap::new(),
-        containers: HashMap::new(),
-        limits: HashMap::new(),
-        max_map_count: procfs::max_map_count().unwrap_or(0),
-        known: cgroup.as_ref().map(|_| HashSet::new()),
-    };
+        UserMode::new(options.user_mode.clone()),
+        cgroup.is_some(),
+    );
     let mut interval_ticks = options.interval.map(|period| {
-        feed.user_mode
+        feed.consumer
             .print_intervals(interval::stderr_printer(period));
         tokio::time::interval(period)
     });
@@ -152,6 +151,10 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
         Target::Command(argv) => {
             let gated = GatedCommand::spawn(argv)?;
             probes.trace(gated.pid)?;
+            // The gate's attach layout, read while it waits: it tells the command's parent
+            // (memtrace) and its container, which no event of the command would; the exec
+            // that follows replaces the layout itself.
+            let _ = feed.attach(gated.pid);
             gated.release()?;
             command = Some(gated);
         }
@@ -217,7 +220,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
             }
             _ = terminate.recv() => break,
             _ = sleep_until(deadline) => break,
-            _ = next_tick(&mut interval_ticks) => feed.user_mode.tick_interval(monotonic_ns()),
+            _ = next_tick(&mut interval_ticks) => feed.consumer.tick_interval(monotonic_ns()),
             // A quiet cgroup sends no events: its removal is noticed on this tick.
             _ = next_tick(&mut cgroup_check) => {}
             _ = child_signal.recv() => {}
@@ -257,7 +260,7 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
     // running untraced, as a process strace detaches from; nobody here waits for it.
     Ok(LiveOutcome {
         stream: feed.stream,
-        user_mode: feed.user_mode,
+        user_mode: feed.consumer,
         command_status,
         undecodable: counts.undecodable,
         unreadable_images: counts.unreadable_images,
@@ -303,210 +306,6 @@ fn pid_list(pids: &[u32]) -> String {
         .join(", ")
 }
 
-/// The stream, user mode's consumer, and what the session keeps per process to feed them:
-/// when each seeded process was read from `/proc`, who each is in its container, and under
-/// `--cgroup` which processes memtrace knows from their beginning.
-struct Feed {
-    stream: Stream,
-    user_mode: UserMode,
-    /// Events a process made before its attach layout was read are already part of it.
-    attached_at: HashMap<u32, u64>,
-    /// The container identity last told for each process.
-    containers: HashMap<u32, ContainerIdentity>,
-    /// The limits last told for each process, and `vm.max_map_count` (read once).
-    limits: HashMap<u32, LimitsEvent>,
-    max_map_count: u64,
-    /// With `--cgroup`: the processes seeded, or born in a fork memtrace saw; any other one
-    /// joined the cgroup while running and is seeded when first seen.
-    known: Option<HashSet<u32>>,
-}
-
-impl Feed {
-    /// Traces `pids` and feeds each one's layout as `/proc` shows it now. A process that
-    /// exits meanwhile is no longer of interest, unless it is `required` (the `--pid`).
-    fn seed(
-        &mut self,
-        probes: &mut Probes,
-        pids: &[u32],
-        required: Option<u32>,
-    ) -> Result<(), SessionError> {
-        for &pid in pids {
-            probes.trace(pid)?;
-        }
-        for &pid in pids {
-            match self.attach(pid) {
-                Ok(()) => {}
-                Err(error) if Some(pid) == required => {
-                    return Err(SessionError::Attach(pid, error))
-                }
-                Err(_) => {}
-            }
-        }
-        if let Some(known) = &mut self.known {
-            known.extend(pids.iter().copied());
-        }
-        Ok(())
-    }
-
-    /// Feeds the layout of a running process as `/proc` shows it now; its events from before
-    /// this moment are part of it and are skipped.
-    fn attach(&mut self, pid: u32) -> Result<(), std::io::Error> {
-        let taken_at = monotonic_ns();
-        let layout = procfs::attach_layout(pid)?;
-        self.attached_at.insert(pid, taken_at);
-        let event = attach_event(pid, taken_at, layout);
-        self.identify(&event);
-        self.stream.feed(&event, &mut self.user_mode);
-        Ok(())
-    }
-
-    /// Feeds what the reader captured, in order; under `--cgroup`, processes that joined
-    /// the cgroup while running are seeded first ([`Self::seed_joiners`]).
-    fn batch(&mut self, batch: Vec<Captured>) {
-        self.seed_joiners(&batch);
-        for captured in batch {
-            match captured {
-                Captured::Event(event) if !self.before_attach(event.pid, event.time_ns) => {
-                    let exec = matches!(event.body, EventBody::Exec(_));
-                    if !exec {
-                        self.identify(&event);
-                    }
-                    self.stream.feed(&event, &mut self.user_mode);
-                    if exec {
-                        // A new image may come with a new root (`chroot DIR cmd`) or cgroup.
-                        self.identify(&event);
-                    }
-                }
-                Captured::Stack(stack) if !self.before_attach(stack.pid, stack.time_ns) => {
-                    let told = self.user_mode.unwind(&stack);
-                    self.stream.feed_all(&told, &mut self.user_mode);
-                }
-                _ => {}
-            }
-        }
-        self.forget_folded();
-    }
-
-    /// Drops what is kept about processes user mode folded away: memtrace's memory follows
-    /// the processes that run, not all those that ran.
-    fn forget_folded(&mut self) {
-        for pid in self.user_mode.take_forgotten() {
-            self.attached_at.remove(&pid);
-            self.containers.remove(&pid);
-            self.limits.remove(&pid);
-            if let Some(known) = &mut self.known {
-                known.remove(&pid);
-            }
-        }
-    }
-
-    fn before_attach(&self, pid: u32, time_ns: u64) -> bool {
-        self.attached_at
-            .get(&pid)
-            .is_some_and(|&taken_at| time_ns < taken_at)
-    }
-
-    /// With `--cgroup`: a process first seen in the middle of its life (it was moved into the
-    /// cgroup) is seeded from `/proc` before its events, as an attach would; one first seen at
-    /// a fork or an exec starts from there and needs nothing. A process already gone keeps
-    /// only the events it left.
-    fn seed_joiners(&mut self, batch: &[Captured]) {
-        let Some(mut known) = self.known.take() else {
-            return;
-        };
-        for captured in batch {
-            let Captured::Event(event) = captured else {
-                continue;
-            };
-            if let EventBody::Fork(fork) = &event.body {
-                known.insert(fork.child_pid);
-            }
-            if event.pid == 0 || !known.insert(event.pid) {
-                continue;
-            }
-            if !matches!(event.body, EventBody::Exec(_)) {
-                let _ = self.attach(event.pid);
-            }
-        }
-        self.known = Some(known);
-    }
-
-    /// Tells the stream who the process of `event` is in its container, when memtrace first
-    /// sees it and after an exec (when that changed), read from `/proc` while it runs: the
-    /// recording then carries it, and a replay elsewhere names the process the same way.
-    fn identify(&mut self, event: &Event) {
-        self.tell_limits(event);
-        let exec = matches!(event.body, EventBody::Exec(_));
-        if event.pid == 0 || (!exec && self.containers.contains_key(&event.pid)) {
-            return;
-        }
-        let Some(container) = procfs::container_identity(event.pid) else {
-            return;
-        };
-        if self.containers.get(&event.pid) == Some(&container) {
-            return;
-        }
-        self.containers.insert(event.pid, container.clone());
-        self.stream.feed(
-            &Event {
-                tid: event.pid,
-                body: EventBody::Container(container),
-                ..event.clone()
-            },
-            &mut self.user_mode,
-        );
-    }
-
-    /// Tells the stream what bounds the process's mappings, when memtrace first sees it and
-    /// after an exec (a shell's `ulimit -v` comes between its fork and the exec), read from
-    /// `/proc` while it runs: the findings of exhaustion judge against them, in a replay too.
-    fn tell_limits(&mut self, event: &Event) {
-        let exec = matches!(event.body, EventBody::Exec(_));
-        if event.pid == 0 || (!exec && self.limits.contains_key(&event.pid)) {
-            return;
-        }
-        let Some(address_space) = procfs::address_space_limit(event.pid) else {
-            return;
-        };
-        let limits = LimitsEvent {
-            max_map_count: self.max_map_count,
-            address_space,
-        };
-        if self.limits.insert(event.pid, limits) == Some(limits) {
-            return;
-        }
-        self.stream.feed(
-            &Event {
-                tid: event.pid,
-                body: EventBody::Limits(limits),
-                ..event.clone()
-            },
-            &mut self.user_mode,
-        );
-    }
-
-    /// Turns a change in the kernel's loss counters into a `Lost` event, so the loss is in the
-    /// report and in the recording at the point where it happened: the kernel's losses, plus
-    /// the stack samples the reader dropped (`stacks_dropped`), which both mean a call stack is
-    /// unknown, never a lost event.
-    fn report_new_losses(
-        &mut self,
-        probes: &Probes,
-        stacks_dropped: u64,
-        previous: Losses,
-    ) -> Result<Losses, SessionError> {
-        let mut lost = probes.lost()?;
-        lost.stacks_not_sampled += stacks_dropped;
-        if lost != previous {
-            self.stream.feed(
-                &Event::of_session(monotonic_ns(), EventBody::Lost(lost)),
-                &mut self.user_mode,
-            );
-        }
-        Ok(lost)
-    }
-}
-
 fn recorder(
     options: &LiveOptions,
     backend: &Attached,
@@ -516,23 +315,4 @@ fn recorder(
     };
     let header = RecordingHeader::now(Mode::User, &options.command_line, Some(backend.info()));
     RecordingWriter::create(path, &header, WriterOptions::default()).map(Some)
-}
-
-fn attach_event(pid: u32, time_ns: u64, layout: crate::event::AttachEvent) -> Event {
-    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|c| Comm::from_str_lossy(c.trim_end()))
-        .unwrap_or_default();
-    let abi = if procfs::is_ia32(pid) {
-        Abi::I386
-    } else {
-        Abi::X86_64
-    };
-    Event {
-        time_ns,
-        pid,
-        tid: pid,
-        comm,
-        abi,
-        body: EventBody::Attach(layout),
-    }
 }

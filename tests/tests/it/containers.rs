@@ -11,37 +11,10 @@ use std::{
 };
 
 use memtrace_tests::{
-    debian_root::debian_root, maps::agreement, memtrace_json, processes, replay_json, require_root,
-    workspace_root, Scratch, Tracer,
+    built_program, debian_root::debian_root, maps::agreement, memtrace_json, processes,
+    replay_json, require_root, Scratch, TestCgroup, Tracer,
 };
 use serde_json::Value;
-
-/// A cgroup v2 directory for one test, removed when dropped (once its processes are gone).
-struct Cgroup {
-    path: std::path::PathBuf,
-    /// As `/proc/PID/cgroup` names it.
-    name: String,
-}
-
-impl Cgroup {
-    fn new(test: &str) -> Self {
-        // The v2 hierarchy: /sys/fs/cgroup itself, or .../unified on a hybrid setup.
-        let mount = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-            .into_iter()
-            .find(|dir| std::path::Path::new(dir).join("cgroup.procs").exists())
-            .expect("a cgroup v2 hierarchy");
-        let name = format!("/memtrace-test-{test}-{}", std::process::id());
-        let path = std::path::Path::new(mount).join(name.trim_start_matches('/'));
-        std::fs::create_dir_all(&path).unwrap();
-        Self { path, name }
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.path);
-    }
-}
 
 #[test]
 fn a_process_in_a_container_is_traced_with_its_own_files_and_names() {
@@ -49,7 +22,7 @@ fn a_process_in_a_container_is_traced_with_its_own_files_and_names() {
     // As the kernel names it: the cached root may be reached through a link.
     let root = std::fs::canonicalize(debian_root()).unwrap();
     let scratch = Scratch::new("container");
-    let cgroup = Cgroup::new("container");
+    let cgroup = TestCgroup::new("container");
     let inside = format!("/tmp/memtrace-container-{}", std::process::id());
     let dir = root.join(inside.trim_start_matches('/'));
     let _ = std::fs::remove_dir_all(&dir);
@@ -167,40 +140,25 @@ impl Drop for SharedPath {
     }
 }
 
-/// Builds tests/programs/inside.c statically (the container's glibc is older than the host's,
-/// so only a static program built here runs there) into `inside` in the container's root, and
-/// a decoy with other functions at the same path on the host: reading the host's file would
-/// name the container program's frames `host_decoy_*`.
+/// Puts tests/programs/inside.c, as tests/build.rs built it statically (the container's glibc
+/// is older than the host's, so only a static program runs there), into `inside` in the
+/// container's root, and its decoy with other functions at the same path on the host: reading
+/// the host's file would name the container program's frames `host_decoy_*`.
 #[track_caller]
 fn build_inside_program(shared: &SharedPath) -> String {
     let program = format!("{}/inside", shared.inside);
-    let source = workspace_root().join("tests/programs/inside.c");
-    for (output, prefix, decoy) in [
-        (shared.in_root.join("inside"), "memtrace_inside", false),
-        (PathBuf::from(&program), "host_decoy", true),
+    for (output, built) in [
+        (shared.in_root.join("inside"), "inside-64-static"),
+        (PathBuf::from(&program), "inside-64-static-decoy"),
     ] {
-        let mut gcc = Command::new("gcc");
-        gcc.args(["-static", "-g", "-O1", "-Wall"])
-            .arg(format!("-DPREFIX={prefix}"))
-            .arg("-o")
-            .arg(&output)
-            .arg(&source);
-        if decoy {
-            gcc.arg("-DDECOY");
-        }
-        let built = gcc.output().expect("running gcc");
-        assert!(
-            built.status.success(),
-            "gcc -static (libc6-dev): {}",
-            String::from_utf8_lossy(&built.stderr)
-        );
+        std::fs::copy(built_program(built), &output).unwrap();
     }
     program
 }
 
 /// The shell command that enters `cgroup`, then the container: new mount and pid namespaces
 /// rooted at `root`, running `inner` (a bash script, `$0`) as its pid 1.
-fn enter_command(cgroup: &Cgroup, root: &Path) -> String {
+fn enter_command(cgroup: &TestCgroup, root: &Path) -> String {
     format!(
         "echo $$ > {}/cgroup.procs && exec unshare --mount --pid --fork --mount-proc={}/proc chroot {} /bin/bash -c \"$0\"",
         cgroup.path.display(),
@@ -211,7 +169,7 @@ fn enter_command(cgroup: &Cgroup, root: &Path) -> String {
 
 /// Starts the container in the background: `sh` becomes `unshare`, whose child is the
 /// container's pid 1.
-fn start_container(cgroup: &Cgroup, root: &Path, inner: &str) -> Child {
+fn start_container(cgroup: &TestCgroup, root: &Path, inner: &str) -> Child {
     Command::new("/bin/sh")
         .args(["-c", &enter_command(cgroup, root), inner])
         .spawn()
@@ -252,7 +210,7 @@ fn finish(tracer: Tracer) {
 
 /// Waits until a process of `cgroup` runs a file named `exe_name`.
 #[track_caller]
-fn wait_for_member(cgroup: &Cgroup, exe_name: &str) {
+fn wait_for_member(cgroup: &TestCgroup, exe_name: &str) {
     let give_up = Instant::now() + Duration::from_secs(10);
     loop {
         let members = std::fs::read_to_string(cgroup.path.join("cgroup.procs")).unwrap();
@@ -325,7 +283,7 @@ fn a_program_in_a_container_is_attached_to_by_its_host_pid() {
     require_root();
     let root = std::fs::canonicalize(debian_root()).unwrap();
     let scratch = Scratch::new("container-attach");
-    let cgroup = Cgroup::new("attach");
+    let cgroup = TestCgroup::new("attach");
     let shared = SharedPath::new(&root, "attach");
     let program = build_inside_program(&shared);
 
@@ -379,7 +337,7 @@ fn a_whole_cgroup_is_traced_and_nothing_outside_it() {
     require_root();
     let root = std::fs::canonicalize(debian_root()).unwrap();
     let scratch = Scratch::new("container-cgroup");
-    let cgroup = Cgroup::new("cgroup");
+    let cgroup = TestCgroup::new("cgroup");
     let shared = SharedPath::new(&root, "cgroup");
     let program = build_inside_program(&shared);
 

@@ -6,8 +6,8 @@
 use std::{path::PathBuf, process::Command};
 
 use memtrace_tests::{
-    debian_root::debian_root, maps::agreement, memtrace_bin, processes, require_root,
-    workspace_root,
+    debian_root::debian_root, json_differences, maps::agreement, memtrace_bin, processes,
+    require_root, workspace_root,
 };
 use serde_json::Value;
 
@@ -44,8 +44,7 @@ fn file_says_statically_linked() {
 fn comparable(mut report: Value) -> Value {
     let report_fields = report.as_object_mut().unwrap();
     report_fields.remove("source");
-    // How the syscalls were hooked is a fact of the live run; a recording does not carry it.
-    report_fields.remove("backend");
+    // How the syscalls were hooked travels in the recording: the replay says it too.
     report
 }
 
@@ -61,35 +60,6 @@ fn is_unnamed_on_the_host(difference: &str) -> bool {
     let call_site = difference.contains(".call_site: ")
         || (difference.contains(".timeline.groups[") && difference.contains("].group: "));
     in_frame_name || call_site
-}
-
-/// Where two JSON values differ, as `path: left vs right` lines.
-fn json_differences(path: &str, left: &Value, right: &Value) -> Vec<String> {
-    match (left, right) {
-        (Value::Object(l), Value::Object(r)) => {
-            let mut keys: Vec<&String> = l.keys().chain(r.keys()).collect();
-            keys.sort();
-            keys.dedup();
-            keys.into_iter()
-                .flat_map(|key| {
-                    let (l, r) = (&l.get(key), &r.get(key));
-                    json_differences(
-                        &format!("{path}.{key}"),
-                        l.unwrap_or(&Value::Null),
-                        r.unwrap_or(&Value::Null),
-                    )
-                })
-                .collect()
-        }
-        (Value::Array(l), Value::Array(r)) if l.len() == r.len() => l
-            .iter()
-            .zip(r)
-            .enumerate()
-            .flat_map(|(i, (l, r))| json_differences(&format!("{path}[{i}]"), l, r))
-            .collect(),
-        _ if left == right => Vec::new(),
-        _ => vec![format!("{path}: {left} vs {right}")],
-    }
 }
 
 #[test]

@@ -12,11 +12,11 @@ use std::{
 use memtrace_tests::{attach, processes, replay_json, require_root, Scratch};
 use serde_json::Value;
 
-const SSHD: &str = "/usr/sbin/sshd";
+pub(crate) const SSHD: &str = "/usr/sbin/sshd";
 const TEST_USER: &str = "memtrace-ssh";
 
 /// Kills the child when the test ends, however it ends.
-struct Guard(Child);
+pub(crate) struct Guard(pub(crate) Child);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -37,7 +37,7 @@ fn run(command: &mut Command) {
     );
 }
 
-fn ensure_test_user() {
+pub(crate) fn ensure_test_user() {
     let exists = Command::new("id")
         .arg(TEST_USER)
         .output()
@@ -58,7 +58,7 @@ fn keygen(path: &Path) {
         .arg(path));
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -77,7 +77,7 @@ fn wait_for_port(port: u16) {
     }
 }
 
-fn start_sshd(scratch: &Scratch, port: u16) -> Guard {
+pub(crate) fn start_sshd(scratch: &Scratch, port: u16) -> Guard {
     let host_key = scratch.file("host_key");
     keygen(&host_key);
     let client_key = scratch.file("client_key");
@@ -108,7 +108,7 @@ fn start_sshd(scratch: &Scratch, port: u16) -> Guard {
     Guard(sshd)
 }
 
-fn login(scratch: &Scratch, port: u16, command: &str) -> String {
+pub(crate) fn login(scratch: &Scratch, port: u16, command: &str) -> String {
     let output = Command::new("ssh")
         .arg("-i")
         .arg(scratch.file("client_key"))
@@ -138,7 +138,7 @@ fn login(scratch: &Scratch, port: u16, command: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn is_bash(process: &Value) -> bool {
+pub(crate) fn is_bash(process: &Value) -> bool {
     process["execs"].as_array().is_some_and(|execs| {
         execs
             .iter()

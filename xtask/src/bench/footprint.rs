@@ -1,4 +1,4 @@
-//! `cargo xtask bench`'s footprint part: memtrace's memory must grow with live regions, not
+//! The footprint benchmark: memtrace's memory must grow with live regions, not
 //! with events or with processes come and gone. Measured, not asserted: the goals are printed
 //! next to the numbers.
 //!
@@ -18,6 +18,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
+use super::proc;
 use crate::{cmd, privilege, workspace::Workspace};
 
 const FOLLOW_CHILDREN: u32 = 5000;
@@ -171,8 +172,8 @@ fn peak_rss_kib(command: &mut Command) -> Result<u64> {
         .with_context(|| format!("starting {line}"))?;
     let mut peak = 0;
     loop {
-        for pid in std::iter::once(child.id()).chain(children(child.id())) {
-            peak = peak.max(vm_hwm_kib(pid).unwrap_or(0));
+        for pid in std::iter::once(child.id()).chain(proc::children(child.id())) {
+            peak = peak.max(proc::peak_rss_kib(pid).unwrap_or(0));
         }
         if let Some(status) = child.try_wait()? {
             if !status.success() {
@@ -186,18 +187,4 @@ fn peak_rss_kib(command: &mut Command) -> Result<u64> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-fn children(pid: u32) -> Vec<u32> {
-    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|child| child.parse().ok())
-        .collect()
-}
-
-fn vm_hwm_kib(pid: u32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
