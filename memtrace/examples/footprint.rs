@@ -365,6 +365,7 @@ fn phases(path: &str) -> Result<(), Box<dyn std::error::Error>> {
         &session,
         &mut memtrace::report::NoNames,
         &[],
+        memtrace::report::ranking::DEFAULT_ROWS,
         &mut std::io::sink(),
     )?;
     let streamed_peak = status_kib("VmHWM:");

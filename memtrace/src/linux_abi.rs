@@ -18,6 +18,10 @@ pub const MREMAP_DONTUNMAP: u64 = 4;
 
 pub const MFD_CLOEXEC: u64 = 1;
 
+/// The kernel is out of what a mapping needs: memory, address space (RLIMIT_AS) or mappings
+/// (vm.max_map_count).
+pub const ENOMEM: i32 = 12;
+
 /// Prefix of a memfd's path in `/proc/PID/maps` and in the file names the kernel side reports.
 pub const MEMFD_PATH_PREFIX: &str = "/memfd:";
 

@@ -219,6 +219,35 @@ pub fn container_identity(pid: u32) -> Option<ContainerIdentity> {
     })
 }
 
+/// `vm.max_map_count`: the most mappings a process may have.
+pub fn max_map_count() -> Option<u64> {
+    fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A live process's soft `RLIMIT_AS` in bytes (`Some(None)`: unlimited); `None` once it is
+/// gone.
+pub fn address_space_limit(pid: u32) -> Option<Option<u64>> {
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
+    parse_address_space_limit(&limits)
+}
+
+/// The soft limit of the `Max address space` line of `/proc/PID/limits`.
+pub fn parse_address_space_limit(limits: &str) -> Option<Option<u64>> {
+    let soft = limits
+        .lines()
+        .find_map(|line| line.strip_prefix("Max address space"))?
+        .split_whitespace()
+        .next()?;
+    match soft {
+        "unlimited" => Some(None),
+        bytes => bytes.parse().ok().map(Some),
+    }
+}
+
 /// The cgroup v2 line of `/proc/PID/cgroup` (`0::/path`); v1 hierarchies are ignored.
 pub fn cgroup_v2_path(text: &str) -> Option<String> {
     text.lines()
@@ -238,6 +267,22 @@ mod tests {
             Some("it is a kernel thread, which has no user address space")
         );
         assert_eq!(untraceable_reason(std::process::id()), None);
+    }
+
+    #[test]
+    fn reads_the_address_space_limit_as_the_kernel_prints_it() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max stack size            8388608              unlimited            bytes     \n\
+                      Max address space         104857600            unlimited            bytes     \n";
+        assert_eq!(parse_address_space_limit(limits), Some(Some(100 << 20)));
+        let unlimited =
+            "Max address space         unlimited            unlimited            bytes     \n";
+        assert_eq!(parse_address_space_limit(unlimited), Some(None));
+        assert_eq!(
+            address_space_limit(std::process::id()).map(|_| ()),
+            Some(())
+        );
+        assert!(max_map_count().is_some_and(|count| count > 0));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::{
 use serde_json::Value;
 
 pub mod debian_root;
+pub mod devtools;
 pub mod maps;
 pub mod oracle;
 

@@ -326,6 +326,14 @@ pub struct OutputArgs {
     /// Include every region of every process in the text report.
     #[arg(long)]
     pub show_layout: bool,
+    /// Rows of the session summary's table of processes and folded programs (the rest are
+    /// summed in one line); the text and HTML reports detail those and the processes with
+    /// findings.
+    #[arg(long, value_name = "N", default_value_t = crate::report::ranking::DEFAULT_ROWS)]
+    pub top: usize,
+    /// Rank and detail every process, in full (text, HTML and the JSON ranking).
+    #[arg(long)]
+    pub all: bool,
     /// Also write the unreleased bytes by call stack as a gzipped pprof profile
     /// (inuse_space, inuse_objects, alloc_space, alloc_objects), for `go tool pprof`,
     /// Pyroscope, Perfetto or speedscope.
@@ -342,6 +350,15 @@ pub struct OutputArgs {
 }
 
 impl OutputArgs {
+    /// The rows of the ranking asked for (`--top`, `--all`).
+    pub fn ranked_rows(&self) -> usize {
+        if self.all {
+            usize::MAX
+        } else {
+            self.top
+        }
+    }
+
     /// The export files asked for, as (option, path).
     pub fn exports(&self) -> impl Iterator<Item = (&'static str, &Path)> + '_ {
         [

@@ -128,7 +128,8 @@ pub fn write_user_report(
     outputs: &Outputs,
 ) -> anyhow::Result<()> {
     if args.format == Format::Json && !outputs.exports() {
-        let mut write = |out: &mut dyn Write| user_mode.write_json(info, pids, out);
+        let rows = args.ranked_rows();
+        let mut write = |out: &mut dyn Write| user_mode.write_json(info, pids, rows, out);
         return match &outputs.report {
             Some(output) => Ok(output.write_atomic_with(write)?),
             None => {
@@ -143,19 +144,28 @@ pub fn write_user_report(
     if !pids.is_empty() {
         report.filter_pids(pids);
     }
-    write_report(&report, args, outputs)
+    report.rank(args.ranked_rows());
+    write_report(&report, args, outputs, !pids.is_empty())
 }
 
-fn write_report(report: &Report, args: &OutputArgs, outputs: &Outputs) -> anyhow::Result<()> {
+/// `chosen`: the processes were chosen by pid, and are all detailed.
+fn write_report(
+    report: &Report,
+    args: &OutputArgs,
+    outputs: &Outputs,
+    chosen: bool,
+) -> anyhow::Result<()> {
     let mut written = Written::default();
+    let all = args.all || chosen;
     // The exports first: a report on stdout may end in a closed pipe.
-    write_exports(report, outputs, &mut written);
+    write_exports(report, outputs, all, &mut written);
     let rendered = match args.format {
         Format::Json => report::json::render(report),
         Format::Text => report::text::render(
             report,
             &TextOptions {
                 show_layout: args.show_layout,
+                all,
             },
         ),
     };
@@ -192,7 +202,8 @@ fn write_to(output: Option<&Output>, rendered: &str) -> anyhow::Result<()> {
 
 /// The files other tools read: each written whole, or not at all; one failing does not stop
 /// the others.
-fn write_exports(report: &Report, outputs: &Outputs, written: &mut Written) {
+/// `all`: every process is detailed, not only the ranked ones and those with findings.
+fn write_exports(report: &Report, outputs: &Outputs, all: bool, written: &mut Written) {
     if let Some(output) = &outputs.pprof {
         let result = report::export::pprof::render(report)
             .context("compressing the profile")
@@ -205,7 +216,8 @@ fn write_exports(report: &Report, outputs: &Outputs, written: &mut Written) {
         written.record("--folded", Some(output), result);
     }
     if let Some(output) = &outputs.html {
-        let page = report::export::html::render(report);
+        let page =
+            report::export::html::render_with(report, &report::export::html::HtmlOptions { all });
         let result = output.write_atomic(page.as_bytes()).map_err(Into::into);
         written.record("--html", Some(output), result);
     }

@@ -99,6 +99,20 @@ pub enum EventBody {
     /// window cut from the middle of a recording replays alone from the last keyframe before
     /// it. A replay that already knows the process ignores it.
     Keyframe(AttachEvent),
+    /// What bounds the process's mappings (read from /proc when memtrace first sees it, and
+    /// again after an exec), so that a replay judges the same limits.
+    Limits(LimitsEvent),
+}
+
+/// The limits a process maps against: the kernel refuses a mapping past either with ENOMEM.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LimitsEvent {
+    /// `vm.max_map_count` (`/proc/sys/vm/max_map_count`, read once per session): the most
+    /// mappings (VMAs) a process may have; 0 when unknown.
+    pub max_map_count: u64,
+    /// The soft `RLIMIT_AS` (`Max address space` in `/proc/PID/limits`), in bytes; `None`
+    /// when unlimited.
+    pub address_space: Option<u64>,
 }
 
 /// A process's container identity, as the host reads it from `/proc/PID`.

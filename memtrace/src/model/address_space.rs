@@ -136,6 +136,27 @@ impl AddressSpace {
         merged
     }
 
+    /// How many mappings the kernel counts for this layout (its VMAs, the lines of
+    /// `/proc/PID/maps`, what `vm.max_map_count` bounds): adjacent regions the kernel would
+    /// have merged count once. Counted as [`Self::coverage`] merges, without building it.
+    pub fn vma_count(&self) -> u64 {
+        let mut count = 0;
+        let mut previous: Option<&Region> = None;
+        for region in self.iter() {
+            let merges = previous.is_some_and(|last| {
+                last.end == region.start
+                    && last.perms == region.perms
+                    && last.kind == region.kind
+                    && last.name() == region.name()
+            });
+            if !merges {
+                count += 1;
+            }
+            previous = Some(region);
+        }
+        count
+    }
+
     /// Keeps only the regions for which `keep` holds, in a map built afresh: one that lost
     /// most of its regions gives its nodes back.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Region) -> bool) {

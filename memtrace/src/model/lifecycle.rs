@@ -192,6 +192,13 @@ impl Model {
         child.exe = parent.exe.clone();
         child.brk = parent.brk.inherit();
         child.fds = parent.fds.inherit(&mut self.memfds);
+        // Limits are inherited; the failures are the parent's own.
+        if let Some(limits) = parent.limits() {
+            child.bounds = Some(Box::new(super::Bounds {
+                limits: Some(*limits),
+                ..super::Bounds::default()
+            }));
+        }
         self.add_process(child);
     }
 
@@ -282,7 +289,9 @@ impl Model {
             .collect();
         closed.sort_unstable();
         closed.dedup();
+        let map_count = self.mms[mm].space.vma_count();
         let process = &mut self.processes[id];
+        process.map_count_at_exit = u32::try_from(map_count).unwrap_or(u32::MAX);
         process.memfds_closed_at_exit = closed;
         process.fds.close_all(&mut self.memfds);
         // Compacted to what the report needs: memory grows with live processes, not with

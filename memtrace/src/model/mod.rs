@@ -16,6 +16,7 @@ mod exited;
 pub mod fds;
 mod keyframe;
 mod lifecycle;
+pub mod limits;
 pub mod memfd;
 mod names;
 pub mod process;
@@ -39,6 +40,7 @@ pub use call_stacks::{Allocated, CallStacks, StackId};
 pub use exec::{ExecInfo, ImageFacts};
 pub use exited::Fold;
 pub use keyframe::Keyframe;
+pub use limits::{Bounds, MapFailure, MapFailures};
 pub use memfd::{Memfd, MemfdId, MemfdRegistry};
 pub use process::{Birth, ExitInfo, Process, ProcessView};
 pub use region::{page_align_up, Creation, Origin, Perms, Region, RegionKind, PAGE_SIZE};
@@ -138,6 +140,12 @@ impl Model {
             EventBody::Container(record) => {
                 if let Some(id) = self.process_for(event, Birth::Lazy) {
                     self.processes[id].container = Some(Box::new(record.clone()));
+                }
+            }
+            EventBody::Limits(record) => {
+                if let Some(id) = self.process_for(event, Birth::Lazy) {
+                    let bounds = self.processes[id].bounds.get_or_insert_with(Box::default);
+                    bounds.limits = Some(*record);
                 }
             }
             EventBody::Lost(record) => {

@@ -1,12 +1,13 @@
 //! One traced process (all its threads): identity, history and the state the reports need.
 
-use crate::event::{Abi, Comm, ExecMappingEvent};
+use crate::event::{Abi, Comm, ExecMappingEvent, LimitsEvent};
 use crate::model::address_space::AddressSpace;
 use crate::model::anomaly::Anomalies;
 use crate::model::brk::{BrkState, Headroom};
 use crate::model::call_stacks::{Allocated, StackId};
 use crate::model::exec::{ExecInfo, ImageFacts};
 use crate::model::fds::FdTable;
+use crate::model::limits::{Bounds, MapFailures};
 use crate::model::memfd::{Memfd, MemfdId, MemfdRegistry};
 use crate::model::region::{Origin, Region};
 use crate::model::stats::SyscallStats;
@@ -73,6 +74,10 @@ pub struct Process {
     pub(crate) container: Option<Box<crate::event::ContainerIdentity>>,
     /// Successes the kernel cannot return, refused (see [`crate::model::anomaly`]).
     pub(crate) anomalies: Option<Box<Anomalies>>,
+    /// Its limits, once told, and the map calls refused with ENOMEM.
+    pub(crate) bounds: Option<Box<Bounds>>,
+    /// Its mappings as the kernel counts them, at exit (its layout is compacted then).
+    pub(crate) map_count_at_exit: u32,
 }
 
 impl Process {
@@ -106,7 +111,26 @@ impl Process {
             allocated: std::collections::BTreeMap::new(),
             container: None,
             anomalies: None,
+            bounds: None,
+            map_count_at_exit: 0,
         }
+    }
+
+    /// The limits the session told for it, when it did.
+    pub fn limits(&self) -> Option<&LimitsEvent> {
+        self.bounds.as_ref()?.limits.as_ref()
+    }
+
+    /// Its mmap and mremap calls refused with ENOMEM.
+    pub fn map_failures(&self) -> &MapFailures {
+        static NONE: MapFailures = MapFailures {
+            count: 0,
+            largest_ask: 0,
+            examples: Vec::new(),
+        };
+        self.bounds
+            .as_ref()
+            .map_or(&NONE, |bounds| &bounds.failures)
     }
 
     /// Records refused as impossible; the layout never saw them.
@@ -281,6 +305,15 @@ impl<'m> ProcessView<'m> {
                 .map(|&(_, closed)| closed);
         }
         self.memfds.get(id).map(|memfd| memfd.open_fds() == 0)
+    }
+
+    /// Its mappings as the kernel counts them (what `vm.max_map_count` bounds), now or at
+    /// exit.
+    pub fn map_count(&self) -> u64 {
+        if self.process.exit.is_some() {
+            return u64::from(self.process.map_count_at_exit);
+        }
+        self.space.vma_count()
     }
 
     pub fn headroom(&self) -> Option<Headroom<'m>> {

@@ -5,6 +5,7 @@ use crate::model::address_space::AddressSpace;
 use crate::model::anomaly::{impossible_success, Anomaly};
 use crate::model::backing::Backing;
 use crate::model::brk::{BrkFailure, HEAP_NAME};
+use crate::model::limits::MapFailure;
 use crate::model::memfd::{MemfdRegistry, MEMFD_PATH_PREFIX};
 use crate::model::names::Names;
 use crate::model::process::Process;
@@ -12,14 +13,12 @@ use crate::model::region::{page_align_up, Creation, Origin, Perms, RegionKind};
 use crate::model::stats::SyscallName;
 
 use crate::linux_abi::{
-    MAP_ANONYMOUS, MAP_GROWSDOWN, MAP_SHARED, MAP_STACK, MFD_CLOEXEC, MREMAP_DONTUNMAP,
+    ENOMEM, MAP_ANONYMOUS, MAP_GROWSDOWN, MAP_SHARED, MAP_STACK, MFD_CLOEXEC, MREMAP_DONTUNMAP,
+    MREMAP_MAYMOVE,
 };
 
 /// mmap2 counts its offset in pages of this size, whatever the page size.
 const MMAP2_OFFSET_UNIT: u64 = 4096;
-
-/// What a refused brk would have returned, had it returned an errno.
-const ENOMEM: i32 = 12;
 
 /// Everything one syscall may change.
 pub(crate) struct SyscallTarget<'a> {
@@ -85,6 +84,9 @@ pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallEv
     if !failed && creates_memory(record.syscall) {
         target.process.last_creation = Some((event.tid, event.time_ns));
     }
+    if failed && record.errno() == Some(ENOMEM) {
+        map_refused(target.process, target.space, event.time_ns, record);
+    }
     match record.syscall {
         // brk reports failure through its result, which still tells the current break.
         Syscall::Brk => brk(
@@ -129,6 +131,29 @@ pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallEv
         | Syscall::Mseal
         | Syscall::RemapFilePages
         | Syscall::Ipc => {}
+    }
+}
+
+/// An mmap or mremap refused with ENOMEM: out of address space, mappings or memory.
+fn map_refused(process: &mut Process, space: &AddressSpace, time_ns: u64, record: &SyscallEvent) {
+    let asked_bytes = match record.syscall {
+        Syscall::Mmap | Syscall::Mmap2 | Syscall::OldMmap => record.args[1],
+        // Without MREMAP_MAYMOVE, ENOMEM only says the mapping cannot grow where it is: a
+        // question allocators ask, not exhaustion.
+        Syscall::Mremap if record.args[3] & MREMAP_MAYMOVE != 0 => record.args[2],
+        _ => return,
+    };
+    let failures = &mut process.bounds.get_or_insert_with(Box::default).failures;
+    if failures.wants_example() {
+        failures.record(MapFailure {
+            time_ns,
+            syscall: record.syscall,
+            asked_bytes,
+            mapped_bytes: space.total_bytes(),
+            map_count: space.vma_count(),
+        });
+    } else {
+        failures.count_only(asked_bytes);
     }
 }
 

@@ -18,8 +18,8 @@ use super::wire::{
 };
 use crate::event::{
     Abi, AttachEvent, AttachFd, Comm, ContainerIdentity, Event, EventBody, ExecEvent,
-    ExecMappingEvent, ExecMappingKind, ExitEvent, FileRef, ForkEvent, JitSymbolEvent, Losses,
-    MapsLine, ModuleEvent, StackEvent, Syscall, SyscallEvent,
+    ExecMappingEvent, ExecMappingKind, ExitEvent, FileRef, ForkEvent, JitSymbolEvent, LimitsEvent,
+    Losses, MapsLine, ModuleEvent, StackEvent, Syscall, SyscallEvent,
 };
 
 /// The tag byte that starts every event: body kind, ABI, and which optional parts follow.
@@ -63,6 +63,8 @@ mod extended {
     pub const STACK_TRUNCATED: u8 = 6;
     /// The agent's keyframe of a process: an attach layout's body.
     pub const KEYFRAME: u8 = 7;
+    /// A [`LimitsEvent`]: what bounds the process's mappings.
+    pub const LIMITS: u8 = 8;
 }
 
 /// The byte that starts a syscall body: the [`Syscall`] number and which optional parts follow.
@@ -289,7 +291,8 @@ fn body_kind(body: &EventBody) -> u8 {
         | EventBody::JitSymbol(_)
         | EventBody::KernelSnapshot(_)
         | EventBody::Container(_)
-        | EventBody::Keyframe(_) => kind::EXTENDED,
+        | EventBody::Keyframe(_)
+        | EventBody::Limits(_) => kind::EXTENDED,
     }
 }
 
@@ -377,6 +380,14 @@ fn encode_body(body: &EventBody, time_ns: u64, context: &mut FrameContext, buf: 
             put_uvarint(buf, record.ns_pid.into());
             put_str(buf, &record.cgroup);
             put_str(buf, &record.root);
+        }
+        EventBody::Limits(record) => {
+            buf.put_u8(extended::LIMITS);
+            put_uvarint(buf, record.max_map_count);
+            put_bool(buf, record.address_space.is_some());
+            if let Some(bytes) = record.address_space {
+                put_uvarint(buf, bytes);
+            }
         }
         EventBody::Module(record) => {
             buf.put_u8(extended::MODULE);
@@ -513,6 +524,14 @@ fn decode_body(
                 ns_pid: get_u32_varint(buf)?,
                 cgroup: get_string(buf)?,
                 root: get_string(buf)?,
+            }),
+            extended::LIMITS => EventBody::Limits(LimitsEvent {
+                max_map_count: get_uvarint(buf)?,
+                address_space: if get_bool(buf)? {
+                    Some(get_uvarint(buf)?)
+                } else {
+                    None
+                },
             }),
             _ => return Err(Malformed("an event has an unknown extended kind")),
         },

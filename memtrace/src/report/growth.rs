@@ -3,6 +3,7 @@
 //! cache (flat) are not flagged: the rise must be large, fit a line well, and almost never
 //! step back.
 
+use crate::report::findings::finding;
 use crate::report::format::bytes;
 use crate::report::schema::{Evidence, Finding, FindingKind, GroupSeries, ProcessReport};
 use crate::report::timeline::TimelineReport;
@@ -17,18 +18,21 @@ const MIN_FIT: f64 = 0.9;
 /// At most this share of the steps along the rise may go down.
 const MAX_DOWN_STEPS: f64 = 0.1;
 
-/// Kinds a program loads rather than allocates: their growth is loading, not leaking.
-const LOADED_KINDS: &[&str] = &["file", "stack", "vdso"];
-
-pub(crate) fn growing(process: &ProcessReport) -> Vec<Finding> {
+/// The groups of a process whose live bytes rise steadily, fastest first.
+pub fn growing(process: &ProcessReport) -> Vec<Finding> {
     let timeline = &process.timeline;
     let mut findings: Vec<(u64, Finding)> = timeline
         .groups
         .iter()
-        .filter(|series| !series.call_site && !LOADED_KINDS.contains(&series.kind))
+        .filter(|series| {
+            !series.call_site
+                && !crate::report::timeline::LOADED_KINDS
+                    .iter()
+                    .any(|kind| kind.as_str() == series.kind)
+        })
         .filter_map(|series| {
             let rise = steady_rise(timeline, series)?;
-            Some((rise.rate, finding(process, series, &rise)))
+            Some((rise.rate, growing_finding(process, series, &rise)))
         })
         .collect();
     findings.sort_by_key(|(rate, _)| std::cmp::Reverse(*rate));
@@ -82,7 +86,7 @@ pub(crate) fn rise_of(points: &[(u64, u64)]) -> Option<Rise> {
     })
 }
 
-fn finding(process: &ProcessReport, series: &GroupSeries, rise: &Rise) -> Finding {
+fn growing_finding(process: &ProcessReport, series: &GroupSeries, rise: &Rise) -> Finding {
     let regions = series.regions.last().copied().unwrap_or(0) as u64;
     let now = series.bytes.last().copied().unwrap_or(0);
     // Anonymous memory has no name: the call site that grew with it tells whose it is.
@@ -98,7 +102,7 @@ fn finding(process: &ProcessReport, series: &GroupSeries, rise: &Rise) -> Findin
             rise.since_ns.saturating_sub(start_ns) as f64 / 1e9
         )
     };
-    let mut message = format!(
+    let mut seen = format!(
         "pid {} ({}): {} grows steadily at {}/s {since} (+{}), now {} region{}, {}",
         process.pid,
         process.comm,
@@ -110,14 +114,18 @@ fn finding(process: &ProcessReport, series: &GroupSeries, rise: &Rise) -> Findin
         bytes(now),
     );
     if let Some(site) = &top_call_site {
-        message.push_str(&format!("; most from {site}"));
+        seen.push_str(&format!("; most from {site}"));
     }
-    Finding {
-        kind: FindingKind::Growing,
-        pid: process.pid,
-        message,
-        also_in_folded: None,
-        evidence: Evidence::Growing {
+    let what_to_do = match &top_call_site {
+        Some(_) => "find why that call site's memory is not released (a steady rise that never levels off is a leak; a cache levels off); replay --since/--until shows what each window added",
+        None => "find what keeps mapping this group and never unmaps it (a steady rise that never levels off is a leak; a cache levels off); replay --since/--until shows what each window added",
+    };
+    finding(
+        FindingKind::Growing,
+        process,
+        seen,
+        what_to_do.to_owned(),
+        Evidence::Growing {
             group: series.group.clone(),
             bytes_per_s: rise.rate,
             regions,
@@ -126,7 +134,7 @@ fn finding(process: &ProcessReport, series: &GroupSeries, rise: &Rise) -> Findin
             grown_bytes: rise.grown,
             top_call_site,
         },
-    }
+    )
 }
 
 /// The call site of this kind whose own series gained most over the session.

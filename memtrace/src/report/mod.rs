@@ -8,15 +8,17 @@
 pub mod call_sites;
 pub mod cgroups;
 pub mod export;
-mod findings;
+pub mod findings;
 pub mod folded;
 pub mod format;
 pub(crate) mod growth;
 pub mod json;
 mod processes;
+pub mod ranking;
 pub mod schema;
 pub mod stream;
 mod summary;
+pub mod summary_text;
 #[cfg(test)]
 mod tests;
 pub mod text;
@@ -97,6 +99,9 @@ pub fn build_for(
     pids: &[u32],
 ) -> Report {
     let options = exited.options();
+    let span_ns = model
+        .last_event_ns()
+        .saturating_sub(model.first_event_ns().unwrap_or(0));
     let processes: Vec<ProcessReport> = model
         .processes()
         // A child forked by a traced parent without --follow was never traced itself.
@@ -123,6 +128,13 @@ pub fn build_for(
         Vec::new()
     };
     let lost = lost_counts(model, session);
+    let (summary, ranking) = ranking::of(
+        &processes,
+        &exited,
+        &findings,
+        span_ns,
+        ranking::DEFAULT_ROWS,
+    );
     Report {
         version: REPORT_VERSION,
         source: session.source,
@@ -135,6 +147,8 @@ pub fn build_for(
         processes,
         exited,
         findings,
+        summary,
+        ranking,
     }
 }
 
@@ -178,5 +192,19 @@ impl Report {
         self.exited.clear();
         self.cgroups = cgroups::of(&self.processes, &self.exited);
         self.findings.retain(|finding| pids.contains(&finding.pid));
+        self.rank(self.ranking.limit);
+    }
+
+    /// Ranks the processes again, keeping `rows` rows (`--top`; `usize::MAX` for all).
+    pub fn rank(&mut self, rows: usize) {
+        let (summary, ranking) = ranking::of(
+            &self.processes,
+            &self.exited,
+            &self.findings,
+            self.summary.span_ns,
+            rows,
+        );
+        self.summary = summary;
+        self.ranking = ranking;
     }
 }

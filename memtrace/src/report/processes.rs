@@ -1,14 +1,15 @@
 //! One process's part of the report, from its model view.
 
 use crate::model::{
-    Anomalies, DistributionSummary, ExecInfo, Headroom, ProcessView, Region, SyscallName,
-    SyscallStats,
+    Anomalies, DistributionSummary, ExecInfo, Headroom, MapFailures, ProcessView, Region,
+    SyscallName, SyscallStats,
 };
 use crate::report::call_sites::{self, FrameNamer};
 use crate::report::format;
 use crate::report::schema::{
     AnomalyReport, BrkFailureReport, BrkReport, Calls, ContainerReport, DistributionReport,
-    Distributions, ExecReport, LatencyTable, LayoutEntry, MappingRef, ProcessReport, SyscallTable,
+    Distributions, ExecReport, LatencyTable, LayoutEntry, LimitsReport, MapFailureReport,
+    MapFailuresReport, MappingRef, ProcessReport, SyscallTable,
 };
 use crate::report::summary;
 use crate::report::timeline;
@@ -60,6 +61,31 @@ pub(crate) fn process_report(
         }),
         perf_map: view.has_jit_symbols(),
         anomalies: anomaly_report(process.anomalies()),
+        map_count: view.map_count(),
+        limits: process.limits().map(|limits| LimitsReport {
+            max_map_count: limits.max_map_count,
+            address_space: limits.address_space,
+        }),
+        map_failures: map_failures(process.map_failures()),
+    }
+}
+
+fn map_failures(failures: &MapFailures) -> MapFailuresReport {
+    MapFailuresReport {
+        count: failures.count,
+        largest_ask: failures.largest_ask,
+        examples: failures
+            .examples
+            .iter()
+            .map(|failure| MapFailureReport {
+                time_ns: failure.time_ns,
+                // Only the mmap family is kept, and each has a name.
+                syscall: SyscallName::of(failure.syscall).map_or("other", SyscallName::as_str),
+                asked_bytes: failure.asked_bytes,
+                mapped_bytes: failure.mapped_bytes,
+                map_count: failure.map_count,
+            })
+            .collect(),
     }
 }
 

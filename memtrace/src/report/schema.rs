@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::model::SyscallName;
 
+pub use crate::report::ranking::{RankedRest, RankedRow, Ranking, SessionSummary};
 pub use crate::report::timeline::{GroupSeries, TimelineReport};
 
 /// Bumped when a field changes meaning or goes away (new fields do not bump it).
@@ -45,6 +46,10 @@ pub struct Report {
     /// The processes grouped by cgroup (v2), in the order each cgroup first appears.
     pub cgroups: Vec<CgroupReport>,
     pub findings: Vec<Finding>,
+    /// The session's totals, and its processes and folded programs ranked (the first rows;
+    /// the rest summed): last, because the streamed JSON sums them as the processes go by.
+    pub summary: SessionSummary,
+    pub ranking: Ranking,
 }
 
 /// One cgroup's processes and what they hold (at exit, or now).
@@ -172,6 +177,39 @@ pub struct ProcessReport {
     /// Successful results the kernel cannot return (a decoding fault), refused by the model:
     /// neither counted in `syscalls` nor applied to `layout`.
     pub anomalies: AnomalyReport,
+    /// Its mappings as the kernel counts them (the lines of `/proc/PID/maps`, what
+    /// `vm.max_map_count` bounds), at exit or now.
+    pub map_count: u64,
+    /// What bounds its mappings, when the session read it (live sessions do).
+    pub limits: Option<LimitsReport>,
+    /// Its mmap and mremap calls refused with ENOMEM (mremap only where it may move).
+    pub map_failures: MapFailuresReport,
+}
+
+/// The limits a process maps against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LimitsReport {
+    /// `vm.max_map_count`; 0 when unknown.
+    pub max_map_count: u64,
+    /// The soft `RLIMIT_AS` in bytes; `null` when unlimited.
+    pub address_space: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MapFailuresReport {
+    pub count: u64,
+    pub largest_ask: u64,
+    /// The first few, with the layout's size when each failed.
+    pub examples: Vec<MapFailureReport>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct MapFailureReport {
+    pub time_ns: u64,
+    pub syscall: &'static str,
+    pub asked_bytes: u64,
+    pub mapped_bytes: u64,
+    pub map_count: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -427,9 +465,24 @@ pub enum FindingKind {
     BrkExhausted,
     AbiExecLayout,
     Growing,
+    MapFailed,
+    MapCountNearLimit,
+    AddressSpaceNearLimit,
 }
 
 impl FindingKind {
+    /// Every kind, in the order findings of one process are listed.
+    pub const ALL: [Self; 8] = [
+        Self::UnreleasedMemfd,
+        Self::UnreleasedAnon,
+        Self::BrkExhausted,
+        Self::MapFailed,
+        Self::MapCountNearLimit,
+        Self::AddressSpaceNearLimit,
+        Self::AbiExecLayout,
+        Self::Growing,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::UnreleasedMemfd => "unreleased-memfd",
@@ -437,16 +490,24 @@ impl FindingKind {
             Self::BrkExhausted => "brk-exhausted",
             Self::AbiExecLayout => "abi-exec-layout",
             Self::Growing => "growing",
+            Self::MapFailed => "map-failed",
+            Self::MapCountNearLimit => "map-count-near-limit",
+            Self::AddressSpaceNearLimit => "address-space-near-limit",
         }
     }
 }
 
-/// Something a person should look at, in one line, with the evidence beside it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// Something a person should look at, in one line, with the evidence beside it. A finding
+/// needs evidence of a problem: growth, a known leak pattern, exhaustion or failure, or large
+/// allocations an exited process never released; what a live process holds is state.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Finding {
     pub kind: FindingKind,
     pub pid: u32,
+    /// What was seen, then what to do (`what_to_do`, repeated at its end).
     pub message: String,
+    /// What to do about it.
+    pub what_to_do: String,
     /// For the example of a program's folded processes ([`ExitedProgramReport`]): how many
     /// of those had a finding of this kind too.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -456,7 +517,7 @@ pub struct Finding {
 }
 
 /// The evidence fields of each kind of finding, flattened beside `kind`, `pid` and `message`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Evidence {
     UnreleasedMemfd {
@@ -505,6 +566,30 @@ pub enum Evidence {
         brk_start: u64,
         above_brk: Option<MappingRef>,
         reasons: Vec<String>,
+    },
+    MapFailed {
+        failed_calls: u64,
+        largest_ask: u64,
+        /// The first failure: when, and the layout then.
+        first_time_ns: u64,
+        mapped_bytes: u64,
+        map_count: u64,
+        max_map_count: Option<u64>,
+        address_space_limit: Option<u64>,
+        /// What ran out, as far as the limits tell: `address-space` (RLIMIT_AS), `map-count`
+        /// (vm.max_map_count) or `memory` (neither limit was near).
+        exhausted: &'static str,
+    },
+    MapCountNearLimit {
+        map_count: u64,
+        max_map_count: u64,
+        /// Of the limit, two decimals.
+        percent: f64,
+    },
+    AddressSpaceNearLimit {
+        mapped_bytes: u64,
+        address_space_limit: u64,
+        percent: f64,
     },
     Growing {
         /// The group's label, as in the timeline: `memfd:doublemapper`, `anon`.

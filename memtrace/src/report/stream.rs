@@ -4,7 +4,8 @@
 //! and [`json::render`](crate::report::json::render) one string of it: for a session of many
 //! processes both are far larger than the model (for 100k short-lived processes, 0.6 GB of
 //! report and 0.9 GB of text next to a 75 MB model). [`write_json`] writes the same bytes while
-//! holding one process's report at a time, plus the findings, which come last.
+//! holding one process's report at a time, plus the findings and the ranking's first rows,
+//! which come last.
 
 use std::cell::RefCell;
 use std::io::{self, Write};
@@ -15,23 +16,30 @@ use serde::Serialize;
 use crate::model::Model;
 use crate::report::cgroups::CgroupTotals;
 use crate::report::folded::FoldedPrograms;
+use crate::report::ranking::{Ranking, RankingBuilder, SessionSummary};
 use crate::report::schema::{BackendInfo, Finding, LostCounts, Source, REPORT_VERSION};
 use crate::report::{findings, processes, FrameNamer, ReportOptions, SessionInfo};
 
 /// Writes what `json::render(&build_with(model, exited, session, namer))` would, with
-/// [`Report::filter_pids`](crate::report::Report::filter_pids) applied for a non-empty `pids`.
+/// [`Report::filter_pids`](crate::report::Report::filter_pids) applied for a non-empty `pids`
+/// and [`Report::rank`](crate::report::Report::rank) for `rows`.
 pub fn write_json(
     model: &Model,
     exited: &FoldedPrograms,
     session: &SessionInfo,
     namer: &mut dyn FrameNamer,
     pids: &[u32],
+    rows: usize,
     out: &mut dyn Write,
 ) -> io::Result<()> {
     let options = exited.options();
     let lost = super::lost_counts(model, session);
     let findings = RefCell::new(Vec::new());
     let cgroups = RefCell::new(CgroupTotals::default());
+    let span_ns = model
+        .last_event_ns()
+        .saturating_sub(model.first_event_ns().unwrap_or(0));
+    let ranked = RefCell::new(Ranked::Building(RankingBuilder::new(rows, span_ns)));
     let namer = RefCell::new(namer);
     let report = Streamed {
         version: REPORT_VERSION,
@@ -48,17 +56,21 @@ pub fn write_json(
             namer: &namer,
             findings: &findings,
             cgroups: &cgroups,
+            ranked: &ranked,
         },
         exited: Exited {
             exited: if pids.is_empty() { Some(exited) } else { None },
             namer: &namer,
             cgroups: &cgroups,
+            ranked: &ranked,
         },
         cgroups: Cgroups(&cgroups),
         findings: Findings {
             findings: &findings,
             exited,
         },
+        summary: SummaryOf(&ranked),
+        ranking: RankingOf(&ranked),
     };
     let mut out = io::BufWriter::new(out);
     let mut serializer = serde_json::Serializer::pretty(&mut out);
@@ -83,6 +95,61 @@ struct Streamed<'a, 'n> {
     exited: Exited<'a, 'n>,
     cgroups: Cgroups<'a>,
     findings: Findings<'a>,
+    summary: SummaryOf<'a>,
+    ranking: RankingOf<'a>,
+}
+
+/// The summary and ranking, summed as the processes and folded programs go by, then done.
+enum Ranked {
+    Building(RankingBuilder),
+    Done(SessionSummary, Ranking),
+    /// Only while finishing.
+    Taken,
+}
+
+impl Ranked {
+    fn builder(&mut self) -> Option<&mut RankingBuilder> {
+        match self {
+            Self::Building(builder) => Some(builder),
+            _ => None,
+        }
+    }
+
+    fn finish(&mut self) {
+        *self = match std::mem::replace(self, Self::Taken) {
+            Self::Building(builder) => {
+                let (summary, ranking) = builder.finish();
+                Self::Done(summary, ranking)
+            }
+            done => done,
+        };
+    }
+}
+
+struct SummaryOf<'a>(&'a RefCell<Ranked>);
+
+impl Serialize for SummaryOf<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut ranked = self.0.borrow_mut();
+        ranked.finish();
+        match &*ranked {
+            Ranked::Done(summary, _) => summary.serialize(serializer),
+            _ => SessionSummary::default().serialize(serializer),
+        }
+    }
+}
+
+struct RankingOf<'a>(&'a RefCell<Ranked>);
+
+impl Serialize for RankingOf<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut ranked = self.0.borrow_mut();
+        ranked.finish();
+        match &*ranked {
+            Ranked::Done(_, ranking) => ranking.serialize(serializer),
+            _ => Ranking::default().serialize(serializer),
+        }
+    }
 }
 
 /// Each traced process's report, built, written and dropped in turn; its findings are kept
@@ -95,6 +162,7 @@ struct Processes<'a, 'n> {
     findings: &'a RefCell<Vec<Finding>>,
     /// The processes' cgroups, summed as they go by, written after them.
     cgroups: &'a RefCell<CgroupTotals>,
+    ranked: &'a RefCell<Ranked>,
 }
 
 impl Serialize for Processes<'_, '_> {
@@ -113,11 +181,13 @@ impl Serialize for Processes<'_, '_> {
                 continue;
             }
             let report = processes::process_report(&view, &moment, &mut **namer);
-            self.findings.borrow_mut().extend(
-                findings::for_process(&report, self.options)
-                    .into_iter()
-                    .filter(|finding| chosen(finding.pid)),
-            );
+            let own = findings::for_process(&report, self.options);
+            if let Some(builder) = self.ranked.borrow_mut().builder() {
+                builder.add_process(&report, &own);
+            }
+            self.findings
+                .borrow_mut()
+                .extend(own.into_iter().filter(|finding| chosen(finding.pid)));
             self.cgroups.borrow_mut().add(&report);
             sequence.serialize_element(&report)?;
         }
@@ -130,6 +200,7 @@ struct Exited<'a, 'n> {
     exited: Option<&'a FoldedPrograms>,
     namer: &'a RefCell<&'n mut dyn FrameNamer>,
     cgroups: &'a RefCell<CgroupTotals>,
+    ranked: &'a RefCell<Ranked>,
 }
 
 impl Serialize for Exited<'_, '_> {
@@ -139,8 +210,12 @@ impl Serialize for Exited<'_, '_> {
             None => Vec::new(),
         };
         let mut cgroups = self.cgroups.borrow_mut();
+        let mut ranked = self.ranked.borrow_mut();
         for program in &programs {
             cgroups.add_folded(program);
+            if let Some(builder) = ranked.builder() {
+                builder.add_folded(program);
+            }
         }
         programs.serialize(serializer)
     }

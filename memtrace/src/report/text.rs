@@ -13,11 +13,15 @@ use crate::report::schema::{
     CgroupReport, ContainerReport, ExecReport, ExitedProgramReport, ProcessReport, Report,
     Unreleased, UnreleasedGroup,
 };
+use crate::report::summary_text;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TextOptions {
     /// List every region of every process (the JSON always has them).
     pub show_layout: bool,
+    /// Detail every process in full (`--all`), not only those of the session summary's table
+    /// and those with findings.
+    pub all: bool,
 }
 
 /// Unreleased groups listed per process; the rest are summed up in one line.
@@ -28,12 +32,14 @@ const LISTED_BRK_FAILURES: usize = 5;
 pub fn render(report: &Report, options: &TextOptions) -> String {
     let mut out = String::new();
     header(&mut out, report);
+    // >>> The session summary first (#24, report/summary_text.rs): the totals and the ranked
+    // table; then the findings, then the detail of the processes the table or a finding names.
+    summary_text::summary(&mut out, report);
+    let detailed = summary_text::Detailed::new(report, options);
+    // <<<
     // The signal first: what a person should look at, then the evidence per process.
-    out.push('\n');
-    if report.findings.is_empty() {
-        out.push_str("Findings: none\n");
-    } else {
-        out.push_str("Findings\n");
+    if !report.findings.is_empty() {
+        out.push_str("\nFindings\n");
         for finding in &report.findings {
             let _ = writeln!(
                 out,
@@ -43,32 +49,43 @@ pub fn render(report: &Report, options: &TextOptions) -> String {
             );
         }
     }
+    summary_text::detail_heading(&mut out, report, &detailed);
     if cgroups::worth_headings(&report.processes, &report.cgroups) {
         // Per cgroup, in the order they first appear: what each container holds, then its
         // processes.
         for group in &report.cgroups {
-            out.push('\n');
-            cgroup_heading(&mut out, group);
-            let members = report
+            let members: Vec<&ProcessReport> = report
                 .processes
                 .iter()
-                .filter(|process| cgroups::cgroup_of(process) == group.cgroup);
+                .filter(|process| cgroups::cgroup_of(process) == group.cgroup)
+                .filter(|process| detailed.process(process))
+                .collect();
+            if members.is_empty() && !options.all {
+                continue;
+            }
+            out.push('\n');
+            cgroup_heading(&mut out, group);
             for process in members {
                 out.push('\n');
-                process_block(&mut out, report, process, options);
+                process_block(&mut out, report, process, options, &detailed);
             }
         }
     } else {
-        for process in &report.processes {
+        for process in report.processes.iter().filter(|p| detailed.process(p)) {
             out.push('\n');
-            process_block(&mut out, report, process, options);
+            process_block(&mut out, report, process, options, &detailed);
         }
     }
-    if !report.exited.is_empty() {
+    let folded: Vec<&ExitedProgramReport> = report
+        .exited
+        .iter()
+        .filter(|program| detailed.folded(program))
+        .collect();
+    if !folded.is_empty() {
         out.push_str(
             "\nExited processes folded by program (the most recent exits are listed above)\n",
         );
-        for program in &report.exited {
+        for program in folded {
             out.push('\n');
             folded_block(&mut out, report, program);
         }
@@ -244,6 +261,7 @@ fn process_block(
     report: &Report,
     process: &ProcessReport,
     options: &TextOptions,
+    detailed: &summary_text::Detailed,
 ) {
     let state = match (process.exit_code, process.signal) {
         (_, Some(signal)) => format!("killed by signal {signal}"),
@@ -288,9 +306,15 @@ fn process_block(
     held_since_attach(out, report, process);
     growth_line(out, process);
     brk_lines(out, report, process);
-    syscall_table(out, process);
-    anomaly_lines(out, process);
-    kind_table(out, process);
+    // >>> Brief blocks when many processes are detailed (#24, report/summary_text.rs).
+    if detailed.full_blocks() {
+        syscall_table(out, process);
+        anomaly_lines(out, process);
+        kind_table(out, process);
+    } else {
+        summary_text::brief_tables(out, process);
+    }
+    // <<<
     if options.show_layout {
         layout(out, process);
     }

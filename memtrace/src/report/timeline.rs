@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::model::timeline::{GroupKey, Totals};
-use crate::model::ProcessView;
+use crate::model::{ProcessView, RegionKind};
 use crate::report::call_sites::{self, FrameNamer};
 
 /// Named groups kept in a report, largest peak first; the totals still count every region.
@@ -24,7 +24,24 @@ pub struct TimelineReport {
     /// Live regions and bytes of the whole process.
     pub regions: Vec<u32>,
     pub bytes: Vec<u64>,
+    /// Of `bytes`, what the process allocated rather than loaded: every kind but files,
+    /// stacks and the vdso (all groups, not only the series listed).
+    pub allocated: Vec<u64>,
     pub groups: Vec<GroupSeries>,
+}
+
+/// Kinds a program loads rather than allocates: their growth is loading, not leaking.
+pub(crate) const LOADED_KINDS: [RegionKind; 3] =
+    [RegionKind::File, RegionKind::Stack, RegionKind::Vdso];
+
+/// The bytes of groups that are allocated memory, not loaded images.
+fn allocated_of<'k>(totals: impl Iterator<Item = (&'k GroupKey, u64)>) -> u64 {
+    totals
+        .filter_map(|(key, bytes)| match key {
+            GroupKey::Named(kind, _) if !LOADED_KINDS.contains(kind) => Some(bytes),
+            _ => None,
+        })
+        .sum()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -67,6 +84,12 @@ pub(crate) fn timeline_report(
         report.times_ns.push(sample.time_ns);
         report.regions.push(sample.regions);
         report.bytes.push(sample.bytes);
+        report.allocated.push(allocated_of(
+            sample
+                .groups
+                .iter()
+                .map(|total| (groups.key(total.group), total.bytes)),
+        ));
         for total in sample.groups.iter() {
             let (regions, bytes) = series
                 .entry(groups.key(total.group).clone())
@@ -80,6 +103,9 @@ pub(crate) fn timeline_report(
         report.times_ns.push(end_ns);
         report.regions.push(last.regions);
         report.bytes.push(last.bytes);
+        report.allocated.push(allocated_of(
+            last.groups.iter().map(|(key, total)| (key, total.1)),
+        ));
         for (key, (regions, bytes)) in last.groups {
             let entry = series
                 .entry(key)

@@ -11,7 +11,7 @@ use super::SessionError;
 use crate::{
     capture::Captured,
     clock::monotonic_ns,
-    event::{Abi, Comm, ContainerIdentity, Event, EventBody, Losses},
+    event::{Abi, Comm, ContainerIdentity, Event, EventBody, LimitsEvent, Losses},
     probes::Probes,
     procfs,
     recording::RecordingSink,
@@ -41,6 +41,9 @@ pub(crate) struct Feed<C, W: RecordingSink = File> {
     attached_at: HashMap<u32, u64>,
     /// The container identity last told for each process.
     containers: HashMap<u32, ContainerIdentity>,
+    /// The limits last told for each process, and `vm.max_map_count` (read once).
+    limits: HashMap<u32, LimitsEvent>,
+    max_map_count: u64,
     /// The parent of each child seen forked and not identified yet: a child gone before its
     /// `/proc` entry could be read is in its parent's cgroup and root, as the kernel forks it.
     forked_from: HashMap<u32, u32>,
@@ -57,6 +60,8 @@ impl<C: LiveConsumer, W: RecordingSink> Feed<C, W> {
             consumer,
             attached_at: HashMap::new(),
             containers: HashMap::new(),
+            limits: HashMap::new(),
+            max_map_count: procfs::max_map_count().unwrap_or(0),
             forked_from: HashMap::new(),
             known: cgroup.then(HashSet::new),
         }
@@ -133,6 +138,7 @@ impl<C: LiveConsumer, W: RecordingSink> Feed<C, W> {
         for pid in self.consumer.user_mode().take_forgotten() {
             self.attached_at.remove(&pid);
             self.containers.remove(&pid);
+            self.limits.remove(&pid);
             self.forked_from.remove(&pid);
             if let Some(known) = &mut self.known {
                 known.remove(&pid);
@@ -175,6 +181,7 @@ impl<C: LiveConsumer, W: RecordingSink> Feed<C, W> {
     /// sees it and after an exec (when that changed), read from `/proc` while it runs: the
     /// recording then carries it, and a replay elsewhere names the process the same way.
     fn identify(&mut self, event: &Event) {
+        self.tell_limits(event);
         if let EventBody::Fork(fork) = &event.body {
             if !fork.thread {
                 self.forked_from.insert(fork.child_pid, event.pid);
@@ -212,6 +219,34 @@ impl<C: LiveConsumer, W: RecordingSink> Feed<C, W> {
             &Event {
                 tid: event.pid,
                 body: EventBody::Container(container),
+                ..event.clone()
+            },
+            &mut self.consumer,
+        );
+    }
+
+    /// Tells the stream what bounds the process's mappings, when memtrace first sees it and
+    /// after an exec (a shell's `ulimit -v` comes between its fork and the exec), read from
+    /// `/proc` while it runs: the findings of exhaustion judge against them, in a replay too.
+    fn tell_limits(&mut self, event: &Event) {
+        let exec = matches!(event.body, EventBody::Exec(_));
+        if event.pid == 0 || (!exec && self.limits.contains_key(&event.pid)) {
+            return;
+        }
+        let Some(address_space) = procfs::address_space_limit(event.pid) else {
+            return;
+        };
+        let limits = LimitsEvent {
+            max_map_count: self.max_map_count,
+            address_space,
+        };
+        if self.limits.insert(event.pid, limits) == Some(limits) {
+            return;
+        }
+        self.stream.feed(
+            &Event {
+                tid: event.pid,
+                body: EventBody::Limits(limits),
                 ..event.clone()
             },
             &mut self.consumer,

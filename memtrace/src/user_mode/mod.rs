@@ -312,12 +312,13 @@ impl UserMode {
     }
 
     /// The JSON report streamed one process at a time to `out` (`pids`: only those, as
-    /// `replay --pid`): a session of a million processes is reported without holding its
-    /// report in memory.
+    /// `replay --pid`; `rows`: of the ranking, as `--top`): a session of a million processes
+    /// is reported without holding its report in memory.
     pub fn write_json(
         &mut self,
         session: &SessionInfo,
         pids: &[u32],
+        rows: usize,
         out: &mut dyn std::io::Write,
     ) -> std::io::Result<()> {
         report::stream::write_json(
@@ -326,6 +327,7 @@ impl UserMode {
             session,
             &mut SymbolNames(&mut self.symbolizer),
             pids,
+            rows,
             out,
         )
     }

@@ -18,11 +18,15 @@ use memtrace_tests::{program, programs_dir, require_root, Abi, Runtime, Scratch}
 use rstest::rstest;
 
 /// The report's values that vary between runs of the same workload, as (regex, replacement).
-const REDACTIONS: [(&str, &str); 6] = [
+const REDACTIONS: [(&str, &str); 9] = [
     (
         r"(?m)^memtrace live: \d+ events",
         "memtrace live: [EVENTS] events",
     ),
+    (r"(?m)^Session: \d+(\.\d+)?s\.", "Session: [DURATION]."),
+    // The ranked table: its pid column (right-aligned, as wide as the widest pid) and rows.
+    (r"(?m)^ +pid  name ", "    pid  name "),
+    (r"(?m)^ +\d+  ([^ ])", "  [PID]  $1"),
     (r"pid \d+", "pid [PID]"),
     // 32-bit addresses have 8 digits; short values (personality 0x0) are not addresses.
     (r"0x[0-9a-f]{5,}", "[ADDR]"),

@@ -24,8 +24,8 @@ use super::{
 };
 use crate::event::{
     Abi, AttachEvent, AttachFd, Comm, Event, EventBody, ExecEvent, ExecMappingEvent,
-    ExecMappingKind, ExitEvent, FileRef, ForkEvent, ImageLayout, JitSymbolEvent, Losses, MapsLine,
-    ModuleEvent, StackEvent, Syscall, SyscallEvent,
+    ExecMappingKind, ExitEvent, FileRef, ForkEvent, ImageLayout, JitSymbolEvent, LimitsEvent,
+    Losses, MapsLine, ModuleEvent, StackEvent, Syscall, SyscallEvent,
 };
 
 pub(crate) fn sample_header() -> RecordingHeader {
@@ -474,6 +474,15 @@ pub(crate) fn every_variant() -> Vec<Event> {
                 }],
             }),
         ),
+        event(
+            2_970,
+            4003,
+            EventBody::Limits(LimitsEvent {
+                max_map_count: 65_530,
+                address_space: Some(u64::MAX),
+            }),
+        ),
+        event(2_980, 4003, EventBody::Limits(LimitsEvent::default())),
     ];
     for (kind, file, name) in [
         (ExecMappingKind::Mmap, true, false),

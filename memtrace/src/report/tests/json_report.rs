@@ -37,6 +37,7 @@ fn json_follows_the_schema() {
     let mut feed = sshd_bash_feed(Abi::I386);
     feed.memfd_create(BASH, "doublemapper", 77, 9)
         .mmap_memfd(BASH, JIT_BASE, MIB, RW, ("doublemapper", 77, 9))
+        .mmap_memfd(BASH, JIT_BASE + MIB, MIB, RX, ("doublemapper", 77, 9))
         .close(BASH, 9)
         .exit(BASH, 1 << 8);
     let report: Value = serde_json::from_str(&json::render(&report_of(&feed))).unwrap();
@@ -179,6 +180,12 @@ fn json_follows_the_schema() {
         assert_str(finding, "kind");
         assert_u64(finding, "pid");
         assert_str(finding, "message");
+        assert_str(finding, "what_to_do");
+        let message = finding["message"].as_str().unwrap();
+        assert!(
+            message.ends_with(finding["what_to_do"].as_str().unwrap()),
+            "{message}"
+        );
     }
     let kinds: Vec<_> = findings
         .iter()
@@ -203,14 +210,18 @@ fn a_report_can_be_built_mid_stream() {
     let mut feed = Feed::new();
     feed.mmap_anon(1, JIT_BASE, 2 * MIB, RW);
     let early = report_of(&feed);
-    feed.munmap(1, JIT_BASE, 2 * MIB);
-    let late = report_of(&feed);
+    // Held by a live process: state, no finding.
     assert!(early.processes[0].alive);
     assert_eq!(early.processes[0].unreleased.total_bytes, 2 * MIB);
-    assert!(early
+    assert!(early.findings.is_empty(), "{:#?}", early.findings);
+    let mut exited = Feed::new();
+    exited.mmap_anon(1, JIT_BASE, 2 * MIB, RW).exit(1, 0);
+    assert!(report_of(&exited)
         .findings
         .iter()
         .any(|finding| finding.kind == FindingKind::UnreleasedAnon));
+    feed.munmap(1, JIT_BASE, 2 * MIB).exit(1, 0);
+    let late = report_of(&feed);
     assert_eq!(late.processes[0].unreleased.total_bytes, 0);
     assert!(late.findings.is_empty());
 }
@@ -242,17 +253,21 @@ fn streamed_json_is_the_rendered_report() {
                 let mut report =
                     crate::report::build_with(&feed.model, exited, &info, &mut NoNames);
                 report.filter_pids(&pids);
-                let mut streamed = Vec::new();
-                crate::report::stream::write_json(
-                    &feed.model,
-                    exited,
-                    &info,
-                    &mut NoNames,
-                    &pids,
-                    &mut streamed,
-                )
-                .unwrap();
-                assert_eq!(String::from_utf8(streamed).unwrap(), json::render(&report));
+                for rows in [crate::report::ranking::DEFAULT_ROWS, 1, usize::MAX] {
+                    report.rank(rows);
+                    let mut streamed = Vec::new();
+                    crate::report::stream::write_json(
+                        &feed.model,
+                        exited,
+                        &info,
+                        &mut NoNames,
+                        &pids,
+                        rows,
+                        &mut streamed,
+                    )
+                    .unwrap();
+                    assert_eq!(String::from_utf8(streamed).unwrap(), json::render(&report));
+                }
             }
         }
     }

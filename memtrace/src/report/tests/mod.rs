@@ -13,6 +13,7 @@ mod findings;
 mod folding;
 mod json_report;
 mod processes;
+mod ranking;
 mod text_report;
 
 const DOTNET: u32 = 4242;
@@ -76,7 +77,8 @@ fn anon_leak_feed() -> Feed {
             Syscall::Mmap,
             [0, 8 * MIB, RW, ANON | 0x20000, u64::MAX, 0],
             (freed + 32 * MIB) as i64,
-        );
+        )
+        .exit(PID, 0);
     feed
 }
 

@@ -36,7 +36,13 @@ fn text_shows_groups_findings_and_lost_events() {
         "the region list only on request"
     );
 
-    let with_layout = text::render(&report, &TextOptions { show_layout: true });
+    let with_layout = text::render(
+        &report,
+        &TextOptions {
+            show_layout: true,
+            ..TextOptions::default()
+        },
+    );
     assert!(with_layout.contains("  layout\n"));
     assert!(with_layout.contains("00007f0000000000-00007f0000400000"));
 }

@@ -77,6 +77,10 @@ pub(crate) fn render(process: &ProcessReport) -> String {
             );
         }
     }
+    // Regions narrower than a pixel next to others of their kind are drawn as one (a process
+    // of thousands of small mappings would otherwise cost a rect and a title each, none of
+    // them visible): the run's title counts them.
+    let mut run: Option<Run<'_>> = None;
     for entry in &process.layout {
         let Some(stretch) = stretches
             .iter()
@@ -85,23 +89,37 @@ pub(crate) fn render(process: &ProcessReport) -> String {
             continue;
         };
         let x = stretch.x_of(entry.start);
-        let width = (stretch.x_of(entry.end) - x).max(1.0);
-        let name = if entry.name.is_empty() {
-            "[anon]"
-        } else {
-            &entry.name
-        };
-        let _ = write!(
-            out,
-            r##"<rect x="{x:.2}" y="{BAR_TOP}" width="{width:.2}" height="{BAR_HEIGHT}" fill="{}" stroke="#222" stroke-width=".3"><title>{}–{} {} {} {} {}</title></rect>"##,
-            palette::fill(entry.kind),
-            format::hex(entry.start),
-            format::hex(entry.end),
-            entry.perms,
-            entry.kind,
-            format::bytes(entry.end - entry.start),
-            escape(name)
-        );
+        let end_x = stretch.x_of(entry.end);
+        let thin = end_x - x < THIN;
+        if let Some(current) = &mut run {
+            if thin && current.kind == entry.kind && x - current.end_x < THIN {
+                current.end_x = end_x;
+                current.end = entry.end;
+                current.count += 1;
+                current.bytes += entry.end - entry.start;
+                continue;
+            }
+        }
+        if let Some(done) = run.take() {
+            done.draw(&mut out);
+        }
+        if thin {
+            run = Some(Run {
+                kind: entry.kind,
+                x,
+                end_x,
+                start: entry.start,
+                end: entry.end,
+                count: 1,
+                bytes: entry.end - entry.start,
+                first: entry,
+            });
+            continue;
+        }
+        draw_entry(&mut out, entry, x, end_x);
+    }
+    if let Some(done) = run.take() {
+        done.draw(&mut out);
     }
     markers(&mut out, process, &stretches);
     out.push_str("</svg>");
@@ -112,6 +130,62 @@ pub(crate) fn render(process: &ProcessReport) -> String {
     kinds.dedup();
     out.push_str(&palette::legend(&kinds));
     out
+}
+
+/// Narrower than this (in the drawing's units, about a pixel) a region is merged into a run.
+const THIN: f64 = 1.0;
+
+/// Thin regions of one kind next to each other, drawn as one rect.
+struct Run<'a> {
+    kind: &'a str,
+    x: f64,
+    end_x: f64,
+    start: u64,
+    end: u64,
+    count: u64,
+    bytes: u64,
+    first: &'a LayoutEntry,
+}
+
+impl Run<'_> {
+    fn draw(&self, out: &mut String) {
+        if self.count == 1 {
+            draw_entry(out, self.first, self.x, self.end_x);
+            return;
+        }
+        let width = (self.end_x - self.x).max(1.0);
+        let _ = write!(
+            out,
+            r##"<rect x="{:.2}" y="{BAR_TOP}" width="{width:.2}" height="{BAR_HEIGHT}" fill="{}" stroke="#222" stroke-width=".3"><title>{}–{} {} regions of {}, {} in all</title></rect>"##,
+            self.x,
+            palette::fill(self.kind),
+            format::hex(self.start),
+            format::hex(self.end),
+            self.count,
+            self.kind,
+            format::bytes(self.bytes),
+        );
+    }
+}
+
+fn draw_entry(out: &mut String, entry: &LayoutEntry, x: f64, end_x: f64) {
+    let width = (end_x - x).max(1.0);
+    let name = if entry.name.is_empty() {
+        "[anon]"
+    } else {
+        &entry.name
+    };
+    let _ = write!(
+        out,
+        r##"<rect x="{x:.2}" y="{BAR_TOP}" width="{width:.2}" height="{BAR_HEIGHT}" fill="{}" stroke="#222" stroke-width=".3"><title>{}–{} {} {} {} {}</title></rect>"##,
+        palette::fill(entry.kind),
+        format::hex(entry.start),
+        format::hex(entry.end),
+        entry.perms,
+        entry.kind,
+        format::bytes(entry.end - entry.start),
+        escape(name)
+    );
 }
 
 fn stretches(layout: &[LayoutEntry]) -> Vec<Stretch> {

@@ -9,12 +9,12 @@ use super::{escape, short};
 use crate::report::format;
 use crate::report::schema::ProcessReport;
 
-const WIDTH: f64 = 600.0;
-const HEIGHT: f64 = 240.0;
-const LEFT: f64 = 84.0;
-const RIGHT: f64 = 12.0;
-const TOP: f64 = 14.0;
-const BOTTOM: f64 = 40.0;
+pub(crate) const WIDTH: f64 = 600.0;
+pub(crate) const HEIGHT: f64 = 240.0;
+pub(crate) const LEFT: f64 = 84.0;
+pub(crate) const RIGHT: f64 = 12.0;
+pub(crate) const TOP: f64 = 14.0;
+pub(crate) const BOTTOM: f64 = 40.0;
 
 /// The kinds drawn, and at each time the bytes of each of them (in the same order).
 type KindSeries = (Vec<&'static str>, BTreeMap<u64, Vec<u64>>);
@@ -178,7 +178,7 @@ fn held_by_creation(process: &ProcessReport) -> KindSeries {
     (kinds, steps)
 }
 
-fn axes(
+pub(crate) fn axes(
     out: &mut String,
     total: u64,
     t0: u64,

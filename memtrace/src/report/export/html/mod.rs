@@ -1,14 +1,21 @@
 //! `--html`: one self-contained page per session (inline CSS, SVG and a few lines of script;
 //! no fonts, images or scripts from elsewhere, and a Content-Security-Policy that forbids
-//! the browser to fetch anything). Per process: mapped bytes over time by kind, the groups
-//! that grew most, the address space to scale, an icicle graph of the unreleased bytes by
-//! call stack, the execs and the findings.
+//! the browser to fetch anything). It opens on the session: its totals, mapped and allocated
+//! bytes over time stacked by program, the ranked table of every process and folded program
+//! (sortable), and the findings. A process's charts show when its row is picked (one at a
+//! time): mapped bytes over time by kind, the groups that grew most, the address space to
+//! scale, an icicle graph of the unreleased bytes by call stack, the execs and its findings.
+//! Charts are drawn for the processes of the summary's table and those with findings
+//! (`--all`: every process); the others get their facts and groups, so a server's page stays
+//! small.
 
 mod address_map;
 mod charts;
 mod flame;
+mod overview;
 mod palette;
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use crate::report::export::collapsed;
@@ -16,49 +23,112 @@ use crate::report::export::held;
 use crate::report::format;
 use crate::report::schema::{Finding, ProcessReport, Report};
 
-/// The page.
+/// What the page shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HtmlOptions {
+    /// Charts for every process (`--all`), not only those of the table and with findings.
+    pub all: bool,
+}
+
+/// The page, with charts for the processes of the summary's table and those with findings.
 pub fn render(report: &Report) -> String {
+    render_with(report, &HtmlOptions::default())
+}
+
+/// The page.
+pub fn render_with(report: &Report, options: &HtmlOptions) -> String {
     let collapsed = collapsed::lines(report);
+    let charted: HashSet<u32> = report
+        .ranking
+        .rows
+        .iter()
+        .filter_map(|row| row.pid)
+        .chain(report.findings.iter().map(|finding| finding.pid))
+        .collect();
     let mut out = String::with_capacity(64 * 1024);
     out.push_str(HEAD);
     out.push_str(&palette::defs());
+    let summary = &report.summary;
     let _ = write!(
         out,
-        r#"<header><h1>memtrace report</h1><p>{} · {} · {} events{} · {}</p></header>"#,
+        r#"<header><h1>memtrace report</h1><p>{} · {:.1} s · {} events{} · {} · {}</p></header>"#,
         report.source.as_str(),
-        format::count_of(report.processes.len() as u64, "process", "processes"),
+        summary.span_ns as f64 / 1e9,
         report.events,
         if report.lost_events > 0 {
             format!(" · <strong>{} lost</strong>", report.lost_events)
         } else {
             String::new()
         },
+        format::count_of(
+            report.processes.len() as u64 + summary.exited.folded_processes,
+            "process",
+            "processes"
+        ),
         format::count(report.findings.len() as u64, "finding"),
     );
-    out.push_str(r#"<nav><ul>"#);
-    for process in &report.processes {
+    let live = &summary.live;
+    let exited = &summary.exited;
+    let live_line = if live.processes == 0 {
+        "No process live at the end".to_owned()
+    } else {
+        format!(
+            "Live: {} mapping {}, holding {}",
+            format::count_of(live.processes, "process", "processes"),
+            format::bytes(live.mapped_bytes),
+            format::bytes(live.held_bytes),
+        )
+    };
+    let _ = write!(
+        out,
+        r#"<section class="card overview" id="overview"><h2>Session</h2><p class="meta">{live_line}. Exited: {}{}, holding {} at their exits.</p><div class="pair">"#,
+        format::count_of(
+            exited.processes + exited.folded_processes,
+            "process",
+            "processes"
+        ),
+        match exited.folded_processes {
+            0 => String::new(),
+            folded => format!(" ({folded} folded by program)"),
+        },
+        format::bytes(exited.held_bytes),
+    );
+    if overview::drawable(report) {
+        for measure in [overview::Measure::Mapped, overview::Measure::Allocated] {
+            let (caption, chart) = overview::stacked_by_program(report, measure);
+            let _ = write!(
+                out,
+                "<figure><figcaption>{caption}</figcaption>{chart}</figure>"
+            );
+        }
+    } else {
         let _ = write!(
             out,
-            r##"<li><a href="#pid-{0}">{0} {1}</a> {2} unreleased</li>"##,
-            process.pid,
-            escape(&process.comm),
-            format::bytes(process.unreleased.total_bytes)
+            r#"<p class="none">The session lasted {:.3} s: too short to draw over time. Each process's charts show what it created when.</p>"#,
+            summary.span_ns as f64 / 1e9
         );
     }
-    out.push_str("</ul></nav>");
+    out.push_str("</div>");
+    let sectioned: HashSet<u32> = report.processes.iter().map(|process| process.pid).collect();
+    overview::ranked_table(&mut out, report, &|pid| sectioned.contains(&pid));
+    out.push_str("</section>");
     if !report.findings.is_empty() {
         out.push_str(r#"<section class="card"><h2>Findings</h2>"#);
-        findings(&mut out, report.findings.iter());
+        findings(&mut out, report.findings.iter(), true);
         out.push_str("</section>");
     }
     for process in &report.processes {
-        let prefix = format!("{};", held::process_owner(process).label);
-        let lines: Vec<&str> = collapsed
-            .iter()
-            .filter(|line| line.starts_with(&prefix))
-            .map(String::as_str)
-            .collect();
-        process_section(&mut out, report, process, &lines);
+        if options.all || charted.contains(&process.pid) {
+            let prefix = format!("{};", held::process_owner(process).label);
+            let lines: Vec<&str> = collapsed
+                .iter()
+                .filter(|line| line.starts_with(&prefix))
+                .map(String::as_str)
+                .collect();
+            process_section(&mut out, report, process, &lines);
+        } else {
+            brief_section(&mut out, report, process);
+        }
     }
     out.push_str(r#"<footer><p id="check">The page's check did not run.</p></footer>"#);
     out.push_str(SCRIPT);
@@ -66,12 +136,9 @@ pub fn render(report: &Report) -> String {
     out
 }
 
-fn process_section(
-    out: &mut String,
-    report: &Report,
-    process: &ProcessReport,
-    flame_lines: &[&str],
-) {
+/// The opening of a process's section (hidden until its row is picked): who, how it ended,
+/// what it maps and holds, and its findings.
+fn section_head(out: &mut String, report: &Report, process: &ProcessReport) {
     let status = match (process.alive, process.exit_code, process.signal) {
         (true, _, _) => "alive".to_string(),
         (false, Some(code), _) => format!("exited {code}"),
@@ -80,7 +147,7 @@ fn process_section(
     };
     let _ = write!(
         out,
-        r#"<section class="card process" id="pid-{}"><h2>pid {} <span class="comm">{}</span></h2><p class="meta">{} · {} · {} · parent {} · mapped {} · unreleased {} in {}</p>"#,
+        r#"<section class="card process" id="pid-{}" hidden><h2>pid {} <span class="comm">{}</span></h2><p class="meta">{} · {} · {} · parent {} · mapped {} in {} mappings · unreleased {} in {}</p>"#,
         process.pid,
         process.pid,
         escape(&process.comm),
@@ -88,7 +155,8 @@ fn process_section(
         process.abi,
         status,
         process.ppid,
-        format::bytes(process.summary.iter().map(|kind| kind.bytes).sum()),
+        format::bytes(crate::report::findings::mapped_bytes(process)),
+        process.map_count,
         format::bytes(process.unreleased.total_bytes),
         format::count(process.unreleased.total_regions, "region"),
     );
@@ -98,8 +166,53 @@ fn process_section(
         .filter(|finding| finding.pid == process.pid)
         .collect();
     if !own.is_empty() {
-        findings(out, own.into_iter());
+        findings(out, own.into_iter(), false);
     }
+}
+
+/// A process without charts: its facts and the groups it holds.
+fn brief_section(out: &mut String, report: &Report, process: &ProcessReport) {
+    section_head(out, report, process);
+    let groups: Vec<_> = process
+        .unreleased
+        .groups
+        .iter()
+        .chain(&process.held_since_attach)
+        .filter(|group| !group.is_loaded())
+        .take(10)
+        .collect();
+    if groups.is_empty() {
+        out.push_str(r#"<p class="none">Nothing allocated and still held.</p>"#);
+    } else {
+        out.push_str(r#"<div class="scroll"><table><thead><tr><th>kind</th><th>name</th><th>permissions</th><th>regions</th><th>bytes</th></tr></thead><tbody>"#);
+        for group in groups {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                group.kind,
+                escape(if group.name.is_empty() {
+                    "[anon]"
+                } else {
+                    &group.name
+                }),
+                group.perms,
+                group.count,
+                format::bytes(group.bytes),
+            );
+        }
+        out.push_str("</tbody></table></div>");
+    }
+    out.push_str(r#"<p class="none">Charts are drawn for the processes of the summary's table and those with findings; write the page with <code>--all</code> for every process's.</p>"#);
+    out.push_str("</section>");
+}
+
+fn process_section(
+    out: &mut String,
+    report: &Report,
+    process: &ProcessReport,
+    flame_lines: &[&str],
+) {
+    section_head(out, report, process);
     let (caption, timeline) = charts::timeline(process, report.start_ns);
     let _ = write!(
         out,
@@ -121,14 +234,23 @@ fn process_section(
     out.push_str("</section>");
 }
 
-fn findings<'f>(out: &mut String, findings: impl Iterator<Item = &'f Finding>) {
+/// `linked`: each opens its process's section.
+fn findings<'f>(out: &mut String, findings: impl Iterator<Item = &'f Finding>, linked: bool) {
     out.push_str(r#"<ul class="findings">"#);
     for finding in findings {
         let _ = write!(
             out,
-            r#"<li><span class="tag">{}</span> {}</li>"#,
+            r#"<li><span class="tag">{}</span> {}{}</li>"#,
             finding.kind.as_str(),
-            escape(&finding.message)
+            escape(&finding.message),
+            if linked {
+                format!(
+                    r##" <a href="#pid-{}">pid {}</a>"##,
+                    finding.pid, finding.pid
+                )
+            } else {
+                String::new()
+            },
         );
     }
     out.push_str("</ul>");
@@ -217,26 +339,101 @@ svg.chart{width:100%;height:auto;display:block}
 .tag{font:12px ui-monospace,monospace;background:#222;color:#fff;border-radius:3px;padding:0 5px}
 .scroll{overflow-x:auto}table{border-collapse:collapse;font-size:12px}th,td{border-bottom:1px solid #e4e4e4;padding:3px 8px;text-align:left;white-space:nowrap}
 td{font-family:ui-monospace,monospace}.none{color:#555}footer{color:#555;font-size:12px}
+.tall{max-height:560px;overflow-y:auto}table.sortable th{cursor:pointer;position:sticky;top:0;background:#fff;user-select:none}
+table.sortable th[aria-sort=ascending]::after{content:" ▲"}table.sortable th[aria-sort=descending]::after{content:" ▼"}
+tr.opens{cursor:pointer}tr.opens:hover{background:#eef4fb}tr.selected{background:#dbe9f8}
 </style></head><body>
 "#;
 
-/// The page checks itself once loaded, and says so in its footer (tests read the verdict from
-/// the DOM): every chart has shapes and a size on screen, no script failed, and nothing was
-/// fetched or blocked (the policy forbids fetching; this shows nothing tried).
-const SCRIPT: &str = r#"<script>
-addEventListener("load", function () {
-  var charts = document.querySelectorAll("svg.chart");
-  var drawn = 0;
-  charts.forEach(function (chart) {
-    var box = chart.getBoundingClientRect();
-    if (box.width > 0 && box.height > 0 && chart.querySelector("rect,polygon,path,line")) drawn++;
+/// The page's script: sorting the table by a column, opening a process from its row (or from
+/// a link to `#pid-N`), and the check the page makes of itself once loaded, and again after
+/// each change (tests read the verdict from the DOM): every chart shown has shapes and a size
+/// on screen, no script failed, and nothing was fetched or blocked (the policy forbids
+/// fetching; this shows nothing tried).
+const SCRIPT: &str = r##"<script>
+(function () {
+  function check() {
+    var charts = Array.prototype.filter.call(document.querySelectorAll("svg.chart"), function (chart) {
+      return !chart.closest("[hidden]");
+    });
+    var drawn = 0;
+    charts.forEach(function (chart) {
+      var box = chart.getBoundingClientRect();
+      if (box.width > 0 && box.height > 0 && chart.querySelector("rect,polygon,path,line")) drawn++;
+    });
+    var fetched = performance.getEntriesByType("resource").length;
+    var ok = charts.length > 0 && drawn === charts.length && fetched === 0 && pageProblems.length === 0;
+    document.documentElement.setAttribute("data-check", ok ? "ok" : "failed");
+    document.getElementById("check").textContent = "Page check: " + drawn + " of " + charts.length +
+      " charts drawn, " + fetched + " resources fetched, " + pageProblems.length + " problems" +
+      (pageProblems.length ? " (" + pageProblems.join("; ") + ")" : "") + ".";
+    return ok;
+  }
+  window.memtraceCheck = check;
+  // One process shown at a time: the one picked, its row marked.
+  function open(id) {
+    var section = document.getElementById(id);
+    if (!section || !section.classList.contains("process")) return false;
+    document.querySelectorAll("section.process").forEach(function (other) {
+      other.hidden = other !== section;
+    });
+    document.querySelectorAll("tr.opens").forEach(function (row) {
+      row.classList.toggle("selected", row.getAttribute("data-target") === id);
+    });
+    document.documentElement.setAttribute("data-open", id);
+    check();
+    return true;
+  }
+  function openFromHash() {
+    var id = decodeURIComponent(location.hash.slice(1));
+    if (open(id)) document.getElementById(id).scrollIntoView();
+  }
+  function cellValue(row, index, numeric) {
+    var cell = row.cells[index];
+    var value = cell.hasAttribute("data-value") ? cell.getAttribute("data-value") : cell.textContent;
+    return numeric ? Number(value) : value.toLowerCase();
+  }
+  function sortBy(header) {
+    var table = header.closest("table");
+    var index = Array.prototype.indexOf.call(header.parentNode.children, header);
+    var numeric = header.getAttribute("data-type") === "num";
+    // Numbers largest first, names in alphabetical order; a second click reverses.
+    var first = numeric ? "descending" : "ascending";
+    var other = first === "descending" ? "ascending" : "descending";
+    var order = header.getAttribute("aria-sort") === first ? other : first;
+    table.querySelectorAll("th").forEach(function (th) { th.removeAttribute("aria-sort"); });
+    header.setAttribute("aria-sort", order);
+    var body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows);
+    var sign = order === "ascending" ? 1 : -1;
+    rows.sort(function (a, b) {
+      var x = cellValue(a, index, numeric), y = cellValue(b, index, numeric);
+      var byValue = x < y ? -1 : x > y ? 1 : 0;
+      return sign * byValue || cellValue(a, 0, true) - cellValue(b, 0, true);
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+  }
+  document.querySelectorAll("table.sortable th").forEach(function (header) {
+    header.addEventListener("click", function () { sortBy(header); });
+    header.addEventListener("keydown", function (event) {
+      if (event.key === "Enter" || event.key === " ") { event.preventDefault(); sortBy(header); }
+    });
   });
-  var fetched = performance.getEntriesByType("resource").length;
-  var ok = charts.length > 0 && drawn === charts.length && fetched === 0 && pageProblems.length === 0;
-  document.documentElement.setAttribute("data-check", ok ? "ok" : "failed");
-  document.getElementById("check").textContent = "Page check: " + drawn + " of " + charts.length +
-    " charts drawn, " + fetched + " resources fetched, " + pageProblems.length + " problems" +
-    (pageProblems.length ? " (" + pageProblems.join("; ") + ")" : "") + ".";
-});
+  document.querySelectorAll("tr.opens").forEach(function (row) {
+    row.addEventListener("click", function () {
+      var id = row.getAttribute("data-target");
+      if (open(id)) history.replaceState(null, "", "#" + id);
+    });
+  });
+  addEventListener("hashchange", openFromHash);
+  addEventListener("load", function () {
+    // The process a link names, else the first of the ranking.
+    if (!open(decodeURIComponent(location.hash.slice(1)))) {
+      var first = document.querySelector("tr.opens");
+      if (first) open(first.getAttribute("data-target"));
+    }
+    check();
+  });
+})();
 </script>
-"#;
+"##;
