@@ -476,11 +476,19 @@ pub fn write_capture(dir: &CaptureDir, input: CaptureInput) -> Result<Stored, Ca
             // `memtrace replay`). A trigger about the system reports every process.
             let family = family_of(&user_mode.model, input.fired.pid);
             let report = user_mode.report_for(&info, &family);
-            reported = family;
             let json = report::json::render(&report);
-            let text = report::text::render(&report, &TextOptions::default());
+            // A family chosen by the trigger is detailed whole, as `replay --pid` details
+            // the processes it names; the system's report ranks and details the top ones.
+            let text = report::text::render(
+                &report,
+                &TextOptions {
+                    all: !family.is_empty(),
+                    ..TextOptions::default()
+                },
+            );
             files.write("report.json", json.as_bytes())?;
             files.write("report.txt", text.as_bytes())?;
+            reported = family;
             size += (json.len() + text.len()) as u64;
         }
         for (file, contents) in &input.extra {
