@@ -638,11 +638,17 @@ pub struct ProbeConfig {
     /// Sample the user stack of mmap/mremap/brk/memfd_create calls that create at least this
     /// many bytes (`u64::MAX`: never).
     pub stack_min_bytes: u64,
-    /// `--cgroup`: the id of a cgroup v2 (its directory's inode number) whose processes are all
-    /// traced, whether they were there at attach, were started in it or joined it later; 0:
-    /// none. Compared with `bpf_get_current_cgroup_id()`, so membership is the kernel's own.
-    pub cgroup_id: u64,
+    /// `--cgroup`: the ids of up to [`MAX_CGROUPS`] cgroups v2 (their directories' inode
+    /// numbers) whose processes are all traced, whether they were there at attach, were started
+    /// in one or joined it later; the ones given first, then 0s (all 0: none). Compared with
+    /// `bpf_get_current_cgroup_id()`, so membership is the kernel's own.
+    pub cgroup_ids: [u64; MAX_CGROUPS],
 }
+
+/// The most cgroups one session traces (`--cgroup` repeated): the programs compare a task's
+/// cgroup with each in turn, on every syscall of every process of the host, so the list stays
+/// short enough to cost a few compares rather than a map lookup.
+pub const MAX_CGROUPS: usize = 8;
 
 impl ProbeConfig {
     /// Everything off: nothing followed, no logs, no stacks, no cgroup. The eBPF object's
@@ -652,7 +658,7 @@ impl ProbeConfig {
         log_enabled: 0,
         wakeup_bytes: 0,
         stack_min_bytes: u64::MAX,
-        cgroup_id: 0,
+        cgroup_ids: [0; MAX_CGROUPS],
     };
 }
 

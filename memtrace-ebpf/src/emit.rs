@@ -8,7 +8,9 @@ use aya_ebpf::{
     },
     maps::ring_buf::RingBufEntry,
 };
-use memtrace_common::{lost_slot, Abi, CommMessage, MessageHeader, MessageKind, COMM_LEN};
+use memtrace_common::{
+    lost_slot, Abi, CommMessage, MessageHeader, MessageKind, COMM_LEN, MAX_CGROUPS,
+};
 
 use crate::{
     kernel_structs::{current_task, identity, KernelPtr},
@@ -32,9 +34,7 @@ pub fn current_ids() -> (u32, u32) {
 /// up to date, as any traced process pays one lookup.
 #[inline(always)]
 pub fn is_traced(tgid: u32) -> bool {
-    let cgroup_id = unsafe { core::ptr::read_volatile(&raw const CONFIG.cgroup_id) };
-    // SAFETY: no arguments; the id of the task's cgroup in the v2 hierarchy.
-    if cgroup_id != 0 && unsafe { bpf_get_current_cgroup_id() } == cgroup_id {
+    if cgroups_traced() && in_traced_cgroup() {
         // SAFETY: the value is only tested for presence, never read.
         if unsafe { TRACED.get(tgid) }.is_none() {
             let _ = TRACED.insert(tgid, 1, 0);
@@ -43,6 +43,35 @@ pub fn is_traced(tgid: u32) -> bool {
     }
     // SAFETY: the value is only tested for presence, never read.
     unsafe { TRACED.get(tgid) }.is_some()
+}
+
+/// Whether the session traces cgroups (`--cgroup`).
+#[inline(always)]
+pub fn cgroups_traced() -> bool {
+    // SAFETY: CONFIG is read-only data the loader wrote; the first slot is set when any is.
+    unsafe { core::ptr::read_volatile((&raw const CONFIG.cgroup_ids).cast::<u64>()) != 0 }
+}
+
+/// Whether the current task runs in one of the `--cgroup` cgroups: one helper call, then a
+/// compare per cgroup given (the slots after the last are 0).
+#[inline(always)]
+fn in_traced_cgroup() -> bool {
+    // SAFETY: no arguments; the id of the task's cgroup in the v2 hierarchy.
+    let current = unsafe { bpf_get_current_cgroup_id() };
+    let ids = (&raw const CONFIG.cgroup_ids).cast::<u64>();
+    let mut index = 0;
+    while index < MAX_CGROUPS {
+        // SAFETY: `index` is below the array's length; CONFIG is read-only data.
+        let id = unsafe { core::ptr::read_volatile(ids.add(index)) };
+        if id == 0 {
+            return false;
+        }
+        if id == current {
+            return true;
+        }
+        index += 1;
+    }
+    false
 }
 
 /// Whether the current thread belongs to a traced process: the syscall programs' test, one

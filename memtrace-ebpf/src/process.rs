@@ -51,7 +51,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     if flags & fork_flags::THREAD == 0 {
         if follow {
             let _ = TRACED.insert(child_tgid, 1, 0);
-        } else if unsafe { core::ptr::read_volatile(&raw const CONFIG.cgroup_id) } == 0 {
+        } else if !crate::emit::cgroups_traced() {
             // Userspace keeps no copy of a layout nothing will ever be applied to.
             flags |= fork_flags::UNTRACED;
         }

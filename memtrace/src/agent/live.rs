@@ -43,8 +43,9 @@ use crate::{
 pub enum AgentTarget {
     /// Every process of the host.
     System,
-    /// Every process of a cgroup v2 (`--cgroup`, `--unit`).
-    Cgroup(Cgroup),
+    /// Every process of these cgroups v2 (`--cgroup`, `--unit`; at most
+    /// `memtrace_common::MAX_CGROUPS`).
+    Cgroups(Vec<Cgroup>),
 }
 
 #[derive(Clone, Debug)]
@@ -132,9 +133,9 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<AgentOutcome> {
     let mut user1 = signal(SignalKind::user_defined1())?;
     let probes_options = ProbeOptions {
         follow_children: true,
-        cgroup_id: match &options.target {
-            AgentTarget::Cgroup(cgroup) => cgroup.id,
-            AgentTarget::System => 0,
+        cgroup_ids: match &options.target {
+            AgentTarget::Cgroups(cgroups) => cgroups.iter().map(|cgroup| cgroup.id).collect(),
+            AgentTarget::System => Vec::new(),
         },
         ..options.probes.clone()
     };
@@ -155,15 +156,27 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<AgentOutcome> {
     // The first segment starts before anything is known: the attach layouts that seed it
     // are its keyframe.
     agent.keyframe(monotonic_ns());
-    let is_cgroup = matches!(options.target, AgentTarget::Cgroup(_));
+    let is_cgroup = matches!(options.target, AgentTarget::Cgroups(_));
     let mut feed: Feed<AgentMode> = Feed::new(Stream::new(None, None), agent, is_cgroup);
     let own = std::process::id();
     let (pids, where_) = match &options.target {
         AgentTarget::System => (procfs::all_pids(), "system-wide".to_owned()),
-        AgentTarget::Cgroup(cgroup) => (
-            cgroup.members()?,
-            format!("in cgroup {}", escape::terminal(&cgroup.name)),
-        ),
+        AgentTarget::Cgroups(cgroups) => {
+            let mut pids = Vec::new();
+            for cgroup in cgroups {
+                pids.extend(cgroup.members()?);
+            }
+            let names: Vec<String> = cgroups
+                .iter()
+                .map(|cgroup| escape::terminal(&cgroup.name).into_owned())
+                .collect();
+            let noun = if cgroups.len() == 1 {
+                "cgroup"
+            } else {
+                "cgroups"
+            };
+            (pids, format!("in {noun} {}", names.join(", ")))
+        }
     };
     let (threads, processes): (Vec<u32>, Vec<u32>) = pids
         .into_iter()
@@ -221,6 +234,11 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<AgentOutcome> {
     let mut lost = Losses::default();
     let mut outcome = AgentOutcome::default();
     let mut told_recording_error = false;
+    // The cgroups still there: the agent stops once the last one is removed.
+    let mut watched: Vec<Cgroup> = match &options.target {
+        AgentTarget::Cgroups(cgroups) => cgroups.clone(),
+        AgentTarget::System => Vec::new(),
+    };
 
     loop {
         tokio::select! {
@@ -366,9 +384,15 @@ pub async fn run(options: AgentOptions) -> anyhow::Result<AgentOutcome> {
                 .queue
                 .answer_pending(|query| answer(query, &mut feed.consumer, &counters));
         }
-        if let AgentTarget::Cgroup(cgroup) = &options.target {
-            if !cgroup.exists() {
-                log(format!("cgroup {} is gone", escape::terminal(&cgroup.name)));
+        if !watched.is_empty() {
+            watched.retain(|cgroup| {
+                let exists = cgroup.exists();
+                if !exists {
+                    log(format!("cgroup {} is gone", escape::terminal(&cgroup.name)));
+                }
+                exists
+            });
+            if watched.is_empty() {
                 break;
             }
         }

@@ -9,12 +9,31 @@ use crate::{
     agent::{self, mode::TriggerOptions, triggers::TriggerKind, AgentOptions, AgentTarget},
     cgroup::Cgroup,
 };
+use memtrace_common::MAX_CGROUPS;
 
 pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
-    let target = match (&args.cgroup, &args.unit) {
-        (Some(path), _) => AgentTarget::Cgroup(Cgroup::resolve(path)?),
-        (None, Some(unit)) => AgentTarget::Cgroup(Cgroup::of_unit(unit)?),
-        (None, None) => AgentTarget::System,
+    let mut cgroups: Vec<Cgroup> = Vec::new();
+    for cgroup in args
+        .cgroup
+        .iter()
+        .map(|path| Cgroup::resolve(path))
+        .chain(args.unit.iter().map(|unit| Cgroup::of_unit(unit)))
+    {
+        let cgroup = cgroup?;
+        if !cgroups.iter().any(|known| known.id == cgroup.id) {
+            cgroups.push(cgroup);
+        }
+    }
+    if cgroups.len() > MAX_CGROUPS {
+        anyhow::bail!(
+            "{} cgroups given (--cgroup, --unit): at most {MAX_CGROUPS} are watched at once",
+            cgroups.len()
+        );
+    }
+    let target = if cgroups.is_empty() {
+        AgentTarget::System
+    } else {
+        AgentTarget::Cgroups(cgroups)
     };
     let seconds = |option: &str, value: f64| -> anyhow::Result<std::time::Duration> {
         positive_seconds(option, Some(value))?.context("a positive number of seconds")
@@ -35,7 +54,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         probes: crate::probes::ProbeOptions {
             // The OOM killer's choice is the oom trigger's; the program loads only for it.
             oom_victims: enabled.contains(&TriggerKind::Oom),
-            ..args.probes.options(true, 0)
+            ..args.probes.options(true, Vec::new())
         },
         capture_dir: args.capture_dir.clone(),
         history: seconds("--history", args.history)?,

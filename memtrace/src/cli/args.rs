@@ -141,13 +141,15 @@ pub struct TraceArgs {
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// Watch only the processes of this cgroup (v2), as `memtrace --cgroup` does; without it,
-    /// every process of the host.
-    #[arg(long, value_name = "PATH", conflicts_with = "unit")]
-    pub cgroup: Option<PathBuf>,
+    /// Watch only the processes of this cgroup (v2), as `memtrace --cgroup` does; without it
+    /// (and without --unit), every process of the host. Repeatable, with --unit too: up to 8
+    /// cgroups in all.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Vec<PathBuf>,
     /// Watch only the processes of this systemd unit (its cgroup, e.g. `sshd.service`).
+    /// Repeatable.
     #[arg(long, value_name = "NAME")]
-    pub unit: Option<String>,
+    pub unit: Vec<String>,
     /// Where captures are written: one directory per capture, owner-only.
     #[arg(long, value_name = "DIR", default_value = "/var/lib/memtrace/captures")]
     pub capture_dir: PathBuf,
@@ -264,15 +266,15 @@ pub struct ProbeArgs {
 }
 
 impl ProbeArgs {
-    /// The probes' options for these flags (`follow` and `cgroup_id` are the mode's).
-    pub fn options(&self, follow_children: bool, cgroup_id: u64) -> ProbeOptions {
+    /// The probes' options for these flags (`follow` and `cgroup_ids` are the mode's).
+    pub fn options(&self, follow_children: bool, cgroup_ids: Vec<u64>) -> ProbeOptions {
         ProbeOptions {
             follow_children,
             ring_buffer_bytes: self.ring_buffer_size,
             ebpf_log: self.ebpf_log,
             stack_min_bytes: (!self.no_stacks).then_some(self.stack_min_size),
             backend: self.backend,
-            cgroup_id,
+            cgroup_ids,
             oom_victims: false,
         }
     }

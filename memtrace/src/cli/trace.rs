@@ -24,14 +24,14 @@ pub fn run(args: TraceArgs) -> anyhow::Result<ExitCode> {
             "nothing to trace: give a command (`memtrace -- CMD`), a process (`memtrace --pid PID`) or a cgroup (`memtrace --cgroup PATH`)"
         ),
     };
-    let cgroup_id = match &target {
-        Target::Cgroup(cgroup) => cgroup.id,
-        _ => 0,
+    let cgroup_ids = match &target {
+        Target::Cgroup(cgroup) => vec![cgroup.id],
+        _ => Vec::new(),
     };
     let mut outputs = Outputs::check(args.record.as_deref(), &args.output)?;
     let options = LiveOptions {
         target,
-        probes: args.probes.options(args.follow, cgroup_id),
+        probes: args.probes.options(args.follow, cgroup_ids),
         print_events: args.events,
         duration: positive_seconds("--duration", args.duration)?,
         record: outputs.record.take(),

@@ -20,7 +20,7 @@ use aya::{
 };
 use memtrace_common::{
     kernel_mode::names as kernel_mode_names, lost_slot, names, ProbeConfig,
-    DEFAULT_RING_BUFFER_BYTES, DEFAULT_STACK_MIN_BYTES, STACK_RING_BYTES,
+    DEFAULT_RING_BUFFER_BYTES, DEFAULT_STACK_MIN_BYTES, MAX_CGROUPS, STACK_RING_BYTES,
 };
 
 use self::backend::{Attached, BackendChoice};
@@ -56,6 +56,18 @@ pub enum ProbeError {
     Fentry(#[source] backend::FentryError),
     #[error("--ring-buffer-size {0} must be a power of two and at least 4096")]
     RingBufferSize(u32),
+    #[error("--cgroup given {0} times: at most {MAX_CGROUPS} cgroups are traced at once")]
+    TooManyCgroups(usize),
+}
+
+/// The cgroups' ids in the programs' form: the ones given, then 0s.
+fn cgroup_slots(ids: &[u64]) -> Result<[u64; MAX_CGROUPS], ProbeError> {
+    if ids.len() > MAX_CGROUPS {
+        return Err(ProbeError::TooManyCgroups(ids.len()));
+    }
+    let mut slots = [0; MAX_CGROUPS];
+    slots[..ids.len()].copy_from_slice(ids);
+    Ok(slots)
 }
 
 impl ProbeError {
@@ -87,8 +99,9 @@ pub struct ProbeOptions {
     pub stack_min_bytes: Option<u64>,
     /// How to hook the syscalls (`--backend`).
     pub backend: BackendChoice,
-    /// `--cgroup`: trace every process of the cgroup v2 with this id (0: none).
-    pub cgroup_id: u64,
+    /// `--cgroup`: trace every process of the cgroups v2 with these ids (at most
+    /// [`MAX_CGROUPS`]; none: no cgroup).
+    pub cgroup_ids: Vec<u64>,
     /// Report the OOM killer's victims (`oom:mark_victim`; for the agent). Off: the program is
     /// not even loaded, so user mode pays nothing for it.
     pub oom_victims: bool,
@@ -102,7 +115,7 @@ impl Default for ProbeOptions {
             ebpf_log: false,
             stack_min_bytes: Some(DEFAULT_STACK_MIN_BYTES),
             backend: BackendChoice::default(),
-            cgroup_id: 0,
+            cgroup_ids: Vec::new(),
             oom_victims: false,
         }
     }
@@ -254,7 +267,7 @@ fn load_object(
         stack_min_bytes: options.stack_min_bytes.unwrap_or(u64::MAX),
         // A quarter of the ring: the reader wakes up well before it fills.
         wakeup_bytes: u64::from(size / 4),
-        cgroup_id: options.cgroup_id,
+        cgroup_ids: cgroup_slots(&options.cgroup_ids)?,
     };
     let aya_btf = kernel_btf::aya_form()?;
     let mut loader = kernel_btf::loader();

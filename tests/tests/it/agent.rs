@@ -107,12 +107,12 @@ impl Agent {
         }
     }
 
-    /// SIGTERM, then its status and everything it said.
     /// What it said so far.
     pub(crate) fn said(&self) -> String {
         self.log.join("\n")
     }
 
+    /// SIGTERM, then its status and everything it said.
     pub(crate) fn stop(mut self) -> (std::process::ExitStatus, String) {
         signal(&self.child, "TERM");
         let status = self.child.wait().unwrap();
@@ -575,4 +575,83 @@ fn a_login_whose_shell_starves_its_heap_is_captured_with_sshd() {
         .find(|p| p["exe"].as_str().unwrap_or("").ends_with("/brk_starve-64"))
         .unwrap_or_else(|| panic!("the starved program: {report:#}"));
     assert_eq!(starved["brk"]["failed"].as_array().unwrap().len(), 5);
+}
+
+/// `--cgroup` repeated: the agent watches each cgroup given and no other. The brk-starved
+/// program started in two watched cgroups is captured in both; started in a third, unwatched
+/// one, it is not traced at all.
+#[test]
+fn repeated_cgroups_are_each_watched_and_no_other() {
+    require_root();
+    let _one = ONE_AGENT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let scratch = Scratch::new("agent-cgroups");
+    let cgroups = [
+        TestCgroup::new("agent-cg-a"),
+        TestCgroup::new("agent-cg-b"),
+        TestCgroup::new("agent-cg-c"),
+    ];
+    let mut agent = Agent::start(
+        &scratch.file("captures"),
+        &[
+            "--cgroup",
+            cgroups[0].path.to_str().unwrap(),
+            "--cgroup",
+            cgroups[1].path.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        agent.said().contains(&format!(
+            "in cgroups {}, {}",
+            cgroups[0].name, cgroups[1].name
+        )),
+        "{}",
+        agent.said()
+    );
+    // Each program joins its cgroup before it execs, as a service manager starts one.
+    let starved: Vec<u32> = cgroups
+        .iter()
+        .enumerate()
+        .map(|(index, cgroup)| {
+            let mut child = Command::new("sh")
+                .arg("-c")
+                .arg("echo $$ > \"$1/cgroup.procs\" && shift && exec \"$@\"")
+                .arg("sh")
+                .arg(&cgroup.path)
+                .arg(program("brk_starve", Abi::X86_64, Runtime::Libc))
+                .arg(scratch.file(&format!("blocker-{index}.dat")))
+                .arg("20")
+                .spawn()
+                .unwrap();
+            let pid = child.id();
+            assert!(child.wait().unwrap().success());
+            pid
+        })
+        .collect();
+    for &pid in &starved[..2] {
+        let capture = agent.wait_for_capture("brk-failed", Some(pid), Duration::from_secs(10));
+        let (report, _) = assert_complete(&scratch, &capture);
+        let process = process(&report, u64::from(pid));
+        assert_eq!(process["brk"]["failed"].as_array().unwrap().len(), 5);
+    }
+    // The third failed as the others did, before the second's capture was awaited.
+    let unwatched = starved[2];
+    let (status, log) = agent.stop();
+    assert!(status.success(), "{log}");
+    assert!(
+        !log.contains(&format!("pid {unwatched}:")) && !log.contains(&format!("pid {unwatched} ")),
+        "the unwatched cgroup's process was traced:\n{log}"
+    );
+    let names: Vec<String> = complete_captures(&scratch.file("captures"))
+        .iter()
+        .map(|path| path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|name| name.contains(&format!("-{unwatched}-"))),
+        "{names:?}"
+    );
+    drop(cgroups);
 }
