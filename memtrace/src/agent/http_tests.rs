@@ -616,62 +616,6 @@ fn prometheus_scrapes_the_server_and_sees_the_growth() {
     }
 }
 
-/// The few messages of pprof's profile.proto a profile of two functions needs (field numbers
-/// from github.com/google/pprof's proto/profile.proto).
-mod profile_proto {
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Profile {
-        #[prost(message, repeated, tag = "1")]
-        pub sample_type: Vec<ValueType>,
-        #[prost(message, repeated, tag = "2")]
-        pub sample: Vec<Sample>,
-        #[prost(message, repeated, tag = "4")]
-        pub location: Vec<Location>,
-        #[prost(message, repeated, tag = "5")]
-        pub function: Vec<Function>,
-        #[prost(string, repeated, tag = "6")]
-        pub string_table: Vec<String>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ValueType {
-        #[prost(int64, tag = "1")]
-        pub r#type: i64,
-        #[prost(int64, tag = "2")]
-        pub unit: i64,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Sample {
-        #[prost(uint64, repeated, tag = "1")]
-        pub location_id: Vec<u64>,
-        #[prost(int64, repeated, tag = "2")]
-        pub value: Vec<i64>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Location {
-        #[prost(uint64, tag = "1")]
-        pub id: u64,
-        #[prost(message, repeated, tag = "4")]
-        pub line: Vec<Line>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Line {
-        #[prost(uint64, tag = "1")]
-        pub function_id: u64,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Function {
-        #[prost(uint64, tag = "1")]
-        pub id: u64,
-        #[prost(int64, tag = "2")]
-        pub name: i64,
-    }
-}
-
 /// An agent serving a gzipped profile where `leak_16mib_blocks` holds 64 MiB and
 /// `small_helper` 1 MiB.
 struct ProfileAgent;
@@ -682,7 +626,7 @@ impl Scrape for ProfileAgent {
     }
 
     fn heap_profile(&self) -> Result<Vec<u8>, Unavailable> {
-        use profile_proto::*;
+        use crate::report::export::pprof::proto::*;
         use prost::Message as _;
         let strings = [
             "",
@@ -693,29 +637,38 @@ impl Scrape for ProfileAgent {
         ];
         let profile = Profile {
             sample_type: vec![ValueType { r#type: 1, unit: 2 }],
+            default_sample_type: 1,
             sample: vec![
                 Sample {
                     location_id: vec![1],
                     value: vec![64 << 20],
+                    ..Sample::default()
                 },
                 Sample {
                     location_id: vec![2],
                     value: vec![1 << 20],
+                    ..Sample::default()
                 },
             ],
             location: (1..=2)
                 .map(|id| Location {
                     id,
-                    line: vec![Line { function_id: id }],
+                    line: vec![Line {
+                        function_id: id,
+                        ..Line::default()
+                    }],
+                    ..Location::default()
                 })
                 .collect(),
             function: (1..=2)
                 .map(|id| Function {
                     id,
                     name: 2 + id as i64,
+                    ..Function::default()
                 })
                 .collect(),
             string_table: strings.iter().map(|s| s.to_string()).collect(),
+            ..Profile::default()
         };
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         encoder.write_all(&profile.encode_to_vec()).unwrap();

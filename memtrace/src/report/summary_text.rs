@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use crate::escape::terminal;
 use crate::report::format::{bytes, count, count_of, table};
-use crate::report::schema::{ExitedProgramReport, ProcessReport, RankedRow, Report};
+use crate::report::schema::{ExitedProgramReport, ProcessReport, RankedRow, Report, SyscallTable};
 use crate::report::text::TextOptions;
 
 /// With at most this many processes detailed, each gets its full block (tables of syscalls
@@ -238,16 +238,7 @@ pub fn detail_heading(out: &mut String, report: &Report, detailed: &Detailed) {
 
 /// A brief block's last lines: its syscalls and its memory by kind, one line each.
 pub fn brief_tables(out: &mut String, process: &ProcessReport) {
-    let calls: Vec<String> = process
-        .syscalls
-        .rows()
-        .into_iter()
-        .filter(|(_, calls)| calls.calls > 0)
-        .map(|(name, calls)| match calls.failed {
-            0 => format!("{name} {}", calls.calls),
-            failed => format!("{name} {} ({failed} failed)", calls.calls),
-        })
-        .collect();
+    let calls = syscall_counts(&process.syscalls);
     if calls.is_empty() {
         out.push_str("  no memory syscalls traced\n");
     } else {
@@ -310,4 +301,17 @@ fn tail(text: &str, max: usize) -> String {
     }
     let kept: String = text.chars().skip(count - (max - 1)).collect();
     format!("…{kept}")
+}
+
+/// The syscalls made, one `name calls (failed)` each, for a one-line summary.
+pub fn syscall_counts(syscalls: &SyscallTable) -> Vec<String> {
+    syscalls
+        .rows()
+        .into_iter()
+        .filter(|(_, calls)| calls.calls > 0)
+        .map(|(name, calls)| match calls.failed {
+            0 => format!("{name} {}", calls.calls),
+            failed => format!("{name} {} ({failed} failed)", calls.calls),
+        })
+        .collect()
 }

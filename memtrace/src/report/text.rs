@@ -163,16 +163,7 @@ fn folded_block(out: &mut String, report: &Report, program: &ExitedProgramReport
             bytes(program.loaded_bytes),
         );
     }
-    let calls: Vec<String> = program
-        .syscalls
-        .rows()
-        .into_iter()
-        .filter(|(_, calls)| calls.calls > 0)
-        .map(|(name, calls)| match calls.failed {
-            0 => format!("{name} {}", calls.calls),
-            failed => format!("{name} {} ({failed} failed)", calls.calls),
-        })
-        .collect();
+    let calls = summary_text::syscall_counts(&program.syscalls);
     if !calls.is_empty() {
         let _ = writeln!(out, "  syscalls: {}", calls.join(", "));
     }

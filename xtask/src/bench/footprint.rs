@@ -115,21 +115,9 @@ pub fn measure(workspace: &Workspace, memtrace: &Path, scratch: &Path) -> Result
         .filter_map(|rest| rest.split_whitespace().nth(2)?.parse().ok())
         .collect();
     // `churn events N processes K folded F json_bytes … after_reports_rss_kib R peak_kib P`
-    let totals: Vec<&str> = churn
-        .lines()
-        .find_map(|line| line.strip_prefix("churn events "))
-        .unwrap_or("?")
-        .split_whitespace()
-        .collect();
-    let total = |name: &str| -> &str {
-        totals
-            .iter()
-            .position(|word| *word == name)
-            .and_then(|at| totals.get(at + 1))
-            .copied()
-            .unwrap_or("?")
-    };
-    let churn_events = totals.first().copied().unwrap_or("?");
+    let totals = Totals::of(&churn, "churn events ");
+    let total = |name: &str| totals.get(name);
+    let churn_events = totals.first();
     let regions = cmd::read_stdout(Command::new(&example).args(["regions", "1000000"]))?;
     let per_region = regions.split_whitespace().last().unwrap_or("?").to_owned();
 
@@ -239,20 +227,8 @@ fn agent_day(day: &str, leak: bool) -> Result<()> {
     };
     // `agent-day events N cpu_s C cpu_s_per_million_events M history_bytes B bytes_per_minute P
     // minutes_in_64_mib K peak_kib P`
-    let totals: Vec<&str> = day
-        .lines()
-        .find_map(|line| line.strip_prefix("agent-day events "))
-        .unwrap_or("?")
-        .split_whitespace()
-        .collect();
-    let total = |name: &str| -> &str {
-        totals
-            .iter()
-            .position(|word| *word == name)
-            .and_then(|at| totals.get(at + 1))
-            .copied()
-            .unwrap_or("?")
-    };
+    let totals = Totals::of(day, "agent-day events ");
+    let total = |name: &str| totals.get(name);
     let what = if leak {
         "with its slow leak"
     } else {
@@ -269,7 +245,7 @@ fn agent_day(day: &str, leak: bool) -> Result<()> {
     };
     println!(
         "agent: {AGENT_HOURS} h {what} ({} events): RSS hour 1 {:.1} MiB -> hour {AGENT_HOURS} {:.1} MiB (x{:.2}; goal: within 10% when the live processes' regions stay the same: {first_regions} -> {last_regions}{per_region}); {} CPU s per million events; {} minutes of that server in 64 MiB of history ({} bytes a minute)",
-        totals.first().copied().unwrap_or("?"),
+        totals.first(),
         first_hour as f64 / 1024.0,
         last_hour as f64 / 1024.0,
         last_hour as f64 / first_hour.max(1) as f64,
@@ -278,4 +254,35 @@ fn agent_day(day: &str, leak: bool) -> Result<()> {
         total("bytes_per_minute"),
     );
     Ok(())
+}
+
+/// A workload's totals line, `PREFIX FIRST name value name value …`, read by name ("?" for
+/// what it lacks).
+struct Totals<'a>(Vec<&'a str>);
+
+impl<'a> Totals<'a> {
+    fn of(output: &'a str, prefix: &str) -> Self {
+        Self(
+            output
+                .lines()
+                .find_map(|line| line.strip_prefix(prefix))
+                .unwrap_or("?")
+                .split_whitespace()
+                .collect(),
+        )
+    }
+
+    /// The value right after the prefix.
+    fn first(&self) -> &'a str {
+        self.0.first().copied().unwrap_or("?")
+    }
+
+    fn get(&self, name: &str) -> &'a str {
+        self.0
+            .iter()
+            .position(|word| *word == name)
+            .and_then(|at| self.0.get(at + 1))
+            .copied()
+            .unwrap_or("?")
+    }
 }

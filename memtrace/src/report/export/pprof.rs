@@ -17,8 +17,9 @@ use crate::report::export::held::{self, Owner, ProfileStack, NO_STACK};
 use crate::report::schema::{FrameReport, Report};
 
 /// The messages of github.com/google/pprof's proto/profile.proto (field numbers from there),
-/// written as prost derives: five messages do not justify a protoc build step.
-mod proto {
+/// written as prost derives: five messages do not justify a protoc build step. The agent's
+/// HTTP tests build profiles with them too.
+pub(crate) mod proto {
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Profile {
         #[prost(message, repeated, tag = "1")]
