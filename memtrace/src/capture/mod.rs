@@ -7,6 +7,7 @@
 //! full: one wakeup per event would cost more than the event) or a short timer, which is
 //! what delivers a quiet stream.
 
+mod completion;
 pub mod decode;
 pub mod exec_image;
 mod pairing;
@@ -116,6 +117,8 @@ pub struct Capture {
     decoder: decode::Decoder,
     /// Each traced process's root, for the images of those gone before their exec is read.
     roots: roots::Roots,
+    /// Reads what shmat and io_setup mapped.
+    completion: completion::Completion,
     counts: CaptureCounts,
     backlog: Arc<Backlog>,
 }
@@ -128,6 +131,7 @@ impl Capture {
             pairing: StackPairing::default(),
             decoder: decode::Decoder::default(),
             roots: roots::Roots::default(),
+            completion: completion::Completion::default(),
             counts: CaptureCounts::default(),
             backlog: Arc::default(),
         }
@@ -200,10 +204,11 @@ impl Capture {
         while let Some(record) = self.events.next() {
             match self.decoder.decode(&record) {
                 Ok(Decoded::Event {
-                    event,
+                    mut event,
                     loaded_image,
                     ..
                 }) => {
+                    self.completion.complete(&mut event);
                     self.roots.observe(&event);
                     if let Some(image) = &loaded_image {
                         let root = self.roots.root_of(event.pid);

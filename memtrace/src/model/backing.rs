@@ -102,6 +102,7 @@ impl Backing {
             created,
             memfd: self.memfd,
             thread_stack: false,
+            sealed: false,
             stack: None,
         }
     }
