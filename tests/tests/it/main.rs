@@ -12,6 +12,7 @@ mod hardening;
 mod jit_frames;
 mod kernel_allocs;
 mod layout;
+mod mapping_ways;
 mod pictures;
 mod recording;
 mod replay_files;
