@@ -13,8 +13,8 @@ use std::{
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    capture::{Capture, Captured},
-    cgroup::Cgroup,
+    capture::{Capture, Captured, Note, TaskIdentity},
+    cgroup::{Cgroup, CgroupNames},
     clock::{monotonic_ns, next_tick, sleep_until},
     event::{Abi, Comm, ContainerIdentity, Event, EventBody, Losses},
     launch::{self, GatedCommand, LaunchError},
@@ -138,7 +138,8 @@ pub async fn run(options: LiveOptions) -> Result<LiveOutcome, SessionError> {
         user_mode: UserMode::new(options.user_mode.clone()),
         attached_at: HashMap::new(),
         containers: HashMap::new(),
-        forked_from: HashMap::new(),
+        kernel_identities: HashMap::new(),
+        cgroups: CgroupNames::default(),
         known: cgroup.as_ref().map(|_| HashSet::new()),
     };
     let mut interval_ticks = options.interval.map(|period| {
@@ -312,9 +313,11 @@ struct Feed {
     attached_at: HashMap<u32, u64>,
     /// The container identity last told for each process.
     containers: HashMap<u32, ContainerIdentity>,
-    /// The parent of each child seen forked and not identified yet: a child gone before its
-    /// `/proc` entry could be read is in its parent's cgroup and root, as the kernel forks it.
-    forked_from: HashMap<u32, u32>,
+    /// Who each process is as the kernel last said (its fork, its exec, a thread first seen),
+    /// until the stream is told.
+    kernel_identities: HashMap<u32, TaskIdentity>,
+    /// The paths of the cgroup ids the kernel gives.
+    cgroups: CgroupNames,
     /// With `--cgroup`: the processes seeded, or born in a fork memtrace saw; any other one
     /// joined the cgroup while running and is seeded when first seen.
     known: Option<HashSet<u32>>,
@@ -366,15 +369,31 @@ impl Feed {
         for captured in batch {
             match captured {
                 Captured::Event(event) if !self.before_attach(event.pid, event.time_ns) => {
-                    let exec = matches!(event.body, EventBody::Exec(_));
+                    // An exec's mappings come before it and belong to it.
+                    let exec = matches!(event.body, EventBody::Exec(_) | EventBody::ExecMapping(_));
                     if !exec {
                         self.identify(&event);
                     }
                     self.stream.feed(&event, &mut self.user_mode);
-                    if exec {
+                    if matches!(event.body, EventBody::Exec(_)) {
                         // A new image may come with a new root (`chroot DIR cmd`) or cgroup.
                         self.identify(&event);
                     }
+                    if let EventBody::Exit(exit) = &event.body {
+                        if exit.group_dead {
+                            self.kernel_identities.remove(&event.pid);
+                        }
+                    }
+                }
+                // A thread's fork says nothing its process's identity has not; a comm told of a
+                // process identified already (a rename) says nothing new either.
+                Captured::Note(Note::Identity(identity)) if identity.pid == identity.tid => {
+                    self.kernel_identities.insert(identity.pid, identity);
+                }
+                Captured::Note(Note::Comm(identity))
+                    if !self.containers.contains_key(&identity.pid) =>
+                {
+                    self.kernel_identities.insert(identity.pid, identity);
                 }
                 Captured::Stack(stack) if !self.before_attach(stack.pid, stack.time_ns) => {
                     let told = self.user_mode.unwind(&stack);
@@ -392,7 +411,7 @@ impl Feed {
         for pid in self.user_mode.take_forgotten() {
             self.attached_at.remove(&pid);
             self.containers.remove(&pid);
-            self.forked_from.remove(&pid);
+            self.kernel_identities.remove(&pid);
             if let Some(known) = &mut self.known {
                 known.remove(&pid);
             }
@@ -431,38 +450,29 @@ impl Feed {
     }
 
     /// Tells the stream who the process of `event` is in its container, when memtrace first
-    /// sees it and after an exec (when that changed), read from `/proc` while it runs: the
-    /// recording then carries it, and a replay elsewhere names the process the same way.
+    /// sees it and after an exec (when that changed): the recording then carries it, and a
+    /// replay elsewhere names the process the same way. Its cgroup and its pid in its own
+    /// namespace are the kernel's at its fork or exec (or when one of its threads was first
+    /// seen), so a process gone within milliseconds has them too; only a process memtrace
+    /// attached to, whose identity the kernel has not told, is read from `/proc` while it runs.
     fn identify(&mut self, event: &Event) {
         if let EventBody::Fork(fork) = &event.body {
             if !fork.thread {
-                self.forked_from.insert(fork.child_pid, event.pid);
+                // A pid taken again is another process.
+                self.containers.remove(&fork.child_pid);
             }
         }
         let exec = matches!(event.body, EventBody::Exec(_));
         if event.pid == 0 || (!exec && self.containers.contains_key(&event.pid)) {
             return;
         }
-        let container = match procfs::container_identity(event.pid) {
-            Some(container) => container,
-            // Gone already (a short-lived child often is): its parent's cgroup and root, when
-            // the parent is in the host's pid namespace, where the child's pid is its own.
-            // Otherwise whether a process is told apart would depend on how fast memtrace ran.
-            None => match self
-                .forked_from
-                .get(&event.pid)
-                .and_then(|parent| Some((*parent, self.containers.get(parent)?)))
-            {
-                Some((parent, inherited)) if !exec && inherited.ns_pid == parent => {
-                    ContainerIdentity {
-                        ns_pid: event.pid,
-                        ..inherited.clone()
-                    }
-                }
-                _ => return,
+        let container = match self.kernel_identities.remove(&event.pid) {
+            Some(identity) => self.container_of(&identity),
+            None => match procfs::container_identity(event.pid) {
+                Some(container) => container,
+                None => return,
             },
         };
-        self.forked_from.remove(&event.pid);
         if self.containers.get(&event.pid) == Some(&container) {
             return;
         }
@@ -475,6 +485,41 @@ impl Feed {
             },
             &mut self.user_mode,
         );
+    }
+
+    /// A process's container identity from what the kernel said. Its root is read from
+    /// `/proc/PID/root` (only `/proc` has it) while the process is there; once it is gone,
+    /// it is the one it was last known with: its own before an exec, else its parent's at fork,
+    /// where the kernel starts it, else memtrace's own.
+    fn container_of(&mut self, identity: &TaskIdentity) -> ContainerIdentity {
+        let pid = identity.pid;
+        let cgroup = match identity.cgroup_id {
+            // A kernel without the offsets for it.
+            0 => procfs::container_identity(pid)
+                .map(|container| container.cgroup)
+                .unwrap_or_default(),
+            id => match self.cgroups.path_of(id) {
+                Some(path) => path.to_owned(),
+                None => CgroupNames::removed_name(id),
+            },
+        };
+        let ns_pid = match identity.ns_pid {
+            0 => procfs::container_identity(pid).map_or(pid, |container| container.ns_pid),
+            ns_pid => ns_pid,
+        };
+        let root = std::fs::read_link(format!("/proc/{pid}/root"))
+            .ok()
+            .map(|root| root.to_string_lossy().into_owned())
+            .or_else(|| self.containers.get(&pid).map(|known| known.root.clone()))
+            .or_else(|| self.user_mode.root_of(pid).map(|root| root.to_string()))
+            // Never seen alive, nor any parent it has: only `/proc` shows a chroot, and this one
+            // is taken to share memtrace's root, as a process memtrace launched starts in it.
+            .unwrap_or_else(|| "/".to_owned());
+        ContainerIdentity {
+            cgroup,
+            ns_pid,
+            root,
+        }
     }
 
     /// Turns a change in the kernel's loss counters into a `Lost` event, so the loss is in the
