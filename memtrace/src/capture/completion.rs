@@ -12,8 +12,10 @@
 //!   is gone (or already detached), `/proc/sysvipc/shm` by id: a segment cannot be destroyed
 //!   while attached, even after `IPC_RMID`, so it is there unless every process detached it
 //!   meanwhile; then the size stays 0 and the model maps nothing (the attachment was undone by
-//!   then anyway). That table is memtrace's IPC namespace's: for a process of another one that
-//!   is gone this early, a segment of the same id here would be taken for its own.
+//!   then anyway). That table shows the key of a segment marked for removal (`IPC_RMID`) as 0,
+//!   as the kernel resets it, so such a segment is named `/SYSV00000000` there. It is memtrace's
+//!   IPC namespace's: for a process of another one that is gone this early, a segment of the
+//!   same id here would be taken for its own.
 //! - io_setup: `/proc/PID/maps` at the ring's address; if the process is gone, the kernel's
 //!   own arithmetic (fs/aio.c).
 
