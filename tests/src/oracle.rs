@@ -15,7 +15,8 @@ struct Interval {
 }
 
 /// The same backing named the same way on both sides: /proc shows memfds as
-/// `/memfd:NAME (deleted)`, anonymous memory with no name.
+/// `/memfd:NAME (deleted)`, anonymous memory with no name, shared anonymous memory as
+/// `/dev/zero (deleted)` (the report: unnamed, of kind shared-anon).
 fn normalized_backing(name: &str) -> String {
     let name = name.trim_end_matches(" (deleted)");
     let name = name
@@ -23,7 +24,7 @@ fn normalized_backing(name: &str) -> String {
         .filter(|n| n.starts_with("memfd:"))
         .unwrap_or(name);
     match name {
-        "" | "[anon]" => String::new(),
+        "" | "[anon]" | "/dev/zero" => String::new(),
         other => other.to_string(),
     }
 }
@@ -50,6 +51,8 @@ fn rebuilt_layout(process: &Value) -> Vec<Interval> {
         .as_array()
         .expect("layout")
         .iter()
+        // As on the kernel's side: a process attached to has it from its /proc/PID/maps.
+        .filter(|region| region["name"] != "[vsyscall]")
         .map(|region| Interval {
             start: region["start"].as_u64().unwrap(),
             end: region["end"].as_u64().unwrap(),

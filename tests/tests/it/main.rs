@@ -14,6 +14,7 @@ mod kernel_allocs;
 mod layout;
 mod mapping_ways;
 mod pictures;
+mod postgres;
 mod recording;
 mod replay_files;
 mod sshd;
