@@ -4,6 +4,7 @@ mod attach;
 mod heap;
 mod impossible;
 mod lifecycle;
+mod mapping_ways;
 mod mappings;
 mod memfd;
 mod throughput;
