@@ -461,6 +461,10 @@ impl Feed {
                 // A pid taken again is another process.
                 self.containers.remove(&fork.child_pid);
             }
+            if fork.untraced {
+                // Nothing of it comes: who it is is not kept for an event that never comes.
+                self.kernel_identities.remove(&fork.child_pid);
+            }
         }
         let exec = matches!(event.body, EventBody::Exec(_));
         if event.pid == 0 || (!exec && self.containers.contains_key(&event.pid)) {
