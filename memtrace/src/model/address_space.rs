@@ -187,6 +187,15 @@ impl AddressSpace {
         });
     }
 
+    /// Sets the access rights and the protection key of `[start, end)` (`pkey_mprotect`),
+    /// splitting regions at the edges.
+    pub(crate) fn protect_with_key(&mut self, start: u64, end: u64, prot: u64, pkey: u32) {
+        self.change(start, end, |region| {
+            region.perms = region.perms.with_prot(prot);
+            region.pkey = pkey;
+        });
+    }
+
     /// Seals `[start, end)` (`mseal`), splitting regions at the edges.
     pub(crate) fn seal(&mut self, start: u64, end: u64) {
         self.change(start, end, |region| region.sealed = true);

@@ -103,6 +103,7 @@ impl Backing {
             memfd: self.memfd,
             thread_stack: false,
             sealed: false,
+            pkey: 0,
             stack: None,
         }
     }

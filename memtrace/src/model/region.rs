@@ -200,6 +200,8 @@ pub struct Region {
     /// Sealed by `mseal` (Linux 6.10): the kernel refuses to unmap, move or reprotect it, so a
     /// success that would have is not one this process made.
     pub sealed: bool,
+    /// Its memory protection key (`pkey_mprotect`); 0, the default key, for all others.
+    pub pkey: u32,
     /// The user call stack of the syscall that created it, when one was sampled.
     pub stack: Option<crate::model::call_stacks::StackId>,
 }

@@ -106,12 +106,18 @@ pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallEv
             target.space.unmap(start, start.saturating_add(len));
             target.process.stats.record_size(name, len);
         }
-        // pkey_mprotect is mprotect that also sets the pages' protection key, which
-        // `/proc/PID/maps` does not show (smaps does): the key stays in the event.
+        // pkey_mprotect is mprotect that also sets the pages' protection key (which
+        // `/proc/PID/smaps` shows, not maps); with key -1 it keeps theirs, as mprotect does.
         Syscall::Mprotect | Syscall::PkeyMprotect => {
-            let [start, len, prot, ..] = record.args;
+            let [start, len, prot, pkey, ..] = record.args;
             let len = page_align_up(len);
-            target.space.protect(start, start.saturating_add(len), prot);
+            let end = start.saturating_add(len);
+            match (record.syscall, pkey as u32 as i32) {
+                (Syscall::PkeyMprotect, pkey) if pkey >= 0 => {
+                    target.space.protect_with_key(start, end, prot, pkey as u32)
+                }
+                _ => target.space.protect(start, end, prot),
+            }
             target.process.stats.record_size(name, len);
         }
         Syscall::Mremap => mremap(target, record, result, created),

@@ -124,6 +124,8 @@ fn layout_entry(region: &Region) -> LayoutEntry {
         name: region.name().to_owned(),
         origin: region.created.origin.as_str(),
         offset: region.offset,
+        sealed: region.sealed,
+        pkey: region.pkey,
     }
 }
 

@@ -380,6 +380,16 @@ pub struct LayoutEntry {
     pub name: String,
     pub origin: &'static str,
     pub offset: u64,
+    /// Sealed by `mseal`: absent when not.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sealed: bool,
+    /// Its protection key (`pkey_mprotect`): absent for the default key, 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pkey: u32,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -182,6 +182,9 @@ fn the_layout_has_every_segment_ring_key_and_seal(#[case] abi: Abi) {
     assert_eq!(at(pkeyed)["perms"], "r--p");
     assert_eq!(at(sealed)["perms"], "rw-p");
     assert_eq!(at(sealed + PAGE)["perms"], "rw-p");
+    assert_eq!(at(sealed)["sealed"], true);
+    assert_eq!(at(sealed + 15 * PAGE)["sealed"], true);
+    assert!(at(pkeyed).get("sealed").is_none());
     assert_eq!(at(remapped)["name"], "memfd:mapping_ways");
 
     // Every call counted: ia32's C library makes its shmat and shmdt through ipc(2), and the

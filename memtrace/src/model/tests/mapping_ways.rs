@@ -115,7 +115,23 @@ fn pkey_mprotect_changes_permissions_as_mprotect_does() {
             (A + 2 * PAGE, A + 4 * PAGE, "rw-p", Anon, ""),
         ],
     );
-    assert_eq!(calls(&feed, SyscallName::PkeyMprotect), (1, 0));
+    let view = feed.model.process(PID).unwrap();
+    assert_eq!(view.layout().region_at(A + PAGE).unwrap().pkey, 1);
+    assert_eq!(view.layout().region_at(A).unwrap().pkey, 0);
+    // Key -1 keeps the pages' key, as mprotect does.
+    feed.syscall(
+        PID,
+        Syscall::PkeyMprotect,
+        [A + PAGE, PAGE, RW, u64::from(u32::MAX), 0, 0],
+        0,
+    );
+    let view = feed.model.process(PID).unwrap();
+    let region = view.layout().region_at(A + PAGE).unwrap();
+    assert_eq!(
+        (region.perms.to_string().as_str(), region.pkey),
+        ("rw-p", 1)
+    );
+    assert_eq!(calls(&feed, SyscallName::PkeyMprotect), (2, 0));
 }
 
 #[test]
