@@ -120,8 +120,11 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // Immediate shutdown: nothing of this cluster is kept.
-        let _ = signal("CONT", self.pid());
+        // Immediate shutdown: nothing of this cluster is kept. A test that failed while the
+        // cluster was stopped left its processes so, and a stopped backend would never end.
+        for pid in std::iter::once(self.pid()).chain(self.children()) {
+            let _ = signal("CONT", pid);
+        }
         let _ = signal("QUIT", self.pid());
         let _ = self.postmaster.wait();
     }
