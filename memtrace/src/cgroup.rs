@@ -12,6 +12,7 @@
 //! own (`docker run`, a pod's container), which is the one to give.
 
 use std::{
+    collections::{HashMap, HashSet},
     fs, io,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
@@ -144,6 +145,68 @@ impl Cgroup {
     }
 }
 
+/// The paths of cgroup v2 ids, as `/proc/PID/cgroup` names them (`/system.slice/foo.service`):
+/// how the cgroup id the kernel gives at fork and exec is shown. A cgroup's id is its
+/// directory's inode number, so walking the hierarchy names every id there; the names are
+/// cached, and the hierarchy walked again when an id not named yet appears (a cgroup made
+/// since). An id that a fresh walk does not find belongs to a cgroup already removed: it is
+/// remembered as such, and not looked for again.
+#[derive(Debug, Default)]
+pub struct CgroupNames {
+    /// Where the hierarchy is mounted, once looked up (`None` inside: no cgroup v2 here).
+    mount: Option<Option<PathBuf>>,
+    paths: HashMap<u64, String>,
+    removed: HashSet<u64>,
+}
+
+impl CgroupNames {
+    /// The path of cgroup `id`, or `None` when it was removed before memtrace could name it.
+    pub fn path_of(&mut self, id: u64) -> Option<&str> {
+        if !self.paths.contains_key(&id) && !self.removed.contains(&id) {
+            self.walk();
+            if !self.paths.contains_key(&id) {
+                self.removed.insert(id);
+            }
+        }
+        self.paths.get(&id).map(String::as_str)
+    }
+
+    /// How a report names a cgroup that was removed before it could be named: by its id.
+    pub fn removed_name(id: u64) -> String {
+        format!("(removed cgroup, id {id})")
+    }
+
+    /// Names every cgroup in the hierarchy now. By hand: a directory walk of a dozen lines,
+    /// where each directory's own inode is all that is read.
+    fn walk(&mut self) {
+        let Some(mount) = self.mount.get_or_insert_with(cgroup2_mount).clone() else {
+            return;
+        };
+        let mut pending = vec![(mount, String::new())];
+        while let Some((directory, path)) = pending.pop() {
+            // A cgroup removed during the walk is simply not there.
+            let Ok(meta) = fs::metadata(&directory) else {
+                continue;
+            };
+            let name = if path.is_empty() {
+                "/".to_owned()
+            } else {
+                path.clone()
+            };
+            self.paths.insert(meta.ino(), name);
+            let Ok(entries) = fs::read_dir(&directory) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                    let child = format!("{path}/{}", entry.file_name().to_string_lossy());
+                    pending.push((entry.path(), child));
+                }
+            }
+        }
+    }
+}
+
 /// Whether `path` is a directory of a cgroup v2 hierarchy.
 fn is_cgroup2(path: &Path) -> bool {
     path.is_dir() && statfs(path).is_ok_and(|fs| fs.filesystem_type() == CGROUP2_SUPER_MAGIC)
@@ -179,6 +242,24 @@ mod tests {
         assert_eq!(by_name.id, by_dir.id);
         assert!(by_dir.exists());
         assert!(by_dir.members().is_ok());
+    }
+
+    /// The kernel's id of memtrace's own cgroup names the path `/proc/self/cgroup` shows; an
+    /// id no cgroup has is a removed one, named by its id.
+    #[test]
+    fn cgroup_ids_are_named_by_their_paths() {
+        let mount = cgroup2_mount().expect("a cgroup v2 hierarchy");
+        let own = crate::procfs::cgroup_v2_path(&fs::read_to_string("/proc/self/cgroup").unwrap())
+            .unwrap();
+        let relative = own.trim_start_matches('/');
+        let id = fs::metadata(mount.join(relative)).unwrap().ino();
+        let mut names = CgroupNames::default();
+        assert_eq!(names.path_of(id), Some(own.as_str()));
+        assert_eq!(names.path_of(u64::MAX), None);
+        assert_eq!(
+            CgroupNames::removed_name(u64::MAX),
+            format!("(removed cgroup, id {})", u64::MAX)
+        );
     }
 
     #[test]

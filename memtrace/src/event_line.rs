@@ -6,7 +6,10 @@
 use std::fmt::Write as _;
 
 use crate::escape::terminal;
-use crate::event::{Abi, Event, EventBody, Syscall, SyscallEvent};
+use crate::event::{
+    completed_args, Abi, Event, EventBody, Syscall, SyscallEvent, IO_SETUP_RING_ARG,
+};
+use crate::linux_abi::SYSV_PATH_PREFIX;
 
 pub fn abi_name(abi: Abi) -> &'static str {
     match abi {
@@ -117,7 +120,7 @@ fn syscall(call: &SyscallEvent) -> String {
         Syscall::Close => format!("{}", a[0] as u32 as i32),
         Syscall::Shmat => format!("{}, {}, {:#x}", a[0] as u32 as i32, address(a[1]), a[2]),
         Syscall::Shmdt | Syscall::IoDestroy => address(a[0]),
-        Syscall::IoSetup => format!("{}, [{:#x}]", a[0] as u32, a[2]),
+        Syscall::IoSetup => format!("{}, [{:#x}]", a[0] as u32, a[IO_SETUP_RING_ARG]),
         Syscall::PkeyMprotect => format!(
             "{}, {}, {}, {}",
             address(a[0]),
@@ -136,7 +139,25 @@ fn syscall(call: &SyscallEvent) -> String {
         ),
         Syscall::Ipc => format!("{}, ...", a[0]),
     };
-    format!("{name}({args}) = {}", result(call))
+    format!("{name}({args}) = {}{}", result(call), told_by_capture(call))
+}
+
+/// What capture added to a successful call: the segment shmat attached, the ring io_setup
+/// mapped.
+fn told_by_capture(call: &SyscallEvent) -> String {
+    let a = &call.args;
+    match call.syscall {
+        _ if call.failed() => String::new(),
+        Syscall::Shmat if a[completed_args::SHMAT_SIZE] != 0 => format!(
+            " <{SYSV_PATH_PREFIX}{:08x}, {} bytes>",
+            a[completed_args::SHMAT_KEY] as u32,
+            a[completed_args::SHMAT_SIZE]
+        ),
+        Syscall::IoSetup if a[completed_args::IO_SETUP_RING_SIZE] != 0 => {
+            format!(" <ring {} bytes>", a[completed_args::IO_SETUP_RING_SIZE])
+        }
+        _ => String::new(),
+    }
 }
 
 /// A string argument as strace shows one: in quotes, escaped (a quote too, so the argument

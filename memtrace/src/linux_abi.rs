@@ -22,6 +22,17 @@ pub const MFD_CLOEXEC: u64 = 1;
 /// (vm.max_map_count).
 pub const ENOMEM: i32 = 12;
 
+/// shmat's flags (include/uapi/linux/shm.h): attach read-only, or with execute permission.
+pub const SHM_RDONLY: u64 = 0o10000;
+pub const SHM_EXEC: u64 = 0o100000;
+
+/// How `/proc/PID/maps` names a SysV shared memory segment: `/SYSV` and its key in eight hex
+/// digits (the file `newseg` creates), followed by ` (deleted)`.
+pub const SYSV_PATH_PREFIX: &str = "/SYSV";
+/// How `/proc/PID/maps` names an AIO ring (a file of the kernel's aio filesystem), followed by
+/// ` (deleted)`.
+pub const AIO_RING_PATH: &str = "/[aio]";
+
 /// Prefix of a memfd's path in `/proc/PID/maps` and in the file names the kernel side reports.
 pub const MEMFD_PATH_PREFIX: &str = "/memfd:";
 

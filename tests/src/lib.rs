@@ -270,10 +270,14 @@ pub fn processes_running<'a>(report: &'a Value, suffix: &str) -> Vec<&'a Value> 
         .collect()
 }
 
-/// `syscalls.NAME.calls` and `.failed` of a process entry.
+/// `syscalls.NAME.calls` and `.failed` of a process entry; (0, 0) for one of
+/// [`WHEN_MADE_SYSCALLS`] the report leaves out.
 #[track_caller]
 pub fn calls(process: &Value, syscall: &str) -> (u64, u64) {
     let counts = &process["syscalls"][syscall];
+    if counts.is_null() && WHEN_MADE_SYSCALLS.contains(&syscall) {
+        return (0, 0);
+    }
     (
         counts["calls"]
             .as_u64()
@@ -283,7 +287,7 @@ pub fn calls(process: &Value, syscall: &str) -> (u64, u64) {
 }
 
 /// The syscall names of the report's `syscalls` object.
-pub const REPORTED_SYSCALLS: [&str; 7] = [
+pub const REPORTED_SYSCALLS: [&str; 14] = [
     "mmap",
     "munmap",
     "brk",
@@ -291,6 +295,25 @@ pub const REPORTED_SYSCALLS: [&str; 7] = [
     "mprotect",
     "memfd_create",
     "execve",
+    "shmat",
+    "shmdt",
+    "io_setup",
+    "io_destroy",
+    "pkey_mprotect",
+    "mseal",
+    "remap_file_pages",
+];
+
+/// The ones a report names only when some process made them (so that a report of a session
+/// without any is what it was before memtrace traced them).
+pub const WHEN_MADE_SYSCALLS: [&str; 7] = [
+    "shmat",
+    "shmdt",
+    "io_setup",
+    "io_destroy",
+    "pkey_mprotect",
+    "mseal",
+    "remap_file_pages",
 ];
 
 /// Runs `memtrace replay RECORDING` with `extra` arguments, asking for a JSON report in

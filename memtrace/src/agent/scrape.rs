@@ -105,8 +105,10 @@ pub fn metrics_input(agent: &AgentMode, counters: &AgentCounters) -> MetricsInpu
                     .and_then(|headroom| headroom.room_left),
                 map_count: view.layout().iter().count() as u64,
                 findings: findings.into_iter().collect(),
-                syscalls: SyscallName::MEMORY
+                // `close` is counted only for memfds: not a memory syscall of its own.
+                syscalls: SyscallName::ALL
                     .into_iter()
+                    .filter(|&name| name != SyscallName::Close)
                     .map(|name| {
                         let counts = stats.counts(name);
                         SyscallCount {

@@ -52,6 +52,9 @@ pub enum Note {
     /// A thread's comm (now known to the decoder, which fills it into the thread's events),
     /// with its identity: when a traced thread is first seen or renamed.
     Comm(TaskIdentity),
+    /// Who a task is, as its fork (the child) or its exec told it ([`Decoded::Event`]'s
+    /// `identity`, as capture delivers it).
+    Identity(TaskIdentity),
     /// The OOM killer chose a victim (`oom:mark_victim`, with `ProbeOptions::oom_victims`).
     OomVictim(OomVictim),
 }

@@ -7,6 +7,7 @@
 //! full: one wakeup per event would cost more than the event) or a short timer, which is
 //! what delivers a quiet stream.
 
+mod completion;
 pub mod decode;
 pub mod exec_image;
 mod pairing;
@@ -28,16 +29,20 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use decode::Decoded;
-pub use decode::RawStack;
+pub use decode::{Note, OomVictim, RawStack, TaskIdentity};
 use pairing::StackPairing;
 
 use crate::event::{Event, EventBody};
 
-/// What the rings deliver: events, and stack samples that become events once unwound.
+/// What the rings deliver: events, stack samples that become events once unwound, and what
+/// the kernel told besides (who a task is, an OOM victim).
 #[derive(Debug)]
 pub enum Captured {
     Event(Event),
     Stack(RawStack),
+    /// In ring order: a fork's child's identity and an exec's come just before the event, so
+    /// that whoever names the process from it has it by then.
+    Note(Note),
 }
 
 /// How long a record may wait in a quiet ring before it is read anyway.
@@ -83,7 +88,7 @@ impl Backlog {
             .iter()
             .map(|captured| match captured {
                 Captured::Stack(sample) => held_bytes(sample),
-                Captured::Event(_) => 0,
+                Captured::Event(_) | Captured::Note(_) => 0,
             })
             .sum();
         self.bytes_in_flight.fetch_sub(bytes, Ordering::Relaxed);
@@ -116,6 +121,8 @@ pub struct Capture {
     decoder: decode::Decoder,
     /// Each traced process's root, for the images of those gone before their exec is read.
     roots: roots::Roots,
+    /// Reads what shmat and io_setup mapped.
+    completion: completion::Completion,
     counts: CaptureCounts,
     backlog: Arc<Backlog>,
 }
@@ -128,6 +135,7 @@ impl Capture {
             pairing: StackPairing::default(),
             decoder: decode::Decoder::default(),
             roots: roots::Roots::default(),
+            completion: completion::Completion::default(),
             counts: CaptureCounts::default(),
             backlog: Arc::default(),
         }
@@ -200,10 +208,12 @@ impl Capture {
         while let Some(record) = self.events.next() {
             match self.decoder.decode(&record) {
                 Ok(Decoded::Event {
-                    event,
+                    mut event,
                     loaded_image,
-                    ..
+                    identity,
                 }) => {
+                    out.extend(identity.map(|identity| Captured::Note(Note::Identity(identity))));
+                    self.completion.complete(&mut event);
                     self.roots.observe(&event);
                     if let Some(image) = &loaded_image {
                         let root = self.roots.root_of(event.pid);
@@ -214,8 +224,8 @@ impl Capture {
                     out.push(Captured::Event(event));
                     out.extend(sample.map(Captured::Stack));
                 }
-                // Comms are kept by the decoder; identities and OOM victims have no event yet.
-                Ok(Decoded::Noted(_)) => {}
+                // The decoder keeps the comm; the session takes the rest.
+                Ok(Decoded::Noted(note)) => out.push(Captured::Note(note)),
                 // Samples have a ring of their own; one here would be a kernel-side bug.
                 Ok(Decoded::Stack(_)) => self.counts.undecodable += 1,
                 Err(error) => {

@@ -6,7 +6,20 @@
 
 pub mod kernel_snapshot;
 
-pub use memtrace_common::{Abi, ImageLayout, Syscall};
+pub use memtrace_common::{Abi, ImageLayout, Syscall, IO_SETUP_RING_ARG};
+
+/// Argument slots past a syscall's own that capture fills with what the kernel's answer
+/// implies but does not say, read from `/proc` as the event is decoded: the event then carries
+/// it, so the model, a recording and its replay elsewhere need nothing else.
+pub mod completed_args {
+    /// `shmat`: the bytes the attachment maps (the segment's size, page-aligned); 0 when the
+    /// segment could not be found (detached and destroyed before capture read it).
+    pub const SHMAT_SIZE: usize = 3;
+    /// `shmat`: the segment's key, which names it (`/SYSV%08x`, as `/proc/PID/maps` does).
+    pub const SHMAT_KEY: usize = 4;
+    /// `io_setup`: the bytes of the ring mapped at `args[IO_SETUP_RING_ARG]`; 0 when unknown.
+    pub const IO_SETUP_RING_SIZE: usize = 3;
+}
 
 /// A task's `comm`, kept as the kernel's fixed 16 bytes so events stay `Copy`-cheap.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]

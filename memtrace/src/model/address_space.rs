@@ -203,6 +203,89 @@ impl AddressSpace {
 
     /// Sets the access rights of `[start, end)`, splitting regions at the edges.
     pub(crate) fn protect(&mut self, start: u64, end: u64, prot: u64) {
+        self.change(start, end, |region| {
+            region.perms = region.perms.with_prot(prot)
+        });
+    }
+
+    /// Sets the access rights and the protection key of `[start, end)` (`pkey_mprotect`),
+    /// splitting regions at the edges.
+    pub(crate) fn protect_with_key(&mut self, start: u64, end: u64, prot: u64, pkey: u32) {
+        self.change(start, end, |region| {
+            region.perms = region.perms.with_prot(prot);
+            region.pkey = pkey;
+        });
+    }
+
+    /// Seals `[start, end)` (`mseal`), splitting regions at the edges.
+    pub(crate) fn seal(&mut self, start: u64, end: u64) {
+        self.change(start, end, |region| region.sealed = true);
+    }
+
+    /// Whether any region of `[start, end)` is sealed.
+    pub fn any_sealed(&self, start: u64, end: u64) -> bool {
+        if start >= end {
+            return false;
+        }
+        let from = self.region_at(start).map_or(start, |region| region.start);
+        if self.frozen.is_empty() {
+            self.regions
+                .range(from..end)
+                .any(|(_, region)| region.sealed)
+        } else {
+            let first = self.frozen.partition_point(|region| region.start < from);
+            self.frozen[first..]
+                .iter()
+                .take_while(|region| region.start < end)
+                .any(|region| region.sealed)
+        }
+    }
+
+    /// `[start, end)` now maps its file from `offset` on (`remap_file_pages`, which the kernel
+    /// emulates with a fixed mmap of the same file); splits regions at the edges.
+    pub(crate) fn set_offset(&mut self, start: u64, end: u64, offset: u64) {
+        self.change(start, end, |region| {
+            if region.kind.has_backing_offset() {
+                region.offset = offset + (region.start - start);
+            }
+        });
+    }
+
+    /// Unmaps what one attachment of an object mapped at `address` still maps, as `shmdt` finds
+    /// it: the first region at or above `address` that `belongs` and whose offset is its
+    /// distance from `address`, and every later one of the same object (name and inode) that
+    /// lies where the attachment put it, so the pieces an mprotect or a partial munmap left
+    /// go too. Returns the bytes unmapped (0: nothing was attached there).
+    pub(crate) fn detach(&mut self, address: u64, belongs: impl Fn(&Region) -> bool) -> u64 {
+        let attached_here =
+            |region: &Region| region.start.checked_sub(address) == Some(region.offset);
+        let Some(first) =
+            self.first_from(address, |region| belongs(region) && attached_here(region))
+        else {
+            return 0;
+        };
+        let (name, inode) = (first.name.clone(), first.inode);
+        let pieces: Vec<(u64, u64)> = self
+            .iter()
+            .filter(|region| {
+                region.start >= address
+                    && belongs(region)
+                    && attached_here(region)
+                    && region.inode == inode
+                    && region.name == name
+            })
+            .map(|region| (region.start, region.end))
+            .collect();
+        let mut unmapped = 0;
+        for (start, end) in pieces {
+            self.unmap(start, end);
+            unmapped += end - start;
+        }
+        unmapped
+    }
+
+    /// Applies `change` to every region of `[start, end)`, splitting regions at the edges.
+    fn change(&mut self, start: u64, end: u64, mut change: impl FnMut(&mut Region)) {
         self.tree();
         if start >= end || !self.overlaps(start, end) {
             return;
@@ -210,7 +293,7 @@ impl AddressSpace {
         self.split_at(start);
         self.split_at(end);
         for region in self.regions.range_mut(start..end).map(|(_, region)| region) {
-            region.perms = region.perms.with_prot(prot);
+            change(region);
         }
     }
 

@@ -47,14 +47,21 @@ pub(crate) fn impossible_success(abi: Abi, record: &SyscallEvent) -> Option<&'st
     };
     let [address, len, third, ..] = record.args;
     match record.syscall {
-        Syscall::Munmap | Syscall::Mprotect | Syscall::Mremap if unaligned(address) => {
+        Syscall::Munmap
+        | Syscall::Mprotect
+        | Syscall::Mremap
+        | Syscall::PkeyMprotect
+        | Syscall::Mseal
+        | Syscall::Shmdt
+            if unaligned(address) =>
+        {
             Some("unaligned address")
         }
         Syscall::Munmap if len == 0 => Some("zero length"),
         // mremap's new length; an old length of 0 is legal (it duplicates a shared mapping).
         Syscall::Mremap if third == 0 => Some("zero length"),
         Syscall::Mmap | Syscall::Mmap2 | Syscall::OldMmap if len == 0 => Some("zero length"),
-        Syscall::Mmap | Syscall::Mmap2 | Syscall::OldMmap | Syscall::Mremap
+        Syscall::Mmap | Syscall::Mmap2 | Syscall::OldMmap | Syscall::Mremap | Syscall::Shmat
             if unaligned(result) =>
         {
             Some("unaligned result")

@@ -2,6 +2,7 @@
 //! reference the model's own layouts are compared with.
 
 use crate::event::MapsLine;
+use crate::linux_abi::{AIO_RING_PATH, SYSV_PATH_PREFIX};
 use crate::model::address_space::AddressSpace;
 use crate::model::backing::Backing;
 use crate::model::exec::special_kind;
@@ -11,8 +12,6 @@ use crate::model::region::{Creation, Origin, Perms, RegionKind};
 
 /// What the kernel names a shared anonymous mapping in `/proc/PID/maps`.
 const SHARED_ZERO: &str = "/dev/zero";
-/// SysV shared memory segments.
-const SYSV_PREFIX: &str = "/SYSV";
 
 /// Builds a layout from maps lines, for comparing with a model's
 /// [`AddressSpace::coverage`]. Creation records are zero.
@@ -76,7 +75,9 @@ pub(crate) fn classify(
         _ if name.starts_with("[anon_shmem:") => RegionKind::SharedAnon,
         _ if name.starts_with("[anon:") => RegionKind::Anon,
         _ if name.starts_with('[') => special_kind(name),
-        _ if perms.shared() && name.starts_with(SYSV_PREFIX) => RegionKind::SharedAnon,
+        _ if perms.shared() && name.starts_with(SYSV_PATH_PREFIX) => RegionKind::SharedAnon,
+        // Kernel memory shared with the process, not a file's pages: as io_setup names it.
+        _ if perms.shared() && undeleted == AIO_RING_PATH => RegionKind::Other,
         _ if name.starts_with('/') => RegionKind::File,
         _ => RegionKind::Other,
     };

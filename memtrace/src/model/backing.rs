@@ -102,6 +102,8 @@ impl Backing {
             created,
             memfd: self.memfd,
             thread_stack: false,
+            sealed: false,
+            pkey: 0,
             stack: None,
         }
     }

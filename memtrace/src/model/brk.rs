@@ -128,6 +128,8 @@ pub(crate) fn heap_region(start: u64, end: u64, created: Creation, name: &Arc<st
         created,
         memfd: None,
         thread_stack: false,
+        sealed: false,
+        pkey: 0,
         stack: None,
     }
 }

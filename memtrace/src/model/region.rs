@@ -197,6 +197,11 @@ pub struct Region {
     pub memfd: Option<MemfdId>,
     /// Mapped with `MAP_STACK` or `MAP_GROWSDOWN`: a thread stack, not a leak candidate.
     pub thread_stack: bool,
+    /// Sealed by `mseal` (Linux 6.10): the kernel refuses to unmap, move or reprotect it, so a
+    /// success that would have is not one this process made.
+    pub sealed: bool,
+    /// Its memory protection key (`pkey_mprotect`); 0, the default key, for all others.
+    pub pkey: u32,
     /// The user call stack of the syscall that created it, when one was sampled.
     pub stack: Option<crate::model::call_stacks::StackId>,
 }

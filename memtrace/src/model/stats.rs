@@ -15,10 +15,17 @@ pub enum SyscallName {
     MemfdCreate,
     Execve,
     Close,
+    Shmat,
+    Shmdt,
+    IoSetup,
+    IoDestroy,
+    PkeyMprotect,
+    Mseal,
+    RemapFilePages,
 }
 
 impl SyscallName {
-    pub const ALL: [SyscallName; 8] = [
+    pub const ALL: [SyscallName; 15] = [
         Self::Mmap,
         Self::Munmap,
         Self::Brk,
@@ -27,21 +34,17 @@ impl SyscallName {
         Self::MemfdCreate,
         Self::Execve,
         Self::Close,
+        Self::Shmat,
+        Self::Shmdt,
+        Self::IoSetup,
+        Self::IoDestroy,
+        Self::PkeyMprotect,
+        Self::Mseal,
+        Self::RemapFilePages,
     ];
 
-    /// The ones that shape the address space; `close` is tracked only for memfds.
-    pub const MEMORY: [SyscallName; 7] = [
-        Self::Mmap,
-        Self::Munmap,
-        Self::Brk,
-        Self::Mremap,
-        Self::Mprotect,
-        Self::MemfdCreate,
-        Self::Execve,
-    ];
-
-    /// `None`: a syscall the model does not apply yet (#23's shmat, io_setup, ...: traced and
-    /// decoded, not yet counted).
+    /// `None` for ia32's `ipc(2)`, which never reaches a message: the kernel side reports the
+    /// shmat or shmdt it made as that syscall.
     pub fn of(syscall: Syscall) -> Option<Self> {
         Some(match syscall {
             Syscall::Mmap | Syscall::Mmap2 | Syscall::OldMmap => Self::Mmap,
@@ -52,14 +55,14 @@ impl SyscallName {
             Syscall::MemfdCreate => Self::MemfdCreate,
             Syscall::Execve | Syscall::Execveat => Self::Execve,
             Syscall::Close => Self::Close,
-            Syscall::Shmat
-            | Syscall::Shmdt
-            | Syscall::IoSetup
-            | Syscall::IoDestroy
-            | Syscall::PkeyMprotect
-            | Syscall::Mseal
-            | Syscall::RemapFilePages
-            | Syscall::Ipc => return None,
+            Syscall::Shmat => Self::Shmat,
+            Syscall::Shmdt => Self::Shmdt,
+            Syscall::IoSetup => Self::IoSetup,
+            Syscall::IoDestroy => Self::IoDestroy,
+            Syscall::PkeyMprotect => Self::PkeyMprotect,
+            Syscall::Mseal => Self::Mseal,
+            Syscall::RemapFilePages => Self::RemapFilePages,
+            Syscall::Ipc => return None,
         })
     }
 
@@ -74,6 +77,13 @@ impl SyscallName {
             Self::MemfdCreate => Syscall::MemfdCreate.name(),
             Self::Execve => Syscall::Execve.name(),
             Self::Close => Syscall::Close.name(),
+            Self::Shmat => Syscall::Shmat.name(),
+            Self::Shmdt => Syscall::Shmdt.name(),
+            Self::IoSetup => Syscall::IoSetup.name(),
+            Self::IoDestroy => Syscall::IoDestroy.name(),
+            Self::PkeyMprotect => Syscall::PkeyMprotect.name(),
+            Self::Mseal => Syscall::Mseal.name(),
+            Self::RemapFilePages => Syscall::RemapFilePages.name(),
         }
     }
 
@@ -154,12 +164,12 @@ pub struct SyscallStats {
 
 #[derive(Clone, Debug, Default)]
 struct Recording {
-    counts: [CallCounts; 8],
+    counts: [CallCounts; SyscallName::ALL.len()],
     /// time_ns - entry_ns of every call, failed ones included.
-    latency_ns: [Distribution; 8],
+    latency_ns: [Distribution; SyscallName::ALL.len()],
     /// Page-aligned lengths of successful calls (mmap: the mapping; mremap: the new length;
     /// munmap, mprotect: the range).
-    sizes: [Distribution; 8],
+    sizes: [Distribution; SyscallName::ALL.len()],
 }
 
 /// One syscall's figures once its process has exited.

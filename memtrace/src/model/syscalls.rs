@@ -1,6 +1,6 @@
 //! What each traced syscall does to a process's layout, fds and statistics.
 
-use crate::event::{Abi, Event, Syscall, SyscallEvent};
+use crate::event::{completed_args, Abi, Event, Syscall, SyscallEvent, IO_SETUP_RING_ARG};
 use crate::model::address_space::AddressSpace;
 use crate::model::anomaly::{impossible_success, Anomaly};
 use crate::model::backing::Backing;
@@ -9,12 +9,13 @@ use crate::model::limits::MapFailure;
 use crate::model::memfd::{MemfdRegistry, MEMFD_PATH_PREFIX};
 use crate::model::names::Names;
 use crate::model::process::Process;
-use crate::model::region::{page_align_up, Creation, Origin, Perms, RegionKind};
+use crate::model::region::{page_align_up, Creation, Origin, Perms, Region, RegionKind, PAGE_SIZE};
 use crate::model::stats::SyscallName;
 
 use crate::linux_abi::{
-    ENOMEM, MAP_ANONYMOUS, MAP_GROWSDOWN, MAP_SHARED, MAP_STACK, MFD_CLOEXEC, MREMAP_DONTUNMAP,
-    MREMAP_MAYMOVE,
+    AIO_RING_PATH, ENOMEM, MAP_ANONYMOUS, MAP_FIXED, MAP_GROWSDOWN, MAP_SHARED, MAP_STACK,
+    MFD_CLOEXEC, MREMAP_DONTUNMAP, MREMAP_MAYMOVE, PROT_EXEC, PROT_READ, PROT_WRITE, SHM_EXEC,
+    SHM_RDONLY, SYSV_PATH_PREFIX,
 };
 
 /// mmap2 counts its offset in pages of this size, whatever the page size.
@@ -50,7 +51,9 @@ pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallEv
         _ => record.failed(),
     };
     if let Some(reason) = (!failed)
-        .then(|| impossible_success(event.abi, record))
+        .then(|| {
+            impossible_success(event.abi, record).or_else(|| sealed_against(target.space, record))
+        })
         .flatten()
     {
         // Not a call of this syscall at all: neither counted nor applied.
@@ -110,10 +113,18 @@ pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallEv
             target.space.unmap(start, start.saturating_add(len));
             target.process.stats.record_size(name, len);
         }
-        Syscall::Mprotect => {
-            let [start, len, prot, ..] = record.args;
+        // pkey_mprotect is mprotect that also sets the pages' protection key (which
+        // `/proc/PID/smaps` shows, not maps); with key -1 it keeps theirs, as mprotect does.
+        Syscall::Mprotect | Syscall::PkeyMprotect => {
+            let [start, len, prot, pkey, ..] = record.args;
             let len = page_align_up(len);
-            target.space.protect(start, start.saturating_add(len), prot);
+            let end = start.saturating_add(len);
+            match (record.syscall, pkey as u32 as i32) {
+                (Syscall::PkeyMprotect, pkey) if pkey >= 0 => {
+                    target.space.protect_with_key(start, end, prot, pkey as u32)
+                }
+                _ => target.space.protect(start, end, prot),
+            }
             target.process.stats.record_size(name, len);
         }
         Syscall::Mremap => mremap(target, record, result, created),
@@ -122,15 +133,36 @@ pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallEv
             let fd = record.args[0] as u32;
             target.process.fds.close(fd, target.memfds);
         }
-        // Not applied yet: `SyscallName::of` returned before.
-        Syscall::Shmat
-        | Syscall::Shmdt
-        | Syscall::IoSetup
-        | Syscall::IoDestroy
-        | Syscall::PkeyMprotect
-        | Syscall::Mseal
-        | Syscall::RemapFilePages
-        | Syscall::Ipc => {}
+        Syscall::Shmat => shmat(target, record, result, created),
+        Syscall::Shmdt => {
+            let unmapped = target.space.detach(record.args[0], is_sysv_segment);
+            target.process.stats.record_size(name, unmapped);
+        }
+        Syscall::IoSetup => io_setup(target, record, created),
+        Syscall::IoDestroy => {
+            let unmapped = target.space.detach(record.args[0], is_aio_ring);
+            target.process.stats.record_size(name, unmapped);
+        }
+        Syscall::Mseal => {
+            let [start, len, ..] = record.args;
+            let len = page_align_up(len);
+            target.space.seal(start, start.saturating_add(len));
+            target.process.stats.record_size(name, len);
+        }
+        Syscall::RemapFilePages => {
+            // The kernel rounds both down to pages (mm/mmap.c), and maps the same file again
+            // over the range, from page `pgoff`: the layout keeps its perms and backing.
+            let [start, size, _, pgoff, ..] = record.args;
+            let (start, size) = (start & !(PAGE_SIZE - 1), size & !(PAGE_SIZE - 1));
+            target.space.set_offset(
+                start,
+                start.saturating_add(size),
+                pgoff.saturating_mul(PAGE_SIZE),
+            );
+            target.process.stats.record_size(name, size);
+        }
+        // Never in a message: the kernel side reports the shmat or shmdt ipc(2) made.
+        Syscall::Ipc => {}
     }
 }
 
@@ -155,6 +187,86 @@ fn map_refused(process: &mut Process, space: &AddressSpace, time_ns: u64, record
     } else {
         failures.count_only(asked_bytes);
     }
+}
+
+/// Why a success the model was told of cannot be one, given the layout: the range it changes
+/// holds a sealed region (`mseal`), and the kernel refuses with EPERM to unmap, move, remap
+/// over or reprotect one.
+fn sealed_against(space: &AddressSpace, record: &SyscallEvent) -> Option<&'static str> {
+    let [address, len, _, flags, ..] = record.args;
+    let range = match record.syscall {
+        Syscall::Munmap | Syscall::Mprotect | Syscall::PkeyMprotect => (address, len),
+        // The old range, whether it moves, shrinks or grows in place.
+        Syscall::Mremap => (address, len),
+        Syscall::Mmap | Syscall::Mmap2 | Syscall::OldMmap if flags & MAP_FIXED != 0 => {
+            (address, len)
+        }
+        _ => return None,
+    };
+    let (start, len) = (range.0, page_align_up(range.1));
+    space
+        .any_sealed(start, start.saturating_add(len))
+        .then_some("the range is sealed")
+}
+
+/// A SysV shared memory segment's region, as shmat and `/proc/PID/maps` name it.
+fn is_sysv_segment(region: &Region) -> bool {
+    region.kind == RegionKind::SharedAnon && region.name().starts_with(SYSV_PATH_PREFIX)
+}
+
+/// An AIO ring's region, as io_setup and `/proc/PID/maps` name it.
+fn is_aio_ring(region: &Region) -> bool {
+    region.name() == AIO_RING_PATH
+}
+
+/// shmat maps the whole segment, shared, at the address it returns: named as
+/// `/proc/PID/maps` names it (`/SYSV` and the key), with the segment's id as its inode (as
+/// maps shows it). Its size is not among the arguments: capture read it
+/// ([`completed_args::SHMAT_SIZE`]); unknown, nothing is mapped.
+fn shmat(target: SyscallTarget<'_>, record: &SyscallEvent, start: u64, created: Creation) {
+    let [shmid, _, shmflg, ..] = record.args;
+    let len = page_align_up(record.args[completed_args::SHMAT_SIZE]);
+    let Some(end) = start.checked_add(len).filter(|_| len > 0) else {
+        return;
+    };
+    let key = record.args[completed_args::SHMAT_KEY] as u32;
+    let mut prot = PROT_READ;
+    if shmflg & SHM_RDONLY == 0 {
+        prot |= PROT_WRITE;
+    }
+    if shmflg & SHM_EXEC != 0 {
+        prot |= PROT_EXEC;
+    }
+    let name = format!("{SYSV_PATH_PREFIX}{key:08x}");
+    let backing = Backing {
+        inode: shmid as u32 as u64,
+        ..Backing::named(RegionKind::SharedAnon, &name, target.names)
+    };
+    target
+        .space
+        .map(backing.region(start, end, Perms::from_prot(prot, true), 0, created));
+    target.process.stats.record_size(SyscallName::Shmat, len);
+}
+
+/// io_setup maps the context's ring, shared and writable, at the address it writes through
+/// `ctx_idp` (the kernel side read it into `args[IO_SETUP_RING_ARG]`); its size, which the
+/// kernel derives from `nr_events` and the number of possible CPUs, capture read
+/// ([`completed_args::IO_SETUP_RING_SIZE`]).
+fn io_setup(target: SyscallTarget<'_>, record: &SyscallEvent, created: Creation) {
+    let start = record.args[IO_SETUP_RING_ARG];
+    let len = page_align_up(record.args[completed_args::IO_SETUP_RING_SIZE]);
+    let Some(end) = start.checked_add(len).filter(|_| len > 0 && start != 0) else {
+        return;
+    };
+    let backing = Backing::named(RegionKind::Other, AIO_RING_PATH, target.names);
+    target.space.map(backing.region(
+        start,
+        end,
+        Perms::from_prot(PROT_READ | PROT_WRITE, true),
+        0,
+        created,
+    ));
+    target.process.stats.record_size(SyscallName::IoSetup, len);
 }
 
 /// An address result. An ia32 task's addresses are 32-bit: whatever the upper half holds

@@ -150,26 +150,19 @@ fn layout_entry(region: &Region) -> LayoutEntry {
         name: region.name().to_owned(),
         origin: region.created.origin.as_str(),
         offset: region.offset,
+        sealed: region.sealed,
+        pkey: region.pkey,
     }
 }
 
 fn syscall_table(stats: &SyscallStats) -> SyscallTable {
-    let calls = |name: SyscallName| {
+    SyscallTable::from_fn(|name| {
         let counts = stats.counts(name);
         Calls {
             calls: counts.calls,
             failed: counts.failed,
         }
-    };
-    SyscallTable {
-        mmap: calls(SyscallName::Mmap),
-        munmap: calls(SyscallName::Munmap),
-        brk: calls(SyscallName::Brk),
-        mremap: calls(SyscallName::Mremap),
-        mprotect: calls(SyscallName::Mprotect),
-        memfd_create: calls(SyscallName::MemfdCreate),
-        execve: calls(SyscallName::Execve),
-    }
+    })
 }
 
 fn brk_report(view: &ProcessView<'_>) -> BrkReport {
@@ -211,14 +204,6 @@ fn distributions(stats: &SyscallStats) -> Distributions {
         mremap_size: size(SyscallName::Mremap),
         mprotect_size: size(SyscallName::Mprotect),
         brk_growth: size(SyscallName::Brk),
-        latency_ns: LatencyTable {
-            mmap: latency(SyscallName::Mmap),
-            munmap: latency(SyscallName::Munmap),
-            brk: latency(SyscallName::Brk),
-            mremap: latency(SyscallName::Mremap),
-            mprotect: latency(SyscallName::Mprotect),
-            memfd_create: latency(SyscallName::MemfdCreate),
-            execve: latency(SyscallName::Execve),
-        },
+        latency_ns: LatencyTable::from_fn(latency),
     }
 }

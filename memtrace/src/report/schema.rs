@@ -278,8 +278,11 @@ pub struct Calls {
     pub failed: u64,
 }
 
-/// One value per reported syscall, in the order reports list them.
+/// One value per reported syscall, in the order reports list them. The syscalls after
+/// `execve` are in a report only when some process made them: a report of a session without
+/// any is the one memtrace wrote before it traced them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(bound(serialize = "T: Serialize + Unmade"))]
 pub struct PerSyscall<T> {
     pub mmap: T,
     pub munmap: T,
@@ -288,20 +291,118 @@ pub struct PerSyscall<T> {
     pub mprotect: T,
     pub memfd_create: T,
     pub execve: T,
+    #[serde(skip_serializing_if = "Unmade::unmade")]
+    pub shmat: T,
+    #[serde(skip_serializing_if = "Unmade::unmade")]
+    pub shmdt: T,
+    #[serde(skip_serializing_if = "Unmade::unmade")]
+    pub io_setup: T,
+    #[serde(skip_serializing_if = "Unmade::unmade")]
+    pub io_destroy: T,
+    #[serde(skip_serializing_if = "Unmade::unmade")]
+    pub pkey_mprotect: T,
+    #[serde(skip_serializing_if = "Unmade::unmade")]
+    pub mseal: T,
+    #[serde(skip_serializing_if = "Unmade::unmade")]
+    pub remap_file_pages: T,
+}
+
+/// Whether a syscall's figure says it was never made.
+pub trait Unmade {
+    fn unmade(&self) -> bool;
+}
+
+impl Unmade for Calls {
+    fn unmade(&self) -> bool {
+        self.calls == 0 && self.failed == 0
+    }
+}
+
+impl Unmade for DistributionReport {
+    fn unmade(&self) -> bool {
+        self.count == 0
+    }
 }
 
 impl<T: Copy> PerSyscall<T> {
+    /// The reported syscalls, in the order reports list them.
+    pub const NAMES: [SyscallName; 14] = [
+        SyscallName::Mmap,
+        SyscallName::Munmap,
+        SyscallName::Brk,
+        SyscallName::Mremap,
+        SyscallName::Mprotect,
+        SyscallName::MemfdCreate,
+        SyscallName::Execve,
+        SyscallName::Shmat,
+        SyscallName::Shmdt,
+        SyscallName::IoSetup,
+        SyscallName::IoDestroy,
+        SyscallName::PkeyMprotect,
+        SyscallName::Mseal,
+        SyscallName::RemapFilePages,
+    ];
+
+    /// One value per reported syscall, in [`Self::NAMES`] order.
+    pub fn from_fn(mut value: impl FnMut(SyscallName) -> T) -> Self {
+        let [mmap, munmap, brk, mremap, mprotect, memfd_create, execve, shmat, shmdt, io_setup, io_destroy, pkey_mprotect, mseal, remap_file_pages] =
+            Self::NAMES.map(&mut value);
+        Self {
+            mmap,
+            munmap,
+            brk,
+            mremap,
+            mprotect,
+            memfd_create,
+            execve,
+            shmat,
+            shmdt,
+            io_setup,
+            io_destroy,
+            pkey_mprotect,
+            mseal,
+            remap_file_pages,
+        }
+    }
+
     /// Rows in the order reports list them.
-    pub fn rows(&self) -> [(&'static str, T); 7] {
-        let name = SyscallName::as_str;
+    pub fn rows(&self) -> [(&'static str, T); 14] {
+        let values = [
+            self.mmap,
+            self.munmap,
+            self.brk,
+            self.mremap,
+            self.mprotect,
+            self.memfd_create,
+            self.execve,
+            self.shmat,
+            self.shmdt,
+            self.io_setup,
+            self.io_destroy,
+            self.pkey_mprotect,
+            self.mseal,
+            self.remap_file_pages,
+        ];
+        std::array::from_fn(|index| (Self::NAMES[index].as_str(), values[index]))
+    }
+
+    /// Every value, in [`Self::NAMES`] order, to add to.
+    pub fn values_mut(&mut self) -> [&mut T; 14] {
         [
-            (name(SyscallName::Mmap), self.mmap),
-            (name(SyscallName::Munmap), self.munmap),
-            (name(SyscallName::Brk), self.brk),
-            (name(SyscallName::Mremap), self.mremap),
-            (name(SyscallName::Mprotect), self.mprotect),
-            (name(SyscallName::MemfdCreate), self.memfd_create),
-            (name(SyscallName::Execve), self.execve),
+            &mut self.mmap,
+            &mut self.munmap,
+            &mut self.brk,
+            &mut self.mremap,
+            &mut self.mprotect,
+            &mut self.memfd_create,
+            &mut self.execve,
+            &mut self.shmat,
+            &mut self.shmdt,
+            &mut self.io_setup,
+            &mut self.io_destroy,
+            &mut self.pkey_mprotect,
+            &mut self.mseal,
+            &mut self.remap_file_pages,
         ]
     }
 }
@@ -317,6 +418,16 @@ pub struct LayoutEntry {
     pub name: String,
     pub origin: &'static str,
     pub offset: u64,
+    /// Sealed by `mseal`: absent when not.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sealed: bool,
+    /// Its protection key (`pkey_mprotect`): absent for the default key, 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pkey: u32,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

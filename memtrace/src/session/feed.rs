@@ -9,7 +9,8 @@ use std::{
 
 use super::SessionError;
 use crate::{
-    capture::Captured,
+    capture::{Captured, Note, OomVictim, TaskIdentity},
+    cgroup::CgroupNames,
     clock::monotonic_ns,
     event::{Abi, Comm, ContainerIdentity, Event, EventBody, LimitsEvent, Losses},
     probes::Probes,
@@ -23,6 +24,9 @@ use crate::{
 /// unwinds stack samples and folds exited processes.
 pub(crate) trait LiveConsumer: Consumer {
     fn user_mode(&mut self) -> &mut UserMode;
+
+    /// The OOM killer chose `victim` (told only when the probes were loaded to watch for it).
+    fn oom_victim(&mut self, _victim: &OomVictim) {}
 }
 
 impl LiveConsumer for UserMode {
@@ -44,9 +48,11 @@ pub(crate) struct Feed<C, W: RecordingSink = File> {
     /// The limits last told for each process, and `vm.max_map_count` (read once).
     limits: HashMap<u32, LimitsEvent>,
     max_map_count: u64,
-    /// The parent of each child seen forked and not identified yet: a child gone before its
-    /// `/proc` entry could be read is in its parent's cgroup and root, as the kernel forks it.
-    forked_from: HashMap<u32, u32>,
+    /// Who each process is as the kernel last said (its fork, its exec, a thread first seen),
+    /// until the stream is told.
+    kernel_identities: HashMap<u32, TaskIdentity>,
+    /// The paths of the cgroup ids the kernel gives.
+    cgroups: CgroupNames,
     /// With `--cgroup`: the processes seeded, or born in a fork memtrace saw; any other one
     /// joined the cgroup while running and is seeded when first seen.
     known: Option<HashSet<u32>>,
@@ -62,7 +68,8 @@ impl<C: LiveConsumer, W: RecordingSink> Feed<C, W> {
             containers: HashMap::new(),
             limits: HashMap::new(),
             max_map_count: procfs::max_map_count().unwrap_or(0),
-            forked_from: HashMap::new(),
+            kernel_identities: HashMap::new(),
+            cgroups: CgroupNames::default(),
             known: cgroup.then(HashSet::new),
         }
     }
@@ -112,16 +119,33 @@ impl<C: LiveConsumer, W: RecordingSink> Feed<C, W> {
         for captured in batch {
             match captured {
                 Captured::Event(event) if !self.before_attach(event.pid, event.time_ns) => {
-                    let exec = matches!(event.body, EventBody::Exec(_));
+                    // An exec's mappings come before it and belong to it.
+                    let exec = matches!(event.body, EventBody::Exec(_) | EventBody::ExecMapping(_));
                     if !exec {
                         self.identify(&event);
                     }
                     self.stream.feed(&event, &mut self.consumer);
-                    if exec {
+                    if matches!(event.body, EventBody::Exec(_)) {
                         // A new image may come with a new root (`chroot DIR cmd`) or cgroup.
                         self.identify(&event);
                     }
+                    if let EventBody::Exit(exit) = &event.body {
+                        if exit.group_dead {
+                            self.kernel_identities.remove(&event.pid);
+                        }
+                    }
                 }
+                // A thread's fork says nothing its process's identity has not; a comm told of a
+                // process identified already (a rename) says nothing new either.
+                Captured::Note(Note::Identity(identity)) if identity.pid == identity.tid => {
+                    self.kernel_identities.insert(identity.pid, identity);
+                }
+                Captured::Note(Note::Comm(identity))
+                    if !self.containers.contains_key(&identity.pid) =>
+                {
+                    self.kernel_identities.insert(identity.pid, identity);
+                }
+                Captured::Note(Note::OomVictim(victim)) => self.consumer.oom_victim(&victim),
                 Captured::Stack(stack) if !self.before_attach(stack.pid, stack.time_ns) => {
                     let told = self.consumer.user_mode().unwind(&stack);
                     self.stream.feed_all(&told, &mut self.consumer);
@@ -139,7 +163,7 @@ impl<C: LiveConsumer, W: RecordingSink> Feed<C, W> {
             self.attached_at.remove(&pid);
             self.containers.remove(&pid);
             self.limits.remove(&pid);
-            self.forked_from.remove(&pid);
+            self.kernel_identities.remove(&pid);
             if let Some(known) = &mut self.known {
                 known.remove(&pid);
             }
@@ -178,39 +202,34 @@ impl<C: LiveConsumer, W: RecordingSink> Feed<C, W> {
     }
 
     /// Tells the stream who the process of `event` is in its container, when memtrace first
-    /// sees it and after an exec (when that changed), read from `/proc` while it runs: the
-    /// recording then carries it, and a replay elsewhere names the process the same way.
+    /// sees it and after an exec (when that changed): the recording then carries it, and a
+    /// replay elsewhere names the process the same way. Its cgroup and its pid in its own
+    /// namespace are the kernel's at its fork or exec (or when one of its threads was first
+    /// seen), so a process gone within milliseconds has them too; only a process memtrace
+    /// attached to, whose identity the kernel has not told, is read from `/proc` while it runs.
     fn identify(&mut self, event: &Event) {
         self.tell_limits(event);
         if let EventBody::Fork(fork) = &event.body {
             if !fork.thread {
-                self.forked_from.insert(fork.child_pid, event.pid);
+                // A pid taken again is another process.
+                self.containers.remove(&fork.child_pid);
+            }
+            if fork.untraced {
+                // Nothing of it comes: who it is is not kept for an event that never comes.
+                self.kernel_identities.remove(&fork.child_pid);
             }
         }
         let exec = matches!(event.body, EventBody::Exec(_));
         if event.pid == 0 || (!exec && self.containers.contains_key(&event.pid)) {
             return;
         }
-        let container = match procfs::container_identity(event.pid) {
-            Some(container) => container,
-            // Gone already (a short-lived child often is): its parent's cgroup and root, when
-            // the parent is in the host's pid namespace, where the child's pid is its own.
-            // Otherwise whether a process is told apart would depend on how fast memtrace ran.
-            None => match self
-                .forked_from
-                .get(&event.pid)
-                .and_then(|parent| Some((*parent, self.containers.get(parent)?)))
-            {
-                Some((parent, inherited)) if !exec && inherited.ns_pid == parent => {
-                    ContainerIdentity {
-                        ns_pid: event.pid,
-                        ..inherited.clone()
-                    }
-                }
-                _ => return,
+        let container = match self.kernel_identities.remove(&event.pid) {
+            Some(identity) => self.container_of(&identity),
+            None => match procfs::container_identity(event.pid) {
+                Some(container) => container,
+                None => return,
             },
         };
-        self.forked_from.remove(&event.pid);
         if self.containers.get(&event.pid) == Some(&container) {
             return;
         }
@@ -223,6 +242,46 @@ impl<C: LiveConsumer, W: RecordingSink> Feed<C, W> {
             },
             &mut self.consumer,
         );
+    }
+
+    /// A process's container identity from what the kernel said. Its root is read from
+    /// `/proc/PID/root` (only `/proc` has it) while the process is there; once it is gone,
+    /// it is the one it was last known with: its own before an exec, else its parent's at fork,
+    /// where the kernel starts it, else memtrace's own.
+    fn container_of(&mut self, identity: &TaskIdentity) -> ContainerIdentity {
+        let pid = identity.pid;
+        let cgroup = match identity.cgroup_id {
+            // A kernel without the offsets for it.
+            0 => procfs::container_identity(pid)
+                .map(|container| container.cgroup)
+                .unwrap_or_default(),
+            id => match self.cgroups.path_of(id) {
+                Some(path) => path.to_owned(),
+                None => CgroupNames::removed_name(id),
+            },
+        };
+        let ns_pid = match identity.ns_pid {
+            0 => procfs::container_identity(pid).map_or(pid, |container| container.ns_pid),
+            ns_pid => ns_pid,
+        };
+        let root = std::fs::read_link(format!("/proc/{pid}/root"))
+            .ok()
+            .map(|root| root.to_string_lossy().into_owned())
+            .or_else(|| self.containers.get(&pid).map(|known| known.root.clone()))
+            .or_else(|| {
+                self.consumer
+                    .user_mode()
+                    .root_of(pid)
+                    .map(|root| root.to_string())
+            })
+            // Never seen alive, nor any parent it has: only `/proc` shows a chroot, and this one
+            // is taken to share memtrace's root, as a process memtrace launched starts in it.
+            .unwrap_or_else(|| "/".to_owned());
+        ContainerIdentity {
+            cgroup,
+            ns_pid,
+            root,
+        }
     }
 
     /// Tells the stream what bounds the process's mappings, when memtrace first sees it and

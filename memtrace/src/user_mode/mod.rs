@@ -157,6 +157,12 @@ impl UserMode {
         }
     }
 
+    /// The root process `pid` was last known to name its files from: its own, told in its
+    /// container identity, or its parent's at fork.
+    pub fn root_of(&self, pid: u32) -> Option<std::sync::Arc<str>> {
+        self.roots.shared_root_of(pid)
+    }
+
     /// Modules of live processes whose files could not be read as the process maps them.
     pub fn unreadable_modules(&self) -> u64 {
         self.unreadable_modules

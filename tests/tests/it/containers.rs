@@ -112,6 +112,71 @@ fn a_process_in_a_container_is_traced_with_its_own_files_and_names() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Who a process is comes from the kernel, at its fork and exec: a process in a pid namespace
+/// and a cgroup of its own, gone within milliseconds (long before memtrace could read its
+/// `/proc` entry), still has its cgroup and its pid in its namespace, and the recording
+/// carries them to the replay.
+#[test]
+fn a_process_gone_within_milliseconds_has_its_cgroup_and_namespace_pid() {
+    require_root();
+    let scratch = Scratch::new("container-short-lived");
+    let cgroup = TestCgroup::new("short-lived");
+    let recording = scratch.file("short-lived.mtr");
+    let enter = format!(
+        "echo $$ > {}/cgroup.procs && exec unshare --pid --fork /bin/true",
+        cgroup.path.display()
+    );
+    let run = memtrace_json(
+        &scratch,
+        &[
+            "--follow",
+            "--record",
+            recording.to_str().unwrap(),
+            "--",
+            "/bin/sh",
+            "-c",
+            &enter,
+        ],
+    );
+    run.assert_success();
+    let report = run.report();
+    assert_eq!(report["lost_events"], 0);
+    let child = processes(report)
+        .iter()
+        .find(|p| p["exe"] == "/bin/true")
+        .unwrap_or_else(|| panic!("no /bin/true: {report:#}"));
+    assert_eq!(child["alive"], false);
+    assert_ne!(child["pid"], 1);
+    assert_eq!(child["container"]["ns_pid"], 1, "{:#}", child["container"]);
+    assert_eq!(
+        child["container"]["cgroup"],
+        cgroup.name.as_str(),
+        "{:#}",
+        child["container"]
+    );
+    // unshare, which the shell became, is in the cgroup too, in the host's pid namespace.
+    let unshare = processes(report)
+        .iter()
+        .find(|p| p["exe"] == "/usr/bin/unshare")
+        .unwrap_or_else(|| panic!("no unshare: {report:#}"));
+    assert_eq!(unshare["container"]["cgroup"], cgroup.name.as_str());
+    assert_eq!(unshare["container"]["ns_pid"], unshare["pid"]);
+
+    let (replayed, replay) = replay_json(&scratch, &recording, &[]);
+    assert!(replayed.status.success(), "{replayed:?}");
+    for live in [child, unshare] {
+        let again = processes(&replay)
+            .iter()
+            .find(|p| p["pid"] == live["pid"])
+            .expect("the process in the replay");
+        assert_eq!(again["container"], live["container"]);
+    }
+    println!(
+        "short-lived: /bin/true pid {} is pid 1 in cgroup {}, live and replayed",
+        child["pid"], cgroup.name
+    );
+}
+
 /// A directory of the container (`/tmp/memtrace-NAME-PID` inside it), made afresh, and the
 /// host's other directory of the same path, removed at the end.
 struct SharedPath {

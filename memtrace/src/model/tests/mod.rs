@@ -5,6 +5,7 @@ mod heap;
 mod impossible;
 mod keyframe;
 mod lifecycle;
+mod mapping_ways;
 mod mappings;
 mod memfd;
 mod throughput;

@@ -417,15 +417,7 @@ impl Program {
 }
 
 fn add_calls(total: &mut SyscallTable, calls: &SyscallTable) {
-    for (sum, add) in [
-        (&mut total.mmap, calls.mmap),
-        (&mut total.munmap, calls.munmap),
-        (&mut total.brk, calls.brk),
-        (&mut total.mremap, calls.mremap),
-        (&mut total.mprotect, calls.mprotect),
-        (&mut total.memfd_create, calls.memfd_create),
-        (&mut total.execve, calls.execve),
-    ] {
+    for (sum, (_, add)) in total.values_mut().into_iter().zip(calls.rows()) {
         sum.calls += add.calls;
         sum.failed += add.failed;
     }
