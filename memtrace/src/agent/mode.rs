@@ -13,6 +13,7 @@ use super::{
     triggers::{Fired, TriggerKind},
 };
 use crate::{
+    capture::OomVictim,
     event::{Event, EventBody, Losses, Syscall},
     model::{Model, ProcessView, RegionKind},
     recording::RecordError,
@@ -79,6 +80,39 @@ impl Consumer for AgentMode {
 impl LiveConsumer for AgentMode {
     fn user_mode(&mut self) -> &mut UserMode {
         &mut self.user_mode
+    }
+
+    fn oom_victim(&mut self, victim: &OomVictim) {
+        if !self.enabled(TriggerKind::Oom) {
+            return;
+        }
+        // The tracepoint's own pid is the victim's thread-group leader's (the OOM killer picks
+        // processes); on kernels whose tracepoint gives only that number, it is in `tid`.
+        let pid = match victim.identity.pid {
+            0 => victim.identity.tid,
+            pid => pid,
+        };
+        let view = self.user_mode.model.process(pid);
+        let comm = view
+            .as_ref()
+            .map(|view| view.process().comm())
+            .or_else(|| victim.comm.map(|comm| comm.as_string()))
+            .unwrap_or_default();
+        let allocated = view.as_ref().map(allocated_bytes);
+        self.fired.push(Fired {
+            kind: TriggerKind::Oom,
+            pid,
+            comm: comm.clone(),
+            time_ns: victim.time_ns,
+            detail: match allocated {
+                Some(allocated) => format!(
+                    "the OOM killer chose pid {pid} ({comm}), which had allocated {}",
+                    bytes(allocated)
+                ),
+                None => format!("the OOM killer chose pid {pid} ({comm}), not traced"),
+            },
+            figures: serde_json::json!({ "uid": victim.uid, "allocated_bytes": allocated }),
+        });
     }
 }
 

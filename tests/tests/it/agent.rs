@@ -655,3 +655,85 @@ fn repeated_cgroups_are_each_watched_and_no_other() {
     );
     drop(cgroups);
 }
+
+/// A memory cgroup limited to `bytes`, removed when dropped: cgroup v2's `memory.max` where the
+/// memory controller is on the unified hierarchy, else cgroup v1's `memory.limit_in_bytes` (a
+/// hybrid host, as this one is).
+struct MemoryLimited {
+    path: PathBuf,
+}
+
+impl MemoryLimited {
+    fn new(test: &str, bytes: u64) -> Self {
+        let name = format!("memtrace-test-{test}-{}", std::process::id());
+        let v2 = Path::new("/sys/fs/cgroup").join(&name);
+        let v1 = Path::new("/sys/fs/cgroup/memory").join(&name);
+        let path = if Path::new("/sys/fs/cgroup/cgroup.subtree_control").exists()
+            && std::fs::read_to_string("/sys/fs/cgroup/cgroup.subtree_control")
+                .unwrap()
+                .contains("memory")
+        {
+            std::fs::create_dir_all(&v2).unwrap();
+            std::fs::write(v2.join("memory.max"), bytes.to_string()).unwrap();
+            let _ = std::fs::write(v2.join("memory.swap.max"), "0");
+            v2
+        } else {
+            std::fs::create_dir_all(&v1).unwrap();
+            std::fs::write(v1.join("memory.limit_in_bytes"), bytes.to_string()).unwrap();
+            let _ = std::fs::write(v1.join("memory.swappiness"), "0");
+            v1
+        };
+        Self { path }
+    }
+}
+
+impl Drop for MemoryLimited {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// The OOM killer, system-wide: python3 in a memory cgroup of 64 MiB fills a 512 MiB buffer,
+/// is killed, and an `oom` capture names it, with its family's report.
+#[test]
+fn a_process_the_oom_killer_chooses_is_captured() {
+    require_root();
+    let _one = ONE_AGENT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let scratch = Scratch::new("agent-oom");
+    let limited = MemoryLimited::new("agent-oom", 64 << 20);
+    let mut agent = Agent::start(&scratch.file("captures"), &[]);
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("echo $$ > \"$1/cgroup.procs\" && exec python3 -c 'b = bytearray(512 << 20)'")
+        .arg("sh")
+        .arg(&limited.path)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "python3 was not killed by the OOM killer: {status:?}"
+    );
+    let capture = agent.wait_for_capture("oom", Some(pid), Duration::from_secs(10));
+    let (report, trigger) = assert_complete(&scratch, &capture);
+    assert_eq!(trigger["trigger"], "oom");
+    assert_eq!(trigger["pid"], pid);
+    assert_eq!(trigger["comm"], "python3", "{trigger:#}");
+    assert!(
+        trigger["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("the OOM killer chose pid {pid} (python3)")),
+        "{trigger:#}"
+    );
+    let victim = process(&report, u64::from(pid));
+    assert_eq!(victim["comm"], "python3", "{victim:#}");
+    let (status, log) = agent.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains(&format!("trigger oom pid {pid}")), "{log}");
+    drop(limited);
+}
