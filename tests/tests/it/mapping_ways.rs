@@ -251,11 +251,18 @@ fn counts_equal_strace(#[case] abi: Abi) {
         .find(|(_, counts)| counts.contains_key("shmat"))
         .map(|(pid, _)| *pid)
         .expect("strace saw the program's shmat");
+    let fentry = report["backend"]["name"] == "fentry";
     let mut compared = Vec::new();
     for (pid, counts) in &by_strace {
         let entry = process(report, *pid);
         for syscall in REPORTED_SYSCALLS {
-            let expected = counts.get(syscall).copied().unwrap_or((0, 0));
+            let mut expected = counts.get(syscall).copied().unwrap_or((0, 0));
+            // A kernel without mseal (before 6.10) has no function for fentry to attach to:
+            // the call fails with ENOSYS in the kernel's table, where only the raw
+            // tracepoints see it. It changes no layout.
+            if syscall == "mseal" && fentry && expected.0 == expected.1 {
+                expected = (0, 0);
+            }
             assert_eq!(calls(entry, syscall), expected, "{syscall} of pid {pid}");
             if *pid == program_pid && !matches!(syscall, "mmap" | "munmap" | "mprotect" | "brk") {
                 compared.push(format!("{syscall} {}/{}", expected.0, expected.1));
