@@ -25,6 +25,7 @@
 //! Return addresses point after their call; [`symbolize_stack`] looks them up one byte earlier,
 //! and callers that name frames one by one should do the same.
 
+mod cfi_i386;
 mod dwarf;
 pub(crate) mod elf;
 mod frame_pointer;
@@ -35,6 +36,7 @@ pub mod perf_map;
 pub mod symbolize;
 pub mod unwind;
 mod unwind_sections;
+pub mod vdso;
 
 #[cfg(test)]
 mod tests;
@@ -46,7 +48,7 @@ pub use symbolize::Symbolizer;
 pub use unwind::Unwinder;
 
 /// The user ABI of the sampled task, which decides word size and unwinding method.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StackAbi {
     X86_64,
     /// A 32-bit x86 task (on a 64-bit kernel): registers hold 32-bit values, stack words are
