@@ -335,6 +335,35 @@ mod tests {
         assert_eq!((regs.sp, regs.bp), (SP + 16, Some(0xffff_d100)));
     }
 
+    /// gcc's CFA for an ia32 `main` that realigns its stack: `DW_OP_breg5 -4; DW_OP_deref`.
+    #[test]
+    fn a_cfa_expression_reads_the_saved_stack_pointer() {
+        let section = [0x75, 0x7c, 0x06];
+        let eh_frame = EhFrame::new(&section, LittleEndian);
+        let encoding = Encoding {
+            address_size: 4,
+            format: gimli::Format::Dwarf32,
+            version: 1,
+        };
+        let expression = UnwindExpression {
+            offset: 0,
+            length: section.len(),
+        };
+        let stack = sample(&[0, 0xffff_d0f0, 0]);
+        let regs = Regs {
+            ip: stack.ip,
+            sp: SP,
+            bp: Some(SP + 8),
+        };
+        let cfa = evaluate(&eh_frame, encoding, &expression, None, &regs, &stack);
+        assert_eq!(cfa, Some(0xffff_d0f0));
+        let without_ebp = Regs { bp: None, ..regs };
+        assert_eq!(
+            evaluate(&eh_frame, encoding, &expression, None, &without_ebp, &stack),
+            None
+        );
+    }
+
     #[test]
     fn an_undefined_return_address_is_the_outermost_frame() {
         let stack = sample(&[0, 0]);
