@@ -9,8 +9,9 @@
 //! ia32 samples are unwound by the same CFI, read with gimli ([`super::cfi_i386`]: framehop
 //! does not support 32-bit x86), frame pointers again where a module has none. Their first
 //! frame is always in the vDSO's `__kernel_vsyscall` ([`super::vdso`]), whose CFI is read from
-//! the process's memory. A walk that still stops early is replaced by the frame-pointer
-//! search of [`super::frame_pointer`] when that finds more frames (no vDSO could be read).
+//! the process's memory, or else taken as the kernel lays it out. A walk that still stops
+//! early is replaced by the frame-pointer search of [`super::frame_pointer`] when that finds
+//! more frames.
 
 use std::{collections::HashMap, ops::Range, path::Path, rc::Rc, sync::Arc};
 

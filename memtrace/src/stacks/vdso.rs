@@ -50,7 +50,7 @@ pub(super) fn image(abi: StackAbi, pid: u32, start: u64) -> Option<Arc<Vdso>> {
     if let Some(vdso) = read_before(abi) {
         return Some(vdso);
     }
-    let vdso = match Vdso::read(pid, start) {
+    let vdso = match Vdso::read(pid, start, abi) {
         Ok(vdso) => Arc::new(vdso),
         Err(error) => {
             log::debug!("pid {pid}: vdso at {start:#x} not read: {error}");
@@ -95,8 +95,10 @@ struct VdsoSymbol {
 }
 
 impl Vdso {
-    /// Reads the image mapped at `start` in process `pid`.
-    fn read(pid: u32, start: u64) -> io::Result<Self> {
+    /// Reads the image mapped at `start` in process `pid`, which must be `abi`'s: a 64-bit
+    /// program's `int 0x80` is an ia32 syscall too, but its vDSO is the 64-bit one, and it
+    /// must not stand for the 32-bit one in every later walk.
+    fn read(pid: u32, start: u64, abi: StackAbi) -> io::Result<Self> {
         // /proc/PID/mem rather than process_vm_readv: the same read, and a plain file.
         let mem = File::open(format!("/proc/{pid}/mem"))?;
         let mut header = [0u8; 64];
@@ -104,11 +106,14 @@ impl Vdso {
         let len = image_len(&header).ok_or_else(|| invalid("not an ELF image"))?;
         let mut image = vec![0u8; len as usize];
         mem.read_exact_at(&mut image, start)?;
-        Self::parse(&image)
+        Self::parse(&image, abi)
     }
 
-    fn parse(image: &[u8]) -> io::Result<Self> {
+    fn parse(image: &[u8], abi: StackAbi) -> io::Result<Self> {
         let file = object::File::parse(image).map_err(|error| invalid(&error.to_string()))?;
+        if file.is_64() != (abi == StackAbi::X86_64) {
+            return Err(invalid(&format!("not the vDSO of {abi:?}")));
+        }
         let segments = elf::load_segments(&file);
         let first_svma =
             elf::svma_of_file_offset(&segments, 0).ok_or_else(|| invalid("no segment at 0"))?;
@@ -197,7 +202,7 @@ pub(super) fn own() -> Option<(u64, Arc<Vdso>)> {
             .lines()
             .filter_map(crate::procfs::parse_maps_line)
             .find(|region| region.name == VDSO_NAME)?;
-        let vdso = Vdso::read(std::process::id(), region.start).ok()?;
+        let vdso = Vdso::read(std::process::id(), region.start, StackAbi::X86_64).ok()?;
         Some((region.start, Arc::new(vdso)))
     })
     .clone()
@@ -233,6 +238,15 @@ mod tests {
         // pid 0 has no /proc entry: only the image read before can answer.
         let again = image(StackAbi::X86_64, 0, start).unwrap();
         assert!(Arc::ptr_eq(&first, &again));
+    }
+
+    #[test]
+    fn a_vdso_of_another_abi_is_refused() {
+        let (start, _) = own().unwrap();
+        let error = Vdso::read(std::process::id(), start, StackAbi::I386)
+            .err()
+            .expect("a 64-bit vDSO is no 32-bit one");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
     }
 
     #[test]
