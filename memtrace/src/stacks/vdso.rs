@@ -240,6 +240,78 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &again));
     }
 
+    /// A place in the vDSO's `__vdso_clock_gettime` whose CFA is not `rsp + 8` (where
+    /// framehop's guess for a first frame without CFI, "just return", would be wrong), with
+    /// that CFA's offset from `rsp`.
+    fn clock_gettime_inside_a_frame(start: u64, vdso: &Vdso) -> (u64, i64) {
+        use gimli::{BaseAddresses, CfaRule, UnwindSection};
+        let clock = vdso
+            .symbols
+            .iter()
+            .find(|symbol| &*symbol.name == "__vdso_clock_gettime")
+            .expect("__vdso_clock_gettime");
+        let eh_frame_section = vdso.unwind.cfi().expect(".eh_frame").eh_frame;
+        let eh_frame = gimli::EhFrame::new(&eh_frame_section.data, gimli::LittleEndian);
+        let bases = BaseAddresses::default().set_eh_frame(eh_frame_section.svma.start);
+        let mut context = gimli::UnwindContext::new();
+        (clock.svma..clock.svma + clock.len)
+            .find_map(|svma| {
+                let row = eh_frame
+                    .unwind_info_for_address(
+                        &bases,
+                        &mut context,
+                        svma,
+                        gimli::EhFrame::cie_from_offset,
+                    )
+                    .ok()?;
+                match *row.cfa() {
+                    CfaRule::RegisterAndOffset { register, offset }
+                        if register == gimli::X86_64::RSP && offset > 8 =>
+                    {
+                        Some((start + (svma - vdso.first_svma), offset))
+                    }
+                    _ => None,
+                }
+            })
+            .expect("a frame of clock_gettime with a pushed register")
+    }
+
+    /// x86_64 stacks rarely pass through the vDSO (its time functions' syscall fallbacks),
+    /// but when they do its CFI unwinds them, read from the process like a 32-bit one's.
+    #[test]
+    fn an_x86_64_walk_unwinds_the_vdso_by_its_cfi() {
+        use crate::stacks::{FileView, MappedFile, MappedFiles, StackSample, Unwinder};
+        let (start, vdso) = own().unwrap();
+        let (ip, cfa_offset) = clock_gettime_inside_a_frame(start, &vdso);
+        let modules: MappedFiles = [MappedFile {
+            start,
+            end: start + 0x2000,
+            file_offset: 0,
+            path: VDSO_NAME.to_string(),
+            executable: true,
+            inode: 0,
+            view: FileView::Process {
+                pid: std::process::id(),
+                root: None,
+            },
+        }]
+        .into_iter()
+        .collect();
+        let return_address: u64 = 0x5555_5555_1234;
+        let mut stack = vec![0u8; cfa_offset as usize + 64];
+        let at = cfa_offset as usize - 8;
+        stack[at..at + 8].copy_from_slice(&return_address.to_le_bytes());
+        let sample = StackSample {
+            abi: StackAbi::X86_64,
+            ip,
+            sp: 0x7ffd_0000_0000,
+            bp: 0,
+            stack,
+        };
+        let walk = Unwinder::new().walk(&sample, &modules, 8);
+        assert_eq!(walk.frames[..2], [ip, return_address], "{walk:?}");
+    }
+
     #[test]
     fn a_vdso_of_another_abi_is_refused() {
         let (start, _) = own().unwrap();
