@@ -216,6 +216,9 @@ impl Capture {
                     self.completion.complete(&mut event);
                     self.roots.observe(&event);
                     if let Some(image) = &loaded_image {
+                        if let EventBody::Exec(exec) = &event.body {
+                            crate::stacks::vdso::remember(exec.new_abi, event.pid, image.vdso_base);
+                        }
                         let root = self.roots.root_of(event.pid);
                         self.counts.unreadable_images +=
                             u64::from(!push_kernel_mappings(&event, image, root, out));

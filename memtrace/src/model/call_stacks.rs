@@ -118,9 +118,13 @@ impl CallStacks {
         (address - start < *len).then_some(name.as_str())
     }
 
-    /// Whether any of process `pid`'s frames was named from its perf map.
-    pub fn has_jit_symbols(&self, pid: u32) -> bool {
-        self.jit_symbols.contains_key(&pid)
+    /// Where process `pid`'s JIT symbols start: perf-map names of JIT code, and the vDSO's
+    /// functions (told the same way: no file names them at replay).
+    pub fn jit_symbol_starts(&self, pid: u32) -> impl Iterator<Item = u64> + '_ {
+        self.jit_symbols
+            .get(&pid)
+            .into_iter()
+            .flat_map(|symbols| symbols.keys().copied())
     }
 
     /// Process `pid` is gone for good (folded away, its pid free): what was told about its

@@ -249,7 +249,14 @@ impl<'m> ProcessView<'m> {
 
     /// Whether any of this process's frames was named from its perf map.
     pub fn has_jit_symbols(&self) -> bool {
-        self.stacks.has_jit_symbols(self.process.pid)
+        // The vDSO's functions are told as JIT symbols too, but come from no perf map.
+        self.stacks
+            .jit_symbol_starts(self.process.pid)
+            .any(|start| {
+                !self.layout().region_at(start).is_some_and(|region| {
+                    region.name.as_deref() == Some(crate::stacks::vdso::VDSO_NAME)
+                })
+            })
     }
 
     /// Whether this process's frames in `path` may be named (see

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use crate::model::{ProcessView, RegionKind};
 use crate::report::format;
 use crate::report::schema::{AllocatedSite, CallSiteGroup, FrameReport, SizeGroup};
+use crate::stacks::vdso::VDSO_NAME;
 
 /// Names a frame from its module and file offset. Reports stay free of I/O: the caller
 /// decides how names are found (symbol files on this machine) or that they are not.
@@ -137,15 +138,19 @@ fn frame_report(
     } else {
         address.saturating_sub(1)
     };
-    let module = view
-        .layout()
-        .region_at(lookup)
-        .filter(|region| region.kind == RegionKind::File)
+    let region = view.layout().region_at(lookup);
+    let module = region
+        .filter(|region| region.kind == RegionKind::File || is_vdso(region))
         .and_then(|region| {
             let path = region.name.as_deref()?;
             Some((path.to_string(), region.offset + (lookup - region.start)))
         });
     let names = match &module {
+        // No file: named by the symbols the recording tells, as JIT code is.
+        Some(_) if region.is_some_and(is_vdso) => FrameName {
+            function: view.jit_function(lookup).map(str::to_string),
+            ..FrameName::default()
+        },
         Some((path, offset)) if view.module_nameable(path) => {
             namer.name(path, view.module_build_id(path), *offset)
         }
@@ -166,6 +171,10 @@ fn frame_report(
     }
 }
 
+fn is_vdso(region: &crate::model::Region) -> bool {
+    region.kind == RegionKind::Vdso && region.name.as_deref() == Some(VDSO_NAME)
+}
+
 /// The allocator's own frames (in the C library and the loader), and the runtime's own
 /// allocation layers, say nothing about who allocated: the call site starts at the first
 /// frame outside them, and ends before the next (the C library's start-up code, a runtime's
@@ -180,6 +189,9 @@ pub(crate) fn is_allocator_frame(frame: &FrameReport) -> bool {
             // The JVM itself (os::pd_reserve_memory, os::malloc, Unsafe_AllocateMemory0):
             // the Java code that called it is the call site.
             || file_name.starts_with("libjvm.")
+            // The kernel's entry (`__kernel_vsyscall`) that 32-bit programs' syscalls go
+            // through.
+            || file_name == VDSO_NAME
     });
     in_module == Some(true)
         || frame

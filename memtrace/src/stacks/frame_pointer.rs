@@ -1,4 +1,5 @@
-//! Frame-pointer walking for ia32 samples, which framehop cannot unwind.
+//! Frame-pointer search for ia32 samples the CFI walk ([`super::cfi_i386`]) cannot take far:
+//! its result replaces that walk's when it finds more frames.
 //!
 //! Code built with frame pointers keeps a chain of records on the stack: `ebp` points at
 //! `[caller's ebp, return address]`. The walk follows that chain through the captured stack.

@@ -6,12 +6,12 @@
 //! addresses ([`Unwinder`]) and those into names ([`Symbolizer`]).
 //!
 //! Distribution libcs are built without frame pointers and every mmap is made from inside libc
-//! (malloc → sysmalloc → mmap), so a frame-pointer walk stops at the first libc frame. 64-bit
-//! stacks are therefore unwound with the DWARF CFI in each module's `.eh_frame` (by
-//! `framehop`), falling back to frame pointers only where a module has no unwind information.
-//! 32-bit (ia32) processes get a frame-pointer walk (framehop has no 32-bit x86), which reaches
-//! the program's own frames when the program was built with frame pointers, but not libc's
-//! frames nor the program function that called into libc.
+//! (malloc → sysmalloc → mmap), so a frame-pointer walk stops at the first libc frame. Stacks
+//! are therefore unwound with the DWARF CFI in each module's `.eh_frame`, falling back to frame
+//! pointers only where a module has no unwind information: 64-bit ones by `framehop`, 32-bit
+//! (ia32) ones by gimli's CFI evaluation ([`cfi_i386`]: framehop has no 32-bit x86). A 32-bit
+//! syscall is made from the vDSO's `__kernel_vsyscall`, which is no file: the vDSO is read from
+//! a live process's memory, once per ABI ([`vdso`]).
 //!
 //! Modules are read from disk, a live process's as that process sees them ([`mapped_file`]:
 //! a container's files are not the host's files of the same name), each file once, into one
@@ -25,6 +25,7 @@
 //! Return addresses point after their call; [`symbolize_stack`] looks them up one byte earlier,
 //! and callers that name frames one by one should do the same.
 
+mod cfi_i386;
 mod dwarf;
 pub(crate) mod elf;
 mod frame_pointer;
@@ -35,6 +36,7 @@ pub mod perf_map;
 pub mod symbolize;
 pub mod unwind;
 mod unwind_sections;
+pub mod vdso;
 
 #[cfg(test)]
 mod tests;
@@ -46,7 +48,7 @@ pub use symbolize::Symbolizer;
 pub use unwind::Unwinder;
 
 /// The user ABI of the sampled task, which decides word size and unwinding method.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StackAbi {
     X86_64,
     /// A 32-bit x86 task (on a 64-bit kernel): registers hold 32-bit values, stack words are

@@ -6,8 +6,12 @@
 //! only costs the modules its stack passes through. Where an address has no module or its
 //! module no unwind information, framehop follows the frame pointer instead.
 //!
-//! ia32 samples get a frame-pointer walk (the `frame_pointer` module): framehop does not
-//! support 32-bit x86.
+//! ia32 samples are unwound by the same CFI, read with gimli ([`super::cfi_i386`]: framehop
+//! does not support 32-bit x86), frame pointers again where a module has none. Their first
+//! frame is always in the vDSO's `__kernel_vsyscall` ([`super::vdso`]), whose CFI is read from
+//! the process's memory, or else taken as the kernel lays it out. A walk that still stops
+//! early is replaced by the frame-pointer search of [`super::frame_pointer`] when that finds
+//! more frames.
 
 use std::{collections::HashMap, ops::Range, path::Path, rc::Rc, sync::Arc};
 
@@ -17,12 +21,17 @@ use framehop::{
 };
 
 use super::{
+    cfi_i386::{self, Regs, Step},
     elf::FileIdentity,
     frame_pointer,
     modules::{Module, ModuleCache, SharedModules},
     unwind_sections::{SectionData, UnwindSections},
-    FileView, MappedFile, ModuleMap, StackAbi, StackSample, Walk,
+    vdso::{self, Vdso, VDSO_NAME},
+    FileView, JitSymbol, MappedFile, ModuleMap, StackAbi, StackSample, Walk,
 };
+
+/// ia32 registers and addresses are 32 bits wide.
+const I386_MASK: u64 = 0xffff_ffff;
 
 /// Unwinds stack samples with the unwind sections of the modules in its [`ModuleCache`].
 pub struct Unwinder {
@@ -34,7 +43,12 @@ pub struct Unwinder {
     /// walked without their CFI (frame pointers only).
     unreadable: u64,
     rule_cache: CacheX86_64,
+    /// gimli's evaluation state for ia32 walks, kept between them.
+    cfi_context: Box<cfi_i386::Context>,
 }
+
+/// A module an ia32 walk has looked up: its address range, CFI and base AVMA.
+type I386Module = (Range<u64>, Arc<UnwindSections>, u64);
 
 /// The file a path held when the unwinder last read it.
 struct LastRead {
@@ -61,6 +75,7 @@ impl Unwinder {
             by_path: HashMap::new(),
             unreadable: 0,
             rule_cache: CacheX86_64::new(),
+            cfi_context: Box::new(cfi_i386::Context::new()),
         }
     }
 
@@ -98,13 +113,18 @@ impl Unwinder {
         }
         match sample.abi {
             StackAbi::X86_64 => self.unwind_x86_64(sample, modules, max_frames),
-            StackAbi::I386 => frame_pointer::walk_i386(sample, modules, max_frames),
+            StackAbi::I386 => self.unwind_i386(sample, modules, max_frames),
         }
+    }
+
+    /// The vDSO function at `address` of a process whose vDSO mapping starts at
+    /// `vdso_start`, if a walk of `abi` has read that vDSO.
+    pub fn vdso_symbol(&self, abi: StackAbi, vdso_start: u64, address: u64) -> Option<JitSymbol> {
+        vdso::read_before(abi)?.symbol_at(vdso_start, address)
     }
 
     /// The build-id of the version of `module_path` this unwinder last read, if the file has
     /// one. Recorded with a stack, it lets the symbolizer name frames from that very build.
-    /// Only x86_64 walks read module files; ia32 walks leave this `None`.
     pub fn module_build_id(&self, module_path: &str) -> Option<&[u8]> {
         self.by_path.get(module_path)?.module.build_id.as_deref()
     }
@@ -179,11 +199,20 @@ impl Unwinder {
         registered: &[Range<u64>],
     ) -> Option<FramehopModule<SectionData>> {
         let mapping = modules.mapping_at(address)?;
-        if !mapping.executable || !mapping.path.starts_with('/') {
+        let overlaps = |range: &Range<u64>| range.start < mapping.end && mapping.start < range.end;
+        if !mapping.executable || registered.iter().any(overlaps) {
             return None;
         }
-        let overlaps = |range: &Range<u64>| range.start < mapping.end && mapping.start < range.end;
-        if registered.iter().any(overlaps) {
+        if mapping.path == VDSO_NAME {
+            let vdso = self.vdso_of(StackAbi::X86_64, &mapping)?;
+            return Some(FramehopModule::new(
+                mapping.path.clone(),
+                mapping.start..mapping.end,
+                vdso.base_avma(mapping.start)?,
+                vdso.unwind.framehop_info(),
+            ));
+        }
+        if !mapping.path.starts_with('/') {
             return None;
         }
         let sections = match &mapping.view {
@@ -197,6 +226,127 @@ impl Unwinder {
             base_avma,
             sections.framehop_info(),
         ))
+    }
+
+    /// The vDSO `mapping` shows, read from its process unless read before; a mapping not of
+    /// a live process ([`FileView::Host`]) has no memory to read it from.
+    fn vdso_of(&self, abi: StackAbi, mapping: &MappedFile) -> Option<Arc<Vdso>> {
+        match mapping.view {
+            FileView::Process { pid, .. } => vdso::image(abi, pid, mapping.start),
+            FileView::Host => vdso::read_before(abi),
+        }
+    }
+
+    /// The CFI walk of an ia32 sample, or the frame-pointer search when that gets further.
+    fn unwind_i386(
+        &mut self,
+        sample: &StackSample,
+        modules: &dyn ModuleMap,
+        max_frames: usize,
+    ) -> Walk {
+        let walk = self.walk_i386_cfi(sample, modules, max_frames);
+        if walk.truncated {
+            let searched = frame_pointer::walk_i386(sample, modules, max_frames);
+            if searched.frames.len() > walk.frames.len() {
+                return searched;
+            }
+        }
+        walk
+    }
+
+    fn walk_i386_cfi(
+        &mut self,
+        sample: &StackSample,
+        modules: &dyn ModuleMap,
+        max_frames: usize,
+    ) -> Walk {
+        let mut regs = Regs {
+            ip: sample.ip & I386_MASK,
+            sp: sample.sp & I386_MASK,
+            bp: Some(sample.bp & I386_MASK),
+        };
+        // The modules this walk has met: a stack passes through few, most of them many times.
+        let mut met: Vec<I386Module> = Vec::new();
+        let mut frames = vec![sample.ip];
+        loop {
+            if frames.len() >= max_frames {
+                return Walk {
+                    frames,
+                    truncated: true,
+                };
+            }
+            // The innermost frame is stopped at its syscall; the others at a return address,
+            // whose call is one byte earlier.
+            let lookup = if frames.len() == 1 {
+                regs.ip
+            } else {
+                regs.ip.saturating_sub(1)
+            };
+            let module = match met.iter().find(|(range, ..)| range.contains(&lookup)) {
+                Some(module) => Some(module.clone()),
+                None => self.i386_module(lookup, modules).inspect(|module| {
+                    met.push(module.clone());
+                }),
+            };
+            let by_cfi = module.and_then(|(_, sections, base_avma)| {
+                let cfi = sections.cfi()?;
+                cfi_i386::step(
+                    &cfi,
+                    base_avma,
+                    lookup,
+                    &mut regs,
+                    sample,
+                    &mut self.cfi_context,
+                )
+            });
+            let step = by_cfi.unwrap_or_else(|| {
+                let in_vdso = modules
+                    .mapping_at(lookup)
+                    .is_some_and(|mapping| mapping.path == VDSO_NAME);
+                if frames.len() == 1 && in_vdso {
+                    cfi_i386::kernel_vsyscall_step(&mut regs, sample)
+                } else {
+                    cfi_i386::frame_pointer_step(&mut regs, sample, modules)
+                }
+            });
+            match step {
+                Step::Caller(return_address) => frames.push(return_address),
+                Step::Outermost => {
+                    return Walk {
+                        frames,
+                        truncated: false,
+                    }
+                }
+                Step::Lost => {
+                    return Walk {
+                        frames,
+                        truncated: true,
+                    }
+                }
+            }
+        }
+    }
+
+    /// The CFI of the executable mapping (file or vDSO) holding `address`, if it can be read.
+    fn i386_module(&mut self, address: u64, modules: &dyn ModuleMap) -> Option<I386Module> {
+        let mapping = modules.mapping_at(address)?;
+        if !mapping.executable {
+            return None;
+        }
+        let (sections, base_avma) = if mapping.path == VDSO_NAME {
+            let vdso = self.vdso_of(StackAbi::I386, &mapping)?;
+            (vdso.unwind.clone(), vdso.base_avma(mapping.start)?)
+        } else if mapping.path.starts_with('/') {
+            let sections = match &mapping.view {
+                FileView::Host => self.module_sections(&mapping.path)?,
+                FileView::Process { .. } => self.viewed_sections(&mapping)?,
+            };
+            let base_avma = sections.base_avma(&mapping)?;
+            (sections, base_avma)
+        } else {
+            return None;
+        };
+        Some((mapping.start..mapping.end, sections, base_avma))
     }
 
     /// The unwind sections of the file `mapping` maps, read through its process's view

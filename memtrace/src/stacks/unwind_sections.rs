@@ -73,3 +73,31 @@ impl UnwindSections {
         }
     }
 }
+
+/// The CFI as the ia32 unwinder ([`super::cfi_i386`]) reads it with gimli: sections and the
+/// SVMAs their pointers are relative to.
+pub(super) struct CfiSections<'a> {
+    pub eh_frame: &'a elf::SectionBytes,
+    pub eh_frame_hdr: Option<&'a elf::SectionBytes>,
+    pub text_svma: Option<u64>,
+    pub got_svma: Option<u64>,
+}
+
+impl UnwindSections {
+    /// Whether it has `.eh_frame`.
+    #[cfg(test)]
+    pub(super) fn has_eh_frame(&self) -> bool {
+        self.eh_frame.is_some()
+    }
+
+    /// Its `.eh_frame` and what reading it needs; `None` without one (ia32 modules are not
+    /// unwound by `.debug_frame`: every ia32 library and program keeps `.eh_frame`).
+    pub(super) fn cfi(&self) -> Option<CfiSections<'_>> {
+        Some(CfiSections {
+            eh_frame: self.eh_frame.as_ref()?,
+            eh_frame_hdr: self.eh_frame_hdr.as_ref(),
+            text_svma: self.text_svma.as_ref().map(|range| range.start),
+            got_svma: self.got_svma.as_ref().map(|range| range.start),
+        })
+    }
+}

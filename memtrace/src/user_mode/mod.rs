@@ -16,7 +16,10 @@ use crate::{
     report::{
         self, folded::FoldedPrograms, FrameName, FrameNamer, Report, ReportOptions, SessionInfo,
     },
-    stacks::{FileView, MappedFile, ModuleCache, ModuleMap, PerfMaps, Symbolizer, Unwinder},
+    stacks::{
+        vdso::VDSO_NAME, FileView, MappedFile, ModuleCache, ModuleMap, PerfMaps, Symbolizer,
+        Unwinder,
+    },
     stream::Consumer,
 };
 
@@ -36,7 +39,9 @@ struct ProcessModules<'m> {
 impl ModuleMap for ProcessModules<'_> {
     fn mapping_at(&self, address: u64) -> Option<MappedFile> {
         let region = self.layout.region_at(address)?;
-        if region.kind != RegionKind::File {
+        // The vDSO too: the unwinder reads it from the process's memory (`stacks::vdso`).
+        let vdso = region.kind == RegionKind::Vdso && region.name.as_deref() == Some(VDSO_NAME);
+        if region.kind != RegionKind::File && !vdso {
             return None;
         }
         Some(MappedFile {
@@ -213,6 +218,8 @@ impl UserMode {
         let mut new_modules: Vec<MappedFile> = frames
             .iter()
             .filter_map(|&address| modules.mapping_at(address.saturating_sub(1)))
+            // No file: its frames are named by the symbols below.
+            .filter(|mapping| mapping.path != VDSO_NAME)
             .filter(|mapping| {
                 !self
                     .announced
@@ -222,12 +229,18 @@ impl UserMode {
             .collect();
         new_modules.sort_by(|a, b| a.path.cmp(&b.path));
         new_modules.dedup_by(|a, b| a.path == b.path);
-        let jit_symbols = jit_symbols_of(
+        let mut jit_symbols = jit_symbols_of(
             &frames,
             process.layout(),
             &modules.view,
             &mut self.perf_maps,
         );
+        jit_symbols.extend(vdso_symbols_of(
+            &frames,
+            process.layout(),
+            sample.abi,
+            &self.unwinder,
+        ));
         let mut events = Vec::with_capacity(new_modules.len() + jit_symbols.len() + 1);
         for mapping in new_modules {
             self.announced
@@ -389,6 +402,38 @@ fn jit_symbols_of(
             continue;
         }
         symbols.extend(perf_maps.symbol_at(view, lookup));
+    }
+    symbols
+}
+
+/// The vDSO functions the frames run through, as the unwinder's copy of the vDSO names them:
+/// recorded like JIT symbols, since no file of the vDSO is there to name them at replay.
+fn vdso_symbols_of(
+    frames: &[u64],
+    layout: &AddressSpace,
+    abi: crate::stacks::StackAbi,
+    unwinder: &Unwinder,
+) -> Vec<crate::stacks::JitSymbol> {
+    let mut symbols: Vec<crate::stacks::JitSymbol> = Vec::new();
+    for (index, &address) in frames.iter().enumerate() {
+        let lookup = if index == 0 {
+            address
+        } else {
+            address.saturating_sub(1)
+        };
+        let Some(vdso) = layout
+            .region_at(lookup)
+            .filter(|region| region.name.as_deref() == Some(VDSO_NAME))
+        else {
+            continue;
+        };
+        if symbols
+            .iter()
+            .any(|s| (s.start..s.start + s.len).contains(&lookup))
+        {
+            continue;
+        }
+        symbols.extend(unwinder.vdso_symbol(abi, vdso.start, lookup));
     }
     symbols
 }

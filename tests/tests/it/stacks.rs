@@ -101,23 +101,85 @@ fn call_site_without_frame_pointers() {
     leaking_call_site(Abi::X86_64, Runtime::LibcNoFramePointers);
 }
 
+/// A 32-bit program's syscalls go through the vDSO's `__kernel_vsyscall`, which is no file:
+/// its stacks are unwound through it by the vDSO's own CFI (or the frame the kernel fixes),
+/// then through libc by its CFI, to the same call site as the 64-bit build's.
 #[test]
 fn call_site_of_a_32_bit_program_with_frame_pointers() {
+    leaking_call_site(Abi::I386, Runtime::LibcFramePointers);
+}
+
+#[test]
+fn call_site_of_a_32_bit_program_without_frame_pointers() {
+    leaking_call_site(Abi::I386, Runtime::LibcNoFramePointers);
+}
+
+/// The top call site's frames as `module function` lines, the vDSO's included.
+fn frame_names(group: &Value) -> Vec<String> {
+    group["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|frame| {
+            let module = frame["module"].as_str().unwrap_or("?");
+            let module = module.rsplit('/').next().unwrap();
+            format!("{module} {}", frame["function"].as_str().unwrap_or("?"))
+        })
+        .collect()
+}
+
+/// The by-call-site table of a 32-bit program names what the 64-bit build's names, live and
+/// in replay, and the vDSO frame its stacks start in is `__kernel_vsyscall` in both: read
+/// from the live process (which holds on for a second, so that memtrace finds it running),
+/// recorded with the stack for the replay.
+#[test]
+fn a_32_bit_call_site_is_the_64_bit_one_live_and_in_replay() {
     require_root();
-    let scratch = Scratch::new("stacks-32");
-    let exe = program("bigalloc", Abi::I386, Runtime::LibcFramePointers);
-    let run = memtrace_json(&scratch, &["--", exe.to_str().unwrap(), "6"]);
-    run.assert_success();
-    let report = run.report();
-    let top = by_stack(report)
-        .first()
-        .unwrap_or_else(|| panic!("no call stacks: {report:#}"));
-    // Frame pointers skip libc's own frames, so the heap growth malloc made from the same call
-    // may share this group; the six blocks must be in it.
-    assert_eq!(leaked_blocks(top), 6, "{top:#}");
-    let names = functions(top);
-    assert!(names.iter().any(|f| f == "process_image"), "{names:?}");
-    assert!(names.iter().any(|f| f == "main"), "{names:?}");
+    let scratch = Scratch::new("stacks-32-replay");
+    let site_of = |abi: Abi, record: Option<&std::path::Path>| {
+        let exe = program("bigalloc", abi, Runtime::LibcNoFramePointers);
+        let mut args = Vec::new();
+        if let Some(recording) = record {
+            args.extend(["--record", recording.to_str().unwrap()]);
+        }
+        args.extend(["--", exe.to_str().unwrap(), "6", "-", "1"]);
+        let run = memtrace_json(&scratch, &args);
+        run.assert_success();
+        by_stack(run.report())[0].clone()
+    };
+    let wide = site_of(Abi::X86_64, None);
+    let recording = scratch.file("session-32.mtr");
+    let narrow = site_of(Abi::I386, Some(&recording));
+    assert!(
+        wide["call_site"]
+            .as_str()
+            .unwrap()
+            .starts_with("hx_alloc_tmp ← process_image ← main"),
+        "{wide:#}"
+    );
+    assert_eq!(narrow["call_site"], wide["call_site"], "{narrow:#}");
+    assert_eq!(narrow["truncated"], false, "unwound to _start: {narrow:#}");
+    let live = frame_names(&narrow);
+    assert_eq!(live[0], "[vdso] __kernel_vsyscall", "{live:#?}");
+    assert!(
+        live.iter().any(|f| f.starts_with("libc.so.6 ")),
+        "{live:#?}"
+    );
+    assert!(live.iter().any(|f| f.ends_with(" _start")), "{live:#?}");
+
+    let (output, replayed) = replay_json(&scratch, &recording, &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let top = &by_stack(&replayed)[0];
+    assert_eq!(top["call_site"], wide["call_site"], "{top:#}");
+    assert_eq!(
+        frame_names(top),
+        live,
+        "the replay names what the live run named"
+    );
 }
 
 /// python3 allocating a large bytearray: the stack reaches the interpreter's own allocation

@@ -14,7 +14,8 @@ use programs::{build_leaker, file_offset_of_function, leaker_line, TempDir};
 use tracee::{capture_large_mmap, Capture};
 
 use super::{
-    modules::ModuleKey, symbolize_stack, Frame, ModuleCache, StackAbi, Symbolizer, Unwinder,
+    modules::ModuleKey, symbolize_stack, vdso::VDSO_NAME, Frame, ModuleCache, StackAbi, Symbolizer,
+    Unwinder,
 };
 
 const MAX_FRAMES: usize = 64;
@@ -74,17 +75,25 @@ fn is_libc(frame: &Frame) -> bool {
     })
 }
 
-/// The whole issue for one 64-bit build: the program's frames with their call lines, under
-/// libc's frames, which come first (the syscall is made inside libc).
-fn assert_leak_stack_x86_64(build: &str, flags: &[&str]) {
+/// The whole issue for one build: the program's frames with their call lines, under libc's
+/// frames, which come first (the syscall is made inside libc; a 32-bit one from the vDSO's
+/// `__kernel_vsyscall`, which libc calls).
+fn assert_leak_stack(build: &str, abi: StackAbi, flags: &[&str]) {
     let dir = TempDir::new(build);
     let binary = build_leaker(&dir, "leaker", flags);
-    let capture = capture_large_mmap(&binary, StackAbi::X86_64);
+    let capture = capture_large_mmap(&binary, abi);
     let frames = symbolized_stack(build, &capture, &mut Symbolizer::new());
 
     let positions = assert_in_order(&frames, &["hx_alloc_tmp", "process_image", "main"]);
+    let in_libc = match abi {
+        StackAbi::X86_64 => 0,
+        StackAbi::I386 => {
+            assert_eq!(frames[0].module.as_deref(), Some(VDSO_NAME), "{frames:#?}");
+            1
+        }
+    };
     assert!(
-        is_libc(&frames[0]),
+        is_libc(&frames[in_libc]),
         "the syscall is made in libc: {frames:#?}"
     );
     let libc_names = [
@@ -121,6 +130,10 @@ fn assert_leak_stack_x86_64(build: &str, flags: &[&str]) {
         assert_eq!(frame.line, Some(line), "{frame:?}");
         assert_eq!(frame.module.as_deref(), binary.to_str());
     }
+    // The walk is whole: main's caller in libc, and _start, whose CFI ends the stack.
+    let walk = Unwinder::new().walk(&capture.sample, &capture.modules, MAX_FRAMES);
+    assert!(!walk.truncated, "{frames:#?}");
+    assert!(is_libc(&frames[positions[2] + 1]), "{frames:#?}");
 
     // Without libc's separate debug file (libc6-dbg), its exported functions are still named
     // from .dynsym, under their public names.
@@ -131,37 +144,42 @@ fn assert_leak_stack_x86_64(build: &str, flags: &[&str]) {
         &capture,
         &mut symbolizer,
     );
-    assert_eq!(frames[0].function.as_deref(), Some("mmap"), "{frames:#?}");
+    if abi == StackAbi::X86_64 {
+        assert_eq!(frames[0].function.as_deref(), Some("mmap"), "{frames:#?}");
+    }
     assert_in_order(
         &frames,
-        &["malloc", "hx_alloc_tmp", "process_image", "main"],
+        &["mmap", "malloc", "hx_alloc_tmp", "process_image", "main"],
     );
 }
 
 #[test]
 fn x86_64_unwinds_through_glibc_without_frame_pointers_anywhere() {
-    assert_leak_stack_x86_64("omit-fp", &["-fomit-frame-pointer"]);
+    assert_leak_stack("omit-fp", StackAbi::X86_64, &["-fomit-frame-pointer"]);
 }
 
 #[test]
 fn x86_64_unwinds_through_glibc_into_a_frame_pointer_program() {
-    assert_leak_stack_x86_64("keep-fp", &["-fno-omit-frame-pointer"]);
+    assert_leak_stack("keep-fp", StackAbi::X86_64, &["-fno-omit-frame-pointer"]);
+}
+
+/// By the CFI of the vDSO (read from the tracee), of glibc and of the program: gcc gives
+/// an ia32 `main` a CFA expression (it realigns the stack), which is evaluated too.
+#[test]
+fn i386_unwinds_through_the_vdso_and_glibc_without_frame_pointers() {
+    assert_leak_stack(
+        "i386-omit-fp",
+        StackAbi::I386,
+        &["-m32", "-fomit-frame-pointer"],
+    );
 }
 
 #[test]
-fn i386_frame_pointer_walk_reaches_the_program_frames() {
-    let dir = TempDir::new("i386");
-    let binary = build_leaker(&dir, "leaker32", &["-m32", "-fno-omit-frame-pointer"]);
-    let capture = capture_large_mmap(&binary, StackAbi::I386);
-    let frames = symbolized_stack("i386", &capture, &mut Symbolizer::new());
-    let positions = assert_in_order(&frames, &["process_image", "main"]);
-    assert_eq!(
-        frames[positions[0]].line,
-        Some(leaker_line("hx_alloc_tmp(TMP_BYTES)"))
-    );
-    assert_eq!(
-        frames[positions[1]].line,
-        Some(leaker_line("process_image(argc)"))
+fn i386_unwinds_through_the_vdso_and_glibc_into_a_frame_pointer_program() {
+    assert_leak_stack(
+        "i386-keep-fp",
+        StackAbi::I386,
+        &["-m32", "-fno-omit-frame-pointer"],
     );
 }
 

@@ -20,7 +20,7 @@ use nix::{
 
 use crate::{
     procfs::parse_maps_line,
-    stacks::{MappedFile, MappedFiles, StackAbi, StackSample},
+    stacks::{vdso::VDSO_NAME, FileView, MappedFile, MappedFiles, StackAbi, StackSample},
 };
 
 /// What the eBPF side captures: "a few KiB" of stack from sp.
@@ -111,17 +111,25 @@ fn capture(pid: Pid, mut sample: StackSample) -> Capture {
     File::open(format!("/proc/{pid}/mem"))
         .and_then(|memory| memory.read_exact_at(&mut sample.stack, sample.sp))
         .expect("reading the stack from /proc/PID/mem");
+    // Files as this machine has them; the vDSO, which is no file, read from the tracee.
     let modules = regions
         .into_iter()
-        .filter(|region| region.name.starts_with('/'))
+        .filter(|region| region.name.starts_with('/') || region.name == VDSO_NAME)
         .map(|region| MappedFile {
             start: region.start,
             end: region.end,
             file_offset: region.offset,
             executable: region.perms.as_bytes().get(2) == Some(&b'x'),
+            view: if region.name == VDSO_NAME {
+                FileView::Process {
+                    pid: pid.as_raw() as u32,
+                    root: None,
+                }
+            } else {
+                FileView::Host
+            },
             path: region.name,
             inode: region.inode,
-            view: crate::stacks::FileView::Host,
         })
         .collect();
     Capture { sample, modules }
