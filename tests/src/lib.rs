@@ -450,3 +450,22 @@ pub fn json_differences(path: &str, left: &Value, right: &Value) -> Vec<String> 
         _ => vec![format!("{path}: {left} vs {right}")],
     }
 }
+
+/// Starts a test program that says it is set up by printing a first line (`ready`), and waits
+/// for that line: what it does next is what the test traces. Returns the child and the line.
+#[track_caller]
+pub fn spawn_ready(
+    mut command: impl std::borrow::BorrowMut<std::process::Command>,
+) -> (std::process::Child, String) {
+    use std::io::BufRead as _;
+    let mut child = command
+        .borrow_mut()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
+}

@@ -11,8 +11,8 @@ use std::{
 };
 
 use memtrace_tests::{
-    json_differences, memtrace_bin, process, program, replay_json, require_root, Abi, Runtime,
-    Scratch, TestCgroup,
+    json_differences, memtrace_bin, process, program, replay_json, require_root, spawn_ready, Abi,
+    Runtime, Scratch, TestCgroup,
 };
 use rstest::rstest;
 use serde_json::Value;
@@ -256,16 +256,9 @@ fn a_slow_memfd_leak_is_captured_as_growing_at_its_true_rate() {
         &scratch.file("captures"),
         &["--growing-for", "20", "--no-trigger", "map-count"],
     );
-    let mut leaker = Command::new(program("leaky_service", Abi::X86_64, Runtime::Libc))
-        .arg("600")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (mut leaker, _) =
+        spawn_ready(Command::new(program("leaky_service", Abi::X86_64, Runtime::Libc)).arg("600"));
     let pid = leaker.id();
-    let mut ready = String::new();
-    BufReader::new(leaker.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
     // The truth, from the kernel: the leak's bytes in /proc/PID/maps, sampled on the clock the
     // events carry, so that a rate can be checked over exactly the span it was measured on.
     let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));

@@ -2,14 +2,14 @@
 //! `go tool pprof` reading its heap profile, both over loopback as a real deployment would.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::TcpStream,
     path::Path,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use memtrace_tests::{program, require_root, require_tool, Abi, Runtime, Scratch};
+use memtrace_tests::{program, require_root, require_tool, spawn_ready, Abi, Runtime, Scratch};
 use serde_json::Value;
 
 use super::agent::{doublemapper_bytes, monotonic_ns, rate_between, Agent, ONE_AGENT};
@@ -207,16 +207,8 @@ fn prometheus_scraping_the_agent_sees_a_leak_at_its_true_rate() {
         &program("leaky_service", Abi::X86_64, Runtime::Libc),
         "slowleak",
     );
-    let mut leaker = Command::new(&slowleak)
-        .arg("900")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let (leaker, _) = spawn_ready(Command::new(&slowleak).arg("900"));
     let pid = leaker.id();
-    let mut ready = String::new();
-    BufReader::new(leaker.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
     let leaker = Guard(leaker);
     let mut samples = Vec::new();
     let sample_for = |samples: &mut Vec<(u64, u64)>, seconds: u64| {
@@ -318,15 +310,9 @@ fn go_tool_pprof_of_the_heap_endpoint_names_the_leaking_function_first() {
     let agent_port = free_port();
     let listen = format!("127.0.0.1:{agent_port}");
     let agent = Agent::start(&scratch.file("captures"), &["--listen", &listen]);
-    let mut leaker = Command::new(program("bigalloc", Abi::X86_64, Runtime::Libc))
-        .args(["12", "-", "60"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    BufReader::new(leaker.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
+    let (leaker, _) = spawn_ready(
+        Command::new(program("bigalloc", Abi::X86_64, Runtime::Libc)).args(["12", "-", "60"]),
+    );
     let _leaker = Guard(leaker);
     // The last stack sample is unwound a moment after its mmap.
     std::thread::sleep(Duration::from_millis(500));

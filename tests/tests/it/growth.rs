@@ -2,11 +2,12 @@
 //! like seed 000 (a memfd "doublemapper" mapped rw and r-x every 100 ms, fd closed, never
 //! unmapped) while it churns 4 MiB buffers and keeps a fixed cache of 1 MiB buffers.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use memtrace_tests::{process, program, replay_json, require_root, Abi, Runtime, Scratch, Tracer};
+use memtrace_tests::{
+    process, program, replay_json, require_root, spawn_ready, Abi, Runtime, Scratch, Tracer,
+};
 use serde_json::Value;
 
 /// The leak's rounds: 6 s of work, one every 100 ms (plus the work itself).
@@ -48,15 +49,7 @@ fn attach_to_a_grown_leaky_service_and_watch_it_grow() {
     require_root();
     let scratch = Scratch::new("growth");
     let service = program("leaky_service", Abi::X86_64, Runtime::Libc);
-    let mut target = Command::new(&service)
-        .arg(ROUNDS.to_string())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    BufReader::new(target.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
+    let (mut target, ready) = spawn_ready(Command::new(&service).arg(ROUNDS.to_string()));
     assert_eq!(ready, "ready\n");
     // Let it grow before memtrace comes.
     std::thread::sleep(Duration::from_millis(1000));

@@ -4,13 +4,13 @@
 //! `ulimit -v`; a map count at 95% of `vm.max_map_count`. Each on real processes, 64-bit and
 //! 32-bit where the program is built for both, and the limits judged the same in a replay.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use memtrace_tests::{
-    memtrace_json, process, processes_running, program, replay_json, require_root, Abi, Runtime,
-    Scratch, Tracer,
+    memtrace_json, process, processes_running, program, replay_json, require_root, spawn_ready,
+    Abi, Runtime, Scratch, Tracer,
 };
 use rstest::rstest;
 use serde_json::Value;
@@ -73,16 +73,11 @@ fn a_double_mapping_attached_live_without_growth_is_flagged_with_its_remedy() {
     let scratch = Scratch::new("reports-wx-idle");
     const ROUNDS: u64 = 6;
     let idle = program("doublemapper_idle", Abi::X86_64, Runtime::Libc);
-    let mut target = Command::new(&idle)
-        .arg(ROUNDS.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    BufReader::new(target.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
+    let (mut target, ready) = spawn_ready(
+        Command::new(&idle)
+            .arg(ROUNDS.to_string())
+            .stdin(Stdio::piped()),
+    );
     assert_eq!(ready, "ready\n");
     let pid = target.id();
     let report_path = scratch.file("report.json");

@@ -1,14 +1,13 @@
 //! The tracer itself: real probes, real 64-bit and 32-bit processes, exact syscall counts.
 
 use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use memtrace_tests::{
     calls, memtrace_json, oracle, process, processes, processes_running, program, require_root,
-    Abi, Runtime, Scratch, REPORTED_SYSCALLS,
+    spawn_ready, Abi, Runtime, Scratch, REPORTED_SYSCALLS,
 };
 use rstest::rstest;
 use serde_json::Value;
@@ -106,14 +105,7 @@ fn attach_sees_what_a_sleeping_process_does_next() {
     require_root();
     let scratch = Scratch::new("attach");
     let sleeper = program("sleeper", Abi::X86_64, Runtime::Libc);
-    let mut target = Command::new(&sleeper)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut ready = String::new();
-    BufReader::new(target.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
+    let (mut target, ready) = spawn_ready(Command::new(&sleeper));
     assert_eq!(ready, "ready\n");
     let pid = target.id();
 
