@@ -469,3 +469,39 @@ pub fn spawn_ready(
         .unwrap();
     (child, line)
 }
+
+/// The preamble's length in a version 3 recording: magic, version, session id.
+pub const RECORDING_PREAMBLE: usize = 28;
+
+/// A recording's frames found by walking their lengths: (start, end, type).
+pub fn recording_frames(bytes: &[u8]) -> Vec<(usize, usize, u8)> {
+    let mut frames = Vec::new();
+    let mut start = RECORDING_PREAMBLE;
+    while start + 7 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[start + 2..start + 6].try_into().unwrap()) as usize;
+        let end = start + 7 + len + 4;
+        frames.push((start, end, bytes[start + 6]));
+        start = end;
+    }
+    frames
+}
+
+/// A real recording (`name` in `scratch`) of a real program, `mmap_loop ITERATIONS`, without
+/// stacks: it spans several events frames once the iterations are in the thousands.
+pub fn record_mmap_loop(scratch: &Scratch, name: &str, iterations: &str) -> PathBuf {
+    let recording = scratch.file(name);
+    let workload = program("mmap_loop", Abi::X86_64, Runtime::Libc);
+    memtrace_json(
+        scratch,
+        &[
+            "--no-stacks",
+            "--record",
+            recording.to_str().unwrap(),
+            "--",
+            workload.to_str().unwrap(),
+            iterations,
+        ],
+    )
+    .assert_success();
+    recording
+}

@@ -10,8 +10,8 @@ use std::{
 };
 
 use memtrace_tests::{
-    assert_one_line_error, memtrace, memtrace_bin, memtrace_json, program, replay_json,
-    require_root, Abi, Runtime, Scratch,
+    assert_one_line_error, memtrace, memtrace_bin, memtrace_json, program, record_mmap_loop,
+    recording_frames, replay_json, require_root, Abi, Runtime, Scratch,
 };
 
 fn run(args: &[&str], env: &[(&str, &str)], remove: &[&str]) -> Output {
@@ -24,39 +24,6 @@ fn run(args: &[&str], env: &[(&str, &str)], remove: &[&str]) -> Output {
         command.env_remove(name);
     }
     command.output().expect("running memtrace")
-}
-
-/// Frames of a recording by walking their lengths: (start, end, type).
-fn frames(bytes: &[u8]) -> Vec<(usize, usize, u8)> {
-    let mut frames = Vec::new();
-    // After the preamble: magic, version and (format version 3) the session id.
-    let mut start = 28;
-    while start + 7 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[start + 2..start + 6].try_into().unwrap()) as usize;
-        let end = start + 7 + len + 4;
-        frames.push((start, end, bytes[start + 6]));
-        start = end;
-    }
-    frames
-}
-
-/// A real recording of a real program that spans several events frames.
-fn record_mmap_loop(scratch: &Scratch, iterations: &str) -> std::path::PathBuf {
-    let recording = scratch.file("loop.mtr");
-    let workload = program("mmap_loop", Abi::X86_64, Runtime::Libc);
-    memtrace_json(
-        scratch,
-        &[
-            "--no-stacks",
-            "--record",
-            recording.to_str().unwrap(),
-            "--",
-            workload.to_str().unwrap(),
-            iterations,
-        ],
-    )
-    .assert_success();
-    recording
 }
 
 #[test]
@@ -121,9 +88,9 @@ fn row2_a_file_another_user_owns_is_refused() {
 fn row5_a_dropped_or_repeated_frame_is_reported_with_a_non_zero_exit() {
     require_root();
     let scratch = Scratch::new("frame-loss");
-    let recording = record_mmap_loop(&scratch, "20000");
+    let recording = record_mmap_loop(&scratch, "loop.mtr", "20000");
     let bytes = fs::read(&recording).unwrap();
-    let frames = frames(&bytes);
+    let frames = recording_frames(&bytes);
     let events: Vec<_> = frames.iter().filter(|f| f.2 == 2).collect();
     assert!(events.len() >= 4, "{} events frames", events.len());
     let (start, end, _) = *events[2];
@@ -237,7 +204,7 @@ fn row6_a_full_disk_keeps_the_report_and_says_what_the_recording_misses() {
 fn row7_a_truncated_recording_fails_with_until_too() {
     require_root();
     let scratch = Scratch::new("truncated-until");
-    let recording = record_mmap_loop(&scratch, "2000");
+    let recording = record_mmap_loop(&scratch, "loop.mtr", "2000");
     let bytes = fs::read(&recording).unwrap();
     let cut = scratch.file("cut.mtr");
     fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();

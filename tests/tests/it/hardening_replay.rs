@@ -6,47 +6,12 @@
 
 use std::{
     fs,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
-use memtrace_tests::{memtrace_bin, memtrace_json, program, require_root, Abi, Runtime, Scratch};
-
-/// The preamble's length in a version 3 recording: magic, version, session id.
-const PREAMBLE: usize = 28;
-
-/// A real recording of a real program.
-fn record(scratch: &Scratch, name: &str, iterations: &str) -> PathBuf {
-    let recording = scratch.file(name);
-    let workload = program("mmap_loop", Abi::X86_64, Runtime::Libc);
-    memtrace_json(
-        scratch,
-        &[
-            "--no-stacks",
-            "--record",
-            recording.to_str().unwrap(),
-            "--",
-            workload.to_str().unwrap(),
-            iterations,
-        ],
-    )
-    .assert_success();
-    recording
-}
-
-/// Frames by their lengths: (start, end, type).
-fn frames(bytes: &[u8]) -> Vec<(usize, usize, u8)> {
-    let mut frames = Vec::new();
-    let mut start = PREAMBLE;
-    while start + 7 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[start + 2..start + 6].try_into().unwrap()) as usize;
-        let end = start + 7 + len + 4;
-        frames.push((start, end, bytes[start + 6]));
-        start = end;
-    }
-    frames
-}
+use memtrace_tests::{memtrace_bin, record_mmap_loop, recording_frames, require_root, Scratch};
 
 /// `memtrace replay` of `input` (a path, or stdin from `stdin`), with a hang detector: a replay
 /// that has not ended after 30 s is killed and fails the test. (Speed is the bench's; this
@@ -90,10 +55,10 @@ fn assert_damaged(output: &Output, expected: &str) {
 fn zeros_after_the_last_frame_end_the_replay_at_once() {
     require_root();
     let scratch = Scratch::new("zero-tail");
-    let recording = record(&scratch, "a.mtr", "50");
+    let recording = record_mmap_loop(&scratch, "a.mtr", "50");
     let bytes = fs::read(&recording).unwrap();
     let head = scratch.file("head.mtr");
-    let first_frames = frames(&bytes)[1].1;
+    let first_frames = recording_frames(&bytes)[1].1;
     fs::write(&head, &bytes[..first_frames]).unwrap();
 
     // A pipe that never ends: the head, then /dev/zero.
@@ -127,9 +92,9 @@ fn zeros_after_the_last_frame_end_the_replay_at_once() {
 fn whatever_follows_the_trailer_fails_the_replay() {
     require_root();
     let scratch = Scratch::new("after-trailer");
-    let a = fs::read(record(&scratch, "a.mtr", "20")).unwrap();
-    let b = fs::read(record(&scratch, "b.mtr", "300")).unwrap();
-    let b_frames = frames(&b);
+    let a = fs::read(record_mmap_loop(&scratch, "a.mtr", "20")).unwrap();
+    let b = fs::read(record_mmap_loop(&scratch, "b.mtr", "300")).unwrap();
+    let b_frames = recording_frames(&b);
     let extra_frame = &b[b_frames[1].0..b_frames[1].1];
     for (name, bytes, expected) in [
         (
@@ -154,7 +119,7 @@ fn whatever_follows_the_trailer_fails_the_replay() {
     }
 
     // a's header on b's frames and trailer: every frame fails a's seal.
-    let a_header = frames(&a)[0].1;
+    let a_header = recording_frames(&a)[0].1;
     let spliced = [&a[..a_header], &b[b_frames[1].0..]].concat();
     let path = scratch.file("spliced");
     fs::write(&path, spliced).unwrap();
