@@ -24,7 +24,7 @@
 use std::{env, fs, process::ExitCode};
 
 use memtrace::event::{
-    Abi, AttachEvent, Comm, Event, EventBody, ExitEvent, ForkEvent, MapsLine, Syscall, SyscallEvent,
+    Abi, AttachEvent, Comm, Event, EventBody, ExitEvent, ForkEvent, Syscall, SyscallEvent,
 };
 use memtrace::model::Model;
 use memtrace::recording::{ClockBase, RecordingHeader, RecordingWriter, WriterOptions};
@@ -125,18 +125,9 @@ fn syscall(time_ns: u64, pid: u32, syscall: Syscall, args: [u64; 6], ret: i64) -
     )
 }
 
-/// A parent as memtrace finds it at attach: 40 regions of libraries, heap, stack.
+/// A parent as memtrace finds it at attach: 40 regions of libraries.
 fn parent_attach(time_ns: u64) -> Event {
-    let regions = (0..40u64)
-        .map(|index| MapsLine {
-            start: 0x7f00_0000_0000 + index * 0x10_0000,
-            end: 0x7f00_0000_0000 + index * 0x10_0000 + 0x8_0000,
-            perms: if index % 2 == 0 { "r-xp" } else { "rw-p" }.to_owned(),
-            offset: 0,
-            inode: 100 + index / 2,
-            name: format!("/usr/lib/lib{}.so", index / 2),
-        })
-        .collect();
+    let regions = memtrace::agent::workload::library_regions().collect();
     event(
         time_ns,
         PARENT,

@@ -55,16 +55,21 @@ fn syscall(
     )
 }
 
+/// Twenty libraries as an attach layout lists them: 40 regions, each one's code and data.
+/// The footprint example's processes are made of them too.
+pub fn library_regions() -> impl Iterator<Item = MapsLine> {
+    (0..40u64).map(|index| MapsLine {
+        start: 0x7f00_0000_0000 + index * 0x10_0000,
+        end: 0x7f00_0000_0000 + index * 0x10_0000 + 0x8_0000,
+        perms: if index % 2 == 0 { "r-xp" } else { "rw-p" }.to_owned(),
+        offset: 0,
+        inode: 100 + index / 2,
+        name: format!("/usr/lib/lib{}.so", index / 2),
+    })
+}
+
 fn attach(time_ns: u64, pid: u32, comm: &str, exe: &str) -> Event {
-    let regions = (0..40u64)
-        .map(|index| MapsLine {
-            start: 0x7f00_0000_0000 + index * 0x10_0000,
-            end: 0x7f00_0000_0000 + index * 0x10_0000 + 0x8_0000,
-            perms: if index % 2 == 0 { "r-xp" } else { "rw-p" }.to_owned(),
-            offset: 0,
-            inode: 100 + index / 2,
-            name: format!("/usr/lib/lib{}.so", index / 2),
-        })
+    let regions = library_regions()
         .chain([
             MapsLine {
                 start: 0x5600_0000_0000,
