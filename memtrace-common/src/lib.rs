@@ -290,8 +290,20 @@ impl Syscall {
     /// Whether a raw syscall number is one memtrace traces in either ABI. The raw tracepoints
     /// see every syscall of every process before knowing its ABI (that costs a kernel read):
     /// this test on the number alone lets everything else through at the price of the hook.
+    #[inline(always)]
     pub fn may_be_traced(nr: i64) -> bool {
         Self::from_number(Abi::X86_64, nr).is_some() || Self::from_number(Abi::I386, nr).is_some()
+    }
+
+    /// Whether a raw syscall number is execve or execveat in either ABI: the only syscalls
+    /// whose entry matters without `--latency` (their exit runs in the new image).
+    #[inline(always)]
+    pub fn may_be_exec(nr: i64) -> bool {
+        matches!(nr, 59 | 322 | 11 | 358)
+    }
+
+    pub fn is_exec(self) -> bool {
+        matches!(self, Self::Execve | Self::Execveat)
     }
 }
 
@@ -631,9 +643,17 @@ pub struct ProbeConfig {
     /// Non-zero: the programs emit aya-log diagnostics (`--ebpf-log`); off by default because
     /// each log record costs as much as an event.
     pub log_enabled: u32,
-    /// Wake the reader only once this many bytes wait in the ring buffer: one wakeup per event
-    /// would cost more than the event itself. The reader also polls on a timer, so a quiet
-    /// stream is still delivered promptly.
+    /// Non-zero: every traced syscall's entry is stamped, for its latency (`--latency`). Zero:
+    /// the entry programs see only execve and execveat (whose exit runs in the new image), and
+    /// a traced mmap or munmap pays one program and one clock read, not two of each.
+    pub syscall_latency: u32,
+    pub _pad: u32,
+    /// Wake the reader once this many bytes were submitted on one CPU since its last wakeup:
+    /// one wakeup per event would cost more than the event itself. Counted per CPU rather than
+    /// asked of the ring (`bpf_ringbuf_query`), which reads a line the reader keeps writing
+    /// (16 ns a message here). Userspace gives a share of its threshold to each CPU, so what
+    /// waits never exceeds it; the reader also polls on a timer, so a quiet stream is still
+    /// delivered promptly.
     pub wakeup_bytes: u64,
     /// Sample the user stack of mmap/mremap/brk/memfd_create calls that create at least this
     /// many bytes (`u64::MAX`: never).
@@ -656,6 +676,8 @@ impl ProbeConfig {
     pub const UNSET: Self = Self {
         follow_children: 0,
         log_enabled: 0,
+        syscall_latency: 0,
+        _pad: 0,
         wakeup_bytes: 0,
         stack_min_bytes: u64::MAX,
         cgroup_ids: [0; MAX_CGROUPS],
@@ -742,6 +764,17 @@ mod tests {
         // getppid (x86_64 110, ia32 64), the benchmark's bystander, is not ours.
         assert!(!Syscall::may_be_traced(110) && !Syscall::may_be_traced(64));
         assert!(Syscall::may_be_traced(9) && Syscall::may_be_traced(192));
+    }
+
+    /// The entry programs' filter without `--latency` lets through exactly the exec numbers.
+    #[test]
+    fn may_be_exec_is_the_union_of_both_abis_execs() {
+        for nr in -1..1024 {
+            let exec = [Abi::X86_64, Abi::I386]
+                .into_iter()
+                .any(|abi| Syscall::from_number(abi, nr).is_some_and(Syscall::is_exec));
+            assert_eq!(Syscall::may_be_exec(nr), exec, "syscall {nr}");
+        }
     }
 
     /// Every way a mapping is made (#23), in each ABI's own numbering

@@ -2,11 +2,12 @@
 //! and loss accounting.
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
     },
-    maps::ring_buf::RingBufEntry,
+    macros::map,
+    maps::{ring_buf::RingBufEntry, PerCpuArray},
 };
 use memtrace_common::{
     lost_slot, Abi, CommMessage, MessageHeader, MessageKind, COMM_LEN, MAX_CGROUPS,
@@ -118,7 +119,7 @@ pub fn emit_comm(task: KernelPtr, tgid: u32, tid: u32, comm: [u8; COMM_LEN]) {
         comm,
         identity,
     });
-    entry.submit(submit_flags());
+    entry.submit(submit_flags::<CommMessage>());
 }
 
 /// Counts an event that could not be delivered, so userspace can report it.
@@ -138,14 +139,33 @@ pub fn reserve<T: 'static>() -> Option<RingBufEntry<T>> {
     entry
 }
 
-/// Submit flags: wake the reader only when enough data waits (see `ProbeConfig::wakeup_bytes`).
-pub fn submit_flags() -> u64 {
+/// Bytes submitted on this CPU since it last woke the reader (`ProbeConfig::wakeup_bytes`).
+#[map]
+static UNWOKEN_BYTES: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Submit flags for a message of `T`: wake the reader only once this CPU has submitted its
+/// share of the threshold (`ProbeConfig::wakeup_bytes`).
+#[inline(always)]
+pub fn submit_flags<T>() -> u64 {
+    let Some(unwoken) = UNWOKEN_BYTES.get_ptr_mut(0) else {
+        return BPF_RB_FORCE_WAKEUP as u64;
+    };
+    // SAFETY: this CPU's slot; a program is not re-entered on its CPU while it runs.
+    let unwoken = unsafe { &mut *unwoken };
+    *unwoken += core::mem::size_of::<T>() as u64;
     let threshold = unsafe { core::ptr::read_volatile(&raw const CONFIG.wakeup_bytes) };
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
+    if *unwoken >= threshold {
+        *unwoken = 0;
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
     }
+}
+
+/// Whether every traced syscall's entry is stamped (`--latency`, `ProbeConfig::syscall_latency`).
+#[inline(always)]
+pub fn syscall_latency() -> bool {
+    unsafe { core::ptr::read_volatile(&raw const CONFIG.syscall_latency) != 0 }
 }
 
 /// The header for a message about the thread `tid`, stamped now.

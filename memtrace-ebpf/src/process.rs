@@ -73,7 +73,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
         child: child_identity,
     });
-    entry.submit(submit_flags());
+    entry.submit(submit_flags::<ForkMessage>());
     Ok(())
 }
 
@@ -171,7 +171,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
             let _ = fill_file_path(file, &raw mut (*event).exe);
         }
     }
-    entry.submit(submit_flags());
+    entry.submit(submit_flags::<ExecMessage>());
     if log_enabled() {
         debug!(ctx, "memtrace: exec in traced process {}", tgid);
     }
@@ -284,7 +284,7 @@ fn try_exit(
         exit_code,
         group_dead: u32::from(group_dead),
     });
-    entry.submit(submit_flags());
+    entry.submit(submit_flags::<ExitMessage>());
     Ok(())
 }
 
@@ -343,7 +343,7 @@ pub fn oom_victim_pid(ctx: RawTracePointContext) -> i32 {
             comm: [0; COMM_LEN],
             identity: Identity::default(),
         });
-        entry.submit(submit_flags());
+        entry.submit(submit_flags::<OomVictimMessage>());
     }
     0
 }
@@ -361,6 +361,6 @@ fn emit_oom_victim_task(task: KernelPtr, uid: u32) -> Result<(), i64> {
         comm,
         identity: victim,
     });
-    entry.submit(submit_flags());
+    entry.submit(submit_flags::<OomVictimMessage>());
     Ok(())
 }

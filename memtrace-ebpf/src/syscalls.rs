@@ -24,7 +24,10 @@ use memtrace_common::{
 };
 
 use crate::{
-    emit::{count_lost, current_ids, header, log_enabled, reserve, submit_flags, thread_is_traced},
+    emit::{
+        count_lost, current_ids, header, log_enabled, reserve, submit_flags, syscall_latency,
+        thread_is_traced,
+    },
     in_flight::{self, Parked},
     kernel_structs::{current_abi, file_of_fd, fill_file_path, read, KernelPtr},
     PendingSyscall, CONFIG, EXEC_FILENAMES, FILENAME_SCRATCH, PENDING, STACKS,
@@ -56,7 +59,14 @@ macro_rules! user_reg {
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     let number: i64 = ctx.arg(1);
-    if Syscall::may_be_traced(number) {
+    // Without `--latency` only an exec's entry matters: every other syscall, ours included,
+    // leaves at this compare.
+    let ours = if syscall_latency() {
+        Syscall::may_be_traced(number)
+    } else {
+        Syscall::may_be_exec(number)
+    };
+    if ours {
         let regs: KernelPtr = ctx.arg(0);
         enter_syscall(&ctx, number, regs, current_abi);
     }
@@ -99,19 +109,26 @@ fn try_enter_syscall<C: EbpfContext>(
     regs: KernelPtr,
     abi: impl FnOnce() -> Abi,
 ) -> Result<(), i64> {
-    let (tgid, tid) = current_ids();
-    if !in_flight::seen_here(tid) {
-        if !thread_is_traced(tgid, tid) {
-            return Ok(());
-        }
-        in_flight::remember_seen(tid);
-    }
+    // The ABI first: without `--latency` a munmap (11, ia32's execve number) leaves here.
     let abi = abi();
     let Some(syscall) = Syscall::from_number(abi, number) else {
         return Ok(());
     };
-    // SAFETY: no arguments; CLOCK_MONOTONIC.
-    let entry_ns = unsafe { bpf_ktime_get_ns() };
+    if !syscall.is_exec() && !syscall_latency() {
+        return Ok(());
+    }
+    let (tgid, tid) = current_ids();
+    if !thread_is_traced_here(tgid, tid) {
+        return Ok(());
+    }
+    // An exec's entry comes here without `--latency` too; its latency is then unknown (0), as
+    // every other call's.
+    let entry_ns = if syscall_latency() {
+        // SAFETY: no arguments; CLOCK_MONOTONIC.
+        unsafe { bpf_ktime_get_ns() }
+    } else {
+        0
+    };
     let parked = if matches!(syscall, Syscall::Execve | Syscall::Execveat) {
         park_exec(regs, syscall, abi, tid, entry_ns)
     } else {
@@ -124,6 +141,20 @@ fn try_enter_syscall<C: EbpfContext>(
         }
     }
     Ok(())
+}
+
+/// Whether the current thread is traced: first the per-CPU memory of the traced thread last
+/// seen here (no lookup), then [`thread_is_traced`]'s lookup, remembered for the next call.
+#[inline(always)]
+fn thread_is_traced_here(tgid: u32, tid: u32) -> bool {
+    if in_flight::seen_here(tid) {
+        return true;
+    }
+    if !thread_is_traced(tgid, tid) {
+        return false;
+    }
+    in_flight::remember_seen(tid);
+    true
 }
 
 /// An execve's entry: its arguments and filename, while the caller's memory still exists.
@@ -242,15 +273,19 @@ pub fn exit_syscall(regs: *const pt_regs, number: i64, ret: i64, abi: impl FnOnc
     // common case the traced-thread lookup. Either can be stale: a slot whose syscall exited
     // on another CPU, a map entry whose exit this program missed (a run it skipped while
     // another was preempted on the same CPU). Trust an entry only for the syscall this exit
-    // is for, or a futex's exit would be decoded as the munmap parked before it.
+    // is for, or a futex's exit would be decoded as the munmap parked before it. Without
+    // `--latency` only execs are parked, always in the map.
     let paired = in_flight::take_from_slot(tid, number, &mut parked)
-        || (thread_is_traced(tgid, tid)
+        || ((syscall_latency() || Syscall::may_be_exec(number))
+            && thread_is_traced_here(tgid, tid)
             && in_flight::take_from_map(tid, &mut parked)
             && is_same_syscall(&parked, number));
-    // Entry was not seen (the process was attached mid-syscall) or its record was lost (the
-    // task moved to another CPU and its slot was reused): the arguments are still in the user
-    // registers; only the latency is unknown.
-    if !paired && !(thread_is_traced(tgid, tid) && unparked_syscall(number, abi(), &mut parked)) {
+    // Entry not parked (without `--latency`, the common case), not seen (the process was
+    // attached mid-syscall) or its record lost (the task moved to another CPU and its slot was
+    // reused): the arguments are still in the user registers; only the latency is unknown.
+    if !paired
+        && !(thread_is_traced_here(tgid, tid) && unparked_syscall(number, abi(), &mut parked))
+    {
         return;
     }
     let args = syscall_args(regs, &parked, tid);
@@ -462,7 +497,7 @@ fn emit_syscall(
         // SAFETY: a reservation of a SyscallMessage; every field is written.
         let timestamp_ns =
             unsafe { fill_syscall(entry.as_mut_ptr(), parked, args, tgid, tid, ret) };
-        entry.submit(submit_flags());
+        entry.submit(submit_flags::<SyscallMessage>());
         return Ok(timestamp_ns);
     }
 
@@ -503,7 +538,7 @@ fn emit_syscall(
         }
         (*event).syscall.header.kind = MessageKind::SyscallDetail as u32;
     }
-    entry.submit(submit_flags());
+    entry.submit(submit_flags::<SyscallDetailMessage>());
     Ok(timestamp_ns)
 }
 

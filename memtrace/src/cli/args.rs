@@ -263,6 +263,10 @@ pub struct ProbeArgs {
     /// the default (for a fleet or a test matrix that always wants one backend).
     #[arg(long, value_enum, env = "MEMTRACE_BACKEND", default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,
+    /// Measure each syscall's latency (the report's p50/p99/max columns). It stamps every
+    /// traced call at entry too, which costs a second program run and clock read per call.
+    #[arg(long)]
+    pub latency: bool,
 }
 
 impl ProbeArgs {
@@ -276,6 +280,7 @@ impl ProbeArgs {
             backend: self.backend,
             cgroup_ids,
             oom_victims: false,
+            syscall_latency: self.latency,
         }
     }
 }

@@ -189,6 +189,15 @@ pub const FENTRY_FUNCTIONS: [(&str, &str, &str); 34] = [
     ("__ia32_sys_mseal", "ia32_mseal_enter", "ia32_mseal_exit"),
 ];
 
+/// The exec functions of [`FENTRY_FUNCTIONS`]: their entry is always attached (it reads the
+/// file name and arguments the new image no longer has).
+const EXEC_FUNCTIONS: [&str; 4] = [
+    "__x64_sys_execve",
+    "__x64_sys_execveat",
+    "__ia32_compat_sys_execve",
+    "__ia32_compat_sys_execveat",
+];
+
 /// Functions of [`FENTRY_FUNCTIONS`] a kernel may lack: mseal (6.10), ia32's direct shmat and
 /// shmdt (5.1), and the SysV IPC and AIO ones, which a kernel can be built without. On a
 /// kernel without one the syscall does not exist (ENOSYS, which the raw tracepoints would
@@ -218,9 +227,10 @@ pub fn attach_syscalls(
     ebpf: &mut Ebpf,
     btf: &Btf,
     choice: BackendChoice,
+    syscall_latency: bool,
 ) -> Result<Attached, ProbeError> {
     let attach_fentry = |ebpf: &mut Ebpf| {
-        attach_fentry(ebpf, btf).inspect_err(|error| {
+        attach_fentry(ebpf, btf, syscall_latency).inspect_err(|error| {
             if let Some(log) = &error.verifier_log {
                 log::debug!("fentry backend: {error}; the verifier's log:\n{log}");
             }
@@ -314,22 +324,25 @@ fn verifier_reason(log: &str) -> Option<&str> {
         .or(last)
 }
 
-/// Loads and attaches every fentry/fexit program.
-fn attach_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), FentryError> {
+/// Loads and attaches the fentry/fexit programs: every fexit, and the fentry programs whose
+/// entry matters (all with `--latency`, else the execs', whose exit runs in the new image).
+fn attach_fentry(ebpf: &mut Ebpf, btf: &Btf, syscall_latency: bool) -> Result<(), FentryError> {
     for (function, entry, exit) in FENTRY_FUNCTIONS {
         let error =
             |program| move |source: ProgramError| FentryError::new(program, function, &source);
-        let fentry: &mut FEntry =
-            program_of(ebpf, entry).map_err(|e| missing(&e, entry, function))?;
-        match fentry.load(function, btf) {
-            // Not in this kernel's BTF: the kernel has no such function.
-            Err(ProgramError::Btf(_)) if OPTIONAL_FUNCTIONS.contains(&function) => {
-                log::debug!("fentry backend: this kernel has no {function}; {entry} left out");
-                continue;
+        if syscall_latency || EXEC_FUNCTIONS.contains(&function) {
+            let fentry: &mut FEntry =
+                program_of(ebpf, entry).map_err(|e| missing(&e, entry, function))?;
+            match fentry.load(function, btf) {
+                // Not in this kernel's BTF: the kernel has no such function.
+                Err(ProgramError::Btf(_)) if OPTIONAL_FUNCTIONS.contains(&function) => {
+                    log::debug!("fentry backend: this kernel has no {function}; {entry} left out");
+                    continue;
+                }
+                loaded => loaded.map_err(error(entry))?,
             }
-            loaded => loaded.map_err(error(entry))?,
+            fentry.attach().map_err(error(entry))?;
         }
-        fentry.attach().map_err(error(entry))?;
         let fexit: &mut FExit = program_of(ebpf, exit).map_err(|e| missing(&e, exit, function))?;
         fexit.load(function, btf).map_err(error(exit))?;
         fexit.attach().map_err(error(exit))?;
@@ -404,6 +417,13 @@ mod tests {
         for optional in OPTIONAL_FUNCTIONS {
             assert!(functions.contains(&optional), "{optional}");
         }
+        // The exec functions are exactly those whose entry programs are execve's/execveat's.
+        let execs: Vec<&str> = FENTRY_FUNCTIONS
+            .iter()
+            .filter(|(_, entry, _)| entry.contains("_execve"))
+            .map(|(function, _, _)| *function)
+            .collect();
+        assert_eq!(execs, EXEC_FUNCTIONS);
     }
 
     /// The running kernel has every function the fentry backend attaches to, optional ones

@@ -105,6 +105,9 @@ pub struct ProbeOptions {
     /// Report the OOM killer's victims (`oom:mark_victim`; for the agent). Off: the program is
     /// not even loaded, so user mode pays nothing for it.
     pub oom_victims: bool,
+    /// Stamp every traced syscall's entry, for its latency (`--latency`). Off, the entry
+    /// programs see only execs, and a traced call costs one program run instead of two.
+    pub syscall_latency: bool,
 }
 
 impl Default for ProbeOptions {
@@ -117,6 +120,7 @@ impl Default for ProbeOptions {
             backend: BackendChoice::default(),
             cgroup_ids: Vec::new(),
             oom_victims: false,
+            syscall_latency: false,
         }
     }
 }
@@ -146,7 +150,8 @@ impl Probes {
 
         // Syscalls first: with `--backend fentry` where fentry is forbidden, nothing else is
         // loaded before the one-line refusal.
-        let attached = backend::attach_syscalls(&mut ebpf, &btf, options.backend)?;
+        let attached =
+            backend::attach_syscalls(&mut ebpf, &btf, options.backend, options.syscall_latency)?;
         let oom_victims = match differences.oom_victim_program {
             Some(program) if options.oom_victims => {
                 Some((program, kernel_differences::OOM_VICTIM_TRACEPOINT))
@@ -264,9 +269,12 @@ fn load_object(
     let config = ProbeConfig {
         follow_children: u32::from(options.follow_children),
         log_enabled: u32::from(options.ebpf_log),
+        syscall_latency: u32::from(options.syscall_latency),
+        _pad: 0,
         stack_min_bytes: options.stack_min_bytes.unwrap_or(u64::MAX),
-        // A quarter of the ring: the reader wakes up well before it fills.
-        wakeup_bytes: u64::from(size / 4),
+        // A quarter of the ring, shared among the CPUs (each counts its own): the reader wakes
+        // up well before the ring fills, however the events spread over the CPUs.
+        wakeup_bytes: u64::from(size / 4) / possible_cpus(),
         cgroup_ids: cgroup_slots(&options.cgroup_ids)?,
     };
     let aya_btf = kernel_btf::aya_form()?;
@@ -284,6 +292,12 @@ fn load_object(
         .map_max_entries(kernel_mode_names::KMEM_STACKS_MAP, 1)
         .load(EBPF_OBJECT)?;
     Ok((ebpf, aya_btf, differences))
+}
+
+/// The CPUs the per-CPU wakeup counters are kept for; 1 if the kernel does not say, which
+/// only makes wakeups rarer.
+fn possible_cpus() -> u64 {
+    aya::util::nr_cpus().map_or(1, |cpus| cpus.max(1) as u64)
 }
 
 /// The smallest ring the kernel accepts: one page.

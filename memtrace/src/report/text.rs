@@ -342,21 +342,27 @@ fn exec_lines(out: &mut String, report: &Report, exec: &ExecReport) {
 
 fn syscall_table(out: &mut String, process: &ProcessReport) {
     let latency = process.distributions.latency_ns.rows();
-    let mut rows = vec![["syscall", "calls", "failed", "p50 ns", "p99 ns", "max ns"]
-        .map(str::to_owned)
-        .to_vec()];
+    // Latencies are measured only with `--latency`; without, the columns would be all zeros.
+    let measured = latency.iter().any(|(_, latency)| latency.count > 0);
+    let columns: &[&str] = if measured {
+        &["syscall", "calls", "failed", "p50 ns", "p99 ns", "max ns"]
+    } else {
+        &["syscall", "calls", "failed"]
+    };
+    let mut rows = vec![columns.iter().map(|&column| column.to_owned()).collect()];
     for ((name, calls), (_, latency)) in process.syscalls.rows().into_iter().zip(latency) {
         if calls.calls == 0 {
             continue;
         }
-        rows.push(vec![
+        let mut row = vec![
             name.to_owned(),
             calls.calls.to_string(),
             calls.failed.to_string(),
-            latency.p50.to_string(),
-            latency.p99.to_string(),
-            latency.max.to_string(),
-        ]);
+        ];
+        if measured {
+            row.extend([latency.p50, latency.p99, latency.max].map(|ns| ns.to_string()));
+        }
+        rows.push(row);
     }
     if rows.len() == 1 {
         out.push_str("  no memory syscalls traced\n");

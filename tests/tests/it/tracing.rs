@@ -59,6 +59,56 @@ fn exact_counts(#[case] abi: Abi) {
     assert_eq!(execs[0]["to_abi"], abi.name());
 }
 
+/// Latency is measured only when asked (`--latency`: the entry programs then stamp every
+/// traced call, which costs a second program run per call): with it, every call of every
+/// reported syscall has a latency, in both ABIs, and the text report shows the columns;
+/// without it, none has one and the columns are gone rather than zeros.
+#[rstest]
+#[case::x86_64(Abi::X86_64)]
+#[case::i386(Abi::I386)]
+fn latency_is_measured_only_with_latency(#[case] abi: Abi) {
+    require_root();
+    let scratch = Scratch::new(&format!("latency-{}", abi.name()));
+    let counts = program("counts", abi, Runtime::Bare);
+    let counts = counts.to_str().unwrap();
+    for latency in [true, false] {
+        let flag: &[&str] = if latency { &["--latency"] } else { &[] };
+        let run = memtrace_json(&scratch, &[flag, &["--", counts]].concat());
+        run.assert_success();
+        let traced = processes(run.report());
+        let entry = &traced[0];
+        assert_counts_program(entry);
+        for (syscall, expected_calls, _) in COUNTS_PROGRAM {
+            let measured = &entry["distributions"]["latency_ns"][syscall];
+            let count = measured["count"].as_u64().unwrap();
+            if !latency {
+                assert_eq!(count, 0, "{syscall} without --latency: {measured}");
+                continue;
+            }
+            assert_eq!(count, expected_calls, "{syscall}: {measured}");
+            let [p50, p99, max] = ["p50", "p99", "max"].map(|at| measured[at].as_u64().unwrap());
+            // An exec takes milliseconds; the others, microseconds. A second is a broken stamp.
+            assert!(
+                0 < p50 && p50 <= p99 && p99 <= max && max < 1_000_000_000,
+                "{syscall}: {measured}"
+            );
+        }
+
+        let text = Command::new(memtrace_tests::memtrace_bin())
+            .args(flag)
+            .args(["--", counts])
+            .output()
+            .unwrap();
+        assert!(text.status.success());
+        let text = String::from_utf8(text.stdout).unwrap();
+        let header = text
+            .lines()
+            .find(|line| line.trim_start().starts_with("syscall "))
+            .unwrap_or_else(|| panic!("no syscall table:\n{text}"));
+        assert_eq!(header.contains("p99 ns"), latency, "{header}");
+    }
+}
+
 #[test]
 fn a_32_bit_parent_execs_a_64_bit_child() {
     require_root();

@@ -47,9 +47,12 @@ enum Hook {
     Untraced,
     Floor,
     Memtrace,
+    /// memtrace with `--latency`: every traced call's entry stamped too (traced loop only: a
+    /// bystander pays the same number test either way).
+    Latency,
 }
 
-const HOOKS: [Hook; 3] = [Hook::Untraced, Hook::Floor, Hook::Memtrace];
+const HOOKS: [Hook; 4] = [Hook::Untraced, Hook::Floor, Hook::Memtrace, Hook::Latency];
 
 impl Hook {
     fn name(self) -> &'static str {
@@ -57,6 +60,7 @@ impl Hook {
             Self::Untraced => "untraced",
             Self::Floor => "floor",
             Self::Memtrace => "memtrace",
+            Self::Latency => "latency",
         }
     }
 }
@@ -95,13 +99,13 @@ pub fn measure(
     let rounds = rounds.max(5);
     cmd::step(format!(
         "timing the hook's cost: {rounds} interleaved rounds of untraced / empty programs (floor) \
-         / memtrace --backend raw-tracepoint"
+         / memtrace --backend raw-tracepoint / the same with --latency"
     ));
     // An mmap+munmap pair costs some 20 getppid calls: a quarter as many keeps the rounds short.
     let mmap_iterations = (getppid_calls / 4).max(1);
     let stats = BpfStats::enable()?;
     let mut results: Vec<(Hook, Round)> = Vec::new();
-    let mut program_times: Vec<Vec<ProgramTime>> = Vec::new();
+    let mut program_times: Vec<(Hook, Vec<ProgramTime>)> = Vec::new();
     for round in 0..rounds {
         for hook in HOOKS {
             let report = scratch
@@ -114,8 +118,11 @@ pub fn measure(
                 mmap_iterations,
                 &report,
             )?;
-            program_times.push(programs);
-            let bystander = bystander_loop(hook, memtrace, &workloads.getppid_loop, getppid_calls)?;
+            program_times.push((hook, programs));
+            let bystander = match hook {
+                Hook::Latency => f64::NAN,
+                _ => bystander_loop(hook, memtrace, &workloads.getppid_loop, getppid_calls)?,
+            };
             results.push((hook, [traced, bystander]));
         }
     }
@@ -246,6 +253,9 @@ fn traced_loop(
                 ])
                 .arg("-o")
                 .arg(report);
+            if hook == Hook::Latency {
+                command.arg("--latency");
+            }
         }
     }
     command
@@ -284,7 +294,7 @@ fn traced_loop(
         bail!("`{line}` printed no cpu_ns line");
     };
     let programs = programs?;
-    if hook == Hook::Memtrace {
+    if matches!(hook, Hook::Memtrace | Hook::Latency) {
         let counts = read_event_counts(report)?;
         let calls = 2 * iterations;
         if counts.lost_events > 0 || counts.events < calls {
@@ -305,7 +315,7 @@ fn bystander_loop(hook: Hook, memtrace: &Path, workload: &Path, iterations: u64)
         Hook::Untraced => cpu_ns(Command::new(workload).arg(&calls))?,
         // The empty programs run for every process: the workload under them is a bystander.
         Hook::Floor => cpu_ns(floor_command(memtrace, workload)?.arg(&calls))?,
-        Hook::Memtrace => {
+        Hook::Memtrace | Hook::Latency => {
             let tracing = TracingIdle::start(memtrace)?;
             let cpu = cpu_ns(Command::new(workload).arg(&calls));
             tracing.stop()?;
@@ -421,6 +431,14 @@ fn print(results: &[(Hook, Round)], rounds: u32, mmap_iterations: u64, getppid_c
             memtrace / floor,
         );
     }
+    let floor = median_of(Hook::Floor, 0);
+    let latency = median_of(Hook::Latency, 0);
+    println!(
+        "{:<26} {:>9} {floor:>7.0} {latency:>9.0} {:>14.3}x  (no goal: the price of --latency)",
+        "traced, with --latency",
+        "",
+        latency / floor,
+    );
     // Per-round ratios too: their spread shows how far the machine's noise reaches.
     for (workload, name) in [(0, "traced"), (1, "bystander")] {
         let ratios: Vec<String> = results
@@ -433,7 +451,7 @@ fn print(results: &[(Hook, Round)], rounds: u32, mmap_iterations: u64, getppid_c
 
 /// The programs' own time (BPF statistics) in the traced loop: per run and per traced syscall,
 /// min/median/max over the rounds.
-fn print_program_times(rounds_programs: &[Vec<ProgramTime>], rounds: u32) {
+fn print_program_times(rounds_programs: &[(Hook, Vec<ProgramTime>)], rounds: u32) {
     println!();
     println!(
         "The programs' own time in the traced loop (kernel.bpf_stats_enabled), over {rounds} \
@@ -456,39 +474,49 @@ fn print_program_times(rounds_programs: &[Vec<ProgramTime>], rounds: u32) {
             values[values.len() - 1]
         )
     };
-    let of = |name: &str, per: fn(&ProgramTime) -> f64| -> Vec<f64> {
+    let of = |hooks: &[Hook], name: &str, per: fn(&ProgramTime) -> f64| -> Vec<f64> {
         rounds_programs
             .iter()
-            .flatten()
+            .filter(|(hook, _)| hooks.contains(hook))
+            .flat_map(|(_, programs)| programs)
             .filter(|program| program.name == name)
             .map(per)
             .collect()
     };
     let per_run = |p: &ProgramTime| p.run_time_ns as f64 / p.run_cnt.max(1) as f64;
     let per_call = |p: &ProgramTime| p.run_time_ns as f64 / p.calls.max(1) as f64;
+    let hooks = [Hook::Floor, Hook::Memtrace];
     for name in FLOOR_PROGRAMS.iter().chain(&SYSCALL_PROGRAMS) {
         println!(
             "{name:<12} {:>26} {:>26}",
-            spread(of(name, per_run)),
-            spread(of(name, per_call))
+            spread(of(&hooks, name, per_run)),
+            spread(of(&hooks, name, per_call))
         );
     }
     // Entry and exit together, round by round.
-    let together: Vec<f64> = rounds_programs
-        .iter()
-        .filter(|programs| programs.iter().any(|p| p.name == SYSCALL_PROGRAMS[0]))
-        .map(|programs| {
-            programs
-                .iter()
-                .filter(|p| SYSCALL_PROGRAMS.contains(&p.name.as_str()))
-                .map(per_call)
-                .sum()
-        })
-        .collect();
+    let together = |hook: Hook| -> Vec<f64> {
+        rounds_programs
+            .iter()
+            .filter(|(h, _)| *h == hook)
+            .map(|(_, programs)| {
+                programs
+                    .iter()
+                    .filter(|p| SYSCALL_PROGRAMS.contains(&p.name.as_str()))
+                    .map(per_call)
+                    .sum()
+            })
+            .collect()
+    };
     println!(
         "{:<12} {:>26} {:>26}  target <= {TARGET_PROGRAM_NS_PER_CALL:.0} (median)",
         "enter+exit",
         "",
-        spread(together)
+        spread(together(Hook::Memtrace))
+    );
+    println!(
+        "{:<12} {:>26} {:>26}  with --latency (no goal)",
+        "enter+exit",
+        "",
+        spread(together(Hook::Latency))
     );
 }
