@@ -13,6 +13,7 @@ pub mod folded;
 pub mod format;
 pub(crate) mod growth;
 pub mod json;
+mod process_json;
 mod processes;
 pub mod ranking;
 pub mod schema;

@@ -344,6 +344,8 @@ impl Program {
                     bytes: sum.bytes,
                     first_created_ns: sum.first_created_ns,
                     last_created_ns: sum.last_created_ns,
+                    // Folded groups list no regions, and were never told apart by them.
+                    thread_stacks: false,
                     regions: Vec::new(),
                 }
             })
