@@ -27,9 +27,10 @@ pub(crate) struct Moment {
 pub(crate) fn process_report(
     view: &ProcessView<'_>,
     moment: &Moment,
+    listed: Listed<'_>,
     namer: &mut dyn FrameNamer,
 ) -> ProcessReport {
-    process_parts(view, moment, Listed::All, namer).0
+    process_parts(view, moment, listed, namer).0
 }
 
 /// The regions of a process's report's groups, in the model: what the streamed JSON lists

@@ -148,7 +148,7 @@ pub fn measure(workspace: &Workspace, memtrace: &Path, scratch: &Path) -> Result
     agent(&example)
 }
 
-/// The replays of the crafted recordings, with their JSON report, against their goal.
+/// The replays of the crafted recordings, with their text and JSON reports, against their goal.
 fn crafted(example: &Path, memtrace: &Path, scratch: &Path) -> Result<()> {
     cmd::step("footprint: replays of the crafted recordings of a million forks or mappings");
     for name in CRAFTED {
@@ -161,17 +161,19 @@ fn crafted(example: &Path, memtrace: &Path, scratch: &Path) -> Result<()> {
         let bytes = fs::metadata(&recording)
             .with_context(|| format!("reading the size of {}", recording.display()))?
             .len();
-        let mut replay = Command::new(memtrace);
-        replay
-            .arg("replay")
-            .arg(&recording)
-            .args(["--format", "json", "-o", "/dev/null"]);
-        let peak_kib = peak_rss_kib(&mut replay);
+        for format in ["text", "json"] {
+            let mut replay = Command::new(memtrace);
+            replay
+                .arg("replay")
+                .arg(&recording)
+                .args(["--format", format, "-o", "/dev/null"]);
+            let peak_kib = peak_rss_kib(&mut replay)?;
+            println!(
+                "footprint: replay of the crafted 1M {name} ({bytes} byte recording), --format {format}: peak RSS {:.1} MiB, goal <= {TARGET_CRAFTED_MIB} MiB",
+                peak_kib as f64 / 1024.0
+            );
+        }
         let _ = fs::remove_file(&recording);
-        println!(
-            "footprint: replay of the crafted 1M {name} ({bytes} byte recording), --format json: peak RSS {:.1} MiB, goal <= {TARGET_CRAFTED_MIB} MiB",
-            peak_kib? as f64 / 1024.0
-        );
     }
     Ok(())
 }
