@@ -13,6 +13,9 @@
 //!   (user mode fed, the report streamed as JSON, the report built whole, its JSON and its
 //!   text rendered), to tell which one holds the bytes.
 //! - `footprint regions N`: one process leaking N pages; prints the RSS per live region.
+//! - `footprint crafted forks|mappings FILE`: writes the hardening tests' crafted recording of
+//!   a million forks that never run, or of a million mappings never unmapped
+//!   (tests/src/crafted.rs), for `memtrace replay`.
 //! - `footprint agent-day HOURS`: the agent's pipeline (user mode, the flight recorder with a
 //!   keyframe a minute, the triggers evaluated every second) fed a busy server in compressed
 //!   time (memtrace::agent::workload); prints the RSS after every hour, the CPU per million
@@ -32,6 +35,11 @@ use memtrace::{
     stream::Stream,
     user_mode::{UserMode, UserModeOptions},
 };
+
+// The tests crate's own module, by path: that crate's build script builds C programs, which
+// the bench has no need of.
+#[path = "../../tests/src/crafted.rs"]
+mod crafted;
 
 const PARENT: u32 = 1000;
 const START_NS: u64 = 1_000_000_000_000;
@@ -78,12 +86,26 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        (Some("crafted"), _) if args.len() == 3 => {
+            let bytes = match args[1].as_str() {
+                "forks" => crafted::million_forks(),
+                "mappings" => crafted::million_mappings(),
+                _ => return ExitCode::from(2),
+            };
+            match fs::write(&args[2], bytes) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("footprint: {}: {error}", args[2]);
+                    ExitCode::FAILURE
+                }
+            }
+        }
         (Some("regions"), Some(count)) => {
             regions(count);
             ExitCode::SUCCESS
         }
         _ => {
-            eprintln!("usage: footprint forks N FILE | churn HOURS | agent-day HOURS [no-leak] | scrape PROCESSES SCRAPES | pipeline-forks N | regions N | phases FILE");
+            eprintln!("usage: footprint forks N FILE | churn HOURS | agent-day HOURS [no-leak] | scrape PROCESSES SCRAPES | pipeline-forks N | regions N | crafted forks|mappings FILE | phases FILE");
             ExitCode::from(2)
         }
     }

@@ -13,6 +13,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod crafted;
 pub mod debian_root;
 pub mod devtools;
 pub mod maps;

@@ -33,7 +33,7 @@ use crate::{
     clock,
     recording::{RecordingHeader, RecordingReader, RecordingWriter, WriterOptions},
     replay::{self, ReplayOptions, Replayed},
-    report::{self, SessionInfo, Source, TextOptions},
+    report::{self, Detail, SessionInfo, Source, TextOptions},
     user_mode::DEFAULT_KEEP_EXITED,
 };
 
@@ -475,7 +475,7 @@ pub fn write_capture(dir: &CaptureDir, input: CaptureInput) -> Result<Stored, Ca
             // server's report would bury it (its recording holds everything, for
             // `memtrace replay`). A trigger about the system reports every process.
             let family = family_of(&user_mode.model, input.fired.pid);
-            let report = user_mode.report_for(&info, &family);
+            let report = user_mode.report_for(&info, &family, Detail::Whole);
             let json = report::json::render(&report);
             // A family chosen by the trigger is detailed whole, as `replay --pid` details
             // the processes it names; the system's report ranks and details the top ones.

@@ -18,7 +18,7 @@ use crate::{
     report::{
         self,
         export::pprof::{self, DefaultSample},
-        ReportOptions, SessionInfo, Source,
+        Detail, ReportOptions, SessionInfo, Source,
     },
 };
 
@@ -51,7 +51,7 @@ pub fn answer(query: Query, agent: &mut AgentMode, counters: &AgentCounters) -> 
             };
             // Built (and its frames named) here, where the model is; encoded and compressed on
             // the server's thread.
-            let report = agent.user_mode.report(&info);
+            let report = agent.user_mode.report(&info, Detail::Whole);
             Answer::Profile(Box::new(move || {
                 pprof::render_as(&report, default)
                     .map_err(|error| Unavailable(format!("encoding the profile: {error}")))

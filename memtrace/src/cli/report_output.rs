@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use super::args::{Format, OutputArgs};
 use crate::{
     output::{self, Output},
-    report::{self, text::TextOptions, Report, SessionInfo},
+    report::{self, text::TextOptions, Detail, Report, SessionInfo},
     user_mode::UserMode,
 };
 
@@ -140,7 +140,14 @@ pub fn write_user_report(
             }
         };
     }
-    let mut report = user_mode.report(info);
+    // The text report alone lists no regions but those the findings read (unless `--layout`
+    // asks for the layout): the whole lists would be a second copy of the model's.
+    let detail = if args.format == Format::Text && !args.show_layout && !outputs.exports() {
+        Detail::Evidence
+    } else {
+        Detail::Whole
+    };
+    let mut report = user_mode.report(info, detail);
     if !pids.is_empty() {
         report.filter_pids(pids);
     }

@@ -36,7 +36,10 @@ pub struct Headroom<'a> {
 pub struct BrkState {
     start: Option<u64>,
     current: Option<u64>,
-    failures: Vec<BrkFailure>,
+    /// Boxed: most processes have none, and every process, a forked child that never ran
+    /// included, pays for the field; the second allocation is the point (8 bytes, not 24).
+    #[allow(clippy::box_collection)]
+    failures: Option<Box<Vec<BrkFailure>>>,
 }
 
 impl BrkState {
@@ -49,7 +52,7 @@ impl BrkState {
     }
 
     pub fn failures(&self) -> &[BrkFailure] {
-        &self.failures
+        self.failures.as_deref().map_or(&[], Vec::as_slice)
     }
 
     pub fn headroom<'a>(&self, space: &'a AddressSpace) -> Option<Headroom<'a>> {
@@ -77,12 +80,12 @@ impl BrkState {
         BrkState {
             start: self.start,
             current: self.current,
-            failures: Vec::new(),
+            failures: None,
         }
     }
 
     pub(crate) fn record_failure(&mut self, failure: BrkFailure) {
-        self.failures.push(failure);
+        self.failures.get_or_insert_default().push(failure);
     }
 
     /// Moves the break and grows or shrinks the heap region to `[start_brk, page_align(brk))`.

@@ -25,7 +25,7 @@ impl Model {
     pub(crate) fn knows_live(&self, pid: u32) -> bool {
         self.by_pid
             .get(&pid)
-            .is_some_and(|&id| self.processes[id].exit.is_none())
+            .is_some_and(|&id| self.processes[id].alive())
     }
 
     /// The keyframe of every live traced process, in order of first appearance.
@@ -53,7 +53,7 @@ impl Model {
                         start_brk,
                         brk: process.brk.current().unwrap_or(start_brk),
                         ppid: process.ppid,
-                        exe: process.exe.clone(),
+                        exe: process.exe.to_string(),
                         memfd_fds,
                     },
                 }

@@ -2,6 +2,8 @@
 //! exit, and being folded away once it is past the most recent exits. The model's own state
 //! lives in its module; this is the part of it that creates and retires processes.
 
+use std::sync::Arc;
+
 use super::{
     attach, compact, exec, memfd, process::MmId, timeline::Sample, AddressSpace, Birth, Creation,
     ExitInfo, Fold, Memfd, MemfdId, Model, Origin, Process, ProcessView,
@@ -46,14 +48,15 @@ impl Model {
                 continue;
             };
             self.mms.release(process.mm);
-            self.live.remove(&id);
             if self.recent.is_some_and(|(_, recent)| recent == id) {
                 self.recent = None;
             }
             if self.by_pid.get(&process.pid) == Some(&id) {
                 self.by_pid.remove(&process.pid);
                 self.stacks.forget_process(process.pid);
-                let exit_ns = process.exit.map_or(self.last_event_ns, |exit| exit.time_ns);
+                let exit_ns = process
+                    .exit()
+                    .map_or(self.last_event_ns, |exit| exit.time_ns);
                 self.exited.forget(process.pid, exit_ns, self.last_event_ns);
                 forgotten.push(process.pid);
             }
@@ -71,7 +74,7 @@ impl Model {
             },
         };
         self.recent = Some((pid, id));
-        match self.processes[id].exit {
+        match self.processes[id].exit().copied() {
             None => Lookup::Current(id),
             Some(exit) if time_ns <= exit.time_ns => Lookup::Late(id),
             Some(_) => Lookup::Missing,
@@ -120,14 +123,13 @@ impl Model {
         let pid = process.pid;
         let id = self.processes.push(process);
         self.exited.reused(pid);
-        self.live.insert(id);
         self.by_pid.insert(pid, id);
         self.recent = Some((pid, id));
         id
     }
 
     pub(super) fn new_mm(&mut self, space: AddressSpace) -> MmId {
-        self.mms.add(space)
+        self.mms.add(std::sync::Arc::new(space))
     }
 
     /// Gives a process a new layout (exec, attach). A layout still used by a vfork parent
@@ -138,7 +140,7 @@ impl Model {
             self.mms[mm].users -= 1;
             self.processes[id].mm = self.new_mm(space);
         } else {
-            self.mms[mm].space = space;
+            self.mms[mm].space = std::sync::Arc::new(space);
         }
     }
 
@@ -176,8 +178,8 @@ impl Model {
             self.mms[parent_mm].users += 1;
             parent_mm
         } else {
-            let copy = self.mms[parent_mm].space.clone();
-            self.new_mm(copy)
+            // Shared until one of them changes it.
+            self.mms.add(self.mms[parent_mm].space.clone())
         };
         let parent = &self.processes[parent];
         let mut child = Process::new(
@@ -211,11 +213,11 @@ impl Model {
         let inherited_brk = self.processes[parent].brk.inherit();
         let child_mm = self.processes[child].mm;
         let own = std::mem::take(&mut self.mms[child_mm].space);
-        let mut space = self.mms[parent_mm].space.clone();
+        let mut space = AddressSpace::clone(&self.mms[parent_mm].space);
         for region in own.iter() {
             space.map(region.clone());
         }
-        self.mms[child_mm].space = space;
+        self.mms[child_mm].space = std::sync::Arc::new(space);
         let process = &mut self.processes[child];
         process.ppid = parent_pid;
         process.birth = Birth::Fork;
@@ -242,10 +244,12 @@ impl Model {
             return;
         };
         let process = &mut self.processes[id];
-        if let Some(previous) = process.execs.last_mut() {
-            previous.supersede(&self.mms[process.mm].space);
+        let mm = process.mm;
+        let activity = process.activity_mut();
+        if let Some(previous) = activity.execs.last_mut() {
+            previous.supersede(&self.mms[mm].space);
         }
-        let pending = std::mem::take(&mut process.pending_exec);
+        let pending = std::mem::take(&mut activity.pending_exec);
         let created = Creation {
             origin: Origin::Exec,
             time_ns: event.time_ns,
@@ -256,11 +260,11 @@ impl Model {
         let info = exec::exec_info(record, &space, event.time_ns, from_abi);
         self.install_space(id, space);
         let process = &mut self.processes[id];
-        process.execs.push(info);
+        process.activity_mut().execs.push(info);
         if record.new_abi != Abi::Unknown {
             process.abi = record.new_abi;
         }
-        process.exe = record.filename.clone();
+        process.exe = Arc::new(record.filename.clone());
         process.comm = event.comm;
         process
             .brk
@@ -274,7 +278,7 @@ impl Model {
         };
         // Kernels whose sched_process_exit lacks group_dead may report the last exit twice
         // when two threads exit at once (probes::kernel_differences): the first one counts.
-        if !record.group_dead || self.processes[id].exit.is_some() {
+        if !record.group_dead || !self.processes[id].alive() {
             return;
         }
         let mm = self.processes[id].mm;
@@ -291,14 +295,15 @@ impl Model {
         closed.dedup();
         let map_count = self.mms[mm].space.vma_count();
         let process = &mut self.processes[id];
-        process.map_count_at_exit = u32::try_from(map_count).unwrap_or(u32::MAX);
-        process.memfds_closed_at_exit = closed;
         process.fds.close_all(&mut self.memfds);
+        let activity = process.activity_mut();
+        activity.map_count_at_exit = u32::try_from(map_count).unwrap_or(u32::MAX);
+        activity.memfds_closed_at_exit = closed;
         // Compacted to what the report needs: memory grows with live processes, not with
         // the ones come and gone.
-        process.pending_exec = Vec::new();
-        process.stats.compact();
-        process.exit = Some(ExitInfo {
+        activity.pending_exec = Vec::new();
+        activity.stats.compact();
+        activity.exit = Some(ExitInfo {
             time_ns: event.time_ns,
             status: record.status,
             code: record.exit_code(),
@@ -308,10 +313,9 @@ impl Model {
         if self.mms[mm].users > 1 {
             self.mms[mm].users -= 1;
             let frozen = self.mms[mm].space.clone();
-            self.processes[id].mm = self.new_mm(frozen);
+            self.processes[id].mm = self.mms.add(frozen);
         }
         self.mms[self.processes[id].mm].users = 0;
-        self.live.remove(&id);
         if self.processes[id].traced {
             self.exited.queue.push_back(id);
             let sample = Sample::of(
@@ -319,20 +323,20 @@ impl Model {
                 event.time_ns,
                 &mut self.groups,
             );
-            self.processes[id].timeline.push(sample);
+            self.processes[id].activity_mut().timeline.push(sample);
         }
-        self.processes[id].timeline.shrink_to_fit();
+        self.processes[id].activity_mut().timeline.shrink_to_fit();
         let process = &self.processes[id];
-        if process.birth == Birth::Fork && process.execs.is_empty() {
+        if process.birth == Birth::Fork && process.execs().is_empty() {
             compact::inherited_copy(
-                &mut self.mms[process.mm].space,
+                self.mms[process.mm].space_mut(),
                 process.pid,
                 &process.brk,
                 &self.stacks,
             );
         }
         // From now on the layout is only read (reports, late stack samples).
-        self.mms[process.mm].space.freeze();
+        self.mms[process.mm].space_mut().freeze();
     }
 
     pub(super) fn attach(&mut self, event: &Event, record: &AttachEvent) {
@@ -373,7 +377,7 @@ impl Model {
             process.birth = Birth::Attach;
         }
         process.ppid = record.ppid;
-        process.exe = record.exe.clone();
+        process.exe = Arc::new(record.exe.clone());
         process.brk.reset(record.start_brk, record.brk);
     }
 }

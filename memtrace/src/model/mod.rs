@@ -30,7 +30,7 @@ pub(crate) mod testing;
 mod tests;
 pub mod timeline;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 pub use address_space::{AddressSpace, CoverageEntry};
 pub use anomaly::{Anomalies, Anomaly};
@@ -72,8 +72,6 @@ pub struct Model {
     last_event_ns: u64,
     /// The last pid looked up: long runs of events from one process skip the hash map.
     recent: Option<(u32, usize)>,
-    /// Processes not yet exited: the ones the timeline samples.
-    live: BTreeSet<usize>,
     clock: Clock,
     groups: Groups,
     exited: Exited,
@@ -102,7 +100,7 @@ impl Model {
                 };
                 let process = &mut self.processes[id];
                 let target = SyscallTarget {
-                    space: &mut self.mms[process.mm].space,
+                    space: self.mms[process.mm].space_mut(),
                     process,
                     memfds: &mut self.memfds,
                     names: &mut self.names,
@@ -111,7 +109,10 @@ impl Model {
             }
             EventBody::ExecMapping(record) => {
                 if let Some(id) = self.process_for(event, Birth::Lazy) {
-                    self.processes[id].pending_exec.push(record.clone());
+                    self.processes[id]
+                        .activity_mut()
+                        .pending_exec
+                        .push(record.clone());
                 }
             }
             EventBody::Fork(record) => self.fork(event, record),
@@ -139,7 +140,7 @@ impl Model {
             EventBody::KernelSnapshot(_) => {}
             EventBody::Container(record) => {
                 if let Some(id) = self.process_for(event, Birth::Lazy) {
-                    self.processes[id].container = Some(Box::new(record.clone()));
+                    self.processes[id].activity_mut().container = Some(Box::new(record.clone()));
                 }
             }
             EventBody::Limits(record) => {
@@ -172,7 +173,12 @@ impl Model {
 
     /// The processes that have not exited, in order of first appearance.
     pub fn live_processes(&self) -> impl Iterator<Item = ProcessView<'_>> + '_ {
-        self.live.iter().map(|&id| self.view(&self.processes[id]))
+        // The table holds few exited processes besides the live ones (the most recent exits,
+        // the folded programs' examples): a set of the live ones would cost each process more.
+        self.processes
+            .iter()
+            .filter(|process| process.alive())
+            .map(|process| self.view(process))
     }
 
     /// The latest process with this pid.
@@ -226,7 +232,13 @@ impl Model {
             let regions = self.mms[process.mm].space.iter();
             referenced.extend(regions.filter_map(|region| region.memfd));
             referenced.extend(process.fds.memfds());
-            referenced.extend(process.memfds_closed_at_exit.iter().map(|(id, _)| *id));
+            referenced.extend(
+                process
+                    .activity()
+                    .memfds_closed_at_exit
+                    .iter()
+                    .map(|(id, _)| *id),
+            );
         }
         self.memfds.sweep(&referenced);
     }
@@ -241,20 +253,20 @@ impl Model {
     }
 
     fn sample_live(&mut self, crossing: Crossing) {
-        for &id in &self.live {
-            let process = &mut self.processes[id];
-            if !process.traced {
+        for process in self.processes.iter_mut() {
+            if !process.traced || !process.alive() {
                 continue;
             }
             let space = &self.mms[process.mm].space;
             let sample = Sample::of(space, crossing.first_ns, &mut self.groups);
+            let timeline = &mut process.activity_mut().timeline;
             if crossing.last_ns > crossing.first_ns {
                 let mut last = sample.clone();
                 last.time_ns = crossing.last_ns;
-                process.timeline.push(sample);
-                process.timeline.push(last);
+                timeline.push(sample);
+                timeline.push(last);
             } else {
-                process.timeline.push(sample);
+                timeline.push(sample);
             }
         }
     }
@@ -274,7 +286,7 @@ impl Model {
             },
         };
         let process = &self.processes[id];
-        let Some((tid, last_ns)) = process.last_creation else {
+        let Some((tid, last_ns)) = process.activity().last_creation else {
             return;
         };
         // A sample carries its syscall's own time, so it names its creation wherever it
@@ -294,7 +306,7 @@ impl Model {
         let pid = process.pid;
         let mut created_bytes = 0;
         let mut created_regions = 0;
-        for region in self.mms[process.mm].space.iter_mut() {
+        for region in self.mms[process.mm].space_mut().iter_mut() {
             let created = &region.created;
             if created.origin == Origin::Syscall && created.time_ns == time_ns && created.pid == pid
             {
@@ -306,7 +318,11 @@ impl Model {
         // Counted now, while the regions exist: a later munmap removes them from the layout
         // but not from what the call site allocated.
         if created_regions > 0 {
-            let allocated = self.processes[id].allocated.entry(stack).or_default();
+            let allocated = self.processes[id]
+                .activity_mut()
+                .allocated
+                .entry(stack)
+                .or_default();
             allocated.regions += created_regions;
             allocated.bytes += created_bytes;
         }

@@ -1,5 +1,7 @@
 //! One traced process (all its threads): identity, history and the state the reports need.
 
+use std::sync::Arc;
+
 use crate::event::{Abi, Comm, ExecMappingEvent, LimitsEvent};
 use crate::model::address_space::AddressSpace;
 use crate::model::anomaly::Anomalies;
@@ -14,9 +16,20 @@ use crate::model::stats::SyscallStats;
 use crate::model::timeline::{Groups, Timeline};
 
 /// Index of an address space in the model: processes share one while a vfork child runs on its
-/// parent's memory.
+/// parent's memory. 32 bits, beside the process's other small fields: every process holds
+/// one, and slots are reused, so there are never more than processes held at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct MmId(pub(crate) usize);
+pub(crate) struct MmId(u32);
+
+impl MmId {
+    pub(crate) fn new(slot: usize) -> Self {
+        Self(u32::try_from(slot).expect("fewer than 2^32 address spaces held at once"))
+    }
+
+    pub(crate) fn slot(self) -> usize {
+        self.0 as usize
+    }
+}
 
 /// How memtrace first learned of a process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,22 +57,35 @@ pub struct Process {
     /// 0 when unknown.
     pub(crate) ppid: u32,
     pub(crate) comm: Comm,
-    pub(crate) exe: String,
+    /// Shared: a forked child has its parent's until it execs. An `Arc<String>`, one pointer
+    /// where `Arc<str>` is two: with it a process is 136 bytes, a smaller allocation.
+    pub(crate) exe: Arc<String>,
     pub(crate) abi: Abi,
     pub(crate) birth: Birth,
     /// Events of its own reached us: it was traced, not only seen being forked by a traced
     /// parent (children without `--follow`).
     pub(crate) traced: bool,
-    /// The thread and time of the last syscall that may have created memory: the stack that
-    /// follows it belongs to the regions it created.
-    pub(crate) last_creation: Option<(u32, u64)>,
     pub(crate) first_seen_ns: u64,
-    pub(crate) execs: Vec<ExecInfo>,
-    pub(crate) exit: Option<ExitInfo>,
-    pub(crate) stats: SyscallStats,
     pub(crate) brk: BrkState,
     pub(crate) fds: FdTable,
     pub(crate) mm: MmId,
+    /// Its limits, once told, and the map calls refused with ENOMEM.
+    pub(crate) bounds: Option<Box<Bounds>>,
+    /// What its own events told; `None` until the first. Boxed apart: a forked child that has
+    /// not run yet has only what it inherited, and a million of those must cost what that
+    /// takes, not a whole process each.
+    activity: Option<Box<Activity>>,
+}
+
+/// What a process's own events told about it (see [`Process::activity`]).
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    /// The thread and time of the last syscall that may have created memory: the stack that
+    /// follows it belongs to the regions it created.
+    pub(crate) last_creation: Option<(u32, u64)>,
+    pub(crate) execs: Vec<ExecInfo>,
+    pub(crate) exit: Option<ExitInfo>,
+    pub(crate) stats: SyscallStats,
     /// The kernel's mappings for an exec in progress, until its Exec event (or failure).
     pub(crate) pending_exec: Vec<ExecMappingEvent>,
     /// For each memfd mapped at exit: whether all its fds were closed by then. Taken before
@@ -70,15 +96,16 @@ pub struct Process {
     /// What each sampled call stack of this process created, released since or not.
     pub(crate) allocated: std::collections::BTreeMap<StackId, Allocated>,
     /// Its container identity, once told (live: read from /proc at first sight). Boxed, like
-    /// the anomalies: most processes have none, and every byte here is paid per process.
+    /// the anomalies: most processes have none.
     pub(crate) container: Option<Box<crate::event::ContainerIdentity>>,
     /// Successes the kernel cannot return, refused (see [`crate::model::anomaly`]).
     pub(crate) anomalies: Option<Box<Anomalies>>,
-    /// Its limits, once told, and the map calls refused with ENOMEM.
-    pub(crate) bounds: Option<Box<Bounds>>,
     /// Its mappings as the kernel counts them, at exit (its layout is compacted then).
     pub(crate) map_count_at_exit: u32,
 }
+
+/// The activity of a process none of whose events came yet.
+static NO_ACTIVITY: std::sync::LazyLock<Activity> = std::sync::LazyLock::new(Activity::default);
 
 impl Process {
     pub(crate) fn new(
@@ -93,27 +120,27 @@ impl Process {
             pid,
             ppid: 0,
             comm,
-            exe: String::new(),
+            exe: Arc::default(),
             abi,
             birth,
             traced: false,
-            last_creation: None,
             first_seen_ns: time_ns,
-            execs: Vec::new(),
-            exit: None,
-            stats: SyscallStats::default(),
             brk: BrkState::default(),
             fds: FdTable::default(),
             mm,
-            pending_exec: Vec::new(),
-            memfds_closed_at_exit: Vec::new(),
-            timeline: Timeline::default(),
-            allocated: std::collections::BTreeMap::new(),
-            container: None,
-            anomalies: None,
             bounds: None,
-            map_count_at_exit: 0,
+            activity: None,
         }
+    }
+
+    /// What its own events told (all empty before the first).
+    pub(crate) fn activity(&self) -> &Activity {
+        self.activity.as_deref().unwrap_or(&NO_ACTIVITY)
+    }
+
+    /// The same, to change: made at the first change.
+    pub(crate) fn activity_mut(&mut self) -> &mut Activity {
+        self.activity.get_or_insert_with(Box::default)
     }
 
     /// The limits the session told for it, when it did.
@@ -139,7 +166,7 @@ impl Process {
             count: 0,
             examples: Vec::new(),
         };
-        self.anomalies.as_deref().unwrap_or(&NONE)
+        self.activity().anomalies.as_deref().unwrap_or(&NONE)
     }
 
     pub fn pid(&self) -> u32 {
@@ -157,7 +184,7 @@ impl Process {
 
     /// Its container identity (cgroup, pid in its own namespace, root), when known.
     pub fn container(&self) -> Option<&crate::event::ContainerIdentity> {
-        self.container.as_deref()
+        self.activity().container.as_deref()
     }
 
     /// The last exec's filename or the attach layout's `/proc/PID/exe`; empty when unknown.
@@ -179,15 +206,15 @@ impl Process {
     }
 
     pub fn execs(&self) -> &[ExecInfo] {
-        &self.execs
+        &self.activity().execs
     }
 
     pub fn exit(&self) -> Option<&ExitInfo> {
-        self.exit.as_ref()
+        self.activity().exit.as_ref()
     }
 
     pub fn alive(&self) -> bool {
-        self.exit.is_none()
+        self.activity().exit.is_none()
     }
 
     pub fn traced(&self) -> bool {
@@ -195,7 +222,7 @@ impl Process {
     }
 
     pub fn stats(&self) -> &SyscallStats {
-        &self.stats
+        &self.activity().stats
     }
 
     pub fn brk(&self) -> &BrkState {
@@ -207,7 +234,7 @@ impl Process {
     }
 
     pub fn timeline(&self) -> &Timeline {
-        &self.timeline
+        &self.activity().timeline
     }
 }
 
@@ -276,6 +303,7 @@ impl<'m> ProcessView<'m> {
     pub fn allocated_by_stack(&self) -> impl Iterator<Item = (&'m [u64], Allocated)> + 'm {
         let stacks = self.stacks;
         self.process
+            .activity()
             .allocated
             .iter()
             .map(move |(&id, &allocated)| (stacks.frames(id), allocated))
@@ -303,9 +331,10 @@ impl<'m> ProcessView<'m> {
     /// `None` when the region is no session memfd's.
     pub fn memfd_fd_closed(&self, region: &Region) -> Option<bool> {
         let id = region.memfd?;
-        if self.process.exit.is_some() {
+        if self.process.exit().is_some() {
             return self
                 .process
+                .activity()
                 .memfds_closed_at_exit
                 .iter()
                 .find(|(memfd, _)| *memfd == id)
@@ -317,8 +346,8 @@ impl<'m> ProcessView<'m> {
     /// Its mappings as the kernel counts them (what `vm.max_map_count` bounds), now or at
     /// exit.
     pub fn map_count(&self) -> u64 {
-        if self.process.exit.is_some() {
-            return u64::from(self.process.map_count_at_exit);
+        if self.process.exit().is_some() {
+            return u64::from(self.process.activity().map_count_at_exit);
         }
         self.space.vma_count()
     }

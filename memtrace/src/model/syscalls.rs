@@ -59,6 +59,7 @@ pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallEv
         // Not a call of this syscall at all: neither counted nor applied.
         target
             .process
+            .activity_mut()
             .anomalies
             .get_or_insert_with(Box::default)
             .record(Anomaly {
@@ -76,7 +77,11 @@ pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallEv
     let latency_ns = (record.entry_ns != 0).then(|| event.time_ns.saturating_sub(record.entry_ns));
     // brk never returns -errno: a break left where it was is the kernel's ENOMEM.
     let errno = failed.then(|| record.errno().unwrap_or(ENOMEM));
-    target.process.stats.record_call(name, errno, latency_ns);
+    target
+        .process
+        .activity_mut()
+        .stats
+        .record_call(name, errno, latency_ns);
     let created = Creation {
         origin: Origin::Syscall,
         time_ns: event.time_ns,
@@ -85,7 +90,7 @@ pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallEv
     };
     let result = result_address(event.abi, record.ret);
     if !failed && creates_memory(record.syscall) {
-        target.process.last_creation = Some((event.tid, event.time_ns));
+        target.process.activity_mut().last_creation = Some((event.tid, event.time_ns));
     }
     if failed && record.errno() == Some(ENOMEM) {
         map_refused(target.process, target.space, event.time_ns, record);
@@ -103,7 +108,7 @@ pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallEv
         Syscall::Execve | Syscall::Execveat => {
             // Failed: the kernel's mappings for the new image were thrown away. Succeeded: the
             // Exec event already used them; anything left is stale.
-            target.process.pending_exec.clear();
+            target.process.activity_mut().pending_exec.clear();
         }
         _ if failed => {}
         Syscall::Mmap | Syscall::Mmap2 | Syscall::OldMmap => mmap(target, record, result, created),
@@ -111,7 +116,7 @@ pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallEv
             let [start, len, ..] = record.args;
             let len = page_align_up(len);
             target.space.unmap(start, start.saturating_add(len));
-            target.process.stats.record_size(name, len);
+            target.process.activity_mut().stats.record_size(name, len);
         }
         // pkey_mprotect is mprotect that also sets the pages' protection key (which
         // `/proc/PID/smaps` shows, not maps); with key -1 it keeps theirs, as mprotect does.
@@ -125,7 +130,7 @@ pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallEv
                 }
                 _ => target.space.protect(start, end, prot),
             }
-            target.process.stats.record_size(name, len);
+            target.process.activity_mut().stats.record_size(name, len);
         }
         Syscall::Mremap => mremap(target, record, result, created),
         Syscall::MemfdCreate => memfd_create(target, record, event.time_ns),
@@ -136,18 +141,26 @@ pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallEv
         Syscall::Shmat => shmat(target, record, result, created),
         Syscall::Shmdt => {
             let unmapped = target.space.detach(record.args[0], is_sysv_segment);
-            target.process.stats.record_size(name, unmapped);
+            target
+                .process
+                .activity_mut()
+                .stats
+                .record_size(name, unmapped);
         }
         Syscall::IoSetup => io_setup(target, record, created),
         Syscall::IoDestroy => {
             let unmapped = target.space.detach(record.args[0], is_aio_ring);
-            target.process.stats.record_size(name, unmapped);
+            target
+                .process
+                .activity_mut()
+                .stats
+                .record_size(name, unmapped);
         }
         Syscall::Mseal => {
             let [start, len, ..] = record.args;
             let len = page_align_up(len);
             target.space.seal(start, start.saturating_add(len));
-            target.process.stats.record_size(name, len);
+            target.process.activity_mut().stats.record_size(name, len);
         }
         Syscall::RemapFilePages => {
             // The kernel rounds both down to pages (mm/mmap.c), and maps the same file again
@@ -159,7 +172,7 @@ pub(crate) fn apply(target: SyscallTarget<'_>, event: &Event, record: &SyscallEv
                 start.saturating_add(size),
                 pgoff.saturating_mul(PAGE_SIZE),
             );
-            target.process.stats.record_size(name, size);
+            target.process.activity_mut().stats.record_size(name, size);
         }
         // Never in a message: the kernel side reports the shmat or shmdt ipc(2) made.
         Syscall::Ipc => {}
@@ -245,7 +258,11 @@ fn shmat(target: SyscallTarget<'_>, record: &SyscallEvent, start: u64, created: 
     target
         .space
         .map(backing.region(start, end, Perms::from_prot(prot, true), 0, created));
-    target.process.stats.record_size(SyscallName::Shmat, len);
+    target
+        .process
+        .activity_mut()
+        .stats
+        .record_size(SyscallName::Shmat, len);
 }
 
 /// io_setup maps the context's ring, shared and writable, at the address it writes through
@@ -266,7 +283,11 @@ fn io_setup(target: SyscallTarget<'_>, record: &SyscallEvent, created: Creation)
         0,
         created,
     ));
-    target.process.stats.record_size(SyscallName::IoSetup, len);
+    target
+        .process
+        .activity_mut()
+        .stats
+        .record_size(SyscallName::IoSetup, len);
 }
 
 /// An address result. An ia32 task's addresses are 32-bit: whatever the upper half holds
@@ -311,6 +332,7 @@ fn brk(
     if let Some(old) = old_break.filter(|&old| old < current) {
         target
             .process
+            .activity_mut()
             .stats
             .record_size(SyscallName::Brk, current - old);
     }
@@ -336,7 +358,11 @@ fn mmap(mut target: SyscallTarget<'_>, record: &SyscallEvent, start: u64, create
     let mut region = backing.region(start, end, Perms::from_prot(prot, shared), offset, created);
     region.thread_stack = flags & (MAP_STACK | MAP_GROWSDOWN) != 0;
     target.space.map(region);
-    target.process.stats.record_size(SyscallName::Mmap, len);
+    target
+        .process
+        .activity_mut()
+        .stats
+        .record_size(SyscallName::Mmap, len);
 }
 
 /// What a file mapping through `fd` shows: the file the kernel side named, else the memfd the
@@ -366,6 +392,7 @@ fn mremap(target: SyscallTarget<'_>, record: &SyscallEvent, new_start: u64, crea
     }
     target
         .process
+        .activity_mut()
         .stats
         .record_size(SyscallName::Mremap, new_len);
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::{Index, IndexMut};
+use std::sync::Arc;
 
 use crate::model::address_space::AddressSpace;
 use crate::model::process::{MmId, Process};
@@ -36,6 +37,10 @@ impl ProcessTable {
         self.by_id.values().map(|process| &**process)
     }
 
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Process> + '_ {
+        self.by_id.values_mut().map(|process| &mut **process)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.by_id.len()
     }
@@ -59,10 +64,21 @@ impl IndexMut<usize> for ProcessTable {
 
 /// An address space and how many live processes run on it (more than one only while a vfork
 /// child borrows its parent's).
+///
+/// The layout is shared copy-on-write between a parent and the children it forked: a child
+/// that never runs (or only reads) costs no copy, and the first change on either side copies
+/// it then ([`Mm::space_mut`]), which is when the two layouts differ.
 #[derive(Debug)]
 pub(crate) struct Mm {
-    pub(crate) space: AddressSpace,
+    pub(crate) space: Arc<AddressSpace>,
     pub(crate) users: u32,
+}
+
+impl Mm {
+    /// The layout to change, copied first if a fork shares it.
+    pub(crate) fn space_mut(&mut self) -> &mut AddressSpace {
+        Arc::make_mut(&mut self.space)
+    }
 }
 
 /// Address spaces by id; the slot of one released is given to the next.
@@ -73,27 +89,27 @@ pub(crate) struct MmTable {
 }
 
 impl MmTable {
-    pub(crate) fn add(&mut self, space: AddressSpace) -> MmId {
+    pub(crate) fn add(&mut self, space: Arc<AddressSpace>) -> MmId {
         let mm = Mm { space, users: 1 };
         match self.free.pop() {
             Some(slot) => {
                 self.slots[slot] = mm;
-                MmId(slot)
+                MmId::new(slot)
             }
             None => {
                 self.slots.push(mm);
-                MmId(self.slots.len() - 1)
+                MmId::new(self.slots.len() - 1)
             }
         }
     }
 
     /// Frees the space of a folded process (no one else uses an exited process's space).
     pub(crate) fn release(&mut self, id: MmId) {
-        self.slots[id.0] = Mm {
-            space: AddressSpace::new(),
+        self.slots[id.slot()] = Mm {
+            space: Arc::default(),
             users: 0,
         };
-        self.free.push(id.0);
+        self.free.push(id.slot());
     }
 }
 
@@ -101,12 +117,12 @@ impl Index<MmId> for MmTable {
     type Output = Mm;
 
     fn index(&self, id: MmId) -> &Mm {
-        &self.slots[id.0]
+        &self.slots[id.slot()]
     }
 }
 
 impl IndexMut<MmId> for MmTable {
     fn index_mut(&mut self, id: MmId) -> &mut Mm {
-        &mut self.slots[id.0]
+        &mut self.slots[id.slot()]
     }
 }

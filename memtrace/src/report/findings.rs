@@ -15,7 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::report::call_sites;
 use crate::report::format::{bytes, hex};
-use crate::report::schema::{Evidence, Finding, FindingKind, ProcessReport, SizeGroup};
+use crate::report::schema::{
+    Evidence, Finding, FindingKind, ProcessReport, SizeGroup, UnreleasedRegion,
+};
 use crate::report::ReportOptions;
 
 pub use crate::report::growth::growing;
@@ -41,6 +43,22 @@ pub fn for_process(process: &ProcessReport, options: &ReportOptions) -> Vec<Find
     findings.extend(abi_exec_layouts(process, options.near_brk_bytes));
     findings.extend(growing(process));
     findings
+}
+
+/// Whether the findings read this unreleased region (its group's totals aside): the regions
+/// [`unreleased_memfds`] and [`unreleased_anon`] look at. The streamed JSON's reports keep
+/// only these ([`crate::report::stream`]); a test holds its findings to the whole report's.
+pub(crate) fn reads(region: &UnreleasedRegion, options: &ReportOptions) -> bool {
+    region.memfd_fd_closed == Some(true) || large_anon(region, options.large_anon_bytes)
+}
+
+/// A private anonymous block at least `threshold` large, not a thread stack nor an
+/// inaccessible reservation: what [`unreleased_anon`] counts, of its group's regions.
+fn large_anon(region: &UnreleasedRegion, threshold: u64) -> bool {
+    region.kind == "anon"
+        && region.len >= threshold
+        && !region.thread_stack
+        && !region.perms.starts_with("---")
 }
 
 /// A finding of `kind` about `process`: what was seen, then what to do.
@@ -244,9 +262,7 @@ pub fn unreleased_anon(process: &ProcessReport, threshold: u64) -> Option<Findin
         .iter()
         .filter(|group| group.kind == "anon")
         .flat_map(|group| &group.regions)
-        .filter(|region| {
-            region.len >= threshold && !region.thread_stack && !region.perms.starts_with("---")
-        });
+        .filter(|region| large_anon(region, threshold));
     for region in regions {
         *by_size.entry(region.len).or_default() += 1;
     }

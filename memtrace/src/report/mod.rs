@@ -13,6 +13,7 @@ pub mod folded;
 pub mod format;
 pub(crate) mod growth;
 pub mod json;
+mod process_json;
 mod processes;
 pub mod ranking;
 pub mod schema;
@@ -31,6 +32,7 @@ pub use text::TextOptions;
 use crate::event::Losses;
 use crate::model::Model;
 use crate::report::folded::FoldedPrograms;
+use crate::report::summary::Listed;
 
 /// What the report says about the session itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +68,18 @@ impl Default for ReportOptions {
     }
 }
 
+/// How much of each process's region lists a report built whole holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detail {
+    /// Every region: each process's layout and each group's regions, as the JSON, `--layout`
+    /// and the exports list them.
+    Whole,
+    /// Only the regions the findings and the text report's group rows read
+    /// ([`findings::reads`]), and no layout: the text report of a process with a million
+    /// mappings without a second copy of them (the crafted 1M-mapping replay: 503 to 160 MiB).
+    Evidence,
+}
+
 /// The report with frames shown as module+offset.
 pub fn build(model: &Model, session: &SessionInfo) -> Report {
     build_with(model, &FoldedPrograms::default(), session, &mut NoNames)
@@ -85,7 +99,7 @@ pub fn build_with(
     session: &SessionInfo,
     namer: &mut dyn FrameNamer,
 ) -> Report {
-    build_for(model, exited, session, namer, &[])
+    build_for(model, exited, session, namer, &[], Detail::Whole)
 }
 
 /// [`build_with`] for these processes only (all when `pids` is empty), built as
@@ -97,8 +111,13 @@ pub fn build_for(
     session: &SessionInfo,
     namer: &mut dyn FrameNamer,
     pids: &[u32],
+    detail: Detail,
 ) -> Report {
     let options = exited.options();
+    let listed = match detail {
+        Detail::Whole => Listed::All,
+        Detail::Evidence => Listed::Evidence(options),
+    };
     let span_ns = model
         .last_event_ns()
         .saturating_sub(model.first_event_ns().unwrap_or(0));
@@ -113,7 +132,7 @@ pub fn build_for(
                 step_ns: model.timeline_step_ns(),
                 since_ns: options.since_ns,
             };
-            processes::process_report(&view, &moment, namer)
+            processes::process_report(&view, &moment, listed, namer)
         })
         .collect();
     let mut findings: Vec<Finding> = processes
@@ -164,7 +183,7 @@ pub fn findings_of(
         step_ns: model.timeline_step_ns(),
         since_ns: options.since_ns,
     };
-    let report = processes::process_report(view, &moment, &mut NoNames);
+    let report = processes::process_report(view, &moment, Listed::Evidence(options), &mut NoNames);
     findings::for_process(&report, options)
 }
 

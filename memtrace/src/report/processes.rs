@@ -11,7 +11,7 @@ use crate::report::schema::{
     Distributions, ExecReport, LatencyTable, LayoutEntry, LimitsReport, MapFailureReport,
     MapFailuresReport, MappingRef, ProcessReport, SyscallTable,
 };
-use crate::report::summary;
+use crate::report::summary::{self, Listed};
 use crate::report::timeline;
 
 /// When a process's report is taken and what it counts.
@@ -27,11 +27,40 @@ pub(crate) struct Moment {
 pub(crate) fn process_report(
     view: &ProcessView<'_>,
     moment: &Moment,
+    listed: Listed<'_>,
     namer: &mut dyn FrameNamer,
 ) -> ProcessReport {
+    process_parts(view, moment, listed, namer).0
+}
+
+/// The regions of a process's report's groups, in the model: what the streamed JSON lists
+/// from, group for group.
+pub(crate) struct Members<'m> {
+    pub(crate) unreleased: Vec<Vec<&'m Region>>,
+    pub(crate) held_since_attach: Vec<Vec<&'m Region>>,
+}
+
+/// The report of a process, with `layout` and its groups' `regions` as `listed` asks, and
+/// the regions of each group in the model.
+pub(crate) fn process_parts<'m>(
+    view: &ProcessView<'m>,
+    moment: &Moment,
+    listed: Listed<'_>,
+    namer: &mut dyn FrameNamer,
+) -> (ProcessReport, Members<'m>) {
     let process = view.process();
     let exit = process.exit();
-    ProcessReport {
+    let (unreleased, unreleased_members) =
+        summary::unreleased(view, moment.since_ns, listed, namer);
+    let (held_since_attach, held_members) =
+        summary::held_since_attach(view, moment.since_ns, listed)
+            .into_iter()
+            .unzip();
+    let layout = match listed {
+        Listed::All => view.layout().iter().map(layout_entry).collect(),
+        Listed::Evidence(_) => Vec::new(),
+    };
+    let report = ProcessReport {
         pid: process.pid(),
         ppid: process.ppid(),
         comm: process.comm(),
@@ -46,10 +75,10 @@ pub(crate) fn process_report(
         exit_code: exit.and_then(|exit| exit.code),
         signal: exit.and_then(|exit| exit.signal),
         syscalls: syscall_table(process.stats()),
-        layout: view.layout().iter().map(layout_entry).collect(),
+        layout,
         summary: summary::by_kind(view.layout()),
-        unreleased: summary::unreleased(view, moment.since_ns, namer),
-        held_since_attach: summary::held_since_attach(view, moment.since_ns),
+        unreleased,
+        held_since_attach,
         brk: brk_report(view),
         distributions: distributions(process.stats()),
         timeline: timeline::timeline_report(view, moment.now_ns, moment.step_ns, namer),
@@ -67,7 +96,12 @@ pub(crate) fn process_report(
             address_space: limits.address_space,
         }),
         map_failures: map_failures(process.map_failures()),
-    }
+    };
+    let members = Members {
+        unreleased: unreleased_members,
+        held_since_attach: held_members,
+    };
+    (report, members)
 }
 
 fn map_failures(failures: &MapFailures) -> MapFailuresReport {
@@ -141,7 +175,7 @@ fn exec_report(view: &ProcessView<'_>, exec: &ExecInfo) -> ExecReport {
     }
 }
 
-fn layout_entry(region: &Region) -> LayoutEntry {
+pub(crate) fn layout_entry(region: &Region) -> LayoutEntry {
     LayoutEntry {
         start: region.start,
         end: region.end,

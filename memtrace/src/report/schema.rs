@@ -482,8 +482,7 @@ impl UnreleasedGroup {
     /// What a program loads rather than allocates: files (its executable, libraries, data
     /// files), and thread stacks.
     pub fn is_loaded(&self) -> bool {
-        self.kind == "file"
-            || (!self.regions.is_empty() && self.regions.iter().all(|region| region.thread_stack))
+        self.kind == "file" || (self.count > 0 && self.thread_stacks)
     }
 }
 
@@ -498,6 +497,10 @@ pub struct UnreleasedGroup {
     /// When the oldest and the newest of them were created: how the group grew.
     pub first_created_ns: u64,
     pub last_created_ns: u64,
+    /// Every one of its regions is a thread stack: kept apart from `regions`, which the
+    /// streamed JSON does not hold ([`crate::report::stream`]), and not written.
+    #[serde(skip)]
+    pub thread_stacks: bool,
     /// Oldest first.
     pub regions: Vec<UnreleasedRegion>,
 }

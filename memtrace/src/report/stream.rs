@@ -4,7 +4,8 @@
 //! and [`json::render`](crate::report::json::render) one string of it: for a session of many
 //! processes both are far larger than the model (for 100k short-lived processes, 0.6 GB of
 //! report and 0.9 GB of text next to a 75 MB model). [`write_json`] writes the same bytes while
-//! holding one process's report at a time, plus the findings and the ranking's first rows,
+//! holding one process's report at a time, without its lists of regions (written from the
+//! model, [`crate::report::process_json`]), plus the findings and the ranking's first rows,
 //! which come last.
 
 use std::cell::RefCell;
@@ -16,8 +17,10 @@ use serde::Serialize;
 use crate::model::Model;
 use crate::report::cgroups::CgroupTotals;
 use crate::report::folded::FoldedPrograms;
+use crate::report::process_json::ProcessJson;
 use crate::report::ranking::{Ranking, RankingBuilder, SessionSummary};
 use crate::report::schema::{BackendInfo, Finding, LostCounts, Source, REPORT_VERSION};
+use crate::report::summary::Listed;
 use crate::report::{findings, processes, FrameNamer, ReportOptions, SessionInfo};
 
 /// Writes what `json::render(&build_with(model, exited, session, namer))` would, with
@@ -180,7 +183,8 @@ impl Serialize for Processes<'_, '_> {
             if !view.process().traced() || !chosen(view.process().pid()) {
                 continue;
             }
-            let report = processes::process_report(&view, &moment, &mut **namer);
+            let listed = Listed::Evidence(self.options);
+            let (report, members) = processes::process_parts(&view, &moment, listed, &mut **namer);
             let own = findings::for_process(&report, self.options);
             if let Some(builder) = self.ranked.borrow_mut().builder() {
                 builder.add_process(&report, &own);
@@ -189,7 +193,11 @@ impl Serialize for Processes<'_, '_> {
                 .borrow_mut()
                 .extend(own.into_iter().filter(|finding| chosen(finding.pid)));
             self.cgroups.borrow_mut().add(&report);
-            sequence.serialize_element(&report)?;
+            sequence.serialize_element(&ProcessJson {
+                report: &report,
+                members: &members,
+                view: &view,
+            })?;
         }
         sequence.end()
     }

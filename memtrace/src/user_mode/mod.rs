@@ -14,7 +14,8 @@ use crate::{
     event::{Event, EventBody, JitSymbolEvent, ModuleEvent, StackEvent},
     model::{AddressSpace, Model, RegionKind},
     report::{
-        self, folded::FoldedPrograms, FrameName, FrameNamer, Report, ReportOptions, SessionInfo,
+        self, folded::FoldedPrograms, Detail, FrameName, FrameNamer, Report, ReportOptions,
+        SessionInfo,
     },
     stacks::{
         vdso::VDSO_NAME, FileView, MappedFile, ModuleCache, ModuleMap, PerfMaps, Symbolizer,
@@ -315,18 +316,19 @@ impl UserMode {
 
     /// The report of everything fed so far, frames named from the binaries as the symbolizer
     /// first saw them.
-    pub fn report(&mut self, session: &SessionInfo) -> Report {
-        self.report_for(session, &[])
+    pub fn report(&mut self, session: &SessionInfo, detail: Detail) -> Report {
+        self.report_for(session, &[], detail)
     }
 
     /// The report of these processes only (all when `pids` is empty).
-    pub fn report_for(&mut self, session: &SessionInfo, pids: &[u32]) -> Report {
+    pub fn report_for(&mut self, session: &SessionInfo, pids: &[u32], detail: Detail) -> Report {
         report::build_for(
             &self.model,
             &self.exited,
             session,
             &mut SymbolNames(&mut self.symbolizer),
             pids,
+            detail,
         )
     }
 

@@ -8,6 +8,8 @@
 //! - a compressed-time 24-hour attach to a process with steady churn, fed to the model by the
 //!   example, with memtrace's RSS after every simulated hour;
 //! - the cost of one live region;
+//! - the replays of the hardening tests' crafted recordings of a million forks that never run
+//!   and of a million mappings never unmapped (#29; written by the example's `crafted` mode);
 //! - the agent: a compressed-time day of a busy server through its pipeline (RSS at hour 1
 //!   and hour 24, CPU per million events, minutes of history in 64 MiB), and the CPU of a
 //!   scrape of /metrics with 300 traced processes.
@@ -29,6 +31,9 @@ const TARGET_FOLLOW_MIB: f64 = 64.0;
 /// The issue's own workload: a replay of 1M short-lived processes, with its report.
 const REPLAY_PROCESSES: u64 = 1_000_000;
 const TARGET_REPLAY_MIB: f64 = 1024.0;
+/// The crafted recordings (tests/src/crafted.rs) and their goal (#29).
+const CRAFTED: [&str; 2] = ["forks", "mappings"];
+const TARGET_CRAFTED_MIB: f64 = 256.0;
 const CHURN_HOURS: u32 = 24;
 const AGENT_HOURS: u32 = 24;
 /// A busy host's traced processes, for the cost of a scrape.
@@ -139,7 +144,38 @@ pub fn measure(workspace: &Workspace, memtrace: &Path, scratch: &Path) -> Result
         kib_as_mib(total("peak_kib")),
     );
     println!("footprint: one live region costs {per_region} bytes");
+    crafted(&example, memtrace, scratch)?;
     agent(&example)
+}
+
+/// The replays of the crafted recordings, with their text and JSON reports, against their goal.
+fn crafted(example: &Path, memtrace: &Path, scratch: &Path) -> Result<()> {
+    cmd::step("footprint: replays of the crafted recordings of a million forks or mappings");
+    for name in CRAFTED {
+        let recording = scratch.join(format!("crafted-{name}.mtr"));
+        cmd::run(
+            Command::new(example)
+                .args(["crafted", name])
+                .arg(&recording),
+        )?;
+        let bytes = fs::metadata(&recording)
+            .with_context(|| format!("reading the size of {}", recording.display()))?
+            .len();
+        for format in ["text", "json"] {
+            let mut replay = Command::new(memtrace);
+            replay
+                .arg("replay")
+                .arg(&recording)
+                .args(["--format", format, "-o", "/dev/null"]);
+            let peak_kib = peak_rss_kib(&mut replay)?;
+            println!(
+                "footprint: replay of the crafted 1M {name} ({bytes} byte recording), --format {format}: peak RSS {:.1} MiB, goal <= {TARGET_CRAFTED_MIB} MiB",
+                peak_kib as f64 / 1024.0
+            );
+        }
+        let _ = fs::remove_file(&recording);
+    }
+    Ok(())
 }
 
 /// The agent's figures (#26, #27), from the example's `agent-day` and `scrape` modes.

@@ -25,6 +25,7 @@ use crate::report::schema::{
     AllocatedSite, CallSiteGroup, ExitCount, ExitedProgramReport, Finding, FindingKind,
     FoldedFindings, ProcessReport, SizeGroup, SyscallTable, Unreleased, UnreleasedGroup,
 };
+use crate::report::summary::Listed;
 use crate::report::{findings, ReportOptions};
 
 mod capped;
@@ -86,7 +87,9 @@ impl FoldedPrograms {
             since_ns: self.options.since_ns,
         };
         let mut told = ToldModules::default();
-        let report = processes::process_report(&view, &moment, &mut told);
+        // Folding keeps counts, not regions: the findings' evidence is all it reads.
+        let listed = Listed::Evidence(&self.options);
+        let report = processes::process_report(&view, &moment, listed, &mut told);
         let kinds: BTreeSet<FindingKind> = findings::for_process(&report, &self.options)
             .into_iter()
             .map(|finding| finding.kind)
@@ -344,6 +347,8 @@ impl Program {
                     bytes: sum.bytes,
                     first_created_ns: sum.first_created_ns,
                     last_created_ns: sum.last_created_ns,
+                    // Folded groups list no regions, and were never told apart by them.
+                    thread_stacks: false,
                     regions: Vec::new(),
                 }
             })

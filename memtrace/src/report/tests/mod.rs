@@ -7,7 +7,9 @@ use crate::event::{Abi, AttachEvent, Losses, Syscall};
 use crate::model::testing::*;
 use crate::report::folded::FoldedPrograms;
 use crate::report::schema::{Evidence, FindingKind, Report};
-use crate::report::{build, json, text, NoNames, ReportOptions, SessionInfo, Source, TextOptions};
+use crate::report::{
+    build, json, text, Detail, NoNames, ReportOptions, SessionInfo, Source, TextOptions,
+};
 
 mod findings;
 mod folding;

@@ -86,3 +86,39 @@ fn the_header_names_the_backend() {
     let json: Value = serde_json::from_str(&json::render(&replayed)).unwrap();
     assert!(json.get("backend").is_none());
 }
+
+/// The text report built with only the findings' evidence listed (what `memtrace` and
+/// `memtrace replay` build for it, a million mappings without a second copy) is the one
+/// built whole, in every way it is shown: the findings, the group rows' closed memfds and
+/// the ranking read nothing the evidence leaves out.
+#[test]
+fn text_built_from_the_evidence_is_the_whole_reports() {
+    let mut sshd = sshd_bash_feed(Abi::I386);
+    sshd.exit(BASH, 0);
+    let nothing = FoldedPrograms::default();
+    let (children, folded) = folded_children_feed(2);
+    let feeds = [
+        (doublemapper_feed(), &nothing),
+        (anon_leak_feed(), &nothing),
+        (sshd, &nothing),
+        (two_containers_feed(), &nothing),
+        (children, &folded),
+    ];
+    for (feed, exited) in &feeds {
+        let info = session(feed.model.events());
+        let build = |detail| {
+            crate::report::build_for(&feed.model, exited, &info, &mut NoNames, &[], detail)
+        };
+        let (whole, evidence) = (build(Detail::Whole), build(Detail::Evidence));
+        for all in [false, true] {
+            let options = TextOptions {
+                show_layout: false,
+                all,
+            };
+            assert_eq!(
+                text::render(&evidence, &options),
+                text::render(&whole, &options)
+            );
+        }
+    }
+}
