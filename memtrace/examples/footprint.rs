@@ -444,8 +444,10 @@ fn agent_day(hours: u64, leak: bool) {
             let _ = agent.take_fired();
             let _ = agent.user_mode.take_forgotten();
         }
+        // RssAnon beside RSS: the pages memtrace allocated, without its own code's, which
+        // the kernel may map in or drop from one run to the next.
         println!(
-            "agent-day hour {hour} rss_kib {} history_bytes {} regions {}",
+            "agent-day hour {hour} rss_kib {} history_bytes {} regions {} rss_anon_kib {}",
             rss_kib(),
             agent.flight.bytes(),
             agent
@@ -453,7 +455,8 @@ fn agent_day(hours: u64, leak: bool) {
                 .model
                 .live_processes()
                 .map(|view| view.layout().iter().count())
-                .sum::<usize>()
+                .sum::<usize>(),
+            status_kib("RssAnon:")
         );
     }
     let cpu = cpu_seconds() - cpu_start;

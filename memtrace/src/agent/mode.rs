@@ -165,8 +165,10 @@ impl AgentMode {
                     self.flight
                         .record(&event(EventBody::Container(container.clone())))?;
                 }
+                // Moved, not copied: a copy of every live region each minute doubles the
+                // keyframe's transient peak, which grows with the regions.
                 self.flight
-                    .record(&event(EventBody::Keyframe(keyframe.layout.clone())))?;
+                    .record(&event(EventBody::Keyframe(keyframe.layout)))?;
             }
             Ok(())
         })();
