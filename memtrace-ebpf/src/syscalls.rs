@@ -8,10 +8,10 @@
 //! memfd_create) resolve it at exit, when the fd is known to be valid.
 
 use aya_ebpf::{
-    bindings::{pt_regs, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{pt_regs, task_struct, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_ktime_get_ns, bpf_probe_read_kernel_buf, bpf_probe_read_user, bpf_probe_read_user_buf,
-        bpf_probe_read_user_str_bytes,
+        bpf_probe_read_user_str_bytes, generated::bpf_task_pt_regs,
     },
     macros::{btf_tracepoint, raw_tracepoint},
     programs::{BtfTracePointContext, RawTracePointContext},
@@ -69,6 +69,32 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     if ours {
         let regs: KernelPtr = ctx.arg(0);
         enter_syscall(&ctx, number, regs, current_abi);
+    }
+    0
+}
+
+/// `sched_prepare_exec(struct task_struct *task, struct linux_binprm *bprm)` (Linux 6.10 and
+/// later): an exec past its point of no return, while the task is still the caller (its user
+/// registers, its memory, its TS_COMPAT are the caller's until the new image is loaded). On a
+/// kernel that has it, without `--latency`, this parks an execve's entry instead of
+/// `sys_enter`, which is then not attached at all: a traced mmap pays one program, and every
+/// other syscall of the machine one program's filter rather than two. A failed exec never gets
+/// here; its exit still has the caller's registers and is reported from them
+/// ([`unparked_syscall`]).
+#[btf_tracepoint(function = "sched_prepare_exec")]
+pub fn sched_prepare_exec(ctx: BtfTracePointContext) -> i32 {
+    let task: *mut task_struct = ctx.arg(0);
+    // SAFETY: `task` is the tracepoint's BTF-typed task; the helper returns its saved user
+    // registers (a BTF pointer the loads below are checked against).
+    let regs = unsafe { bpf_task_pt_regs(task) } as usize as *const pt_regs;
+    if regs.is_null() {
+        return 0;
+    }
+    // An exec the kernel itself started (a usermode helper's) made no syscall: its number
+    // is no exec's, and `try_enter_syscall` turns it away.
+    let number = user_reg!(regs, orig_rax) as i64;
+    if Syscall::may_be_exec(number) {
+        enter_syscall(&ctx, number, regs.cast(), current_abi);
     }
     0
 }
@@ -284,7 +310,7 @@ pub fn exit_syscall(regs: *const pt_regs, number: i64, ret: i64, abi: impl FnOnc
     // attached mid-syscall) or its record lost (the task moved to another CPU and its slot was
     // reused): the arguments are still in the user registers; only the latency is unknown.
     if !paired
-        && !(thread_is_traced_here(tgid, tid) && unparked_syscall(number, abi(), &mut parked))
+        && !(thread_is_traced_here(tgid, tid) && unparked_syscall(number, abi(), ret, &mut parked))
     {
         return;
     }
@@ -380,12 +406,15 @@ fn is_same_syscall(parked: &Parked, number: i64) -> bool {
 
 /// A traced syscall seen only at its exit (`entry_ns` 0: unknown), into `out`.
 #[inline(always)]
-fn unparked_syscall(number: i64, abi: Abi, out: &mut Parked) -> bool {
+fn unparked_syscall(number: i64, abi: Abi, ret: i64, out: &mut Parked) -> bool {
     let Some(syscall) = Syscall::from_number(abi, number) else {
         return false;
     };
-    // execve's registers belong to the new image by now; the exec event tells about it.
-    if matches!(syscall, Syscall::Execve | Syscall::Execveat) {
+    // A successful exec's registers belong to the new image by now (the exec event tells
+    // about it); a failed one returns to the caller, registers and memory intact, which is how
+    // a failed exec is seen where nothing parks its entry (`sched_prepare_exec` sees only
+    // those past the point of no return).
+    if syscall.is_exec() && syscall_errno(ret).is_none() {
         return false;
     }
     out.syscall = syscall as u32;

@@ -35,11 +35,14 @@ const TEST_TARGET: &str = "it";
 /// it must load ([`Kernel::fentry`]), so that neither backend is only tried through the other's
 /// fallback.
 const SMOKE_TESTS: &[&str] = &[
-    // Exact counts in both ABIs: sys_enter/sys_exit and TS_COMPAT.
+    // Exact counts in both ABIs: sys_exit (and sys_enter or sched_prepare_exec) and TS_COMPAT.
     "tracing::exact_counts::case_1_x86_64",
     "tracing::exact_counts::case_2_i386",
     // fork, exec across ABIs, exit.
     "tracing::a_32_bit_parent_execs_a_64_bit_child",
+    // A failed exec, which 6.10 and later see only at its exit (no program at entry).
+    "tracing::a_failed_exec_is_counted_with_its_file_name::case_1_x86_64",
+    "tracing::a_failed_exec_is_counted_with_its_file_name::case_2_i386",
     // --pid attach.
     "tracing::attach_sees_what_a_sleeping_process_does_next",
     "layout::doublemapper::case_1_x86_64",

@@ -16,7 +16,7 @@ use aya::{
     Btf, Ebpf,
 };
 
-use super::{program_of, ProbeError};
+use super::{kernel_differences::PREPARE_EXEC_TRACEPOINT, program_of, ProbeError};
 
 /// The syscall hooks a live session used, as its report and its recording tell them.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -220,6 +220,19 @@ pub const OPTIONAL_FUNCTIONS: [&str; 15] = [
     "__ia32_sys_mseal",
 ];
 
+/// Which syscalls' entries a program sees: exit reads the arguments from the user registers,
+/// so an entry matters only for its latency, or for an exec (whose exit runs in the new image).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entries {
+    /// Every traced syscall's (`--latency`: each is stamped).
+    Every,
+    /// Only execs', on the backend's entry hook (kernels before 6.10).
+    Execs,
+    /// Only execs', at `sched_prepare_exec`, on either backend: no program on any syscall's
+    /// entry, so a traced call pays one program run.
+    ExecsAtPrepare,
+}
+
 /// Attaches the syscall programs of the backend `choice` asks for: the one place the backend
 /// is decided. `auto` tries fentry and, if any of its programs does not load or attach, removes
 /// them all and uses the raw tracepoints; an explicit choice that fails is an error.
@@ -227,10 +240,10 @@ pub fn attach_syscalls(
     ebpf: &mut Ebpf,
     btf: &Btf,
     choice: BackendChoice,
-    syscall_latency: bool,
+    entries: Entries,
 ) -> Result<Attached, ProbeError> {
     let attach_fentry = |ebpf: &mut Ebpf| {
-        attach_fentry(ebpf, btf, syscall_latency).inspect_err(|error| {
+        attach_fentry(ebpf, btf, entries).inspect_err(|error| {
             if let Some(log) = &error.verifier_log {
                 log::debug!("fentry backend: {error}; the verifier's log:\n{log}");
             }
@@ -238,12 +251,13 @@ pub fn attach_syscalls(
     };
     match choice {
         BackendChoice::Fentry => attach_fentry(ebpf).map_err(ProbeError::Fentry)?,
-        BackendChoice::RawTracepoint => attach_raw_tracepoints(ebpf, btf)?,
+        BackendChoice::RawTracepoint => attach_raw_tracepoints(ebpf, btf, entries)?,
         BackendChoice::Auto => match attach_fentry(ebpf) {
             Ok(()) => {}
             Err(reason) => {
                 detach_fentry(ebpf);
-                attach_raw_tracepoints(ebpf, btf)?;
+                attach_raw_tracepoints(ebpf, btf, entries)?;
+                attach_prepare_exec(ebpf, btf, entries)?;
                 return Ok(Attached {
                     backend: Backend::RawTracepoint,
                     fallback: Some(reason.to_string()),
@@ -251,6 +265,7 @@ pub fn attach_syscalls(
             }
         },
     }
+    attach_prepare_exec(ebpf, btf, entries)?;
     let backend = match choice {
         BackendChoice::RawTracepoint => Backend::RawTracepoint,
         _ => Backend::Fentry,
@@ -324,13 +339,34 @@ fn verifier_reason(log: &str) -> Option<&str> {
         .or(last)
 }
 
+/// The exec entries' program of [`Entries::ExecsAtPrepare`], the same on both backends.
+fn attach_prepare_exec(ebpf: &mut Ebpf, btf: &Btf, entries: Entries) -> Result<(), ProbeError> {
+    if entries != Entries::ExecsAtPrepare {
+        return Ok(());
+    }
+    let program = "sched_prepare_exec";
+    let prepare: &mut BtfTracePoint = program_of(ebpf, program)?;
+    prepare
+        .load(PREPARE_EXEC_TRACEPOINT, btf)
+        .map_err(|source| ProbeError::Program { program, source })?;
+    prepare
+        .attach()
+        .map_err(|source| ProbeError::Program { program, source })?;
+    Ok(())
+}
+
 /// Loads and attaches the fentry/fexit programs: every fexit, and the fentry programs whose
-/// entry matters (all with `--latency`, else the execs', whose exit runs in the new image).
-fn attach_fentry(ebpf: &mut Ebpf, btf: &Btf, syscall_latency: bool) -> Result<(), FentryError> {
+/// entry matters ([`Entries`]).
+fn attach_fentry(ebpf: &mut Ebpf, btf: &Btf, entries: Entries) -> Result<(), FentryError> {
     for (function, entry, exit) in FENTRY_FUNCTIONS {
         let error =
             |program| move |source: ProgramError| FentryError::new(program, function, &source);
-        if syscall_latency || EXEC_FUNCTIONS.contains(&function) {
+        let wanted = match entries {
+            Entries::Every => true,
+            Entries::Execs => EXEC_FUNCTIONS.contains(&function),
+            Entries::ExecsAtPrepare => false,
+        };
+        if wanted {
             let fentry: &mut FEntry =
                 program_of(ebpf, entry).map_err(|e| missing(&e, entry, function))?;
             match fentry.load(function, btf) {
@@ -373,15 +409,17 @@ fn detach_fentry(ebpf: &mut Ebpf) {
     }
 }
 
-fn attach_raw_tracepoints(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), ProbeError> {
-    let program = "sys_enter";
-    let enter: &mut RawTracePoint = program_of(ebpf, program)?;
-    enter
-        .load()
-        .map_err(|source| ProbeError::Program { program, source })?;
-    enter
-        .attach("sys_enter")
-        .map_err(|source| ProbeError::Program { program, source })?;
+fn attach_raw_tracepoints(ebpf: &mut Ebpf, btf: &Btf, entries: Entries) -> Result<(), ProbeError> {
+    if entries != Entries::ExecsAtPrepare {
+        let program = "sys_enter";
+        let enter: &mut RawTracePoint = program_of(ebpf, program)?;
+        enter
+            .load()
+            .map_err(|source| ProbeError::Program { program, source })?;
+        enter
+            .attach("sys_enter")
+            .map_err(|source| ProbeError::Program { program, source })?;
+    }
     let program = "sys_exit";
     let exit: &mut BtfTracePoint = program_of(ebpf, program)?;
     exit.load("sys_exit", btf)

@@ -34,6 +34,11 @@
 //! - `oom:mark_victim` passed the victim's pid alone (`int pid`) until it passed the task
 //!   (`struct task_struct *`), to which Linux 6.8 added its uid (6.18 passes both): one program
 //!   per form, as for `sched_process_exit`, chosen from the prototype.
+//! - `sched_prepare_exec` (Linux 6.10) fires once an exec is past its point of no return, while
+//!   the task is still the caller: where it exists (and `--latency` is off) it parks an
+//!   execve's entry and `sys_enter` is not attached at all, so a traced call pays one program
+//!   on the raw tracepoints (syscalls.rs `sched_prepare_exec`); before 6.10, `sys_enter` does
+//!   it, turning every other syscall away on its number.
 //! - The direct ia32 SysV IPC syscalls (shmat 397, shmdt 398) exist since Linux 5.1, mseal
 //!   since 6.10; a kernel without one's function (or built without SysV IPC or AIO) leaves
 //!   that fentry program out (backend.rs `OPTIONAL_FUNCTIONS`).
@@ -52,7 +57,13 @@ pub struct KernelDifferences {
     pub exit_program: &'static str,
     /// The program for `oom:mark_victim`'s form on this kernel (`None`: no such tracepoint).
     pub oom_victim_program: Option<&'static str>,
+    /// The kernel has `sched_prepare_exec` (6.10 and later), where an exec's entry can be
+    /// parked without a program on `sys_enter`.
+    pub prepare_exec: bool,
 }
+
+/// The tracepoint of an exec past its point of no return, the task still the caller.
+pub const PREPARE_EXEC_TRACEPOINT: &str = "sched_prepare_exec";
 
 /// The tracepoint the OOM killer fires for each victim.
 pub const OOM_VICTIM_TRACEPOINT: &str = "mark_victim";
@@ -71,6 +82,7 @@ impl KernelDifferences {
                     .flatten()
                     .as_deref(),
             ),
+            prepare_exec: btf.tracepoint_arg_count(PREPARE_EXEC_TRACEPOINT).is_some(),
             ..Self::from_exit_arg_count(btf.tracepoint_arg_count(EXIT_TRACEPOINT))
         }
     }
@@ -85,6 +97,7 @@ impl KernelDifferences {
         Self {
             exit_program,
             oom_victim_program: None,
+            prepare_exec: false,
         }
     }
 
@@ -170,5 +183,10 @@ mod tests {
         assert_eq!(btf.tracepoint_arg_count("no_such_tracepoint"), None);
         let exit = btf.tracepoint_arg_count(EXIT_TRACEPOINT);
         assert!(matches!(exit, Some(1 | 2)), "sched_process_exit: {exit:?}");
+        // `sched_prepare_exec(task, bprm)` where the kernel has it (6.10 on; 5.10 and 6.1 in
+        // the guests do not): then it is what the differences say.
+        let prepare = btf.tracepoint_arg_count(PREPARE_EXEC_TRACEPOINT);
+        assert!(matches!(prepare, None | Some(2)), "sched_prepare_exec: {prepare:?}");
+        assert_eq!(KernelDifferences::of(&btf).prepare_exec, prepare.is_some());
     }
 }

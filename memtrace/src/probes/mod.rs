@@ -150,8 +150,14 @@ impl Probes {
 
         // Syscalls first: with `--backend fentry` where fentry is forbidden, nothing else is
         // loaded before the one-line refusal.
-        let attached =
-            backend::attach_syscalls(&mut ebpf, &btf, options.backend, options.syscall_latency)?;
+        let entries = if options.syscall_latency {
+            backend::Entries::Every
+        } else if differences.prepare_exec {
+            backend::Entries::ExecsAtPrepare
+        } else {
+            backend::Entries::Execs
+        };
+        let attached = backend::attach_syscalls(&mut ebpf, &btf, options.backend, entries)?;
         let oom_victims = match differences.oom_victim_program {
             Some(program) if options.oom_victims => {
                 Some((program, kernel_differences::OOM_VICTIM_TRACEPOINT))

@@ -109,6 +109,55 @@ fn latency_is_measured_only_with_latency(#[case] abi: Abi) {
     }
 }
 
+/// A failed exec is counted as strace counts it, in both ABIs, with its file name: on kernels
+/// where nothing runs at syscall entry (6.10 and later, without `--latency`) it is seen only
+/// at its exit, which returns to the caller with its registers and memory intact.
+#[rstest]
+#[case::x86_64(Abi::X86_64)]
+#[case::i386(Abi::I386)]
+fn a_failed_exec_is_counted_with_its_file_name(#[case] abi: Abi) {
+    require_root();
+    let scratch = Scratch::new(&format!("failed-exec-{}", abi.name()));
+    let parent = program("exec_child", abi, Runtime::Libc);
+    let missing = scratch.file("no-such-program");
+    let missing = missing.to_str().unwrap();
+    for latency in [false, true] {
+        let mut args = vec!["--follow", "--events"];
+        if latency {
+            args.push("--latency");
+        }
+        args.extend(["--", parent.to_str().unwrap(), missing]);
+        let run = memtrace_json(&scratch, &args);
+        // exec_child exits with its child's code: 127, the child's _exit after execv failed.
+        assert_eq!(run.output.status.code(), Some(127), "{:?}", run.output);
+        let report = run.report();
+        let traced = processes(report);
+        // The command: the one traced process whose parent is not traced.
+        let parent_entry = traced
+            .iter()
+            .find(|entry| !traced.iter().any(|other| other["pid"] == entry["ppid"]))
+            .unwrap();
+        let child = traced
+            .iter()
+            .find(|entry| entry["ppid"] == parent_entry["pid"])
+            .unwrap_or_else(|| panic!("no child in {report:#}"));
+        assert_eq!(child["abi"], abi.name());
+        assert_eq!(
+            calls(child, "execve"),
+            (1, 1),
+            "latency {latency}: {child:#}"
+        );
+        assert_eq!(calls(parent_entry, "execve"), (1, 0), "{parent_entry:#}");
+        let stderr = String::from_utf8_lossy(&run.output.stderr);
+        let line = stderr
+            .lines()
+            .find(|line| line.contains("execve(") && line.contains("ENOENT"))
+            .unwrap_or_else(|| panic!("no failed execve line:\n{stderr}"));
+        assert!(line.contains(missing), "{line}");
+        assert!(line.contains(&format!(" {}] ", abi.name())), "{line}");
+    }
+}
+
 #[test]
 fn a_32_bit_parent_execs_a_64_bit_child() {
     require_root();
