@@ -38,11 +38,11 @@ const TARGET_TRACED_RATIO_TO_FLOOR: f64 = 1.10;
 const TARGET_BYSTANDER_RATIO_TO_FLOOR: f64 = 1.05;
 /// The syscall programs' time per traced mmap or munmap, entry and exit together.
 const TARGET_PROGRAM_NS_PER_CALL: f64 = 150.0;
-/// The programs a traced syscall may run, as the kernel names them (the first 15 bytes):
+/// The programs a traced syscall may run, as bpftool names them (whole, from their BTF):
 /// without `--latency`, on a kernel with `sched_prepare_exec` (6.10), only `sys_exit` runs for
 /// an mmap and `sys_enter` is not attached; the exec entries' program is counted too, so that
 /// whatever the traced path costs shows.
-const SYSCALL_PROGRAMS: [&str; 3] = ["sys_enter", "sched_prepare_e", "sys_exit"];
+const SYSCALL_PROGRAMS: [&str; 3] = ["sys_enter", "sched_prepare_exec", "sys_exit"];
 const FLOOR_PROGRAMS: [&str; 2] = ["floor_enter", "floor_exit"];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -462,7 +462,7 @@ fn print_program_times(rounds_programs: &[(Hook, Vec<ProgramTime>)], rounds: u32
          loop's mmap and munmap calls."
     );
     println!(
-        "{:<16} {:>26} {:>26}",
+        "{:<18} {:>26} {:>26}",
         "program", "ns per run", "ns per traced syscall"
     );
     let spread = |mut values: Vec<f64>| -> String {
@@ -491,7 +491,7 @@ fn print_program_times(rounds_programs: &[(Hook, Vec<ProgramTime>)], rounds: u32
     let hooks = [Hook::Floor, Hook::Memtrace];
     for name in FLOOR_PROGRAMS.iter().chain(&SYSCALL_PROGRAMS) {
         println!(
-            "{name:<16} {:>26} {:>26}",
+            "{name:<18} {:>26} {:>26}",
             spread(of(&hooks, name, per_run)),
             spread(of(&hooks, name, per_call))
         );
@@ -511,13 +511,13 @@ fn print_program_times(rounds_programs: &[(Hook, Vec<ProgramTime>)], rounds: u32
             .collect()
     };
     println!(
-        "{:<16} {:>26} {:>26}  target <= {TARGET_PROGRAM_NS_PER_CALL:.0} (median)",
+        "{:<18} {:>26} {:>26}  target <= {TARGET_PROGRAM_NS_PER_CALL:.0} (median)",
         "enter+exit",
         "",
         spread(together(Hook::Memtrace))
     );
     println!(
-        "{:<16} {:>26} {:>26}  with --latency (no goal)",
+        "{:<18} {:>26} {:>26}  with --latency (no goal)",
         "enter+exit",
         "",
         spread(together(Hook::Latency))
