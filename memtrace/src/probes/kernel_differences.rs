@@ -186,7 +186,10 @@ mod tests {
         // `sched_prepare_exec(task, bprm)` where the kernel has it (6.10 on; 5.10 and 6.1 in
         // the guests do not): then it is what the differences say.
         let prepare = btf.tracepoint_arg_count(PREPARE_EXEC_TRACEPOINT);
-        assert!(matches!(prepare, None | Some(2)), "sched_prepare_exec: {prepare:?}");
-        assert_eq!(KernelDifferences::of(&btf).prepare_exec, prepare.is_some());
+        assert!(
+            matches!(prepare, None | Some(2)),
+            "sched_prepare_exec: {prepare:?}"
+        );
+        assert_eq!(KernelDifferences::of(btf).prepare_exec, prepare.is_some());
     }
 }
