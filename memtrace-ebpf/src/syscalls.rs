@@ -1,11 +1,13 @@
-//! Syscall entry and exit (`raw_syscalls:sys_enter` / `sys_exit` as raw tracepoints).
+//! Syscall entry and exit (`raw_syscalls:sys_enter` / `sys_exit` as raw tracepoints, and the
+//! exec entries' `sched_prepare_exec`).
 //!
-//! Entry decides whether the syscall is one of ours (by ABI, then number) and parks that
-//! decision with its start time (`in_flight`); only for execve, whose exit runs in the new
-//! image, does it read the arguments and the file name. Exit reads the arguments from the user
-//! registers, which these syscalls leave intact (old_mmap's block from user memory), pairs them
-//! with the result and emits one record. Records that carry a file (mmap of an fd,
-//! memfd_create) resolve it at exit, when the fd is known to be valid.
+//! Exit does the work: it reads the arguments from the user registers, which these syscalls
+//! leave intact (old_mmap's block from user memory), pairs them with the result and emits one
+//! record. Records that carry a file (mmap of an fd, memfd_create) resolve it at exit, when the
+//! fd is known to be valid. An entry matters only for an exec, whose exit runs in the new image
+//! (its arguments and file name are read and parked at entry), and with `--latency`, where
+//! every traced entry parks its start time (`in_flight`). Exec entries are parked at
+//! `sched_prepare_exec` where the kernel has it (6.10), and `sys_enter` is then not attached.
 
 use aya_ebpf::{
     bindings::{pt_regs, task_struct, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},

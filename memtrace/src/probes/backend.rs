@@ -361,6 +361,18 @@ fn attach_fentry(ebpf: &mut Ebpf, btf: &Btf, entries: Entries) -> Result<(), Fen
     for (function, entry, exit) in FENTRY_FUNCTIONS {
         let error =
             |program| move |source: ProgramError| FentryError::new(program, function, &source);
+        // The exit first: every function has one, so this is where a function the kernel
+        // lacks is found out, whether or not its entry is wanted.
+        let fexit: &mut FExit = program_of(ebpf, exit).map_err(|e| missing(&e, exit, function))?;
+        match fexit.load(function, btf) {
+            // Not in this kernel's BTF: the kernel has no such function.
+            Err(ProgramError::Btf(_)) if OPTIONAL_FUNCTIONS.contains(&function) => {
+                log::debug!("fentry backend: this kernel has no {function}; left out");
+                continue;
+            }
+            loaded => loaded.map_err(error(exit))?,
+        }
+        fexit.attach().map_err(error(exit))?;
         let wanted = match entries {
             Entries::Every => true,
             Entries::Execs => EXEC_FUNCTIONS.contains(&function),
@@ -369,19 +381,9 @@ fn attach_fentry(ebpf: &mut Ebpf, btf: &Btf, entries: Entries) -> Result<(), Fen
         if wanted {
             let fentry: &mut FEntry =
                 program_of(ebpf, entry).map_err(|e| missing(&e, entry, function))?;
-            match fentry.load(function, btf) {
-                // Not in this kernel's BTF: the kernel has no such function.
-                Err(ProgramError::Btf(_)) if OPTIONAL_FUNCTIONS.contains(&function) => {
-                    log::debug!("fentry backend: this kernel has no {function}; {entry} left out");
-                    continue;
-                }
-                loaded => loaded.map_err(error(entry))?,
-            }
+            fentry.load(function, btf).map_err(error(entry))?;
             fentry.attach().map_err(error(entry))?;
         }
-        let fexit: &mut FExit = program_of(ebpf, exit).map_err(|e| missing(&e, exit, function))?;
-        fexit.load(function, btf).map_err(error(exit))?;
-        fexit.attach().map_err(error(exit))?;
     }
     Ok(())
 }
