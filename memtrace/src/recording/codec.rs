@@ -72,7 +72,11 @@ mod syscall_head {
     pub const NUMBER: u8 = 0b0001_1111;
     pub const STRING: u8 = 0b0010_0000;
     pub const FILE: u8 = 0b0100_0000;
-    pub const RESERVED: u8 = 0b1000_0000;
+    /// The entry was not seen (`entry_ns` 0: no `--latency`), and no duration follows. Without
+    /// this bit a 0 would be coded as a duration of the whole clock, 8 bytes an event. Unset
+    /// in recordings made before it (this bit was reserved), which read as they always did;
+    /// a memtrace from before refuses a recording that sets it ("reserved bit").
+    pub const NO_ENTRY: u8 = 0b1000_0000;
 }
 
 /// Syscall numbers share their byte with two flags: a syscall added to memtrace-common beyond
@@ -550,12 +554,17 @@ fn encode_syscall(record: &SyscallEvent, time_ns: u64, buf: &mut impl BufMut) {
     if record.file.is_some() {
         head |= syscall_head::FILE;
     }
+    if record.entry_ns == 0 {
+        head |= syscall_head::NO_ENTRY;
+    }
     buf.put_u8(head);
     for &arg in &record.args {
         put_ivarint(buf, arg as i64);
     }
     put_ivarint(buf, record.ret);
-    put_ivarint(buf, time_ns.wrapping_sub(record.entry_ns) as i64);
+    if record.entry_ns != 0 {
+        put_ivarint(buf, time_ns.wrapping_sub(record.entry_ns) as i64);
+    }
     if let Some(string) = &record.string {
         put_str(buf, string);
     }
@@ -567,9 +576,6 @@ fn encode_syscall(record: &SyscallEvent, time_ns: u64, buf: &mut impl BufMut) {
 #[inline]
 fn decode_syscall(time_ns: u64, buf: &mut &[u8]) -> Result<SyscallEvent, Malformed> {
     let head = get_u8(buf)?;
-    if head & syscall_head::RESERVED != 0 {
-        return Err(Malformed("a syscall head has its reserved bit set"));
-    }
     let syscall = Syscall::from_u32(u32::from(head & syscall_head::NUMBER))
         .ok_or(Malformed("a syscall number is unknown"))?;
     let mut args = [0u64; 6];
@@ -577,7 +583,11 @@ fn decode_syscall(time_ns: u64, buf: &mut &[u8]) -> Result<SyscallEvent, Malform
         *arg = get_ivarint(buf)? as u64;
     }
     let ret = get_ivarint(buf)?;
-    let entry_ns = time_ns.wrapping_sub(get_ivarint(buf)? as u64);
+    let entry_ns = if head & syscall_head::NO_ENTRY != 0 {
+        0
+    } else {
+        time_ns.wrapping_sub(get_ivarint(buf)? as u64)
+    };
     let string = if head & syscall_head::STRING != 0 {
         Some(get_string(buf)?)
     } else {
@@ -810,6 +820,28 @@ mod tests {
         let two = round_trip(&[first, second]).len();
         // Tag, time delta (2 bytes), head, args (3+2+4), ret, duration (2 bytes).
         assert_eq!(two - one, 1 + 2 + 1 + (7 + 2 + 4) + 1 + 2);
+    }
+
+    /// A call whose entry was not seen (no `--latency`) is coded without a duration, and reads
+    /// back as not seen, beside one whose entry was; a duration of 0 is not "not seen".
+    #[test]
+    fn an_unseen_entry_takes_no_bytes() {
+        let seen = syscall_event(101, 1_000_000);
+        let mut unseen = syscall_event(101, 1_000_300);
+        let EventBody::Syscall(call) = &mut unseen.body else {
+            unreachable!()
+        };
+        call.entry_ns = 0;
+        let mut instant = syscall_event(101, 1_000_600);
+        let EventBody::Syscall(call) = &mut instant.body else {
+            unreachable!()
+        };
+        call.entry_ns = instant.time_ns;
+        let one = round_trip(std::slice::from_ref(&seen)).len();
+        let two = round_trip(&[seen.clone(), unseen.clone()]).len();
+        // Tag, time delta (2 bytes), head, args (3+2+4), ret; no duration.
+        assert_eq!(two - one, 1 + 2 + 1 + (7 + 2 + 4) + 1);
+        round_trip(&[seen, unseen, instant]);
     }
 
     #[test]
