@@ -230,19 +230,7 @@ fn a_report_can_be_built_mid_stream() {
 /// processes, a live session's backend, and `--pid`.
 #[test]
 fn streamed_json_is_the_rendered_report() {
-    let mut sshd = sshd_bash_feed(Abi::I386);
-    sshd.exit(BASH, 0);
-    let nothing = FoldedPrograms::default();
-    let (children, folded) = folded_children_feed(2);
-    let feeds = [
-        (doublemapper_feed(), &nothing),
-        (anon_leak_feed(), &nothing),
-        (sshd, &nothing),
-        (Feed::new(), &nothing),
-        (two_containers_feed(), &nothing),
-        (children, &folded),
-    ];
-    for (feed, exited) in &feeds {
+    for (feed, exited) in &varied_sessions() {
         let mut info = session(feed.model.events());
         for backend in [None, Some("raw-tracepoint")] {
             info.backend = backend.map(|name| crate::report::BackendInfo {

@@ -192,6 +192,23 @@ fn folded_children_feed(keep: usize) -> (Feed, FoldedPrograms) {
     (feed, exited)
 }
 
+/// Sessions that between them show every part of a report, each with what was folded out of
+/// it: findings of each kind, an exec across ABIs, an empty session, containers, folded
+/// children. For the tests that hold one way of making a report to another.
+fn varied_sessions() -> Vec<(Feed, FoldedPrograms)> {
+    let mut sshd = sshd_bash_feed(Abi::I386);
+    sshd.exit(BASH, 0);
+    let nothing = FoldedPrograms::default;
+    vec![
+        (doublemapper_feed(), nothing()),
+        (anon_leak_feed(), nothing()),
+        (sshd, nothing()),
+        (Feed::new(), nothing()),
+        (two_containers_feed(), nothing()),
+        folded_children_feed(2),
+    ]
+}
+
 fn folded_report(feed: &Feed, exited: &FoldedPrograms) -> Report {
     crate::report::build_with(
         &feed.model,

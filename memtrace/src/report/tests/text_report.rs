@@ -93,18 +93,7 @@ fn the_header_names_the_backend() {
 /// the ranking read nothing the evidence leaves out.
 #[test]
 fn text_built_from_the_evidence_is_the_whole_reports() {
-    let mut sshd = sshd_bash_feed(Abi::I386);
-    sshd.exit(BASH, 0);
-    let nothing = FoldedPrograms::default();
-    let (children, folded) = folded_children_feed(2);
-    let feeds = [
-        (doublemapper_feed(), &nothing),
-        (anon_leak_feed(), &nothing),
-        (sshd, &nothing),
-        (two_containers_feed(), &nothing),
-        (children, &folded),
-    ];
-    for (feed, exited) in &feeds {
+    for (feed, exited) in &varied_sessions() {
         let info = session(feed.model.events());
         let build = |detail| {
             crate::report::build_for(&feed.model, exited, &info, &mut NoNames, &[], detail)
