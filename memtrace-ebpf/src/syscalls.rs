@@ -142,7 +142,8 @@ fn try_enter_syscall<C: EbpfContext>(
     let Some(syscall) = Syscall::from_number(abi, number) else {
         return Ok(());
     };
-    if !syscall.is_exec() && !syscall_latency() {
+    let latency = syscall_latency();
+    if !syscall.is_exec() && !latency {
         return Ok(());
     }
     let (tgid, tid) = current_ids();
@@ -151,13 +152,13 @@ fn try_enter_syscall<C: EbpfContext>(
     }
     // An exec's entry comes here without `--latency` too; its latency is then unknown (0), as
     // every other call's.
-    let entry_ns = if syscall_latency() {
+    let entry_ns = if latency {
         // SAFETY: no arguments; CLOCK_MONOTONIC.
         unsafe { bpf_ktime_get_ns() }
     } else {
         0
     };
-    let parked = if matches!(syscall, Syscall::Execve | Syscall::Execveat) {
+    let parked = if syscall.is_exec() {
         park_exec(regs, syscall, abi, tid, entry_ns)
     } else {
         in_flight::park(tid, number, syscall, abi as u32, entry_ns)
@@ -302,9 +303,11 @@ pub fn exit_syscall(regs: *const pt_regs, number: i64, ret: i64, abi: impl FnOnc
     // on another CPU, a map entry whose exit this program missed (a run it skipped while
     // another was preempted on the same CPU). Trust an entry only for the syscall this exit
     // is for, or a futex's exit would be decoded as the munmap parked before it. Without
-    // `--latency` only execs are parked, always in the map.
-    let paired = in_flight::take_from_slot(tid, number, &mut parked)
-        || ((syscall_latency() || Syscall::may_be_exec(number))
+    // `--latency` only execs are parked, always in the map: the slot is never filled, and
+    // neither it nor the map is looked at for the other calls.
+    let latency = syscall_latency();
+    let paired = (latency && in_flight::take_from_slot(tid, number, &mut parked))
+        || ((latency || Syscall::may_be_exec(number))
             && thread_is_traced_here(tgid, tid)
             && in_flight::take_from_map(tid, &mut parked)
             && is_same_syscall(&parked, number));

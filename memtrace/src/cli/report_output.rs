@@ -140,7 +140,7 @@ pub fn write_user_report(
             }
         };
     }
-    // The text report alone lists no regions but those the findings read (unless `--layout`
+    // The text report alone lists no regions but those the findings read (unless `--show-layout`
     // asks for the layout): the whole lists would be a second copy of the model's.
     let detail = if args.format == Format::Text && !args.show_layout && !outputs.exports() {
         Detail::Evidence

@@ -249,31 +249,38 @@ pub fn attach_syscalls(
             }
         })
     };
-    match choice {
-        BackendChoice::Fentry => attach_fentry(ebpf).map_err(ProbeError::Fentry)?,
-        BackendChoice::RawTracepoint => attach_raw_tracepoints(ebpf, btf, entries)?,
+    let attached = match choice {
+        BackendChoice::Fentry => {
+            attach_fentry(ebpf).map_err(ProbeError::Fentry)?;
+            Attached {
+                backend: Backend::Fentry,
+                fallback: None,
+            }
+        }
+        BackendChoice::RawTracepoint => {
+            attach_raw_tracepoints(ebpf, btf, entries)?;
+            Attached {
+                backend: Backend::RawTracepoint,
+                fallback: None,
+            }
+        }
         BackendChoice::Auto => match attach_fentry(ebpf) {
-            Ok(()) => {}
+            Ok(()) => Attached {
+                backend: Backend::Fentry,
+                fallback: None,
+            },
             Err(reason) => {
                 detach_fentry(ebpf);
                 attach_raw_tracepoints(ebpf, btf, entries)?;
-                attach_prepare_exec(ebpf, btf, entries)?;
-                return Ok(Attached {
+                Attached {
                     backend: Backend::RawTracepoint,
                     fallback: Some(reason.to_string()),
-                });
+                }
             }
         },
-    }
-    attach_prepare_exec(ebpf, btf, entries)?;
-    let backend = match choice {
-        BackendChoice::RawTracepoint => Backend::RawTracepoint,
-        _ => Backend::Fentry,
     };
-    Ok(Attached {
-        backend,
-        fallback: None,
-    })
+    attach_prepare_exec(ebpf, btf, entries)?;
+    Ok(attached)
 }
 
 /// Why a program of the fentry backend did not load or attach.

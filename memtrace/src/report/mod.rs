@@ -71,7 +71,7 @@ impl Default for ReportOptions {
 /// How much of each process's region lists a report built whole holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Detail {
-    /// Every region: each process's layout and each group's regions, as the JSON, `--layout`
+    /// Every region: each process's layout and each group's regions, as the JSON, `--show-layout`
     /// and the exports list them.
     Whole,
     /// Only the regions the findings and the text report's group rows read
